@@ -1,0 +1,30 @@
+# make demo | make test | make bench -- each creates .venv and installs the project when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/featurestore demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check featurestore pipelines tests benchmarks
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_storage.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data

@@ -1,0 +1,62 @@
+"""featurestore: versioned embedding feature groups on Delta Lake, queried through DuckDB.
+
+Example::
+
+    from featurestore import FeatureStore
+    store = FeatureStore("./featurestore_data")
+    store.apply("schemas/")
+    fg = store.feature_group("item_embeddings", version=1)
+    fg.insert(df, as_of=cutoff)
+    fg.read()
+"""
+
+from featurestore.errors import (
+    BadVector,
+    CommitConflict,
+    CommitNotFound,
+    DuplicateKey,
+    FeatureGroupNotFound,
+    FeatureStoreError,
+    InvalidData,
+    NotFound,
+    NullKey,
+    QueryError,
+    SchemaMismatch,
+    SpecConflict,
+    SpecError,
+    StorageError,
+    ValidationFailed,
+)
+from featurestore.feature_group import Commit, FeatureGroup
+from featurestore.schema import EntityKey, Feature, FeatureGroupSpec, OnlineSpec, load_spec, load_specs
+from featurestore.store import ApplyResult, FeatureStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApplyResult",
+    "BadVector",
+    "Commit",
+    "CommitConflict",
+    "CommitNotFound",
+    "DuplicateKey",
+    "EntityKey",
+    "Feature",
+    "FeatureGroup",
+    "FeatureGroupNotFound",
+    "FeatureGroupSpec",
+    "FeatureStore",
+    "FeatureStoreError",
+    "InvalidData",
+    "NotFound",
+    "NullKey",
+    "OnlineSpec",
+    "QueryError",
+    "SchemaMismatch",
+    "SpecConflict",
+    "SpecError",
+    "StorageError",
+    "ValidationFailed",
+    "load_spec",
+    "load_specs",
+]

@@ -1,0 +1,56 @@
+"""The ``featurestore`` command: a thin layer over the library, one sub-command per library call.
+
+Each sub-command module has ``register(subparsers)``, adding its parsers with ``func`` set to a
+function of the parsed arguments that returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from featurestore.cli import core
+from featurestore.cli._common import CLIError
+from featurestore.errors import FeatureStoreError
+
+EPILOG = """examples:
+  featurestore init
+  featurestore apply schemas/
+  featurestore ls
+  featurestore sql "SELECT item_id, n_events FROM item_embeddings ORDER BY n_events DESC LIMIT 5"
+
+Every command takes --root PATH (default: $FEATURESTORE_ROOT, else ./featurestore_data)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="featurestore",
+        description="An embedding feature store: versioned feature groups on Delta Lake, DuckDB SQL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (core,):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (FeatureStoreError, CLIError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The one exception tree of featurestore.
+
+Every error the library raises on purpose derives from :class:`FeatureStoreError`; errors from the
+backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the boundary with
+``raise ... from exc`` so callers need to catch only this tree::
+
+    FeatureStoreError
+    ├── SpecError(ValueError)              a spec file or field is invalid (names the file and field)
+    ├── SpecConflict                       a changed spec for an existing (name, version): bump the version
+    ├── NotFound(KeyError)
+    │   ├── FeatureGroupNotFound           unknown feature group or version
+    │   └── CommitNotFound                 no such commit / nothing committed at that time
+    ├── InvalidData(ValueError)            a batch does not fit its spec; nothing was written
+    │   ├── SchemaMismatch                 missing, extra or wrongly typed columns
+    │   ├── BadVector                      wrong dimension, NaN/inf, null vector
+    │   ├── NullKey                        null entity key or event time
+    │   └── DuplicateKey                   the same key twice within one event_time
+    ├── ValidationFailed                   a strict validation policy rejected the batch
+    ├── CommitConflict                     a concurrent writer won the race; retry
+    ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
+    └── QueryError                         DuckDB rejected a query
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FeatureStoreError(Exception):
+    """Root of every error raised by featurestore."""
+
+
+class SpecError(FeatureStoreError, ValueError):
+    """A feature-group spec is invalid. The message names the file and the field at fault."""
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        self.path = path
+        self.field = field
+        where = ": ".join(p for p in (path, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SpecConflict(FeatureStoreError):
+    """A spec differs from the one already registered for the same (name, version)."""
+
+
+class NotFound(FeatureStoreError, KeyError):
+    """Something looked up by name or number does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FeatureGroupNotFound(NotFound):
+    """No feature group (or no such version of it) is registered in this store."""
+
+
+class CommitNotFound(NotFound):
+    """No commit with that number, or none at or before that time."""
+
+
+class InvalidData(FeatureStoreError, ValueError):
+    """A batch does not fit the feature group's spec. Nothing was written."""
+
+    def __init__(self, message: str, *, column: str | None = None, rows: Any = None):
+        self.column = column
+        self.rows = rows
+        super().__init__(message)
+
+
+class SchemaMismatch(InvalidData):
+    """Columns are missing, unexpected, or of a type that cannot be converted safely."""
+
+
+class BadVector(InvalidData):
+    """A vector has the wrong dimension, is null, or holds NaN or infinity."""
+
+
+class NullKey(InvalidData):
+    """An entity key or the event time is null."""
+
+
+class DuplicateKey(InvalidData):
+    """The same entity key appears more than once for one event_time."""
+
+
+class ValidationFailed(FeatureStoreError):
+    """A strict validation policy rejected the batch; the report says why. Nothing was written."""
+
+    def __init__(self, message: str, *, report: Any = None):
+        self.report = report
+        super().__init__(message)
+
+
+class CommitConflict(FeatureStoreError):
+    """Another writer committed a conflicting change first. Nothing of this write is visible; retry."""
+
+
+class StorageError(FeatureStoreError, OSError):
+    """The table storage failed: I/O error, unreadable log, missing files."""
+
+
+class QueryError(FeatureStoreError):
+    """DuckDB rejected a query (syntax, unknown column, type error)."""
+
+
+__all__ = [
+    "BadVector",
+    "CommitConflict",
+    "CommitNotFound",
+    "DuplicateKey",
+    "FeatureGroupNotFound",
+    "FeatureStoreError",
+    "InvalidData",
+    "NotFound",
+    "NullKey",
+    "QueryError",
+    "SchemaMismatch",
+    "SpecConflict",
+    "SpecError",
+    "StorageError",
+    "ValidationFailed",
+]

@@ -1,0 +1,253 @@
+"""One feature group version: a Delta table of rows (keys, event_time, features) and its commits.
+
+Example::
+
+    fg = store.feature_group("user_embeddings", version=1)
+    commit = fg.insert(df, as_of=datetime(2026, 11, 1, tzinfo=UTC))   # check, then one atomic commit
+    fg.read()                     # newest commit, as a pyarrow Table
+    fg.read(as_of=commit.commit)  # exactly that commit; also a datetime (commit time)
+    fg.latest()                   # newest row per key
+    fg.history()                  # [Commit, ...] with their metadata
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from featurestore.conform import conform, to_utc
+from featurestore.errors import CommitNotFound, InvalidData
+from featurestore.schema import TIMESTAMP, FeatureGroupSpec
+from featurestore.storage import delta
+from featurestore.storage.delta import META_PREFIX
+from featurestore.storage.duck import INGESTED_AT, quote
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+AsOf = int | datetime | None
+#: called with (feature_group, conformed batch) before a commit; may raise to refuse it, or return
+#: extra commit metadata (str -> str)
+BeforeCommit = Callable[["FeatureGroup", pa.Table], Mapping[str, str] | None]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a feature group's table, with the metadata its writer recorded."""
+
+    feature_group: str
+    version: int  # the feature group's (schema) version
+    commit: int  # the table's commit number (Delta version), 0 = creation
+    timestamp: datetime  # when it was committed (UTC, millisecond resolution)
+    operation: str  # "create" or "insert"
+    row_count: int = 0
+    run_id: str | None = None
+    as_of: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # other featurestore.* keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature_group": self.feature_group,
+            "version": self.version,
+            "commit": self.commit,
+            "timestamp": self.timestamp.isoformat(),
+            "operation": self.operation,
+            "row_count": self.row_count,
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "metadata": dict(self.metadata),
+            **{k: v for k, v in self.extra.items()},
+        }
+
+
+def _commit_from_entry(spec: FeatureGroupSpec, entry: Mapping[str, Any]) -> Commit:
+    ours = {k[len(META_PREFIX):]: v for k, v in entry.items() if k.startswith(META_PREFIX)}
+    as_of = ours.pop("as_of", None)
+    user = ours.pop("metadata", None)
+    op = entry.get("operation", "")
+    rows = ours.pop("row_count", None)
+    if rows is None:
+        rows = (entry.get("operationMetrics") or {}).get("num_added_rows", 0)
+    return Commit(
+        feature_group=spec.name,
+        version=spec.version,
+        commit=int(entry["version"]),
+        timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000, tz=UTC),
+        operation="create" if op == "CREATE TABLE" else "insert" if op == "WRITE" else op.lower(),
+        row_count=int(rows),
+        run_id=ours.pop("run_id", None),
+        as_of=datetime.fromisoformat(as_of) if as_of else None,
+        metadata=MappingProxyType(json.loads(user) if user else {}),
+        extra=MappingProxyType(ours),
+    )
+
+
+class FeatureGroup:
+    """A handle on one (name, version) of a store. Get it from :meth:`FeatureStore.feature_group`."""
+
+    def __init__(self, store: FeatureStore, spec: FeatureGroupSpec):
+        self.store = store
+        self.spec = spec
+        self.uri = store.root.uri_of(store.table_path(spec.name, spec.version))
+        #: hooks run on every conformed batch before it commits (validation registers here)
+        self.before_commit: list[BeforeCommit] = []
+
+    def __repr__(self) -> str:
+        return f"FeatureGroup({self.spec.name!r}, version={self.spec.version}, uri={self.uri!r})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+    # ---- write ------------------------------------------------------------------------------
+    def insert(self, data: Any, as_of: datetime | None = None,
+               metadata: Mapping[str, Any] | None = None) -> Commit:
+        """Check ``data`` against the spec, then write it as one atomic commit and return it.
+
+        ``data`` is a pandas DataFrame, a pyarrow Table or a Parquet path. ``as_of`` (the run's cutoff)
+        is recorded in the commit and fills ``event_time`` when the batch has no such column.
+        ``metadata`` (JSON-serialisable) is stored with the commit. A batch that does not fit raises
+        an :class:`~featurestore.errors.InvalidData` subclass and writes nothing.
+        """
+        batch = conform(self.spec, data, as_of=as_of)
+        return self.commit_batch(batch, as_of=as_of, metadata=metadata)
+
+    def commit_batch(self, batch: pa.Table, *, as_of: datetime | None = None,
+                     metadata: Mapping[str, Any] | None = None,
+                     extra: Mapping[str, str] | None = None) -> Commit:
+        """Commit an already conformed batch (see :func:`featurestore.conform.conform`)."""
+        try:
+            user_meta = json.dumps(dict(metadata or {}), sort_keys=True, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise InvalidData(f"commit metadata must be JSON-serialisable: {exc}") from exc
+        run_id = uuid.uuid4().hex
+        meta = {
+            META_PREFIX + "run_id": run_id,
+            META_PREFIX + "row_count": str(batch.num_rows),
+            META_PREFIX + "metadata": user_meta,
+            META_PREFIX + "spec": self.spec.fingerprint(),
+        }
+        if as_of is not None:
+            meta[META_PREFIX + "as_of"] = to_utc(as_of).isoformat()
+        for hook in self.before_commit:
+            more = hook(self, batch)
+            if more:
+                meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
+        for k, v in (extra or {}).items():
+            meta[META_PREFIX + k] = str(v)
+        stored = self._storage_table(batch)
+        version = delta.append(self.uri, stored, meta, storage_options=self.store.root.storage_options)
+        self.store._table_changed(self.spec)
+        entry = {"version": version, "timestamp": int(time.time() * 1000), "operation": "WRITE", **meta}
+        for e in delta.history(self._table()):
+            if e["version"] == version:
+                entry = e
+                break
+        return _commit_from_entry(self.spec, entry)
+
+    def _storage_table(self, batch: pa.Table) -> pa.Table:
+        schema = storage_schema(self.spec)
+        cols = [batch[f.name].cast(f.type) for f in schema if f.name != INGESTED_AT]
+        now = pa.array([datetime.now(UTC)] * batch.num_rows, TIMESTAMP)
+        return pa.Table.from_arrays([*cols, now], schema=schema)
+
+    # ---- read -------------------------------------------------------------------------------
+    def _table(self, as_of: AsOf = None) -> Any:
+        opts = self.store.root.storage_options
+        if isinstance(as_of, datetime):
+            dt = delta.open_table(self.uri, storage_options=opts)
+            return delta.open_table(self.uri, delta.version_at(dt, as_of), storage_options=opts)
+        if as_of is not None and (isinstance(as_of, bool) or not isinstance(as_of, int)):
+            raise TypeError(f"as_of must be a commit number, a datetime or None; got {as_of!r}")
+        return delta.open_table(self.uri, as_of, storage_options=opts)
+
+    def commit_of(self, as_of: AsOf = None) -> int:
+        """The commit number that ``as_of`` (None = newest, a number, or a time) resolves to."""
+        return int(self._table(as_of).version())
+
+    def files(self, as_of: AsOf = None) -> list[str]:
+        """The Parquet files making up one commit (what DuckDB reads for it)."""
+        return delta.file_uris(self._table(as_of))
+
+    def read(self, as_of: AsOf = None, *, columns: list[str] | None = None,
+             system_columns: bool = False) -> pa.Table:
+        """All rows of one commit (default: the newest) as a pyarrow Table in the spec's schema.
+
+        ``as_of`` is a commit number or a datetime (the newest commit at or before it).
+        ``system_columns=True`` adds ``_ingested_at``, the writer's clock just before each row's commit.
+        """
+        dt = self._table(as_of)
+        with delta.translated(f"reading {self.uri}"):
+            raw = dt.to_pyarrow_table()
+        schema = self.spec.arrow_schema()
+        wanted = columns or schema.names
+        unknown = [c for c in wanted if c not in schema.names and c != INGESTED_AT]
+        if unknown:
+            raise InvalidData(f"{self.spec.key} has no column(s) {', '.join(unknown)}")
+        arrays, fields = [], []
+        for name in wanted:
+            f = schema.field(name) if name in schema.names else pa.field(INGESTED_AT, TIMESTAMP)
+            arrays.append(raw[name].cast(f.type))
+            fields.append(f)
+        if system_columns and INGESTED_AT not in wanted:
+            arrays.append(raw[INGESTED_AT])
+            fields.append(pa.field(INGESTED_AT, TIMESTAMP))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+    def latest(self, as_of: AsOf = None) -> pa.Table:
+        """The newest row per key (greatest event_time; a later commit wins a tie), sorted by key."""
+        table = self.read(as_of, system_columns=True)
+        keys = ", ".join(quote(k) for k in self.spec.key_names)
+        sql = (
+            f"SELECT * EXCLUDE ({INGESTED_AT}) FROM batch QUALIFY row_number() OVER "
+            f"(PARTITION BY {keys} ORDER BY {quote(self.spec.event_time)} DESC, {INGESTED_AT} DESC) = 1 "
+            f"ORDER BY {keys}"
+        )
+        cur = self.store.duck.con.cursor()
+        try:
+            cur.register("batch", table)
+            out = cur.sql(sql).to_arrow_table()
+        finally:
+            cur.close()
+        return out.cast(self.spec.arrow_schema())
+
+    def history(self) -> list[Commit]:
+        """Every commit of this table, oldest first, with the metadata recorded by its writer."""
+        return [_commit_from_entry(self.spec, e) for e in delta.history(self._table())]
+
+    def commit(self, number: int) -> Commit:
+        for c in self.history():
+            if c.commit == number:
+                return c
+        raise CommitNotFound(f"{self.spec.key} has no commit {number}")
+
+    def count(self, as_of: AsOf = None) -> int:
+        """Rows in one commit (default: the newest)."""
+        return self.read(as_of, columns=[self.spec.event_time]).num_rows
+
+
+def storage_schema(spec: FeatureGroupSpec) -> pa.Schema:
+    """The Delta table's schema: the spec's columns (vectors as lists) plus ``_ingested_at``."""
+    fields = [f.with_nullable(True) for f in spec.storage_schema()]
+    return pa.schema([*fields, pa.field(INGESTED_AT, TIMESTAMP)])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")

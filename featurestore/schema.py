@@ -1,0 +1,404 @@
+"""Feature-group specs: ``schemas/<name>.v<version>.yaml`` parsed into frozen dataclasses.
+
+A spec is data. :func:`load_spec` reads one file, :func:`load_specs` a folder; both check every
+field and raise :class:`~featurestore.errors.SpecError` naming the file and the field at fault.
+:meth:`FeatureGroupSpec.arrow_schema` compiles a spec to the Arrow schema its rows have.
+
+Example::
+
+    spec = load_spec("schemas/user_embeddings.v1.yaml")
+    spec.vector_features[0].dim   # 64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+import pyarrow as pa
+
+from featurestore.errors import SpecError
+
+ScalarType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp"]
+FeatureType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp", "vector"]
+KeyType = Literal["int64", "string"]
+Metric = Literal["cosine", "dot", "l2"]
+Policy = Literal["strict", "warn"]
+IndexKind = Literal["auto", "flat", "ivf", "hnsw"]
+
+SCALAR_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+TIMESTAMP = SCALAR_TYPES["timestamp"]
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_FILE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\.v(?P<version>\d+)\.ya?ml$")
+
+
+def _frozen(value: Any) -> Any:
+    """Deep-freeze plain YAML data so specs stay immutable."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class EntityKey:
+    """An entity key column: its name and type (``int64`` or ``string``)."""
+
+    name: str
+    type: KeyType = "string"
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return SCALAR_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature column: a scalar, or a vector with ``dim``, ``metric`` and ``normalized``."""
+
+    name: str
+    type: FeatureType
+    dim: int | None = None
+    metric: Metric = "cosine"
+    normalized: bool = False
+    description: str = ""
+
+    @property
+    def is_vector(self) -> bool:
+        return self.type == "vector"
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        if self.is_vector:
+            assert self.dim is not None
+            return pa.list_(pa.field("item", pa.float32()), self.dim)
+        return SCALAR_TYPES[self.type]
+
+    @property
+    def storage_type(self) -> pa.DataType:
+        """The type in the Delta table (Delta has no fixed-size list: vectors are stored as lists)."""
+        if self.is_vector:
+            return pa.list_(pa.field("element", pa.float32()))
+        return self.arrow_type
+
+    @property
+    def duckdb_type(self) -> str:
+        if self.is_vector:
+            return f"FLOAT[{self.dim}]"
+        return {
+            "bool": "BOOLEAN",
+            "int32": "INTEGER",
+            "int64": "BIGINT",
+            "float32": "FLOAT",
+            "float64": "DOUBLE",
+            "string": "VARCHAR",
+            "timestamp": "TIMESTAMPTZ",
+        }[self.type]
+
+
+@dataclass(frozen=True)
+class OnlineSpec:
+    """Settings of the online (serving) view: similarity index kind and its parameters."""
+
+    index: IndexKind = "auto"
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    vector: str | None = None  # which vector feature to serve; default: the first one
+
+
+@dataclass(frozen=True)
+class FeatureGroupSpec:
+    """The declared shape of one feature group version. Build with :func:`load_spec` or directly."""
+
+    name: str
+    version: int
+    entity_keys: tuple[EntityKey, ...]
+    features: tuple[Feature, ...]
+    event_time: str = "event_time"
+    description: str = ""
+    expectations: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    policy: Policy = "strict"
+    online: OnlineSpec = field(default_factory=OnlineSpec)
+    source: str | None = field(default=None, compare=False)  # file it came from, for messages
+
+    # ---- derived views ------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """``name:version``, the form used in ``features=[...]`` lists."""
+        return f"{self.name}:{self.version}"
+
+    @property
+    def key_names(self) -> list[str]:
+        return [k.name for k in self.entity_keys]
+
+    @property
+    def vector_features(self) -> list[Feature]:
+        return [f for f in self.features if f.is_vector]
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.key_names, self.event_time, *(f.name for f in self.features)]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema of this group's rows as :meth:`FeatureGroup.read` returns them."""
+        return self._schema(storage=False)
+
+    def storage_schema(self) -> pa.Schema:
+        """The Arrow schema written to the Delta table."""
+        return self._schema(storage=True)
+
+    def _schema(self, *, storage: bool) -> pa.Schema:
+        fields = [pa.field(k.name, k.arrow_type, nullable=False) for k in self.entity_keys]
+        fields.append(pa.field(self.event_time, TIMESTAMP, nullable=False))
+        for f in self.features:
+            fields.append(pa.field(f.name, f.storage_type if storage else f.arrow_type))
+        return pa.schema(fields)
+
+    # ---- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical plain-data form (what the registry stores and what re-apply compares)."""
+        features = []
+        for f in self.features:
+            d: dict[str, Any] = {"name": f.name, "type": f.type}
+            if f.is_vector:
+                d.update(dim=f.dim, metric=f.metric, normalized=f.normalized)
+            if f.description:
+                d["description"] = f.description
+            features.append(d)
+        online: dict[str, Any] = {"index": self.online.index, "params": _thaw(self.online.params)}
+        if self.online.vector:
+            online["vector"] = self.online.vector
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "entity_keys": [{"name": k.name, "type": k.type} for k in self.entity_keys],
+            "event_time": self.event_time,
+            "features": features,
+            "expectations": _thaw(self.expectations),
+            "policy": self.policy,
+            "online": online,
+        }
+
+    def fingerprint(self) -> str:
+        """A hash of the canonical form: equal specs have equal fingerprints."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> FeatureGroupSpec:
+        """Parse and check plain data (a loaded YAML document); errors name ``source`` and the field."""
+        return _parse(data, source)
+
+
+# ---- parsing ----------------------------------------------------------------------------------
+_TOP = {
+    "name", "version", "description", "entity_keys", "event_time", "features",
+    "expectations", "policy", "online",
+}
+_FEATURE = {"name", "type", "dim", "metric", "normalized", "description"}
+_ONLINE = {"index", "params", "vector"}
+
+
+def _choice(value: Any, allowed: Any, path: str | None, fld: str) -> Any:
+    options = get_args(allowed)
+    if value not in options:
+        raise SpecError(f"must be one of {', '.join(map(str, options))}; got {value!r}", path=path, field=fld)
+    return value
+
+
+def _name(value: Any, path: str | None, fld: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise SpecError(
+            f"must be a lower-case identifier ([a-z_][a-z0-9_]*); got {value!r}", path=path, field=fld
+        )
+    return value
+
+
+def _unknown(data: Mapping[str, Any], allowed: set[str], path: str | None, where: str) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise SpecError(
+            f"unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}",
+            path=path, field=where or None,
+        )
+
+
+def _parse(data: Any, path: str | None) -> FeatureGroupSpec:
+    if not isinstance(data, Mapping):
+        raise SpecError("a spec must be a mapping of fields", path=path)
+    _unknown(data, _TOP, path, "")
+    for required in ("name", "version", "entity_keys", "features"):
+        if required not in data:
+            raise SpecError("is required", path=path, field=required)
+    name = _name(data["name"], path, "name")
+    version = data["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SpecError(f"must be a positive integer; got {version!r}", path=path, field="version")
+
+    keys_raw = data["entity_keys"]
+    if isinstance(keys_raw, str | Mapping):
+        keys_raw = [keys_raw]
+    if not isinstance(keys_raw, list) or not keys_raw:
+        raise SpecError("must list at least one key column", path=path, field="entity_keys")
+    keys = []
+    for i, k in enumerate(keys_raw):
+        fld = f"entity_keys[{i}]"
+        if isinstance(k, str):
+            k = {"name": k}
+        if not isinstance(k, Mapping):
+            raise SpecError("must be a column name or {name, type}", path=path, field=fld)
+        _unknown(k, {"name", "type"}, path, fld)
+        keys.append(
+            EntityKey(
+                name=_name(k.get("name"), path, f"{fld}.name"),
+                type=_choice(k.get("type", "string"), KeyType, path, f"{fld}.type"),
+            )
+        )
+
+    event_time = _name(data.get("event_time", "event_time"), path, "event_time")
+
+    feats_raw = data["features"]
+    if not isinstance(feats_raw, list) or not feats_raw:
+        raise SpecError("must list at least one feature", path=path, field="features")
+    features = []
+    for i, f in enumerate(feats_raw):
+        fld = f"features[{i}]"
+        if not isinstance(f, Mapping):
+            raise SpecError("must be a mapping with name and type", path=path, field=fld)
+        _unknown(f, _FEATURE, path, fld)
+        fname = _name(f.get("name"), path, f"{fld}.name")
+        ftype = _choice(f.get("type"), FeatureType, path, f"{fld}.type")
+        if ftype == "vector":
+            dim = f.get("dim")
+            if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+                raise SpecError(f"a vector needs an integer dim in 1..65536; got {dim!r}", path=path,
+                                field=f"{fld}.dim")
+            normalized = f.get("normalized", False)
+            if not isinstance(normalized, bool):
+                raise SpecError(f"must be true or false; got {normalized!r}", path=path,
+                                field=f"{fld}.normalized")
+            features.append(Feature(
+                name=fname, type="vector", dim=dim,
+                metric=_choice(f.get("metric", "cosine"), Metric, path, f"{fld}.metric"),
+                normalized=normalized, description=str(f.get("description", "")),
+            ))
+        else:
+            for vector_only in ("dim", "metric", "normalized"):
+                if vector_only in f:
+                    raise SpecError(f"only vector features take {vector_only}", path=path,
+                                    field=f"{fld}.{vector_only}")
+            features.append(Feature(name=fname, type=ftype, description=str(f.get("description", ""))))
+
+    names = [k.name for k in keys] + [event_time] + [f.name for f in features]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"column name(s) used twice: {', '.join(dupes)}", path=path, field="features")
+
+    expectations = data.get("expectations") or {}
+    if not isinstance(expectations, Mapping):
+        raise SpecError("must be a mapping", path=path, field="expectations")
+
+    online_raw = data.get("online") or {}
+    if not isinstance(online_raw, Mapping):
+        raise SpecError("must be a mapping", path=path, field="online")
+    _unknown(online_raw, _ONLINE, path, "online")
+    params = online_raw.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise SpecError("must be a mapping", path=path, field="online.params")
+    vector = online_raw.get("vector")
+    vector_names = [f.name for f in features if f.is_vector]
+    if vector is not None and vector not in vector_names:
+        raise SpecError(f"names no vector feature (have: {vector_names})", path=path, field="online.vector")
+    online = OnlineSpec(
+        index=_choice(online_raw.get("index", "auto"), IndexKind, path, "online.index"),
+        params=_frozen(params),
+        vector=vector,
+    )
+    description = data.get("description", "")
+    return FeatureGroupSpec(
+        name=name,
+        version=version,
+        description=str(description) if description is not None else "",
+        entity_keys=tuple(keys),
+        event_time=event_time,
+        features=tuple(features),
+        expectations=_frozen(expectations),
+        policy=_choice(data.get("policy", "strict"), Policy, path, "policy"),
+        online=online,
+        source=path,
+    )
+
+
+def load_spec(path: str | Path) -> FeatureGroupSpec:
+    """Read and check one spec file. Its name must be ``<name>.v<version>.yaml`` and agree with it."""
+    import yaml  # a light import, but only needed here
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", path=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}", path=str(p)) from exc
+    spec = _parse(data, str(p))
+    m = _FILE.match(p.name)
+    if m and (m["name"] != spec.name or int(m["version"]) != spec.version):
+        raise SpecError(
+            f"file name says {m['name']} v{m['version']} but the spec says {spec.name} v{spec.version}",
+            path=str(p), field="name",
+        )
+    return spec
+
+
+def load_specs(paths: str | Path | Iterable[str | Path]) -> list[FeatureGroupSpec]:
+    """Load every ``*.yaml``/``*.yml`` spec in a folder (sorted), or the given file(s)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    files: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise SpecError("no such file or folder", path=str(p))
+    specs = [load_spec(f) for f in files]
+    seen: dict[tuple[str, int], str | None] = {}
+    for s in specs:
+        if (s.name, s.version) in seen:
+            raise SpecError(f"{s.name} v{s.version} is also defined in {seen[(s.name, s.version)]}",
+                            path=s.source, field="name")
+        seen[(s.name, s.version)] = s.source
+    return specs

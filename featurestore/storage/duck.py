@@ -1,0 +1,113 @@
+"""DuckDB over the store: one in-memory database owned by the store, one cursor per thread, and one
+view per feature-group table version.
+
+A view reads exactly the Parquet files of one Delta version (``read_parquet([...file_uris])``):
+globbing the folder would also read files that a later commit replaced, or that a crashed writer
+left behind. Vectors are cast from ``FLOAT[]`` to ``FLOAT[dim]`` so DuckDB's array functions
+(``array_cosine_similarity``, ``array_inner_product``, ``array_distance``) apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import duckdb
+
+from featurestore.errors import QueryError
+from featurestore.schema import FeatureGroupSpec
+
+log = logging.getLogger("featurestore.sql")
+
+#: system column written with every row: the writer's UTC clock just before its commit
+INGESTED_AT = "_ingested_at"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def relation_sql(spec: FeatureGroupSpec, files: list[str]) -> str:
+    """A SELECT over one table version's files, with vectors typed ``FLOAT[dim]``."""
+    if not files:
+        cols = [f"CAST(NULL AS {'VARCHAR' if k.type == 'string' else 'BIGINT'}) AS {quote(k.name)}"
+                for k in spec.entity_keys]
+        cols.append(f"CAST(NULL AS TIMESTAMPTZ) AS {quote(spec.event_time)}")
+        cols += [f"CAST(NULL AS {f.duckdb_type}) AS {quote(f.name)}" for f in spec.features]
+        cols.append(f"CAST(NULL AS TIMESTAMPTZ) AS {INGESTED_AT}")
+        return f"SELECT {', '.join(cols)} WHERE false"
+    replace = ", ".join(f"CAST({quote(f.name)} AS {f.duckdb_type}) AS {quote(f.name)}"
+                        for f in spec.vector_features)
+    star = f"* REPLACE ({replace})" if replace else "*"
+    file_list = ", ".join(literal(f) for f in files)
+    return f"SELECT {star} FROM read_parquet([{file_list}])"
+
+
+class Duck:
+    """The store's DuckDB database. Thread-safe: each thread queries through its own cursor."""
+
+    def __init__(self, *, echo: bool = False, threads: int | None = None):
+        config: dict[str, Any] = {
+            "autoinstall_known_extensions": False,  # no network: never fetch extensions
+            "autoload_known_extensions": False,
+        }
+        if threads:
+            config["threads"] = threads
+        self.con = duckdb.connect(":memory:", config=config)
+        self.con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values come back in UTC on any machine
+        self.echo = echo
+        self._local = threading.local()
+        self._ddl = threading.Lock()
+        self._views: dict[str, str] = {}  # view name -> the SQL it was created from
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self.con.cursor()
+        return cur
+
+    def _log(self, sql: str) -> None:
+        if self.echo:
+            print(sql)
+        log.debug("%s", sql)
+
+    def set_view(self, name: str, select_sql: str) -> None:
+        """Create or replace a view (database-wide), skipping the DDL when nothing changed."""
+        with self._ddl:
+            if self._views.get(name) == select_sql:
+                return
+            ddl = f"CREATE OR REPLACE VIEW {quote(name)} AS {select_sql}"
+            self._log(ddl)
+            try:
+                self.cursor().execute(ddl)
+            except duckdb.Error as exc:
+                raise QueryError(f"cannot create view {name}: {exc}") from exc
+            self._views[name] = select_sql
+
+    def drop_stale(self, keep: set[str]) -> None:
+        with self._ddl:
+            for name in sorted(set(self._views) - keep):
+                self.cursor().execute(f"DROP VIEW IF EXISTS {quote(name)}")
+                del self._views[name]
+
+    def query(self, sql: str, *, params: Any = None, temp_views: dict[str, str] | None = None
+              ) -> duckdb.DuckDBPyRelation:
+        """Run ``sql``; ``temp_views`` (name -> SELECT) shadow the shared views for this query only."""
+        cur = self.cursor()
+        try:
+            if temp_views:
+                cur = self.con.cursor()  # temp views live in their own connection
+                for name, select_sql in temp_views.items():
+                    ddl = f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {select_sql}"
+                    self._log(ddl)
+                    cur.execute(ddl)
+            self._log(sql)
+            return cur.sql(sql, params=params)
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {exc}") from exc
+

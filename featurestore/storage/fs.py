@@ -1,0 +1,95 @@
+"""The store's root: a local folder or any URI that pyarrow and deltalake understand.
+
+Small JSON documents (the registry of specs, reports) are written through :class:`Root`, atomically:
+to a temporary name, then renamed (local disk) or put in one request (object stores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from featurestore.errors import StorageError
+
+
+def is_uri(root: str) -> bool:
+    return "://" in root
+
+
+class Root:
+    """A store root: resolves relative paths to URIs and reads and writes small documents."""
+
+    def __init__(self, root: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
+        raw = os.fspath(root)
+        self.storage_options = dict(storage_options or {})
+        try:
+            if is_uri(raw) and not raw.startswith("file://"):
+                self.fs, self.base = pafs.FileSystem.from_uri(raw)
+                self.uri = raw.rstrip("/")
+                self.local = False
+            else:
+                path = Path(raw.removeprefix("file://")).expanduser().resolve()
+                self.fs, self.base = pafs.LocalFileSystem(), str(path)
+                self.uri = str(path)
+                self.local = True
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"cannot open store root {raw!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"Root({self.uri!r})"
+
+    def uri_of(self, rel: str) -> str:
+        return f"{self.uri}/{rel}" if rel else self.uri
+
+    def _path(self, rel: str) -> str:
+        return f"{self.base}/{rel}" if rel else self.base
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self._path(rel)).type != pafs.FileType.NotFound
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.create_dir(self._path(rel), recursive=True)
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names directly under ``rel`` (empty when it does not exist)."""
+        sel = pafs.FileSelector(self._path(rel), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(sel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self._path(rel)) as f:
+                return bytes(f.read())
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri_of(rel)}: {exc}") from exc
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole file atomically: readers see the old content or the new, never a part."""
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        try:
+            if parent:
+                self.makedirs(parent)
+            if self.local:
+                tmp = f"{self._path(rel)}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self._path(rel))
+            else:  # an object-store PUT is atomic
+                with self.fs.open_output_stream(self._path(rel)) as f:
+                    f.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri_of(rel)}: {exc}") from exc
+
+    def write_json(self, rel: str, doc: Any) -> None:
+        self.write_bytes(rel, json.dumps(doc, indent=2, sort_keys=True, default=str).encode())

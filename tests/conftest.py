@@ -1,0 +1,55 @@
+"""Shared fixtures: a fresh store in a temporary folder and small seeded batches."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from featurestore import FeatureStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "schemas"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FeatureStore:
+    s = FeatureStore(tmp_path / "store")
+    s.apply(SCHEMAS)
+    yield s
+    s.close()
+
+
+def vectors(n: int, dim: int = 64, seed: int = 0, normalize: bool = True) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    if normalize:
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+def item_batch(n: int = 20, *, dim: int = 64, seed: int = 0, start: int = 0,
+               event_time: datetime | None = None) -> pa.Table:
+    """A valid item_embeddings v1 batch."""
+    v = vectors(n, dim, seed)
+    cols = {
+        "item_id": [f"i{i}" for i in range(start, start + n)],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), dim),
+        "n_events": pa.array(np.arange(n, dtype=np.int64)),
+        "last_event_time": pa.array([T0 - timedelta(hours=1)] * n, pa.timestamp("us", tz="UTC")),
+    }
+    if event_time is not None:
+        cols["event_time"] = pa.array([event_time] * n, pa.timestamp("us", tz="UTC"))
+    return pa.table(cols)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file under ``path`` with a hash of its bytes: equal digests = byte-for-byte unchanged."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*")) if p.is_file()
+    }
