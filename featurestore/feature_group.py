@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -97,7 +96,8 @@ class FeatureGroup:
     def __init__(self, store: FeatureStore, spec: FeatureGroupSpec):
         self.store = store
         self.spec = spec
-        self.uri = store.root.uri_of(store.table_path(spec.name, spec.version))
+        self.rel = store.table_path(spec.name, spec.version)
+        self.uri = store.root.uri_of(self.rel)
         #: hooks run on every conformed batch before it commits (validation registers here)
         self.before_commit: list[BeforeCommit] = []
 
@@ -148,15 +148,9 @@ class FeatureGroup:
                 meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
         for k, v in (extra or {}).items():
             meta[META_PREFIX + k] = str(v)
-        stored = self._storage_table(batch)
-        version = delta.append(self.uri, stored, meta, storage_options=self.store.root.storage_options)
+        info = delta.append(self.store.root, self.rel, self._storage_table(batch), meta)
         self.store._table_changed(self.spec)
-        entry = {"version": version, "timestamp": int(time.time() * 1000), "operation": "WRITE", **meta}
-        for e in delta.history(self._table()):
-            if e["version"] == version:
-                entry = e
-                break
-        return _commit_from_entry(self.spec, entry)
+        return _commit_from_entry(self.spec, info)
 
     def _storage_table(self, batch: pa.Table) -> pa.Table:
         schema = storage_schema(self.spec)
@@ -168,8 +162,8 @@ class FeatureGroup:
     def _table(self, as_of: AsOf = None) -> Any:
         opts = self.store.root.storage_options
         if isinstance(as_of, datetime):
-            dt = delta.open_table(self.uri, storage_options=opts)
-            return delta.open_table(self.uri, delta.version_at(dt, as_of), storage_options=opts)
+            return delta.open_table(self.uri, delta.version_at(self.store.root, self.rel, as_of),
+                                    storage_options=opts)
         if as_of is not None and (isinstance(as_of, bool) or not isinstance(as_of, int)):
             raise TypeError(f"as_of must be a commit number, a datetime or None; got {as_of!r}")
         return delta.open_table(self.uri, as_of, storage_options=opts)
@@ -226,7 +220,7 @@ class FeatureGroup:
 
     def history(self) -> list[Commit]:
         """Every commit of this table, oldest first, with the metadata recorded by its writer."""
-        return [_commit_from_entry(self.spec, e) for e in delta.history(self._table())]
+        return [_commit_from_entry(self.spec, e) for e in delta.history(self.store.root, self.rel)]
 
     def commit(self, number: int) -> Commit:
         for c in self.history():

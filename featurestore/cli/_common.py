@@ -60,8 +60,9 @@ def fmt(value: Any, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_table(headers: list[str], rows: list[list[Any]], out: TextIO = sys.stdout) -> None:
+def print_table(headers: list[str], rows: list[list[Any]], out: TextIO | None = None) -> None:
     """A plain aligned text table."""
+    out = out or sys.stdout
     cells = [[fmt(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), file=out)
@@ -70,5 +71,6 @@ def print_table(headers: list[str], rows: list[list[Any]], out: TextIO = sys.std
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
 
 
-def print_json(doc: Any, out: TextIO = sys.stdout) -> None:
+def print_json(doc: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     print(json.dumps(doc, indent=2, default=str), file=out)

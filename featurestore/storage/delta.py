@@ -4,6 +4,8 @@ list commits. Every deltalake error is translated to the featurestore tree here.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +18,7 @@ from featurestore.errors import (
     FeatureStoreError,
     StorageError,
 )
+from featurestore.storage.fs import Root
 
 #: prefix of the commit-metadata keys that featurestore writes into Delta's commitInfo
 META_PREFIX = "featurestore."
@@ -61,44 +64,66 @@ def open_table(uri: str, version: int | None = None, *, storage_options: dict[st
         return dt
 
 
-def append(uri: str, data: pa.Table, metadata: dict[str, str], *,
-           storage_options: dict[str, str] | None = None) -> int:
-    """Append ``data`` as one atomic commit carrying ``metadata``; return the new version number."""
+def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
+    """Append ``data`` as one atomic commit carrying ``metadata``; return that commit's info."""
     from deltalake import CommitProperties, write_deltalake
 
+    uri = root.uri_of(rel)
     with translated(f"committing to {uri}"):
         write_deltalake(
-            uri, data, mode="append", storage_options=storage_options or None,
+            uri, data, mode="append", storage_options=root.storage_options or None,
             commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
         )
-        # The commit just written is the newest one carrying our run id: find it (other writers may
-        # have committed after it already).
-        dt = open_table(uri, storage_options=storage_options)
-        run_id = metadata.get(META_PREFIX + "run_id")
-        for entry in dt.history(limit=64):
-            if entry.get(META_PREFIX + "run_id") == run_id:
-                return int(entry["version"])
-        return int(dt.version())
+    # Find the commit by its run id, newest first: other writers may have committed since.
+    run_id = metadata[META_PREFIX + "run_id"]
+    for version in reversed(_log_versions(root, rel)):
+        info = _commit_info(root, rel, version)
+        if info.get(META_PREFIX + "run_id") == run_id:
+            return info
+    raise StorageError(f"{uri}: the commit of run {run_id} was written but is not in the log")
 
 
-def history(dt: Any) -> list[dict[str, Any]]:
-    """The table's commits, oldest first, each a dict from Delta's commitInfo plus ``version``."""
-    with translated(f"reading history of {dt.table_uri}"):
-        entries = dt.history()
-    return sorted(entries, key=lambda e: e["version"])
+_LOG_FILE = re.compile(r"^(\d{20})\.json$")
 
 
-def version_at(dt: Any, when: datetime) -> int:
+def _log_versions(root: Root, rel: str) -> list[int]:
+    try:
+        names = root.listdir(f"{rel}/_delta_log")
+    except OSError as exc:
+        raise StorageError(f"cannot list the log of {root.uri_of(rel)}: {exc}") from exc
+    return sorted(int(m[1]) for n in names if (m := _LOG_FILE.match(n)))
+
+
+def _commit_info(root: Root, rel: str, version: int) -> dict[str, Any]:
+    raw = root.read_bytes(f"{rel}/_delta_log/{version:020d}.json")
+    for line in raw.splitlines():
+        if b'"commitInfo"' in line:
+            info = dict(json.loads(line)["commitInfo"])
+            info["version"] = version
+            return info
+    return {"version": version, "timestamp": 0, "operation": "UNKNOWN"}
+
+
+def history(root: Root, rel: str) -> list[dict[str, Any]]:
+    """The table's commits, oldest first: each commit's commitInfo plus ``version``.
+
+    Read from the log files themselves (each named by its version), so a commit racing this call
+    can never shift the numbering.
+    """
+    return [_commit_info(root, rel, v) for v in _log_versions(root, rel)]
+
+
+def version_at(root: Root, rel: str, when: datetime) -> int:
     """The newest version committed at or before ``when`` (commit timestamps, millisecond resolution)."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     ms = int(when.timestamp() * 1000)
     best = None
-    for entry in history(dt):
+    for entry in history(root, rel):
         if entry["timestamp"] <= ms:
             best = entry["version"]
     if best is None:
-        raise CommitNotFound(f"{dt.table_uri} has no commit at or before {when.isoformat()}")
+        raise CommitNotFound(f"{root.uri_of(rel)} has no commit at or before {when.isoformat()}")
     return int(best)
 
 

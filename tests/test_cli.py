@@ -1,0 +1,91 @@
+"""The featurestore command: each sub-command over a real store, run in-process and as a program."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from featurestore.cli import main
+from tests.conftest import ROOT, SCHEMAS, T0, item_batch
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    path = tmp_path / "cli-store"
+    monkeypatch.setenv("FEATURESTORE_ROOT", str(path))
+    return path
+
+
+def run(capsys, *args):
+    code = main([*map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_init_apply_ls_show_history(root, capsys):
+    assert run(capsys, "init")[0] == 0
+    assert root.joinpath("featurestore.json").exists()
+    code, out, _ = run(capsys, "apply", SCHEMAS)
+    assert code == 0 and "created    item_embeddings v1" in out
+    assert "unchanged  item_embeddings v1" in run(capsys, "apply", SCHEMAS)[1]
+    from featurestore import FeatureStore
+
+    FeatureStore(root).feature_group("item_embeddings").insert(item_batch(12), as_of=T0, metadata={"by": "cli"})
+    code, out, _ = run(capsys, "ls", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["item_embeddings"]["rows"] == 12 and rows["item_embeddings"]["commit"] == 1
+    code, out, _ = run(capsys, "show", "item_embeddings")
+    assert "embedding" in out and "cosine" in out and "12 rows" in out
+    code, out, _ = run(capsys, "history", "item_embeddings", "--json")
+    hist = json.loads(out)
+    assert [h["operation"] for h in hist] == ["create", "insert"] and hist[1]["metadata"] == {"by": "cli"}
+
+
+def test_sql_formats(root, tmp_path, capsys):
+    run(capsys, "apply", SCHEMAS)
+    from featurestore import FeatureStore
+
+    FeatureStore(root).feature_group("item_embeddings").insert(item_batch(5), as_of=T0)
+    q = "SELECT item_id, n_events, embedding FROM item_embeddings ORDER BY item_id"
+    code, out, _ = run(capsys, "sql", q)
+    assert code == 0 and "i0" in out and "(5 rows)" in out and "(64)" in out
+    code, out, _ = run(capsys, "sql", q, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["item_id"] for r in rows] == ["i0", "i1", "i2", "i3", "i4"]
+    assert len(json.loads(rows[0]["embedding"])) == 64
+    code, out, _ = run(capsys, "sql", q, "--format", "json")
+    assert json.loads(out)[2]["n_events"] == 2
+    dest = tmp_path / "out.parquet"
+    assert run(capsys, "sql", q, "--format", "parquet", "--out", dest)[0] == 0
+    assert pq.read_table(dest).num_rows == 5
+    code, out, _ = run(capsys, "sql", "SELECT count(*) AS n FROM item_embeddings", "--as-of", "item_embeddings=0")
+    assert "0" in out.splitlines()[2]
+
+
+def test_errors_are_one_line_and_exit_2(root, capsys):
+    run(capsys, "apply", SCHEMAS)
+    code, _, err = run(capsys, "history", "nope")
+    assert code == 2 and err.startswith("error: no feature group 'nope'")
+    code, _, err = run(capsys, "sql", "SELECT * FROM nowhere")
+    assert code == 2 and "nowhere" in err
+    code, _, err = run(capsys, "sql", "SELECT 1", "--format", "parquet")
+    assert code == 2 and "--out" in err
+    code, _, err = run(capsys, "sql", "SELECT 1", "--as-of", "x")
+    assert code == 2 and "VIEW=COMMIT" in err
+
+
+def test_every_command_has_help_with_an_example():
+    out = subprocess.run([sys.executable, "-m", "featurestore", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    commands = ["init", "apply", "ls", "show", "history", "sql"]
+    for cmd in commands:
+        assert cmd in out
+        sub = subprocess.run([sys.executable, "-m", "featurestore", cmd, "--help"], capture_output=True,
+                             text=True, cwd=ROOT, check=True).stdout
+        assert "example:" in sub and f"featurestore {cmd}" in sub and "--root" in sub
