@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench peers venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,16 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# Peers (Feast, gensim) live in their own virtualenv, never in the product's dependencies.
+PEERS := .venv-peers
+peers: $(PEERS)/.installed
+
+$(PEERS)/.installed:
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet feast gensim duckdb pyarrow pandas numpy httpx
+	touch $(PEERS)/.installed
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_storage.py

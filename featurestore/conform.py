@@ -137,7 +137,7 @@ def conform(spec: FeatureGroupSpec, data: Any, *, as_of: datetime | None = None)
     if dup_cols:
         raise SchemaMismatch(f"column(s) given twice: {', '.join(dup_cols)}")
     if spec.event_time not in names and as_of is not None:
-        table = table.append_column(spec.event_time, pa.array([to_utc(as_of)] * table.num_rows, TIMESTAMP))
+        table = table.append_column(spec.event_time, pa.repeat(pa.scalar(to_utc(as_of), TIMESTAMP), table.num_rows))
     missing = [c for c in spec.columns if c not in table.column_names]
     if missing:
         hint = " (or pass as_of= to stamp every row)" if missing == [spec.event_time] else ""

@@ -155,7 +155,7 @@ class FeatureGroup:
     def _storage_table(self, batch: pa.Table) -> pa.Table:
         schema = storage_schema(self.spec)
         cols = [batch[f.name].cast(f.type) for f in schema if f.name != INGESTED_AT]
-        now = pa.array([datetime.now(UTC)] * batch.num_rows, TIMESTAMP)
+        now = pa.repeat(pa.scalar(datetime.now(UTC), TIMESTAMP), batch.num_rows)
         return pa.Table.from_arrays([*cols, now], schema=schema)
 
     # ---- read -------------------------------------------------------------------------------

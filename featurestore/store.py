@@ -245,7 +245,8 @@ class FeatureStore:
         return views
 
     def close(self) -> None:
-        self.duck.con.close()
+        """Close the store's DuckDB database (also done at interpreter exit)."""
+        self.duck.close()
 
     def __enter__(self) -> FeatureStore:
         return self

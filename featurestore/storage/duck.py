@@ -9,8 +9,11 @@ left behind. Vectors are cast from ``FLOAT[]`` to ``FLOAT[dim]`` so DuckDB's arr
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import threading
+import weakref
 from typing import Any
 
 import duckdb
@@ -48,6 +51,17 @@ def relation_sql(spec: FeatureGroupSpec, files: list[str]) -> str:
     return f"SELECT {star} FROM read_parquet([{file_list}])"
 
 
+_OPEN: weakref.WeakSet[Duck] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Close databases still open at interpreter exit: tearing DuckDB down during the final garbage
+    # collection, after deltalake's reader threads have run, can abort the process.
+    for duck in list(_OPEN):
+        duck.close()
+
+
 class Duck:
     """The store's DuckDB database. Thread-safe: each thread queries through its own cursor."""
 
@@ -64,6 +78,11 @@ class Duck:
         self._local = threading.local()
         self._ddl = threading.Lock()
         self._views: dict[str, str] = {}  # view name -> the SQL it was created from
+        _OPEN.add(self)
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):  # already closed
+            self.con.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
