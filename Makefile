@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check featurestore pipelines tests benchmarks
+	$(VENV)/bin/mypy featurestore
 
 test: lint
 	$(PY) -m pytest -q

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -381,9 +382,9 @@ def load_spec(path: str | Path) -> FeatureGroupSpec:
     return spec
 
 
-def load_specs(paths: str | Path | Iterable[str | Path]) -> list[FeatureGroupSpec]:
+def load_specs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[FeatureGroupSpec]:
     """Load every ``*.yaml``/``*.yml`` spec in a folder (sorted), or the given file(s)."""
-    if isinstance(paths, str | Path):
+    if isinstance(paths, str | os.PathLike):
         paths = [paths]
     files: list[Path] = []
     for item in paths:

@@ -206,3 +206,14 @@ def test_unserialisable_metadata_writes_nothing(tmp_path, store):
 def test_missing_parquet_path_is_a_storage_error(tmp_path, store):
     with pytest.raises(StorageError, match="cannot read Parquet"):
         store.feature_group("item_embeddings").insert(tmp_path / "none.parquet", as_of=T0)
+
+
+def test_backend_errors_are_translated(tmp_path, store):
+    fg = store.feature_group("item_embeddings", version=1)
+    fg.insert(item_batch(3), as_of=T0)
+    log = tmp_path / "store/feature_groups/item_embeddings/v1/_delta_log/00000000000000000001.json"
+    log.write_text("{not json")
+    with pytest.raises(StorageError) as err:
+        FeatureStore(tmp_path / "store").feature_group("item_embeddings").read()
+    assert err.value.__cause__ is not None  # raised from the deltalake error
+    assert "item_embeddings" in str(err.value)

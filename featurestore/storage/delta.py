@@ -98,7 +98,10 @@ def _commit_info(root: Root, rel: str, version: int) -> dict[str, Any]:
     raw = root.read_bytes(f"{rel}/_delta_log/{version:020d}.json")
     for line in raw.splitlines():
         if b'"commitInfo"' in line:
-            info = dict(json.loads(line)["commitInfo"])
+            try:
+                info = dict(json.loads(line)["commitInfo"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StorageError(f"{root.uri_of(rel)}: commit {version} has an unreadable log entry") from exc
             info["version"] = version
             return info
     return {"version": version, "timestamp": 0, "operation": "UNKNOWN"}
