@@ -9,16 +9,19 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     ├── SpecConflict                       a changed spec for an existing (name, version): bump the version
     ├── NotFound(KeyError)
     │   ├── FeatureGroupNotFound           unknown feature group or version
-    │   └── CommitNotFound                 no such commit / nothing committed at that time
+    │   ├── CommitNotFound                 no such commit / nothing committed at that time
+    │   └── KeyNotFound                    an online view has no row for that entity key
     ├── InvalidData(ValueError)            a batch does not fit its spec; nothing was written
     │   ├── SchemaMismatch                 missing, extra or wrongly typed columns
     │   ├── BadVector                      wrong dimension, NaN/inf, null vector
     │   ├── NullKey                        null entity key or event time
-    │   └── DuplicateKey                   the same key twice within one event_time
+    │   ├── DuplicateKey                   the same key twice within one event_time
+    │   └── InvalidQuery                   a lookup or similarity query is malformed (key type, dim, k, filter)
     ├── ValidationFailed                   a strict validation policy rejected the batch
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
-    └── QueryError                         DuckDB rejected a query
+    ├── QueryError                         DuckDB rejected a query
+    └── ServeError                         the HTTP service cannot start as configured (no token off loopback)
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ class CommitNotFound(NotFound):
     """No commit with that number, or none at or before that time."""
 
 
+class KeyNotFound(NotFound):
+    """An online view has no row for the entity key asked for (``view[key]``, ``nearest(key=...)``)."""
+
+
 class InvalidData(FeatureStoreError, ValueError):
     """A batch does not fit the feature group's spec. Nothing was written."""
 
@@ -84,6 +91,10 @@ class DuplicateKey(InvalidData):
     """The same entity key appears more than once for one event_time."""
 
 
+class InvalidQuery(InvalidData):
+    """A lookup or similarity query is malformed: wrong key type, vector length, k, filter or column."""
+
+
 class ValidationFailed(FeatureStoreError):
     """A strict validation policy rejected the batch; the report says why. Nothing was written."""
 
@@ -104,6 +115,10 @@ class QueryError(FeatureStoreError):
     """DuckDB rejected a query (syntax, unknown column, type error)."""
 
 
+class ServeError(FeatureStoreError):
+    """The HTTP service cannot start as configured (e.g. a non-loopback address without a token)."""
+
+
 __all__ = [
     "BadVector",
     "CommitConflict",
@@ -112,10 +127,13 @@ __all__ = [
     "FeatureGroupNotFound",
     "FeatureStoreError",
     "InvalidData",
+    "InvalidQuery",
+    "KeyNotFound",
     "NotFound",
     "NullKey",
     "QueryError",
     "SchemaMismatch",
+    "ServeError",
     "SpecConflict",
     "SpecError",
     "StorageError",

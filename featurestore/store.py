@@ -244,6 +244,17 @@ class FeatureStore:
                 views[name] = select
         return views
 
+    # ---- online serving ---------------------------------------------------------------------
+    def online(self, name: str, version: int | None = None, commit: int | None = None,
+               as_of: datetime | None = None, *, build: bool = True) -> Any:
+        """The materialised online view (:class:`featurestore.online.OnlineView`) of a feature group:
+        its newest commit, a pinned ``commit``, or the commit current at wall-clock time ``as_of``
+        (what serving would have returned then). Builds the view once per commit unless ``build=False``.
+        """
+        from featurestore.online.open import open_online
+
+        return open_online(self.feature_group(name, version), commit, as_of, build=build)
+
     def close(self) -> None:
         """Close the store's DuckDB database (also done at interpreter exit)."""
         self.duck.close()

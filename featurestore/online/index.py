@@ -1,0 +1,271 @@
+"""Similarity search over an online view's matrix: exact (numpy, blocked) and approximate (faiss IVF or
+HNSW), with the same score for every metric: **higher is better**.
+
+- ``cosine``: cosine similarity in [-1, 1] (vectors and query normalised, then inner product)
+- ``dot``: the inner product
+- ``l2``: minus the Euclidean distance (0 is an exact match)
+
+``auto`` picks exact search up to :data:`AUTO_FLAT_MAX` rows and IVF above. IVF and HNSW tune their
+search breadth (``nprobe`` / ``efSearch``) at build time until recall@k on a sample of the view's
+own rows (each query's own row left out) reaches ``recall_target``; the measured recall is stored.
+faiss is imported only here, only when an approximate index is built or opened.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from featurestore.errors import SpecError
+
+Metric = Literal["cosine", "dot", "l2"]
+Kind = Literal["flat", "ivf", "hnsw"]
+AUTO_FLAT_MAX = 50_000
+_PARAMS = {"nlist", "nprobe", "m", "ef_construction", "ef_search", "recall_target", "train_size"}
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The resolved similarity-index settings of one view (from the spec's ``online`` section)."""
+
+    kind: Kind
+    nlist: int = 0
+    nprobe: int = 0  # 0 = tune at build time
+    m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 0  # 0 = tune at build time
+    recall_target: float = 0.95
+    train_size: int = 0  # IVF k-means sample; 0 = 64 x nlist (at most 256k)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve(kind: str, params: Mapping[str, Any], n: int, *, source: str | None = None) -> IndexConfig:
+    """Turn ``online: {index, params}`` into an :class:`IndexConfig` for a view of ``n`` rows."""
+    unknown = sorted(set(params) - _PARAMS)
+    if unknown:
+        raise SpecError(f"unknown index parameter(s) {unknown}; allowed: {sorted(_PARAMS)}",
+                        path=source, field="online.params")
+    for name, value in params.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        if name != "recall_target" and not (ok and float(value).is_integer()):
+            raise SpecError(f"must be a positive integer; got {value!r}", path=source,
+                            field=f"online.params.{name}")
+        if name == "recall_target" and not (ok and value <= 1):
+            raise SpecError(f"must be in (0, 1]; got {value!r}", path=source, field="online.params.recall_target")
+    p = {k: (float(v) if k == "recall_target" else int(v)) for k, v in params.items()}
+    if kind == "auto":
+        kind = "flat" if n <= AUTO_FLAT_MAX else "ivf"
+    if kind == "ivf":
+        nlist = p.pop("nlist", max(1, min(4096, int(2 * math.sqrt(max(n, 1))))))
+        return IndexConfig("ivf", nlist=nlist, **{k: v for k, v in p.items() if k != "nlist"})
+    if kind not in ("flat", "hnsw"):
+        raise SpecError(f"unknown index kind {kind!r}", path=source, field="online.index")
+    return IndexConfig(kind, **p)  # type: ignore[arg-type]
+
+
+# ---- exact -------------------------------------------------------------------------------------
+def scores_to_public(raw: np.ndarray, metric: Metric) -> np.ndarray:
+    """faiss/numpy raw values -> public scores (higher is better); raw L2 values are squared distances."""
+    if metric == "l2":
+        return -np.sqrt(np.maximum(raw, 0.0, dtype=np.float32))
+    return raw
+
+
+def exact_topk(matrix: np.ndarray, queries: np.ndarray, k: int, metric: Metric, *,
+               rows: np.ndarray | None = None, mask: np.ndarray | None = None,
+               sqnorms: np.ndarray | None = None, block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k rows of ``matrix`` per query: (row ids (nq, k), public scores (nq, k)), best first.
+
+    ``rows`` restricts the search to those rows (gathered once); ``mask`` removes rows (boolean, False =
+    excluded) without copying the matrix. Fewer than k candidates leave ``-1`` ids and ``-inf`` scores.
+    """
+    nq = queries.shape[0]
+    ids_out = np.full((nq, k), -1, np.int64)
+    sc_out = np.full((nq, k), -np.inf, np.float32)
+    if k == 0:
+        return ids_out, sc_out
+    if rows is not None:
+        sub = np.take(matrix, rows, axis=0)
+        sub_norms = sqnorms[rows] if sqnorms is not None else None
+        ids, sc = exact_topk(sub, queries, k, metric, sqnorms=sub_norms, block=block)
+        return np.where(ids >= 0, rows[np.maximum(ids, 0)], -1), sc
+    n = matrix.shape[0]
+    best_ids = [np.zeros((nq, 0), np.int64)]
+    best_sc = [np.zeros((nq, 0), np.float32)]
+    q = queries.T.copy()
+    qn = (queries * queries).sum(axis=1)[None, :] if metric == "l2" else None
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        part = np.asarray(matrix[start:stop])
+        s = part @ q  # (rows, nq)
+        if metric == "l2":
+            norms = sqnorms[start:stop] if sqnorms is not None else (part * part).sum(axis=1)
+            s = -(norms[:, None] - 2 * s + qn)  # -squared distance
+        if mask is not None:
+            s[~mask[start:stop]] = -np.inf
+        kk = min(k, stop - start)
+        s = s.T  # (nq, rows)
+        if kk < s.shape[1]:
+            part_idx = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        else:
+            part_idx = np.broadcast_to(np.arange(s.shape[1]), (nq, s.shape[1]))
+        best_sc.append(np.take_along_axis(s, part_idx, axis=1).astype(np.float32, copy=False))
+        best_ids.append(part_idx + start)
+    all_sc = np.concatenate(best_sc, axis=1)
+    all_ids = np.concatenate(best_ids, axis=1)
+    kk = min(k, all_sc.shape[1])
+    order = np.argsort(-all_sc, axis=1, kind="stable")[:, :kk]
+    top_sc = np.take_along_axis(all_sc, order, axis=1)
+    top_ids = np.take_along_axis(all_ids, order, axis=1)
+    valid = np.isfinite(top_sc)
+    ids_out[:, :kk] = np.where(valid, top_ids, -1)
+    if metric == "l2":
+        top_sc = np.where(valid, -np.sqrt(np.maximum(-top_sc, 0)), -np.inf)
+    sc_out[:, :kk] = np.where(valid, top_sc, -np.inf)
+    return ids_out, sc_out
+
+
+# ---- approximate -------------------------------------------------------------------------------
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def _faiss_metric(metric: Metric) -> int:
+    f = _faiss()
+    return f.METRIC_L2 if metric == "l2" else f.METRIC_INNER_PRODUCT
+
+
+def build(matrix: np.ndarray, metric: Metric, cfg: IndexConfig, *,
+          log: Callable[[str], None] = lambda _m: None, seed: int = 0) -> Any:
+    """Build an IVF or HNSW faiss index over ``matrix`` (the search matrix: normalised for cosine)."""
+    faiss = _faiss()
+    n, dim = matrix.shape
+    x = np.ascontiguousarray(matrix, dtype=np.float32)
+    if cfg.kind == "ivf":
+        nlist = max(1, min(cfg.nlist, n))
+        quantizer = faiss.IndexFlat(dim, _faiss_metric(metric))
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, _faiss_metric(metric))
+        index.cp.seed = seed
+        index.cp.max_points_per_centroid = 256
+        size = cfg.train_size or min(n, max(64 * nlist, 10_000), 262_144)
+        rng = np.random.default_rng(seed)
+        sample = x if size >= n else x[np.sort(rng.choice(n, size, replace=False))]
+        t = time.perf_counter()
+        index.train(np.ascontiguousarray(sample))
+        log(f"trained IVF ({nlist} lists) on {len(sample):,} rows in {time.perf_counter() - t:.1f}s")
+        index.quantizer_trains_alone = 0
+    elif cfg.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.m, _faiss_metric(metric))
+        index.hnsw.efConstruction = cfg.ef_construction
+    else:
+        raise ValueError(f"no faiss index for kind {cfg.kind!r}")
+    t = time.perf_counter()
+    step = 100_000
+    for start in range(0, n, step):
+        index.add(x[start:start + step])
+    log(f"added {n:,} rows to {cfg.kind} in {time.perf_counter() - t:.1f}s")
+    return index
+
+
+def set_breadth(index: Any, cfg: IndexConfig, breadth: int) -> None:
+    """Set ``nprobe`` (IVF) or ``efSearch`` (HNSW) on an index."""
+    if cfg.kind == "ivf":
+        index.nprobe = breadth
+    else:
+        index.hnsw.efSearch = breadth
+
+
+def search(index: Any, cfg: IndexConfig, breadth: int, queries: np.ndarray, k: int, metric: Metric,
+           mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-k: (row ids, public scores); ``mask`` is applied inside the search (faiss
+    ``IDSelectorBitmap``), so filtered rows never take a place in the result."""
+    faiss = _faiss()
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    params = None
+    if mask is not None:
+        bitmap = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        if cfg.kind == "ivf":
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=breadth)
+        else:
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(breadth, k))
+        dist, ids = index.search(q, k, params=params)
+        del bitmap, sel  # kept alive until the search returned
+    elif cfg.kind == "hnsw" and breadth < k:
+        dist, ids = index.search(q, k, params=faiss.SearchParametersHNSW(efSearch=k))
+    else:
+        dist, ids = index.search(q, k)
+    sc = np.where(ids >= 0, scores_to_public(dist, metric), -np.inf).astype(np.float32)
+    return ids.astype(np.int64, copy=False), sc
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each query's exact top-k found by the approximate search."""
+    hits = 0
+    total = 0
+    for a, e in zip(approx, exact):
+        e = e[e >= 0]
+        hits += len(np.intersect1d(a[a >= 0], e))
+        total += len(e)
+    return hits / total if total else 1.0
+
+
+def tune(index: Any, cfg: IndexConfig, matrix: np.ndarray, metric: Metric, *, k: int = 10,
+         sample: int = 256, sqnorms: np.ndarray | None = None, seed: int = 1,
+         log: Callable[[str], None] = lambda _m: None) -> tuple[int, float]:
+    """Pick the smallest search breadth whose recall@k reaches ``cfg.recall_target`` on a sample of
+    rows used as queries (each query's own row left out). Returns (breadth, measured recall)."""
+    n = matrix.shape[0]
+    fixed = cfg.nprobe if cfg.kind == "ivf" else cfg.ef_search
+    if cfg.kind == "ivf":
+        candidates = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096]
+        candidates = [c for c in candidates if c < index.nlist] + [index.nlist]
+    else:
+        candidates = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024]
+    if fixed:
+        candidates = [fixed]
+    rng = np.random.default_rng(seed)
+    qrows = np.sort(rng.choice(n, min(sample, n), replace=False))
+    queries = np.ascontiguousarray(np.asarray(matrix[qrows]), dtype=np.float32)
+    kk = min(k + 1, n)
+    exact, _ = exact_topk(matrix, queries, kk, metric, sqnorms=sqnorms)
+    exact = _drop_self(exact, qrows, k)
+    best = (candidates[-1], 0.0)
+    for c in candidates:
+        ids, _ = search(index, cfg, c, queries, kk, metric)
+        r = recall_at_k(_drop_self(ids, qrows, k), exact)
+        log(f"{'nprobe' if cfg.kind == 'ivf' else 'efSearch'}={c}: recall@{k} {r:.3f}")
+        best = (c, r)
+        if r >= cfg.recall_target:
+            break
+    return best
+
+
+def _drop_self(ids: np.ndarray, qrows: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((len(ids), k), -1, np.int64)
+    for i, (row, q) in enumerate(zip(ids, qrows)):
+        kept = row[(row != q) & (row >= 0)][:k]
+        out[i, :len(kept)] = kept
+    return out
+
+
+def write(index: Any, path: str) -> None:
+    _faiss().write_index(index, path)
+
+
+def read(path: str) -> Any:
+    """Open a faiss index memory-mapped where faiss supports it, else read it into memory."""
+    faiss = _faiss()
+    try:
+        return faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        return faiss.read_index(path)

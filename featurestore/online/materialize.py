@@ -1,0 +1,179 @@
+"""Build an online view of one commit and publish it atomically.
+
+A view lives in ``<table>/_online/c<commit>/`` (beside the Delta table; Delta ignores ``_``-prefixed
+folders): ``manifest.json``, ``keys.npy`` (sorted keys), ``vectors.npy`` (float32, rows in key order),
+``search.npy`` (cosine views whose vectors are not unit length: the normalised copy that is searched),
+``sqnorms.npy`` (l2 views), ``columns.arrow`` (key, event_time and scalar features, Arrow IPC) and
+``index.faiss`` (IVF/HNSW). It is written to a temporary folder and renamed into place, so a reader
+sees a whole view or none. Stores on object storage build their views in a local cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.errors import InvalidQuery, StorageError
+from featurestore.online import index as ix
+from featurestore.online.keys import needs_hash_map, sort_keys
+
+if TYPE_CHECKING:
+    from featurestore.feature_group import FeatureGroup
+
+log = logging.getLogger("featurestore.online")
+FORMAT_VERSION = 1
+ONLINE_DIR = "_online"
+CACHE_ENV = "FEATURESTORE_ONLINE_CACHE"
+
+
+def views_dir(fg: FeatureGroup) -> Path:
+    """Where the views of a feature group version live (a local folder)."""
+    if fg.store.root.local:
+        return Path(fg.uri) / ONLINE_DIR
+    base = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "featurestore-online")
+    digest = hashlib.sha256(fg.uri.encode()).hexdigest()[:16]
+    return base / digest / ONLINE_DIR
+
+
+def view_path(fg: FeatureGroup, commit: int) -> Path:
+    return views_dir(fg) / f"c{commit}"
+
+
+def served_vector(fg: FeatureGroup) -> Any:
+    spec = fg.spec
+    if len(spec.entity_keys) != 1:
+        raise InvalidQuery(f"{spec.key}: online views need exactly one entity key; it has "
+                           f"{', '.join(spec.key_names)}")
+    vectors = spec.vector_features
+    if not vectors:
+        raise InvalidQuery(f"{spec.key} has no vector feature to serve")
+    name = spec.online.vector or vectors[0].name
+    return spec.feature(name)
+
+
+def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
+                progress: Callable[[str], None] | None = None) -> Path:
+    """Build the view of ``commit`` unless it exists (``force`` rebuilds); return its folder."""
+    say = progress or (lambda m: log.info("%s c%d: %s", fg.spec.key, commit, m))
+    target = view_path(fg, commit)
+    if (target / "manifest.json").exists() and not force:
+        return target
+    feature = served_vector(fg)
+    spec = fg.spec
+    key = spec.entity_keys[0]
+    t0 = time.perf_counter()
+    table = fg.latest(commit)
+    say(f"read {table.num_rows:,} latest rows in {time.perf_counter() - t0:.1f}s")
+    n, dim = table.num_rows, int(feature.dim or 0)
+    keys, order = sort_keys(table[key.name].to_numpy(zero_copy_only=False), key.type)
+    vec_col = table[feature.name].combine_chunks()
+    if vec_col.null_count:
+        raise StorageError(f"{spec.key} commit {commit}: {vec_col.null_count} rows have a null {feature.name}")
+    flat = vec_col.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0, np.float32)
+    matrix = np.ascontiguousarray(flat.reshape(n, dim)[order], dtype=np.float32)
+    scalar_names = [key.name, spec.event_time] + [f.name for f in spec.features if not f.is_vector]
+    columns = table.select(scalar_names).take(pa.array(order)) if n else table.select(scalar_names)
+
+    search = matrix
+    normalised_copy = False
+    if feature.metric == "cosine" and n:
+        norms = np.linalg.norm(matrix, axis=1)
+        if np.any(norms == 0):
+            raise StorageError(f"{spec.key} commit {commit}: zero vectors have no cosine similarity")
+        if not np.allclose(norms, 1.0, atol=1e-4):
+            search = (matrix / norms[:, None]).astype(np.float32)
+            normalised_copy = True
+    cfg = ix.resolve(spec.online.index, spec.online.params, n, source=spec.source)
+
+    root = views_dir(fg)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".build-c{commit}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        np.save(tmp / "keys.npy", keys)
+        np.save(tmp / "vectors.npy", matrix)
+        if normalised_copy:
+            np.save(tmp / "search.npy", search)
+        sqnorms = None
+        if feature.metric == "l2":
+            sqnorms = (search * search).sum(axis=1).astype(np.float32)
+            np.save(tmp / "sqnorms.npy", sqnorms)
+        with pa.OSFile(str(tmp / "columns.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, columns.schema) as writer:
+            writer.write_table(columns)
+        breadth, recall, build_s = 0, 1.0, 0.0
+        if cfg.kind != "flat" and n:
+            t = time.perf_counter()
+            index = ix.build(search, feature.metric, cfg, log=say)
+            breadth, recall = ix.tune(index, cfg, search, feature.metric, sqnorms=sqnorms, log=say)
+            build_s = time.perf_counter() - t
+            ix.write(index, str(tmp / "index.faiss"))
+            say(f"{cfg.kind} index: breadth {breadth}, recall@10 {recall:.3f}, built in {build_s:.1f}s")
+        commit_info = fg.commit(commit)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "feature_group": spec.name,
+            "version": spec.version,
+            "commit": commit,
+            "commit_timestamp": commit_info.timestamp.isoformat(),
+            "spec_fingerprint": spec.fingerprint(),
+            "rows": n,
+            "dim": dim,
+            "key": key.name,
+            "key_type": key.type,
+            "key_hash_map": needs_hash_map(keys),
+            "vector": feature.name,
+            "metric": feature.metric,
+            "normalised_copy": normalised_copy,
+            "columns": scalar_names,
+            "index": {**cfg.to_dict(), "kind": cfg.kind if n else "flat", "breadth": breadth,
+                      "recall_at_10": recall, "build_seconds": round(build_s, 3)},
+            "built_at": datetime.now(UTC).isoformat(),
+            "build_seconds": round(time.perf_counter() - t0, 3),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _publish(tmp, target, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"published {n:,} rows x {dim} to {target} in {time.perf_counter() - t0:.1f}s")
+    return target
+
+
+def _publish(tmp: Path, target: Path, force: bool) -> None:
+    """Rename the finished folder into place: readers see the whole view or none."""
+    try:
+        os.rename(tmp, target)
+        return
+    except OSError:
+        if not target.exists():
+            raise
+    if not force:  # another builder published the same commit first: theirs is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(target, old)  # open views keep their memory maps of the old files
+    os.rename(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def list_views(fg: FeatureGroup) -> list[int]:
+    """Commits that have a published view."""
+    root = views_dir(fg)
+    if not root.exists():
+        return []
+    return sorted(int(p.name[1:]) for p in root.iterdir()
+                  if p.name.startswith("c") and p.name[1:].isdigit() and (p / "manifest.json").exists())

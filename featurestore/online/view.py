@@ -1,0 +1,264 @@
+"""An opened online view: point lookups and similarity search over one commit's latest rows.
+
+Example::
+
+    view = store.online("item_embeddings", version=1)
+    hit = view.get(["i1", "i2", "nope"])        # vectors (NaN rows where missing), found mask, missing keys
+    view["i1"]                                   # one vector; KeyNotFound (a KeyError) when absent
+    view.nearest(key="i1", k=10, exclude=["i1"], filter={"n_events": {"ge": 5}})
+    items.nearest(key="u7", query_view=users)    # a user's vector against the item view
+
+Scores are **higher is better** for every metric: cosine similarity, inner product, or minus the
+Euclidean distance (see :mod:`featurestore.online.index`). Views are immutable and safe to share
+between threads; opening one memory-maps its files and takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.errors import InvalidQuery, KeyNotFound, StorageError
+from featurestore.online import index as ix
+from featurestore.online.filters import compile_mask
+from featurestore.online.keys import KeyIndex
+
+#: below this many matching rows a filtered query is answered by exact search over the matches
+EXACT_SUBSET_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer to :meth:`OnlineView.get`: one row per key asked for, in order."""
+
+    keys: list[Any]
+    vectors: np.ndarray  # (len(keys), dim) float32; NaN rows where the key is missing
+    found: np.ndarray  # bool mask
+    missing: list[Any]
+    rows: np.ndarray  # row numbers in the view, -1 where missing
+    columns: dict[str, list[Any]] = field(default_factory=dict)  # requested scalar columns (None if missing)
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """The answer to :meth:`OnlineView.nearest`: keys and scores (higher is better), best first."""
+
+    keys: list[Any]
+    scores: np.ndarray
+    rows: np.ndarray
+    exact: bool
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class OnlineView:
+    """A materialised view of one commit (see :func:`open_view` and ``FeatureStore.online``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
+            self.matrix: np.ndarray = np.load(self.path / "vectors.npy", mmap_mode="r")
+            keys = np.load(self.path / "keys.npy", mmap_mode="r")
+            search = self.path / "search.npy"
+            self.search_matrix: np.ndarray = np.load(search, mmap_mode="r") if search.exists() else self.matrix
+            sq = self.path / "sqnorms.npy"
+            self._sqnorms = np.load(sq, mmap_mode="r") if sq.exists() else None
+            self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot open the online view at {self.path}: {exc}") from exc
+        m = self.manifest
+        raw = self.columns[m["key"]].to_pylist() if m.get("key_hash_map") else None
+        self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw)
+        self.name: str = m["feature_group"]
+        self.version: int = m["version"]
+        self.commit: int = m["commit"]
+        self.dim: int = m["dim"]
+        self.metric: ix.Metric = m["metric"]
+        self.rows: int = m["rows"]
+        self.index_config = ix.IndexConfig(**{k: v for k, v in m["index"].items()
+                                              if k in ix.IndexConfig.__dataclass_fields__})
+        self._breadth: int = m["index"].get("breadth", 0)
+        self._index: Any = None
+        if self.index_config.kind != "flat" and self.rows:
+            self._index = ix.read(str(self.path / "index.faiss"))
+            ix.set_breadth(self._index, self.index_config, self._breadth)
+        self._scalar_names = [c for c in self.columns.column_names]
+        self._column_cache: dict[str, list[Any]] = {}
+
+    def __repr__(self) -> str:
+        return (f"OnlineView({self.name!r}, version={self.version}, commit={self.commit}, rows={self.rows}, "
+                f"dim={self.dim}, metric={self.metric!r}, index={self.index_config.kind!r})")
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return self.keys.row(key) >= 0
+        except InvalidQuery:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        """What this view serves: feature group, version, commit, rows, dim, metric, index, recall."""
+        m = self.manifest
+        return {k: m[k] for k in ("feature_group", "version", "commit", "commit_timestamp", "rows", "dim",
+                                  "key", "key_type", "vector", "metric", "columns", "index", "built_at")}
+
+    def warm(self) -> OnlineView:
+        """Build the in-memory hash map for string keys (faster batches) and touch the pages."""
+        self.keys.warm()
+        if self.rows:
+            _ = float(np.asarray(self.matrix[:: max(1, self.rows // 4096)]).sum())
+        return self
+
+    # ---- point lookups ---------------------------------------------------------------------------
+    def __getitem__(self, key: Any) -> np.ndarray:
+        row = self.keys.row(key)
+        if row < 0:
+            raise KeyNotFound(f"{self.name} v{self.version} (commit {self.commit}) has no key {key!r}")
+        return np.array(self.matrix[row])
+
+    def get(self, keys: Sequence[Any], *, columns: Sequence[str] | None = None) -> Lookup:
+        """Vectors of ``keys`` (a batch never raises for a missing key: see ``found`` and ``missing``).
+
+        ``columns`` adds scalar columns (e.g. ``["n_events"]``) to the answer.
+        """
+        if isinstance(keys, str | bytes | int) or not hasattr(keys, "__len__"):
+            raise InvalidQuery(f"get takes a sequence of keys; got {type(keys).__name__} (use view[key] "
+                               "for one)")
+        rows = self.keys.rows(keys)
+        found = rows >= 0
+        all_found = bool(found.all())
+        vectors = np.take(self.matrix, rows if all_found else np.where(found, rows, 0), axis=0)
+        missing: list[Any] = []
+        if not all_found:
+            vectors[~found] = np.nan
+            missing = [keys[i] for i in np.flatnonzero(~found)]
+        cols = self.column_values(columns, rows) if columns else {}
+        return Lookup(list(keys), vectors, found, missing, rows, cols)
+
+    def column_values(self, columns: Sequence[str], rows: np.ndarray) -> dict[str, list[Any]]:
+        """Scalar column values at ``rows`` (None where a row is -1)."""
+        unknown = [c for c in columns if c not in self._scalar_names]
+        if unknown:
+            raise InvalidQuery(f"{self.name} has no scalar column(s) {', '.join(map(repr, unknown))}; "
+                               f"columns: {', '.join(self._scalar_names)}")
+        safe = pa.array(np.where(rows >= 0, rows, 0))
+        out = {}
+        for c in columns:
+            values = self.columns[c].take(safe).to_pylist()
+            out[c] = [v if r >= 0 else None for v, r in zip(values, rows)]
+        return out
+
+    # ---- similarity ------------------------------------------------------------------------------
+    def query_vector(self, *, vector: Any = None, key: Any = None, query_view: OnlineView | None = None
+                     ) -> np.ndarray:
+        """The query vector (1-D float32) from exactly one of ``vector`` or ``key`` (in ``query_view``)."""
+        if (vector is None) == (key is None):
+            raise InvalidQuery("give exactly one of vector= or key=")
+        if key is not None:
+            source = query_view or self
+            row = source.keys.row(key)
+            if row < 0:
+                raise KeyNotFound(f"{source.name} v{source.version} (commit {source.commit}) has no key {key!r}")
+            vector = np.asarray(source.matrix[row])
+        try:
+            v = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidQuery(f"the query vector must be numbers: {exc}") from exc
+        if v.ndim != 1 or v.shape[0] != self.dim:
+            raise InvalidQuery(f"the query vector must have {self.dim} numbers for {self.name}; got shape "
+                               f"{tuple(v.shape)}")
+        if not np.all(np.isfinite(v)):
+            raise InvalidQuery("the query vector holds NaN or infinity")
+        return v
+
+    def nearest(self, vector: Any = None, *, key: Any = None, query_view: OnlineView | None = None,
+                k: int = 10, filter: Mapping[str, Any] | None = None, exclude: Sequence[Any] = (),
+                exact: bool = False) -> Neighbors:
+        """The ``k`` rows most similar to ``vector`` (or to the vector of ``key``, looked up in
+        ``query_view`` when given, e.g. a user view against this item view).
+
+        ``filter`` (see :mod:`featurestore.online.filters`) applies before ranking, so k results come
+        back whenever k rows match; ``exclude`` drops those keys. ``exact=True`` forces exact search.
+        """
+        q = self.query_vector(vector=vector, key=key, query_view=query_view)
+        return self.nearest_many(q[None, :], k=k, filter=filter, exclude=exclude, exact=exact)[0]
+
+    def nearest_many(self, vectors: Any, *, k: int = 10, filter: Mapping[str, Any] | None = None,
+                     exclude: Sequence[Any] = (), exact: bool = False) -> list[Neighbors]:
+        """:meth:`nearest` for a batch of query vectors (n, dim): one :class:`Neighbors` per query."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidQuery(f"k must be a positive integer; got {k!r}")
+        q = self._queries(vectors)
+        mask = compile_mask(filter, self.columns)
+        excl = self._exclude_rows(exclude)
+        if len(excl):
+            mask = np.ones(self.rows, bool) if mask is None else mask.copy()
+            mask[excl] = False
+        n_match = self.rows if mask is None else int(mask.sum())
+        want = min(int(k), n_match)
+        if want == 0:
+            empty = np.zeros(0, np.int64)
+            return [Neighbors([], np.zeros(0, np.float32), empty, True) for _ in range(len(q))]
+        use_exact = exact or self._index is None or n_match <= min(EXACT_SUBSET_MAX, self.rows // 2)
+        if use_exact:
+            ids, sc = self._exact(q, want, mask, n_match)
+        else:
+            ids, sc = ix.search(self._index, self.index_config, self._breadth, q, want, self.metric, mask)
+            short = (ids < 0).any(axis=1)
+            if short.any():  # the probed part held fewer than k matches: answer those exactly
+                e_ids, e_sc = self._exact(q[short], want, mask, n_match)
+                ids[short], sc[short] = e_ids, e_sc
+        return [self._neighbors(i, s, use_exact) for i, s in zip(ids, sc)]
+
+    def _exact(self, q: np.ndarray, k: int, mask: np.ndarray | None, n_match: int) -> tuple[np.ndarray, np.ndarray]:
+        if mask is not None and n_match <= self.rows // 8:
+            return ix.exact_topk(self.search_matrix, q, k, self.metric, rows=np.flatnonzero(mask),
+                                 sqnorms=self._sqnorms)
+        return ix.exact_topk(self.search_matrix, q, k, self.metric, mask=mask, sqnorms=self._sqnorms)
+
+    def _neighbors(self, ids: np.ndarray, scores: np.ndarray, exact: bool) -> Neighbors:
+        ok = ids >= 0
+        ids, scores = ids[ok], scores[ok]
+        keys = self.keys.keys[ids].tolist() if not self.manifest.get("key_hash_map") else \
+            self.columns[self.manifest["key"]].take(pa.array(ids)).to_pylist()
+        return Neighbors(keys, scores.astype(np.float32, copy=False), ids, exact)
+
+    def _queries(self, vectors: Any) -> np.ndarray:
+        try:
+            q = np.array(vectors, dtype=np.float32, ndmin=2)
+        except (TypeError, ValueError) as exc:
+            raise InvalidQuery(f"query vectors must be numbers: {exc}") from exc
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise InvalidQuery(f"query vectors must have {self.dim} numbers for {self.name}; got shape "
+                               f"{tuple(q.shape)}")
+        if not np.all(np.isfinite(q)):
+            raise InvalidQuery("a query vector holds NaN or infinity")
+        if self.metric == "cosine":
+            norms = np.linalg.norm(q, axis=1, keepdims=True)
+            if np.any(norms == 0):
+                raise InvalidQuery("a zero query vector has no cosine similarity")
+            q = q / norms
+        return np.ascontiguousarray(q, dtype=np.float32)
+
+    def _exclude_rows(self, exclude: Sequence[Any]) -> np.ndarray:
+        if exclude is None or (hasattr(exclude, "__len__") and len(exclude) == 0):
+            return np.zeros(0, np.int64)
+        if isinstance(exclude, str | bytes | int):
+            raise InvalidQuery(f"exclude takes a list of keys; got {exclude!r}")
+        rows = self.keys.rows(list(exclude))
+        return rows[rows >= 0]
+
+
+def open_view(path: str | Path) -> OnlineView:
+    """Open a published view folder (memory-mapped)."""
+    return OnlineView(path)
