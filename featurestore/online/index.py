@@ -238,11 +238,11 @@ def tune(index: Any, cfg: IndexConfig, matrix: np.ndarray, metric: Metric, *, k:
     queries = np.ascontiguousarray(np.asarray(matrix[qrows]), dtype=np.float32)
     kk = min(k + 1, n)
     exact, _ = exact_topk(matrix, queries, kk, metric, sqnorms=sqnorms)
-    exact = _drop_self(exact, qrows, k)
+    exact = drop_self(exact, qrows, k)
     best = (candidates[-1], 0.0)
     for c in candidates:
         ids, _ = search(index, cfg, c, queries, kk, metric)
-        r = recall_at_k(_drop_self(ids, qrows, k), exact)
+        r = recall_at_k(drop_self(ids, qrows, k), exact)
         log(f"{'nprobe' if cfg.kind == 'ivf' else 'efSearch'}={c}: recall@{k} {r:.3f}")
         best = (c, r)
         if r >= cfg.recall_target:
@@ -250,7 +250,8 @@ def tune(index: Any, cfg: IndexConfig, matrix: np.ndarray, metric: Metric, *, k:
     return best
 
 
-def _drop_self(ids: np.ndarray, qrows: np.ndarray, k: int) -> np.ndarray:
+def drop_self(ids: np.ndarray, qrows: np.ndarray, k: int) -> np.ndarray:
+    """Each query's result without its own row, cut to k (recall checks query with the view's rows)."""
     out = np.full((len(ids), k), -1, np.int64)
     for i, (row, q) in enumerate(zip(ids, qrows)):
         kept = row[(row != q) & (row >= 0)][:k]

@@ -1,0 +1,262 @@
+"""The HTTP service's wire formats: parse and check request bodies (JSON or Arrow IPC) and encode
+answers, with a :class:`BadRequest` (an HTTP status and a message) for every malformed input.
+
+JSON is the default; ``Content-Type: application/vnd.apache.arrow.stream`` sends keys as an Arrow IPC
+stream (a table with a ``key`` column) and ``Accept: application/vnd.apache.arrow.stream`` returns the
+answer as one (key, found, vector, requested columns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from featurestore.online.view import Lookup, Neighbors, OnlineView
+
+ARROW = "application/vnd.apache.arrow.stream"
+JSON = "application/json"
+
+
+class BadRequest(Exception):
+    """A request the service refuses: ``status`` (4xx) and a message naming what is wrong."""
+
+    def __init__(self, status: int, message: str, kind: str = "BadRequest"):
+        self.status = status
+        self.message = message
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits of the HTTP service; larger requests get 413, bad values 422."""
+
+    max_keys: int = 10_000  # keys in one lookup, queries in one nearest batch, keys in exclude
+    max_k: int = 1_000
+    max_vector_length: int = 65_536
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise BadRequest(400, "the request body is empty; send a JSON object")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(400, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BadRequest(422, f"the body must be a JSON object; got {type(doc).__name__}")
+    return doc
+
+
+def _only(doc: Mapping[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(doc) - allowed)
+    if extra:
+        raise BadRequest(422, f"unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _key_list(value: Any, what: str, limits: Limits) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadRequest(422, f"{what} must be a list of keys; got {type(value).__name__}")
+    if len(value) > limits.max_keys:
+        raise BadRequest(413, f"{what} has {len(value)} keys; the limit is {limits.max_keys}")
+    return value
+
+
+def _columns(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise BadRequest(422, "columns must be a list of column names")
+    return value
+
+
+def parse_lookup(body: bytes, content_type: str, limits: Limits, columns_param: str | None
+                 ) -> tuple[list[Any], list[str] | None]:
+    """(keys, columns) of a lookup request."""
+    if content_type.startswith(ARROW):
+        try:
+            table = pa.ipc.open_stream(body).read_all()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BadRequest(400, f"the body is not an Arrow IPC stream: {exc}") from exc
+        if "key" not in table.column_names:
+            raise BadRequest(422, f"the Arrow table needs a 'key' column; got {table.column_names}")
+        if table.num_rows > limits.max_keys:
+            raise BadRequest(413, f"{table.num_rows} keys; the limit is {limits.max_keys}")
+        col = table["key"]
+        if col.null_count:
+            raise BadRequest(422, "the 'key' column holds nulls")
+        if not (pa.types.is_integer(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise BadRequest(422, f"the 'key' column must be integers or strings; got {col.type}")
+        cols = [c for c in columns_param.split(",") if c] if columns_param else None
+        return col.to_pylist(), cols
+    if content_type and not content_type.startswith(JSON):
+        raise BadRequest(415, f"send {JSON} or {ARROW}; got {content_type!r}")
+    doc = parse_json(body)
+    _only(doc, {"keys", "columns"})
+    if "keys" not in doc:
+        raise BadRequest(422, "the body needs 'keys': a list of entity keys")
+    return _key_list(doc["keys"], "keys", limits), _columns(doc.get("columns"))
+
+
+@dataclass(frozen=True)
+class NearestQuery:
+    vectors: Any = None  # a list of vectors (batch)
+    vector: Any = None
+    key: Any = None
+    query_group: str | None = None
+    k: int = 10
+    filter: Mapping[str, Any] | None = None
+    exclude: tuple[Any, ...] = ()
+    exact: bool = False
+
+
+def parse_nearest(body: bytes, content_type: str, limits: Limits) -> NearestQuery:
+    if content_type and not content_type.startswith(JSON):
+        raise BadRequest(415, f"nearest takes {JSON}; got {content_type!r}")
+    doc = parse_json(body)
+    _only(doc, {"key", "vector", "vectors", "query", "k", "filter", "exclude", "exact"})
+    given = [f for f in ("key", "vector", "vectors", "query") if f in doc]
+    if len(given) != 1:
+        raise BadRequest(422, "give exactly one of 'key', 'vector', 'vectors' or 'query'"
+                         + (f"; got {', '.join(given)}" if given else ""))
+    k = doc.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise BadRequest(422, f"k must be a positive integer; got {k!r}")
+    if k > limits.max_k:
+        raise BadRequest(413, f"k={k} is above the limit {limits.max_k}")
+    exact = doc.get("exact", False)
+    if not isinstance(exact, bool):
+        raise BadRequest(422, f"exact must be true or false; got {exact!r}")
+    flt = doc.get("filter")
+    if flt is not None and not isinstance(flt, dict):
+        raise BadRequest(422, "filter must be an object of column -> condition")
+    exclude = tuple(_key_list(doc.get("exclude", []), "exclude", limits))
+    q = NearestQuery(k=k, filter=flt, exclude=exclude, exact=exact)
+    if "vector" in doc:
+        return _replace(q, vector=_vector(doc["vector"], "vector", limits))
+    if "vectors" in doc:
+        vs = doc["vectors"]
+        if not isinstance(vs, list) or not vs:
+            raise BadRequest(422, "vectors must be a non-empty list of vectors")
+        if len(vs) > limits.max_keys:
+            raise BadRequest(413, f"{len(vs)} query vectors; the limit is {limits.max_keys}")
+        return _replace(q, vectors=[_vector(v, f"vectors[{i}]", limits) for i, v in enumerate(vs)])
+    if "key" in doc:
+        return _replace(q, key=_scalar_key(doc["key"], "key"))
+    ref = doc["query"]
+    if not isinstance(ref, dict) or set(ref) != {"feature_group", "key"} or not isinstance(ref["feature_group"], str):
+        raise BadRequest(422, "query must be {\"feature_group\": NAME, \"key\": KEY}")
+    return _replace(q, key=_scalar_key(ref["key"], "query.key"), query_group=ref["feature_group"])
+
+
+def _replace(q: NearestQuery, **kw: Any) -> NearestQuery:
+    return NearestQuery(**{**q.__dict__, **kw})
+
+
+def _scalar_key(value: Any, what: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadRequest(422, f"{what} must be a string or an integer; got {value!r}")
+    return value
+
+
+def _vector(value: Any, what: str, limits: Limits) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest(422, f"{what} must be a non-empty list of numbers")
+    if len(value) > limits.max_vector_length:
+        raise BadRequest(413, f"{what} has {len(value)} numbers; the limit is {limits.max_vector_length}")
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+            raise BadRequest(422, f"{what} must hold finite numbers; got {x!r}")
+    return value
+
+
+# ---- answers -----------------------------------------------------------------------------------
+def _head(view: OnlineView) -> dict[str, Any]:
+    return {"feature_group": view.name, "version": view.version, "commit": view.commit}
+
+
+def lookup_json(view: OnlineView, hit: Lookup) -> bytes:
+    if hit.missing:
+        vectors: Any = [row if ok else None for row, ok in zip(hit.vectors, hit.found.tolist())]
+    else:
+        vectors = hit.vectors
+    doc = {**_head(view), "keys": hit.keys, "found": hit.found, "vectors": vectors, "missing": hit.missing}
+    if hit.columns:
+        doc["columns"] = hit.columns
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+
+
+def lookup_arrow(view: OnlineView, hit: Lookup) -> bytes:
+    dim = hit.vectors.shape[1]
+    values = pa.array(np.nan_to_num(hit.vectors, nan=0.0).ravel(), pa.float32())
+    vectors = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~hit.found))
+    arrays = {"key": pa.array(hit.keys), "found": pa.array(hit.found), "vector": vectors}
+    for name, vals in hit.columns.items():
+        arrays[name] = pa.array(vals, view.columns.schema.field(name).type)
+    meta = {k: str(v) for k, v in _head(view).items()}
+    table = pa.table(arrays).replace_schema_metadata(meta)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def nearest_json(view: OnlineView, results: list[Neighbors], batch: bool) -> bytes:
+    head = {**_head(view), "metric": view.metric}
+    if batch:
+        doc = {**head, "results": [{"keys": r.keys, "scores": r.scores, "exact": r.exact} for r in results]}
+    else:
+        r = results[0]
+        doc = {**head, "keys": r.keys, "scores": r.scores, "exact": r.exact}
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+# ---- OpenAPI request bodies (the handlers parse bodies themselves, for speed and Arrow) ----------
+KEY_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+FILTER_SCHEMA = {
+    "type": "object",
+    "description": "column -> value (equality), list (in) or {op: value} with op in eq ne lt le gt ge in "
+                   "not_in; conditions are combined with AND and applied before ranking",
+    "additionalProperties": True,
+}
+LOOKUP_BODY = {
+    "required": True,
+    "content": {
+        JSON: {"schema": {"type": "object", "required": ["keys"], "additionalProperties": False, "properties": {
+            "keys": {"type": "array", "items": KEY_SCHEMA},
+            "columns": {"type": "array", "items": {"type": "string"},
+                        "description": "scalar columns to return with the vectors"}}},
+            "example": {"keys": ["i1", "i2"]}},
+        ARROW: {"schema": {"type": "string", "format": "binary",
+                           "description": "Arrow IPC stream of a table with a 'key' column"}},
+    },
+}
+NEAREST_BODY = {
+    "required": True,
+    "content": {JSON: {"schema": {"type": "object", "additionalProperties": False, "properties": {
+        "key": {**KEY_SCHEMA, "description": "query with this key's vector in the same feature group"},
+        "vector": {"type": "array", "items": {"type": "number"}},
+        "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                    "description": "a batch of query vectors: the answer has 'results'"},
+        "query": {"type": "object", "required": ["feature_group", "key"], "properties": {
+            "feature_group": {"type": "string"}, "key": KEY_SCHEMA},
+            "description": "query with a key's vector from another served feature group"},
+        "k": {"type": "integer", "minimum": 1, "default": 10},
+        "filter": FILTER_SCHEMA,
+        "exclude": {"type": "array", "items": KEY_SCHEMA, "description": "keys never returned"},
+        "exact": {"type": "boolean", "default": False}}},
+        "example": {"key": "i1", "k": 10, "exclude": ["i1"], "filter": {"n_events": {"ge": 5}}}}},
+}

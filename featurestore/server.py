@@ -1,0 +1,247 @@
+"""The HTTP service over online views (FastAPI + uvicorn): lookups, similarity search, hot reload.
+
+Endpoints: ``GET /health``, ``GET /feature-groups``, ``GET /feature-groups/{name}``,
+``POST /feature-groups/{name}/lookup``, ``POST /feature-groups/{name}/nearest``, ``GET /metrics``
+(Prometheus), ``GET /openapi.json`` and ``/docs``. Every bad input gets a 4xx with a message
+(``{"detail": ..., "error": ...}``); a bearer token (``--token`` or ``$FEATURESTORE_TOKEN``) guards
+everything except ``/health`` and the OpenAPI pages, and is required off loopback.
+
+Example::
+
+    featurestore serve --root ./featurestore_data --port 8000
+    curl -s localhost:8000/feature-groups/item_embeddings/lookup -d '{"keys": ["i1"]}'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from featurestore import __version__
+from featurestore.errors import FeatureStoreError, InvalidData, NotFound, ServeError
+from featurestore.online import wire
+from featurestore.online.metrics import CONTENT_TYPE, Metrics
+from featurestore.online.reload import Registry, ReloadPolicy
+from featurestore.online.wire import BadRequest, Limits
+from featurestore.store import FeatureStore
+
+TOKEN_ENV = "FEATURESTORE_TOKEN"
+log = logging.getLogger("featurestore.server")
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _status_of(exc: Exception) -> tuple[int, str, str]:
+    if isinstance(exc, BadRequest):
+        return exc.status, exc.kind, exc.message
+    if isinstance(exc, NotFound):
+        return 404, type(exc).__name__, str(exc)
+    if isinstance(exc, InvalidData):
+        return 422, type(exc).__name__, str(exc)
+    if isinstance(exc, FeatureStoreError):
+        return 503, type(exc).__name__, str(exc)
+    return 500, "InternalError", "internal error (see the server log)"
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    import orjson
+
+    return Response(orjson.dumps({"detail": message, "error": kind}), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | None = None,
+               token: str | None = None, limits: Limits | None = None,
+               policy: ReloadPolicy | None = None) -> FastAPI:
+    """Build the app: opens (materialising if needed) a view of each served group's newest commit.
+
+    ``groups`` lists (name, version) pairs (default: every feature group at its newest version);
+    the reload thread starts and stops with the app's lifespan.
+    """
+    limits = limits or Limits()
+    metrics = Metrics()
+    registry = Registry(store, groups, policy, on_event=metrics.reload)
+    expected = f"Bearer {token}".encode() if token else None
+
+    def gauges() -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+        out = []
+        for name in registry.names():
+            s = registry.get(name)
+            labels = (("feature_group", name), ("version", str(s.view.version)))
+            out.append(("featurestore_served_commit", "The commit each feature group serves.", labels,
+                        float(s.view.commit)))
+            out.append(("featurestore_served_rows", "Rows (keys) in the served view.", labels, float(s.view.rows)))
+        return out
+
+    metrics.gauges.append(gauges)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        registry.start()
+        try:
+            yield
+        finally:
+            registry.stop()
+
+    app = FastAPI(title="featurestore", version=__version__, lifespan=lifespan,
+                  description="Online feature serving: point lookups and similarity search over "
+                              "materialised views of versioned feature groups. Scores are higher-is-better "
+                              "for every metric (cosine similarity, inner product, minus L2 distance).")
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.limits = limits
+
+    def label(name: str) -> str:  # unknown names must not grow the metrics without bound
+        return name if name in registry.names() else "_unknown"
+
+    def authorise(request: Request) -> None:
+        if expected is None:
+            return
+        got = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(got, expected):
+            raise BadRequest(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "Unauthorized")
+
+    async def body_of(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
+        return body
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_r: Request, exc: RequestValidationError) -> Response:
+        return _error(422, "InvalidRequest", str(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_r: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, "HTTPError", str(exc.detail))
+
+    @app.get("/health", summary="Liveness and the commit each feature group serves (no auth)")
+    async def health() -> JSONResponse:
+        served = {n: registry.get(n).view.commit for n in registry.names()}
+        return JSONResponse({"status": "ok", "feature_groups": served})
+
+    @app.get("/feature-groups", summary="Served feature groups with their version and commit")
+    async def list_groups(request: Request) -> Response:
+        try:
+            authorise(request)
+        except BadRequest as exc:
+            return _error(exc.status, exc.kind, exc.message)
+        return JSONResponse([registry.get(n).status() for n in registry.names()])
+
+    @app.get("/feature-groups/{name}", summary="What a feature group serves: version, commit, rows, index, "
+                                              "recall, reloads and the last reload error")
+    async def group(name: str, request: Request) -> Response:
+        try:
+            authorise(request)
+            return JSONResponse(registry.get(name).status())
+        except (BadRequest, FeatureStoreError) as exc:
+            return _error(*_status_of(exc))
+
+    @app.post("/feature-groups/{name}/lookup", openapi_extra={"requestBody": wire.LOOKUP_BODY},
+              summary="Vectors (and optional scalar columns) of entity keys; missing keys are listed, "
+                      "never an error", responses={200: {"content": {wire.ARROW: {}}}})
+    async def lookup(name: str, request: Request) -> Response:
+        t = time.perf_counter()
+        status, n = 200, 0
+        try:
+            authorise(request)
+            view = registry.get(name).view  # this request uses this view to the end
+            body = await body_of(request)
+            keys, columns = wire.parse_lookup(body, request.headers.get("content-type", ""), limits,
+                                              request.query_params.get("columns"))
+            n = len(keys)
+            hit = view.get(keys, columns=columns)
+            if wire.ARROW in request.headers.get("accept", ""):
+                return Response(wire.lookup_arrow(view, hit), media_type=wire.ARROW)
+            return Response(wire.lookup_json(view, hit), headers=_JSON_HEADERS)
+        except Exception as exc:
+            status, kind, message = _status_of(exc)
+            if status == 500:
+                log.exception("lookup %s failed", name)
+            return _error(status, kind, message)
+        finally:
+            metrics.observe("lookup", label(name), status, time.perf_counter() - t, n)
+
+    @app.post("/feature-groups/{name}/nearest", openapi_extra={"requestBody": wire.NEAREST_BODY},
+              summary="The k most similar rows (higher score is better), filtered before ranking")
+    async def nearest(name: str, request: Request) -> Response:
+        t = time.perf_counter()
+        status, n = 200, 0
+        try:
+            authorise(request)
+            view = registry.get(name).view
+            q = wire.parse_nearest(await body_of(request), request.headers.get("content-type", ""), limits)
+            source = registry.get(q.query_group).view if q.query_group else None
+
+            def run() -> list[Any]:
+                if q.vectors is not None:
+                    return view.nearest_many(q.vectors, k=q.k, filter=q.filter,
+                                             exclude=q.exclude, exact=q.exact)
+                return [view.nearest(q.vector, key=q.key, query_view=source, k=q.k, filter=q.filter,
+                                     exclude=q.exclude, exact=q.exact)]
+
+            results = await run_in_threadpool(run)
+            n = sum(len(r) for r in results)
+            return Response(wire.nearest_json(view, results, q.vectors is not None), headers=_JSON_HEADERS)
+        except Exception as exc:
+            status, kind, message = _status_of(exc)
+            if status == 500:
+                log.exception("nearest %s failed", name)
+            return _error(status, kind, message)
+        finally:
+            metrics.observe("nearest", label(name), status, time.perf_counter() - t, n)
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    async def prometheus(request: Request) -> Response:
+        try:
+            authorise(request)
+        except BadRequest as exc:
+            return _error(exc.status, exc.kind, exc.message)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(store: FeatureStore, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          groups: list[tuple[str, int | None]] | None = None, limits: Limits | None = None,
+          policy: ReloadPolicy | None = None, log_level: str = "info",
+          graceful_seconds: float = 30.0) -> None:
+    """Run the service with uvicorn until SIGINT/SIGTERM; in-flight requests finish first.
+
+    The token defaults to ``$FEATURESTORE_TOKEN``; binding to a non-loopback address without one
+    raises :class:`ServeError`.
+    """
+    import uvicorn
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not is_loopback(host):
+        raise ServeError(f"refusing to serve on {host} without a bearer token: pass --token or set "
+                         f"${TOKEN_ENV} (only loopback addresses may run without one)")
+    app = create_app(store, groups=groups, token=token, limits=limits, policy=policy)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=int(graceful_seconds), lifespan="on",
+                            server_header=False)
+    uvicorn.Server(config).run()
