@@ -1,0 +1,199 @@
+"""Online-serving commands: materialize, serve, lookup, nearest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from featurestore.cli._common import CLIError, command, open_store, parse_as_of, print_json, print_table
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "materialize", "Build the online view of a feature group's newest (or given) commit.",
+                "featurestore materialize item_embeddings --version 1")
+    p.add_argument("name")
+    p.add_argument("--version", type=int, default=None, help="feature group version (default: newest)")
+    p.add_argument("--commit", default=None, metavar="COMMIT|TIME",
+                   help="a commit number or an ISO-8601 time (default: the newest commit)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the view exists")
+    p.add_argument("--json", action="store_true", help="print the view's manifest as JSON")
+    p.set_defaults(func=cmd_materialize)
+
+    p = command(sub, "serve", "Serve lookups and similarity search over HTTP, reloading new commits.",
+                "featurestore serve --port 8000 --group item_embeddings --group user_embeddings:1")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=None,
+                   help="bearer token clients must send (default: $FEATURESTORE_TOKEN)")
+    p.add_argument("--group", action="append", default=[], metavar="NAME[:VERSION]",
+                   help="serve this feature group (repeatable; default: all, newest versions)")
+    p.add_argument("--reload-interval", type=float, default=5.0,
+                   help="seconds between checks for new commits (0 disables hot reload)")
+    p.add_argument("--min-recall", type=float, default=0.9,
+                   help="refuse a reloaded view whose approximate recall@10 is below this")
+    p.add_argument("--max-keys", type=int, default=10_000, help="keys per lookup / queries per batch")
+    p.add_argument("--max-k", type=int, default=1_000, help="largest k for nearest")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = command(sub, "lookup", "Look up entity keys in an online view (locally, or a server with --url).",
+                "featurestore lookup item_embeddings i1 i2 --columns n_events")
+    p.add_argument("name")
+    p.add_argument("keys", nargs="+", help="entity keys (integers for int64-keyed groups)")
+    _view_options(p)
+    p.add_argument("--columns", default=None, help="comma-separated scalar columns to show")
+    p.set_defaults(func=cmd_lookup)
+
+    p = command(sub, "nearest", "The k most similar rows to a key's or a given vector (higher score = closer).",
+                "featurestore nearest item_embeddings --key i1 --k 5 --exclude i1 "
+                "--filter '{\"n_events\": {\"ge\": 3}}'")
+    p.add_argument("name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--key", default=None, help="query with this key's vector")
+    src.add_argument("--vector", default=None, help="query vector: comma-separated numbers or a JSON list")
+    p.add_argument("--query-group", default=None, metavar="NAME",
+                   help="look --key up in this feature group instead (e.g. a user against items)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--filter", default=None, help='JSON filter, e.g. {"n_events": {"ge": 5}}')
+    p.add_argument("--exclude", nargs="*", default=[], help="keys never returned")
+    p.add_argument("--exact", action="store_true", help="exact search even when an approximate index exists")
+    _view_options(p)
+    p.set_defaults(func=cmd_nearest)
+
+
+def _view_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=int, default=None, help="feature group version (default: newest)")
+    p.add_argument("--commit", default=None, metavar="COMMIT|TIME",
+                   help="a commit number, or an ISO-8601 wall-clock time: the commit current then")
+    p.add_argument("--url", default=None, help="ask a running server instead of opening the store")
+    p.add_argument("--token", default=None, help="bearer token for --url (default: $FEATURESTORE_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _open_view(args: argparse.Namespace, name: str) -> Any:
+    if args.url:
+        if args.commit is not None or args.version is not None:
+            raise CLIError("--commit and --version pin a local view; a server serves what it serves")
+        from featurestore.online.client import Client
+
+        return Client(args.url, token=args.token or os.environ.get("FEATURESTORE_TOKEN")).view(name)
+    store = open_store(args)
+    at = parse_as_of(args.commit)
+    if isinstance(at, int):
+        return store.online(name, args.version, commit=at)
+    return store.online(name, args.version, as_of=at)
+
+
+def _keys(args: argparse.Namespace, view: Any, raw: list[str]) -> list[Any]:
+    info = view.info()
+    if info.get("key_type") == "int64":
+        try:
+            return [int(k) for k in raw]
+        except ValueError as exc:
+            raise CLIError(f"{args.name} has integer keys: {exc}") from exc
+    return raw
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from featurestore.online.materialize import materialize
+    from featurestore.online.open import resolve_commit
+
+    logging.getLogger("featurestore.online").setLevel(logging.INFO)
+    store = open_store(args)
+    fg = store.feature_group(args.name, args.version)
+    at = parse_as_of(args.commit)
+    c = resolve_commit(fg, at if isinstance(at, int) else None, None if isinstance(at, int) else at)
+    t = time.perf_counter()
+    path = materialize(fg, c, force=args.force, progress=lambda m: print(f"  {m}", flush=True))
+    manifest = json.loads((path / "manifest.json").read_text())
+    if args.json:
+        print_json({**manifest, "path": str(path)})
+    else:
+        idx = manifest["index"]
+        extra = f", {idx['kind']} breadth {idx['breadth']} recall@10 {idx['recall_at_10']:.3f}" \
+            if idx["kind"] != "flat" else ", exact search"
+        print(f"{fg.spec.key} commit {c}: {manifest['rows']:,} rows x {manifest['dim']}{extra} "
+              f"({time.perf_counter() - t:.1f}s)\n  {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from featurestore.online.reload import ReloadPolicy
+    from featurestore.online.wire import Limits
+    from featurestore.server import serve
+
+    groups = None
+    if args.group:
+        groups = []
+        for g in args.group:
+            name, _, version = g.partition(":")
+            if version and not version.isdigit():
+                raise CLIError(f"--group takes NAME or NAME:VERSION; got {g!r}")
+            groups.append((name, int(version) if version else None))
+    logging.getLogger("featurestore").setLevel(getattr(logging, args.log_level.upper()))
+    serve(open_store(args), host=args.host, port=args.port, token=args.token, groups=groups,
+          limits=Limits(max_keys=args.max_keys, max_k=args.max_k),
+          policy=ReloadPolicy(interval=args.reload_interval, min_recall=args.min_recall),
+          log_level=args.log_level)
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    view = _open_view(args, args.name)
+    cols = [c for c in args.columns.split(",") if c] if args.columns else None
+    hit = view.get(_keys(args, view, args.keys), columns=cols)
+    if args.json:
+        print_json({"keys": hit.keys, "found": hit.found.tolist(), "missing": hit.missing,
+                    "vectors": [v.tolist() if ok else None for v, ok in zip(hit.vectors, hit.found)],
+                    "columns": hit.columns})
+    else:
+        headers = ["key", "found", *(cols or []), "vector"]
+        rows = [[k, bool(ok), *(hit.columns[c][i] for c in cols or []), v.tolist() if ok else None]
+                for i, (k, ok, v) in enumerate(zip(hit.keys, hit.found, hit.vectors))]
+        print_table(headers, rows)
+    return 0 if not hit.missing else 1
+
+
+def cmd_nearest(args: argparse.Namespace) -> int:
+    view = _open_view(args, args.name)
+    flt = None
+    if args.filter:
+        try:
+            flt = json.loads(args.filter)
+        except ValueError as exc:
+            raise CLIError(f"--filter must be JSON: {exc}") from exc
+    vector = None
+    if args.vector is not None:
+        text = args.vector.strip()
+        try:
+            vector = json.loads(text) if text.startswith("[") else [float(x) for x in text.split(",")]
+        except ValueError as exc:
+            raise CLIError(f"--vector takes comma-separated numbers or a JSON list: {exc}") from exc
+    exclude = _keys(args, view, args.exclude)
+    kw: dict[str, Any] = {"k": args.k, "filter": flt, "exclude": exclude, "exact": args.exact}
+    if args.url:
+        source = view.client.view(args.query_group) if args.query_group else view
+        res = view.nearest(vector, key=_one_key(args, source), query_group=args.query_group, **kw)
+    else:
+        qv = None
+        if args.query_group:
+            qv = open_store(args).online(args.query_group)
+        res = view.nearest(vector, key=_one_key(args, qv or view), query_view=qv, **kw)
+    if args.json:
+        print_json({"keys": res.keys, "scores": np.asarray(res.scores).tolist(), "exact": res.exact})
+    else:
+        rows = [[i + 1, k, float(s)] for i, (k, s) in enumerate(zip(res.keys, res.scores))]
+        print_table(["rank", "key", "score"], rows)
+    return 0
+
+
+def _one_key(args: argparse.Namespace, view: Any) -> Any:
+    if args.key is None:
+        return None
+    return _keys(args, view, [args.key])[0]
