@@ -101,7 +101,7 @@ def _keys(args: argparse.Namespace, view: Any, raw: list[str]) -> list[Any]:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from featurestore.online.materialize import materialize
+    from featurestore.online.build import materialize
     from featurestore.online.open import resolve_commit
 
     logging.getLogger("featurestore.online").setLevel(logging.INFO)

@@ -4,7 +4,7 @@
 faiss is imported only when an approximate index is built or opened.
 """
 
-from featurestore.online.materialize import materialize, view_path
+from featurestore.online.build import materialize, view_path
 from featurestore.online.view import Lookup, Neighbors, OnlineView, open_view
 
 __all__ = ["Lookup", "Neighbors", "OnlineView", "materialize", "open_view", "view_path"]

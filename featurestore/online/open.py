@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from featurestore.errors import CommitNotFound, InvalidQuery
-from featurestore.online.materialize import materialize, view_path
+from featurestore.online.build import materialize, view_path
 from featurestore.online.view import OnlineView
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from featurestore.errors import FeatureGroupNotFound, FeatureStoreError
 from featurestore.online import index as ix
-from featurestore.online.materialize import materialize
+from featurestore.online.build import materialize
 from featurestore.online.view import OnlineView
 
 if TYPE_CHECKING:

@@ -64,17 +64,20 @@ class OnlineView:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
-            self.matrix: np.ndarray = np.load(self.path / "vectors.npy", mmap_mode="r")
-            keys = np.load(self.path / "keys.npy", mmap_mode="r")
-            search = self.path / "search.npy"
-            self.search_matrix: np.ndarray = np.load(search, mmap_mode="r") if search.exists() else self.matrix
-            sq = self.path / "sqnorms.npy"
-            self._sqnorms = np.load(sq, mmap_mode="r") if sq.exists() else None
-            self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-            raise StorageError(f"cannot open the online view at {self.path}: {exc}") from exc
+            self._open()
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot open the online view at {self.path}: {exc!r}") from exc
+
+    def _open(self) -> None:
+        self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
         m = self.manifest
+        self.matrix: np.ndarray = np.load(self.path / "vectors.npy", mmap_mode="r")
+        keys = np.load(self.path / "keys.npy", mmap_mode="r")
+        search = self.path / "search.npy"
+        self.search_matrix: np.ndarray = np.load(search, mmap_mode="r") if search.exists() else self.matrix
+        sq = self.path / "sqnorms.npy"
+        self._sqnorms = np.load(sq, mmap_mode="r") if sq.exists() else None
+        self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
         raw = self.columns[m["key"]].to_pylist() if m.get("key_hash_map") else None
         self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw)
         self.name: str = m["feature_group"]
@@ -83,6 +86,8 @@ class OnlineView:
         self.dim: int = m["dim"]
         self.metric: ix.Metric = m["metric"]
         self.rows: int = m["rows"]
+        if self.matrix.shape != (self.rows, self.dim) or len(keys) != self.rows or self.columns.num_rows != self.rows:
+            raise ValueError(f"files disagree with the manifest ({self.rows} rows x {self.dim})")
         self.index_config = ix.IndexConfig(**{k: v for k, v in m["index"].items()
                                               if k in ix.IndexConfig.__dataclass_fields__})
         self._breadth: int = m["index"].get("breadth", 0)
@@ -90,8 +95,7 @@ class OnlineView:
         if self.index_config.kind != "flat" and self.rows:
             self._index = ix.read(str(self.path / "index.faiss"))
             ix.set_breadth(self._index, self.index_config, self._breadth)
-        self._scalar_names = [c for c in self.columns.column_names]
-        self._column_cache: dict[str, list[Any]] = {}
+        self._scalar_names = list(self.columns.column_names)
 
     def __repr__(self) -> str:
         return (f"OnlineView({self.name!r}, version={self.version}, commit={self.commit}, rows={self.rows}, "
@@ -137,7 +141,10 @@ class OnlineView:
         rows = self.keys.rows(keys)
         found = rows >= 0
         all_found = bool(found.all())
-        vectors = np.take(self.matrix, rows if all_found else np.where(found, rows, 0), axis=0)
+        if not self.rows:
+            vectors = np.full((len(rows), self.dim), np.nan, np.float32)
+        else:
+            vectors = np.take(self.matrix, rows if all_found else np.where(found, rows, 0), axis=0)
         missing: list[Any] = []
         if not all_found:
             vectors[~found] = np.nan

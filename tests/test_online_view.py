@@ -1,0 +1,275 @@
+"""Online views: materialisation, point lookups and similarity search against a plain reference."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from featurestore import FeatureStore
+from featurestore.errors import CommitNotFound, FeatureStoreError, InvalidQuery, KeyNotFound, NotFound
+from featurestore.online import build as mat
+from featurestore.online.view import OnlineView
+from tests.conftest import T0
+from tests.online_helpers import batch, brute_topk, keys_for, reference_latest, spec
+
+
+def _store(tmp_path: Path, *specs: object) -> FeatureStore:
+    s = FeatureStore(tmp_path / "store")
+    s.apply(list(specs))
+    return s
+
+
+@pytest.mark.parametrize("key_type", ["string", "int64"])
+def test_get_matches_latest_row_per_key(tmp_path: Path, key_type: str) -> None:
+    store = _store(tmp_path, spec(key_type=key_type))
+    fg = store.feature_group("items")
+    b1 = batch(keys_for(50, key_type), seed=1)
+    b2 = batch(keys_for(30, key_type, start=40), seed=2, event_time=T0 + timedelta(days=1))
+    b3 = batch(keys_for(10, key_type, start=5), seed=3, event_time=T0 - timedelta(days=1))  # older: loses
+    for b in (b1, b2, b3):
+        fg.insert(b)
+    ref = reference_latest([b1, b2, b3])
+    view = store.online("items")
+    assert view.commit == 3 and view.rows == len(ref) == 70
+    absent = 10**9 if key_type == "int64" else "nope"
+    asked = [*list(ref)[::3], absent]
+    hit = view.get(asked, columns=["n_events", "category"])
+    assert hit.found.tolist() == [True] * (len(asked) - 1) + [False]
+    assert hit.missing == [absent]
+    assert np.isnan(hit.vectors[-1]).all()
+    for i, key in enumerate(asked[:-1]):
+        np.testing.assert_array_equal(hit.vectors[i], np.asarray(ref[key]["embedding"], np.float32))
+        assert hit.columns["n_events"][i] == ref[key]["n_events"]
+        assert hit.columns["category"][i] == ref[key]["category"]
+        np.testing.assert_array_equal(view[key], hit.vectors[i])
+    assert hit.columns["n_events"][-1] is None
+    with pytest.raises(KeyNotFound) as err:
+        view[absent]
+    assert isinstance(err.value, KeyError) and str(absent) in str(err.value)
+    assert view.get([]).vectors.shape == (0, 8)
+    view.warm()  # the hash map gives the same answers
+    np.testing.assert_array_equal(view.get(asked).vectors[:-1], hit.vectors[:-1])
+
+
+def test_wrong_key_types_and_queries_are_invalid(tmp_path: Path) -> None:
+    store = _store(tmp_path, spec(key_type="int64"), spec("named"))
+    store.feature_group("items").insert(batch(keys_for(20, "int64")))
+    store.feature_group("named").insert(batch(keys_for(20, "string")))
+    ints, strs = store.online("items"), store.online("named")
+    for view, bad in ((ints, "7"), (ints, 1.5), (ints, True), (ints, 2**70), (strs, 7), (strs, None)):
+        with pytest.raises(InvalidQuery):
+            view.get([bad])
+    with pytest.raises(InvalidQuery):
+        ints.get(7)  # a bare key, not a sequence
+    with pytest.raises(InvalidQuery, match="8 numbers"):
+        ints.nearest([1.0, 2.0])
+    with pytest.raises(InvalidQuery, match="NaN"):
+        ints.nearest([float("nan")] * 8)
+    with pytest.raises(InvalidQuery, match="zero"):
+        ints.nearest([0.0] * 8)
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(InvalidQuery):
+            ints.nearest(key=7, k=k)
+    with pytest.raises(InvalidQuery, match="exactly one"):
+        ints.nearest([1.0] * 8, key=7)
+    with pytest.raises(KeyNotFound):
+        ints.nearest(key=8)
+    with pytest.raises(InvalidQuery, match="no column 'nope'"):
+        ints.nearest(key=7, filter={"nope": 1})
+    with pytest.raises(InvalidQuery, match="unknown operator"):
+        ints.nearest(key=7, filter={"n_events": {"between": 1}})
+    with pytest.raises(InvalidQuery, match="does not fit"):
+        ints.nearest(key=7, filter={"n_events": {"ge": "x"}})
+    with pytest.raises(InvalidQuery, match="no scalar column"):
+        ints.get([7], columns=["embedding"])
+
+
+def test_view_is_built_once_and_reopened_fast(tmp_path: Path) -> None:
+    store = _store(tmp_path, spec())
+    fg = store.feature_group("items")
+    fg.insert(batch(keys_for(100, "string")))
+    view = store.online("items")
+    path = view.path
+    assert path == mat.view_path(fg, 1) and path.parent.name == "_online"
+    stamp = (path / "manifest.json").stat().st_mtime_ns
+    t = time.perf_counter()
+    again = store.online("items")
+    assert time.perf_counter() - t < 5  # generous: opening must not rebuild (checked by mtime below)
+    assert (path / "manifest.json").stat().st_mtime_ns == stamp
+    assert again.get(["k3"]).found.all()
+    assert fg.read().num_rows == 100  # the Delta table ignores the _online folder
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    with pytest.raises(CommitNotFound, match="materialize"):
+        store.online("items", commit=0, build=False)
+
+
+def test_a_failed_build_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(tmp_path, spec())
+    fg = store.feature_group("items")
+    fg.insert(batch(keys_for(30, "string")))
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mat.np, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.online("items")
+    monkeypatch.undo()
+    root = mat.views_dir(fg)
+    assert list(root.iterdir()) == []  # neither a half-built view nor its temporary folder
+    assert store.online("items").rows == 30
+
+
+def test_as_of_opens_the_commit_current_then(tmp_path: Path) -> None:
+    store = _store(tmp_path, spec())
+    fg = store.feature_group("items")
+    b1 = batch(keys_for(20, "string"), seed=1)
+    c1 = fg.insert(b1)
+    time.sleep(0.01)
+    c2 = fg.insert(batch(keys_for(20, "string"), seed=2, event_time=T0 + timedelta(days=1)))
+    then = store.online("items", as_of=c1.timestamp + (c2.timestamp - c1.timestamp) / 2)
+    now = store.online("items")
+    assert (then.commit, now.commit) == (c1.commit, c2.commit)
+    np.testing.assert_array_equal(then["k4"], np.asarray(b1["embedding"][4].as_py(), np.float32))
+    assert not np.array_equal(then["k4"], now["k4"])
+    assert store.online("items", commit=c1.commit).commit == c1.commit
+    with pytest.raises(CommitNotFound):
+        store.online("items", as_of=c1.timestamp - timedelta(days=1))
+    with pytest.raises(InvalidQuery):
+        store.online("items", commit=1, as_of=c1.timestamp)
+    with pytest.raises(NotFound):
+        store.online("missing")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "l2"])
+def test_filters_apply_before_ranking(tmp_path: Path, metric: str) -> None:
+    store = _store(tmp_path, spec(metric=metric))
+    b = batch(keys_for(300, "string"), seed=5)
+    store.feature_group("items").insert(b)
+    ref = reference_latest([b])
+    view = store.online("items")
+    q = np.random.default_rng(9).standard_normal(8).astype(np.float32)
+    flt = {"category": ["a", "b"], "n_events": {"ge": 20, "lt": 90}}
+
+    def keep(r: dict) -> bool:
+        return r["category"] in ("a", "b") and 20 <= r["n_events"] < 90
+
+    got = view.nearest(q, k=10, filter=flt)
+    want = brute_topk(ref, q, 10, metric, keep)
+    assert got.keys == [k for k, _ in want]
+    np.testing.assert_allclose(got.scores, [s for _, s in want], rtol=1e-4, atol=1e-4)
+    assert list(got.scores) == sorted(got.scores, reverse=True)
+    few = {"n_events": {"lt": 3}}
+    n_few = sum(r["n_events"] < 3 for r in ref.values())
+    assert 0 < n_few < 10
+    assert len(view.nearest(q, k=10, filter=few)) == n_few  # fewer than k match: all of them
+    assert len(view.nearest(q, k=10, filter={"category": "zzz"})) == 0
+    excl = [k for k, _ in want[:3]]
+    after = view.nearest(q, k=10, filter=flt, exclude=excl)
+    assert after.keys == [k for k, _ in brute_topk(ref, q, 13, metric, keep)[3:13]]
+
+
+def test_cross_group_query(tmp_path: Path) -> None:
+    store = _store(tmp_path, spec("items"), spec("users", key_type="int64"))
+    items, users = batch(keys_for(100, "string"), seed=1), batch(keys_for(10, "int64"), seed=2)
+    store.feature_group("items").insert(items)
+    store.feature_group("users").insert(users)
+    iv, uv = store.online("items"), store.online("users")
+    got = iv.nearest(key=14, query_view=uv, k=5)
+    want = brute_topk(reference_latest([items]), uv[14], 5, "cosine")
+    assert got.keys == [k for k, _ in want]
+    with pytest.raises(KeyNotFound, match="users"):
+        iv.nearest(key=15, query_view=uv)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_exact_top_k_equals_brute_force(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    metric = data.draw(st.sampled_from(["cosine", "dot", "l2"]))
+    n = data.draw(st.integers(1, 60))
+    k = data.draw(st.integers(1, 70))
+    seed = data.draw(st.integers(0, 10_000))
+    tmp = tmp_path_factory.mktemp("prop")
+    store = _store(tmp, spec(metric=metric, dim=4))
+    b = batch(keys_for(n, "string"), seed=seed, dim=4)
+    store.feature_group("items").insert(b)
+    view = store.online("items")
+    q = np.random.default_rng(seed + 1).standard_normal(4).astype(np.float32)
+    exclude = data.draw(st.lists(st.sampled_from(keys_for(n, "string")), max_size=5))
+    got = view.nearest(q, k=k, exact=True, exclude=exclude)
+    want = brute_topk(reference_latest([b]), q, k, metric, lambda r: r["id"] not in exclude)
+    assert len(got) == len(want) == min(k, n - len(set(exclude)))
+    np.testing.assert_allclose(got.scores, [s for _, s in want], rtol=1e-4, atol=1e-4)
+    # keys agree except where scores tie within float32 rounding
+    for key, (wkey, wscore) in zip(got.keys, want):
+        if key != wkey:
+            assert abs(dict(want)[key] - wscore) < 1e-4 if key in dict(want) else False
+    store.close()
+
+
+@pytest.mark.parametrize(("index", "params"), [("ivf", {"nlist": 16}), ("hnsw", {"m": 16})])
+def test_approximate_index_recall_and_filters(tmp_path: Path, index: str, params: dict) -> None:
+    store = _store(tmp_path, spec(index=index, params=params, dim=16))
+    b = batch(keys_for(3000, "string"), seed=3, dim=16, clustered=True)
+    store.feature_group("items").insert(b)
+    view = store.online("items")
+    info = view.info()["index"]
+    assert info["kind"] == index and info["recall_at_10"] >= 0.95 and info["breadth"] > 0
+    assert (view.path / "index.faiss").exists()
+    rng = np.random.default_rng(4)
+    qs = np.asarray(view.matrix[rng.choice(3000, 50, replace=False)]) + 0.05 * rng.standard_normal((50, 16))
+    approx = view.nearest_many(qs, k=10)
+    exact = view.nearest_many(qs, k=10, exact=True)
+    recall = np.mean([len(set(a.keys) & set(e.keys)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.9 and not approx[0].exact and exact[0].exact
+    # a filter matching few rows still returns k results, the exact ones
+    few = {"n_events": {"lt": 2}, "category": "a"}
+    ref = reference_latest([b])
+    n_match = sum(r["n_events"] < 2 and r["category"] == "a" for r in ref.values())
+    assert n_match > 10
+    got = view.nearest(qs[0], k=10, filter=few)
+    want = brute_topk(ref, qs[0], 10, "cosine", lambda r: r["n_events"] < 2 and r["category"] == "a")
+    assert got.keys == [k for k, _ in want]
+    # a broad filter goes through the index with the filter inside the search
+    broad = view.nearest(qs[0], k=10, filter={"category": ["a", "b", "c"]})
+    assert len(broad) == 10 and all(ref[k]["category"] != "d" for k in broad.keys)
+
+
+def test_auto_index_is_exact_for_small_views_and_spec_errors(tmp_path: Path) -> None:
+    from featurestore.errors import SpecError
+    from featurestore.online import index as ix
+
+    assert ix.resolve("auto", {}, 1000).kind == "flat"
+    assert ix.resolve("auto", {}, 1_000_000).kind == "ivf"
+    assert ix.resolve("auto", {}, 1_000_000).nlist == 2000
+    with pytest.raises(SpecError, match="online.params"):
+        ix.resolve("ivf", {"nlists": 3}, 10)
+    with pytest.raises(SpecError, match="recall_target"):
+        ix.resolve("ivf", {"recall_target": 1.5}, 10)
+    store = _store(tmp_path, spec("bad", index="ivf", params={"nprobe": -1}))
+    store.feature_group("bad").insert(batch(keys_for(10, "string")))
+    with pytest.raises(SpecError, match="nprobe"):
+        store.online("bad")
+    views = mat.views_dir(store.feature_group("bad"))
+    assert not views.exists() or not list(views.iterdir())
+
+
+def test_empty_commit_and_corrupt_view(tmp_path: Path) -> None:
+    store = _store(tmp_path, spec())
+    empty = store.online("items")  # commit 0: the table was created, nothing inserted
+    assert empty.rows == 0 and not empty.get(["k1"]).found.any()
+    assert len(empty.nearest([1.0] * 8, k=3)) == 0
+    manifest = empty.path / "manifest.json"
+    manifest.write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(FeatureStoreError):
+        OnlineView(empty.path)
+    (empty.path / "vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(FeatureStoreError, match="cannot open"):
+        OnlineView(empty.path)
