@@ -71,12 +71,12 @@ class OnlineView:
     def _open(self) -> None:
         self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
         m = self.manifest
-        self.matrix: np.ndarray = np.load(self.path / "vectors.npy", mmap_mode="r")
-        keys = np.load(self.path / "keys.npy", mmap_mode="r")
+        self.matrix: np.ndarray = _mapped(self.path / "vectors.npy")
+        keys = _mapped(self.path / "keys.npy")
         search = self.path / "search.npy"
-        self.search_matrix: np.ndarray = np.load(search, mmap_mode="r") if search.exists() else self.matrix
+        self.search_matrix: np.ndarray = _mapped(search) if search.exists() else self.matrix
         sq = self.path / "sqnorms.npy"
-        self._sqnorms = np.load(sq, mmap_mode="r") if sq.exists() else None
+        self._sqnorms = _mapped(sq) if sq.exists() else None
         self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
         raw = self.columns[m["key"]].to_pylist() if m.get("key_hash_map") else None
         self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw)
@@ -244,7 +244,7 @@ class OnlineView:
         try:
             q = np.array(vectors, dtype=np.float32, ndmin=2)
         except (TypeError, ValueError) as exc:
-            raise InvalidQuery(f"query vectors must be numbers: {exc}") from exc
+            raise InvalidQuery(f"query vectors must each have {self.dim} numbers: {exc}") from exc
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise InvalidQuery(f"query vectors must have {self.dim} numbers for {self.name}; got shape "
                                f"{tuple(q.shape)}")
@@ -264,6 +264,11 @@ class OnlineView:
             raise InvalidQuery(f"exclude takes a list of keys; got {exclude!r}")
         rows = self.keys.rows(list(exclude))
         return rows[rows >= 0]
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A read-only memory map as a plain ndarray (results of np.take etc. are then plain arrays too)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def open_view(path: str | Path) -> OnlineView:
