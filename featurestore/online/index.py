@@ -101,10 +101,13 @@ def exact_topk(matrix: np.ndarray, queries: np.ndarray, k: int, metric: Metric, 
     best_sc = [np.zeros((nq, 0), np.float32)]
     q = queries.T.copy()
     qn = (queries * queries).sum(axis=1)[None, :] if metric == "l2" else None
+    block = max(4096, min(block, 32_000_000 // max(nq, 1)))  # bound the (rows, nq) score block
     for start in range(0, n, block):
         stop = min(n, start + block)
         part = np.asarray(matrix[start:stop])
-        s = part @ q  # (rows, nq)
+        # a few queries: a single-threaded product (multi-threaded BLAS matrix-vector products spin and
+        # stall on a busy machine); many queries: BLAS matrix-matrix
+        s = np.einsum("ij,jk->ik", part, q) if nq <= 4 else part @ q  # (rows, nq)
         if metric == "l2":
             norms = sqnorms[start:stop] if sqnorms is not None else (part * part).sum(axis=1)
             s = -(norms[:, None] - 2 * s + qn)  # -squared distance
