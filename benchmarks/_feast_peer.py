@@ -29,7 +29,7 @@ entity_key_serialization_version: 3
 """
 
 
-def _objects(parquet: str):  # noqa: ANN202 - Feast types only exist in the peers venv
+def _objects(parquet: str):
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Array, Float32, Int64
 

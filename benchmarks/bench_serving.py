@@ -223,7 +223,8 @@ def main() -> None:
                                  text=True, check=True)
             feast["load"] = json.loads(out.stdout.strip().splitlines()[-1])
             keys_file = work / "feast_keys.json"
-            keys_file.write_text(json.dumps({"get 1 key": b1[: int(4000 * reps)], "get 100 keys": b100[: int(400 * reps)],
+            keys_file.write_text(json.dumps({"get 1 key": b1[: int(4000 * reps)],
+                                             "get 100 keys": b100[: int(400 * reps)],
                                              "get 1,000 keys": b1000[: int(60 * reps)]}))
             out = subprocess.run([peer, str(here), "lookup", str(repo), str(keys_file)], capture_output=True,
                                  text=True, check=True)

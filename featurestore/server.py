@@ -75,10 +75,10 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     expected = f"Bearer {token}".encode() if token else None
 
     def gauges() -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
-        out = []
+        out: list[tuple[str, str, tuple[tuple[str, str], ...], float]] = []
         for name in registry.names():
             s = registry.get(name)
-            labels = (("feature_group", name), ("version", str(s.view.version)))
+            labels: tuple[tuple[str, str], ...] = (("feature_group", name), ("version", str(s.view.version)))
             out.append(("featurestore_served_commit", "The commit each feature group serves.", labels,
                         float(s.view.commit)))
             out.append(("featurestore_served_rows", "Rows (keys) in the served view.", labels, float(s.view.rows)))

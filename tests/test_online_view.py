@@ -273,3 +273,21 @@ def test_empty_commit_and_corrupt_view(tmp_path: Path) -> None:
     (empty.path / "vectors.npy").write_bytes(b"garbage")
     with pytest.raises(FeatureStoreError, match="cannot open"):
         OnlineView(empty.path)
+
+
+def test_keys_numpy_cannot_hold_are_found_exactly(tmp_path: Path) -> None:
+    store = _store(tmp_path, spec())
+    keys = ["a", "a\x00", "b", "é", ""]
+    store.feature_group("items").insert(batch(keys, seed=3))
+    view = store.online("items")
+    assert view.manifest["key_hash_map"] is True
+    hit = view.get(["a\x00", "a", "b\x00", ""])
+    assert hit.found.tolist() == [True, True, False, True]
+    assert not np.array_equal(view["a"], view["a\x00"])
+    assert set(view.nearest([1.0] * 8, k=5).keys) == set(keys)
+    plain = _store(tmp_path / "plain", spec())
+    plain.feature_group("items").insert(batch(["a", "b"], seed=3))
+    pv = plain.online("items")
+    assert pv.manifest["key_hash_map"] is False
+    assert pv.get(["a\x00", "a"]).found.tolist() == [False, True]
+    assert "a\x00" not in pv and "a" in pv

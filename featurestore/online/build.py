@@ -78,7 +78,8 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     table = fg.latest(commit)
     say(f"read {table.num_rows:,} latest rows in {time.perf_counter() - t0:.1f}s")
     n, dim = table.num_rows, int(feature.dim or 0)
-    keys, order = sort_keys(table[key.name].to_numpy(zero_copy_only=False), key.type)
+    raw_keys = table[key.name].to_pylist()
+    keys, order = sort_keys(raw_keys, key.type)
     vec_col = table[feature.name].combine_chunks()
     if vec_col.null_count:
         raise StorageError(f"{spec.key} commit {commit}: {vec_col.null_count} rows have a null {feature.name}")
@@ -134,7 +135,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
             "dim": dim,
             "key": key.name,
             "key_type": key.type,
-            "key_hash_map": needs_hash_map(keys),
+            "key_hash_map": needs_hash_map(raw_keys),
             "vector": feature.name,
             "metric": feature.metric,
             "normalised_copy": normalised_copy,

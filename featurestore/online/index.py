@@ -59,12 +59,12 @@ def resolve(kind: str, params: Mapping[str, Any], n: int, *, source: str | None 
                             field=f"online.params.{name}")
         if name == "recall_target" and not (ok and value <= 1):
             raise SpecError(f"must be in (0, 1]; got {value!r}", path=source, field="online.params.recall_target")
-    p = {k: (float(v) if k == "recall_target" else int(v)) for k, v in params.items()}
+    p: dict[str, Any] = {k: (float(v) if k == "recall_target" else int(v)) for k, v in params.items()}
     if kind == "auto":
         kind = "flat" if n <= AUTO_FLAT_MAX else "ivf"
     if kind == "ivf":
-        nlist = p.pop("nlist", max(1, min(4096, int(2 * math.sqrt(max(n, 1))))))
-        return IndexConfig("ivf", nlist=nlist, **{k: v for k, v in p.items() if k != "nlist"})
+        p.setdefault("nlist", max(1, min(4096, int(2 * math.sqrt(max(n, 1))))))
+        return IndexConfig("ivf", **p)
     if kind not in ("flat", "hnsw"):
         raise SpecError(f"unknown index kind {kind!r}", path=source, field="online.index")
     return IndexConfig(kind, **p)  # type: ignore[arg-type]
@@ -136,9 +136,15 @@ def exact_topk(matrix: np.ndarray, queries: np.ndarray, k: int, metric: Metric, 
 
 
 # ---- approximate -------------------------------------------------------------------------------
+_THREADS = 0
+
+
 def _faiss() -> Any:
+    global _THREADS
     import faiss
 
+    if not _THREADS:
+        _THREADS = faiss.omp_get_max_threads()
     return faiss
 
 
@@ -193,6 +199,9 @@ def search(index: Any, cfg: IndexConfig, breadth: int, queries: np.ndarray, k: i
     ``IDSelectorBitmap``), so filtered rows never take a place in the result."""
     faiss = _faiss()
     q = np.ascontiguousarray(queries, dtype=np.float32)
+    # a few queries run on this thread alone: waking OpenMP workers costs more than it saves, and
+    # their spinning slows the caller on a busy machine (the setting is per calling thread)
+    faiss.omp_set_num_threads(1 if len(q) < 8 else _THREADS)
     params = None
     if mask is not None:
         bitmap = np.packbits(mask, bitorder="little")

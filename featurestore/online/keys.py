@@ -6,6 +6,7 @@ searched with ``numpy.searchsorted``, plus an optional hash map for string keys 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -26,11 +27,9 @@ def sort_keys(values: Sequence[Any] | np.ndarray, kind: KeyKind) -> tuple[np.nda
     return np.ascontiguousarray(arr[order]), order
 
 
-def needs_hash_map(sorted_keys: np.ndarray) -> bool:
+def needs_hash_map(values: Sequence[Any]) -> bool:
     """numpy's fixed-width strings drop trailing NULs: such keys can only be found through a dict."""
-    if sorted_keys.dtype.kind != "U" or not len(sorted_keys):
-        return False
-    return bool(np.char.endswith(sorted_keys, "\x00").any())
+    return any(isinstance(k, str) and k.endswith("\x00") for k in values)
 
 
 class KeyIndex:
@@ -77,14 +76,12 @@ class KeyIndex:
         """Rows of many keys (int64, -1 where missing). Raises :class:`InvalidQuery` on a wrong key type."""
         n = len(keys)
         if self._map is not None:
-            m = self._map
             try:
-                out = np.fromiter((m.get(k, -1) for k in keys), np.int64, n)
+                out = np.fromiter(map(self._map.get, keys, repeat(-1, n)), np.int64, n)
             except TypeError as exc:  # unhashable key
                 raise InvalidQuery(f"keys must be {self._type_name()}: {exc}") from exc
-            if self.kind == "string" and any(not isinstance(k, str) for k in keys):
-                for k in keys:
-                    self.check(k)
+            for i in np.flatnonzero(out < 0):  # a found key has the right type; check only the others
+                self.check(keys[int(i)])
             return out
         if not n:
             return np.zeros(0, np.int64)
@@ -95,9 +92,9 @@ class KeyIndex:
         idx[idx >= self.n] = self.n - 1
         hit = self.keys[idx] == q
         if self.kind == "string" and not isinstance(keys, np.ndarray):
-            for i, k in enumerate(keys):
+            for j, k in enumerate(keys):
                 if k.endswith("\x00"):
-                    hit[i] = False  # numpy dropped the NUL: that key is not in the view
+                    hit[j] = False  # numpy dropped the NUL: that key is not in the view
         return np.where(hit, idx, -1).astype(np.int64, copy=False)
 
     def _type_name(self) -> str:
@@ -116,7 +113,7 @@ class KeyIndex:
                 return np.asarray(keys, dtype=np.int64)
             except OverflowError as exc:
                 raise InvalidQuery(f"a key is out of the int64 range: {exc}") from exc
-        bad = next((k for k in keys if not isinstance(k, str | np.str_)), None)
-        if bad is not None:
-            self.check(bad)
+        for k in keys:
+            if not isinstance(k, str | np.str_):
+                self.check(k)
         return np.asarray(keys, dtype=str)

@@ -148,7 +148,7 @@ class OnlineView:
         missing: list[Any] = []
         if not all_found:
             vectors[~found] = np.nan
-            missing = [keys[i] for i in np.flatnonzero(~found)]
+            missing = [keys[int(i)] for i in np.flatnonzero(~found)]
         cols = self.column_values(columns, rows) if columns else {}
         return Lookup(list(keys), vectors, found, missing, rows, cols)
 
@@ -220,12 +220,24 @@ class OnlineView:
         if use_exact:
             ids, sc = self._exact(q, want, mask, n_match)
         else:
-            ids, sc = ix.search(self._index, self.index_config, self._breadth, q, want, self.metric, mask)
-            short = (ids < 0).any(axis=1)
-            if short.any():  # the probed part held fewer than k matches: answer those exactly
-                e_ids, e_sc = self._exact(q[short], want, mask, n_match)
-                ids[short], sc[short] = e_ids, e_sc
+            ids, sc = self._approx(q, want, mask, n_match)
         return [self._neighbors(i, s, use_exact) for i, s in zip(ids, sc)]
+
+    def _approx(self, q: np.ndarray, k: int, mask: np.ndarray | None, n_match: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate search; queries whose probed part held fewer than k matches are searched again
+        4x wider, and answered exactly as a last resort, so k results come back whenever k rows match."""
+        cfg, breadth = self.index_config, self._breadth
+        ids, sc = ix.search(self._index, cfg, breadth, q, k, self.metric, mask)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        limit = self._index.nlist if cfg.kind == "ivf" else 4096
+        while len(short) and breadth < limit:
+            breadth = min(limit, breadth * 4)
+            ids[short], sc[short] = ix.search(self._index, cfg, breadth, q[short], k, self.metric, mask)
+            short = short[(ids[short] < 0).any(axis=1)]
+        if len(short):
+            ids[short], sc[short] = self._exact(q[short], k, mask, n_match)
+        return ids, sc
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray | None, n_match: int) -> tuple[np.ndarray, np.ndarray]:
         if mask is not None and n_match <= self.rows // 8:
