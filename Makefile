@@ -36,6 +36,7 @@ $(PEERS)/.installed:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_storage.py
+	$(PY) benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data

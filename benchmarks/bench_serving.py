@@ -43,6 +43,8 @@ GROUP = "item_embeddings"
 def peers_python() -> str | None:
     env = os.environ.get("FEATURESTORE_PEERS_PYTHON")
     if env:
+        if not Path(env).exists():
+            sys.exit(f"FEATURESTORE_PEERS_PYTHON={env} does not exist")
         return env
     local = ROOT / ".venv-peers" / "bin" / "python"
     return str(local) if local.exists() else None

@@ -275,6 +275,9 @@ def test_hot_swap_under_concurrent_requests(store: FeatureStore) -> None:
         final = httpx.get(f"{srv.url}/feature-groups/items").json()
     assert failures == []
     assert final["commit"] == 4 and final["reloads"] == 3
+    from featurestore.online.build import list_views
+
+    assert list_views(fg) == [3, 4]  # older views were pruned after the swaps
     seen = {c for c, _, _ in answers}
     assert len(seen) >= 2, seen  # requests were answered on both sides of a swap
     for c, key, vector in answers:  # every answer is exactly the row of the commit it names
@@ -346,3 +349,19 @@ def test_cli_serve_process_and_graceful_shutdown(store: FeatureStore) -> None:
                           "0.0.0.0", "--port", str(free_port())], env={**os.environ, "FEATURESTORE_TOKEN": ""},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "token" in bad.stderr
+
+
+def test_serving_imports_stay_light(store: FeatureStore) -> None:
+    code = (
+        "import sys\n"
+        "import featurestore\n"
+        "assert 'faiss' not in sys.modules and 'fastapi' not in sys.modules\n"
+        "from featurestore import FeatureStore\n"
+        "from featurestore.server import create_app\n"
+        f"app = create_app(FeatureStore({store.root.uri!r}))\n"
+        "view = app.state.registry.get('items').view\n"
+        "assert view.get(['k1']).found.all() and len(view.nearest(key='k1', k=3)) == 3\n"
+        "assert 'great_expectations' not in sys.modules, 'serving imported great_expectations'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -178,3 +178,21 @@ def list_views(fg: FeatureGroup) -> list[int]:
         return []
     return sorted(int(p.name[1:]) for p in root.iterdir()
                   if p.name.startswith("c") and p.name[1:].isdigit() and (p / "manifest.json").exists())
+
+
+def prune(fg: FeatureGroup, keep: set[int], *, stale_after: float = 3600.0) -> list[int]:
+    """Delete the views of commits not in ``keep`` (they are caches: any commit can be rebuilt), and
+    temporary folders of builds that died more than ``stale_after`` seconds ago. Processes that still
+    have a deleted view open keep reading it (its files stay until they are unmapped)."""
+    root = views_dir(fg)
+    removed = []
+    for commit in list_views(fg):
+        if commit not in keep:
+            shutil.rmtree(root / f"c{commit}", ignore_errors=True)
+            removed.append(commit)
+    if root.exists():
+        now = time.time()
+        for p in root.iterdir():
+            if p.name.startswith((".build-", ".old-")) and now - p.stat().st_mtime > stale_after:
+                shutil.rmtree(p, ignore_errors=True)
+    return removed

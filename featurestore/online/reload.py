@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from featurestore.errors import FeatureGroupNotFound, FeatureStoreError
 from featurestore.online import index as ix
-from featurestore.online.build import materialize
+from featurestore.online.build import list_views, materialize, prune
 from featurestore.online.view import OnlineView
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class ReloadPolicy:
     interval: float = 5.0  # seconds between polls for new commits; 0 disables reloading
     min_recall: float = 0.9  # recall@10 on a sample against exact search, approximate indexes only
     sample: int = 200  # queries in the recall check
+    keep_views: int = 2  # views kept on disk per feature group after a swap (0 keeps all)
 
 
 @dataclass
@@ -153,6 +154,11 @@ class Registry:
         self._served[name] = new  # the swap: one reference assignment
         log.info("reload %s: now serving commit %d (%d rows) after %.2fs", name, commit, view.rows,
                  time.perf_counter() - t)
+        if self.policy.keep_views:
+            kept = sorted(c for c in list_views(served.fg) if c <= commit)[-self.policy.keep_views:]
+            removed = prune(served.fg, {*kept, commit})
+            if removed:
+                log.info("reload %s: removed the views of commits %s", name, removed)
         self.on_event(name, "success")
         return True
 
