@@ -42,7 +42,8 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
-    p = command(sub, "lookup", "Look up entity keys in an online view (locally, or a server with --url).",
+    p = command(sub, "lookup", "Look up entity keys in an online view (locally, or a server with --url); "
+                "exit code 1 when a key is missing.",
                 "featurestore lookup item_embeddings i1 i2 --columns n_events")
     p.add_argument("name")
     p.add_argument("keys", nargs="+", help="entity keys (integers for int64-keyed groups)")
@@ -146,6 +147,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     view = _open_view(args, args.name)
+    try:
+        return _lookup(args, view)
+    finally:
+        _close(view)
+
+
+def _close(view: Any) -> None:
+    client = getattr(view, "client", None)
+    if client is not None:
+        client.close()
+
+
+def _lookup(args: argparse.Namespace, view: Any) -> int:
     cols = [c for c in args.columns.split(",") if c] if args.columns else None
     hit = view.get(_keys(args, view, args.keys), columns=cols)
     if args.json:
@@ -162,6 +176,13 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 def cmd_nearest(args: argparse.Namespace) -> int:
     view = _open_view(args, args.name)
+    try:
+        return _nearest(args, view)
+    finally:
+        _close(view)
+
+
+def _nearest(args: argparse.Namespace, view: Any) -> int:
     flt = None
     if args.filter:
         try:
