@@ -16,6 +16,8 @@ between threads; opening one memory-maps its files and takes milliseconds.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ from featurestore.online.keys import KeyIndex
 
 #: below this many matching rows a filtered query is answered by exact search over the matches
 EXACT_SUBSET_MAX = 20_000
+#: compiled filter masks kept per view
+MASK_CACHE = 32
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class OnlineView:
             self._index = ix.read(str(self.path / "index.faiss"))
             ix.set_breadth(self._index, self.index_config, self._breadth)
         self._scalar_names = list(self.columns.column_names)
+        self._masks: OrderedDict[str, np.ndarray] = OrderedDict()  # recent filters -> row masks
+        self._masks_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"OnlineView({self.name!r}, version={self.version}, commit={self.commit}, rows={self.rows}, "
@@ -206,7 +212,7 @@ class OnlineView:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidQuery(f"k must be a positive integer; got {k!r}")
         q = self._queries(vectors)
-        mask = compile_mask(filter, self.columns)
+        mask = self._mask(filter)
         excl = self._exclude_rows(exclude)
         if len(excl):
             mask = np.ones(self.rows, bool) if mask is None else mask.copy()
@@ -238,6 +244,28 @@ class OnlineView:
         if len(short):
             ids[short], sc[short] = self._exact(q[short], k, mask, n_match)
         return ids, sc
+
+    def _mask(self, filter: Mapping[str, Any] | None) -> np.ndarray | None:
+        """The row mask of a filter; the last :data:`MASK_CACHE` filters are kept (serving repeats them)."""
+        if not filter:
+            return compile_mask(filter, self.columns)
+        try:
+            key = json.dumps(filter, sort_keys=True, default=str)
+        except (TypeError, ValueError):
+            return compile_mask(filter, self.columns)
+        with self._masks_lock:
+            mask = self._masks.get(key)
+            if mask is not None:
+                self._masks.move_to_end(key)
+                return mask
+        mask = compile_mask(filter, self.columns)
+        if mask is not None:
+            mask.setflags(write=False)
+            with self._masks_lock:
+                self._masks[key] = mask
+                while len(self._masks) > MASK_CACHE:
+                    self._masks.popitem(last=False)
+        return mask
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray | None, n_match: int) -> tuple[np.ndarray, np.ndarray]:
         if mask is not None and n_match <= self.rows // 8:
