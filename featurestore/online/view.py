@@ -84,6 +84,7 @@ class OnlineView:
         self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
         raw = self.columns[m["key"]].to_pylist() if m.get("key_hash_map") else None
         self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw)
+        self._raw_keys = raw is not None
         self.name: str = m["feature_group"]
         self.version: int = m["version"]
         self.commit: int = m["commit"]
@@ -125,8 +126,14 @@ class OnlineView:
     def warm(self) -> OnlineView:
         """Build the in-memory hash map for string keys (faster batches) and touch the pages."""
         self.keys.warm()
-        if self.rows:
-            _ = float(np.asarray(self.matrix[:: max(1, self.rows // 4096)]).sum())
+        if self.rows:  # fault the pages in now rather than during the first requests
+            for arr in (self.matrix, self.keys.keys):
+                step = max(1, 4096 // max(1, arr.strides[0]))
+                _ = arr[::step].tobytes()
+            if self._index is not None:  # the index is memory-mapped too: read it into the page cache
+                with open(self.path / "index.faiss", "rb") as f:
+                    while f.read(1 << 22):
+                        pass
         return self
 
     # ---- point lookups ---------------------------------------------------------------------------
@@ -238,7 +245,7 @@ class OnlineView:
         short = np.flatnonzero((ids < 0).any(axis=1))
         limit = self._index.nlist if cfg.kind == "ivf" else 4096
         while len(short) and breadth < limit:
-            breadth = min(limit, breadth * 4)
+            breadth = min(limit, max(1, breadth * 4))
             ids[short], sc[short] = ix.search(self._index, cfg, breadth, q[short], k, self.metric, mask)
             short = short[(ids[short] < 0).any(axis=1)]
         if len(short):
@@ -276,8 +283,10 @@ class OnlineView:
     def _neighbors(self, ids: np.ndarray, scores: np.ndarray, exact: bool) -> Neighbors:
         ok = ids >= 0
         ids, scores = ids[ok], scores[ok]
-        keys = self.keys.keys[ids].tolist() if not self.manifest.get("key_hash_map") else \
-            self.columns[self.manifest["key"]].take(pa.array(ids)).to_pylist()
+        if self._raw_keys:
+            keys = self.columns[self.manifest["key"]].take(pa.array(ids)).to_pylist()
+        else:
+            keys = self.keys.keys[ids].tolist()
         return Neighbors(keys, scores.astype(np.float32, copy=False), ids, exact)
 
     def _queries(self, vectors: Any) -> np.ndarray:
