@@ -114,7 +114,9 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
 
     async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+        if length is not None and not length.isdigit():
+            raise BadRequest(400, f"bad Content-Length {length!r}")
+        if length is not None and int(length) > limits.max_body_bytes:
             raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
         body = await request.body()
         if len(body) > limits.max_body_bytes:

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureGroupNotFound, InvalidQuery, KeyNotFound, ServeError
@@ -365,3 +367,22 @@ def test_serving_imports_stay_light(store: FeatureStore) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_fields = st.sampled_from(["keys", "columns", "key", "vector", "vectors", "query", "k", "filter", "exclude",
+                           "exact", "n_events", "ge"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(endpoint=st.sampled_from(["lookup", "nearest"]), body=st.dictionaries(_fields, _json, max_size=4))
+def test_fuzzed_bodies_never_get_a_500(shared_server: Any, endpoint: str, body: dict) -> None:
+    r = shared_server.http.post(f"/feature-groups/items/{endpoint}", json=body)
+    assert r.status_code < 500, (body, r.text)
+    if r.status_code >= 400:
+        assert r.json()["detail"]
