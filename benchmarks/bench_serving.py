@@ -189,9 +189,12 @@ def main() -> None:
         sim["exact single"] = {"p50_us": pct(ex_ts, 50), "p99_us": pct(ex_ts, 99)}
         ap_ts = timed(lambda q: view.nearest(q, k=10), list(queries))
         sim["approx single"] = {"p50_us": pct(ap_ts, 50), "p99_us": pct(ap_ts, 99)}
-        t = time.perf_counter()
-        approx = view.nearest_many(queries, k=10)
-        sim["approx batched qps"] = nq / (time.perf_counter() - t)
+        best = []
+        for _ in range(3):  # steady state: the best of three batched runs (also for faiss below)
+            t = time.perf_counter()
+            approx = view.nearest_many(queries, k=10)
+            best.append(time.perf_counter() - t)
+        sim["approx batched qps"] = nq / min(best)
         exact = []
         for s in range(0, min(nq, 500), 100):
             exact += view.nearest_many(queries[s:s + 100], k=10, exact=True)
@@ -204,9 +207,12 @@ def main() -> None:
             idx = view._index
             raw = timed(lambda q: idx.search(q[None, :], 10), list(queries))
             sim["faiss direct single"] = {"p50_us": pct(raw, 50), "p99_us": pct(raw, 99)}
-            t = time.perf_counter()
-            idx.search(np.ascontiguousarray(queries), 10)
-            sim["faiss direct batched qps"] = nq / (time.perf_counter() - t)
+            best = []
+            for _ in range(3):
+                t = time.perf_counter()
+                idx.search(np.ascontiguousarray(queries), 10)
+                best.append(time.perf_counter() - t)
+            sim["faiss direct batched qps"] = nq / min(best)
         res["similarity"] = sim
         print(json.dumps({"in_process": inproc, "similarity": sim}, indent=1), flush=True)
 

@@ -134,6 +134,10 @@ class OnlineView:
                 with open(self.path / "index.faiss", "rb") as f:
                     while f.read(1 << 22):
                         pass
+                if self.index_config.kind == "ivf":  # and map every list: probe each with its centroid
+                    nlist = self._index.nlist
+                    centroids = self._index.quantizer.reconstruct_n(0, nlist)
+                    ix.search(self._index, self.index_config, 1, centroids, 1, self.metric)
         return self
 
     # ---- point lookups ---------------------------------------------------------------------------
