@@ -291,3 +291,26 @@ def test_keys_numpy_cannot_hold_are_found_exactly(tmp_path: Path) -> None:
     assert pv.manifest["key_hash_map"] is False
     assert pv.get(["a\x00", "a"]).found.tolist() == [False, True]
     assert "a\x00" not in pv and "a" in pv
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_search_breadth_is_honoured_and_tuned(kind: str) -> None:
+    from featurestore.online import index as ix
+
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((4000, 16)).astype(np.float32)  # no clusters: approximate search is hard
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    q = m[:100] + 0.1 * rng.standard_normal((100, 16)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    exact, exact_sc = ix.exact_topk(m, q, 10, "cosine")
+    cfg = ix.resolve(kind, {"nlist": 64} if kind == "ivf" else {"m": 8, "ef_construction": 40}, len(m))
+    index = ix.build(m, "cosine", cfg)
+    narrow, _ = ix.search(index, cfg, 1, q, 10, "cosine")
+    wide, wide_sc = ix.search(index, cfg, 64 if kind == "ivf" else 512, q, 10, "cosine")
+    assert ix.recall_at_k(narrow, exact) < ix.recall_at_k(wide, exact)
+    assert ix.recall_at_k(wide, exact) >= 0.95
+    if kind == "ivf":  # probing every list is exhaustive
+        np.testing.assert_allclose(wide_sc, exact_sc, atol=1e-5)
+    strict = ix.IndexConfig(**{**cfg.to_dict(), "recall_target": 0.99})
+    breadth, recall = ix.tune(index, strict, m, "cosine")
+    assert breadth > 1 and recall >= 0.99

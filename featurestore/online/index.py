@@ -186,7 +186,8 @@ def build(matrix: np.ndarray, metric: Metric, cfg: IndexConfig, *,
 
 
 def set_breadth(index: Any, cfg: IndexConfig, breadth: int) -> None:
-    """Set ``nprobe`` (IVF) or ``efSearch`` (HNSW) on an index."""
+    """Set ``nprobe`` (IVF) or ``efSearch`` (HNSW) on an index, for callers using faiss directly;
+    :func:`search` passes the breadth with each query instead."""
     if cfg.kind == "ivf":
         index.nprobe = breadth
     else:
@@ -202,20 +203,20 @@ def search(index: Any, cfg: IndexConfig, breadth: int, queries: np.ndarray, k: i
     # a few queries run on this thread alone: waking OpenMP workers costs more than it saves, and
     # their spinning slows the caller on a busy machine (the setting is per calling thread)
     faiss.omp_set_num_threads(1 if len(q) < 8 else _THREADS)
-    params = None
+    bitmap = sel = None
     if mask is not None:
         bitmap = np.packbits(mask, bitorder="little")
         sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        if cfg.kind == "ivf":
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=breadth)
-        else:
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(breadth, k))
-        dist, ids = index.search(q, k, params=params)
-        del bitmap, sel  # kept alive until the search returned
-    elif cfg.kind == "hnsw" and breadth < k:
-        dist, ids = index.search(q, k, params=faiss.SearchParametersHNSW(efSearch=k))
+    # the breadth travels with each search (not set on the shared index): concurrent searches with
+    # different breadths do not interfere
+    if cfg.kind == "ivf":
+        params = faiss.SearchParametersIVF(nprobe=max(1, breadth))
     else:
-        dist, ids = index.search(q, k)
+        params = faiss.SearchParametersHNSW(efSearch=max(breadth, k))
+    if sel is not None:
+        params.sel = sel
+    dist, ids = index.search(q, k, params=params)
+    del bitmap, sel, params  # kept alive until the search returned
     sc = np.where(ids >= 0, scores_to_public(dist, metric), -np.inf).astype(np.float32)
     return ids.astype(np.int64, copy=False), sc
 
