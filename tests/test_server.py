@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -337,7 +338,24 @@ def test_cli_serve_process_and_graceful_shutdown(store: FeatureStore) -> None:
         r = httpx.post(f"http://127.0.0.1:{port}/feature-groups/users/lookup", json={"keys": [7, 8]}, headers=AUTH)
         assert r.status_code == 200 and r.json()["found"] == [True, False]
         assert httpx.post(f"http://127.0.0.1:{port}/feature-groups/users/lookup", json={"keys": [7]}).status_code == 401
-        proc.send_signal(signal.SIGTERM)
+        # a request in flight when SIGTERM arrives (its body still arriving) is answered before exit
+        body = b'{"keys": [7]}'
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /feature-groups/users/lookup HTTP/1.1\r\nHost: t\r\n"
+                         b"Content-Type: application/json\r\nAuthorization: Bearer " + TOKEN.encode()
+                         + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5])
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert proc.poll() is None  # still waiting for the request in flight
+            sock.sendall(body[5:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b'"found":[true]' in answer
         _out, err = proc.communicate(timeout=30)
         # uvicorn shuts down gracefully, then re-raises the signal it caught
         assert proc.returncode in (0, -signal.SIGTERM)
