@@ -27,7 +27,9 @@ from featurestore.errors import (
     ServeError,
     SpecConflict,
     SpecError,
+    SpineError,
     StorageError,
+    TrainingSetNotFound,
     ValidationFailed,
 )
 from featurestore.feature_group import Commit, FeatureGroup
@@ -61,7 +63,9 @@ __all__ = [
     "ServeError",
     "SpecConflict",
     "SpecError",
+    "SpineError",
     "StorageError",
+    "TrainingSetNotFound",
     "ValidationFailed",
     "load_spec",
     "load_specs",

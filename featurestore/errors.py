@@ -10,13 +10,15 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     ├── NotFound(KeyError)
     │   ├── FeatureGroupNotFound           unknown feature group or version
     │   ├── CommitNotFound                 no such commit / nothing committed at that time
-    │   └── KeyNotFound                    an online view has no row for that entity key
+    │   ├── KeyNotFound                    an online view has no row for that entity key
+    │   └── TrainingSetNotFound            no saved training dataset with that name or version
     ├── InvalidData(ValueError)            a batch does not fit its spec; nothing was written
     │   ├── SchemaMismatch                 missing, extra or wrongly typed columns
     │   ├── BadVector                      wrong dimension, NaN/inf, null vector
     │   ├── NullKey                        null entity key or event time
     │   ├── DuplicateKey                   the same key twice within one event_time
-    │   └── InvalidQuery                   a lookup or similarity query is malformed (key type, dim, k, filter)
+    │   ├── InvalidQuery                   a lookup or similarity query is malformed (key type, dim, k, filter)
+    │   └── SpineError                     a training-set spine lacks, or mistypes, a column it needs
     ├── ValidationFailed                   a strict validation policy rejected the batch
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
@@ -66,6 +68,10 @@ class KeyNotFound(NotFound):
     """An online view has no row for the entity key asked for (``view[key]``, ``nearest(key=...)``)."""
 
 
+class TrainingSetNotFound(NotFound):
+    """No saved training dataset with that name (or version)."""
+
+
 class InvalidData(FeatureStoreError, ValueError):
     """A batch does not fit the feature group's spec. Nothing was written."""
 
@@ -93,6 +99,8 @@ class DuplicateKey(InvalidData):
 
 class InvalidQuery(InvalidData):
     """A lookup or similarity query is malformed: wrong key type, vector length, k, filter or column."""
+class SpineError(InvalidData):
+    """A training-set spine cannot be used: unreadable, or a key or time column is missing or mistyped."""
 
 
 class ValidationFailed(FeatureStoreError):
@@ -136,6 +144,8 @@ __all__ = [
     "ServeError",
     "SpecConflict",
     "SpecError",
+    "SpineError",
     "StorageError",
+    "TrainingSetNotFound",
     "ValidationFailed",
 ]

@@ -255,6 +255,39 @@ class FeatureStore:
 
         return open_online(self.feature_group(name, version), commit, as_of, build=build)
 
+    # ---- training sets (logic in featurestore.training) -------------------------------------
+    def training_set(self, spine: Any, features: Any, *, entity_keys: Any = None,
+                     event_time: str = "event_time", ttl: Any = None,
+                     known_at: Literal["latest", "spine"] = "latest", pins: dict[str, int] | None = None,
+                     prefix: bool = True) -> Any:
+        """A point-in-time-correct training set (a :class:`~featurestore.training.TrainingSet`: call
+        ``.to_arrow()``, ``.to_pandas()`` or ``.to_parquet(path)``). See :mod:`featurestore.training`.
+
+        Example::
+
+            ts = store.training_set(spine_df, ["user_embeddings:1", "item_embeddings:1:embedding"],
+                                    event_time="label_time", ttl=timedelta(days=7))
+            table, pins = ts.to_arrow(), ts.pins
+        """
+        from featurestore.training import plan
+
+        return plan(self, spine, features, entity_keys=entity_keys, event_time=event_time, ttl=ttl,
+                    known_at=known_at, pins=pins, prefix=prefix)
+
+    def save_training_set(self, name: str, spine: Any, features: Any, **kwargs: Any) -> Any:
+        """Write a versioned training dataset under the root (Parquet plus a manifest of the spine hash,
+        pins and parameters) and return its :class:`~featurestore.training_sets.SavedTrainingSet`.
+        Takes the arguments of :meth:`training_set`."""
+        from featurestore.training_sets import save
+
+        return save(self, name, spine, features, **kwargs)
+
+    def load_training_set(self, name: str, version: int | None = None) -> Any:
+        """A saved training dataset (default: its newest version): manifest and Parquet path."""
+        from featurestore.training_sets import load
+
+        return load(self, name, version)
+
     def close(self) -> None:
         """Close the store's DuckDB database (also done at interpreter exit)."""
         self.duck.close()

@@ -1,0 +1,543 @@
+"""Point-in-time-correct training sets: each spine row (entity keys, a label time, labels) gets, per
+feature group, the row of its key with the greatest ``event_time <=`` the label time (within ``ttl``
+when set), read through one DuckDB ASOF LEFT JOIN per group. Nothing later ever leaks in; keys with
+no such row get nulls; every spine row is kept, in order, duplicates included.
+
+Example::
+
+    ts = store.training_set(spine, features=["user_embeddings:1", "item_embeddings:1:embedding"],
+                            event_time="label_time", ttl=timedelta(days=7))
+    ts.pins                       # {"user_embeddings:1": 12, "item_embeddings:1": 9}
+    ts.to_arrow()                 # or .to_pandas(), or .to_parquet("train.parquet") (streamed by DuckDB)
+    store.training_set(spine, features=[...], event_time="label_time", pins=ts.pins)  # same bytes
+
+Two ways to read corrections (a later commit rewriting an old ``event_time``):
+
+* ``known_at="latest"`` (default): for a (key, event_time) written by several commits, the newest
+  commit's value. Best values, but a training row may see a fix that landed after its label time.
+* ``known_at="spine"``: only rows whose commit had landed (``_ingested_at <=`` label time): what
+  serving could really have returned at that instant.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError, SpineError, StorageError
+from featurestore.schema import FeatureGroupSpec
+from featurestore.storage.duck import INGESTED_AT, literal, quote
+from featurestore.training_vectors import VectorColumn, file_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from featurestore.store import FeatureStore
+
+KnownAt = Literal["latest", "spine"]
+Spine = Any  # pandas.DataFrame | pyarrow.Table | RecordBatchReader | Parquet path(s) | DuckDB relation
+_REF = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?::(?P<version>\d+))?(?::(?P<columns>[A-Za-z0-9_,\s]+))?$")
+_ROW = "__fs_row"
+_TIME = "__fs_time"
+_counter = iter(range(1 << 62))
+_counter_lock = threading.Lock()
+
+
+def _unique(prefix: str) -> str:
+    with _counter_lock:
+        return f"{prefix}_{os.getpid()}_{next(_counter)}"
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """One feature group version and the columns taken from it, as ``name[:version][:col,col]``."""
+
+    name: str
+    version: int | None = None
+    columns: tuple[str, ...] | None = None  # None: every feature column
+
+    @classmethod
+    def parse(cls, ref: str | FeatureRef) -> FeatureRef:
+        if isinstance(ref, FeatureRef):
+            return ref
+        m = _REF.match(ref.strip()) if isinstance(ref, str) else None
+        if m is None:
+            raise InvalidData(f"bad feature reference {ref!r}: expected 'name', 'name:version' or "
+                              "'name:version:col1,col2' (e.g. 'user_embeddings:1:embedding')")
+        cols = tuple(c.strip() for c in m["columns"].split(",") if c.strip()) if m["columns"] else None
+        return cls(m["name"], int(m["version"]) if m["version"] else None, cols or None)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A resolved feature group of one training set: spec, commit read, spine columns it joins on."""
+
+    ref: FeatureRef
+    spec: FeatureGroupSpec
+    commit: int
+    files: tuple[str, ...]
+    offsets: tuple[int, ...]  # global row position of each file's first row (+ the total)
+    disjoint: bool  # files' event_time ranges do not overlap: no (key, event_time) is written twice
+    spine_keys: tuple[str, ...]  # spine columns matched to spec.key_names, in order
+    columns: tuple[str, ...]  # feature group columns taken
+    output: tuple[str, ...]  # their names in the result
+    ttl: timedelta | None
+
+    @property
+    def vector_columns(self) -> list[str]:
+        vectors = {f.name for f in self.spec.vector_features}
+        return [c for c in self.columns if c in vectors]
+
+
+@dataclass
+class TrainingSet:
+    """A point-in-time-correct training set, not yet computed: run it with :meth:`to_arrow`,
+    :meth:`to_pandas`, :meth:`to_batches` or :meth:`to_parquet`. :attr:`pins` records the commit read
+    per feature group; :attr:`sql` is the join run (over the registered spine ``{spine}``; vector
+    columns come out of it as row positions and are gathered afterwards)."""
+
+    store: FeatureStore
+    sql: str
+    pins: dict[str, int]
+    params: dict[str, Any]
+    _spine: Any = field(repr=False)
+    _columns: list[str] = field(default_factory=list)
+    _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
+
+    @property
+    def columns(self) -> list[str]:
+        """The result's column names: the spine's, then each group's prefixed feature columns."""
+        return list(self._columns)
+
+    def _reader(self, cur: duckdb.DuckDBPyConnection, batch_size: int) -> pa.RecordBatchReader:
+        name = _unique("__fs_spine")
+        self._spine.register(cur, name)
+        sql = self.sql.replace("{spine}", quote(name))
+        self.store.duck._log(sql)
+        return cur.sql(sql).to_arrow_reader(batch_size)
+
+    def _gather(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        for out, source in self._vectors.items():
+            i = table.schema.get_field_index(out)
+            table = table.set_column(i, pa.field(out, pa.list_(pa.float32(), source.dim)),
+                                     source.take(table.column(i)))
+        return table
+
+    def to_batches(self, batch_size: int = 1 << 17) -> Iterator[pa.Table]:
+        """Stream the training set as Arrow tables of up to ``batch_size`` rows, in spine order."""
+        cur = self.store.duck.con.cursor()
+        try:
+            for vc in self._vectors.values():
+                vc.prepare()
+            reader = self._reader(cur, batch_size)
+            empty = True
+            for batch in reader:
+                empty = False
+                yield self._gather(batch)
+            if empty:  # always at least one (possibly empty) table: it carries the schema
+                yield self._gather(reader.schema.empty_table())
+        except duckdb.Error as exc:
+            raise QueryError(f"training-set query failed: {exc}") from exc
+        finally:
+            cur.close()
+
+    def to_arrow(self) -> pa.Table:
+        """Compute the training set as a pyarrow Table (spine order, spine columns first)."""
+        cur = self.store.duck.con.cursor()
+        try:
+            for vc in self._vectors.values():
+                vc.prepare()
+            table = self._reader(cur, 1 << 20).read_all()
+        except duckdb.Error as exc:
+            raise QueryError(f"training-set query failed: {exc}") from exc
+        finally:
+            cur.close()
+        return self._gather(table).combine_chunks()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Compute the training set as a pandas DataFrame (vectors as numpy arrays)."""
+        return self.to_arrow().to_pandas()
+
+    def to_parquet(self, path: str | os.PathLike[str], *, compression: str = "zstd",
+                   row_group_size: int = 1 << 17) -> int:
+        """Stream the training set into one Parquet file, batch by batch (the whole set is never
+        held in memory); returns the row count. Row groups have exactly ``row_group_size`` rows (the
+        last one fewer), so equal inputs give identical bytes."""
+        import pyarrow.parquet as pq
+
+        target = os.fspath(path)
+        if os.path.dirname(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+        rows = 0
+        writer = None
+        try:
+            for chunk in rechunk(self.to_batches(row_group_size), row_group_size, keep_empty=True):
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, chunk.schema, compression=compression)
+                if chunk.num_rows:
+                    writer.write_table(chunk, row_group_size=row_group_size)
+                    rows += chunk.num_rows
+            assert writer is not None
+            writer.close()
+            writer = None
+            os.replace(tmp, target)
+        finally:
+            if writer is not None:
+                writer.close()
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return rows
+
+
+def rechunk(tables: Iterable[pa.Table], size: int, *, keep_empty: bool = False) -> Iterator[pa.Table]:
+    """Re-slice a stream of tables into tables of exactly ``size`` rows (the last one fewer).
+    ``keep_empty`` yields one empty table when the stream has no rows (it carries the schema)."""
+    pending: list[pa.Table] = []
+    buffered = 0
+    empty: pa.Table | None = None
+    for t in tables:
+        if not t.num_rows:
+            empty = t
+            continue
+        pending.append(t)
+        buffered += t.num_rows
+        if buffered >= size:
+            whole = pa.concat_tables(pending)
+            start = 0
+            while whole.num_rows - start >= size:
+                yield whole.slice(start, size)
+                start += size
+            rest = whole.slice(start)
+            pending, buffered = ([rest] if rest.num_rows else []), rest.num_rows
+            empty = None
+    if buffered:
+        yield pa.concat_tables(pending)
+    elif keep_empty and empty is not None:
+        yield empty
+
+
+# ---- the spine ------------------------------------------------------------------------------------
+class _SpineSource:
+    """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``)."""
+
+    def __init__(self, data: Spine, store: FeatureStore):
+        import pandas as pd
+
+        self.files: list[str] | None = None
+        self.table: pa.Table | None = None
+        if isinstance(data, str | os.PathLike) or (
+                isinstance(data, list | tuple) and data and all(isinstance(p, str | os.PathLike) for p in data)):
+            paths = [os.fspath(p) for p in (data if isinstance(data, list | tuple) else [data])]
+            files: list[str] = []
+            for p in paths:
+                found = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p] if os.path.exists(p) else []
+                if not found:
+                    raise SpineError(f"spine file not found: {p}")
+                files.extend(found)
+            self.files = files
+            try:
+                rows = file_rows(files)
+            except (OSError, pa.ArrowException) as exc:
+                raise SpineError(f"cannot read the spine: {exc}") from exc
+            self.offsets = [0, *itertools.accumulate(rows)]
+        elif isinstance(data, duckdb.DuckDBPyRelation):
+            self.table = data.to_arrow_table()
+        elif isinstance(data, pd.DataFrame):
+            try:
+                self.table = pa.Table.from_pandas(data, preserve_index=False)
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise SpineError(f"the spine DataFrame cannot be converted to Arrow: {exc}") from exc
+        elif isinstance(data, pa.RecordBatchReader):
+            self.table = data.read_all()
+        elif isinstance(data, pa.Table):
+            self.table = data
+        elif isinstance(data, pa.RecordBatch):
+            self.table = pa.Table.from_batches([data])
+        else:
+            raise SpineError(f"the spine must be a pandas DataFrame, a pyarrow Table, a Parquet path or a "
+                             f"DuckDB relation; got {type(data).__name__}")
+        if self.table is not None:
+            for name in (_ROW, _TIME):
+                if name in self.table.column_names:
+                    raise SpineError(f"the spine has a column named {name}, which is reserved")
+            self.table = self.table.append_column(_ROW, pa.array(range(self.table.num_rows), pa.int64()))
+        self.schema = self._schema(store)
+
+    def _schema(self, store: FeatureStore) -> dict[str, str]:
+        """Spine column name -> DuckDB type."""
+        cur = store.duck.con.cursor()
+        try:
+            name = _unique("__fs_probe")
+            self.register(cur, name)
+            rel = cur.sql(f"SELECT * FROM {quote(name)} LIMIT 0")
+            out = {c: str(t) for c, t in zip(rel.columns, rel.types)}
+            self.unregister(cur, name)
+            return out
+        except duckdb.Error as exc:
+            raise SpineError(f"cannot read the spine: {exc}") from exc
+        finally:
+            cur.close()
+
+    def register(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+        if self.table is not None:
+            cur.register(name, self.table)
+            return
+        assert self.files is not None
+        # row ordinal: file order (as listed, globs sorted), then row order within each file
+        offsets = _offsets_sql(self.files, self.offsets)
+        files = ", ".join(literal(f) for f in self.files)
+        cur.execute(
+            f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS SELECT s.* EXCLUDE (file_row_number, filename), "
+            f"o.off + s.file_row_number AS {_ROW} "
+            f"FROM read_parquet([{files}], file_row_number = true, filename = true) s "
+            f"JOIN {offsets} o ON o.file = s.filename")
+
+    def unregister(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+        if self.table is not None:
+            cur.unregister(name)
+        else:
+            cur.execute(f"DROP VIEW IF EXISTS {quote(name)}")
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for c in self.schema if c != _ROW]
+
+
+# ---- building the query ---------------------------------------------------------------------------
+_TIME_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
+_KEY_TYPES = {"string": ("VARCHAR",), "int64": ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT",
+                                                 "UINTEGER", "USMALLINT", "UTINYINT")}
+
+
+def _ttl_of(ttl: timedelta | Mapping[str, timedelta | None] | None, ref: FeatureRef) -> timedelta | None:
+    value = ttl.get(ref.name, ttl.get(ref.key)) if isinstance(ttl, Mapping) else ttl
+    if value is not None and (not isinstance(value, timedelta) or value < timedelta(0)):
+        raise InvalidData(f"ttl for {ref.key} must be a non-negative timedelta; got {value!r}")
+    return value
+
+
+def _spine_keys(spec: FeatureGroupSpec, given: Any, spine_cols: Sequence[str]) -> tuple[str, ...]:
+    names = spec.key_names
+    if given is None:
+        missing = [k for k in names if k not in spine_cols]
+        if missing:
+            raise SpineError(f"the spine has no column {missing[0]!r} to join {spec.key} on; pass "
+                             f"entity_keys={{{spec.name!r}: <spine column>}}")
+        return tuple(names)
+    if isinstance(given, str):
+        given = [given]
+    if isinstance(given, Mapping):
+        unknown = [k for k in given if k not in names]
+        if unknown or set(given) != set(names):
+            raise InvalidData(f"entity_keys for {spec.key} must map each of its keys {names} to a spine "
+                              f"column; got {dict(given)}")
+        cols = [given[k] for k in names]
+    else:
+        cols = list(given)
+        if len(cols) != len(names):
+            raise InvalidData(f"{spec.key} has {len(names)} entity key(s) {names}; entity_keys gave {cols}")
+    for c in cols:
+        if c not in spine_cols:
+            raise SpineError(f"entity_keys for {spec.key}: the spine has no column {c!r} "
+                             f"(columns: {', '.join(spine_cols)})")
+    return tuple(cols)
+
+
+def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef], *,
+         entity_keys: Mapping[str, Any] | None = None, event_time: str = "event_time",
+         ttl: timedelta | Mapping[str, timedelta | None] | None = None, known_at: KnownAt = "latest",
+         pins: Mapping[str, int] | None = None, prefix: bool = True) -> TrainingSet:
+    """Resolve the feature groups and commits and build the query (see :meth:`FeatureStore.training_set`)."""
+    if known_at not in ("latest", "spine"):
+        raise InvalidData(f"known_at must be 'latest' or 'spine'; got {known_at!r}")
+    if not features:
+        raise InvalidData("features is empty: name at least one feature group, e.g. ['user_embeddings:1']")
+    if isinstance(features, str | FeatureRef):
+        features = [features]
+    source = _SpineSource(spine, store)
+    cols = source.columns
+    if event_time not in cols:
+        raise SpineError(f"the spine has no event-time column {event_time!r} (columns: {', '.join(cols)}); "
+                         "pass event_time=<column>")
+    ttype = source.schema[event_time]
+    if not ttype.startswith(_TIME_TYPES):
+        raise SpineError(f"the spine's {event_time!r} column must be a timestamp or date; it is {ttype}")
+    entity_keys = dict(entity_keys or {})
+    refs = [FeatureRef.parse(f) for f in features]
+    unknown_keys = set(entity_keys) - {r.name for r in refs} - {r.key for r in refs if r.version}
+    if unknown_keys:
+        raise InvalidData(f"entity_keys names feature group(s) not in features: {', '.join(sorted(unknown_keys))}")
+    groups: list[_Group] = []
+    used = set(cols)
+    pins = dict(pins or {})
+    for ref in refs:
+        fg = store.feature_group(ref.name, ref.version)
+        ref = FeatureRef(ref.name, fg.version, ref.columns)
+        spec = fg.spec
+        if any(g.ref.key == ref.key for g in groups):
+            raise InvalidData(f"{ref.key} is listed twice in features")
+        selectable = [f.name for f in spec.features] + [spec.event_time]
+        wanted = ref.columns or tuple(f.name for f in spec.features)
+        bad = [c for c in wanted if c not in selectable]
+        if bad:
+            raise InvalidData(f"{spec.key} has no feature {bad[0]!r} (features: {', '.join(selectable)})")
+        keys = _spine_keys(spec, entity_keys.get(ref.key, entity_keys.get(ref.name)), cols)
+        for k, sk in zip(spec.entity_keys, keys):
+            stype = source.schema[sk]
+            if stype not in _KEY_TYPES[k.type]:
+                raise SpineError(f"spine column {sk!r} ({stype}) cannot join {spec.key}'s key {k.name!r} "
+                                 f"({k.type}): cast it first")
+        output = tuple(f"{spec.name}__{c}" if prefix else c for c in wanted)
+        clash = [o for o in output if o in used]
+        if clash:
+            raise InvalidData(f"column {clash[0]!r} from {ref.key} clashes with another column; "
+                              "use prefix=True or select other columns")
+        used.update(output)
+        if ref.key in pins:
+            commit = int(pins[ref.key])
+        elif pins:
+            raise InvalidData(f"pins has no commit for {ref.key} (pins: {pins})")
+        else:
+            commit = fg.commit_of(None)
+        files = fg.files(commit)
+        offsets, disjoint = _file_layout(files, spec.event_time)
+        groups.append(_Group(ref, spec, commit, tuple(files), offsets, disjoint, keys, tuple(wanted), output,
+                             _ttl_of(ttl, ref)))
+    extra = set(pins) - {g.ref.key for g in groups}
+    if extra:
+        raise FeatureGroupNotFound(f"pins name feature group(s) not in features: {', '.join(sorted(extra))}")
+    sql = build_sql(groups, cols, event_time, known_at)
+    params = {
+        "features": [f"{g.ref.key}:{','.join(g.columns)}" for g in groups],
+        "entity_keys": {g.ref.key: list(g.spine_keys) for g in groups},
+        "event_time": event_time,
+        "ttl": {g.ref.key: (g.ttl.total_seconds() if g.ttl is not None else None) for g in groups},
+        "known_at": known_at,
+        "prefix": prefix,
+    }
+    vectors = {}
+    for g in groups:
+        for c in g.vector_columns:
+            vectors[g.output[g.columns.index(c)]] = VectorColumn(
+                store, f"{g.spec.name}/v{g.spec.version}", c, g.spec.feature(c).dim or 0, list(g.files),
+                np.asarray(g.offsets, np.int64))
+    return TrainingSet(store, sql, {g.ref.key: g.commit for g in groups}, params, source,
+                       [*cols, *(o for g in groups for o in g.output)], vectors)
+
+
+def _file_layout(files: list[str], event_time: str) -> tuple[tuple[int, ...], bool]:
+    """Each file's first global row position (plus the total), and whether the files' event_time ranges
+    are pairwise disjoint (then no (key, event_time) can repeat: one commit rejects duplicates)."""
+    import pyarrow.parquet as pq
+
+    offsets, ranges, known = [0], [], True
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read the footer of {f}: {exc}") from exc
+        offsets.append(offsets[-1] + meta.num_rows)
+        col = meta.schema.names.index(event_time) if event_time in meta.schema.names else None
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(col).statistics if col is not None else None
+            if stats is None or not stats.has_min_max:
+                known = False
+            elif meta.row_group(rg).num_rows:
+                ranges.append((len(offsets), stats.min, stats.max))
+    if not known:
+        return tuple(offsets), False
+    ranges.sort(key=lambda r: r[1])
+    disjoint = all(a[2] < b[1] or a[0] == b[0] for a, b in itertools.pairwise(ranges))
+    return tuple(offsets), disjoint
+
+
+def _offsets_sql(files: Sequence[str], offsets: Sequence[int]) -> str:
+    """A tiny relation (file, off): the global row position of each file's first row."""
+    rows = ", ".join(f"({literal(f)}, {int(o)})" for f, o in zip(files, offsets))
+    return f"(SELECT * FROM (VALUES {rows}) v(file, off))"
+
+
+def _source_sql(i: int, g: _Group) -> str:
+    """The narrow rows of one group's commit: keys, event time, ingestion time, scalar features and
+    (for vector features) the row position, never the vectors themselves."""
+    spec = g.spec
+    keys = [f"s.{quote(k)} AS __k{i}_{j}" for j, k in enumerate(spec.key_names)]
+    vectors = set(g.vector_columns)
+    vals = [f"s.{quote(c)} AS __c{i}_{j}" for j, c in enumerate(g.columns) if c not in vectors]
+    if vectors:
+        vals.append(f"o.off + s.file_row_number AS __p{i}")
+    e = quote(spec.event_time)
+    cols = ", ".join([*keys, f"s.{e} AS __e{i}", f"s.{INGESTED_AT} AS __i{i}", *vals])
+    if not g.files:
+        types = {**{k.name: "VARCHAR" if k.type == "string" else "BIGINT" for k in spec.entity_keys},
+                 spec.event_time: "TIMESTAMPTZ", INGESTED_AT: "TIMESTAMPTZ",
+                 **{f.name: f.duckdb_type for f in spec.features}}
+        stub = ", ".join(f"CAST(NULL AS {t}) AS {quote(c)}" for c, t in types.items())
+        return (f"SELECT {cols} FROM (SELECT {stub}, 0::BIGINT AS file_row_number) s, "
+                f"(SELECT 0::BIGINT AS off) o WHERE false")
+    files = ", ".join(literal(f) for f in g.files)
+    return (f"SELECT {cols} FROM read_parquet([{files}], file_row_number = true, filename = true) s "
+            f"JOIN {_offsets_sql(g.files, g.offsets)} o ON o.file = s.filename WHERE s.{e} IS NOT NULL")
+
+
+def _group_cte(i: int, g: _Group, known_at: KnownAt) -> str:
+    """The feature rows of one group as the ASOF join's right side: unique per (key, join time)."""
+    kcols = ", ".join(f"__k{i}_{j}" for j in range(len(g.spec.key_names)))
+    src = _source_sql(i, g)
+    if known_at == "latest":
+        if g.disjoint:  # no (key, event_time) appears twice: nothing to dedupe
+            return f"g{i} AS (SELECT *, __e{i} AS __t{i} FROM ({src}))"
+        # one row per (key, event_time): the newest commit's (greatest _ingested_at)
+        return (f"g{i} AS (SELECT *, __e{i} AS __t{i} FROM ({src}) QUALIFY row_number() OVER "
+                f"(PARTITION BY {kcols}, __e{i} ORDER BY __i{i} DESC NULLS LAST) = 1)")
+    # known_at="spine": a row is visible from greatest(event_time, _ingested_at); what serving returned
+    # at time t is the visible row with the greatest (event_time, _ingested_at). Keep only the rows that
+    # raise that running maximum (in visibility order), one per (key, visible-from): an ASOF join on
+    # visible-from then yields exactly the state at t.
+    order = f"{{'e': __e{i}, 'i': __i{i}}}"
+    return (
+        f"g{i}_raw AS (SELECT *, greatest(__e{i}, __i{i}) AS __t{i} FROM ({src}) WHERE __i{i} IS NOT NULL), "
+        f"g{i}_run AS (SELECT *, max({order}) OVER (PARTITION BY {kcols} ORDER BY __t{i}, __e{i}, __i{i} "
+        f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS __m{i} FROM g{i}_raw), "
+        f"g{i} AS (SELECT * EXCLUDE (__m{i}) FROM g{i}_run WHERE __m{i} IS NULL OR {order} > __m{i} "
+        f"QUALIFY row_number() OVER (PARTITION BY {kcols}, __t{i} ORDER BY __e{i} DESC, __i{i} DESC) = 1)"
+    )
+
+
+def build_sql(groups: list[_Group], spine_cols: list[str], event_time: str, known_at: KnownAt) -> str:
+    """The whole query: spine -> one ASOF LEFT JOIN per group -> spine order. ``{spine}`` is a
+    placeholder for the registered spine relation; vector columns come out as row positions."""
+    ctes = [f"s AS (SELECT *, CAST({quote(event_time)} AS TIMESTAMPTZ) AS {_TIME} FROM {{spine}})"]
+    joins, select = [], [f"s.{quote(c)}" for c in spine_cols]
+    for i, g in enumerate(groups):
+        ctes.append(_group_cte(i, g, known_at))
+        on = " AND ".join(f"s.{quote(sk)} = g{i}.__k{i}_{j}" for j, sk in enumerate(g.spine_keys))
+        joins.append(f"ASOF LEFT JOIN g{i} ON {on} AND s.{_TIME} >= g{i}.__t{i}")
+        vectors = set(g.vector_columns)
+        for j, (col, out) in enumerate(zip(g.columns, g.output)):
+            value = f"g{i}.__p{i}" if col in vectors else f"g{i}.__c{i}_{j}"
+            if g.ttl is not None:
+                micros = int(g.ttl / timedelta(microseconds=1))
+                value = (f"CASE WHEN g{i}.__e{i} >= s.{_TIME} - to_microseconds({micros}) "
+                         f"THEN {value} END")
+            select.append(f"{value} AS {quote(out)}")
+    return (f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM s {' '.join(joins)} "
+            f"ORDER BY s.{_ROW}")

@@ -1,0 +1,184 @@
+"""Saved training datasets: ``<root>/training_sets/<name>/v<N>/`` holding ``data.parquet`` and
+``manifest.json`` (spine hash, the commit read per feature group, the parameters, a hash of the data).
+
+Rebuilding from a manifest's ``pins`` and ``params`` with the same spine gives the same bytes, however
+many commits have landed since. Versions are numbered 1, 2, ... and never overwritten.
+
+Example::
+
+    saved = store.save_training_set("ctr", spine, ["user_embeddings:1", "item_embeddings:1"],
+                                    event_time="label_time")
+    saved.version, saved.manifest["pins"], saved.path
+    store.load_training_set("ctr").to_arrow()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from featurestore.errors import InvalidData, StorageError, TrainingSetNotFound
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+    from featurestore.training import TrainingSet
+
+DIR = "training_sets"
+MANIFEST = "manifest.json"
+DATA = "data.parquet"
+_NAME = re.compile(r"^[a-z_][a-z0-9_\-]*$")
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class SavedTrainingSet:
+    """One saved version of a training dataset: where its Parquet file is and what built it."""
+
+    name: str
+    version: int
+    path: str  # URI of data.parquet
+    manifest: dict[str, Any]
+
+    @property
+    def pins(self) -> dict[str, int]:
+        return dict(self.manifest["pins"])
+
+    def to_arrow(self) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path)
+
+
+def spine_hash(ts: TrainingSet) -> tuple[str, int]:
+    """SHA-256 of the spine as Arrow (schema, then fixed-size record batches in spine order), and
+    its row count: the same rows and types give the same hash, whatever their chunking or source."""
+    import pyarrow.parquet as pq
+
+    from featurestore.training import _ROW, rechunk
+
+    source = ts._spine
+    if source.table is not None:
+        table = source.table.drop_columns([_ROW])
+        parts: Iterable[pa.Table] = [table]
+        schema = table.schema
+    else:
+        files = [pq.ParquetFile(f) for f in source.files]
+        schema = files[0].schema_arrow
+        parts = (pa.Table.from_batches([b]) for f in files for b in f.iter_batches(batch_size=_CHUNK))
+    h = hashlib.sha256(schema.remove_metadata().serialize().to_pybytes())
+    rows = 0
+    for chunk in rechunk(parts, _CHUNK):
+        batch = chunk.combine_chunks().to_batches()[0].replace_schema_metadata(None)
+        h.update(batch.serialize().to_pybytes())
+        rows += chunk.num_rows
+    return h.hexdigest(), rows
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions(store: FeatureStore, name: str) -> list[int]:
+    return sorted(int(d[1:]) for d in store.root.listdir(f"{DIR}/{name}") if d[:1] == "v" and d[1:].isdigit())
+
+
+def save(store: FeatureStore, name: str, spine: Any, features: Any, *, description: str = "",
+         **kwargs: Any) -> SavedTrainingSet:
+    """Build a training set and write it as the next version of ``name`` (see module docstring)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidData(f"bad training set name {name!r}: use lower-case letters, digits, '_' and '-'")
+    ts = store.training_set(spine, features, **kwargs)
+    digest, rows = spine_hash(ts)
+    store.init()
+    with tempfile.TemporaryDirectory(prefix="fs-training-") as tmp:
+        local = os.path.join(tmp, DATA)
+        written = ts.to_parquet(local)
+        manifest = {
+            "format_version": 1,
+            "name": name,
+            "description": description,
+            "created": datetime.now(UTC).isoformat(),
+            "rows": written,
+            "columns": ts.columns,
+            "spine": {"sha256": digest, "rows": rows,
+                      "source": ts._spine.files if ts._spine.files is not None else "in-memory table"},
+            "pins": ts.pins,
+            "params": ts.params,
+            "data": {"file": DATA, "sha256": _file_sha256(local), "bytes": os.path.getsize(local)},
+        }
+        for _ in range(100):  # claim the next version number; a racing writer makes us take the next
+            version = (_versions(store, name) or [0])[-1] + 1
+            manifest["version"] = version
+            rel = f"{DIR}/{name}/v{version}"
+            if _claim(store, rel, local, manifest):
+                return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
+    raise StorageError(f"could not claim a version number for training set {name!r}")
+
+
+def _claim(store: FeatureStore, rel: str, data: str, manifest: dict[str, Any]) -> bool:
+    """Publish data + manifest as folder ``rel`` atomically; False when ``rel`` exists already."""
+    root = store.root
+    if root.local:
+        final = root._path(rel)
+        staging = f"{os.path.dirname(final)}/.{uuid.uuid4().hex}.tmp"
+        os.makedirs(staging)
+        try:
+            shutil.copyfile(data, f"{staging}/{DATA}")
+            import json
+
+            with open(f"{staging}/{MANIFEST}", "w") as f:
+                json.dump(manifest, f, indent=2, sort_keys=True, default=str)
+            try:
+                os.rename(staging, final)  # fails if a racing writer took this version
+            except OSError:
+                if os.path.exists(final):
+                    return False
+                raise
+            return True
+        finally:
+            if os.path.exists(staging):
+                shutil.rmtree(staging)
+    # object store: the manifest is written last and marks the version complete
+    if root.exists(f"{rel}/{MANIFEST}"):
+        return False
+    import pyarrow.fs as pafs
+
+    pafs.copy_files(data, root._path(f"{rel}/{DATA}"), destination_filesystem=root.fs)
+    root.write_json(f"{rel}/{MANIFEST}", manifest)
+    return True
+
+
+def load(store: FeatureStore, name: str, version: int | None = None) -> SavedTrainingSet:
+    """A saved training dataset (default: its newest version)."""
+    versions = _versions(store, name)
+    if not versions:
+        raise TrainingSetNotFound(f"no training set {name!r} in {store.root.uri}")
+    version = versions[-1] if version is None else version
+    if version not in versions:
+        raise TrainingSetNotFound(f"training set {name!r} has no version {version} (versions: {versions})")
+    rel = f"{DIR}/{name}/v{version}"
+    try:
+        manifest = store.root.read_json(f"{rel}/{MANIFEST}")
+    except FileNotFoundError as exc:
+        raise TrainingSetNotFound(f"training set {name!r} v{version} has no manifest") from exc
+    return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
+
+
+def list_training_sets(store: FeatureStore) -> list[SavedTrainingSet]:
+    """Every saved training dataset version, by name then version."""
+    return [load(store, n, v) for n in store.root.listdir(DIR) if not n.startswith(".")
+            for v in _versions(store, n)]

@@ -1,0 +1,152 @@
+"""Vectors for training sets, fetched by row position instead of carried through the joins.
+
+Decoding a Parquet list column is the dominant cost of a point-in-time join over embeddings, and
+carrying 256-byte vectors through DuckDB's dedupe, ASOF joins and sort multiplies it. So the joins
+run on narrow rows (keys, times, a row position) and the vectors of the matched rows are gathered at
+the end with ``numpy.take`` from each data file's decoded ``float32[rows, dim]`` matrix.
+
+Delta data files are immutable, so a decoded matrix is valid for as long as its file exists: for a
+local store it is kept as ``<root>/_cache/vectors/<name>/v<version>/<file>.<column>.npy`` (written
+atomically, memory-mapped on reuse), and a second training set over the same commits decodes nothing.
+Delete the ``_cache`` folder at any time to reclaim the space.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.storage.duck import literal, quote
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+CACHE_DIR = "_cache/vectors"
+
+
+def file_rows(files: list[str]) -> list[int]:
+    """Row count of each Parquet file (from its footer)."""
+    import pyarrow.parquet as pq
+
+    return [pq.ParquetFile(f).metadata.num_rows for f in files]
+
+
+@dataclass
+class VectorColumn:
+    """One vector column of one commit: its files' decoded matrices, addressed by global row position
+    (file offset + row within the file, files in the commit's order)."""
+
+    store: FeatureStore
+    table: str  # "<name>/v<version>"
+    column: str
+    dim: int
+    files: list[str]
+    offsets: np.ndarray  # start position of each file; len(files) + 1 entries
+    _mats: list[np.ndarray | None] = field(default_factory=list)
+    _valid: list[np.ndarray | None] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._mats = [None] * len(self.files)
+        self._valid = [None] * len(self.files)
+
+    def _cache_path(self, file: str) -> str | None:
+        if not self.store.root.local:
+            return None
+        base = os.path.basename(file).removesuffix(".parquet")
+        return os.path.join(self.store.root.uri, CACHE_DIR, self.table, f"{base}.{self.column}.npy")
+
+    def _load(self, i: int) -> None:
+        path = self._cache_path(self.files[i])
+        if path and os.path.exists(path):
+            mat = np.load(path, mmap_mode="r")
+            vpath = path.removesuffix(".npy") + ".valid.npy"
+            valid = np.load(vpath) if os.path.exists(vpath) else None
+            if mat.shape == (self.offsets[i + 1] - self.offsets[i], self.dim):
+                self._mats[i], self._valid[i] = mat, valid
+                return
+        mat, valid = self._decode(self.files[i])
+        if path:
+            _save_atomic(path, mat)
+            if valid is not None:
+                _save_atomic(path.removesuffix(".npy") + ".valid.npy", valid)
+        self._mats[i], self._valid[i] = mat, valid
+
+    def _decode(self, file: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """One file's vectors as a float32[rows, dim] matrix (and a validity mask when some are null).
+        A single-file scan keeps row order (DuckDB preserves insertion order)."""
+        cur = self.store.duck.con.cursor()
+        try:
+            table = cur.sql(f"SELECT {quote(self.column)} AS v FROM read_parquet({literal(file)})").to_arrow_table()
+        finally:
+            cur.close()
+        arr = table.column("v").combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
+        offsets = arr.offsets.to_numpy()
+        if arr.null_count == 0 and np.all(np.diff(offsets) == self.dim):
+            values = arr.values.slice(offsets[0], offsets[-1] - offsets[0])
+            mat = values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+            return np.ascontiguousarray(mat, dtype=np.float32), None
+        # nulls (or a ragged vector, which the spec forbids): one row at a time, null -> zeros + mask
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))
+        mat = np.zeros((len(arr), self.dim), np.float32)
+        for i in np.nonzero(valid)[0]:
+            row = arr[int(i)].values.to_numpy(zero_copy_only=False)
+            mat[i, : min(len(row), self.dim)] = row[: self.dim]
+        return mat, valid
+
+    def prepare(self, threads: int = 2) -> None:
+        """Make sure every file's matrix is loaded (decoding missing ones, in parallel)."""
+        todo = [i for i, m in enumerate(self._mats) if m is None]
+        if not todo:
+            return
+        with self._lock:
+            todo = [i for i in todo if self._mats[i] is None]
+            if len(todo) == 1 or threads <= 1:
+                for i in todo:
+                    self._load(i)
+            else:
+                with ThreadPoolExecutor(max_workers=threads) as pool:
+                    list(pool.map(self._load, todo))
+
+    def take(self, positions: pa.Array | pa.ChunkedArray) -> pa.FixedSizeListArray:
+        """The vectors at ``positions`` (int64; null -> null vector) as ``FixedSizeList<float32>[dim]``."""
+        if isinstance(positions, pa.ChunkedArray):
+            positions = positions.combine_chunks()
+        n = len(positions)
+        valid = np.asarray(positions.is_valid().to_numpy(zero_copy_only=False)) if positions.null_count \
+            else np.ones(n, bool)
+        pos = positions.fill_null(0).to_numpy() if positions.null_count else positions.to_numpy()
+        out = np.zeros((n, self.dim), np.float32)
+        if n and len(self.files):
+            self.prepare()
+            which = np.searchsorted(self.offsets, pos, side="right") - 1
+            for f in np.unique(which[valid]):
+                sel = valid & (which == f)
+                local = pos[sel] - self.offsets[f]
+                mat = self._mats[f]
+                assert mat is not None
+                out[sel] = mat[local]
+                file_valid = self._valid[f]
+                if file_valid is not None:
+                    valid[np.nonzero(sel)[0]] &= file_valid[local]
+        mask = None if valid.all() else pa.array(~valid)
+        return pa.FixedSizeListArray.from_arrays(pa.array(out.ravel(), pa.float32()), self.dim, mask=mask)
+
+
+def _save_atomic(path: str, array: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written is only a missed speed-up
+        if os.path.exists(tmp):
+            os.remove(tmp)
