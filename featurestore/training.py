@@ -140,9 +140,12 @@ class TrainingSet:
                                      source.take(table.column(i)))
         return table
 
-    def to_batches(self, batch_size: int = 1 << 17) -> Iterator[pa.Table]:
-        """Stream the training set as Arrow tables of up to ``batch_size`` rows, in spine order."""
+    def to_batches(self, batch_size: int = 1 << 17, *, memory_limit: str | None = None) -> Iterator[pa.Table]:
+        """Stream the training set as Arrow tables of up to ``batch_size`` rows, in spine order.
+        ``memory_limit`` (e.g. ``"1GB"``) caps DuckDB while the join runs, so a big join spills to disk
+        instead; DuckDB's limit is database-wide, so it is lowered for the call only, never raised."""
         cur = self.store.duck.con.cursor()
+        restore = _lower_memory_limit(cur, memory_limit)
         try:
             for vc in self._vectors.values():
                 vc.prepare()
@@ -156,6 +159,8 @@ class TrainingSet:
         except duckdb.Error as exc:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:
+            if restore:
+                cur.execute(f"SET memory_limit = {literal(restore)}")
             cur.close()
 
     def to_arrow(self) -> pa.Table:
@@ -175,11 +180,12 @@ class TrainingSet:
         """Compute the training set as a pandas DataFrame (vectors as numpy arrays)."""
         return self.to_arrow().to_pandas()
 
-    def to_parquet(self, path: str | os.PathLike[str], *, compression: str = "zstd",
-                   row_group_size: int = 1 << 17) -> int:
+    def to_parquet(self, path: str | os.PathLike[str], *, compression: str = "snappy",
+                   row_group_size: int = 1 << 17, memory_limit: str | None = "1GB") -> int:
         """Stream the training set into one Parquet file, batch by batch (the whole set is never
         held in memory); returns the row count. Row groups have exactly ``row_group_size`` rows (the
-        last one fewer), so equal inputs give identical bytes."""
+        last one fewer), so equal inputs give identical bytes. ``memory_limit``: see :meth:`to_batches`
+        (``None`` leaves DuckDB's limit alone)."""
         import pyarrow.parquet as pq
 
         target = os.fspath(path)
@@ -189,7 +195,8 @@ class TrainingSet:
         rows = 0
         writer = None
         try:
-            for chunk in rechunk(self.to_batches(row_group_size), row_group_size, keep_empty=True):
+            batches = self.to_batches(row_group_size, memory_limit=memory_limit)
+            for chunk in rechunk(batches, row_group_size, keep_empty=True):
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, chunk.schema, compression=compression)
                 if chunk.num_rows:
@@ -205,6 +212,32 @@ class TrainingSet:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return rows
+
+
+def _lower_memory_limit(cur: duckdb.DuckDBPyConnection, limit: str | None) -> str | None:
+    """Lower DuckDB's (database-wide) memory limit to ``limit`` if that is smaller; return the value to
+    restore afterwards, or None when nothing changed."""
+    if not limit:
+        return None
+    try:
+        current = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        cur.execute(f"SET memory_limit = {literal(limit)}")
+        lowered = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    except duckdb.Error as exc:
+        raise InvalidData(f"bad memory_limit {limit!r}: {exc}") from exc
+    if _bytes(lowered) >= _bytes(current):
+        cur.execute(f"SET memory_limit = {literal(current)}")
+        return None
+    return str(current)
+
+
+def _bytes(text: str) -> float:
+    units = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "bytes": 1}
+    m = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)
+    if not m:
+        return float("inf")
+    return float(m[1]) * units.get(m[2].lower() or "b", 1)
 
 
 def rechunk(tables: Iterable[pa.Table], size: int, *, keep_empty: bool = False) -> Iterator[pa.Table]:
@@ -378,7 +411,7 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
         raise SpineError(f"the spine has no event-time column {event_time!r} (columns: {', '.join(cols)}); "
                          "pass event_time=<column>")
     ttype = source.schema[event_time]
-    if not ttype.startswith(_TIME_TYPES):
+    if not ttype.startswith(_TIME_TYPES) and ttype != '"NULL"':
         raise SpineError(f"the spine's {event_time!r} column must be a timestamp or date; it is {ttype}")
     entity_keys = dict(entity_keys or {})
     refs = [FeatureRef.parse(f) for f in features]
@@ -402,7 +435,7 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
         keys = _spine_keys(spec, entity_keys.get(ref.key, entity_keys.get(ref.name)), cols)
         for k, sk in zip(spec.entity_keys, keys):
             stype = source.schema[sk]
-            if stype not in _KEY_TYPES[k.type]:
+            if stype not in _KEY_TYPES[k.type] and stype != '"NULL"':  # an all-null column matches nothing
                 raise SpineError(f"spine column {sk!r} ({stype}) cannot join {spec.key}'s key {k.name!r} "
                                  f"({k.type}): cast it first")
         output = tuple(f"{spec.name}__{c}" if prefix else c for c in wanted)

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from featurestore.cli import core, online
+from featurestore.cli import core, online, training
 from featurestore.cli._common import CLIError
 from featurestore.errors import FeatureStoreError
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (core, online):
+    for module in (core, online, training):
         module.register(sub)
     return parser
 

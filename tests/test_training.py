@@ -1,0 +1,337 @@
+"""Point-in-time training sets: a property test against a plain-Python reference join, TTL edges,
+leakage at one microsecond, corrections in both modes, pins, spine inputs and errors."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from featurestore import FeatureStore, FeatureStoreError, InvalidData, SpineError
+from featurestore.errors import FeatureGroupNotFound, QueryError
+from featurestore.schema import FeatureGroupSpec
+from tests.conftest import T0, item_batch
+
+US = timedelta(microseconds=1)
+UTCZ = pa.timestamp("us", tz="UTC")
+
+
+def _spec(name: str, key: str, key_type: str) -> FeatureGroupSpec:
+    return FeatureGroupSpec.from_dict({
+        "name": name, "version": 1, "entity_keys": [{"name": key, "type": key_type}], "event_time": "event_time",
+        "policy": "warn",
+        "features": [{"name": "vec", "type": "vector", "dim": 2, "metric": "dot"},
+                     {"name": "x", "type": "float64"}]})
+
+
+GROUPS = {"ga": ("k", "string"), "gb": ("u", "int64")}
+
+
+def _new_store() -> tuple[FeatureStore, tempfile.TemporaryDirectory]:
+    tmp = tempfile.TemporaryDirectory()
+    store = FeatureStore(Path(tmp.name) / "s")
+    store.apply([_spec(n, k, t) for n, (k, t) in GROUPS.items()])
+    return store, tmp
+
+
+def _batch(key: str, key_type: str, rows: list[tuple[int, datetime, float | None]]) -> pa.Table:
+    keys = [f"k{k}" if key_type == "string" else k for k, _, _ in rows]
+    vec = np.array([[float(i), x if x is not None else -1.0] for i, (_, _, x) in enumerate(rows)], np.float32)
+    return pa.table({key: keys, "event_time": pa.array([t for _, t, _ in rows], UTCZ),
+                     "vec": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel().reshape(-1)), 2),
+                     "x": pa.array([x for _, _, x in rows], pa.float64())})
+
+
+def reference(stored: dict[str, list[dict]], spine: list[dict], ttl: timedelta | None, known_at: str) -> list[dict]:
+    """The plain-Python join: per spine row and group, the row of that key with the greatest
+    (event_time, _ingested_at) among event_time <= t (and >= t - ttl; and _ingested_at <= t for
+    known_at="spine"), else nulls."""
+    out = []
+    for row in spine:
+        t = row["t"]
+        res = {}
+        for name, (key, _) in GROUPS.items():
+            best = None
+            if t is not None and row[key] is not None:
+                for r in stored[name]:
+                    if r[key] != row[key] or r["event_time"] > t:
+                        continue
+                    if known_at == "spine" and r["_ingested_at"] > t:
+                        continue
+                    if best is None or (r["event_time"], r["_ingested_at"]) > (best["event_time"], best["_ingested_at"]):
+                        best = r
+            if best is not None and ttl is not None and best["event_time"] < t - ttl:
+                best = None
+            res[f"{name}__x"] = best["x"] if best else None
+            res[f"{name}__vec"] = list(best["vec"]) if best else None
+            res[f"{name}__event_time"] = best["event_time"] if best else None
+        out.append(res)
+    return out
+
+
+ZONES = [None, "UTC", "America/New_York", "Asia/Kolkata"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_matches_reference_join(data: st.DataObject) -> None:
+    store, tmp = _new_store()
+    try:
+        base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        offsets = st.integers(0, 6).map(lambda h: base + timedelta(minutes=10 * h))
+        for name, (key, ktype) in GROUPS.items():
+            for _ in range(data.draw(st.integers(0, 3), label=f"{name} commits")):
+                rows = data.draw(st.lists(st.tuples(st.integers(0, 4), offsets,
+                                                    st.one_of(st.none(), st.floats(-9, 9, allow_nan=False))),
+                                          min_size=1, max_size=6, unique_by=lambda r: (r[0], r[1])))
+                store.feature_group(name, 1).insert(_batch(key, ktype, rows))
+        stored = {n: store.feature_group(n, 1).read(system_columns=True).to_pylist() for n in GROUPS}
+        # candidate spine times: every stored event and commit time, a microsecond either side, others
+        times = [base - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1)]
+        for rows in stored.values():
+            for r in rows:
+                for t in (r["event_time"], r["_ingested_at"]):
+                    times += [t - US, t, t + US]
+        n = data.draw(st.integers(0, 12), label="spine rows")
+        spine = []
+        for _ in range(n):
+            spine.append({"k": data.draw(st.one_of(st.none(), st.integers(0, 5).map(lambda i: f"k{i}"))),
+                          "u": data.draw(st.one_of(st.none(), st.integers(0, 5))),
+                          "t": data.draw(st.one_of(st.sampled_from(times), st.just(None)))})
+        if spine and data.draw(st.booleans(), label="duplicate a row"):
+            spine.append(dict(spine[0]))
+        ttl = data.draw(st.sampled_from([None, timedelta(0), timedelta(minutes=10), timedelta(minutes=25)]))
+        known_at = data.draw(st.sampled_from(["latest", "spine"]))
+        zone = data.draw(st.sampled_from(ZONES), label="spine time zone")
+        tz = ZoneInfo(zone) if zone else None
+        local = [None if r["t"] is None else (r["t"].astimezone(tz) if tz else r["t"].replace(tzinfo=None))
+                 for r in spine]
+        df = pd.DataFrame({"k": pd.Series([r["k"] for r in spine], dtype=object),
+                           "u": pd.Series([r["u"] for r in spine], dtype="Int64"),
+                           "t": pd.Series(local, dtype=f"datetime64[us, {zone}]" if zone else "datetime64[us]"),
+                           "label": np.arange(len(spine))})
+        ts = store.training_set(df, ["ga:1:x,vec,event_time", "gb:1:x,vec,event_time"], event_time="t",
+                                ttl=ttl, known_at=known_at)
+        got = ts.to_arrow()
+        assert got.column("label").to_pylist() == list(range(len(spine)))  # order and every row kept
+        want = reference(stored, spine, ttl, known_at)
+        for name in GROUPS:
+            for col in ("x", "vec", "event_time"):
+                c = f"{name}__{col}"
+                values = got.column(c).to_pylist()
+                if col == "vec":
+                    values = [None if v is None else [float(a) for a in v] for v in values]
+                assert values == [w[c] for w in want], (c, spine)
+    finally:
+        store.close()
+        tmp.cleanup()
+
+
+@pytest.fixture
+def items(store: FeatureStore) -> FeatureStore:
+    """item_embeddings with i0..i4 at T0 and i0..i2 again at T0 + 1 h."""
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(5, seed=1, event_time=T0))
+    fg.insert(item_batch(3, seed=2, event_time=T0 + timedelta(hours=1)))
+    return store
+
+
+def _one(store: FeatureStore, t: datetime, ttl: timedelta | None = None, key: str = "i0") -> datetime | None:
+    spine = pa.table({"item_id": [key], "ts": pa.array([t], UTCZ)})
+    got = store.training_set(spine, ["item_embeddings:1:event_time"], event_time="ts", ttl=ttl).to_arrow()
+    return got.column("item_embeddings__event_time")[0].as_py()
+
+
+def test_row_one_microsecond_after_the_spine_time_is_never_used(items: FeatureStore) -> None:
+    t1 = T0 + timedelta(hours=1)
+    assert _one(items, t1 - US) == T0
+    assert _one(items, t1) == t1
+    assert _one(items, T0 - US) is None
+
+
+def test_ttl_edges_are_inclusive(items: FeatureStore) -> None:
+    t = T0 + timedelta(minutes=30)
+    assert _one(items, t, ttl=timedelta(minutes=30)) == T0
+    assert _one(items, t + US, ttl=timedelta(minutes=30)) is None  # latest row is stale: null, not an older one
+    assert _one(items, T0, ttl=timedelta(0)) == T0
+    assert _one(items, T0 + US, ttl=timedelta(0)) is None
+    assert _one(items, t, ttl=timedelta(minutes=30), key="i4") == T0
+
+
+def test_corrections_latest_vs_spine(store: FeatureStore) -> None:
+    fg = store.feature_group("item_embeddings", 1)
+    t_event = datetime.now(UTC) - timedelta(hours=1)
+    first = item_batch(2, seed=1, event_time=t_event)
+    fg.insert(first)
+    landed_first = fg.read(system_columns=True).column("_ingested_at")[0].as_py()
+    fix = item_batch(2, seed=2, event_time=t_event)  # a correction of the same (key, event_time)
+    fix = fix.set_column(fix.schema.get_field_index("n_events"), "n_events", pa.array([100, 101], pa.int64()))
+    fg.insert(fix)
+    landed_fix = max(fg.read(system_columns=True).column("_ingested_at").to_pylist())
+    times = [t_event, landed_first, landed_fix - US, landed_fix]
+    spine = pa.table({"item_id": ["i0"] * 4, "ts": pa.array(times, UTCZ)})
+    latest = store.training_set(spine, ["item_embeddings:1:n_events"], event_time="ts").to_arrow()
+    assert latest.column("item_embeddings__n_events").to_pylist() == [100, 100, 100, 100]
+    served = store.training_set(spine, ["item_embeddings:1:n_events"], event_time="ts", known_at="spine")
+    assert served.to_arrow().column("item_embeddings__n_events").to_pylist() == [None, 0, 0, 100]
+
+
+def test_backfill_of_an_older_time_in_spine_mode(store: FeatureStore) -> None:
+    """A backfill committed later for an older event_time never replaces a newer row, and in spine mode
+    it is invisible before it landed."""
+    fg = store.feature_group("item_embeddings", 1)
+    now = datetime.now(UTC)
+    fg.insert(item_batch(1, seed=1, event_time=now - timedelta(hours=1)))
+    fg.insert(item_batch(1, seed=2, event_time=now - timedelta(hours=3)))  # backfill
+    landed = max(fg.read(system_columns=True).column("_ingested_at").to_pylist())
+    times = [now - timedelta(hours=2), landed + US]
+    spine = pa.table({"item_id": ["i0", "i0"], "ts": pa.array(times, UTCZ)})
+    for known_at, want in (("latest", [now - timedelta(hours=3), now - timedelta(hours=1)]),
+                           ("spine", [None, now - timedelta(hours=1)])):
+        got = store.training_set(spine, ["item_embeddings:1:event_time"], event_time="ts", known_at=known_at)
+        assert got.to_arrow().column("item_embeddings__event_time").to_pylist() == want
+
+
+def test_pins_rebuild_identical_bytes(items: FeatureStore, tmp_path: Path) -> None:
+    spine = pa.table({"item_id": ["i0", "i1", "i9", "i2"], "ts": pa.array([T0 + timedelta(hours=2)] * 4, UTCZ)})
+    ts = items.training_set(spine, ["item_embeddings:1"], event_time="ts")
+    first = ts.to_arrow()
+    ts.to_parquet(tmp_path / "a.parquet")
+    fg = items.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(3, seed=9, event_time=T0 + timedelta(hours=1)))  # a correction
+    fg.insert(item_batch(3, seed=8, event_time=T0 + timedelta(hours=1, minutes=30)))
+    again = items.training_set(spine, ["item_embeddings:1"], event_time="ts", pins=ts.pins)
+    again.to_parquet(tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    assert again.to_arrow().equals(first)
+    assert not items.training_set(spine, ["item_embeddings:1"], event_time="ts").to_arrow().equals(first)
+
+
+def test_spine_inputs_agree(items: FeatureStore, tmp_path: Path) -> None:
+    spine = pa.table({"item_id": ["i2", "i0", None, "i0", "zz"], "ts": pa.array(
+        [T0 + timedelta(minutes=m) for m in (90, 5, 5, 61, 120)], UTCZ), "y": [1, 0, 1, 1, 0]})
+    pq.write_table(spine.slice(0, 2), tmp_path / "s1.parquet")
+    pq.write_table(spine.slice(2), tmp_path / "s2.parquet")
+    pq.write_table(spine, tmp_path / "all.parquet", row_group_size=2)
+    features = ["item_embeddings:1:embedding,n_events"]
+    want = items.training_set(spine, features, event_time="ts").to_arrow()
+    assert want.column("y").to_pylist() == [1, 0, 1, 1, 0]
+    assert want.column("item_embeddings__n_events").to_pylist() == [2, 0, None, 0, None]
+    rel = items.duck.con.cursor().sql(f"SELECT * FROM read_parquet('{tmp_path / 'all.parquet'}')")
+    for source in (spine.to_pandas(), tmp_path / "all.parquet", str(tmp_path / "s*.parquet"),
+                   [tmp_path / "s1.parquet", tmp_path / "s2.parquet"], rel, spine.to_batches()[0]):
+        got = items.training_set(source, features, event_time="ts").to_arrow()
+        assert got.select(want.column_names).cast(want.schema).equals(want), type(source)
+
+
+def test_several_groups_with_their_own_keys(store: FeatureStore) -> None:
+    items = store.feature_group("item_embeddings", 1)
+    users = store.feature_group("user_embeddings", 1)
+    items.insert(item_batch(3, event_time=T0))
+    u = item_batch(2, seed=5, event_time=T0 + timedelta(hours=1)).rename_columns(
+        ["user_id", "embedding", "n_events", "last_event_time", "event_time"])
+    users.insert(u.set_column(0, "user_id", pa.array(["u0", "u1"])))
+    spine = pd.DataFrame({"uid": ["u0", "u1", "u0"], "item_id": ["i1", "i2", "i0"],
+                          "label_time": [T0 + timedelta(hours=2), T0, T0 + timedelta(hours=1)], "y": [1, 0, 1]})
+    ts = store.training_set(spine, ["user_embeddings:1:embedding", "item_embeddings:1"],
+                            entity_keys={"user_embeddings": "uid"}, event_time="label_time")
+    got = ts.to_pandas()
+    assert list(got.columns) == ["uid", "item_id", "label_time", "y", "user_embeddings__embedding",
+                                 "item_embeddings__embedding", "item_embeddings__n_events",
+                                 "item_embeddings__last_event_time"]
+    assert got["user_embeddings__embedding"].isna().tolist() == [False, True, False]
+    assert got["item_embeddings__n_events"].tolist() == [1, 2, 0]
+    np.testing.assert_array_equal(got["user_embeddings__embedding"][0],
+                                  users.read().column("embedding")[0].values.to_numpy())
+    assert set(ts.pins) == {"user_embeddings:1", "item_embeddings:1"}
+    with pytest.raises(InvalidData, match="clashes"):
+        store.training_set(spine, ["user_embeddings:1", "item_embeddings:1"],
+                           entity_keys={"user_embeddings": "uid"}, event_time="label_time", prefix=False)
+
+
+def test_to_parquet_streams_exact_row_groups(items: FeatureStore, tmp_path: Path) -> None:
+    n = 5000
+    spine = pa.table({"item_id": [f"i{i % 7}" for i in range(n)],
+                      "ts": pa.array([T0 + timedelta(seconds=i) for i in range(n)], UTCZ)})
+    ts = items.training_set(spine, ["item_embeddings:1"], event_time="ts")
+    assert ts.to_parquet(tmp_path / "t.parquet", row_group_size=1024) == n
+    meta = pq.ParquetFile(tmp_path / "t.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1024] * 4 + [904]
+    back = pq.read_table(tmp_path / "t.parquet")
+    assert back.equals(ts.to_arrow())
+    assert back.schema.field("item_embeddings__embedding").type == pa.list_(pa.float32(), 64)
+    empty = items.training_set(spine.slice(0, 0), ["item_embeddings:1"], event_time="ts")
+    assert empty.to_parquet(tmp_path / "e.parquet") == 0
+    assert pq.read_table(tmp_path / "e.parquet").schema.names == empty.columns
+
+
+def test_empty_feature_group_gives_nulls(store: FeatureStore) -> None:
+    spine = pa.table({"item_id": ["i0"], "ts": pa.array([T0], UTCZ)})
+    got = store.training_set(spine, ["item_embeddings:1"], event_time="ts").to_arrow()
+    assert got.column("item_embeddings__embedding").null_count == 1
+
+
+def test_decoded_vectors_are_cached_and_reused(items: FeatureStore) -> None:
+    spine = pa.table({"item_id": ["i0", "i3"], "ts": pa.array([T0 + timedelta(hours=2)] * 2, UTCZ)})
+    first = items.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow()
+    cached = sorted((Path(items.root.uri) / "_cache").rglob("*.npy"))
+    assert len(cached) == 2
+    for p in cached:  # a cache file of the wrong shape is ignored and rewritten
+        np.save(p, np.zeros((1, 3), np.float32))
+    reopened = FeatureStore(items.root.uri)
+    again = reopened.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow()
+    assert again.equals(first)
+    reopened.close()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"event_time": "nope"}, SpineError, "no event-time column 'nope'"),
+    ({"event_time": "item_id"}, SpineError, "must be a timestamp"),
+    ({"features": ["nope:1"]}, FeatureGroupNotFound, "nope"),
+    ({"features": ["item_embeddings:1:nope"]}, InvalidData, "no feature 'nope'"),
+    ({"features": ["Item Embeddings"]}, InvalidData, "bad feature reference"),
+    ({"features": []}, InvalidData, "features is empty"),
+    ({"entity_keys": {"item_embeddings": "missing"}}, SpineError, "no column 'missing'"),
+    ({"entity_keys": {"item_embeddings": "n"}}, SpineError, "cannot join"),
+    ({"entity_keys": {"user_embeddings": "item_id"}}, InvalidData, "not in features"),
+    ({"pins": {"item_embeddings:1": 99}}, FeatureStoreError, "99"),
+    ({"pins": {"user_embeddings:1": 0}}, InvalidData, "no commit for item_embeddings:1"),
+    ({"known_at": "later"}, InvalidData, "known_at"),
+    ({"ttl": timedelta(days=-1)}, InvalidData, "non-negative"),
+])
+def test_bad_requests_raise_typed_errors(items: FeatureStore, kwargs: dict, error: type, match: str) -> None:
+    spine = pa.table({"item_id": ["i0"], "n": [1], "ts": pa.array([T0], UTCZ)})
+    args = {"features": ["item_embeddings:1"], "event_time": "ts", **kwargs}
+    with pytest.raises(error, match=match):
+        items.training_set(spine, **args).to_arrow()
+
+
+def test_bad_spines(items: FeatureStore, tmp_path: Path) -> None:
+    with pytest.raises(SpineError, match="not found"):
+        items.training_set(tmp_path / "missing.parquet", ["item_embeddings:1"], event_time="ts")
+    with pytest.raises(SpineError, match="must be a pandas"):
+        items.training_set({"item_id": ["i0"]}, ["item_embeddings:1"], event_time="ts")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SpineError, match="cannot read the spine"):
+        items.training_set(tmp_path / "junk.parquet", ["item_embeddings:1"], event_time="ts")
+    with pytest.raises(SpineError, match="reserved"):
+        items.training_set(pa.table({"item_id": ["i0"], "ts": pa.array([T0], UTCZ), "__fs_row": [1]}),
+                           ["item_embeddings:1"], event_time="ts")
+
+
+def test_sql_is_visible_and_query_errors_are_translated(items: FeatureStore) -> None:
+    spine = pa.table({"item_id": ["i0"], "ts": pa.array([T0], UTCZ)})
+    ts = items.training_set(spine, ["item_embeddings:1"], event_time="ts")
+    assert "ASOF LEFT JOIN" in ts.sql
+    ts.sql = ts.sql.replace("ASOF LEFT JOIN", "ASOF LEFT JOIN nonsense")
+    with pytest.raises(QueryError):
+        ts.to_arrow()
