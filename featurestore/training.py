@@ -28,6 +28,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -132,6 +133,18 @@ class TrainingSet:
         self.store.duck._log(sql)
         return cur.sql(sql).to_arrow_reader(batch_size)
 
+    def _prepare_vectors(self) -> Future[None]:
+        """Load (or decode) the vector files in a background thread while DuckDB runs the join."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-vectors")
+        try:
+            return pool.submit(self._prepare_all)
+        finally:
+            pool.shutdown(wait=False)
+
+    def _prepare_all(self) -> None:
+        for vc in self._vectors.values():
+            vc.prepare()
+
     def _gather(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         for out, source in self._vectors.items():
@@ -147,9 +160,9 @@ class TrainingSet:
         cur = self.store.duck.con.cursor()
         restore = _lower_memory_limit(cur, memory_limit)
         try:
-            for vc in self._vectors.values():
-                vc.prepare()
+            decoding = self._prepare_vectors()
             reader = self._reader(cur, batch_size)
+            decoding.result()
             empty = True
             for batch in reader:
                 empty = False
@@ -167,9 +180,9 @@ class TrainingSet:
         """Compute the training set as a pyarrow Table (spine order, spine columns first)."""
         cur = self.store.duck.con.cursor()
         try:
-            for vc in self._vectors.values():
-                vc.prepare()
+            decoding = self._prepare_vectors()
             table = self._reader(cur, 1 << 20).read_all()
+            decoding.result()
         except duckdb.Error as exc:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:

@@ -96,9 +96,9 @@ def cmd_training_set(args: argparse.Namespace) -> int:
         rows = ts.to_parquet(args.out)
         summary = {"path": args.out, "rows": rows, "pins": ts.pins, "seconds": round(time.perf_counter() - t, 3)}
     if args.json:
-        print_json(summary)
+        print_json(summary, sys.stdout)
     else:
-        print_table(["feature group", "commit"], [[k, v] for k, v in summary["pins"].items()])
+        print_table(["feature group", "commit"], [[k, v] for k, v in summary["pins"].items()], sys.stdout)
         print(f"\nwrote {summary['rows']:,} rows to {summary['path']} in {summary['seconds']} s"
               + (f" ({summary['saved']})" if "saved" in summary else ""), file=sys.stdout)
     return 0
