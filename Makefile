@@ -31,12 +31,13 @@ peers: $(PEERS)/.installed
 $(PEERS)/.installed:
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
-	$(PEERS)/bin/python -m pip install --quiet feast gensim duckdb pyarrow pandas numpy httpx
+	$(PEERS)/bin/python -m pip install --quiet 'feast[duckdb]' gensim duckdb pyarrow pandas numpy httpx
 	touch $(PEERS)/.installed
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_storage.py
 	$(PY) benchmarks/bench_serving.py
+	$(PY) benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data
