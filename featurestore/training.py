@@ -8,7 +8,7 @@ Example::
     ts = store.training_set(spine, features=["user_embeddings:1", "item_embeddings:1:embedding"],
                             event_time="label_time", ttl=timedelta(days=7))
     ts.pins                       # {"user_embeddings:1": 12, "item_embeddings:1": 9}
-    ts.to_arrow()                 # or .to_pandas(), or .to_parquet("train.parquet") (streamed by DuckDB)
+    ts.to_arrow()                 # or .to_pandas(), .to_batches(), .to_parquet("train.parquet") (streamed)
     store.training_set(spine, features=[...], event_time="label_time", pins=ts.pins)  # same bytes
 
 Two ways to read corrections (a later commit rewriting an old ``event_time``):
