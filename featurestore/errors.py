@@ -99,6 +99,8 @@ class DuplicateKey(InvalidData):
 
 class InvalidQuery(InvalidData):
     """A lookup or similarity query is malformed: wrong key type, vector length, k, filter or column."""
+
+
 class SpineError(InvalidData):
     """A training-set spine cannot be used: unreadable, or a key or time column is missing or mistyped."""
 
