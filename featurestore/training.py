@@ -150,7 +150,7 @@ class TrainingSet:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:
             if restore:
-                cur.execute(f"SET memory_limit = {literal(restore)}")
+                cur.execute(restore)
             cur.close()
 
     def to_arrow(self) -> pa.Table:
@@ -205,20 +205,29 @@ class TrainingSet:
 
 
 def _lower_memory_limit(cur: duckdb.DuckDBPyConnection, limit: str | None) -> str | None:
-    """Lower DuckDB's (database-wide) memory limit to ``limit`` if that is smaller; return the value to
-    restore afterwards, or None when nothing changed."""
+    """Lower DuckDB's (database-wide) memory limit to ``limit`` if that is smaller; return the statement
+    that restores it afterwards (``RESET`` when it was DuckDB's default), or None when nothing changed."""
     if not limit:
         return None
+
+    def current() -> str:
+        return str(cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+    restore = None
     try:
-        current = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        before = current()
+        cur.execute("RESET memory_limit")
+        restore = "RESET memory_limit" if current() == before else f"SET memory_limit = {literal(before)}"
         cur.execute(f"SET memory_limit = {literal(limit)}")
-        lowered = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        lowered = current()
     except duckdb.Error as exc:
+        if restore:
+            cur.execute(restore)
         raise InvalidData(f"bad memory_limit {limit!r}: {exc}") from exc
-    if _bytes(lowered) >= _bytes(current):
-        cur.execute(f"SET memory_limit = {literal(current)}")
+    if _bytes(lowered) >= _bytes(before):
+        cur.execute(restore)
         return None
-    return str(current)
+    return restore
 
 
 def _bytes(text: str) -> float:

@@ -337,3 +337,22 @@ def test_sql_is_visible_and_query_errors_are_translated(items: FeatureStore) -> 
     ts.sql = ts.sql.replace("ASOF LEFT JOIN", "ASOF LEFT JOIN nonsense")
     with pytest.raises(QueryError):
         ts.to_arrow()
+
+
+def test_memory_limit_is_lowered_for_the_call_only(items: FeatureStore, tmp_path: Path) -> None:
+    spine = pa.table({"item_id": ["i0"], "ts": pa.array([T0], UTCZ)})
+    ts = items.training_set(spine, ["item_embeddings:1"], event_time="ts")
+
+    def limit() -> str:
+        return items.duck.con.cursor().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+    before = limit()
+    seen = []
+    for table in ts.to_batches(memory_limit="300MB"):
+        seen.append((limit(), table.num_rows))
+    assert seen == [("286.1 MiB", 1)]
+    assert limit() == before
+    assert ts.to_parquet(tmp_path / "t.parquet", memory_limit=None) == 1
+    with pytest.raises(InvalidData, match="memory_limit"):
+        ts.to_parquet(tmp_path / "u.parquet", memory_limit="lots")
+    assert limit() == before
