@@ -19,6 +19,8 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     │   ├── DuplicateKey                   the same key twice within one event_time
     │   ├── InvalidQuery                   a lookup or similarity query is malformed (key type, dim, k, filter)
     │   └── SpineError                     a training-set spine lacks, or mistypes, a column it needs
+    ├── EventsError(ValueError)            an event source is unusable (missing columns, null ids, bad times)
+    ├── PipelineError                      a pipeline cannot run (bad parameters, too little data)
     ├── ValidationFailed                   a strict validation policy rejected the batch
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
@@ -105,6 +107,14 @@ class SpineError(InvalidData):
     """A training-set spine cannot be used: unreadable, or a key or time column is missing or mistyped."""
 
 
+class EventsError(FeatureStoreError, ValueError):
+    """An event source cannot be used: missing columns, null ids, unknown event types, bad times."""
+
+
+class PipelineError(FeatureStoreError):
+    """A pipeline cannot run: invalid parameters, too little data for the model, a bad pipeline file."""
+
+
 class ValidationFailed(FeatureStoreError):
     """A strict validation policy rejected the batch; the report says why. Nothing was written."""
 
@@ -134,6 +144,7 @@ __all__ = [
     "CommitConflict",
     "CommitNotFound",
     "DuplicateKey",
+    "EventsError",
     "FeatureGroupNotFound",
     "FeatureStoreError",
     "InvalidData",
@@ -141,6 +152,7 @@ __all__ = [
     "KeyNotFound",
     "NotFound",
     "NullKey",
+    "PipelineError",
     "QueryError",
     "SchemaMismatch",
     "ServeError",

@@ -1,0 +1,302 @@
+"""Event sources: where a pipeline reads its events (entity, item, event type, event time).
+
+An :class:`EventSource` wraps a pandas DataFrame, a pyarrow Table, a Parquet file or glob, or a DuckDB
+query, with configurable column names (:class:`Columns`). :meth:`EventSource.load` selects the events
+strictly before a cutoff inside DuckDB, checks them, and returns an :class:`Events` batch: integer
+codes for entities and items (sorted ids, so codes do not depend on input order), event-type weights,
+and times, ordered by (entity, time). Per-item and per-entity counts are computed in DuckDB.
+
+Example::
+
+    source = EventSource("events/*.parquet", columns=Columns(entity="customer", item="sku"))
+    events = source.load(before=datetime(2026, 11, 1, tzinfo=UTC), weights={"view": 1, "purchase": 4})
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featurestore.conform import to_utc
+from featurestore.errors import EventsError
+from featurestore.storage.duck import literal, quote
+
+#: default weights for common event-type names; pipelines pass their own for other vocabularies
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "view": 1.0, "impression": 0.5, "click": 1.0, "search": 1.0, "play": 1.0,
+    "like": 2.0, "rating": 2.0, "wishlist": 2.0, "add_to_cart": 2.0, "cart": 2.0,
+    "purchase": 4.0, "order": 4.0, "transaction": 4.0,
+}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which source columns hold the entity id, item id, event type, event time and (optional) value.
+
+    ``type=None`` means the source has no event-type column: every event weighs the same.
+    """
+
+    entity: str = "user_id"
+    item: str = "item_id"
+    type: str | None = "event_type"
+    time: str = "event_time"
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Columns:
+        """Parse ``entity=customer,item=sku,type=action,time=ts`` (unnamed roles keep their default;
+        ``type=`` with no name means no event-type column)."""
+        kwargs: dict[str, str | None] = {}
+        known = {"entity", "item", "type", "time", "value"}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            role, sep, name = part.partition("=")
+            role = role.strip()
+            if not sep or role not in known:
+                raise EventsError(f"--columns takes role=column pairs with roles {sorted(known)}; got {part!r}")
+            kwargs[role] = name.strip() or None
+        for role in ("entity", "item", "time"):
+            if role in kwargs and not kwargs[role]:
+                raise EventsError(f"--columns: the {role} column cannot be empty")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"entity": self.entity, "item": self.item, "type": self.type, "time": self.time,
+                "value": self.value}
+
+
+@dataclass
+class Events:
+    """Events before a cutoff, ordered by (entity, time, item): codes index ``entity_ids``/``item_ids``."""
+
+    entity: np.ndarray          # int32 codes, sorted
+    item: np.ndarray            # int32 codes
+    weight: np.ndarray          # float32 event-type weight (times value when a value column is set)
+    time: np.ndarray            # int64 microseconds since the epoch (UTC)
+    entity_ids: np.ndarray      # object array of str, sorted
+    item_ids: np.ndarray        # object array of str, sorted
+    item_count: np.ndarray      # int64 events per item
+    item_last: np.ndarray       # int64 last event time per item (us)
+    entity_count: np.ndarray    # int64 events per entity
+    entity_last: np.ndarray     # int64 last event time per entity (us)
+    before: datetime | None = None
+    type_counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.entity.size)
+
+    @property
+    def n_entities(self) -> int:
+        return int(self.entity_ids.size)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.size)
+
+    def entity_starts(self) -> np.ndarray:
+        """Offsets of each entity's first event (length n_entities + 1)."""
+        return np.concatenate([[0], np.cumsum(self.entity_count)]).astype(np.int64)
+
+
+class EventSource:
+    """A table of events: a DataFrame, an Arrow table, a Parquet path or glob, or a DuckDB query.
+
+    ``query`` is SQL over any of DuckDB's readers (``SELECT * FROM read_csv('e.csv')``); pass the
+    DuckDB connection it needs (``connection=``) if it refers to tables you registered.
+    """
+
+    def __init__(self, data: Any = None, *, columns: Columns | None = None, query: str | None = None,
+                 connection: duckdb.DuckDBPyConnection | None = None):
+        if (data is None) == (query is None):
+            raise EventsError("give either data (DataFrame, Arrow table, Parquet path/glob) or query=")
+        self.data = data
+        self.query = query
+        self.columns = columns or Columns()
+        self._con = connection
+
+    def __repr__(self) -> str:
+        what = self.query if self.query is not None else (
+            os.fspath(self.data) if isinstance(self.data, str | os.PathLike) else type(self.data).__name__)
+        return f"EventSource({what!r}, columns={self.columns})"
+
+    def describe(self) -> str:
+        if self.query is not None:
+            return f"query: {self.query}"
+        if isinstance(self.data, str | os.PathLike):
+            return os.fspath(self.data)
+        return type(self.data).__name__
+
+    # ---- reading ----------------------------------------------------------------------------
+    def _relation_sql(self, con: duckdb.DuckDBPyConnection) -> str:
+        if self.query is not None:
+            return f"({self.query})"
+        data = self.data
+        if isinstance(data, str | os.PathLike):
+            path = os.fspath(data)
+            if not glob.glob(path) and "://" not in path:
+                raise EventsError(f"no events file matches {path!r}")
+            return f"read_parquet({literal(path)})"
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover
+            pd = None
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        if pd is not None and isinstance(data, pd.DataFrame):
+            try:
+                data = pa.Table.from_pandas(data, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise EventsError(f"cannot convert the events DataFrame to Arrow (mixed types or time "
+                                  f"zones in a column?): {exc}") from exc
+        if not isinstance(data, pa.Table):
+            raise EventsError(f"events must be a DataFrame, an Arrow table, a Parquet path or a query; "
+                              f"got {type(data).__name__}")
+        con.register("_events_input", data)
+        return "_events_input"
+
+    def schema(self, con: duckdb.DuckDBPyConnection, rel: str) -> dict[str, str]:
+        try:
+            desc = con.sql(f"DESCRIBE SELECT * FROM {rel}").fetchall()
+        except duckdb.Error as exc:
+            raise EventsError(f"cannot read events from {self.describe()}: {exc}") from exc
+        return {row[0]: row[1] for row in desc}
+
+    def load(self, before: datetime | None = None, *, weights: Mapping[str, float] | None = None,
+             after: datetime | None = None) -> Events:
+        """Events with ``time < before`` (all when None), checked, coded and ordered by (entity, time).
+
+        ``weights`` maps event types to weights; a type not in it raises :class:`EventsError`. Without
+        an event-type column every event weighs 1. ``after`` is ignored for reading (whole histories
+        are needed) but kept for symmetry with callers that only need entities active since then.
+        """
+        con = self._con.cursor() if self._con is not None else duckdb.connect(
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+        con.sql("SET TimeZone = 'UTC'")
+        try:
+            return self._load(con, before, weights)
+        finally:
+            con.close()
+
+    def _load(self, con: duckdb.DuckDBPyConnection, before: datetime | None,
+              weights: Mapping[str, float] | None) -> Events:
+        c = self.columns
+        rel = self._relation_sql(con)
+        types = self.schema(con, rel)
+        needed = [x for x in (c.entity, c.item, c.time, c.type, c.value) if x]
+        missing = [x for x in needed if x not in types]
+        if missing:
+            raise EventsError(f"events from {self.describe()} have no column(s) {', '.join(map(repr, missing))}; "
+                              f"columns are {', '.join(types)} (set them with Columns(...) / --columns)")
+        time_expr = _time_expr(con, rel, c.time, types[c.time])
+        ent, itm = quote(c.entity), quote(c.item)
+        for col in (c.entity, c.item):
+            nulls = _one(con, f"SELECT count(*) FROM {rel} WHERE {quote(col)} IS NULL")[0]
+            if nulls:
+                raise EventsError(f"events column {col!r} has {nulls} null id(s)")
+        where = "TRUE"
+        if before is not None:
+            where = f"t < {_ts_literal(before)}"
+        type_expr = f"CAST({quote(c.type)} AS VARCHAR)" if c.type else "NULL::VARCHAR"
+        value_expr = f"CAST({quote(c.value)} AS DOUBLE)" if c.value else "1.0"
+        base = (f"SELECT CAST({ent} AS VARCHAR) AS e, CAST({itm} AS VARCHAR) AS i, {type_expr} AS k, "
+                f"{time_expr} AS t, {value_expr} AS v FROM {rel}")
+        try:
+            con.sql(f"CREATE OR REPLACE TEMP TABLE _ev AS SELECT * FROM ({base}) WHERE {where}")
+        except duckdb.Error as exc:
+            raise EventsError(f"cannot read events from {self.describe()}: {exc}") from exc
+        if _one(con, "SELECT count(*) FROM _ev WHERE t IS NULL")[0]:
+            raise EventsError(f"events column {c.time!r} has null times")
+        type_counts: dict[str, int] = {}
+        if c.type:
+            rows = con.sql("SELECT k, count(*) FROM _ev GROUP BY k ORDER BY k NULLS FIRST").fetchall()
+            type_counts = {str(k): int(n) for k, n in rows}
+            if any(k is None for k, _ in rows):
+                raise EventsError(f"events column {c.type!r} has null event types")
+            table = dict(DEFAULT_WEIGHTS if weights is None else weights)
+            unknown = sorted(k for k in type_counts if k not in table)
+            if unknown:
+                raise EventsError(
+                    f"unknown event type(s) {', '.join(map(repr, unknown[:10]))} in column {c.type!r}; "
+                    f"known: {', '.join(sorted(table))} (pass weights, e.g. --weights "
+                    f"{unknown[0]}=1)")
+            bad = {k: w for k, w in table.items() if not (np.isfinite(w) and w >= 0)}
+            if bad:
+                raise EventsError(f"event-type weights must be finite and >= 0; got {bad}")
+            con.register("_weights", pa.table({"k": list(table), "w": [float(w) for w in table.values()]}))
+            weight_sql, join_w = "wt.w", "JOIN _weights wt ON wt.k = _ev.k"
+        else:
+            weight_sql, join_w = "1.0", ""
+        # codes from sorted ids, so the same events give the same codes whatever their order
+        con.sql("CREATE OR REPLACE TEMP TABLE _ents AS SELECT e, (row_number() OVER (ORDER BY e)) - 1 AS code, "
+                    "count, last FROM (SELECT e, count(*) AS count, epoch_us(max(t)) AS last FROM _ev GROUP BY e)")
+        con.sql("CREATE OR REPLACE TEMP TABLE _items AS SELECT i, (row_number() OVER (ORDER BY i)) - 1 AS code, "
+                    "count, last FROM (SELECT i, count(*) AS count, epoch_us(max(t)) AS last FROM _ev GROUP BY i)")
+        ents = con.sql("SELECT e, count, last FROM _ents ORDER BY code").to_arrow_table()
+        items = con.sql("SELECT i, count, last FROM _items ORDER BY code").to_arrow_table()
+        ev = con.sql(
+            f"SELECT n.code::INTEGER AS e, m.code::INTEGER AS i, ({weight_sql} * _ev.v)::FLOAT AS w, "
+            f"epoch_us(_ev.t) AS t FROM _ev JOIN _ents n USING (e) JOIN _items m USING (i) {join_w} "
+            f"ORDER BY n.code, t, m.code, w"
+        ).to_arrow_table()
+        w = _np(ev["w"], np.float32)
+        if ev.num_rows and not (np.isfinite(w).all() and (w >= 0).all()):
+            raise EventsError(f"event values in column {c.value!r} must be finite and >= 0")
+        return Events(
+            entity=_np(ev["e"], np.int32), item=_np(ev["i"], np.int32), weight=w, time=_np(ev["t"], np.int64),
+            entity_ids=np.asarray(ents["e"].to_pylist(), dtype=object),
+            item_ids=np.asarray(items["i"].to_pylist(), dtype=object),
+            item_count=_np(items["count"], np.int64), item_last=_np(items["last"], np.int64),
+            entity_count=_np(ents["count"], np.int64), entity_last=_np(ents["last"], np.int64),
+            before=to_utc(before) if before is not None else None, type_counts=type_counts,
+        )
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    """The first row of a query (fetched completely, so the connection is free afterwards)."""
+    return con.sql(sql).fetchall()[0]
+
+
+def _np(col: pa.ChunkedArray, dtype: Any) -> np.ndarray:
+    return np.ascontiguousarray(col.to_numpy(), dtype=dtype)
+
+
+def _ts_literal(value: datetime) -> str:
+    return f"TIMESTAMPTZ {literal(to_utc(value).isoformat())}"
+
+
+def _time_expr(con: duckdb.DuckDBPyConnection, rel: str, col: str, dtype: str) -> str:
+    """SQL turning the time column into TIMESTAMPTZ (naive times are UTC); checks strings parse and
+    agree on whether they carry a time zone."""
+    q = quote(col)
+    upper = dtype.upper()
+    if upper.startswith("TIMESTAMP WITH TIME ZONE") or upper == "TIMESTAMPTZ":
+        return q
+    if upper.startswith("TIMESTAMP") or upper == "DATE":
+        return f"timezone('UTC', CAST({q} AS TIMESTAMP))"
+    if upper == "VARCHAR":
+        # an offset or zone suffix: Z, +hh, +hh:mm, -hhmm
+        tz = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+        n_tz, n_naive = _one(
+            con, f"SELECT count(*) FILTER (WHERE regexp_matches(trim({q}), {literal(tz)})), "
+            f"count(*) FILTER (WHERE NOT regexp_matches(trim({q}), {literal(tz)})) FROM {rel} WHERE {q} IS NOT NULL")
+        if n_tz and n_naive:
+            raise EventsError(f"events column {col!r} mixes times with and without a time zone "
+                              f"({n_tz} with, {n_naive} without): give every time an offset, or none (UTC)")
+        parse = f"TRY_CAST({q} AS TIMESTAMPTZ)" if n_tz else f"timezone('UTC', TRY_CAST({q} AS TIMESTAMP))"
+        bad = con.sql(f"SELECT {q} FROM {rel} WHERE {q} IS NOT NULL AND {parse} IS NULL LIMIT 3").fetchall()
+        if bad:
+            raise EventsError(f"events column {col!r} has unparseable time(s), e.g. "
+                              f"{', '.join(repr(b[0]) for b in bad)} (use ISO-8601)")
+        return parse
+    raise EventsError(f"events column {col!r} must hold timestamps (or ISO-8601 strings); got {dtype}")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
