@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from featurestore.cli import core, online, training
+from featurestore.cli import core, online, pipelines, training
 from featurestore.cli._common import CLIError
 from featurestore.errors import FeatureStoreError
 
@@ -18,6 +18,7 @@ EPILOG = """examples:
   featurestore init
   featurestore apply schemas/
   featurestore ls
+  featurestore run pipelines/purchase_embeddings.py --as-of 2026-11-01
   featurestore sql "SELECT item_id, n_events FROM item_embeddings ORDER BY n_events DESC LIMIT 5"
 
 Every command takes --root PATH (default: $FEATURESTORE_ROOT, else ./featurestore_data)."""
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (core, online, training):
+    for module in (core, online, training, pipelines):
         module.register(sub)
     return parser
 

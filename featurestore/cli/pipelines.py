@@ -1,0 +1,118 @@
+"""Pipeline commands: run (one date, or a backfill over a range of dates)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Any
+
+from featurestore.cli._common import CLIError, command, open_store, print_json
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "run", "Run an embedding pipeline for one cutoff date, or backfill a range of dates.",
+                "featurestore run pipelines/purchase_embeddings.py --as-of 2026-11-01\n"
+                "  featurestore run pipelines/purchase_embeddings.py --backfill 2026-11-01 2026-11-07 --every 1d\n"
+                "  featurestore run --events 'events/*.parquet' --columns entity=customer,item=sku,type=,"
+                "time=ts --as-of 2026-11-01")
+    p.add_argument("pipeline", nargs="?", default=None,
+                   help="a pipeline file defining `pipeline = Pipeline(...)` (default: the built-in "
+                        "co-occurrence pipeline over --events)")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--as-of", metavar="TIME", help="cutoff (ISO-8601; naive = UTC): events before it are read")
+    when.add_argument("--backfill", nargs=2, metavar=("FROM", "TO"), help="run every cutoff from FROM to TO")
+    p.add_argument("--every", default="1d", help="backfill period: 1d, 6h, 1w, ... (default 1d)")
+    p.add_argument("--events", metavar="PATH", help="events Parquet file or glob (replaces the pipeline's source)")
+    p.add_argument("--query", metavar="SQL", help="a DuckDB query returning the events (instead of --events)")
+    p.add_argument("--columns", metavar="ROLE=COL,...",
+                   help="source column names: entity=,item=,type=,time=,value= (an empty type= means no "
+                        "event-type column: all events weigh the same)")
+    p.add_argument("--weights", metavar="TYPE=W,...", help="event-type weights, e.g. view=1,purchase=4")
+    p.add_argument("--name", default=None, help="pipeline name recorded in commits (default: the file's "
+                                                 "pipeline name, else 'embeddings')")
+    p.add_argument("--mode", choices=["incremental", "full"], default=None,
+                   help="incremental: rewrite only entities with new events while the item model is reused")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the run results as JSON")
+    p.set_defaults(func=cmd_run)
+
+
+def _time(value: str, flag: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise CLIError(f"{flag} takes an ISO-8601 time such as 2026-11-01 or 2026-11-01T06:00; got {value!r}") from exc
+
+
+def _weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        k, sep, v = part.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            sep = ""
+        if not sep or not k.strip():
+            raise CLIError(f"--weights takes type=number pairs, e.g. view=1,purchase=4; got {part!r}")
+    return out
+
+
+def build(args: argparse.Namespace) -> Any:
+    """The pipeline the arguments describe."""
+    from dataclasses import replace
+
+    from featurestore.events import Columns, EventSource
+    from featurestore.pipeline import Pipeline, load_pipeline
+
+    base = load_pipeline(args.pipeline) if args.pipeline else None
+    if base is None and not (args.events or args.query):
+        raise CLIError("give a pipeline file, or --events PATH (or --query SQL) to run the built-in pipeline")
+    if args.events and args.query:
+        raise CLIError("give --events or --query, not both")
+    columns = Columns.parse(args.columns) if args.columns else (base.source.columns if base else Columns())
+    if args.events or args.query:
+        source = EventSource(args.events, columns=columns) if args.events else EventSource(query=args.query,
+                                                                                             columns=columns)
+    else:
+        assert base is not None
+        source = EventSource(base.source.data, query=base.source.query, columns=columns) if args.columns \
+            else base.source
+    if base is None:
+        base = Pipeline(args.name or "embeddings", source)
+    changes: dict[str, Any] = {"source": source}
+    if args.name:
+        changes["name"] = args.name
+    if args.weights:
+        changes["weights"] = _weights(args.weights)
+    if args.mode:
+        changes["mode"] = args.mode
+    return replace(base, **changes)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from featurestore.pipeline import parse_every
+
+    pipeline = build(args)
+    store = open_store(args)
+    show = None if not args.quiet else False
+
+    def report(r: Any) -> None:
+        if not args.json:
+            print(r.summary(), flush=True)
+
+    if args.as_of:
+        results = [pipeline.run(store, _time(args.as_of, "--as-of"), progress=show, quiet=args.quiet)]
+        report(results[0])
+    else:
+        start, end = (_time(v, "--backfill") for v in args.backfill)
+        results = pipeline.backfill(store, start, end, parse_every(args.every), progress=show, quiet=args.quiet,
+                                    on_result=report)
+    written = [r for r in results if r.status == "written"]
+    if args.json:
+        print_json([r.to_dict() for r in results])
+    else:
+        commits = sum(len(r.commits) for r in results)
+        print(f"{len(results)} run(s): {len(written)} written, {len(results) - len(written)} already done; "
+              f"{commits} commit(s)", file=sys.stderr)
+    return 0

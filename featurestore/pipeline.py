@@ -1,0 +1,409 @@
+"""Scheduled embedding pipelines: events -> item model -> alignment -> entity vectors -> commits.
+
+A :class:`Pipeline` names an event source, an embedder, an aggregation and the two feature groups it
+writes (item and entity vectors). :meth:`Pipeline.run` does one dated run; :meth:`Pipeline.backfill`
+runs a range of dates in order. Runs are idempotent per (pipeline name, ``as_of``): the commit
+metadata records both, and a run that finds its own commit writes nothing.
+
+Point in time: a run reads only events with ``time < as_of``. Incremental mode: the item model is
+retrained when the newest one is at least ``retrain_every`` old; otherwise it is reused and only the
+entities with events since the previous run are rewritten. A retrained model rewrites every entity.
+
+Example::
+
+    from featurestore.events import EventSource
+    from featurestore.pipeline import Pipeline
+    p = Pipeline("purchase_embeddings", EventSource("events/*.parquet"))
+    result = p.run(store, as_of=datetime(2026, 11, 1, tzinfo=UTC))
+    print(result.summary())
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.conform import to_utc
+from featurestore.embed.aggregate import Aggregation, aggregate
+from featurestore.embed.align import align
+from featurestore.embed.base import Embedder, ItemModel
+from featurestore.embed.cooccurrence import CooccurrenceEmbedder
+from featurestore.errors import PipelineError
+from featurestore.events import EventSource, Events
+from featurestore.feature_group import Commit, FeatureGroup
+from featurestore.schema import TIMESTAMP, FeatureGroupSpec
+from featurestore.storage.duck import literal, quote
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+Mode = Literal["full", "incremental"]
+
+
+@dataclass
+class RunResult:
+    """What one dated run did."""
+
+    pipeline: str
+    as_of: datetime
+    status: Literal["written", "skipped"]
+    events: int = 0
+    items: int = 0
+    entities: int = 0          # entities with a vector at this cutoff
+    entities_written: int = 0
+    dim: int = 0
+    retrained: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    commits: list[Commit] = field(default_factory=list)
+    alignment: dict[str, Any] | None = None
+    message: str = ""
+
+    def summary(self) -> str:
+        if self.status == "skipped":
+            return f"{self.pipeline} as of {self.as_of.isoformat()}: {self.message}"
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
+        commits = ", ".join(f"{c.feature_group} v{c.version} commit {c.commit} ({c.row_count} rows)"
+                            for c in self.commits)
+        lines = [
+            f"{self.pipeline} as of {self.as_of.isoformat()}: {self.events:,} events read, "
+            f"{self.items:,} items, {self.entities:,} entities ({self.entities_written:,} written), {self.dim}-d, "
+            f"item model {'retrained' if self.retrained else 'reused'}",
+            f"  time: {stages}",
+            f"  commits: {commits or 'none'}",
+        ]
+        if self.alignment:
+            a = self.alignment
+            lines.append(f"  alignment over {a['shared_items']:,} shared items: mean cosine "
+                         f"{a['mean_cosine_before']:.3f} -> {a['mean_cosine_after']:.3f}, neighbour overlap@10 "
+                         f"{a['neighbour_overlap_at_10']}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline, "as_of": self.as_of.isoformat(), "status": self.status,
+                "events": self.events, "items": self.items, "entities": self.entities,
+                "entities_written": self.entities_written, "dim": self.dim, "retrained": self.retrained,
+                "seconds": self.seconds, "alignment": self.alignment, "message": self.message,
+                "commits": [c.to_dict() for c in self.commits]}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An embedding pipeline (see the module docstring).
+
+    ``weights``: event-type weights (None: :data:`featurestore.events.DEFAULT_WEIGHTS`); ``items`` and
+    ``entities``: the (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
+    ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run).
+    """
+
+    name: str
+    source: EventSource
+    embedder: Embedder = field(default_factory=CooccurrenceEmbedder)
+    aggregation: Aggregation = field(default_factory=Aggregation)
+    weights: Mapping[str, float] | None = None
+    items: tuple[str, int] = ("item_embeddings", 1)
+    entities: tuple[str, int] = ("user_embeddings", 1)
+    mode: Mode = "incremental"
+    retrain_every: timedelta = timedelta(0)
+    align: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise PipelineError("a pipeline needs a name")
+        if self.mode not in ("full", "incremental"):
+            raise PipelineError(f"mode must be 'full' or 'incremental'; got {self.mode!r}")
+        if not isinstance(self.embedder, Embedder):
+            raise PipelineError(f"embedder {self.embedder!r} does not implement fit() and params()")
+
+    def with_source(self, source: EventSource) -> Pipeline:
+        return replace(self, source=source)
+
+    def params(self) -> dict[str, Any]:
+        return {"embedder": {"name": self.embedder.name, **self.embedder.params()},
+                "aggregation": self.aggregation.params(),
+                "weights": dict(self.weights) if self.weights is not None else "default",
+                "mode": self.mode, "retrain_every_s": self.retrain_every.total_seconds(),
+                "source": self.source.describe(), "columns": self.source.columns.to_dict()}
+
+    def run(self, store: FeatureStore, as_of: datetime, *, progress: bool | None = None,
+            quiet: bool = False) -> RunResult:
+        """One run at cutoff ``as_of`` (events strictly before it); a no-op if already done."""
+        return _Run(self, store, to_utc(as_of), _show(progress, quiet)).execute()
+
+    def backfill(self, store: FeatureStore, start: datetime, end: datetime, every: timedelta = timedelta(days=1),
+                 *, progress: bool | None = None, quiet: bool = False,
+                 on_result: Any = None) -> list[RunResult]:
+        """Run every date from ``start`` to ``end`` (inclusive) in order, skipping dates already done."""
+        dates = schedule(start, end, every)
+        results = []
+        from tqdm import tqdm
+
+        for d in tqdm(dates, desc=f"{self.name} backfill", unit="run", disable=not _show(progress, quiet)):
+            r = self.run(store, d, progress=False, quiet=True)
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+        return results
+
+    def done(self, store: FeatureStore, as_of: datetime) -> bool:
+        """Whether a run of this pipeline at ``as_of`` has completed."""
+        ent = store.feature_group(*self.entities)
+        return _find(ent.history(), self.name, to_utc(as_of)) is not None
+
+
+def schedule(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
+    """The cutoffs start, start + every, ... up to and including end."""
+    if every <= timedelta(0):
+        raise PipelineError(f"--every must be positive; got {every}")
+    start, end = to_utc(start), to_utc(end)
+    if end < start:
+        raise PipelineError(f"the backfill ends ({end.isoformat()}) before it starts ({start.isoformat()})")
+    out, d = [], start
+    while d <= end:
+        out.append(d)
+        d += every
+    return out
+
+
+def parse_every(text: str) -> timedelta:
+    """``1d``, ``6h``, ``30m``, ``90s``, ``1w`` -> timedelta."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    text = text.strip()
+    try:
+        value, unit = float(text[:-1]), units[text[-1]]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise PipelineError(f"a period looks like 1d, 6h, 30m, 90s or 1w; got {text!r}") from exc
+    return timedelta(**{unit: value})
+
+
+# ---- one run ------------------------------------------------------------------------------------
+def _show(progress: bool | None, quiet: bool) -> bool:
+    if quiet:
+        return False
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def _find(history: list[Commit], name: str, as_of: datetime) -> Commit | None:
+    for c in reversed(history):
+        if c.metadata.get("pipeline") == name and c.as_of == as_of:
+            return c
+    return None
+
+
+def _previous(history: list[Commit], name: str, as_of: datetime) -> Commit | None:
+    """The commit of this pipeline with the greatest as_of before ``as_of``."""
+    best = None
+    for c in history:
+        if c.metadata.get("pipeline") == name and c.as_of is not None and c.as_of < as_of:
+            if best is None or c.as_of >= best.as_of:  # type: ignore[operator]
+                best = c
+    return best
+
+
+def _key(spec: FeatureGroupSpec) -> str:
+    if len(spec.entity_keys) != 1:
+        raise PipelineError(f"{spec.key} must have exactly one entity key to hold pipeline output")
+    return spec.entity_keys[0].name
+
+
+def _vector_feature(spec: FeatureGroupSpec) -> tuple[str, int]:
+    vecs = spec.vector_features
+    if len(vecs) != 1:
+        raise PipelineError(f"{spec.key} must have exactly one vector feature to hold pipeline output")
+    return vecs[0].name, int(vecs[0].dim)  # type: ignore[arg-type]
+
+
+def read_model(store: FeatureStore, fg: FeatureGroup, commit: Commit) -> ItemModel:
+    """The item vectors written by one pipeline commit (rows whose event_time is that commit's as_of)."""
+    from featurestore.storage.duck import relation_sql
+
+    key = _key(fg.spec)
+    vec, dim = _vector_feature(fg.spec)
+    assert commit.as_of is not None
+    sql = (f"SELECT CAST({quote(key)} AS VARCHAR) AS k, {quote(vec)} AS v FROM ({relation_sql(fg.spec, fg.files(commit.commit))}) "
+           f"WHERE {quote(fg.spec.event_time)} = TIMESTAMPTZ {literal(commit.as_of.isoformat())} ORDER BY k")
+    cur = store.duck.con.cursor()
+    try:
+        table = cur.sql(sql).to_arrow_table()
+    finally:
+        cur.close()
+    flat = table["v"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)
+    ids = np.asarray(table["k"].to_pylist(), dtype=object)
+    return ItemModel(ids, vectors, {"commit": commit.commit})
+
+
+def _ids_array(ids: np.ndarray, spec: FeatureGroupSpec) -> pa.Array:
+    t = spec.entity_keys[0].arrow_type
+    arr = pa.array(ids.tolist(), pa.string())
+    if pa.types.is_string(t):
+        return arr
+    try:
+        return arr.cast(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise PipelineError(f"{spec.key}: ids such as {ids[:3].tolist()} do not fit key type {t}") from exc
+
+
+def _rows(spec: FeatureGroupSpec, ids: np.ndarray, vectors: np.ndarray, n_events: np.ndarray,
+          last_us: np.ndarray) -> pa.Table:
+    vec, dim = _vector_feature(spec)
+    cols: dict[str, Any] = {
+        _key(spec): _ids_array(ids, spec),
+        vec: pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).ravel()), dim),
+    }
+    names = {f.name for f in spec.features}
+    if "n_events" in names:
+        cols["n_events"] = pa.array(np.asarray(n_events, np.int64))
+    if "last_event_time" in names:
+        cols["last_event_time"] = pa.array(np.asarray(last_us, np.int64)).cast(TIMESTAMP)
+    return pa.table(cols)
+
+
+class _Run:
+    def __init__(self, p: Pipeline, store: FeatureStore, as_of: datetime, show: bool):
+        self.p, self.store, self.as_of, self.show = p, store, as_of, show
+        self.items_fg = store.feature_group(*p.items)
+        self.ent_fg = store.feature_group(*p.entities)
+        self.seconds: dict[str, float] = {}
+        for fg in (self.items_fg, self.ent_fg):
+            _key(fg.spec)
+            _, dim = _vector_feature(fg.spec)
+            if dim != p.embedder.dim:
+                raise PipelineError(f"{fg.spec.key} holds {dim}-d vectors but the embedder makes "
+                                    f"{p.embedder.dim}-d ones: a new dimension is a new feature group version")
+
+    def _stage(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - t0, 3)
+        return now
+
+    def execute(self) -> RunResult:
+        p, as_of = self.p, self.as_of
+        ent_hist = self.ent_fg.history()
+        done = _find(ent_hist, p.name, as_of)
+        if done is not None:
+            return RunResult(p.name, as_of, "skipped",
+                             message=f"already done (commit {done.commit} of {self.ent_fg.spec.key}); nothing written",
+                             commits=[])
+        from tqdm import tqdm
+
+        bar = tqdm(total=5, desc=f"{p.name} {as_of.date()}", unit="stage", disable=not self.show, leave=False)
+        t = time.perf_counter()
+        bar.set_postfix_str("read")
+        events = p.source.load(before=as_of, weights=p.weights)
+        t = self._stage("read", t)
+        bar.update()
+        if len(events) == 0:
+            bar.close()
+            raise PipelineError(f"no events before {as_of.isoformat()} in {p.source.describe()}")
+
+        item_hist = self.items_fg.history()
+        own = _find(item_hist, p.name, as_of)       # an interrupted earlier run of this date
+        prev = _previous(item_hist, p.name, as_of)
+        commits: list[Commit] = []
+        alignment = None
+        if own is not None:
+            model, model_commit, retrained = read_model(self.store, self.items_fg, own), own, True
+            bar.update(2)
+        elif p.mode == "full" or prev is None or as_of - prev.as_of >= p.retrain_every:  # type: ignore[operator]
+            bar.set_postfix_str("fit")
+            model = p.embedder.fit(events, progress=self.show)
+            t = self._stage("fit", t)
+            bar.update()
+            bar.set_postfix_str("align")
+            if p.align and prev is not None:
+                model, a = align(model, read_model(self.store, self.items_fg, prev))
+                alignment = a.to_dict() if a is not None else None
+            t = self._stage("align", t)
+            bar.update()
+            codes = _codes(events.item_ids, model.item_ids)
+            table = _rows(self.items_fg.spec, model.item_ids, model.vectors, events.item_count[codes],
+                          events.item_last[codes])
+            meta = self._meta(events, model, retrained=True, model_commit=None, alignment=alignment)
+            model_commit = self.items_fg.insert(table, as_of=as_of, metadata=meta)
+            commits.append(model_commit)
+            t = self._stage("commit", t)
+            retrained = True
+        else:
+            assert prev is not None
+            model, model_commit, retrained = read_model(self.store, self.items_fg, prev), prev, False
+            t = self._stage("fit", t)
+            bar.update(2)
+
+        bar.set_postfix_str("aggregate")
+        subset = None
+        prev_ent = _previous(ent_hist, p.name, as_of)
+        if (not retrained and p.mode == "incremental" and prev_ent is not None
+                and prev_ent.metadata.get("model_commit") == model_commit.commit):
+            since = int(prev_ent.as_of.timestamp() * 1e6)  # type: ignore[union-attr]
+            subset = np.unique(events.entity[events.time >= since])
+        vectors = aggregate(events, model, p.aggregation, entities=subset)
+        t = self._stage("aggregate", t)
+        bar.update()
+        bar.set_postfix_str("commit")
+        table = _rows(self.ent_fg.spec, vectors.entity_ids, vectors.vectors, vectors.n_events,
+                      vectors.last_event_time)
+        meta = self._meta(events, model, retrained=retrained, model_commit=model_commit.commit,
+                          alignment=alignment, entities_written=table.num_rows,
+                          incremental_since=prev_ent.as_of.isoformat() if subset is not None else None)
+        commits.append(self.ent_fg.insert(table, as_of=as_of, metadata=meta))
+        self._stage("commit", t)
+        bar.update()
+        bar.close()
+        return RunResult(p.name, as_of, "written", events=len(events), items=len(model),
+                         entities=events.n_entities - vectors.skipped if subset is None else events.n_entities,
+                         entities_written=table.num_rows, dim=model.dim, retrained=retrained,
+                         seconds=dict(self.seconds), commits=commits, alignment=alignment)
+
+    def _meta(self, events: Events, model: ItemModel, *, retrained: bool, model_commit: int | None,
+              alignment: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
+        from featurestore import __version__
+
+        info = {k: v for k, v in model.info.items() if k != "alignment"}
+        return {
+            "pipeline": self.p.name, "as_of": self.as_of.isoformat(), "params": self.p.params(),
+            "code_version": f"featurestore {__version__}", "model_commit": model_commit,
+            "retrained": retrained, "model_info": info, "alignment": alignment,
+            "events_read": len(events), "event_types": events.type_counts, "items": len(model),
+            "entities": events.n_entities, "seconds": dict(self.seconds), **more,
+        }
+
+
+def _codes(all_ids: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    codes = pd.Index(all_ids).get_indexer(subset)
+    if (codes < 0).any():  # pragma: no cover - an embedder returned an item it was not given
+        raise PipelineError("the embedder returned items that are not in the events")
+    return codes
+
+
+def load_pipeline(path: str) -> Pipeline:
+    """The pipeline defined by a Python file: its module-level ``pipeline`` (a :class:`Pipeline`), or
+    the result of calling its ``build_pipeline()``."""
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise PipelineError(f"no pipeline file {path!r}")
+    name = "featurestore_pipeline_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineError(f"{path!r} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise PipelineError(f"cannot load pipeline {path!r}: {type(exc).__name__}: {exc}") from exc
+    obj = getattr(module, "pipeline", None)
+    if obj is None and callable(getattr(module, "build_pipeline", None)):
+        obj = module.build_pipeline()
+    if not isinstance(obj, Pipeline):
+        raise PipelineError(f"{path!r} defines no `pipeline = Pipeline(...)` (nor build_pipeline())")
+    return obj
