@@ -1,66 +1,128 @@
-"""The end-to-end demo behind ``featurestore demo`` / ``make demo``: a local store, generated data.
+"""The end-to-end demo behind ``featurestore demo`` / ``make demo``: generated purchase histories,
+the reference embedding pipeline run for several dates, and a look at what it learned.
 
-It creates (or reuses) a store folder, applies the shipped specs, commits several runs of generated
-item embeddings, time-travels to an older commit and queries the vectors through DuckDB.
+It generates seeded events with planted structure (item categories, drifting user tastes), writes
+them as Parquet, applies the shipped specs, runs the pipeline daily (the first run trains the item
+model, later runs align a retrained model or update only the users with new events), re-runs a date
+to show that nothing is written twice, and prints a user's nearest items next to that user's planted
+tastes.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.parquet as pq
 
+from featurestore.events import Columns, EventSource
+from featurestore.pipeline import Pipeline, load_pipeline
 from featurestore.store import FeatureStore
+from featurestore.synthetic import Synthetic, purchase_histories
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-
-
-def _items(rng: np.random.Generator, n: int, dim: int, day: datetime) -> pa.Table:
-    v = rng.standard_normal((n, dim)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return pa.table({
-        "item_id": [f"item_{i:05d}" for i in range(n)],
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), dim),
-        "n_events": rng.integers(1, 500, n),
-        "last_event_time": pa.array([day - timedelta(hours=1)] * n, pa.timestamp("us", tz="UTC")),
-    })
+REPO = Path(__file__).resolve().parent.parent
+SCHEMAS = REPO / "schemas"
+REFERENCE = REPO / "pipelines" / "purchase_embeddings.py"
+SIZES = {
+    "default": dict(n_users=20_000, n_items=5_000, n_events=1_000_000, n_categories=20),
+    "small": dict(n_users=600, n_items=300, n_events=30_000, n_categories=8),
+}
 
 
-def run(root: str | Path = "./featurestore_data", *, items: int = 5000, days: int = 3,
-        fresh: bool = True, schemas: Path = SCHEMAS, seed: int = 0) -> FeatureStore:
+def _pipeline(events: Path) -> Pipeline:
+    source = EventSource(str(events), columns=Columns(entity="user_id", item="item_id", type="event_type",
+                                                      time="event_time"))
+    if REFERENCE.exists():
+        return load_pipeline(str(REFERENCE)).with_source(source)
+    return Pipeline("purchase_embeddings", source, weights={"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0},
+                    retrain_every=timedelta(days=1))
+
+
+def planted_recovery(store: FeatureStore, data: Synthetic, as_of: datetime, *, users: int = 300, k: int = 10,
+                     top_categories: int = 3, seed: int = 0) -> tuple[float, float]:
+    """(share of users' k nearest items in their top planted categories, the share expected by chance)."""
+    items = store.feature_group("item_embeddings", 1).latest()
+    people = store.feature_group("user_embeddings", 1).latest()
+    ivec = np.stack(items["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    item_no = np.array([int(s[1:]) for s in items["item_id"].to_pylist()])
+    user_no = np.array([int(s[1:]) for s in people["user_id"].to_pylist()])
+    pick = np.random.default_rng(seed).choice(user_no.size, size=min(users, user_no.size), replace=False)
+    uvec = np.stack(people["embedding"].to_numpy(zero_copy_only=False)[pick]).astype(np.float32)
+    top = np.argsort(-(uvec @ ivec.T), axis=1)[:, :k]
+    taste = data.taste_at(as_of)[user_no[pick]]
+    cats = np.argsort(-taste, axis=1)[:, :top_categories]
+    item_cat = data.item_category[item_no]
+    hits = (item_cat[top][:, :, None] == cats[:, None, :]).any(axis=2).mean()
+    share = np.bincount(item_cat, minlength=data.n_categories) / item_cat.size
+    chance = share[cats].sum(axis=1).mean()
+    return float(hits), float(chance)
+
+
+def run(root: str | Path = "./featurestore_data", *, size: str = "default", days: int = 4, fresh: bool = True,
+        schemas: Path = SCHEMAS, seed: int = 0, progress: bool | None = None) -> FeatureStore:
     """Run the demo and print what happened; returns the store."""
     started = time.perf_counter()
     root = Path(root)
     if fresh and root.exists():
         shutil.rmtree(root)
+    params = SIZES[size]
+    data = purchase_histories(**params, days=30, seed=seed)
+    events_dir = root / "_demo_events"
+    events_dir.mkdir(parents=True, exist_ok=True)
+    events_path = events_dir / "events.parquet"
+    pq.write_table(data.events, events_path)
+    print(f"generated {data.events.num_rows:,} events: {params['n_users']:,} users, {params['n_items']:,} items in "
+          f"{params['n_categories']} planted categories, {data.start.date()} to {data.end.date()} "
+          f"-> {events_path}")
+
     store = FeatureStore(root)
     for r in store.apply(schemas):
         print(f"apply: {r.name} v{r.version} {r.action}")
-    fg = store.feature_group("item_embeddings", version=1)
-    rng = np.random.default_rng(seed)
-    first = datetime(2026, 11, 1, tzinfo=UTC)
-    for d in range(days):
-        as_of = first + timedelta(days=d)
-        c = fg.insert(_items(rng, items, 64, as_of), as_of=as_of, metadata={"pipeline": "demo", "day": d})
-        print(f"commit {c.commit}: {c.row_count} item vectors as of {as_of.date()}")
-    print(f"history: {len(fg.history())} commits; newest has {fg.count()} rows, "
-          f"{len(fg.latest())} items (latest per key)")
-    old = fg.read(as_of=1)
-    print(f"time travel: commit 1 holds {old.num_rows} rows, all as of "
-          f"{old['event_time'][0].as_py().date()}")
-    q = store.sql(
-        "WITH q AS (SELECT embedding FROM item_embeddings WHERE item_id = 'item_00042' "
-        "ORDER BY event_time DESC LIMIT 1) "
-        "SELECT i.item_id, array_cosine_similarity(i.embedding, q.embedding) AS score "
-        "FROM item_embeddings i, q "
-        "WHERE i.event_time = (SELECT max(event_time) FROM item_embeddings) "
-        "ORDER BY score DESC LIMIT 5").fetchall()
-    print("DuckDB: items nearest to item_00042 (cosine):")
-    for item_id, score in q:
-        print(f"  {item_id}  {score:.3f}")
-    print(f"done in {time.perf_counter() - started:.1f}s; store at {store.root.uri}")
+    pipeline = replace(_pipeline(events_path), retrain_every=timedelta(days=2))
+    print(f"pipeline {pipeline.name}: {pipeline.embedder.name} (dim {pipeline.embedder.dim}), "
+          f"{pipeline.mode}, item model retrained every {pipeline.retrain_every.days} days")
+
+    last = data.end.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = last - timedelta(days=days - 1)
+    print(f"\nbackfill {first.date()} .. {last.date()} (daily):")
+    results = pipeline.backfill(store, first, last, timedelta(days=1), progress=progress,
+                                on_result=lambda r: print(r.summary()))
+    again = pipeline.run(store, last, progress=False)
+    print(f"\nre-run {last.date()}: {again.message}")
+
+    users = store.feature_group("user_embeddings", 1)
+    print("\nuser_embeddings history:")
+    for c in users.history()[1:]:
+        m = c.metadata
+        print(f"  commit {c.commit}: as_of {c.as_of.date() if c.as_of else '-'}  {c.row_count:>6,} rows  "
+              f"model commit {m.get('model_commit')}  {'retrained' if m.get('retrained') else 'incremental'}")
+
+    # one user: nearest items next to the planted tastes
+    latest_items = store.feature_group("item_embeddings", 1).latest()
+    ivec = np.stack(latest_items["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    item_ids = latest_items["item_id"].to_pylist()
+    row = store.sql("SELECT user_id, embedding, n_events FROM user_embeddings "
+                    "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY event_time DESC) = 1 "
+                    "ORDER BY n_events DESC, user_id LIMIT 1 OFFSET 10").fetchall()[0]
+    user_id, vec, n_events = row[0], np.asarray(row[1], np.float32), row[2]
+    taste = data.taste_at(last)[int(user_id[1:])]
+    top_cats = np.argsort(-taste)[:3]
+    print(f"\nuser {user_id} ({n_events} events). Planted taste at {last.date()}: "
+          + ", ".join(f"category {c} {taste[c]:.0%}" for c in top_cats))
+    scores = ivec @ vec
+    print("  nearest items (cosine)      planted category")
+    for j in np.argsort(-scores)[:10]:
+        cat = int(data.item_category[int(item_ids[j][1:])])
+        mark = "  <- planted taste" if cat in top_cats else ""
+        print(f"  {item_ids[j]:10} {scores[j]:.3f}        {cat}{mark}")
+    hits, chance = planted_recovery(store, data, last, seed=seed)
+    print(f"\nover 300 users: {hits:.0%} of their 10 nearest items fall in their top-3 planted categories "
+          f"(chance: {chance:.0%})")
+    n = store.sql("SELECT count(*) FROM user_embeddings").fetchall()[0][0]
+    print(f"SQL: SELECT count(*) FROM user_embeddings -> {n:,} rows over {len(results)} runs")
+    print(f"\ndone in {time.perf_counter() - started:.1f}s; store at {root}")
     return store

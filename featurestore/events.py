@@ -176,13 +176,25 @@ class EventSource:
         an event-type column every event weighs 1. ``after`` is ignored for reading (whole histories
         are needed) but kept for symmetry with callers that only need entities active since then.
         """
-        con = self._con.cursor() if self._con is not None else duckdb.connect(
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-        con.sql("SET TimeZone = 'UTC'")
+        own = self._con is None
+        con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False}) if own else self._con
+        assert con is not None
+        if own:
+            con.sql("SET TimeZone = 'UTC'")
         try:
             return self._load(con, before, weights)
         finally:
-            con.close()
+            if own:
+                con.close()
+            else:  # leave the caller's connection as it was
+                for name in ("_ev", "_ents", "_items"):
+                    con.sql(f"DROP TABLE IF EXISTS {name}")
+                for name in ("_weights", "_events_input"):
+                    try:
+                        con.unregister(name)
+                    except duckdb.Error:
+                        pass
 
     def _load(self, con: duckdb.DuckDBPyConnection, before: datetime | None,
               weights: Mapping[str, float] | None) -> Events:
@@ -282,7 +294,7 @@ def _time_expr(con: duckdb.DuckDBPyConnection, rel: str, col: str, dtype: str) -
         return f"timezone('UTC', CAST({q} AS TIMESTAMP))"
     if upper == "VARCHAR":
         # an offset or zone suffix: Z, +hh, +hh:mm, -hhmm
-        tz = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+        tz = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$"
         n_tz, n_naive = _one(
             con, f"SELECT count(*) FILTER (WHERE regexp_matches(trim({q}), {literal(tz)})), "
             f"count(*) FILTER (WHERE NOT regexp_matches(trim({q}), {literal(tz)})) FROM {rel} WHERE {q} IS NOT NULL")

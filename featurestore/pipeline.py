@@ -359,7 +359,7 @@ class _Run:
         return RunResult(p.name, as_of, "written", events=len(events), items=len(model),
                          entities=events.n_entities - vectors.skipped if subset is None else events.n_entities,
                          entities_written=table.num_rows, dim=model.dim, retrained=retrained,
-                         seconds=dict(self.seconds), commits=commits, alignment=alignment)
+                         seconds=_ordered(self.seconds), commits=commits, alignment=alignment)
 
     def _meta(self, events: Events, model: ItemModel, *, retrained: bool, model_commit: int | None,
               alignment: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
@@ -373,6 +373,11 @@ class _Run:
             "events_read": len(events), "event_types": events.type_counts, "items": len(model),
             "entities": events.n_entities, "seconds": dict(self.seconds), **more,
         }
+
+
+def _ordered(seconds: dict[str, float]) -> dict[str, float]:
+    order = ["read", "fit", "align", "aggregate", "commit"]
+    return {k: seconds[k] for k in sorted(seconds, key=lambda k: order.index(k) if k in order else 99)}
 
 
 def _codes(all_ids: np.ndarray, subset: np.ndarray) -> np.ndarray:

@@ -188,11 +188,12 @@ def _write_text(out: str | None, text: str) -> None:
 
 
 def register_demo(sub: Any) -> None:
-    p = command(sub, "demo", "Run the end-to-end demo on a local store with generated data.",
+    p = command(sub, "demo", "Run the end-to-end demo: generated events, the embedding pipeline over several dates.",
                 "featurestore demo --root ./featurestore_data")
-    p.add_argument("--items", type=int, default=5000, help="items per run (default 5000)")
-    p.add_argument("--days", type=int, default=3, help="daily runs to commit (default 3)")
+    p.add_argument("--small", action="store_true", help="a small data set (seconds; used by the tests)")
+    p.add_argument("--days", type=int, default=4, help="daily pipeline runs (default 4)")
     p.add_argument("--keep", action="store_true", help="keep an existing store instead of starting fresh")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
 
@@ -202,6 +203,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from featurestore import demo
     from featurestore.store import DEFAULT_ROOT, ROOT_ENV
 
+    if args.days < 1:
+        raise CLIError("--days must be at least 1")
     root = args.root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-    demo.run(root, items=args.items, days=args.days, fresh=not args.keep)
+    demo.run(root, size="small" if args.small else "default", days=args.days, fresh=not args.keep,
+             progress=False if args.quiet else None)
     return 0

@@ -1,0 +1,259 @@
+"""Next-item quality: leave-last-out by time, HR@10 / NDCG@10 / MRR over all items, history excluded.
+
+Compares popularity, item-kNN (cosine over the user-item matrix), gensim Word2Vec item2vec (the peer,
+run with the peers interpreter in a subprocess, tuned on a validation split) and this library's
+co-occurrence pipeline with its shipped defaults. Every embedding model is scored the same way:
+the user's vector (the library's time-decayed aggregation of that model's item vectors) against all
+item vectors by cosine, the user's history excluded.
+
+    python benchmarks/bench_quality.py --quick         # small data, a quick look
+    python benchmarks/bench_quality.py                 # small and 5M events (100k users, 50k items)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from featurestore.embed import Aggregation, CooccurrenceEmbedder, ItemModel, aggregate, l2_normalize
+from featurestore.embed.aggregate import event_weights
+from featurestore.embed.cooccurrence import sequence_tokens
+from featurestore.events import EventSource, Events
+from featurestore.synthetic import purchase_histories
+
+HERE = Path(__file__).resolve().parent
+WEIGHTS = {"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
+SCALES = {
+    "small": dict(n_users=5_000, n_items=2_000, n_events=250_000),
+    "5M": dict(n_users=100_000, n_items=50_000, n_events=5_000_000),
+}
+
+
+def peers_python() -> str | None:
+    exe = os.environ.get("FEATURESTORE_PEERS_PYTHON") or str(HERE.parent / ".venv-peers" / "bin" / "python")
+    return exe if os.path.exists(exe) else None
+
+
+# ---- the split -----------------------------------------------------------------------------------
+def split_last(events: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(train, test): each user's last event (by time) is held out; the rest is training data."""
+    con = duckdb.connect()
+    con.register("ev", events)
+    ranked = ("SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY event_time DESC, item_id DESC) AS rn "
+              "FROM ev")
+    train = con.sql(f"SELECT * EXCLUDE (rn) FROM ({ranked}) WHERE rn > 1 ORDER BY event_time, user_id").to_arrow_table()
+    test = con.sql(f"SELECT user_id, item_id FROM ({ranked}) WHERE rn = 1").to_arrow_table()
+    con.close()
+    return train, test
+
+
+class Task:
+    """Training events and, for a sample of users, the held-out item and the history to exclude."""
+
+    def __init__(self, train: pa.Table, test: pa.Table, n_eval: int, seed: int = 0):
+        self.events = EventSource(train).load(weights=WEIGHTS)
+        ev = self.events
+        users = pd.Index(ev.entity_ids).get_indexer(test["user_id"].to_pylist())
+        target = pd.Index(ev.item_ids).get_indexer(test["item_id"].to_pylist())
+        ok = users >= 0
+        users, target = users[ok], target[ok]
+        hist = sp.csr_matrix((np.ones(len(ev), np.float32), (ev.entity, ev.item)), shape=(ev.n_entities, ev.n_items))
+        hist.sum_duplicates()
+        in_hist = np.asarray(hist[users, np.maximum(target, 0)]).ravel() > 0
+        keep = ~(in_hist & (target >= 0))   # a repeat of a history item cannot be recommended
+        users, target = users[keep], target[keep]
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(users.size, size=min(n_eval, users.size), replace=False))
+        self.users, self.target = users[pick], target[pick]
+        self.hist = hist[self.users].tocsr()
+
+
+def evaluate(task: Task, score_batch, batch: int = 512) -> dict[str, float]:
+    """HR@10, NDCG@10, MRR with pessimistic ties; ``score_batch(user_codes) -> (b, n_items)``."""
+    ranks = []
+    for lo in range(0, task.users.size, batch):
+        u, t = task.users[lo:lo + batch], task.target[lo:lo + batch]
+        s = np.asarray(score_batch(u), dtype=np.float32)
+        h = task.hist[lo:lo + batch]
+        s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
+        ts = np.where(t >= 0, s[np.arange(u.size), np.maximum(t, 0)], -np.inf)
+        r = (s > ts[:, None]).sum(axis=1) + (s == ts[:, None]).sum(axis=1) - 1
+        r = np.where(t >= 0, r, s.shape[1])
+        ranks.append(r)
+    rank = np.concatenate(ranks)
+    return {"hr@10": float(np.mean(rank < 10)),
+            "ndcg@10": float(np.mean(np.where(rank < 10, 1 / np.log2(rank + 2), 0.0))),
+            "mrr": float(np.mean(1.0 / (rank + 1))), "users": int(rank.size)}
+
+
+# ---- models ------------------------------------------------------------------------------------------
+def popularity(task: Task):
+    pop = task.events.item_count.astype(np.float32)
+    return lambda u: np.broadcast_to(pop, (u.size, pop.size)).copy()
+
+
+def item_knn(task: Task, agg: Aggregation):
+    """Cosine item-item similarity over the binary user-item matrix; score = weighted sum over history."""
+    ev = task.events
+    x = sp.csr_matrix((np.ones(len(ev), np.float32), (ev.entity, ev.item)), shape=(ev.n_entities, ev.n_items))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+    xn = (x @ sp.diags(1.0 / np.maximum(norms, 1e-12))).astype(np.float32).tocsr()
+    w = event_weights(ev, agg)
+    h = sp.csr_matrix((w, (ev.entity, ev.item)), shape=(ev.n_entities, ev.n_items))
+    h.sum_duplicates()
+    xnt = xn.T.tocsr()
+
+    def score(u):
+        a = h[u].astype(np.float32) @ xnt     # (b, users): sum over history of x_ui / |i|
+        return (a @ xn).toarray()             # (b, items): cosine-weighted sum
+    return score
+
+
+def embedding_scorer(task: Task, model: ItemModel, agg: Aggregation):
+    ev = task.events
+    users = aggregate(ev, model, agg)
+    uvec = np.zeros((ev.n_entities, model.dim), np.float32)
+    uvec[pd.Index(ev.entity_ids).get_indexer(users.entity_ids)] = users.vectors
+    ivec = np.zeros((ev.n_items, model.dim), np.float32)
+    rows = pd.Index(ev.item_ids).get_indexer(model.item_ids)
+    ivec[rows] = l2_normalize(model.vectors)
+    missing = np.ones(ev.n_items, bool)
+    missing[rows] = False
+
+    def score(u):
+        s = uvec[u] @ ivec.T
+        s[:, missing] = -2.0
+        return s
+    return score
+
+
+def gensim_model(task: Task, params: dict, workdir: Path, python: str) -> tuple[ItemModel, float]:
+    ev = task.events
+    corpus = workdir / "corpus.txt"
+    if not corpus.exists():
+        ent, item, _ = sequence_tokens(ev)
+        bounds = np.flatnonzero(np.diff(ent)) + 1
+        with open(corpus, "w") as f:
+            for seq in np.split(item, bounds):
+                f.write(" ".join(map(str, seq.tolist())) + "\n")
+    out = workdir / "gensim.npz"
+    proc = subprocess.run([python, str(HERE / "_gensim_item2vec.py"), str(corpus), str(out), json.dumps(params)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"gensim failed: {proc.stderr[-2000:]}")
+    z = np.load(out)
+    ids = ev.item_ids[z["keys"]]
+    return ItemModel(ids, l2_normalize(z["vectors"])), float(z["fit_seconds"])
+
+
+# ---- one scale ----------------------------------------------------------------------------------------
+def run_scale(name: str, size: dict, *, n_eval: int, grid: list[dict], seed: int, workdir: Path) -> list[dict]:
+    print(f"\n== {name}: generating {size['n_events']:,} events ({size['n_users']:,} users, "
+          f"{size['n_items']:,} items)", flush=True)
+    data = purchase_histories(**size, seed=seed)
+    train, test = split_last(data.events)
+    val_train, val_test = split_last(train)
+    task = Task(train, test, n_eval, seed)
+    agg = Aggregation()
+    rows = []
+
+    def add(model: str, metrics: dict, fit_s: float | None, note: str = "") -> None:
+        row = {"scale": name, "model": model, **metrics, "fit_s": fit_s,
+               "events_per_s": (len(task.events) / fit_s) if fit_s else None, "note": note}
+        rows.append(row)
+        print(f"  {model:28} HR@10 {metrics['hr@10']:.4f}  NDCG@10 {metrics['ndcg@10']:.4f}  MRR "
+              f"{metrics['mrr']:.4f}  fit {fit_s if fit_s is not None else float('nan'):.1f}s  {note}", flush=True)
+
+    t0 = time.perf_counter()
+    pop = popularity(task)
+    add("popularity", evaluate(task, pop), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    knn = item_knn(task, agg)
+    fit = time.perf_counter() - t0
+    add("item-kNN (cosine)", evaluate(task, knn, batch=128), fit, "scoring-time model")
+
+    t0 = time.perf_counter()
+    ours = CooccurrenceEmbedder().fit(task.events)
+    fit = time.perf_counter() - t0
+    add("featurestore cooccurrence", evaluate(task, embedding_scorer(task, ours, agg)), fit, "shipped defaults")
+
+    python = peers_python()
+    if python is None:
+        print("  gensim: no peers interpreter (set FEATURESTORE_PEERS_PYTHON or run `make peers`)")
+        return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        vtask = Task(val_train, val_test, n_eval, seed)
+        best, best_hr = None, -1.0
+        vdir = Path(tmp) / "val"
+        vdir.mkdir()
+        for params in grid:
+            model, _ = gensim_model(vtask, params, vdir, python)
+            hr = evaluate(vtask, embedding_scorer(vtask, model, agg))["hr@10"]
+            print(f"  gensim validation {params}: HR@10 {hr:.4f}", flush=True)
+            if hr > best_hr:
+                best, best_hr = params, hr
+        assert best is not None
+        tdir = Path(tmp) / "test"
+        tdir.mkdir()
+        model, fit = gensim_model(task, best, tdir, python)
+        add("gensim item2vec (tuned)", evaluate(task, embedding_scorer(task, model, agg)), fit,
+            f"epochs={best['epochs']} min_count={best['min_count']} sample={best['sample']}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="only the small scale")
+    ap.add_argument("--scales", default=None, help="comma-separated: small,5M")
+    ap.add_argument("--eval-users", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    scales = ["small"] if args.quick else (args.scales.split(",") if args.scales else ["small", "5M"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in scales:
+            big = name != "small"
+            grid = [dict(dim=64, epochs=e, min_count=m, sample=s)
+                    for e, m, s in itertools.product([5, 15] if big else [5, 15, 30], [1, 3] if not big else [1],
+                                                     [1e-3, 1e-4] if big else [0.0, 1e-3, 1e-4])]
+            results += run_scale(name, SCALES[name], n_eval=args.eval_users, grid=grid, seed=args.seed,
+                                 workdir=Path(tmp))
+    print()
+    print(f"{'scale':6} {'model':28} {'HR@10':>7} {'NDCG@10':>8} {'MRR':>7} {'fit s':>7} {'events/s':>10}")
+    for r in results:
+        eps = f"{r['events_per_s']:,.0f}" if r["events_per_s"] else ""
+        fit = f"{r['fit_s']:.1f}" if r["fit_s"] is not None else ""
+        print(f"{r['scale']:6} {r['model']:28} {r['hr@10']:7.4f} {r['ndcg@10']:8.4f} {r['mrr']:7.4f} {fit:>7} {eps:>10}")
+    for scale in scales:
+        by = {r["model"]: r for r in results if r["scale"] == scale}
+        g, o = by.get("gensim item2vec (tuned)"), by.get("featurestore cooccurrence")
+        if g and o:
+            print(f"{scale}: HR@10 ratio ours/gensim = {o['hr@10'] / max(g['hr@10'], 1e-9):.2f}; "
+                  f"fit speed-up = {g['fit_s'] / o['fit_s']:.1f}x")
+    out = HERE / "results" / "quality.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "machine": platform.platform(),
+                               "cpus": os.cpu_count(), "results": results}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
