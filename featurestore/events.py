@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Mapping
@@ -191,10 +192,8 @@ class EventSource:
                 for name in ("_ev", "_ents", "_items"):
                     con.sql(f"DROP TABLE IF EXISTS {name}")
                 for name in ("_weights", "_events_input"):
-                    try:
+                    with contextlib.suppress(duckdb.Error):
                         con.unregister(name)
-                    except duckdb.Error:
-                        pass
 
     def _load(self, con: duckdb.DuckDBPyConnection, before: datetime | None,
               weights: Mapping[str, float] | None) -> Events:

@@ -36,7 +36,7 @@ from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, ItemModel
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
 from featurestore.errors import PipelineError
-from featurestore.events import EventSource, Events
+from featurestore.events import Events, EventSource
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage.duck import literal, quote
@@ -200,9 +200,9 @@ def _previous(history: list[Commit], name: str, as_of: datetime) -> Commit | Non
     """The commit of this pipeline with the greatest as_of before ``as_of``."""
     best = None
     for c in history:
-        if c.metadata.get("pipeline") == name and c.as_of is not None and c.as_of < as_of:
-            if best is None or c.as_of >= best.as_of:  # type: ignore[operator]
-                best = c
+        if (c.metadata.get("pipeline") == name and c.as_of is not None and c.as_of < as_of
+                and (best is None or c.as_of >= best.as_of)):  # type: ignore[operator]
+            best = c
     return best
 
 
@@ -226,7 +226,12 @@ def read_model(store: FeatureStore, fg: FeatureGroup, commit: Commit) -> ItemMod
     key = _key(fg.spec)
     vec, dim = _vector_feature(fg.spec)
     assert commit.as_of is not None
-    sql = (f"SELECT CAST({quote(key)} AS VARCHAR) AS k, {quote(vec)} AS v FROM ({relation_sql(fg.spec, fg.files(commit.commit))}) "
+    # only the files this commit added (appends never remove files), and only its run's rows
+    files = fg.files(commit.commit)
+    if commit.commit > 0:
+        older = set(fg.files(commit.commit - 1))
+        files = [f for f in files if f not in older]
+    sql = (f"SELECT CAST({quote(key)} AS VARCHAR) AS k, {quote(vec)} AS v FROM ({relation_sql(fg.spec, files)}) "
            f"WHERE {quote(fg.spec.event_time)} = TIMESTAMPTZ {literal(commit.as_of.isoformat())} ORDER BY k")
     cur = store.duck.con.cursor()
     try:
@@ -236,7 +241,9 @@ def read_model(store: FeatureStore, fg: FeatureGroup, commit: Commit) -> ItemMod
     flat = table["v"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
     vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)
     ids = np.asarray(table["k"].to_pylist(), dtype=object)
-    return ItemModel(ids, vectors, {"commit": commit.commit})
+    query = commit.metadata.get("query") or {}
+    return ItemModel(ids, vectors, {"commit": commit.commit}, query_dims=query.get("dims"),
+                     query_tail=tuple(query.get("tail", ())))
 
 
 def _ids_array(ids: np.ndarray, spec: FeatureGroupSpec) -> pa.Array:
@@ -369,7 +376,7 @@ class _Run:
         return {
             "pipeline": self.p.name, "as_of": self.as_of.isoformat(), "params": self.p.params(),
             "code_version": f"featurestore {__version__}", "model_commit": model_commit,
-            "retrained": retrained, "model_info": info, "alignment": alignment,
+            "retrained": retrained, "model_info": info, "alignment": alignment, "query": model.query(),
             "events_read": len(events), "event_types": events.type_counts, "items": len(model),
             "entities": events.n_entities, "seconds": dict(self.seconds), **more,
         }

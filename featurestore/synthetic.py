@@ -86,7 +86,7 @@ def purchase_histories(n_users: int = 1000, n_items: int = 500, n_events: int = 
     taste_end = rng.dirichlet(np.full(n_cat, taste_concentration), n_users)
     activity = rng.lognormal(0.0, 1.0, n_users)
 
-    n_sessions = max(1, int(round(n_events / session_mean)))
+    n_sessions = max(1, round(n_events / session_mean))
     s_user = rng.choice(n_users, size=n_sessions, p=activity / activity.sum())
     s_time = rng.integers(0, span_us, n_sessions)
     lam = s_time / span_us

@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     on_result=report)
     written = [r for r in results if r.status == "written"]
     if args.json:
-        print_json([r.to_dict() for r in results])
+        print_json([r.to_dict() for r in results], out=sys.stdout)
     else:
         commits = sum(len(r.commits) for r in results)
         print(f"{len(results)} run(s): {len(written)} written, {len(results) - len(written)} already done; "

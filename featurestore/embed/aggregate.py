@@ -1,10 +1,13 @@
 """Entity vectors from histories: a time-decayed, event-type-weighted mean of item vectors.
 
 An event's weight is its event-type weight times ``0.5 ** (age / half_life)``, where the age is
-counted back from the entity's own latest event, either in events (``half_life`` an int: the 10th
-most recent event weighs half the latest) or in time (``half_life`` a timedelta). Measuring from the
+counted back from the entity's own latest event, either in events (``half_life`` an int: with 5, the
+6th most recent event weighs half the latest) or in time (``half_life`` a timedelta). Measuring from the
 entity's latest event rather than from the cutoff changes nothing after normalisation and keeps an
-entity without new events byte-identical across runs (what incremental runs rely on).
+entity without new events byte-identical across runs (what incremental runs rely on). When the item
+model says so (``ItemModel.query_dims``/``query_tail``), an entity vector is the weighted mean of the
+leading coordinates followed by a fixed tail, so that its cosine with item vectors ranks items the
+way the model intends (see :mod:`featurestore.embed.cooccurrence`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class Aggregation:
     """How entity vectors are aggregated. ``half_life``: events (int) or time (timedelta); None = no
     decay. ``max_events``: only each entity's most recent events count (None = all)."""
 
-    half_life: int | timedelta | None = 10
+    half_life: int | timedelta | None = 5
     max_events: int | None = None
 
     def __post_init__(self) -> None:
@@ -91,7 +94,13 @@ def aggregate(events: Events, model: ItemModel, agg: Aggregation | None = None,
                       shape=(events.n_entities, len(model)), dtype=np.float32)
     m.sum_duplicates()
     has = np.flatnonzero(np.diff(m.indptr) > 0)
-    vectors = l2_normalize(np.asarray(m[has] @ model.vectors, dtype=np.float32))
+    sub = m[has]
+    vectors = np.asarray(sub @ model.vectors, dtype=np.float32)
+    if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
+        total = np.asarray(sub.sum(axis=1), dtype=np.float32)
+        vectors = vectors / np.maximum(total, np.float32(1e-30))
+        vectors[:, model.query_dims:] = np.asarray(model.query_tail, dtype=np.float32)
+    vectors = l2_normalize(vectors)
     ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)
     has = has[ok]
     considered = events.n_entities if entities is None else len(np.unique(entities))

@@ -3,7 +3,8 @@
 SVD embeddings are defined only up to rotation (and sign), so two runs on almost the same events can
 give unrelated coordinates. Rotating the new vectors by the orthogonal ``R`` minimising
 ``||A R - B||`` over the items both runs share keeps coordinates comparable across commits, without
-changing any similarity within the new model (R is orthogonal).
+changing any similarity within the new model (R is orthogonal). Coordinates after
+``ItemModel.query_dims`` (popularity, norm slack) stay where they are: only the leading ones rotate.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     ours = np.flatnonzero(idx >= 0)
     if ours.size < (min_shared if min_shared is not None else new.dim):
         return new, None
+    q = new.query_dims if new.query_dims is not None else new.dim  # slack coordinates are not rotated
     a, b = new.vectors[ours], previous.vectors[idx[ours]]
-    r = procrustes(a, b)
+    r = np.eye(new.dim)
+    r[:q, :q] = procrustes(a[:, :q], b[:, :q])
     rotated = l2_normalize((new.vectors.astype(np.float64) @ r).astype(np.float32))
     before = float(np.mean(np.sum(a * b, axis=1)))
     after = float(np.mean(np.sum(rotated[ours] * b, axis=1)))
@@ -60,7 +63,7 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     info = dict(new.info)
     result = Alignment(r, int(ours.size), before, after, overlap)
     info["alignment"] = result.to_dict()
-    return ItemModel(new.item_ids, rotated, info), result
+    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:

@@ -21,10 +21,24 @@ class ItemModel:
     item_ids: np.ndarray        # object array of str
     vectors: np.ndarray         # float32 (n_items, dim), rows of unit norm
     info: dict[str, Any] = field(default_factory=dict)  # figures the embedder wants recorded
+    #: entity (query) vectors are the weighted mean of the first ``query_dims`` coordinates followed
+    #: by the fixed ``query_tail`` (e.g. a popularity weight and a zero for the norm-slack coordinate;
+    #: see :mod:`featurestore.embed.cooccurrence`). None: the weighted mean of whole vectors.
+    query_dims: int | None = None
+    query_tail: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.item_ids):
             raise ValueError(f"{self.vectors.shape[0]} vectors for {len(self.item_ids)} item ids")
+        if self.query_dims is not None and self.query_dims + len(self.query_tail) != self.vectors.shape[1]:
+            raise ValueError(f"query_dims {self.query_dims} + tail {len(self.query_tail)} != dim "
+                             f"{self.vectors.shape[1]}")
+
+    def query(self) -> dict[str, Any] | None:
+        """How entity vectors are formed, as recorded in commit metadata (None: plain mean)."""
+        if self.query_dims is None:
+            return None
+        return {"dims": self.query_dims, "tail": [float(t) for t in self.query_tail]}
 
     @property
     def dim(self) -> int:
@@ -36,7 +50,11 @@ class ItemModel:
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Fits item vectors from events ordered by (entity, time). ``name`` is recorded in commits."""
+    """Fits item vectors from events ordered by (entity, time). ``name`` is recorded in commits.
+
+    The returned :class:`ItemModel` says how entity vectors are formed from it (``query_dims`` and
+    ``query_tail``); the pipeline records that with the commit.
+    """
 
     name: str
     dim: int

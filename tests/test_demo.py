@@ -1,0 +1,25 @@
+"""`featurestore demo --small`: the whole tour on a small data set."""
+
+from __future__ import annotations
+
+import re
+
+from featurestore import FeatureStore
+from featurestore.cli import main
+
+
+def test_small_demo_runs_end_to_end(tmp_path, capsys):
+    root = tmp_path / "demo"
+    assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "apply: item_embeddings v1 created" in out
+    assert out.count("purchase_embeddings as of") == 3
+    assert "already done" in out and "Planted taste" in out and "<- planted taste" in out
+    hits, chance = map(int, re.search(r"(\d+)% of their 10 nearest items .* \(chance: (\d+)%\)", out).groups())
+    assert hits > 1.5 * chance
+    store = FeatureStore(root)
+    assert len(store.feature_group("user_embeddings", 1).history()) == 4   # create + 3 runs
+    store.close()
+    # running it again starts fresh
+    assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "1"]) == 0
+    assert len(FeatureStore(root).feature_group("user_embeddings", 1).history()) == 2
