@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
 REFERENCE = REPO / "pipelines" / "purchase_embeddings.py"
 SIZES = {
-    "default": dict(n_users=20_000, n_items=5_000, n_events=1_000_000, n_categories=20),
-    "small": dict(n_users=600, n_items=300, n_events=30_000, n_categories=8),
+    "default": dict(n_users=15_000, n_items=5_000, n_events=600_000, n_categories=20),
+    "small": dict(n_users=800, n_items=400, n_events=40_000, n_categories=12),
 }
 
 

@@ -201,3 +201,63 @@ def test_alignment_keeps_similarities_and_needs_shared_items(planted):
     other = ItemModel(np.array(["x", "y"], dtype=object), a.vectors[:2])
     same, none = align(b, other)
     assert none is None and same is b
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000))
+def test_norm_slack_makes_cosine_rank_like_the_inner_product(seed):
+    from featurestore.embed.cooccurrence import inner_product_to_cosine
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((50, 6)) * rng.uniform(0.1, 3.0, (50, 1))
+    q = rng.standard_normal(6)
+    z = inner_product_to_cosine(x)
+    assert np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    query = np.append(q, 0.0)
+    cos = z @ query / np.linalg.norm(query)
+    assert np.array_equal(np.argsort(-cos, kind="stable")[:10], np.argsort(-(x @ q), kind="stable")[:10])
+
+
+def test_next_item_scoring_adds_the_popularity_prior(planted):
+    _, ev = planted
+    model = CooccurrenceEmbedder(popularity=1.0).fit(ev)
+    assert model.query_dims == 62 and len(model.query_tail) == 2 and model.query_tail[1] == 0.0
+    assert np.allclose(np.linalg.norm(model.vectors, axis=1), 1, atol=1e-5)
+    # an entity's cosine ranks items by <weighted mean of its items' x, x_j> + log P_alpha(j)
+    from featurestore.embed import event_weights
+
+    agg = Aggregation(half_life=3)
+    users = aggregate(ev, model, agg)
+    w = event_weights(ev, agg)
+    rows = {k: r for r, k in enumerate(model.item_ids.tolist())}
+    x, prior = model.vectors[:, :62].astype(np.float64), model.vectors[:, 62].astype(np.float64)
+    for e in range(5):
+        idx = np.flatnonzero(ev.entity == e)
+        r = np.array([rows[ev.item_ids[ev.item[k]]] for k in idx])
+        mean = (w[idx, None] * x[r]).sum(axis=0) / w[idx].sum()
+        want = x @ mean + model.query_tail[0] * prior
+        got = model.vectors @ users.vectors[users.entity_ids.tolist().index(ev.entity_ids[e])]
+        assert users.vectors[:, 63].max() == 0.0
+        assert np.array_equal(np.argsort(-want)[:20], np.argsort(-got)[:20])
+    pop = CooccurrenceEmbedder(scoring="cosine").fit(ev)
+    assert pop.query_dims is None and pop.vectors.shape[1] == 64
+
+
+def test_alignment_rotates_only_the_leading_coordinates(planted):
+    _, ev = planted
+    a = CooccurrenceEmbedder(seed=0).fit(ev)
+    b = CooccurrenceEmbedder(seed=3, n_iter=1).fit(ev)
+    aligned, info = align(b, a)
+    assert np.allclose(aligned.vectors[:, 62:], b.vectors[:, 62:], atol=1e-6)
+    assert np.allclose(info.rotation[62:, :], np.eye(64)[62:, :]) and aligned.query_tail == b.query_tail
+    assert info.cosine_after > info.cosine_before
+
+
+def test_sessions_split_at_pauses():
+    from featurestore.embed.cooccurrence import cooccurrence
+
+    rows = [(0, 1, "view", 0), (0, 2, "view", 1), (0, 3, "view", 200)]   # a 199-minute pause
+    ev = _events(rows)
+    split = cooccurrence(ev, window=2, session_gap=timedelta(minutes=30), cross_session=0.5).toarray()
+    whole = cooccurrence(ev, window=2).toarray()
+    assert split[0, 1] == whole[0, 1] and split[1, 2] == 0.5 * whole[1, 2] and split[0, 2] == 0.5 * whole[0, 2]

@@ -18,10 +18,10 @@ vector and an item vector ranks by:
   and one slack coordinate absorbing the rest of each row's norm (Bachrach et al., RecSys 2014). An
   entity vector is the weighted mean of its items' components with fixed tail ``(popularity/M, 0)``,
   so its cosine with an item ranks items by ``mean PMI(history, item) + popularity * log
-  P_alpha(item)``. With ``popularity = 1`` that estimates ``log P(item | history)`` (exactly, for one
-  history item and ``eig = 0.5``); the default 0.5 halves the prior so an entity's nearest items still
-  reflect its tastes (measured on planted data: 1.0 pulls most of them towards best-sellers) while
-  keeping most of the next-item gain.
+  P_alpha(item)``: with the default ``popularity = 1`` an estimate of ``log P(item | history)``
+  (exact for one history item and ``eig = 0.5``, up to the clipping of negative PMI). Because
+  unrelated items have PMI clipped at 0, best-sellers outside an entity's tastes also rank high;
+  lower ``popularity`` (or ``scoring="inner_product"``) when vectors should reflect taste alone.
 - ``"inner_product"``: ``dim - 1`` components and the slack coordinate: ranks by the mean PMI alone.
 - ``"cosine"``: ``dim`` components, rows L2-normalised: the classic embedding, popularity-blind.
 
@@ -72,7 +72,7 @@ class CooccurrenceEmbedder:
     session_gap: timedelta | None = timedelta(minutes=30)
     cross_session: float = 0.5
     scoring: Scoring = "next_item"
-    popularity: float = 0.5
+    popularity: float = 1.0
     n_iter: int = 4
     oversamples: int = 16
     seed: int = 0
@@ -84,7 +84,7 @@ class CooccurrenceEmbedder:
             raise PipelineError(f"CooccurrenceEmbedder: scoring must be one of {sorted(_EXTRA)}; got {self.scoring!r}")
         checks = [(self.dim > extra, f"dim must be > {extra} with scoring={self.scoring!r}"),
                   (self.window >= 1, "window must be >= 1"),
-                  (0 < self.alpha <= 1, "alpha must be in (0, 1]"), (self.shift >= 1, "shift must be >= 1"),
+                  (0 < self.alpha <= 1, "alpha must be in (0, 1]"), (self.shift > 0, "shift must be > 0"),
                   (self.min_count >= 1, "min_count must be >= 1"), (self.n_iter >= 0, "n_iter must be >= 0"),
                   (0 <= self.eig <= 1, "eig must be in [0, 1]"),
                   (0 <= self.cross_session <= 1, "cross_session must be in [0, 1]"),
