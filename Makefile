@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_storage.py
 	$(PY) benchmarks/bench_serving.py
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data
