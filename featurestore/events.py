@@ -19,7 +19,7 @@ import glob
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -169,13 +169,11 @@ class EventSource:
             raise EventsError(f"cannot read events from {self.describe()}: {exc}") from exc
         return {row[0]: row[1] for row in desc}
 
-    def load(self, before: datetime | None = None, *, weights: Mapping[str, float] | None = None,
-             after: datetime | None = None) -> Events:
+    def load(self, before: datetime | None = None, *, weights: Mapping[str, float] | None = None) -> Events:
         """Events with ``time < before`` (all when None), checked, coded and ordered by (entity, time).
 
-        ``weights`` maps event types to weights; a type not in it raises :class:`EventsError`. Without
-        an event-type column every event weighs 1. ``after`` is ignored for reading (whole histories
-        are needed) but kept for symmetry with callers that only need entities active since then.
+        ``weights`` maps event types to weights (default :data:`DEFAULT_WEIGHTS`); a type not in it
+        raises :class:`EventsError`. Without an event-type column every event weighs 1.
         """
         own = self._con is None
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
@@ -308,6 +306,3 @@ def _time_expr(con: duckdb.DuckDBPyConnection, rel: str, col: str, dtype: str) -
         return parse
     raise EventsError(f"events column {col!r} must hold timestamps (or ISO-8601 strings); got {dtype}")
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -91,3 +91,16 @@ def test_run_in_a_real_process(tmp_path, events_file):
                        capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert "1 run(s): 1 written, 0 already done; 2 commit(s)" in p.stderr
+
+
+def test_events_from_a_duckdb_query(tmp_path, events_file, capsys):
+    root = str(tmp_path / "store")
+    main(["apply", str(SCHEMAS), "--root", root])
+    query = f"SELECT * FROM read_parquet('{events_file[0]}') WHERE event_type <> 'view'"
+    assert main(["run", "--query", query, "--as-of", "2026-10-06", "--root", root, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "embeddings as of 2026-10-06" in out
+    store = FeatureStore(root)
+    meta = store.feature_group("item_embeddings", 1).history()[-1].metadata
+    assert meta["event_types"].keys() == {"add_to_cart", "purchase"}
+    store.close()
