@@ -51,7 +51,10 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, list[di
     if proc.returncode != 0:
         raise SystemExit(f"featurestore run failed:\n{proc.stderr}")
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(rss, before) / 1e6, json.loads(proc.stdout)
+    try:
+        return wall, max(rss, before) / 1e6, json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"unexpected output from featurestore run ({exc}):\n{proc.stdout[:2000]}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

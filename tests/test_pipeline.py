@@ -50,6 +50,7 @@ def _later(events: pa.Table, as_of: datetime, rows: list[tuple[int, int, int, in
     return pa.concat_tables([events, extra])
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 399), st.integers(0, 260), st.integers(0, 2), st.integers(0, 5000)),
                 min_size=1, max_size=200))
