@@ -27,7 +27,7 @@ from featurestore.synthetic import Synthetic, purchase_histories
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
 REFERENCE = REPO / "pipelines" / "purchase_embeddings.py"
-SIZES = {
+SIZES: dict[str, dict[str, int]] = {
     "default": dict(n_users=15_000, n_items=5_000, n_events=600_000, n_categories=20),
     "small": dict(n_users=800, n_items=400, n_events=40_000, n_categories=12),
 }
@@ -70,7 +70,8 @@ def run(root: str | Path = "./featurestore_data", *, size: str = "default", days
     if fresh and root.exists():
         shutil.rmtree(root)
     params = SIZES[size]
-    data = purchase_histories(**params, days=30, seed=seed)
+    data = purchase_histories(params["n_users"], params["n_items"], params["n_events"],
+                              n_categories=params["n_categories"], days=30, seed=seed)
     events_dir = root / "_demo_events"
     events_dir.mkdir(parents=True, exist_ok=True)
     events_path = events_dir / "events.parquet"

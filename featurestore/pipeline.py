@@ -358,7 +358,8 @@ class _Run:
                       vectors.last_event_time)
         meta = self._meta(events, model, retrained=retrained, model_commit=model_commit.commit,
                           alignment=alignment, entities_written=table.num_rows,
-                          incremental_since=prev_ent.as_of.isoformat() if subset is not None else None)
+                          incremental_since=prev_ent.as_of.isoformat()  # type: ignore[union-attr]
+                          if subset is not None else None)
         commits.append(self.ent_fg.insert(table, as_of=as_of, metadata=meta))
         self._stage("commit", t)
         bar.update()

@@ -98,7 +98,7 @@ def aggregate(events: Events, model: ItemModel, agg: Aggregation | None = None,
     vectors = np.asarray(sub @ model.vectors, dtype=np.float32)
     if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
         total = np.asarray(sub.sum(axis=1), dtype=np.float32)
-        vectors = vectors / np.maximum(total, np.float32(1e-30))
+        vectors = (vectors / np.maximum(total, np.float32(1e-30))).astype(np.float32)
         vectors[:, model.query_dims:] = np.asarray(model.query_tail, dtype=np.float32)
     vectors = l2_normalize(vectors)
     ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)

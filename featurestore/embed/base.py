@@ -56,8 +56,11 @@ class Embedder(Protocol):
     ``query_tail``); the pipeline records that with the commit.
     """
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def fit(self, events: Events, *, progress: bool = False) -> ItemModel:
         """Item vectors for (a subset of) ``events.item_ids``; items it cannot embed are left out."""
