@@ -181,6 +181,7 @@ class EventSource:
         assert con is not None
         if own:
             con.sql("SET TimeZone = 'UTC'")
+            con.sql("SET enable_progress_bar = false")  # DuckDB would draw it on stdout
         try:
             return self._load(con, before, weights)
         finally:
