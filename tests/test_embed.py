@@ -65,7 +65,7 @@ def _reference_cooccurrence(ev, window):
     return dense
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(event_lists, st.integers(1, 4))
 def test_cooccurrence_matches_reference(rows, window):
     ev = _events(rows)
@@ -111,7 +111,7 @@ def _reference_aggregate(ev, model, agg):
     return out
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(event_lists, st.sampled_from([1, 3, timedelta(minutes=7)]), st.integers(0, 1000))
 def test_aggregate_matches_reference(rows, half_life, seed):
     ev = _events(rows)
