@@ -227,6 +227,10 @@ def main() -> None:
     ap.add_argument("--feast-timeout", type=float, default=600, help="cap per Feast run, seconds (default 600)")
     ap.add_argument("--file-store-spine", type=int, default=None,
                     help="spine rows for Feast's file store (default: the smallest spine)")
+    ap.add_argument("--spines", default=None,
+                    help="comma-separated spine sizes (default: 1000000,10000000; --quick: 100000)")
+    ap.add_argument("--feast-stores", default="duckdb,file",
+                    help="Feast offline stores to run, comma-separated (default: duckdb,file)")
     ap.add_argument("--child", nargs=4, metavar=("WORK", "SPINE", "OUT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -234,6 +238,9 @@ def main() -> None:
         return
     keys, commits = (10_000, 5) if args.quick else (100_000, 30)
     spines = [100_000] if args.quick else [1_000_000, 10_000_000]
+    if args.spines:
+        spines = [int(x) for x in args.spines.split(",")]
+    feast_stores = [x.strip() for x in args.feast_stores.split(",") if x.strip()]
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         t = time.perf_counter()
@@ -262,9 +269,9 @@ def main() -> None:
                 print(rows[-1], flush=True)
             if peers is None or n > 1_000_000:
                 continue
-            stores = [("duckdb", n)]
+            stores = [("duckdb", n)] if "duckdb" in feast_stores else []
             file_n = args.file_store_spine or min(spines)
-            if file_n == n:
+            if file_n == n and "file" in feast_stores:
                 stores.append(("file", n))
             for store_type, _ in stores:
                 out = work / f"feast_{store_type}_{n}.parquet"
