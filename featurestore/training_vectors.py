@@ -105,12 +105,18 @@ class VectorColumn:
 
     def _decode(self, file: str) -> tuple[np.ndarray, np.ndarray | None]:
         """One file's vectors as a float32[rows, dim] matrix (and a validity mask when some are null).
-        A single-file scan keeps row order (DuckDB preserves insertion order)."""
-        cur = self.store.duck.con.cursor()
-        try:
-            table = cur.sql(f"SELECT {quote(self.column)} AS v FROM read_parquet({literal(file)})").to_arrow_table()
-        finally:
-            cur.close()
+        A local file is read with pyarrow (about half DuckDB's CPU for a list column), others through
+        DuckDB; both keep the file's row order (DuckDB preserves insertion order)."""
+        if self.store.root.local:
+            import pyarrow.parquet as pq
+
+            table = pq.ParquetFile(file).read(columns=[self.column], use_threads=False).rename_columns(["v"])
+        else:
+            cur = self.store.duck.con.cursor()
+            try:
+                table = cur.sql(f"SELECT {quote(self.column)} AS v FROM read_parquet({literal(file)})").to_arrow_table()
+            finally:
+                cur.close()
         arr = table.column("v").combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
         offsets = arr.offsets.to_numpy()
         if arr.null_count == 0 and np.all(np.diff(offsets) == self.dim):
