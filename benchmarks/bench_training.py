@@ -4,6 +4,7 @@ same Parquet data, in the same run; every side is checked against a reference jo
 
     python benchmarks/bench_training.py            # 1M and 10M spines, 2 groups x 30 commits x 100k keys x 64-d
     python benchmarks/bench_training.py --quick    # a small run
+    python benchmarks/bench_training.py --spines 1000000 --feast-stores duckdb   # the 1M spine, Feast duckdb only
 
 Each side runs in its own child process: wall time of the call (not the interpreter start) and the
 child's peak RSS (VmHWM polled from /proc every 50 ms). Feast runs with the interpreter from
