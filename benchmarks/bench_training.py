@@ -4,6 +4,7 @@ same Parquet data, in the same run; every side is checked against a reference jo
 
     python benchmarks/bench_training.py            # 1M and 10M spines, 2 groups x 30 commits x 100k keys x 64-d
     python benchmarks/bench_training.py --quick    # a small run
+    python benchmarks/bench_training.py --spines 1000000 --feast-stores duckdb   # the 1M spine, Feast duckdb only
 
 Each side runs in its own child process: wall time of the call (not the interpreter start) and the
 child's peak RSS (VmHWM polled from /proc every 50 ms). Feast runs with the interpreter from
@@ -227,6 +228,10 @@ def main() -> None:
     ap.add_argument("--feast-timeout", type=float, default=600, help="cap per Feast run, seconds (default 600)")
     ap.add_argument("--file-store-spine", type=int, default=None,
                     help="spine rows for Feast's file store (default: the smallest spine)")
+    ap.add_argument("--spines", default=None,
+                    help="comma-separated spine sizes (default: 1000000,10000000; --quick: 100000)")
+    ap.add_argument("--feast-stores", default="duckdb,file",
+                    help="Feast offline stores to run, comma-separated (default: duckdb,file)")
     ap.add_argument("--child", nargs=4, metavar=("WORK", "SPINE", "OUT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -234,6 +239,9 @@ def main() -> None:
         return
     keys, commits = (10_000, 5) if args.quick else (100_000, 30)
     spines = [100_000] if args.quick else [1_000_000, 10_000_000]
+    if args.spines:
+        spines = [int(x) for x in args.spines.split(",")]
+    feast_stores = [x.strip() for x in args.feast_stores.split(",") if x.strip()]
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         t = time.perf_counter()
@@ -262,9 +270,9 @@ def main() -> None:
                 print(rows[-1], flush=True)
             if peers is None or n > 1_000_000:
                 continue
-            stores = [("duckdb", n)]
+            stores = [("duckdb", n)] if "duckdb" in feast_stores else []
             file_n = args.file_store_spine or min(spines)
-            if file_n == n:
+            if file_n == n and "file" in feast_stores:
                 stores.append(("file", n))
             for store_type, _ in stores:
                 out = work / f"feast_{store_type}_{n}.parquet"

@@ -289,7 +289,11 @@ class FeatureStore:
         return load(self, name, version)
 
     def close(self) -> None:
-        """Close the store's DuckDB database (also done at interpreter exit)."""
+        """Close the store's DuckDB database (also done at interpreter exit), after any queued
+        vector-cache writes (see :mod:`featurestore.training_vectors`) are on disk."""
+        from featurestore.training_vectors import flush_cache_writes
+
+        flush_cache_writes()
         self.duck.close()
 
     def __enter__(self) -> FeatureStore:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from featurestore import FeatureStore, FeatureStoreError, InvalidData, SpineError
 from featurestore.errors import FeatureGroupNotFound, QueryError
 from featurestore.schema import FeatureGroupSpec
+from featurestore.training_vectors import flush_cache_writes
 from tests.conftest import T0, item_batch
 
 US = timedelta(microseconds=1)
@@ -285,6 +286,7 @@ def test_empty_feature_group_gives_nulls(store: FeatureStore) -> None:
 def test_decoded_vectors_are_cached_and_reused(items: FeatureStore) -> None:
     spine = pa.table({"item_id": ["i0", "i3"], "ts": pa.array([T0 + timedelta(hours=2)] * 2, UTCZ)})
     first = items.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow()
+    flush_cache_writes()  # the cache is written behind
     cached = sorted((Path(items.root.uri) / "_cache").rglob("*.npy"))
     assert len(cached) == 2
     for p in cached:  # a cache file of the wrong shape is ignored and rewritten
