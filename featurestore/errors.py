@@ -11,7 +11,8 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     │   ├── FeatureGroupNotFound           unknown feature group or version
     │   ├── CommitNotFound                 no such commit / nothing committed at that time
     │   ├── KeyNotFound                    an online view has no row for that entity key
-    │   └── TrainingSetNotFound            no saved training dataset with that name or version
+    │   ├── TrainingSetNotFound            no saved training dataset with that name or version
+    │   └── ReportNotFound                 no validation report with that id
     ├── InvalidData(ValueError)            a batch does not fit its spec; nothing was written
     │   ├── SchemaMismatch                 missing, extra or wrongly typed columns
     │   ├── BadVector                      wrong dimension, NaN/inf, null vector
@@ -22,6 +23,7 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     ├── EventsError(ValueError)            an event source is unusable (missing columns, null ids, bad times)
     ├── PipelineError                      a pipeline cannot run (bad parameters, too little data)
     ├── ValidationFailed                   a strict validation policy rejected the batch
+    ├── ValidationError                    the validation could not run (great_expectations failed)
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
     ├── QueryError                         DuckDB rejected a query
@@ -74,6 +76,10 @@ class TrainingSetNotFound(NotFound):
     """No saved training dataset with that name (or version)."""
 
 
+class ReportNotFound(NotFound):
+    """No validation report with that id in this store."""
+
+
 class InvalidData(FeatureStoreError, ValueError):
     """A batch does not fit the feature group's spec. Nothing was written."""
 
@@ -123,6 +129,10 @@ class ValidationFailed(FeatureStoreError):
         super().__init__(message)
 
 
+class ValidationError(FeatureStoreError):
+    """The validation itself could not run (e.g. great_expectations rejected the suite). Nothing was written."""
+
+
 class CommitConflict(FeatureStoreError):
     """Another writer committed a conflicting change first. Nothing of this write is visible; retry."""
 
@@ -154,6 +164,7 @@ __all__ = [
     "NullKey",
     "PipelineError",
     "QueryError",
+    "ReportNotFound",
     "SchemaMismatch",
     "ServeError",
     "SpecConflict",
@@ -161,5 +172,6 @@ __all__ = [
     "SpineError",
     "StorageError",
     "TrainingSetNotFound",
+    "ValidationError",
     "ValidationFailed",
 ]

@@ -28,6 +28,7 @@ from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import delta
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT, quote
+from featurestore.validation.runner import InsertGate
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -128,7 +129,12 @@ class FeatureGroup:
     def commit_batch(self, batch: pa.Table, *, as_of: datetime | None = None,
                      metadata: Mapping[str, Any] | None = None,
                      extra: Mapping[str, str] | None = None) -> Commit:
-        """Commit an already conformed batch (see :func:`featurestore.conform.conform`)."""
+        """Validate an already conformed batch (see :func:`featurestore.conform.conform`), then commit it.
+
+        The spec's checks run first (:mod:`featurestore.validation`); the report is stored and linked
+        from the commit (``validation_report``, ``validation_status``). Under ``policy: strict`` a
+        failing batch raises :class:`~featurestore.errors.ValidationFailed` and nothing is committed.
+        """
         try:
             user_meta = json.dumps(dict(metadata or {}), sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as exc:
@@ -148,7 +154,11 @@ class FeatureGroup:
                 meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
         for k, v in (extra or {}).items():
             meta[META_PREFIX + k] = str(v)
+        # every batch is validated last, on exactly what will be written; strict failures raise here
+        gate = InsertGate(self, batch)
+        meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
         info = delta.append(self.store.root, self.rel, self._storage_table(batch), meta)
+        gate.committed(int(info["version"]))
         self.store._table_changed(self.spec)
         return _commit_from_entry(self.spec, info)
 

@@ -345,7 +345,7 @@ def _parse(data: Any, path: str | None) -> FeatureGroupSpec:
         vector=vector,
     )
     description = data.get("description", "")
-    return FeatureGroupSpec(
+    spec = FeatureGroupSpec(
         name=name,
         version=version,
         description=str(description) if description is not None else "",
@@ -357,6 +357,11 @@ def _parse(data: Any, path: str | None) -> FeatureGroupSpec:
         online=online,
         source=path,
     )
+    # the expectations block has its own schema, checked by the validation package (no heavy imports)
+    from featurestore.validation.expectations import check_expectations
+
+    check_expectations(spec.expectations, spec, path)
+    return spec
 
 
 def load_spec(path: str | Path) -> FeatureGroupSpec:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import duckdb
 
@@ -28,6 +29,8 @@ from featurestore.schema import FeatureGroupSpec, load_specs
 from featurestore.storage import delta
 from featurestore.storage.duck import Duck, relation_sql
 from featurestore.storage.fs import Root
+from featurestore.validation import report as validation_views
+from featurestore.validation import runner as validation
 
 DEFAULT_ROOT = "./featurestore_data"
 ROOT_ENV = "FEATURESTORE_ROOT"
@@ -58,6 +61,9 @@ class FeatureStore:
         self._lock = threading.RLock()
         self._groups: dict[tuple[str, int], FeatureGroup] = {}
         self._tables: dict[tuple[str, int], Any] = {}  # cached DeltaTables for view refresh
+        #: further views of this store (name -> function of the store returning a SELECT)
+        self._extra_views: dict[str, Callable[[FeatureStore], str]] = {}
+        validation_views.register(self)
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.root.uri!r})"
@@ -116,6 +122,7 @@ class FeatureStore:
                                  name=f"{spec.name}_v{spec.version}", description=spec.description,
                                  storage_options=self.root.storage_options)
                     self.root.write_json(f"{rel}/{_SPEC_FILE}", spec.to_dict())
+                    validation.write_suite(self, spec)
                 results.append(ApplyResult(spec.name, spec.version, "created" if create else "unchanged"))
         return results
 
@@ -199,8 +206,9 @@ class FeatureStore:
         self.duck.drop_stale(names)
         return sorted(names)
 
-    #: further views (name -> function of the store returning a SELECT), e.g. validation reports
-    _extra_views: ClassVar[dict[str, Any]] = {}
+    def add_view(self, name: str, select: Callable[[FeatureStore], str]) -> None:
+        """Register a view of this store, re-created from ``select(store)`` before each query."""
+        self._extra_views[name] = select
 
     def duck_view_sql(self, name: str, version: int, commit: AsOf = None) -> str:
         """A SELECT over one feature group version at a commit (default: the view of the newest)."""

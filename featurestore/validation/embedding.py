@@ -1,0 +1,310 @@
+"""Embedding checks that great_expectations lacks, in numpy, and the per-row scalars it checks instead.
+
+:func:`derive` turns a vector column into per-row scalars (dimension, norm, count of non-finite
+values) that built-in expectations check quickly; the functions below compute batch-level checks:
+dimension and dtype, the norm distribution, duplicate vectors across keys, collapse (effective rank and
+mean pairwise cosine on a sample), drift against the previous commit for shared keys (mean cosine and
+neighbour overlap@k on a sample) and coverage of the expected entities. Each returns a
+:class:`~featurestore.validation.report.CheckResult`. Samples use a fixed seed: a report is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore.errors import SchemaMismatch
+from featurestore.validation.expectations import Collapse, Coverage, Drift, NormDistribution
+from featurestore.validation.report import CheckResult
+
+SEED = 20261126
+_HASH_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Per-row scalars of one vector column, and the rows that are usable vectors."""
+
+    feature: str
+    value_type: str  # Arrow type of the elements, e.g. "float"
+    fixed_size: int | None  # the Arrow FixedSizeList size, if it is one
+    dims: np.ndarray  # int64 per row; a null vector has dimension 0
+    norms: np.ndarray  # float64 per row; NaN when not computable (null, NaN inside)
+    nonfinite: np.ndarray  # int64 per row: NaN/inf elements (a null vector counts 1)
+    valid: np.ndarray  # bool per row: right dimension and all finite
+    matrix: np.ndarray  # float32 (n, dim); rows that are not valid hold zeros
+
+    @property
+    def n(self) -> int:
+        return len(self.dims)
+
+
+def derive(column: pa.ChunkedArray | pa.Array, feature: str, dim: int) -> Derived:
+    """Per-row dimension, norm and non-finite count of a list column, tolerating bad rows."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    t = arr.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        raise SchemaMismatch(f"column {feature!r} must hold vectors (lists of floats); got {t}", column=feature)
+    n = len(arr)
+    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(n, bool)
+    fixed = t.list_size if pa.types.is_fixed_size_list(t) else None
+    if fixed is not None:
+        dims = np.where(nulls, 0, fixed).astype(np.int64)
+    else:
+        dims = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if fixed is not None and fixed == dim and not nulls.any():
+            values = arr.values.slice(arr.offset * dim, n * dim)
+            flat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
+            matrix = flat.reshape(n, dim)
+            norms, nonfinite = _fast_norms(matrix)
+        else:
+            flat = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float32)
+            norms, nonfinite, matrix = _ragged(flat, dims, nulls, dim)
+    valid = (dims == dim) & (nonfinite == 0)
+    if not valid.all():
+        matrix = np.where(valid[:, None], matrix, np.float32(0))
+    return Derived(feature, str(t.value_type), fixed, dims, norms, nonfinite, valid, matrix)
+
+
+def _fast_norms(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    norms = np.sqrt(np.einsum("ij,ij->i", m, m)).astype(np.float64)
+    nonfinite = np.zeros(len(m), np.int64)
+    bad = ~np.isfinite(norms)
+    if bad.any():  # rare: recount exactly (a huge finite value also overflows the norm)
+        rows = np.flatnonzero(bad)
+        nonfinite[rows] = (~np.isfinite(m[rows])).sum(axis=1)
+        norms[rows[nonfinite[rows] > 0]] = np.nan
+        big = rows[nonfinite[rows] == 0]  # finite values whose float32 squares overflowed
+        if len(big):
+            norms[big] = np.linalg.norm(m[big].astype(np.float64), axis=1)
+    return norms, nonfinite
+
+
+def _ragged(flat: np.ndarray, dims: np.ndarray, nulls: np.ndarray, dim: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(dims)
+    ends = np.cumsum(dims)
+    starts = ends - dims
+    finite = np.isfinite(flat)
+    bad_cum = np.concatenate([[0], np.cumsum(~finite)])
+    nonfinite = (bad_cum[ends] - bad_cum[starts]).astype(np.int64)
+    sq = np.where(finite, flat.astype(np.float64) ** 2, 0.0)
+    sq_cum = np.concatenate([[0.0], np.cumsum(sq)])
+    norms = np.sqrt(np.maximum(sq_cum[ends] - sq_cum[starts], 0.0))
+    nonfinite[nulls] = 1
+    norms[(nonfinite > 0)] = np.nan
+    matrix = np.zeros((n, dim), np.float32)
+    ok = np.flatnonzero(dims == dim)
+    if len(ok):
+        idx = starts[ok][:, None] + np.arange(dim)[None, :]
+        matrix[ok] = flat[idx]
+    return norms, nonfinite, matrix
+
+
+# ---- checks -------------------------------------------------------------------------------------
+def check_dtype(d: Derived, dim: int) -> CheckResult:
+    """The column holds float32 vectors of exactly ``dim`` values."""
+    values, counts = np.unique(d.dims, return_counts=True)
+    seen = {int(v): int(c) for v, c in sorted(zip(values, counts), key=lambda vc: -vc[1])[:5]}
+    wrong = int((d.dims != dim).sum())
+    ok = d.value_type == "float" and wrong == 0 and (d.fixed_size in (None, dim))
+    return CheckResult(
+        name=f"{d.feature}: dimension and dtype", engine="numpy", expectation="vector_dimension_and_dtype",
+        column=d.feature, success=ok,
+        observed={"dtype": "float32" if d.value_type == "float" else d.value_type, "dims": seen,
+                  "rows_with_wrong_dim": wrong},
+        threshold={"dtype": "float32", "dim": dim},
+        details="" if ok else f"{wrong} row(s) do not have dimension {dim}" if wrong else "elements are not float32",
+    )
+
+
+def check_norm_distribution(d: Derived, rule: NormDistribution) -> CheckResult:
+    base = dict(name=f"{d.feature}: norm distribution", engine="numpy", expectation="vector_norm_distribution",
+                column=d.feature, threshold={"p01_min": rule.p01_min, "p99_max": rule.p99_max, "cv_max": rule.cv_max})
+    norms = d.norms[d.valid]
+    if not len(norms):
+        return CheckResult(**base, success=True, skipped=True, details="no valid vectors")  # type: ignore[arg-type]
+    p01, p50, p99 = (float(x) for x in np.quantile(norms, [0.01, 0.5, 0.99]))
+    mean, std = float(norms.mean()), float(norms.std())
+    cv = std / mean if mean > 0 else float("inf")
+    problems = []
+    if rule.p01_min is not None and p01 < rule.p01_min:
+        problems.append(f"p01 {p01:.4g} < {rule.p01_min}")
+    if rule.p99_max is not None and p99 > rule.p99_max:
+        problems.append(f"p99 {p99:.4g} > {rule.p99_max}")
+    if rule.cv_max is not None and cv > rule.cv_max:
+        problems.append(f"cv {cv:.4g} > {rule.cv_max}")
+    return CheckResult(**base, success=not problems,  # type: ignore[arg-type]
+                       observed={"min": float(norms.min()), "p01": p01, "p50": p50, "p99": p99,
+                                 "max": float(norms.max()), "mean": mean, "std": std, "cv": cv},
+                       details="; ".join(problems))
+
+
+def _row_hashes(m: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (identical rows hash equal; collisions are re-checked)."""
+    n = len(m)
+    raw = np.ascontiguousarray(m)
+    words = raw.view(np.uint64) if raw.shape[1] % 2 == 0 else raw.view(np.uint32)
+    out = np.empty(n, np.uint64)
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    shift = np.uint64(29)
+    for lo in range(0, n, _HASH_CHUNK):
+        block = np.ascontiguousarray(words[lo:lo + _HASH_CHUNK].T).astype(np.uint64, copy=False)
+        h = np.full(block.shape[1], 0xCBF29CE484222325, np.uint64)
+        for col in block:
+            h ^= col
+            h *= mult
+            h ^= h >> shift
+        out[lo:lo + _HASH_CHUNK] = h
+    return out
+
+
+def check_duplicates(d: Derived, keys: Any, max_share: float) -> CheckResult:
+    """Rows whose vector is bit-identical to the vector of a row with a different key."""
+    rows = np.flatnonzero(d.valid)
+    base = dict(name=f"{d.feature}: duplicate vectors across keys", engine="numpy",
+                expectation="vector_duplicates_across_keys", column=d.feature, threshold={"max_share": max_share})
+    if len(rows) < 2:
+        return CheckResult(**base, success=True, skipped=True, details="fewer than 2 vectors")  # type: ignore[arg-type]
+    with np.errstate(over="ignore"):
+        h = _row_hashes(d.matrix[rows])
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    cand = np.zeros(len(rows), bool)
+    cand[1:] |= same
+    cand[:-1] |= same
+    cand_rows = rows[order[cand]]
+    dup_rows = 0
+    groups = 0
+    examples: list[list[Any]] = []
+    if len(cand_rows):
+        import pandas as pd
+
+        blob = np.ascontiguousarray(d.matrix[cand_rows]).view(np.dtype((np.void, d.matrix.shape[1] * 4))).ravel()
+        _, group = np.unique(blob, return_inverse=True)
+        frame = pd.DataFrame({"g": group.ravel(), "k": keys(cand_rows)})
+        distinct = frame.drop_duplicates().groupby("g")["k"].agg(["size", list])
+        multi = distinct[distinct["size"] > 1]
+        groups = len(multi)
+        dup_rows = int(np.isin(group, multi.index.to_numpy()).sum())
+        examples = [sorted(map(str, ks))[:3] for ks in multi["list"].head(3)]
+    share = dup_rows / len(rows)
+    return CheckResult(**base, success=share <= max_share,  # type: ignore[arg-type]
+                       observed={"share": share, "rows": dup_rows, "groups": groups, "examples": examples})
+
+
+def check_collapse(d: Derived, rule: Collapse) -> list[CheckResult]:
+    """Effective rank and mean pairwise cosine of a sample of unit vectors."""
+    rows = np.flatnonzero(d.valid & (d.norms > 0) & np.isfinite(d.norms))
+    thr_rank = {"min_effective_rank": rule.min_effective_rank, "sample": rule.sample}
+    thr_cos = {"max_mean_cosine": rule.max_mean_cosine, "sample": rule.sample}
+    out = []
+    if len(rows) < max(3, rule.min_rows):
+        for nm, exp, thr in (("effective rank", "vector_effective_rank", thr_rank),
+                             ("mean pairwise cosine", "vector_mean_pairwise_cosine", thr_cos)):
+            out.append(CheckResult(name=f"{d.feature}: collapse ({nm})", engine="numpy", expectation=exp,
+                                   column=d.feature, success=True, skipped=True, threshold=thr,
+                                   details=f"{len(rows)} non-zero vectors, fewer than min_rows {rule.min_rows}"))
+        return out
+    rng = np.random.default_rng(SEED)
+    if len(rows) > rule.sample:
+        rows = np.sort(rng.choice(rows, rule.sample, replace=False))
+    u = d.matrix[rows].astype(np.float64) / d.norms[rows, None]
+    if rule.min_effective_rank is not None:
+        s = np.linalg.svd(u, compute_uv=False)
+        p = s / s.sum()
+        p = p[p > 0]
+        erank = float(np.exp(-(p * np.log(p)).sum()))
+        out.append(CheckResult(name=f"{d.feature}: collapse (effective rank)", engine="numpy",
+                               expectation="vector_effective_rank", column=d.feature,
+                               success=erank >= rule.min_effective_rank,
+                               observed={"effective_rank": erank, "sample": len(rows)}, threshold=thr_rank))
+    if rule.max_mean_cosine is not None:
+        m = len(u)
+        total = u.sum(axis=0)
+        mean_cos = float((total @ total - m) / (m * (m - 1)))
+        out.append(CheckResult(name=f"{d.feature}: collapse (mean pairwise cosine)", engine="numpy",
+                               expectation="vector_mean_pairwise_cosine", column=d.feature,
+                               success=mean_cos <= rule.max_mean_cosine,
+                               observed={"mean_cosine": mean_cos, "sample": m}, threshold=thr_cos))
+    return out
+
+
+def _neighbours(x: np.ndarray, k: int, metric: str) -> np.ndarray:
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.where(norms > 0, norms, 1.0)
+    scores = x @ x.T
+    if metric == "l2":
+        sq = (x * x).sum(axis=1)
+        scores = 2 * scores - sq[:, None] - sq[None, :]
+    np.fill_diagonal(scores, -np.inf)
+    return np.argpartition(-scores, k, axis=1)[:, :k]
+
+
+def check_drift(feature: str, new: np.ndarray, old: np.ndarray, rule: Drift, metric: str,
+                *, base_commit: int | None, shared_total: int | None = None) -> list[CheckResult]:
+    """Mean cosine between new and old vectors of the same keys, and neighbour overlap@k among them.
+
+    ``new`` and ``old`` are aligned row for row (same key), already sampled to at most ``rule.sample``.
+    """
+    thr_cos = {"min_mean_cosine": rule.min_mean_cosine, "sample": rule.sample}
+    thr_nn = {"min_neighbor_overlap": rule.min_neighbor_overlap, "k": rule.k, "sample": rule.sample}
+    out = []
+    common = {"base_commit": base_commit, "shared_keys": shared_total, "sample": len(new)}
+    few = len(new) < rule.min_shared
+    why = ("no previous commit" if base_commit is None else
+           f"{len(new)} shared keys, fewer than min_shared {rule.min_shared}")
+    if rule.min_mean_cosine is not None:
+        if few:
+            out.append(CheckResult(name=f"{feature}: drift (mean cosine)", engine="numpy",
+                                   expectation="vector_drift_mean_cosine", column=feature, success=True,
+                                   skipped=True, threshold=thr_cos, observed=common, details=why))
+        else:
+            a = new.astype(np.float64)
+            b = old.astype(np.float64)
+            denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            cos = np.where(denom > 0, (a * b).sum(axis=1) / np.where(denom > 0, denom, 1.0), 0.0)
+            mean_cos = float(cos.mean())
+            out.append(CheckResult(name=f"{feature}: drift (mean cosine)", engine="numpy",
+                                   expectation="vector_drift_mean_cosine", column=feature,
+                                   success=mean_cos >= rule.min_mean_cosine, threshold=thr_cos,
+                                   observed={"mean_cosine": mean_cos, "p05_cosine": float(np.quantile(cos, 0.05)),
+                                             **common}))
+    if rule.min_neighbor_overlap is not None:
+        if few or len(new) <= rule.k:
+            out.append(CheckResult(name=f"{feature}: drift (neighbour overlap@{rule.k})", engine="numpy",
+                                   expectation="vector_drift_neighbor_overlap", column=feature, success=True,
+                                   skipped=True, threshold=thr_nn, observed=common,
+                                   details=why if few else f"{len(new)} shared keys, need more than k={rule.k}"))
+        else:
+            nn_new = np.sort(_neighbours(new.astype(np.float64), rule.k, metric), axis=1)
+            nn_old = np.sort(_neighbours(old.astype(np.float64), rule.k, metric), axis=1)
+            hits = sum(len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(nn_new, nn_old))
+            overlap = hits / (len(new) * rule.k)
+            out.append(CheckResult(name=f"{feature}: drift (neighbour overlap@{rule.k})", engine="numpy",
+                                   expectation="vector_drift_neighbor_overlap", column=feature,
+                                   success=overlap >= rule.min_neighbor_overlap, threshold=thr_nn,
+                                   observed={"overlap": overlap, **common}))
+    return out
+
+
+def check_coverage(feature: str, rule: Coverage, expected: int | None, present: int,
+                   base_commit: int | None) -> CheckResult:
+    base = dict(name=f"{feature}: coverage of expected entities", engine="numpy",
+                expectation="entity_coverage", column=feature,
+                threshold={"min_share": rule.min_share, "expected": rule.expected})
+    if not expected:
+        return CheckResult(**base, success=True, skipped=True,  # type: ignore[arg-type]
+                           observed={"expected": expected or 0, "base_commit": base_commit},
+                           details="no expected entities (no previous commit)")
+    share = present / expected
+    return CheckResult(**base, success=share >= rule.min_share,  # type: ignore[arg-type]
+                       observed={"share": share, "present": present, "expected": expected,
+                                 "base_commit": base_commit})

@@ -1,0 +1,110 @@
+"""The great_expectations adapter: the only module that imports great_expectations.
+
+It is imported only when a batch is validated (``import featurestore`` and serving never pay its
+~2 s import). One ephemeral data context per process, analytics and progress bars off, in-memory
+stores only: nothing is sent over the network and no file is written. Errors from great_expectations
+are translated to :class:`~featurestore.errors.ValidationError` here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Any
+
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before the import: never phone home
+with warnings.catch_warnings():  # its import-time deprecation noise is not our users' concern
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", PendingDeprecationWarning)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+from featurestore.errors import ValidationError
+from featurestore.validation.report import CheckResult
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+_SHOW = 5  # unexpected values kept in a report
+
+
+def _batch_definition() -> Any:
+    """The process's ephemeral context and its one pandas dataframe batch definition (created once)."""
+    bd = _state.get("batch_definition")
+    if bd is None:
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        )
+        context = gx.get_context(project_config=config, mode="ephemeral")
+        asset = context.data_sources.add_pandas("featurestore").add_dataframe_asset("batch")
+        bd = _state["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole")
+        _state["context"] = context
+    return bd
+
+
+def to_suite(document: dict[str, Any]) -> gx.ExpectationSuite:
+    """A great_expectations ExpectationSuite from its JSON form (see :mod:`.suite`)."""
+    try:
+        return gx.ExpectationSuite(name=document["name"], expectations=list(document["expectations"]),
+                                   meta=dict(document.get("meta") or {}))
+    except Exception as exc:
+        raise ValidationError(f"great_expectations rejected the suite {document.get('name')!r}: {exc}") from exc
+
+
+def suite_json(document: dict[str, Any]) -> dict[str, Any]:
+    """The suite as great_expectations serialises it (what a round trip through GE gives back)."""
+    return to_suite(document).to_json_dict()
+
+
+def run(document: dict[str, Any], frame: pd.DataFrame) -> list[CheckResult]:
+    """Run the suite on ``frame``; one CheckResult per expectation, in suite order."""
+    suite = to_suite(document)
+    if len(suite.expectations) != len(document["expectations"]):
+        raise ValidationError(f"great_expectations dropped expectations of suite {document['name']!r}")
+    with _lock:
+        try:
+            batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+            result = batch.validate(suite, result_format="SUMMARY")
+        except Exception as exc:  # GE raises a wide variety; all mean "could not validate"
+            raise ValidationError(f"great_expectations could not run suite {document['name']!r}: {exc}") from exc
+    by_check = {r.expectation_config.meta.get("check"): r for r in result.results}
+    out = []
+    for item in document["expectations"]:
+        r = by_check.get(item["meta"]["check"])
+        out.append(_check(item, r))
+    return out
+
+
+def _check(item: dict[str, Any], r: Any) -> CheckResult:
+    kwargs = {k: v for k, v in item["kwargs"].items() if k not in ("column", "column_list", "batch_id")}
+    base = dict(name=item["meta"]["check"], engine="great_expectations", expectation=item["type"],
+                column=item["meta"].get("column"), threshold=kwargs)
+    if r is None:
+        return CheckResult(**base, success=False, details="no result from great_expectations")  # type: ignore[arg-type]
+    info = r.exception_info or {}
+    if info.get("raised_exception"):
+        return CheckResult(**base, success=False,  # type: ignore[arg-type]
+                           details=f"great_expectations raised: {info.get('exception_message')}")
+    res = r.result or {}
+    if "observed_value" in res:
+        observed: Any = res["observed_value"]
+    else:
+        observed = {"unexpected_count": res.get("unexpected_count"),
+                    "unexpected_percent": res.get("unexpected_percent"),
+                    "element_count": res.get("element_count")}
+        examples = res.get("partial_unexpected_list") or []
+        if examples:
+            observed["examples"] = [str(v) if not isinstance(v, int | float | str | bool) else v
+                                    for v in examples[:_SHOW]]
+        rows = res.get("partial_unexpected_index_list") or []
+        if rows:
+            observed["rows"] = [int(i) if isinstance(i, int) else str(i) for i in rows[:_SHOW]]
+    return CheckResult(**base, success=bool(r.success), observed=observed)  # type: ignore[arg-type]

@@ -1,0 +1,271 @@
+"""Run a feature group's checks on a batch or a stored commit, and gate inserts on the result.
+
+:func:`validate_batch` runs the great_expectations suite (on per-row scalars) and the numpy embedding
+checks and returns one :class:`ValidationReport`. :class:`InsertGate` is what
+:meth:`FeatureGroup.commit_batch` calls: it validates, stores the report, and under ``policy: strict``
+raises :class:`~featurestore.errors.ValidationFailed` before anything is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.errors import ValidationFailed
+from featurestore.validation import embedding, report
+from featurestore.validation.expectations import Expectations, VectorRules, parse_expectations
+from featurestore.validation.report import CheckResult, Mode, ValidationReport
+from featurestore.validation.suite import SUITE_FILE, frame, suite_document
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from featurestore.feature_group import FeatureGroup
+    from featurestore.schema import FeatureGroupSpec
+    from featurestore.store import FeatureStore
+
+_CANDIDATES = 10  # drift: batch rows looked up per wanted sample row
+
+
+def suite_for(spec: FeatureGroupSpec) -> dict[str, Any]:
+    """The spec's suite document (great_expectations JSON form)."""
+    return suite_document(spec, parse_expectations(spec))
+
+
+def write_suite(store: FeatureStore, spec: FeatureGroupSpec) -> str:
+    """Store the suite as JSON beside the table (``<table>/_suite.json``); returns its path."""
+    rel = f"{store.table_path(spec.name, spec.version)}/{SUITE_FILE}"
+    store.root.write_json(rel, suite_for(spec))
+    return rel
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The rows of the commit a batch is compared with (drift, coverage)."""
+
+    commit: int
+    table: pa.Table  # keys, event_time and vector columns of the rows that commit added
+    all_keys: pd.Index | None = None  # every key in the table at that commit (coverage: table)
+
+
+def _key_index(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray | None = None) -> pd.Index:
+    import pandas as pd
+
+    sub = table.select(spec.key_names)
+    if rows is not None:
+        sub = sub.take(pa.array(rows, pa.int64()))
+    if len(spec.key_names) == 1:
+        return pd.Index(sub.column(0).to_pandas())
+    return pd.MultiIndex.from_arrays([sub[k].to_pandas() for k in spec.key_names])
+
+
+def previous_commit(fg: FeatureGroup, before: int | None = None, *, need_all_keys: bool = False
+                    ) -> Previous | None:
+    """The newest commit before ``before`` (default: the newest commit) that added rows, or None."""
+    from featurestore.storage import delta
+    from featurestore.storage.duck import literal, quote
+
+    newest = fg.commit_of()
+    commit = newest if before is None else min(before - 1, newest)
+    if commit < 1:
+        return None
+    now = set(fg.files(commit))
+    added = sorted(now - set(fg.files(commit - 1)))
+    if not added:
+        return None
+    spec = fg.spec
+    cols = [*spec.key_names, spec.event_time, *(f.name for f in spec.vector_features)]
+    sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM read_parquet([{', '.join(map(literal, added))}])")
+    cur = fg.store.duck.con.cursor()
+    try:
+        with delta.translated(f"reading commit {commit} of {fg.uri}"):
+            table = cur.sql(sql).to_arrow_table()
+    finally:
+        cur.close()
+    all_keys = None
+    if need_all_keys:
+        all_keys = _key_index(spec, fg.read(commit, columns=spec.key_names)).unique()
+    return Previous(commit, table, all_keys)
+
+
+def _latest_per_key(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """Of ``rows``, keep the newest row per key; return them and their keys."""
+    times = table[spec.event_time].combine_chunks().cast(pa.int64()).to_numpy()[rows]
+    order = np.argsort(times, kind="stable")
+    rows = rows[order]
+    keys = _key_index(spec, table, rows)
+    keep = ~keys.duplicated(keep="last")
+    return rows[keep], keys[keep]
+
+
+def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Derived, rule: VectorRules,
+                        prev: Previous | None) -> list[CheckResult]:
+    out: list[CheckResult] = []
+    base = prev.commit if prev else None
+    if rule.drift is not None:
+        new = old = np.zeros((0, rule.dim), np.float32)
+        shared_total = None
+        if prev is not None and prev.table.num_rows:
+            p = embedding.derive(prev.table[rule.feature], rule.feature, rule.dim)
+            prev_rows, prev_keys = _latest_per_key(spec, prev.table, np.flatnonzero(p.valid))
+            rng = np.random.default_rng(embedding.SEED)
+            valid = np.flatnonzero(d.valid)
+            want = rule.drift.sample * _CANDIDATES
+            cand = valid if len(valid) <= want else np.sort(rng.choice(valid, want, replace=False))
+            cand, cand_keys = _latest_per_key(spec, table, cand)
+            pos = prev_keys.get_indexer(cand_keys)
+            hit = pos >= 0
+            shared_total = int(hit.sum()) if len(cand) == len(valid) else None
+            cand, pos = cand[hit], pos[hit]
+            if len(cand) > rule.drift.sample:
+                pick = np.sort(rng.choice(len(cand), rule.drift.sample, replace=False))
+                cand, pos = cand[pick], pos[pick]
+            new, old = d.matrix[cand], p.matrix[prev_rows[pos]]
+        out += embedding.check_drift(rule.feature, new, old, rule.drift, rule.metric, base_commit=base,
+                                     shared_total=shared_total)
+    if rule.coverage is not None:
+        expected = None
+        present = 0
+        if prev is not None:
+            exp_keys = (prev.all_keys if rule.coverage.expected == "table" and prev.all_keys is not None
+                        else _key_index(spec, prev.table).unique())
+            expected = len(exp_keys)
+            present = int(exp_keys.isin(_key_index(spec, table)).sum()) if expected else 0
+        out.append(embedding.check_coverage(rule.feature, rule.coverage, expected, present, base))
+    return out
+
+
+def _embedding_checks(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Derived, rule: VectorRules,
+                      previous: Previous | None, keys_of: Any) -> list[CheckResult]:
+    out: list[CheckResult] = []
+    if rule.norm_distribution is not None:
+        out.append(embedding.check_norm_distribution(d, rule.norm_distribution))
+    if rule.duplicates_max_share is not None:
+        out.append(embedding.check_duplicates(d, keys_of, rule.duplicates_max_share))
+    if rule.collapse is not None:
+        out += embedding.check_collapse(d, rule.collapse)
+    return out + _drift_and_coverage(spec, table, d, rule, previous)
+
+
+def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previous | None = None,
+                   mode: Mode = "insert", expectations: Expectations | None = None) -> ValidationReport:
+    """Run every check of ``spec`` on ``table`` (conformed or raw) and return the report (not stored)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    exp = expectations or parse_expectations(spec)
+    derived: dict[str, embedding.Derived] = {}
+    numpy_checks: list[CheckResult] = []
+    for rule in exp.vectors:
+        if rule.feature not in table.column_names:
+            continue
+        d = derived[rule.feature] = embedding.derive(table[rule.feature], rule.feature, rule.dim)
+        numpy_checks.append(embedding.check_dtype(d, rule.dim))
+    timings["derive"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    document = suite_document(spec, exp)
+    from featurestore.validation import gx  # the heavy import, only here
+
+    timings["import"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ge_checks = gx.run(document, frame(spec, exp, table, derived))
+    timings["great_expectations"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    keys_cache: dict[str, Any] = {}
+
+    def keys_of(rows: np.ndarray) -> Any:
+        if "codes" not in keys_cache:
+            from featurestore.validation.suite import _codes, key_column
+
+            cols = [table[k] for k in spec.key_names if k in table.column_names]
+            if len(cols) == 1:
+                keys_cache["codes"] = (_codes(cols[0]) if key_column(spec, spec.key_names[0]).endswith("__code")
+                                       else np.asarray(cols[0].to_numpy()))
+            else:
+                keys_cache["codes"] = np.asarray(_key_index(spec, table).factorize()[0])
+        return keys_cache["codes"][rows]
+
+    for rule in exp.vectors:
+        d = derived.get(rule.feature)
+        if d is None:
+            continue
+        with np.errstate(all="ignore"):  # extreme but finite values must not warn; results say enough
+            numpy_checks += _embedding_checks(spec, table, d, rule, previous, keys_of)
+    timings["embedding"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0 - timings["import"]
+    return ValidationReport(
+        report_id=report.new_report_id(), feature_group=spec.name, version=spec.version, mode=mode,
+        policy=spec.policy, created_at=datetime.now(UTC), row_count=table.num_rows,
+        spec_fingerprint=spec.fingerprint(), checks=tuple(ge_checks + numpy_checks),
+        base_commit=previous.commit if previous else None, timings=timings,
+    )
+
+
+def _needs_all_keys(exp: Expectations) -> bool:
+    return any(v.coverage is not None and v.coverage.expected == "table" for v in exp.vectors)
+
+
+def _ensure_suite(fg: FeatureGroup) -> None:
+    store, spec = fg.store, fg.spec
+    rel = f"{store.table_path(spec.name, spec.version)}/{SUITE_FILE}"
+    if not store.root.exists(rel):
+        write_suite(store, spec)
+
+
+class InsertGate:
+    """Validation of one insert: run before the commit, finished after it (see module doc)."""
+
+    def __init__(self, fg: FeatureGroup, batch: pa.Table):
+        self.fg = fg
+        exp = parse_expectations(fg.spec)
+        _ensure_suite(fg)
+        prev = previous_commit(fg, need_all_keys=_needs_all_keys(exp))
+        self.report = validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp)
+        report.save(fg.store, self.report)
+        if not self.report.success and fg.spec.policy == "strict":
+            raise ValidationFailed(
+                f"{self.report.summary()}\nNothing was committed (policy: strict). Report: "
+                f"{fg.store.root.uri_of(self.report.path)}", report=self.report)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Commit metadata linking the commit to its report."""
+        return {"validation_report": self.report.report_id, "validation_status": self.report.status,
+                "validation_policy": self.fg.spec.policy}
+
+    def committed(self, commit: int) -> None:
+        self.report = self.report.with_commit(commit)
+        report.save(self.fg.store, self.report)
+
+
+def validate_commit(store: FeatureStore, name: str, version: int | None = None, commit: int | None = None,
+                    *, save: bool = True) -> ValidationReport:
+    """Validate a stored commit (default: the newest) against its spec, against the commit before it."""
+    fg = store.feature_group(name, version)
+    number = fg.commit_of(commit)
+    exp = parse_expectations(fg.spec)
+    prev = previous_commit(fg, before=number, need_all_keys=_needs_all_keys(exp))
+    added = sorted(set(fg.files(number)) - set(fg.files(number - 1))) if number > 0 else []
+    spec = fg.spec
+    if added:
+        from featurestore.storage.duck import relation_sql
+
+        cur = store.duck.con.cursor()
+        try:
+            table = cur.sql(relation_sql(spec, added)).to_arrow_table()
+        finally:
+            cur.close()
+        table = table.select(spec.columns)
+    else:
+        table = spec.arrow_schema().empty_table()
+    result = validate_batch(spec, table, previous=prev, mode="commit", expectations=exp)
+    result = result.with_commit(number)
+    if save:
+        report.save(store, result)
+    return result

@@ -1,0 +1,123 @@
+"""Compile a spec's expectations to a great_expectations suite (as plain data), and the frame it runs on.
+
+The suite is a JSON document in great_expectations 1.x's own format (``name``, ``expectations``: each
+``type``, ``kwargs``, ``meta``), built here without importing great_expectations so ``apply`` can store
+it beside the table as ``_suite.json``; the adapter (:mod:`featurestore.validation.gx`) loads it into an
+``ExpectationSuite``. Vectors are never handed to great_expectations: each vector feature becomes
+per-row scalars (``<name>__dim``, ``<name>__norm``, ``<name>__nonfinite``) computed with numpy, and
+string keys become integer codes (``<key>__code``), so every expectation runs vectorised on numeric
+columns (a row-wise expectation over a list column costs seconds per million rows).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore.validation.expectations import Expectations
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from featurestore.schema import FeatureGroupSpec
+    from featurestore.validation.embedding import Derived
+
+SUITE_FILE = "_suite.json"
+
+
+def key_column(spec: FeatureGroupSpec, name: str) -> str:
+    """The frame column holding key ``name`` (string keys are dictionary codes)."""
+    key = next(k for k in spec.entity_keys if k.name == name)
+    return f"{name}__code" if key.type == "string" else name
+
+
+def _exp(kind: str, check: str, column: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    kw = {"column": column, **kwargs} if column is not None else kwargs
+    return {"type": kind, "kwargs": {k: v for k, v in kw.items() if v is not None},
+            "meta": {"check": check, "column": column.split("__")[0] if column else None}}
+
+
+def suite_document(spec: FeatureGroupSpec, exp: Expectations) -> dict[str, Any]:
+    """The great_expectations suite (JSON form) for ``spec``'s expectations."""
+    items: list[dict[str, Any]] = []
+    rc = exp.row_count
+    if rc.min is not None or rc.max is not None:
+        items.append(_exp("expect_table_row_count_to_be_between", "rows: row count",
+                          min_value=rc.min, max_value=rc.max))
+    if exp.keys_not_null:
+        for k in spec.key_names:
+            items.append(_exp("expect_column_values_to_not_be_null", f"{k}: not null", key_column(spec, k)))
+        items.append(_exp("expect_column_values_to_not_be_null", f"{spec.event_time}: not null", spec.event_time))
+    if exp.keys_unique:
+        cols = [key_column(spec, k) for k in spec.key_names] + [spec.event_time]
+        items.append({"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": cols},
+                      "meta": {"check": f"keys: ({', '.join(spec.key_names)}) unique per {spec.event_time}",
+                               "column": ",".join([*spec.key_names, spec.event_time])}})
+    for c in exp.columns:
+        mostly = c.mostly if c.mostly < 1 else None
+        if c.not_null:
+            items.append(_exp("expect_column_values_to_not_be_null", f"{c.column}: not null", c.column))
+        if c.min is not None or c.max is not None:
+            items.append(_exp("expect_column_values_to_be_between", f"{c.column}: values between", c.column,
+                              min_value=c.min, max_value=c.max, mostly=mostly))
+        if c.in_set is not None:
+            items.append(_exp("expect_column_values_to_be_in_set", f"{c.column}: values in set", c.column,
+                              value_set=list(c.in_set), mostly=mostly))
+    for v in exp.vectors:
+        items.append(_exp("expect_column_values_to_be_between", f"{v.feature}: dimension = {v.dim}",
+                          f"{v.feature}__dim", min_value=v.dim, max_value=v.dim))
+        if v.finite:
+            items.append(_exp("expect_column_values_to_be_between", f"{v.feature}: no NaN/inf",
+                              f"{v.feature}__nonfinite", min_value=0, max_value=0))
+        if v.norm is not None:
+            items.append(_exp("expect_column_values_to_be_between", f"{v.feature}: norm between",
+                              f"{v.feature}__norm", min_value=v.norm.min, max_value=v.norm.max,
+                              mostly=v.norm.mostly if v.norm.mostly < 1 else None))
+    return {"name": f"{spec.name}_v{spec.version}", "expectations": items,
+            "meta": {"featurestore_spec": spec.fingerprint()}, "notes": None, "suite_parameters": {}}
+
+
+def _numeric(col: pa.ChunkedArray) -> np.ndarray:
+    """A numpy array GE checks vectorised: int64 or float64 (float64 with NaN when there are nulls)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_integer(arr.type) and not arr.null_count:
+        return arr.cast(pa.int64()).to_numpy()
+    return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _codes(col: pa.ChunkedArray) -> np.ndarray:
+    """Dictionary codes of a string column as float64 (NaN for nulls): equal strings, equal codes."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    idx = pc.dictionary_encode(arr).indices
+    return np.asarray(idx.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def frame(spec: FeatureGroupSpec, exp: Expectations, table: pa.Table, derived: dict[str, Derived]
+          ) -> pd.DataFrame:
+    """The pandas frame the suite runs on: only the columns it checks, all numeric or datetime."""
+    import pandas as pd
+
+    cols: dict[str, Any] = {}
+    for k in spec.entity_keys:
+        if k.name in table.column_names:
+            cols[key_column(spec, k.name)] = _codes(table[k.name]) if k.type == "string" else _numeric(table[k.name])
+    if spec.event_time in table.column_names:
+        cols[spec.event_time] = table[spec.event_time].to_pandas()
+    for c in exp.columns:
+        if c.column not in table.column_names:
+            continue
+        col = table[c.column]
+        if c.type == "timestamp" or c.type in ("string", "bool"):
+            cols[c.column] = col.to_pandas()
+        else:
+            cols[c.column] = _numeric(col)
+    for name, d in derived.items():
+        cols[f"{name}__dim"] = d.dims
+        cols[f"{name}__nonfinite"] = d.nonfinite
+        cols[f"{name}__norm"] = d.norms
+    return pd.DataFrame(cols, copy=False)
