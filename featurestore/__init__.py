@@ -25,6 +25,7 @@ from featurestore.errors import (
     NullKey,
     PipelineError,
     QueryError,
+    ReportNotFound,
     SchemaMismatch,
     ServeError,
     SpecConflict,
@@ -32,6 +33,7 @@ from featurestore.errors import (
     SpineError,
     StorageError,
     TrainingSetNotFound,
+    ValidationError,
     ValidationFailed,
 )
 from featurestore.feature_group import Commit, FeatureGroup
@@ -63,6 +65,7 @@ __all__ = [
     "OnlineSpec",
     "PipelineError",
     "QueryError",
+    "ReportNotFound",
     "SchemaMismatch",
     "ServeError",
     "SpecConflict",
@@ -70,6 +73,7 @@ __all__ = [
     "SpineError",
     "StorageError",
     "TrainingSetNotFound",
+    "ValidationError",
     "ValidationFailed",
     "load_spec",
     "load_specs",

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from featurestore.cli import core, online, pipelines, training
+from featurestore.cli import core, online, pipelines, training, validate
 from featurestore.cli._common import CLIError
 from featurestore.errors import FeatureStoreError
 
@@ -19,6 +19,7 @@ EPILOG = """examples:
   featurestore apply schemas/
   featurestore ls
   featurestore run pipelines/purchase_embeddings.py --as-of 2026-11-01
+  featurestore validate item_embeddings --commit 2
   featurestore sql "SELECT item_id, n_events FROM item_embeddings ORDER BY n_events DESC LIMIT 5"
 
 Every command takes --root PATH (default: $FEATURESTORE_ROOT, else ./featurestore_data)."""
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (core, online, training, pipelines):
+    for module in (core, online, training, pipelines, validate):
         module.register(sub)
     return parser
 

@@ -88,14 +88,12 @@ def _fast_norms(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _ragged(flat: np.ndarray, dims: np.ndarray, nulls: np.ndarray, dim: int
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(dims)
-    ends = np.cumsum(dims)
-    starts = ends - dims
+    starts = np.cumsum(dims) - dims
+    row_of = np.repeat(np.arange(n), dims)  # per-row sums, not differences of a running sum (precision)
     finite = np.isfinite(flat)
-    bad_cum = np.concatenate([[0], np.cumsum(~finite)])
-    nonfinite = (bad_cum[ends] - bad_cum[starts]).astype(np.int64)
+    nonfinite = np.bincount(row_of, weights=~finite, minlength=n).astype(np.int64)
     sq = np.where(finite, flat.astype(np.float64) ** 2, 0.0)
-    sq_cum = np.concatenate([[0.0], np.cumsum(sq)])
-    norms = np.sqrt(np.maximum(sq_cum[ends] - sq_cum[starts], 0.0))
+    norms = np.sqrt(np.bincount(row_of, weights=sq, minlength=n))
     nonfinite[nulls] = 1
     norms[(nonfinite > 0)] = np.nan
     matrix = np.zeros((n, dim), np.float32)

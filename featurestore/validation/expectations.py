@@ -331,7 +331,8 @@ def check_expectations(raw: Any, spec: FeatureGroupSpec, path: str | None = None
     unique = ctx.flag(keys.get("unique_per_event_time", True), "expectations.keys.unique_per_event_time")
 
     cols = ctx.mapping(m.get("columns") or {}, "expectations.columns", {str(k) for k in (m.get("columns") or {})})
-    columns = tuple(_column(ctx, str(name), rule, spec) for name, rule in cols.items())
+    # sorted: the registry stores specs with sorted keys, and the suite must not depend on that
+    columns = tuple(_column(ctx, str(name), cols[name], spec) for name in sorted(cols, key=str))
 
     raw_vectors = m.get("vectors") or {}
     names = [f.name for f in spec.vector_features]

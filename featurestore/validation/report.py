@@ -259,6 +259,11 @@ def _plain(value: Any) -> Any:
 
 
 def format_value(value: Any) -> str:
+    if isinstance(value, dict) and "unexpected_count" in value:  # a great_expectations map result
+        text = f"{value['unexpected_count']} of {value.get('element_count')} unexpected"
+        if value.get("examples"):
+            text += f", e.g. {format_value(value['examples'])}"
+        return text
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurestore.errors import ValidationFailed
 from featurestore.validation import embedding, report
@@ -95,7 +96,7 @@ def previous_commit(fg: FeatureGroup, before: int | None = None, *, need_all_key
 
 def _latest_per_key(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
     """Of ``rows``, keep the newest row per key; return them and their keys."""
-    times = table[spec.event_time].combine_chunks().cast(pa.int64()).to_numpy()[rows]
+    times = pc.fill_null(table[spec.event_time].combine_chunks().cast(pa.int64()), 0).to_numpy()[rows]
     order = np.argsort(times, kind="stable")
     rows = rows[order]
     keys = _key_index(spec, table, rows)
