@@ -200,12 +200,13 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
             numpy_checks += _embedding_checks(spec, table, d, rule, previous, keys_of)
     timings["embedding"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0 - timings["import"]
-    return ValidationReport(
+    result = ValidationReport(
         report_id=report.new_report_id(), feature_group=spec.name, version=spec.version, mode=mode,
         policy=spec.policy, created_at=datetime.now(UTC), row_count=table.num_rows,
         spec_fingerprint=spec.fingerprint(), checks=tuple(ge_checks + numpy_checks),
         base_commit=previous.commit if previous else None, timings=timings,
     )
+    return ValidationReport.from_json(result.to_json())  # canonical: equal to what is read back
 
 
 def _needs_all_keys(exp: Expectations) -> bool:
