@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_validation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data

@@ -39,13 +39,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CLIError(f"cannot write {args.html}: {exc}") from exc
     if args.json:
-        print_json(report.to_dict())
+        print_json(report.to_dict(), out=sys.stdout)
     else:
         print(f"{report.feature_group} v{report.version} commit {report.commit}: {report.row_count} rows"
               + (f", compared with commit {report.base_commit}" if report.base_commit is not None else ""))
         print_table(["result", "check", "observed", "expected"],
                     [["FAIL" if not c.success else "skip" if c.skipped else "pass", c.name,
-                      format_value(c.observed), format_threshold(c)] for c in report.checks])
+                      format_value(c.observed), format_threshold(c)] for c in report.checks],
+                    out=sys.stdout)
         print(f"{report.status}: {len(report.failed)} of {len(report.checks)} checks failed")
         print(f"report: {store.root.uri_of(report.path)}", file=sys.stderr)
         print(f"html:   {args.html or store.root.uri_of(html_rel)}", file=sys.stderr)

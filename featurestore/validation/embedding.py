@@ -62,6 +62,10 @@ def derive(column: pa.ChunkedArray | pa.Array, feature: str, dim: int) -> Derive
             flat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
             matrix = flat.reshape(n, dim)
             norms, nonfinite = _fast_norms(matrix)
+        elif fixed is None and not nulls.any() and bool((dims == dim).all()):  # a list column, all well-formed
+            flat = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float32)
+            matrix = flat.reshape(n, dim)
+            norms, nonfinite = _fast_norms(matrix)
         else:
             flat = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float32)
             norms, nonfinite, matrix = _ragged(flat, dims, nulls, dim)
@@ -215,7 +219,8 @@ def check_collapse(d: Derived, rule: Collapse) -> list[CheckResult]:
         rows = np.sort(rng.choice(rows, rule.sample, replace=False))
     u = d.matrix[rows].astype(np.float64) / d.norms[rows, None]
     if rule.min_effective_rank is not None:
-        s = np.linalg.svd(u, compute_uv=False)
+        # singular values from the small dim x dim Gram matrix: far cheaper than an SVD of the sample
+        s = np.sqrt(np.clip(np.linalg.eigvalsh(u.T @ u), 0.0, None))
         p = s / s.sum()
         p = p[p > 0]
         erank = float(np.exp(-(p * np.log(p)).sum()))

@@ -17,7 +17,7 @@ switched off with ``false``. Example::
           norm_distribution: {p01_min: 0.999, p99_max: 1.001, cv_max: 0.01}
           duplicates: {max_share: 0.001}
           collapse: {sample: 2000, min_effective_rank: 8, max_mean_cosine: 0.5}
-          drift: {sample: 2000, k: 10, min_mean_cosine: 0.5, min_neighbor_overlap: 0.3}
+          drift: {sample: 1000, k: 10, min_mean_cosine: 0.5, min_neighbor_overlap: 0.3}
           coverage: {expected: previous_commit, min_share: 0.9}
 
 This module imports nothing heavy: specs are parsed on ``apply`` and when a store opens.
@@ -84,7 +84,7 @@ class Collapse:
 class Drift:
     """Against the previous commit, for shared keys: mean cosine, and neighbour overlap@k on a sample."""
 
-    sample: int = 2000
+    sample: int = 1000
     k: int = 10
     min_mean_cosine: float | None = 0.5
     min_neighbor_overlap: float | None = 0.2
@@ -294,7 +294,7 @@ def _vector(ctx: _Ctx, feature: Feature, raw: Any) -> VectorRules:
         f = f"{field}.drift"
         d = ctx.mapping(raw_drift, f, {"sample", "k", "min_mean_cosine", "min_neighbor_overlap", "min_shared"})
         drift = Drift(
-            sample=ctx.number(d.get("sample", 2000), f"{f}.sample", lo=10, integer=True),
+            sample=ctx.number(d.get("sample", 1000), f"{f}.sample", lo=10, integer=True),
             k=ctx.number(d.get("k", 10), f"{f}.k", lo=1, hi=1000, integer=True),
             min_mean_cosine=ctx.number(d.get("min_mean_cosine"), f"{f}.min_mean_cosine", lo=-1.0, hi=1.0),
             min_neighbor_overlap=ctx.number(d.get("min_neighbor_overlap"), f"{f}.min_neighbor_overlap",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,11 +48,40 @@ def write_suite(store: FeatureStore, spec: FeatureGroupSpec) -> str:
 
 @dataclass(frozen=True)
 class Previous:
-    """The rows of the commit a batch is compared with (drift, coverage)."""
+    """The commit a batch is compared with (drift, coverage): its added rows, read lazily.
+
+    Either ``table`` holds those rows in memory, or ``files`` names the Parquet files the commit added
+    and ``store`` reads them: only the rows of the keys asked for (a sample), so a 1M-row previous
+    commit costs one filtered scan, not a full load.
+    """
 
     commit: int
-    table: pa.Table  # keys, event_time and vector columns of the rows that commit added
+    table: pa.Table | None = None
+    files: tuple[str, ...] = ()
+    store: FeatureStore | None = None
     all_keys: pd.Index | None = None  # every key in the table at that commit (coverage: table)
+
+    def rows(self, spec: FeatureGroupSpec, columns: list[str], keys: pa.Table | None = None) -> pa.Table:
+        """The commit's rows (``columns``), restricted to ``keys`` (a table of key columns) if given."""
+        if self.table is not None:
+            return self.table.select(columns)
+        assert self.store is not None
+        from featurestore.errors import StorageError
+        from featurestore.storage.duck import literal, quote
+
+        sql = f"SELECT {', '.join('p.' + quote(c) for c in columns)} FROM read_parquet([" \
+              f"{', '.join(map(literal, self.files))}]) AS p"
+        if keys is not None:
+            sql += f" SEMI JOIN wanted USING ({', '.join(quote(k) for k in spec.key_names)})"
+        cur = self.store.duck.con.cursor()
+        try:
+            if keys is not None:
+                cur.register("wanted", keys)
+            return cur.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StorageError(f"reading commit {self.commit} of {spec.key}: {exc}") from exc
+        finally:
+            cur.close()
 
 
 def _key_index(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray | None = None) -> pd.Index:
@@ -68,30 +98,17 @@ def _key_index(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray | None 
 def previous_commit(fg: FeatureGroup, before: int | None = None, *, need_all_keys: bool = False
                     ) -> Previous | None:
     """The newest commit before ``before`` (default: the newest commit) that added rows, or None."""
-    from featurestore.storage import delta
-    from featurestore.storage.duck import literal, quote
-
     newest = fg.commit_of()
     commit = newest if before is None else min(before - 1, newest)
     if commit < 1:
         return None
-    now = set(fg.files(commit))
-    added = sorted(now - set(fg.files(commit - 1)))
+    added = sorted(set(fg.files(commit)) - set(fg.files(commit - 1)))
     if not added:
         return None
-    spec = fg.spec
-    cols = [*spec.key_names, spec.event_time, *(f.name for f in spec.vector_features)]
-    sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM read_parquet([{', '.join(map(literal, added))}])")
-    cur = fg.store.duck.con.cursor()
-    try:
-        with delta.translated(f"reading commit {commit} of {fg.uri}"):
-            table = cur.sql(sql).to_arrow_table()
-    finally:
-        cur.close()
     all_keys = None
     if need_all_keys:
-        all_keys = _key_index(spec, fg.read(commit, columns=spec.key_names)).unique()
-    return Previous(commit, table, all_keys)
+        all_keys = _key_index(fg.spec, fg.read(commit, columns=fg.spec.key_names)).unique()
+    return Previous(commit, files=tuple(added), store=fg.store, all_keys=all_keys)
 
 
 def _latest_per_key(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
@@ -111,14 +128,17 @@ def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.De
     if rule.drift is not None:
         new = old = np.zeros((0, rule.dim), np.float32)
         shared_total = None
-        if prev is not None and prev.table.num_rows:
-            p = embedding.derive(prev.table[rule.feature], rule.feature, rule.dim)
-            prev_rows, prev_keys = _latest_per_key(spec, prev.table, np.flatnonzero(p.valid))
+        if prev is not None:
             rng = np.random.default_rng(embedding.SEED)
             valid = np.flatnonzero(d.valid)
             want = rule.drift.sample * _CANDIDATES
             cand = valid if len(valid) <= want else np.sort(rng.choice(valid, want, replace=False))
             cand, cand_keys = _latest_per_key(spec, table, cand)
+            cols = [*spec.key_names, spec.event_time, rule.feature]
+            wanted = table.select(spec.key_names).take(pa.array(cand, pa.int64()))
+            old_rows = prev.rows(spec, cols, wanted)
+            p = embedding.derive(old_rows[rule.feature], rule.feature, rule.dim)
+            prev_rows, prev_keys = _latest_per_key(spec, old_rows, np.flatnonzero(p.valid))
             pos = prev_keys.get_indexer(cand_keys)
             hit = pos >= 0
             shared_total = int(hit.sum()) if len(cand) == len(valid) else None
@@ -134,7 +154,7 @@ def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.De
         present = 0
         if prev is not None:
             exp_keys = (prev.all_keys if rule.coverage.expected == "table" and prev.all_keys is not None
-                        else _key_index(spec, prev.table).unique())
+                        else _key_index(spec, prev.rows(spec, spec.key_names)).unique())
             expected = len(exp_keys)
             present = int(exp_keys.isin(_key_index(spec, table)).sum()) if expected else 0
         out.append(embedding.check_coverage(rule.feature, rule.coverage, expected, present, base))
