@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from featurestore.schema import FeatureGroupSpec
     from featurestore.store import FeatureStore
 
-_CANDIDATES = 10  # drift: batch rows looked up per wanted sample row
+_CANDIDATES = 3  # drift: batch rows looked up in the previous commit per wanted sample row
 
 
 def suite_for(spec: FeatureGroupSpec) -> dict[str, Any]:
