@@ -85,7 +85,8 @@ def _numeric(col: pa.ChunkedArray) -> np.ndarray:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_integer(arr.type) and not arr.null_count:
         return arr.cast(pa.int64()).to_numpy()
-    return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    # integers with nulls: float64 with NaN (beyond 2**53 a range check is exact only to float precision)
+    return np.asarray(arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def _codes(col: pa.ChunkedArray) -> np.ndarray:
