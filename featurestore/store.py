@@ -200,8 +200,8 @@ class FeatureStore:
         for name, spec in newest.items():
             self.duck.set_view(name, self.duck_view_sql(spec.name, spec.version))
             names.add(name)
-        for view, select in self._extra_views.items():
-            self.duck.set_view(view, select(self))
+        for view, make_select in self._extra_views.items():
+            self.duck.set_view(view, make_select(self))
             names.add(view)
         self.duck.drop_stale(names)
         return sorted(names)

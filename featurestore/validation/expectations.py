@@ -210,8 +210,9 @@ def _column(ctx: _Ctx, name: str, raw: Any, spec: FeatureGroupSpec) -> ColumnRul
     if in_set is not None:
         if not isinstance(in_set, list | tuple) or not in_set:
             raise ctx.fail(f"{field}.in_set", f"must be a non-empty list; got {in_set!r}")
-        want = {"string": str, "bool": bool, "int32": int, "int64": int, "float32": (int, float),
-                "float64": (int, float)}.get(ftype)
+        types: dict[str, tuple[type, ...]] = {"string": (str,), "bool": (bool,), "int32": (int,), "int64": (int,),
+                                              "float32": (int, float), "float64": (int, float)}
+        want = types.get(ftype)
         if want is None:
             raise ctx.fail(f"{field}.in_set", f"is not supported for {ftype} columns")
         bad = [v for v in in_set if not isinstance(v, want) or (ftype != "bool" and isinstance(v, bool))]

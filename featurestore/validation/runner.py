@@ -213,11 +213,11 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
         return keys_cache["codes"][rows]
 
     for rule in exp.vectors:
-        d = derived.get(rule.feature)
-        if d is None:
+        found = derived.get(rule.feature)
+        if found is None:
             continue
         with np.errstate(all="ignore"):  # extreme but finite values must not warn; results say enough
-            numpy_checks += _embedding_checks(spec, table, d, rule, previous, keys_of)
+            numpy_checks += _embedding_checks(spec, table, found, rule, previous, keys_of)
     timings["embedding"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0 - timings["import"]
     result = ValidationReport(
