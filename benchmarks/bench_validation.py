@@ -57,8 +57,7 @@ def insert_without_validation(fg, data: pa.Table, as_of: datetime) -> None:
     """The insert path with the validation step left out: conform, then one Delta commit."""
     batch = conform(fg.spec, data, as_of=as_of)
     stored = fg._storage_table(batch)
-    delta.append(fg.uri, stored, {META_PREFIX + "run_id": f"bench-{time.time_ns()}"},
-                 storage_options=fg.store.root.storage_options)
+    delta.append(fg.store.root, fg.rel, stored, {META_PREFIX + "run_id": f"bench-{time.time_ns()}"})
 
 
 def fresh_group(tmp: Path, name: str):

@@ -217,3 +217,19 @@ def test_duplicate_share_matches_a_plain_reference(data, n):
     want = sum(1 for v in vecs if len(by_vec[np.array(v, np.float32).tobytes()]) > 1)
     assert got.observed["rows"] == want
     assert got.observed["share"] == pytest.approx(want / n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(0, 3)), min_size=1, max_size=40))
+def test_key_time_codes_are_equal_exactly_for_equal_key_and_time(rows):
+    from featurestore.validation.expectations import parse_expectations
+    from featurestore.validation.suite import KEY_TIME, frame
+
+    t = pa.table({"thing_id": pa.array([k for k, _ in rows], pa.string()),
+                  "event_time": pa.array([T + timedelta(days=d) for _, d in rows], pa.timestamp("us", tz="UTC"))})
+    codes = frame(SPEC, parse_expectations(SPEC), t, {})[KEY_TIME].to_numpy()
+    for i, a in enumerate(rows):
+        assert np.isnan(codes[i]) == (a[0] is None)
+        for j, b in enumerate(rows):
+            if a[0] is not None and b[0] is not None:
+                assert (codes[i] == codes[j]) == (a == b)

@@ -95,7 +95,7 @@ def test_suite_is_stored_beside_the_table_and_round_trips_through_great_expectat
     assert [(e["type"], e["kwargs"], e["meta"]["check"]) for e in back["expectations"]] == \
         [(e["type"], e["kwargs"], e["meta"]["check"]) for e in stored["expectations"]]
     types = {e["type"] for e in stored["expectations"]}
-    assert {"expect_table_row_count_to_be_between", "expect_compound_columns_to_be_unique",
+    assert {"expect_table_row_count_to_be_between", "expect_column_values_to_be_unique",
             "expect_column_values_to_not_be_null", "expect_column_values_to_be_between"} <= types
 
 
