@@ -8,6 +8,8 @@ are translated to :class:`~featurestore.errors.ValidationError` here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import warnings
@@ -64,23 +66,41 @@ def suite_json(document: dict[str, Any]) -> dict[str, Any]:
     return to_suite(document).to_json_dict()
 
 
+def _definition(document: dict[str, Any]) -> Any:
+    """The context's ValidationDefinition for this suite document (added once per distinct document)."""
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    defs = _state.setdefault("definitions", {})
+    vd = defs.get(digest)
+    if vd is None:
+        bd = _batch_definition()
+        context = _state["context"]
+        name = f"{document['name']}-{digest}"
+        suite = to_suite(document)
+        suite.name = name  # unique in the context; messages keep the document's name
+        if len(suite.expectations) != len(document["expectations"]):
+            raise ValidationError(f"great_expectations dropped expectations of suite {document['name']!r}")
+        suite = context.suites.add(suite)
+        vd = defs[digest] = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=bd, suite=suite))
+    return vd
+
+
 def run(document: dict[str, Any], frame: pd.DataFrame) -> list[CheckResult]:
     """Run the suite on ``frame``; one CheckResult per expectation, in suite order."""
-    suite = to_suite(document)
-    if len(suite.expectations) != len(document["expectations"]):
-        raise ValidationError(f"great_expectations dropped expectations of suite {document['name']!r}")
     with _lock:
         try:
-            batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-            result = batch.validate(suite, result_format="SUMMARY")
+            vd = _definition(document)
+            # one ValidationDefinition run: the frame is fingerprinted once (Batch.validate does it twice)
+            result = vd.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+            results_store = _state["context"].validation_results_store
+            for key in results_store.list_keys():  # keep nothing in memory between inserts
+                results_store.remove_key(key)
+        except ValidationError:
+            raise
         except Exception as exc:  # GE raises a wide variety; all mean "could not validate"
             raise ValidationError(f"great_expectations could not run suite {document['name']!r}: {exc}") from exc
     by_check = {r.expectation_config.meta.get("check"): r for r in result.results}
-    out = []
-    for item in document["expectations"]:
-        r = by_check.get(item["meta"]["check"])
-        out.append(_check(item, r))
-    return out
+    return [_check(item, by_check.get(item["meta"]["check"])) for item in document["expectations"]]
 
 
 def _check(item: dict[str, Any], r: Any) -> CheckResult:
