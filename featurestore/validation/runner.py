@@ -9,6 +9,7 @@ raises :class:`~featurestore.errors.ValidationFailed` before anything is committ
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -193,32 +194,42 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
     from featurestore.validation import gx  # the heavy import, only here
 
     timings["import"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ge_checks = gx.run(document, frame(spec, exp, table, derived))
-    timings["great_expectations"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    keys_cache: dict[str, Any] = {}
+    def run_suite() -> list[CheckResult]:
+        started = time.perf_counter()
+        out = gx.run(document, frame(spec, exp, table, derived))
+        timings["great_expectations"] = time.perf_counter() - started
+        return out
 
-    def keys_of(rows: np.ndarray) -> Any:
-        if "codes" not in keys_cache:
-            from featurestore.validation.suite import _codes, key_column
+    # the suite runs beside the numpy checks: both spend most of their time in code that releases the GIL
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-validation")
+    suite_future = pool.submit(run_suite)
+    try:
+        t = time.perf_counter()
+        keys_cache: dict[str, Any] = {}
 
-            cols = [table[k] for k in spec.key_names if k in table.column_names]
-            if len(cols) == 1:
-                keys_cache["codes"] = (_codes(cols[0]) if key_column(spec, spec.key_names[0]).endswith("__code")
-                                       else np.asarray(cols[0].to_numpy()))
-            else:
-                keys_cache["codes"] = np.asarray(_key_index(spec, table).factorize()[0])
-        return keys_cache["codes"][rows]
+        def keys_of(rows: np.ndarray) -> Any:
+            if "codes" not in keys_cache:
+                from featurestore.validation.suite import _codes, key_column
 
-    for rule in exp.vectors:
-        found = derived.get(rule.feature)
-        if found is None:
-            continue
-        with np.errstate(all="ignore"):  # extreme but finite values must not warn; results say enough
-            numpy_checks += _embedding_checks(spec, table, found, rule, previous, keys_of)
-    timings["embedding"] = time.perf_counter() - t
+                cols = [table[k] for k in spec.key_names if k in table.column_names]
+                if len(cols) == 1:
+                    keys_cache["codes"] = (_codes(cols[0]) if key_column(spec, spec.key_names[0]).endswith("__code")
+                                           else np.asarray(cols[0].to_numpy()))
+                else:
+                    keys_cache["codes"] = np.asarray(_key_index(spec, table).factorize()[0])
+            return keys_cache["codes"][rows]
+
+        for rule in exp.vectors:
+            found = derived.get(rule.feature)
+            if found is None:
+                continue
+            with np.errstate(all="ignore"):  # extreme but finite values must not warn; results say enough
+                numpy_checks += _embedding_checks(spec, table, found, rule, previous, keys_of)
+        timings["embedding"] = time.perf_counter() - t
+        ge_checks = suite_future.result()
+    finally:
+        pool.shutdown(wait=True)
     timings["total"] = time.perf_counter() - t0 - timings["import"]
     result = ValidationReport(
         report_id=report.new_report_id(), feature_group=spec.name, version=spec.version, mode=mode,
