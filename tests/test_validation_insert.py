@@ -125,3 +125,37 @@ def test_multiple_rows_per_key_compare_the_newest(store):
     drift = next(x for x in report.checks if x.name == "embedding: drift (mean cosine)")
     assert drift.observed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert np.isclose(report.checks[0].observed, 120)
+
+
+def test_compound_integer_and_string_keys_validate_and_compare_by_both(tmp_path):
+    from featurestore import FeatureGroupSpec
+
+    spec = FeatureGroupSpec.from_dict({
+        "name": "pairs", "version": 1,
+        "entity_keys": [{"name": "user_id", "type": "int64"}, {"name": "market", "type": "string"}],
+        "features": [{"name": "vec", "type": "vector", "dim": 8, "metric": "dot"}],
+        "expectations": {"vectors": {"vec": {"drift": {"sample": 100, "k": 5, "min_shared": 10},
+                                             "coverage": {"expected": "table", "min_share": 0.5}}}},
+    })
+    store = FeatureStore(tmp_path / "s")
+    store.apply(spec)
+    fg = store.feature_group("pairs", 1)
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((120, 8)).astype(np.float32)
+
+    def rows(vectors: np.ndarray) -> pa.Table:
+        return pa.table({"user_id": pa.array(np.repeat(np.arange(60), 2), pa.int64()),
+                         "market": ["de", "fr"] * 60,
+                         "vec": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 8)})
+
+    fg.insert(rows(v), as_of=T0)
+    c = fg.insert(rows(v * 1.01), as_of=T0 + timedelta(days=1))
+    report = load(store, c.extra["validation_report"])
+    assert report.success, report.summary()
+    by = {x.expectation: x for x in report.checks}
+    assert by["vector_drift_mean_cosine"].observed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert by["vector_drift_mean_cosine"].observed["shared_keys"] == 120
+    assert by["entity_coverage"].observed == {"share": 1.0, "present": 120, "expected": 120, "base_commit": 1}
+    swapped = np.concatenate([v[1::2], v[0::2]], axis=1).reshape(120, 8)  # de <-> fr vectors per user
+    with pytest.raises(ValidationFailed, match="drift"):
+        fg.insert(rows(swapped), as_of=T0 + timedelta(days=2))

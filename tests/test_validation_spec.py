@@ -136,3 +136,11 @@ def test_reading_and_querying_do_not_import_great_expectations(tmp_path):
             "sys.exit(1 if any(m.startswith('great_expectations') for m in sys.modules) else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_fields_left_out_keep_their_defaults_and_null_switches_one_off(tmp_path):
+    exp = parse_expectations(load_spec(_spec_file(tmp_path, {"vectors": {"embedding": {
+        "drift": {"k": 5, "min_neighbor_overlap": None}, "collapse": {"sample": 500}}}})))
+    (vec,) = exp.vectors
+    assert (vec.drift.k, vec.drift.min_mean_cosine, vec.drift.min_neighbor_overlap) == (5, 0.5, None)
+    assert (vec.collapse.sample, vec.collapse.min_effective_rank, vec.collapse.max_mean_cosine) == (500, 4, 0.9)

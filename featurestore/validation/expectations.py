@@ -3,7 +3,8 @@
 A spec's ``expectations`` mapping is plain YAML; :func:`parse_expectations` turns it into frozen
 dataclasses with every default filled in, raising :class:`~featurestore.errors.SpecError` that names
 the spec file and the field (``expectations.vectors.embedding.drift.min_mean_cosine``). Any check can be
-switched off with ``false``. Example::
+switched off with ``false``; within a check, fields left out keep their defaults and ``null`` switches
+one threshold off. Example::
 
     expectations:
       row_count: {min: 1, max: 50000000}
@@ -261,9 +262,9 @@ def _vector(ctx: _Ctx, feature: Feature, raw: Any) -> VectorRules:
     elif raw_dist is not True:
         d = ctx.mapping(raw_dist, f"{field}.norm_distribution", {"p01_min", "p99_max", "cv_max"})
         f = f"{field}.norm_distribution"
-        dist = NormDistribution(ctx.number(d.get("p01_min"), f"{f}.p01_min", lo=0.0),
-                                ctx.number(d.get("p99_max"), f"{f}.p99_max", lo=0.0),
-                                ctx.number(d.get("cv_max"), f"{f}.cv_max", lo=0.0))
+        dist = NormDistribution(ctx.number(d.get("p01_min", default_dist.p01_min), f"{f}.p01_min", lo=0.0),
+                                ctx.number(d.get("p99_max", default_dist.p99_max), f"{f}.p99_max", lo=0.0),
+                                ctx.number(d.get("cv_max", default_dist.cv_max), f"{f}.cv_max", lo=0.0))
 
     dup: float | None = 0.01
     raw_dup = m.get("duplicates", True)
@@ -273,7 +274,8 @@ def _vector(ctx: _Ctx, feature: Feature, raw: Any) -> VectorRules:
         d = ctx.mapping(raw_dup, f"{field}.duplicates", {"max_share"})
         dup = float(ctx.number(d.get("max_share", 0.01), f"{field}.duplicates.max_share", lo=0.0, hi=1.0))
 
-    collapse: Collapse | None = Collapse(min_effective_rank=max(2.0, feature.dim / 16))
+    default_collapse = Collapse(min_effective_rank=max(2.0, feature.dim / 16))
+    collapse: Collapse | None = default_collapse
     raw_col = m.get("collapse", True)
     if ctx.off(raw_col):
         collapse = None
@@ -282,9 +284,10 @@ def _vector(ctx: _Ctx, feature: Feature, raw: Any) -> VectorRules:
         d = ctx.mapping(raw_col, f, {"sample", "min_effective_rank", "max_mean_cosine", "min_rows"})
         collapse = Collapse(
             sample=ctx.number(d.get("sample", 2000), f"{f}.sample", lo=10, integer=True),
-            min_effective_rank=ctx.number(d.get("min_effective_rank"), f"{f}.min_effective_rank",
-                                          lo=1.0, hi=float(feature.dim)),
-            max_mean_cosine=ctx.number(d.get("max_mean_cosine"), f"{f}.max_mean_cosine", lo=-1.0, hi=1.0),
+            min_effective_rank=ctx.number(d.get("min_effective_rank", default_collapse.min_effective_rank),
+                                          f"{f}.min_effective_rank", lo=1.0, hi=float(feature.dim)),
+            max_mean_cosine=ctx.number(d.get("max_mean_cosine", default_collapse.max_mean_cosine),
+                                       f"{f}.max_mean_cosine", lo=-1.0, hi=1.0),
             min_rows=ctx.number(d.get("min_rows", 50), f"{f}.min_rows", lo=3, integer=True))
 
     drift: Drift | None = Drift()
@@ -297,9 +300,10 @@ def _vector(ctx: _Ctx, feature: Feature, raw: Any) -> VectorRules:
         drift = Drift(
             sample=ctx.number(d.get("sample", 1000), f"{f}.sample", lo=10, integer=True),
             k=ctx.number(d.get("k", 10), f"{f}.k", lo=1, hi=1000, integer=True),
-            min_mean_cosine=ctx.number(d.get("min_mean_cosine"), f"{f}.min_mean_cosine", lo=-1.0, hi=1.0),
-            min_neighbor_overlap=ctx.number(d.get("min_neighbor_overlap"), f"{f}.min_neighbor_overlap",
-                                            lo=0.0, hi=1.0),
+            min_mean_cosine=ctx.number(d.get("min_mean_cosine", Drift.min_mean_cosine), f"{f}.min_mean_cosine",
+                                       lo=-1.0, hi=1.0),
+            min_neighbor_overlap=ctx.number(d.get("min_neighbor_overlap", Drift.min_neighbor_overlap),
+                                            f"{f}.min_neighbor_overlap", lo=0.0, hi=1.0),
             min_shared=ctx.number(d.get("min_shared", 20), f"{f}.min_shared", lo=1, integer=True))
         if drift.k >= drift.sample:
             raise ctx.fail(f"{f}.k", f"must be smaller than sample ({drift.sample}); got {drift.k}")
