@@ -32,6 +32,7 @@ from featurestore.validation.runner import InsertGate
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
+    from featurestore.validation.report import ValidationReport
 
 AsOf = int | datetime | None
 #: called with (feature_group, conformed batch) before a commit; may raise to refuse it, or return
@@ -125,6 +126,14 @@ class FeatureGroup:
         """
         batch = conform(self.spec, data, as_of=as_of)
         return self.commit_batch(batch, as_of=as_of, metadata=metadata)
+
+    def validate(self, data: Any, as_of: datetime | None = None) -> ValidationReport:
+        """Check ``data`` as :meth:`insert` would (conform, then every validation check against the
+        newest commit) without committing or storing anything; returns the report (``.success``,
+        ``.summary()``)."""
+        from featurestore.validation.runner import check_batch
+
+        return check_batch(self, conform(self.spec, data, as_of=as_of))
 
     def commit_batch(self, batch: pa.Table, *, as_of: datetime | None = None,
                      metadata: Mapping[str, Any] | None = None,

@@ -31,6 +31,7 @@ from featurestore.storage.duck import Duck, relation_sql
 from featurestore.storage.fs import Root
 from featurestore.validation import report as validation_views
 from featurestore.validation import runner as validation
+from featurestore.validation.report import ValidationReport
 
 DEFAULT_ROOT = "./featurestore_data"
 ROOT_ENV = "FEATURESTORE_ROOT"
@@ -205,6 +206,12 @@ class FeatureStore:
             names.add(view)
         self.duck.drop_stale(names)
         return sorted(names)
+
+    def validate(self, name: str, version: int | None = None, commit: AsOf = None) -> ValidationReport:
+        """Re-validate a stored commit (default: the newest) and store the report; see
+        :func:`featurestore.validation.validate_commit`."""
+        number = self.feature_group(name, version).commit_of(commit)
+        return validation.validate_commit(self, name, version, number)
 
     def add_view(self, name: str, select: Callable[[FeatureStore], str]) -> None:
         """Register a view of this store, re-created from ``select(store)`` before each query."""

@@ -159,3 +159,16 @@ def test_compound_integer_and_string_keys_validate_and_compare_by_both(tmp_path)
     swapped = np.concatenate([v[1::2], v[0::2]], axis=1).reshape(120, 8)  # de <-> fr vectors per user
     with pytest.raises(ValidationFailed, match="drift"):
         fg.insert(rows(swapped), as_of=T0 + timedelta(days=2))
+
+
+def test_dry_run_validate_commits_and_stores_nothing(store):
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(60), as_of=T0)
+    root = Path(store.root.base)
+    before = tree_digest(root)
+    good, bad = fg.validate(item_batch(60), as_of=T0 + timedelta(days=1)), fg.validate(off_norm(60), as_of=T0)
+    assert good.success and good.base_commit == 1 and not good.committed
+    assert "embedding: norm between" in {c.name for c in bad.failed}
+    assert tree_digest(root) == before
+    again = store.validate("item_embeddings", commit=1)
+    assert again.success and again.commit == 1 and again.mode == "commit"

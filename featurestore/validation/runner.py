@@ -251,15 +251,20 @@ def _ensure_suite(fg: FeatureGroup) -> None:
         write_suite(store, spec)
 
 
+def check_batch(fg: FeatureGroup, batch: pa.Table) -> ValidationReport:
+    """Validate a conformed batch against ``fg``'s spec and newest commit, storing nothing."""
+    exp = parse_expectations(fg.spec)
+    prev = previous_commit(fg, need_all_keys=_needs_all_keys(exp))
+    return validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp)
+
+
 class InsertGate:
     """Validation of one insert: run before the commit, finished after it (see module doc)."""
 
     def __init__(self, fg: FeatureGroup, batch: pa.Table):
         self.fg = fg
-        exp = parse_expectations(fg.spec)
         _ensure_suite(fg)
-        prev = previous_commit(fg, need_all_keys=_needs_all_keys(exp))
-        self.report = validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp)
+        self.report = check_batch(fg, batch)
         report.save(fg.store, self.report)
         if not self.report.success and fg.spec.policy == "strict":
             raise ValidationFailed(
