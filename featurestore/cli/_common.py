@@ -50,8 +50,6 @@ def fmt(value: Any, width: int = 48) -> str:
         return "NULL"
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else str(value)
-    if isinstance(value, str):
-        return value if len(value) <= width else value[: width - 1] + "…"
     if isinstance(value, list | tuple):
         head = ", ".join(fmt(v, 12) for v in value[:4])
         text = f"[{head}{', …' if len(value) > 4 else ''}]" + (f" ({len(value)})" if len(value) > 4 else "")

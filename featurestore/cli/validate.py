@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from featurestore.cli._common import CLIError, command, open_store, print_json, print_table
+from featurestore.cli._common import CLIError, command, open_store, print_json
 from featurestore.validation.report import format_threshold, format_value
 
 
@@ -43,10 +43,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{report.feature_group} v{report.version} commit {report.commit}: {report.row_count} rows"
               + (f", compared with commit {report.base_commit}" if report.base_commit is not None else ""))
-        print_table(["result", "check", "observed", "expected"],
-                    [["FAIL" if not c.success else "skip" if c.skipped else "pass", c.name,
-                      format_value(c.observed), format_threshold(c)] for c in report.checks],
-                    out=sys.stdout)
+        rows = [("FAIL" if not c.success else "skip" if c.skipped else "pass", c.name, format_value(c.observed),
+                 format_threshold(c) + (f"; {c.details}" if c.details else "")) for c in report.checks]
+        width = max(len(r[1]) for r in rows) if rows else 0
+        for result, name, observed, expected in rows:  # full values, never cut: this is what a person reads
+            print(f"{result:4}  {name:<{width}}  {observed}   [expected: {expected}]")
         print(f"{report.status}: {len(report.failed)} of {len(report.checks)} checks failed")
         print(f"report: {store.root.uri_of(report.path)}", file=sys.stderr)
         print(f"html:   {args.html or store.root.uri_of(html_rel)}", file=sys.stderr)

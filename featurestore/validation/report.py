@@ -277,5 +277,5 @@ def format_value(value: Any) -> str:
 def format_threshold(check: CheckResult) -> str:
     t = {k: v for k, v in check.threshold.items() if v is not None}
     if not t:
-        return "-"
+        return "no unexpected rows" if check.engine == "great_expectations" else "-"
     return ", ".join(f"{k} {format_value(v)}" for k, v in t.items())
