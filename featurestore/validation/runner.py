@@ -206,19 +206,13 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
     suite_future = pool.submit(run_suite)
     try:
         t = time.perf_counter()
-        keys_cache: dict[str, Any] = {}
-
         def keys_of(rows: np.ndarray) -> Any:
-            if "codes" not in keys_cache:
-                from featurestore.validation.suite import _codes, key_column
-
-                cols = [table[k] for k in spec.key_names if k in table.column_names]
-                if len(cols) == 1:
-                    keys_cache["codes"] = (_codes(cols[0]) if key_column(spec, spec.key_names[0]).endswith("__code")
-                                           else np.asarray(cols[0].to_numpy()))
-                else:
-                    keys_cache["codes"] = np.asarray(_key_index(spec, table).factorize()[0])
-            return keys_cache["codes"][rows]
+            """The entity keys of ``rows`` (only duplicate candidates: few), as printable values."""
+            cols = [table[k].take(pa.array(rows, pa.int64())).to_pylist() for k in spec.key_names
+                    if k in table.column_names]
+            out = np.empty(len(rows), dtype=object)
+            out[:] = cols[0] if len(cols) == 1 else list(zip(*cols))
+            return out
 
         for rule in exp.vectors:
             found = derived.get(rule.feature)
