@@ -54,6 +54,14 @@ def _status_of(exc: Exception) -> tuple[int, str, str]:
     return 500, "InternalError", "internal error (see the server log)"
 
 
+def _failure(exc: Exception, what: str, name: str) -> tuple[int, Response]:
+    """The status and error response for an exception raised while answering ``what`` on ``name``."""
+    status, kind, message = _status_of(exc)
+    if status == 500:
+        log.exception("%s %s failed", what, name)
+    return status, _error(status, kind, message)
+
+
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
     import orjson
 
@@ -171,10 +179,8 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
                 return Response(wire.lookup_arrow(view, hit), media_type=wire.ARROW)
             return Response(wire.lookup_json(view, hit), headers=_JSON_HEADERS)
         except Exception as exc:
-            status, kind, message = _status_of(exc)
-            if status == 500:
-                log.exception("lookup %s failed", name)
-            return _error(status, kind, message)
+            status, response = _failure(exc, "lookup", name)
+            return response
         finally:
             metrics.observe("lookup", label(name), status, time.perf_counter() - t, n)
 
@@ -200,10 +206,8 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
             n = sum(len(r) for r in results)
             return Response(wire.nearest_json(view, results, q.vectors is not None), headers=_JSON_HEADERS)
         except Exception as exc:
-            status, kind, message = _status_of(exc)
-            if status == 500:
-                log.exception("nearest %s failed", name)
-            return _error(status, kind, message)
+            status, response = _failure(exc, "nearest", name)
+            return response
         finally:
             metrics.observe("nearest", label(name), status, time.perf_counter() - t, n)
 

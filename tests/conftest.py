@@ -25,6 +25,15 @@ def store(tmp_path: Path) -> FeatureStore:
     s.close()
 
 
+@pytest.fixture
+def items(store: FeatureStore) -> FeatureStore:
+    """item_embeddings with i0..i4 at T0 and i0..i2 again at T0 + 1 h."""
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(5, seed=1, event_time=T0))
+    fg.insert(item_batch(3, seed=2, event_time=T0 + timedelta(hours=1)))
+    return store
+
+
 def vectors(n: int, dim: int = 64, seed: int = 0, normalize: bool = True) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     if normalize:

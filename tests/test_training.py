@@ -139,15 +139,6 @@ def test_matches_reference_join(data: st.DataObject) -> None:
         tmp.cleanup()
 
 
-@pytest.fixture
-def items(store: FeatureStore) -> FeatureStore:
-    """item_embeddings with i0..i4 at T0 and i0..i2 again at T0 + 1 h."""
-    fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(5, seed=1, event_time=T0))
-    fg.insert(item_batch(3, seed=2, event_time=T0 + timedelta(hours=1)))
-    return store
-
-
 def _one(store: FeatureStore, t: datetime, ttl: timedelta | None = None, key: str = "i0") -> datetime | None:
     spine = pa.table({"item_id": [key], "ts": pa.array([t], UTCZ)})
     got = store.training_set(spine, ["item_embeddings:1:event_time"], event_time="ts", ttl=ttl).to_arrow()

@@ -20,14 +20,6 @@ UTCZ = pa.timestamp("us", tz="UTC")
 
 
 @pytest.fixture
-def items(store: FeatureStore) -> FeatureStore:
-    fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(5, seed=1, event_time=T0))
-    fg.insert(item_batch(3, seed=2, event_time=T0 + timedelta(hours=1)))
-    return store
-
-
-@pytest.fixture
 def spine_file(tmp_path: Path) -> Path:
     spine = pa.table({"item_id": ["i0", "i4", "i9", "i1"], "label_time": pa.array(
         [T0 + timedelta(minutes=m) for m in (30, 90, 90, 61)], UTCZ), "label": [1, 0, 1, 0]})

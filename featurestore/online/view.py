@@ -194,16 +194,7 @@ class OnlineView:
             if row < 0:
                 raise KeyNotFound(f"{source.name} v{source.version} (commit {source.commit}) has no key {key!r}")
             vector = np.asarray(source.matrix[row])
-        try:
-            v = np.asarray(vector, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidQuery(f"the query vector must be numbers: {exc}") from exc
-        if v.ndim != 1 or v.shape[0] != self.dim:
-            raise InvalidQuery(f"the query vector must have {self.dim} numbers for {self.name}; got shape "
-                               f"{tuple(v.shape)}")
-        if not np.all(np.isfinite(v)):
-            raise InvalidQuery("the query vector holds NaN or infinity")
-        return v
+        return self._checked(vector, single=True)
 
     def nearest(self, vector: Any = None, *, key: Any = None, query_view: OnlineView | None = None,
                 k: int = 10, filter: Mapping[str, Any] | None = None, exclude: Sequence[Any] = (),
@@ -293,16 +284,21 @@ class OnlineView:
             keys = self.keys.keys[ids].tolist()
         return Neighbors(keys, scores.astype(np.float32, copy=False), ids, exact)
 
-    def _queries(self, vectors: Any) -> np.ndarray:
+    def _checked(self, vectors: Any, *, single: bool) -> np.ndarray:
+        """Query vector(s) as float32: one vector (dim,) or a batch (n, dim), finite, or InvalidQuery."""
+        what = "the query vector" if single else "query vectors"
         try:
-            q = np.array(vectors, dtype=np.float32, ndmin=2)
+            q = np.asarray(vectors, dtype=np.float32) if single else np.array(vectors, dtype=np.float32, ndmin=2)
         except (TypeError, ValueError) as exc:
-            raise InvalidQuery(f"query vectors must each have {self.dim} numbers: {exc}") from exc
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise InvalidQuery(f"query vectors must have {self.dim} numbers for {self.name}; got shape "
-                               f"{tuple(q.shape)}")
+            raise InvalidQuery(f"{what} must be {self.dim} numbers each: {exc}") from exc
+        if q.ndim != (1 if single else 2) or q.shape[-1] != self.dim:
+            raise InvalidQuery(f"{what} must have {self.dim} numbers for {self.name}; got shape {tuple(q.shape)}")
         if not np.all(np.isfinite(q)):
-            raise InvalidQuery("a query vector holds NaN or infinity")
+            raise InvalidQuery(f"{what} hold{'s' if single else ''} NaN or infinity")
+        return q
+
+    def _queries(self, vectors: Any) -> np.ndarray:
+        q = self._checked(vectors, single=False)
         if self.metric == "cosine":
             norms = np.linalg.norm(q, axis=1, keepdims=True)
             if np.any(norms == 0):
