@@ -314,3 +314,24 @@ def test_search_breadth_is_honoured_and_tuned(kind: str) -> None:
     strict = ix.IndexConfig(**{**cfg.to_dict(), "recall_target": 0.99})
     breadth, recall = ix.tune(index, strict, m, "cosine")
     assert breadth > 1 and recall >= 0.99
+
+
+_key_text = st.text(alphabet=st.sampled_from(["a", "b", "\x00", "é", "😀", "1"]), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stored=st.sets(_key_text.filter(lambda k: not k.endswith("\x00")), max_size=60),
+       extra=st.lists(_key_text, max_size=30))
+def test_key_hash_table_agrees_with_a_dict(stored: set[str], extra: list[str]) -> None:
+    from featurestore.online.keys import KeyIndex, build_hash_table, hash_string, hash_strings, sort_keys
+
+    sorted_keys, _ = sort_keys(sorted(stored), "string")
+    index = KeyIndex(sorted_keys, "string", slots=build_hash_table(sorted_keys))
+    reference = {k: i for i, k in enumerate(sorted_keys.tolist())}
+    queries = sorted(stored) + extra
+    expected = [reference.get(q, -1) for q in queries]
+    assert index.rows(queries).tolist() == expected
+    assert [index.row(q) for q in queries] == expected
+    assert index.rows(np.asarray(sorted(stored), dtype=str)).tolist() == expected[:len(stored)]
+    for q in queries:
+        assert hash_string(q) == int(hash_strings(np.asarray([q], dtype=str))[0])

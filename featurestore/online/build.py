@@ -3,7 +3,8 @@
 A view lives in ``<table>/_online/c<commit>/`` (beside the Delta table; Delta ignores ``_``-prefixed
 folders): ``manifest.json``, ``keys.npy`` (sorted keys), ``vectors.npy`` (float32, rows in key order),
 ``search.npy`` (cosine views whose vectors are not unit length: the normalised copy that is searched),
-``sqnorms.npy`` (l2 views), ``columns.arrow`` (key, event_time and scalar features, Arrow IPC) and
+``sqnorms.npy`` (l2 views), ``keyhash.npy`` (string keys: the open-addressing key table of
+:mod:`featurestore.online.keys`), ``columns.arrow`` (key, event_time and scalar features, Arrow IPC) and
 ``index.faiss`` (IVF/HNSW). It is written to a temporary folder and renamed into place, so a reader
 sees a whole view or none. Stores on object storage build their views in a local cache folder.
 """
@@ -28,7 +29,7 @@ import pyarrow as pa
 
 from featurestore.errors import InvalidQuery, StorageError
 from featurestore.online import index as ix
-from featurestore.online.keys import needs_hash_map, sort_keys
+from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
 
 if TYPE_CHECKING:
     from featurestore.feature_group import FeatureGroup
@@ -105,6 +106,9 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     tmp.mkdir()
     try:
         np.save(tmp / "keys.npy", keys)
+        hash_map = needs_hash_map(raw_keys)
+        if key.type == "string" and not hash_map:
+            np.save(tmp / "keyhash.npy", build_hash_table(keys))
         np.save(tmp / "vectors.npy", matrix)
         if normalised_copy:
             np.save(tmp / "search.npy", search)
@@ -135,7 +139,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
             "dim": dim,
             "key": key.name,
             "key_type": key.type,
-            "key_hash_map": needs_hash_map(raw_keys),
+            "key_hash_map": hash_map,
             "vector": feature.name,
             "metric": feature.metric,
             "normalised_copy": normalised_copy,

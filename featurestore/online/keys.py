@@ -1,6 +1,11 @@
-"""Key -> row resolution for online views: a sorted key array (memory-mapped, so opening is instant)
-searched with ``numpy.searchsorted``, plus an optional hash map for string keys (``warm()``), which is
-3-5x faster for batches but takes about half a second per million keys to build.
+"""Key -> row resolution for online views.
+
+Rows are in key order, so a sorted key array (memory-mapped, so opening is instant) finds int keys with
+``numpy.searchsorted``. String keys also get an open-addressing hash table built with the view
+(``keyhash.npy``, memory-mapped too): a batch is hashed with numpy, probed slot by slot for all keys at
+once and checked against the stored keys, so 1,000 keys cost a few thousand array reads instead of a
+thousand Python dict probes scattered over a 1M-entry dict (2-3x faster here, and no dict to build or
+hold in memory). Views written before the table existed fall back to a Python dict (``warm()``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,66 @@ from featurestore.errors import InvalidQuery
 
 KeyKind = Literal["int64", "string"]
 _INT64 = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+_FNV_OFFSET, _FNV_PRIME, _M64 = 14695981039346656037, 1099511628211, (1 << 64) - 1
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def hash_strings(arr: np.ndarray) -> np.ndarray:
+    """64-bit hashes of a numpy unicode array: FNV-1a over the code points, then a splitmix64 finaliser.
+
+    NUL code points are skipped, so the hash does not depend on the array's fixed width (numpy pads
+    with NULs); :func:`hash_string` gives the same value for one Python string.
+    """
+    n = len(arr)
+    width = arr.dtype.itemsize // 4
+    h = np.full(n, _FNV_OFFSET, np.uint64)
+    if n and width:
+        points = np.ascontiguousarray(arr).view(np.uint32).reshape(n, width)
+        prime = np.uint64(_FNV_PRIME)
+        for j in range(width):
+            c = points[:, j].astype(np.uint64)
+            h = np.where(c != 0, (h ^ c) * prime, h)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(_MIX1)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(_MIX2)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def hash_string(key: str) -> int:
+    """:func:`hash_strings` of one string, in plain Python (cheaper than numpy for a single key)."""
+    h = _FNV_OFFSET
+    for ch in key:
+        c = ord(ch)
+        if c:
+            h = ((h ^ c) * _FNV_PRIME) & _M64
+    h ^= h >> 30
+    h = (h * _MIX1) & _M64
+    h ^= h >> 27
+    h = (h * _MIX2) & _M64
+    return h ^ (h >> 31)
+
+
+def build_hash_table(sorted_keys: np.ndarray) -> np.ndarray:
+    """Open-addressing table (linear probing, load <= 0.5): slot -> row of ``sorted_keys``, -1 if empty."""
+    n = len(sorted_keys)
+    size = 1 << max(4, int(2 * n - 1).bit_length())
+    mask = size - 1
+    slots = np.full(size, -1, np.int64)
+    pos = (hash_strings(sorted_keys) & np.uint64(mask)).astype(np.int64)
+    pending = np.arange(n, dtype=np.int64)
+    while len(pending):  # each round, every empty slot wanted by a pending key takes the first such key
+        want = pos[pending]
+        free = slots[want] < 0
+        taken, first = np.unique(want[free], return_index=True)
+        winners = pending[free][first]
+        slots[taken] = winners
+        placed = np.zeros(n, bool)
+        placed[winners] = True
+        pending = pending[~placed[pending]]
+        pos[pending] = (pos[pending] + 1) & mask
+    return slots
 
 
 def sort_keys(values: Sequence[Any] | np.ndarray, kind: KeyKind) -> tuple[np.ndarray, np.ndarray]:
@@ -35,18 +100,24 @@ def needs_hash_map(values: Sequence[Any]) -> bool:
 class KeyIndex:
     """Find the rows of entity keys in a view. Rows are in key order, so ``searchsorted`` finds them."""
 
-    def __init__(self, sorted_keys: np.ndarray, kind: KeyKind, *, raw_keys: list[Any] | None = None):
+    def __init__(self, sorted_keys: np.ndarray, kind: KeyKind, *, raw_keys: list[Any] | None = None,
+                 slots: np.ndarray | None = None):
         self.keys = sorted_keys
         self.kind = kind
         self.n = len(sorted_keys)
         self._map: dict[Any, int] | None = None
+        self._slots = slots if kind == "string" and raw_keys is None else None
         if raw_keys is not None:  # keys numpy cannot represent exactly
             self._map = {k: i for i, k in enumerate(raw_keys)}
 
     def warm(self) -> None:
-        """Build the hash map (string keys only; int keys are fast with ``searchsorted``)."""
-        if self._map is None and self.kind == "string":
+        """Build a dict for string keys of views without a hash table (int keys use ``searchsorted``)."""
+        if self._map is None and self._slots is None and self.kind == "string":
             self._map = {k: i for i, k in enumerate(self.keys.tolist())}
+
+    def tables(self) -> list[np.ndarray]:
+        """The memory-mapped lookup arrays besides the keys (for page warming)."""
+        return [] if self._slots is None else [self._slots]
 
     def check(self, key: Any) -> Any:
         """One key in this view's key type, or :class:`InvalidQuery`."""
@@ -69,6 +140,14 @@ class KeyIndex:
             return -1
         if self.kind == "string" and key.endswith("\x00"):
             return -1  # numpy would drop the NUL and match a different key
+        if self._slots is not None:
+            slots, mask = self._slots, len(self._slots) - 1
+            s = hash_string(key) & mask
+            while (r := int(slots[s])) >= 0:
+                if self.keys[r] == key:
+                    return r
+                s = (s + 1) & mask
+            return -1
         i = int(np.searchsorted(self.keys, key))
         return i if i < self.n and self.keys[i] == key else -1
 
@@ -85,9 +164,18 @@ class KeyIndex:
             return out
         if not n:
             return np.zeros(0, np.int64)
+        if n == 1 and self._slots is not None and not isinstance(keys, np.ndarray):
+            return np.array([self.row(keys[0])], np.int64)
         q = self._as_array(keys)
         if not self.n:
             return np.full(n, -1, np.int64)
+        if self._slots is not None:
+            out = self._probe(q)
+            if not isinstance(keys, np.ndarray) and "\x00" in "".join(keys):
+                for j, k in enumerate(keys):
+                    if k.endswith("\x00"):
+                        out[j] = -1  # numpy dropped the NUL: that key is not in the view
+            return out
         idx = np.searchsorted(self.keys, q)
         idx[idx >= self.n] = self.n - 1
         hit = self.keys[idx] == q
@@ -96,6 +184,23 @@ class KeyIndex:
                 if k.endswith("\x00"):
                     hit[j] = False  # numpy dropped the NUL: that key is not in the view
         return np.where(hit, idx, -1).astype(np.int64, copy=False)
+
+    def _probe(self, q: np.ndarray) -> np.ndarray:
+        """Rows of the unicode array ``q`` through the hash table: all keys probe slot by slot together."""
+        assert self._slots is not None
+        slots, mask = self._slots, len(self._slots) - 1
+        pos = (hash_strings(q) & np.uint64(mask)).astype(np.int64)
+        out = np.full(len(q), -1, np.int64)
+        todo = np.arange(len(q))
+        while len(todo):
+            rows = slots[pos[todo]]
+            occupied = rows >= 0
+            hit = occupied.copy()
+            hit[occupied] = self.keys[rows[occupied]] == q[todo[occupied]]
+            out[todo[hit]] = rows[hit]
+            todo = todo[occupied & ~hit]  # an occupied slot with another key: try the next one
+            pos[todo] = (pos[todo] + 1) & mask
+        return out
 
     def _type_name(self) -> str:
         return "integers" if self.kind == "int64" else "strings"
@@ -113,7 +218,8 @@ class KeyIndex:
                 return np.asarray(keys, dtype=np.int64)
             except OverflowError as exc:
                 raise InvalidQuery(f"a key is out of the int64 range: {exc}") from exc
-        for k in keys:
-            if not isinstance(k, str | np.str_):
-                self.check(k)
+        if not set(map(type, keys)) <= {str, np.str_}:
+            for k in keys:
+                if not isinstance(k, str | np.str_):
+                    self.check(k)
         return np.asarray(keys, dtype=str)

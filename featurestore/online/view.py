@@ -83,7 +83,8 @@ class OnlineView:
         self._sqnorms = _mapped(sq) if sq.exists() else None
         self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
         raw = self.columns[m["key"]].to_pylist() if m.get("key_hash_map") else None
-        self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw)
+        table = self.path / "keyhash.npy"
+        self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw, slots=_mapped(table) if table.exists() else None)
         self._raw_keys = raw is not None
         self.name: str = m["feature_group"]
         self.version: int = m["version"]
@@ -124,10 +125,10 @@ class OnlineView:
                                   "key", "key_type", "vector", "metric", "columns", "index", "built_at")}
 
     def warm(self) -> OnlineView:
-        """Build the in-memory hash map for string keys (faster batches) and touch the pages."""
+        """Touch the pages (and build a key dict for views older than the key hash table)."""
         self.keys.warm()
         if self.rows:  # fault the pages in now rather than during the first requests
-            for arr in (self.matrix, self.keys.keys):
+            for arr in (self.matrix, self.keys.keys, *self.keys.tables()):
                 step = max(1, 4096 // max(1, arr.strides[0]))
                 _ = arr[::step].tobytes()
             if self._index is not None:  # the index is memory-mapped too: read it into the page cache
