@@ -25,6 +25,7 @@ import glob
 import itertools
 import os
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -123,11 +124,20 @@ class TrainingSet:
             vc.prepare()
 
     def _gather(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        """Replace each vector column's row positions by the vectors (columns gathered in parallel:
+        numpy releases the GIL while it copies)."""
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        for out, source in self._vectors.items():
+        items = list(self._vectors.items())
+        columns = [table.column(out) for out, _ in items]
+        if len(items) > 1 and table.num_rows >= 1 << 14:
+            with ThreadPoolExecutor(max_workers=min(len(items), 4),
+                                    thread_name_prefix="featurestore-gather") as pool:
+                gathered = list(pool.map(lambda a: a[0][1].take(a[1]), zip(items, columns)))
+        else:
+            gathered = [source.take(col) for (_, source), col in zip(items, columns)]
+        for (out, source), vectors in zip(items, gathered):
             i = table.schema.get_field_index(out)
-            table = table.set_column(i, pa.field(out, pa.list_(pa.float32(), source.dim)),
-                                     source.take(table.column(i)))
+            table = table.set_column(i, pa.field(out, pa.list_(pa.float32(), source.dim)), vectors)
         return table
 
     def to_batches(self, batch_size: int = 1 << 17, *, memory_limit: str | None = None) -> Iterator[pa.Table]:
@@ -271,8 +281,6 @@ class _SpineSource:
     """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``)."""
 
     def __init__(self, data: Spine, store: FeatureStore):
-        import pandas as pd
-
         self.files: list[str] | None = None
         self.table: pa.Table | None = None
         if isinstance(data, str | os.PathLike) or (
@@ -292,7 +300,7 @@ class _SpineSource:
             self.offsets = [0, *itertools.accumulate(rows)]
         elif isinstance(data, duckdb.DuckDBPyRelation):
             self.table = data.to_arrow_table()
-        elif isinstance(data, pd.DataFrame):
+        elif "pandas" in sys.modules and isinstance(data, sys.modules["pandas"].DataFrame):
             try:
                 self.table = pa.Table.from_pandas(data, preserve_index=False)
             except (pa.ArrowException, TypeError, ValueError) as exc:
@@ -334,8 +342,13 @@ class _SpineSource:
             return
         assert self.files is not None
         # row ordinal: file order (as listed, globs sorted), then row order within each file
-        offsets = _offsets_sql(self.files, self.offsets)
         files = ", ".join(literal(f) for f in self.files)
+        if len(self.files) == 1:
+            cur.execute(
+                f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS {_ROW} FROM read_parquet([{files}], file_row_number = true)")
+            return
+        offsets = _offsets_sql(self.files, self.offsets)
         cur.execute(
             f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS SELECT s.* EXCLUDE (file_row_number, filename), "
             f"o.off + s.file_row_number AS {_ROW} "

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 KnownAt = Literal["latest", "spine"]
 _ROW = "__fs_row"  # the spine's row ordinal
 _TIME = "__fs_time"  # the spine's label time as TIMESTAMPTZ
+_VIRTUAL = {"file_index", "file_row_number", "filename"}  # DuckDB's virtual columns (a real column hides one)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def _file_layout(files: list[str], event_time: str) -> tuple[tuple[int, ...], bo
     are pairwise disjoint (then no (key, event_time) can repeat: one commit rejects duplicates)."""
     import pyarrow.parquet as pq
 
-    offsets, ranges, known = [0], [], True
+    offsets, ranges, known, kinds = [0], [], True, set()
     for f in files:
         try:
             meta = pq.ParquetFile(f).metadata
@@ -62,9 +63,10 @@ def _file_layout(files: list[str], event_time: str) -> tuple[tuple[int, ...], bo
             stats = meta.row_group(rg).column(col).statistics if col is not None else None
             if stats is None or not stats.has_min_max:
                 known = False
-            elif meta.row_group(rg).num_rows:
-                ranges.append((len(offsets), stats.min, stats.max))
-    if not known:
+            elif meta.row_group(rg).num_rows:  # raw values: .min of a timestamp would import pandas
+                kinds.add((stats.physical_type, str(stats.logical_type)))
+                ranges.append((len(offsets), stats.min_raw, stats.max_raw))
+    if not known or len(kinds) > 1:  # files of different time units cannot be compared raw
         return tuple(offsets), False
     ranges.sort(key=lambda r: r[1])
     disjoint = all(a[2] < b[1] or a[0] == b[0] for a, b in itertools.pairwise(ranges))
@@ -96,6 +98,12 @@ def _source_sql(i: int, g: JoinGroup) -> str:
         return (f"SELECT {cols} FROM (SELECT {stub}, 0::BIGINT AS file_row_number) s, "
                 f"(SELECT 0::BIGINT AS off) o WHERE false")
     files = ", ".join(literal(f) for f in g.files)
+    if not _VIRTUAL & {spec.event_time, *spec.key_names, *(f.name for f in spec.features)}:
+        # DuckDB's virtual columns name each row's file and row: no join on file names needed
+        starts = ", ".join(str(int(o)) for o in g.offsets[:-1])
+        position = f"list_extract([{starts}]::BIGINT[], s.file_index::BIGINT + 1) + s.file_row_number"
+        cols = cols.replace("o.off + s.file_row_number", position)
+        return f"SELECT {cols} FROM read_parquet([{files}]) s WHERE s.{e} IS NOT NULL"
     return (f"SELECT {cols} FROM read_parquet([{files}], file_row_number = true, filename = true) s "
             f"JOIN {_offsets_sql(g.files, g.offsets)} o ON o.file = s.filename WHERE s.{e} IS NOT NULL")
 

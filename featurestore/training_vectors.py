@@ -94,6 +94,7 @@ class VectorColumn:
             vpath = path.removesuffix(".npy") + ".valid.npy"
             valid = np.load(vpath) if os.path.exists(vpath) else None
             if mat.shape == (self.offsets[i + 1] - self.offsets[i], self.dim):
+                _prefault(mat)
                 self._mats[i], self._valid[i] = mat, valid
                 return
         mat, valid = self._decode(self.files[i])
@@ -153,7 +154,9 @@ class VectorColumn:
         valid = np.asarray(positions.is_valid().to_numpy(zero_copy_only=False)) if positions.null_count \
             else np.ones(n, bool)
         pos = positions.fill_null(0).to_numpy() if positions.null_count else positions.to_numpy()
-        out = np.zeros((n, self.dim), np.float32)
+        out = np.empty((n, self.dim), np.float32)  # every row is written below: gathered or zeroed
+        if not valid.all() or not len(self.files):
+            out[~valid if len(self.files) else slice(None)] = 0
         if n and len(self.files):
             self.prepare()
             rows = np.nonzero(valid)[0]
@@ -172,8 +175,25 @@ class VectorColumn:
                 file_valid = self._valid[f]
                 if file_valid is not None:
                     valid[sel] &= file_valid[local]
+                    out[sel[~file_valid[local]]] = 0
         mask = None if valid.all() else pa.array(~valid)
         return pa.FixedSizeListArray.from_arrays(pa.array(out.ravel(), pa.float32()), self.dim, mask=mask)
+
+
+def _prefault(mat: np.ndarray) -> None:
+    """Map every page of a memory-mapped matrix now (this runs in the background while DuckDB joins),
+    so the gather afterwards does not stop on a page fault every 4 KiB."""
+    mm = getattr(mat, "_mmap", None)
+    if mm is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            mm.madvise(_MADV_POPULATE_READ)
+            return
+    flat = mat.reshape(-1).view(np.uint8) if mat.size else None
+    if flat is not None:
+        int(flat[::4096].sum())
+
+
+_MADV_POPULATE_READ = 22  # Linux >= 5.14; older kernels raise EINVAL and the pages are touched instead
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:

@@ -349,3 +349,24 @@ def test_memory_limit_is_lowered_for_the_call_only(items: FeatureStore, tmp_path
     with pytest.raises(InvalidData, match="memory_limit"):
         ts.to_parquet(tmp_path / "u.parquet", memory_limit="lots")
     assert limit() == before
+
+
+def test_columns_named_like_duckdb_virtual_columns_join_right(tmp_path: Path) -> None:
+    """Row positions come from DuckDB's virtual file_index/file_row_number columns unless a real column
+    hides one; either way each spine row gets the vectors of its own commit and row."""
+    base = _spec("plain", "k", "string").to_dict()
+    hidden = {**base, "name": "hidden", "features": [*base["features"], {"name": "file_index", "type": "int64"}]}
+    store = FeatureStore(tmp_path / "s")
+    store.apply([FeatureGroupSpec.from_dict(base), FeatureGroupSpec.from_dict(hidden)])
+    for c in range(3):  # three commits: three files
+        rows = [(k, T0 + timedelta(days=c), float(k)) for k in range(4)]
+        store.feature_group("plain").insert(_batch("k", "string", rows, commit=c))
+        store.feature_group("hidden").insert(_batch("k", "string", rows, commit=c).append_column(
+            "file_index", pa.array([100 + c] * 4, pa.int64())))
+    spine = pa.table({"k": ["k0", "k3", "k2", "k1"],
+                      "t": pa.array([T0 + timedelta(days=d, hours=1) for d in (2, 0, 1, 2)], UTCZ)})
+    got = store.training_set(spine, ["plain:1", "hidden:1"], event_time="t").to_arrow().to_pydict()
+    expected = [[2.0, 0.0], [0.0, 3.0], [1.0, 2.0], [2.0, 1.0]]  # [commit, row] of the matched rows
+    assert got["plain__vec"] == expected
+    assert got["hidden__vec"] == expected
+    assert got["hidden__file_index"] == [102, 100, 101, 102]
