@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ from featurestore.errors import PipelineError
 from featurestore.events import Events, EventSource
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
+from featurestore.validation import preload
 from featurestore.storage.duck import literal, quote
 
 if TYPE_CHECKING:
@@ -298,6 +300,15 @@ class _Run:
             return RunResult(p.name, as_of, "skipped",
                              message=f"already done (commit {done.commit} of {self.ent_fg.spec.key}); nothing written",
                              commits=[])
+        self._importing: threading.Thread | None = None
+        try:
+            return self._write(ent_hist)
+        finally:
+            if self._importing is not None:
+                self._importing.join()
+
+    def _write(self, ent_hist: list[Commit]) -> RunResult:
+        p, as_of = self.p, self.as_of
         from tqdm import tqdm
 
         bar = tqdm(total=5, desc=f"{p.name} {as_of.date()}", unit="stage", disable=not self.show, leave=False)
@@ -305,6 +316,7 @@ class _Run:
         bar.set_postfix_str("read")
         events = p.source.load(before=as_of, weights=p.weights)
         t = self._stage("read", t)
+        self._importing = preload.start()  # the validation import overlaps the fit (BLAS, not Python)
         bar.update()
         if len(events) == 0:
             bar.close()
