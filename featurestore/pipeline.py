@@ -40,8 +40,8 @@ from featurestore.errors import PipelineError
 from featurestore.events import Events, EventSource
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
-from featurestore.validation import preload
 from featurestore.storage.duck import literal, quote
+from featurestore.validation import preload
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
 import ipaddress
 import logging
@@ -97,6 +98,10 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         registry.start()
+        # what exists now (the app, the libraries, the views) lives as long as the server: keep it out
+        # of the collector's full passes, which would otherwise walk it and stall a request now and then
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -24,5 +24,5 @@ def start() -> threading.Thread | None:
 def _load() -> None:
     try:
         importlib.import_module(_MODULE)
-    except Exception:  # noqa: BLE001 - the insert imports it again and reports the error there
+    except Exception:  # the insert imports it again and reports the error there
         return
