@@ -48,3 +48,14 @@ def test_validation_writes_only_inside_the_store_and_opens_no_socket(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
     assert "Calculating Metrics" not in out.stderr
+
+
+def test_background_import_loads_the_adapter_once() -> None:
+    code = ("import sys\nfrom featurestore.validation import preload\n"
+            "assert 'great_expectations' not in sys.modules\n"
+            "t = preload.start()\nt.join()\n"
+            "assert 'great_expectations' in sys.modules and 'featurestore.validation.gx' in sys.modules\n"
+            "assert preload.start() is None\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
