@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurestore.validation.embedding import single_array
 from featurestore.validation.expectations import Expectations
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def suite_document(spec: FeatureGroupSpec, exp: Expectations) -> dict[str, Any]:
 
 def _numeric(col: pa.ChunkedArray) -> np.ndarray:
     """A numpy array GE checks vectorised: int64 or float64 (float64 with NaN when there are nulls)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = single_array(col)
     if pa.types.is_integer(arr.type) and not arr.null_count:
         return arr.cast(pa.int64()).to_numpy()
     # integers with nulls: float64 with NaN (beyond 2**53 a range check is exact only to float precision)
@@ -93,7 +94,7 @@ def _numeric(col: pa.ChunkedArray) -> np.ndarray:
 
 def _codes(col: pa.ChunkedArray) -> np.ndarray:
     """Dictionary codes of a string column as float64 (NaN for nulls): equal strings, equal codes."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = single_array(col)
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     idx = pc.dictionary_encode(arr).indices  # codes < len(arr): exact in float64
@@ -106,7 +107,7 @@ def _key_time_codes(spec: FeatureGroupSpec, table: pa.Table, cols: dict[str, Any
     for name in [*spec.key_names, spec.event_time]:
         col = cols.get(key_column(spec, name)) if name != spec.event_time else None
         if col is None or name == spec.event_time:
-            arr = table[name].combine_chunks()
+            arr = single_array(table[name])
             if pa.types.is_timestamp(arr.type):
                 arr = arr.cast(pa.int64())
             col = _codes(arr)
