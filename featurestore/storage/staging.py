@@ -156,6 +156,8 @@ def _bounds(col: pa.ChunkedArray) -> tuple[Any, Any] | None:
             or pa.types.is_large_string(t) or pa.types.is_date(t)
             or (pa.types.is_timestamp(t) and t.tz is not None)):
         return None
+    if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
+        return None  # NaN orders differently across engines: no bounds rather than wrong ones
     mm = pc.min_max(col)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     if lo is None or hi is None:
