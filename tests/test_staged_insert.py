@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,6 +52,24 @@ def test_staged_files_are_deleted_on_a_strict_failure_and_committed_on_a_pass(st
     new = set(fg.files(commit.commit)) - set(fg.files(commit.commit - 1))
     assert {Path(f).name for f in new} == _parquet(fg) - before_files
     assert fg.count() == 120
+
+
+def test_files_are_written_before_the_batch_is_checked_to_the_end(store):
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(60), as_of=T0)
+    files = _parquet(fg)
+    seen: list[set[str]] = []
+
+    def wait_for_files(group, batch):  # a hook runs before validation; the files appear meanwhile
+        deadline = time.monotonic() + 60
+        while not (_parquet(group) - files) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append(_parquet(group) - files)
+
+    fg.before_commit.append(wait_for_files)
+    commit = fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1))
+    assert seen[0] and seen[0] == {Path(f).name for f in fg.files(commit.commit)} - files
+    assert fg.commit_of() == commit.commit == 2
 
 
 def test_an_error_in_the_commit_deletes_the_staged_files(store):
