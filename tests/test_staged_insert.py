@@ -90,6 +90,18 @@ def test_an_error_in_the_commit_deletes_the_staged_files(store):
     assert fg.count() == 120
 
 
+def test_a_commit_that_lands_before_an_error_keeps_its_files(store):
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(60), as_of=T0)
+    DeltaTable(fg.uri).alter.set_table_properties({"delta.checkpointInterval": "1"})  # commit 2
+    # the checkpoint after commit 3 cannot be written: deltalake raises after the commit landed
+    (Path(fg.uri) / "_delta_log" / f"{3:020d}.checkpoint.parquet").mkdir()
+    with pytest.warns(RuntimeWarning, match="the commit landed"):
+        commit = fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1))
+    assert commit.commit == 3 and fg.count() == 120  # its files were kept: the table reads whole
+    assert {Path(f).name for f in fg.files()} == _parquet(fg)
+
+
 def test_an_error_in_a_hook_deletes_the_staged_files(store):
     fg = store.feature_group("item_embeddings", 1)
     fg.insert(item_batch(60), as_of=T0)

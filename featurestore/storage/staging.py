@@ -21,6 +21,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -88,7 +89,8 @@ class StagedAppend:
         """Add the written files to the table as one commit carrying ``metadata``.
 
         Concurrent appends are rebased and retried (up to ``max_retries``). If the commit fails the
-        files are deleted (unless the commit did land, which a retry would find by its metadata).
+        files are deleted, unless the log shows the commit landed (something after it failed, e.g. a
+        checkpoint: the commit stands, with a warning) or cannot be read (the files are kept).
         """
         from deltalake import CommitProperties
 
@@ -102,24 +104,32 @@ class StagedAppend:
                 dt.create_write_transaction(
                     actions, mode="append", schema=schema,
                     commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=max_retries))
-        except BaseException:
-            if not self._landed(metadata):
+        except BaseException as exc:
+            landed = self._landed(metadata)
+            if landed is False:
                 self.discard()
+                raise
+            self._done = True  # in the log, or unknown: its files must stay
+            if landed and isinstance(exc, Exception):
+                warnings.warn(f"{self.uri}: the commit landed, then deltalake raised: {exc}", RuntimeWarning,
+                              stacklevel=2)
+                return
             raise
         finally:
             self._pool.shutdown(wait=True)
         self._done = True
 
-    def _landed(self, metadata: dict[str, str]) -> bool:
-        """Whether a commit carrying ``metadata``'s run id is in the log (the commit raised after landing)."""
+    def _landed(self, metadata: dict[str, str]) -> bool | None:
+        """Whether a commit carrying ``metadata``'s run id is in the log (None: the log cannot be read)."""
         from featurestore.storage.delta import META_PREFIX, history
 
         run_id = metadata.get(META_PREFIX + "run_id")
+        if run_id is None:
+            return None
         try:
-            return run_id is not None and any(e.get(META_PREFIX + "run_id") == run_id
-                                              for e in history(self.root, self.rel))
-        except Exception:  # cannot tell: keep the files (unreferenced files are harmless, lost ones are not)
-            return True
+            return any(e.get(META_PREFIX + "run_id") == run_id for e in history(self.root, self.rel))
+        except Exception:
+            return None
 
     def discard(self) -> None:
         """Wait for the writer, then delete every file it wrote; the table is as it was."""
