@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.errors import BadVector, DuplicateKey, NullKey, SchemaMismatch, StorageError
+from featurestore.keycodes import key_codes
 from featurestore.schema import TIMESTAMP, Feature, FeatureGroupSpec
 
 _SHOW = 5  # offending rows named in a message
@@ -191,10 +192,17 @@ def _check_unique(spec: FeatureGroupSpec, table: pa.Table) -> None:
     cols = [*spec.key_names, spec.event_time]
     if table.num_rows < 2:
         return
-    counts = table.select(cols).group_by(cols, use_threads=False).aggregate([([], "count_all")])
-    dup = counts.filter(pc.greater(counts["count_all"], 1))
-    if dup.num_rows:
-        example = {c: dup[c][0].as_py() for c in cols}
-        raise DuplicateKey(
-            f"{spec.key}: {dup.num_rows} key(s) appear more than once for one {spec.event_time}, "
-            f"e.g. {example}", column=",".join(cols))
+    import pandas as pd
+
+    # the codes are kept with the batch: validation checks the same uniqueness on them
+    combined = key_codes(table, cols).combined
+    index = pd.Index(combined)
+    if index.is_unique:
+        return
+    dup = index.duplicated(keep=False)
+    first = int(np.flatnonzero(dup)[0])
+    example = {c: table[c][first].as_py() for c in cols}
+    n_keys = len(np.unique(combined[dup]))
+    raise DuplicateKey(
+        f"{spec.key}: {n_keys} key(s) appear more than once for one {spec.event_time}, "
+        f"e.g. {example}", column=",".join(cols))

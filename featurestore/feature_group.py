@@ -28,6 +28,7 @@ from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import delta
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT, quote
+from featurestore.storage.staging import StagedAppend
 from featurestore.validation.runner import InsertGate
 
 if TYPE_CHECKING:
@@ -157,21 +158,36 @@ class FeatureGroup:
         }
         if as_of is not None:
             meta[META_PREFIX + "as_of"] = to_utc(as_of).isoformat()
-        for hook in self.before_commit:
-            more = hook(self, batch)
-            if more:
-                meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
-        for k, v in (extra or {}).items():
-            meta[META_PREFIX + k] = str(v)
-        # every batch is validated last, on exactly what will be written; strict failures raise here
-        gate = InsertGate(self, batch)
-        meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
-        info = delta.append(self.store.root, self.rel, self._storage_table(batch), meta)
+        # the data files are written in the background while the batch is checked; only the commit
+        # waits for the checks (and is skipped, the files deleted, when they or a hook refuse the batch)
+        staged = StagedAppend(self.store.root, self.rel, lambda: self._storage_table(batch)) \
+            if self.store.root.local else None
+        try:
+            for hook in self.before_commit:
+                more = hook(self, batch)
+                if more:
+                    meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
+            for k, v in (extra or {}).items():
+                meta[META_PREFIX + k] = str(v)
+            # every batch is validated last, on exactly what will be written; strict failures raise here
+            gate = InsertGate(self, batch)
+            meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
+            if staged is not None:
+                staged.commit(meta)
+                info = delta.commit_of_run(self.store.root, self.rel, run_id)
+            else:
+                info = delta.append(self.store.root, self.rel, self._storage_table(batch), meta)
+        except BaseException:
+            if staged is not None:
+                staged.discard()
+            raise
         gate.committed(int(info["version"]))
         self.store._table_changed(self.spec)
         return _commit_from_entry(self.spec, info)
 
     def _storage_table(self, batch: pa.Table) -> pa.Table:
+        """``batch`` in the table's schema, each row stamped ``_ingested_at`` with the writer's clock now
+        (just before its files are written and committed)."""
         schema = storage_schema(self.spec)
         cols = [batch[f.name].cast(f.type) for f in schema if f.name != INGESTED_AT]
         now = pa.repeat(pa.scalar(datetime.now(UTC), TIMESTAMP), batch.num_rows)

@@ -78,6 +78,9 @@ def test_two_processes_insert_at_once_and_nothing_is_lost(tmp_path):
     assert fg.read().num_rows == 300 * len(landed) + 2  # + the two warm-up rows
     assert len(fg.read().column("item_id").unique()) == 300 * len(landed) + 2
     assert len(landed) == 20  # appends do not conflict with each other in Delta
+    # each writer wrote its files while validating, then committed them: none is left unreferenced
+    on_disk = {p.name for p in (tmp_path / "s/feature_groups/item_embeddings/v1").glob("*.parquet")}
+    assert on_disk == {Path(f).name for f in fg.files()}
 
 
 @pytest.mark.slow

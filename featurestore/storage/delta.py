@@ -65,22 +65,33 @@ def open_table(uri: str, version: int | None = None, *, storage_options: dict[st
 
 
 def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
-    """Append ``data`` as one atomic commit carrying ``metadata``; return that commit's info."""
-    from deltalake import CommitProperties, write_deltalake
+    """Append ``data`` as one atomic commit carrying ``metadata``; return that commit's info.
 
-    uri = root.uri_of(rel)
-    with translated(f"committing to {uri}"):
-        write_deltalake(
-            uri, data, mode="append", storage_options=root.storage_options or None,
-            commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
-        )
-    # Find the commit by its run id, newest first: other writers may have committed since.
-    run_id = metadata[META_PREFIX + "run_id"]
+    Local roots write the files with pyarrow and commit them (:mod:`.staging`); other roots go
+    through ``write_deltalake``.
+    """
+    if root.local:
+        from featurestore.storage.staging import StagedAppend
+
+        StagedAppend(root, rel, lambda: data).commit(metadata)
+    else:
+        from deltalake import CommitProperties, write_deltalake
+
+        with translated(f"committing to {root.uri_of(rel)}"):
+            write_deltalake(
+                root.uri_of(rel), data, mode="append", storage_options=root.storage_options or None,
+                commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
+            )
+    return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])
+
+
+def commit_of_run(root: Root, rel: str, run_id: str) -> dict[str, Any]:
+    """The info of the commit carrying ``run_id``, searched newest first (others may have committed since)."""
     for version in reversed(_log_versions(root, rel)):
         info = _commit_info(root, rel, version)
         if info.get(META_PREFIX + "run_id") == run_id:
             return info
-    raise StorageError(f"{uri}: the commit of run {run_id} was written but is not in the log")
+    raise StorageError(f"{root.uri_of(rel)}: the commit of run {run_id} was written but is not in the log")
 
 
 _LOG_FILE = re.compile(r"^(\d{20})\.json$")

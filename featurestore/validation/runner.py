@@ -52,8 +52,9 @@ class Previous:
     """The commit a batch is compared with (drift, coverage): its added rows, read lazily.
 
     Either ``table`` holds those rows in memory, or ``files`` names the Parquet files the commit added
-    and ``store`` reads them: only the rows of the keys asked for (a sample), so a 1M-row previous
-    commit costs one filtered scan, not a full load.
+    and ``store`` reads them: only the rows of the keys asked for (a sample), and for drift first only
+    their keys and event times, then the vectors of the rows sampled, so a 1M-row previous commit
+    costs a scan of its key column and a partial read of its vector column, not a full load.
     """
 
     commit: int
@@ -62,18 +63,69 @@ class Previous:
     store: FeatureStore | None = None
     all_keys: pd.Index | None = None  # every key in the table at that commit (coverage: table)
 
-    def rows(self, spec: FeatureGroupSpec, columns: list[str], keys: pa.Table | None = None) -> pa.Table:
-        """The commit's rows (``columns``), restricted to ``keys`` (a table of key columns) if given."""
+    def rows(self, spec: FeatureGroupSpec, columns: list[str], keys: pa.Table | None = None,
+             *, locate: bool = False) -> pa.Table:
+        """The commit's rows (``columns``); read from files, only the rows of ``keys`` (a table of key
+        columns) if given (an in-memory ``table`` gives all its rows: callers match keys themselves).
+
+        ``locate=True`` adds where each row lies (``_file``, ``_row``: see :meth:`values_at`).
+        """
         if self.table is not None:
-            return self.table.select(columns)
-        assert self.store is not None
-        from featurestore.errors import StorageError
+            out = self.table.select(columns)
+            if locate:
+                out = out.append_column("_file", pa.array(np.zeros(out.num_rows, np.int64))) \
+                    .append_column("_row", pa.array(np.arange(out.num_rows, dtype=np.int64)))
+            return out  # all rows: the caller matches keys
         from featurestore.storage.duck import literal, quote
 
-        sql = f"SELECT {', '.join('p.' + quote(c) for c in columns)} FROM read_parquet([" \
-              f"{', '.join(map(literal, self.files))}]) AS p"
+        cols = ", ".join("p." + quote(c) for c in columns)
+        if locate:
+            cols += ", p.filename AS _file, p.file_row_number AS _row"
+        sql = f"SELECT {cols} FROM read_parquet([{', '.join(map(literal, self.files))}]" \
+              f"{', filename=true, file_row_number=true' if locate else ''}) AS p"
         if keys is not None:
             sql += f" SEMI JOIN wanted USING ({', '.join(quote(k) for k in spec.key_names)})"
+        out = self._query(spec, sql, keys)
+        if locate:  # file names -> positions in self.files
+            index = {f: i for i, f in enumerate(self.files)}
+            names = out["_file"].to_pylist()
+            out = out.set_column(out.schema.get_field_index("_file"), "_file",
+                                 pa.array([index[n] for n in names], pa.int64()))
+        return out
+
+    def values_at(self, spec: FeatureGroupSpec, column: str, where: pa.Table) -> pa.ChunkedArray:
+        """Vector ``column`` at the positions ``where`` (``_file``, ``_row`` from :meth:`rows`), in that order.
+
+        Read per file with the row numbers pushed into the scan: only the pages holding those rows are
+        decoded in full, far cheaper than reading a 1M-row vector column to keep a thousand rows.
+        """
+        files = where["_file"].to_numpy()
+        rows = where["_row"].to_numpy()
+        if self.table is not None:
+            return self.table[column].take(pa.array(rows, pa.int64()))
+        from featurestore.storage.duck import literal, quote
+
+        parts, order = [], []
+        for f in np.unique(files):
+            mine = np.flatnonzero(files == f)
+            numbers = ", ".join(str(int(r)) for r in np.unique(rows[mine]))
+            got = self._query(spec, f"SELECT file_row_number AS _row, {quote(column)} AS v FROM read_parquet("
+                                    f"{literal(self.files[int(f)])}, file_row_number=true) "
+                                    f"WHERE file_row_number IN ({numbers})", None)
+            at = {int(r): i for i, r in enumerate(got["_row"].to_numpy())}
+            parts.append(got["v"].take(pa.array([at[int(r)] for r in rows[mine]], pa.int64())))
+            order.append(mine)
+        if not parts:
+            return pa.chunked_array([], pa.list_(pa.float32()))
+        merged = pa.chunked_array([c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])])
+        back = np.empty(len(rows), np.int64)
+        back[np.concatenate(order)] = np.arange(len(rows))
+        return merged.take(pa.array(back, pa.int64()))
+
+    def _query(self, spec: FeatureGroupSpec, sql: str, keys: pa.Table | None) -> pa.Table:
+        assert self.store is not None
+        from featurestore.errors import StorageError
+
         cur = self.store.duck.con.cursor()
         try:
             if keys is not None:
@@ -135,11 +187,11 @@ def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.De
             want = rule.drift.sample * _CANDIDATES
             cand = valid if len(valid) <= want else np.sort(rng.choice(valid, want, replace=False))
             cand, cand_keys = _latest_per_key(spec, table, cand)
-            cols = [*spec.key_names, spec.event_time, rule.feature]
             wanted = table.select(spec.key_names).take(pa.array(cand, pa.int64()))
-            old_rows = prev.rows(spec, cols, wanted)
-            p = embedding.derive(old_rows[rule.feature], rule.feature, rule.dim)
-            prev_rows, prev_keys = _latest_per_key(spec, old_rows, np.flatnonzero(p.valid))
+            # two steps: find the previous rows of these keys reading only keys and event_time, then
+            # read the vectors of just the rows sampled (a 1M-row vector column is never decoded whole)
+            old_keys = prev.rows(spec, [*spec.key_names, spec.event_time], wanted, locate=True)
+            prev_rows, prev_keys = _latest_per_key(spec, old_keys, np.arange(old_keys.num_rows))
             pos = prev_keys.get_indexer(cand_keys)
             hit = pos >= 0
             shared_total = int(hit.sum()) if len(cand) == len(valid) else None
@@ -147,7 +199,10 @@ def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.De
             if len(cand) > rule.drift.sample:
                 pick = np.sort(rng.choice(len(cand), rule.drift.sample, replace=False))
                 cand, pos = cand[pick], pos[pick]
-            new, old = d.matrix[cand], p.matrix[prev_rows[pos]]
+            where = old_keys.select(["_file", "_row"]).take(pa.array(prev_rows[pos], pa.int64()))
+            p = embedding.derive(prev.values_at(spec, rule.feature, where), rule.feature, rule.dim)
+            usable = p.valid  # stored vectors passed conform: valid unless the table was written otherwise
+            new, old = d.matrix[cand[usable]], p.matrix[usable]
         out += embedding.check_drift(rule.feature, new, old, rule.drift, rule.metric, base_commit=base,
                                      shared_total=shared_total)
     if rule.coverage is not None:

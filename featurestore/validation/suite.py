@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from featurestore.validation.embedding import single_array
 from featurestore.validation.expectations import Expectations
 
 if TYPE_CHECKING:
@@ -84,45 +84,11 @@ def suite_document(spec: FeatureGroupSpec, exp: Expectations) -> dict[str, Any]:
 
 def _numeric(col: pa.ChunkedArray) -> np.ndarray:
     """A numpy array GE checks vectorised: int64 or float64 (float64 with NaN when there are nulls)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = single_array(col)
     if pa.types.is_integer(arr.type) and not arr.null_count:
         return arr.cast(pa.int64()).to_numpy()
     # integers with nulls: float64 with NaN (beyond 2**53 a range check is exact only to float precision)
     return np.asarray(arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def _codes(col: pa.ChunkedArray) -> np.ndarray:
-    """Dictionary codes of a string column as float64 (NaN for nulls): equal strings, equal codes."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    idx = pc.dictionary_encode(arr).indices  # codes < len(arr): exact in float64
-    return np.asarray(idx.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def _key_time_codes(spec: FeatureGroupSpec, table: pa.Table, cols: dict[str, Any]) -> np.ndarray:
-    """Equal codes exactly for rows with equal keys and event_time (NaN when any of them is null)."""
-    parts = []
-    for name in [*spec.key_names, spec.event_time]:
-        col = cols.get(key_column(spec, name)) if name != spec.event_time else None
-        if col is None or name == spec.event_time:
-            arr = table[name].combine_chunks()
-            if pa.types.is_timestamp(arr.type):
-                arr = arr.cast(pa.int64())
-            col = _codes(arr)
-        parts.append(np.asarray(col, dtype=np.float64))
-    null = np.zeros(table.num_rows, bool)
-    code = np.zeros(table.num_rows, np.int64)
-    for p in parts:  # mixed radix: code = ((c0 * n1 + c1) * n2 + c2) ...; re-densified when it would overflow
-        null |= np.isnan(p)
-        c = np.where(np.isnan(p), 0, p).astype(np.int64)
-        width = int(c.max()) + 1 if len(c) else 1
-        if int(code.max() if len(code) else 0) > (2**62) // max(width, 1):
-            code = np.unique(code, return_inverse=True)[1].ravel().astype(np.int64)
-        code = code * width + c
-    out = code.astype(np.float64)
-    out[null] = np.nan
-    return out
 
 
 def frame(spec: FeatureGroupSpec, exp: Expectations, table: pa.Table, derived: dict[str, Derived]
@@ -130,14 +96,23 @@ def frame(spec: FeatureGroupSpec, exp: Expectations, table: pa.Table, derived: d
     """The pandas frame the suite runs on: only the columns it checks, all numeric or datetime."""
     import pandas as pd
 
+    from featurestore.keycodes import key_codes
+
     cols: dict[str, Any] = {}
+    key_time = [*spec.key_names, spec.event_time]
+    codes = key_codes(table, key_time) if all(c in table.column_names for c in key_time) else None
     for k in spec.entity_keys:
         if k.name in table.column_names:
-            cols[key_column(spec, k.name)] = _codes(table[k.name]) if k.type == "string" else _numeric(table[k.name])
+            if k.type != "string":
+                cols[k.name] = _numeric(table[k.name])
+            else:  # dictionary codes (shared with conform's duplicate check): equal strings, equal codes
+                kc = codes or key_codes(table, [k.name])
+                cols[key_column(spec, k.name)] = kc.as_float(kc.columns[k.name])
     if spec.event_time in table.column_names:
         cols[spec.event_time] = table[spec.event_time].to_pandas()
-    if exp.keys_unique and all(c in table.column_names for c in [*spec.key_names, spec.event_time]):
-        cols[KEY_TIME] = _key_time_codes(spec, table, cols)
+    if exp.keys_unique and codes is not None:
+        # one code per distinct (keys..., event_time), NaN when any is null
+        cols[KEY_TIME] = codes.as_float(codes.combined)
     for c in exp.columns:
         if c.column not in table.column_names:
             continue

@@ -1,0 +1,203 @@
+"""An append in two steps: write the data files now, commit them to the Delta log later (or delete them).
+
+An insert validates its batch before committing it. Writing the Parquet files does not depend on the
+outcome, only committing them does, so :class:`StagedAppend` writes the files in a background thread
+(pyarrow releases the GIL while it encodes) while the caller validates, then :meth:`StagedAppend.commit`
+adds them to the table in one Delta commit, or :meth:`StagedAppend.discard` deletes them.
+
+Until the commit the files are not referenced by the log, so no reader sees them: a process killed in
+between leaves unreferenced files behind, never a half-visible commit. The files look like the ones
+deltalake writes itself: ``part-NNNNN-<uuid>-c000.snappy.parquet``, about 100 MB each with one row group,
+snappy, dictionary encoding, column statistics in the footer, and Delta ``stats`` (numRecords,
+minValues, maxValues, nullCount) in each add action. Local roots only: object stores keep the
+sequential ``write_deltalake`` path (see :func:`featurestore.storage.delta.append`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore.errors import StorageError
+from featurestore.storage.fs import Root
+
+TARGET_FILE_BYTES = 100 * 1024 * 1024  # deltalake's default target file size
+_MAX_STAT_CHARS = 32  # longer strings get a truncated min and no max (as deltalake does)
+
+
+class StagedAppend:
+    """Data files for one append, written in a background thread; commit or discard them exactly once.
+
+    ``make_table`` runs in that thread (it may stamp the rows, e.g. ``_ingested_at``) and returns the
+    table to write, in the Delta table's schema.
+    """
+
+    def __init__(self, root: Root, rel: str, make_table: Callable[[], pa.Table]):
+        if not root.local:
+            raise StorageError(f"{root.uri}: staged appends need a local store root")
+        self.root, self.rel = root, rel
+        self.uri = root.uri_of(rel)
+        self.paths: list[str] = []  # absolute paths of the files written so far
+        self._done = False
+        import deltalake.transaction  # noqa: F401  here: a first import racing in two threads fails
+        import pyarrow.parquet  # noqa: F401
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-stage")
+        self._future: Future[tuple[Any, pa.Schema, list[Any]]] = self._pool.submit(self._write, make_table)
+
+    def _write(self, make_table: Callable[[], pa.Table]) -> tuple[Any, pa.Schema, list[Any]]:
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        from featurestore.storage.delta import open_table
+
+        table_dir = self.root._path(self.rel)
+        dt = open_table(self.uri, storage_options=self.root.storage_options)  # the version this append reads
+        table = make_table()
+        per_file = rows_per_file(table)
+        run = uuid.uuid4()
+        actions = []
+        for i, start in enumerate(range(0, table.num_rows, per_file)):
+            part = table.slice(start, per_file)
+            name = f"part-{i:05d}-{run}-c000.snappy.parquet"
+            path = f"{table_dir}/{name}"
+            self.paths.append(path)  # before writing: a failed write still leaves a file to delete
+            pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy")
+            actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
+                                     modification_time=int(time.time() * 1000), data_change=True,
+                                     stats=json.dumps(file_stats(part), separators=(",", ":"))))
+        return dt, table.schema, actions
+
+    def wait(self) -> int:
+        """Block until the files are written; returns the row count (raises what the writer raised)."""
+        _, _, actions = self._future.result()
+        return sum(json.loads(a.stats)["numRecords"] for a in actions)
+
+    def commit(self, metadata: dict[str, str], *, max_retries: int = 15) -> None:
+        """Add the written files to the table as one commit carrying ``metadata``.
+
+        Concurrent appends are rebased and retried (up to ``max_retries``). If the commit fails the
+        files are deleted, unless the log shows the commit landed (something after it failed, e.g. a
+        checkpoint: the commit stands, with a warning) or cannot be read (the files are kept).
+        """
+        from deltalake import CommitProperties
+
+        from featurestore.storage.delta import translated
+
+        if self._done:
+            raise StorageError(f"{self.uri}: this staged append was already committed or discarded")
+        try:
+            dt, schema, actions = self._future.result()
+            with translated(f"committing to {self.uri}"):
+                dt.create_write_transaction(
+                    actions, mode="append", schema=schema,
+                    commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=max_retries))
+        except BaseException as exc:
+            landed = self._landed(metadata)
+            if landed is False:
+                self.discard()
+                raise
+            self._done = True  # in the log, or unknown: its files must stay
+            if landed and isinstance(exc, Exception):
+                warnings.warn(f"{self.uri}: the commit landed, then deltalake raised: {exc}", RuntimeWarning,
+                              stacklevel=2)
+                return
+            raise
+        finally:
+            self._pool.shutdown(wait=True)
+        self._done = True
+
+    def _landed(self, metadata: dict[str, str]) -> bool | None:
+        """Whether a commit carrying ``metadata``'s run id is in the log (None: the log cannot be read)."""
+        from featurestore.storage.delta import META_PREFIX, history
+
+        run_id = metadata.get(META_PREFIX + "run_id")
+        if run_id is None:
+            return None
+        try:
+            return any(e.get(META_PREFIX + "run_id") == run_id for e in history(self.root, self.rel))
+        except Exception:
+            return None
+
+    def discard(self) -> None:
+        """Wait for the writer, then delete every file it wrote; the table is as it was."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._future.exception()  # wait; its error (if any) is the caller's to report, not ours
+        finally:
+            self._pool.shutdown(wait=True)
+            for path in self.paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+
+
+def rows_per_file(table: pa.Table) -> int:
+    """Rows per file so that each file is about :data:`TARGET_FILE_BYTES` (Arrow size as the estimate)."""
+    if not table.num_rows:
+        return 1
+    per_row = max(table.nbytes / table.num_rows, 1.0)
+    return max(1, int(TARGET_FILE_BYTES // per_row))
+
+
+def _iso(value: datetime | date) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.isoformat()
+
+
+def _bounds(col: pa.ChunkedArray) -> tuple[Any, Any] | None:
+    """JSON-ready (min, max) of a column for Delta stats, or None when it has none worth recording."""
+    t = col.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t) or pa.types.is_date(t)
+            or (pa.types.is_timestamp(t) and t.tz is not None)):
+        return None
+    if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
+        return None  # NaN orders differently across engines: no bounds rather than wrong ones
+    mm = pc.min_max(col)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    if lo is None or hi is None:
+        return None
+    if isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    if isinstance(lo, datetime):  # millisecond stats: round the min down and the max up
+        hi_ms = hi.replace(microsecond=hi.microsecond // 1000 * 1000)
+        if hi_ms != hi:
+            hi_ms += timedelta(milliseconds=1)
+        return _iso(lo), _iso(hi_ms)
+    if isinstance(lo, date):
+        return _iso(lo), _iso(hi)
+    if isinstance(lo, str):
+        return lo[:_MAX_STAT_CHARS], (hi if len(hi) <= _MAX_STAT_CHARS else None)
+    return lo, hi
+
+
+def file_stats(table: pa.Table) -> dict[str, Any]:
+    """Delta add-action statistics of one file's rows: numRecords, minValues, maxValues, nullCount."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in table.column_names:
+        col = table[name]
+        b = _bounds(col)
+        if b is None:
+            continue
+        nulls[name] = col.null_count
+        mins[name] = b[0]
+        if b[1] is not None:
+            maxs[name] = b[1]
+    return {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
