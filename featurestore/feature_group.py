@@ -183,6 +183,11 @@ class FeatureGroup:
             raise
         gate.committed(int(info["version"]))
         self.store._table_changed(self.spec)
+        if staged is not None and self.store.cache_vectors and self.spec.vector_features:
+            from featurestore.training_vectors import cache_inserted
+
+            cache_inserted(self.store, f"{self.spec.name}/v{self.spec.version}", batch,
+                           [f.name for f in self.spec.vector_features], staged.files)
         return _commit_from_entry(self.spec, info)
 
     def _storage_table(self, batch: pa.Table) -> pa.Table:

@@ -55,9 +55,14 @@ class FeatureStore:
     ``./featurestore_data``). Opening needs no ``schemas/`` folder: the specs live in the store."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
-                 storage_options: dict[str, str] | None = None, echo: bool = False):
+                 storage_options: dict[str, str] | None = None, echo: bool = False,
+                 cache_vectors: bool = True):
         raw = os.fspath(root) if root is not None else os.environ.get(ROOT_ENV) or DEFAULT_ROOT
         self.root = Root(raw, storage_options)
+        #: local stores keep each data file's vectors as a raw float32 matrix under ``_cache/vectors``
+        #: too, written behind each insert, so training sets gather vectors without decoding Parquet
+        #: (False: decode on first use instead; the cache then fills on the first training set)
+        self.cache_vectors = cache_vectors
         self.duck = Duck(echo=echo)
         self._lock = threading.RLock()
         self._groups: dict[tuple[str, int], FeatureGroup] = {}

@@ -55,6 +55,33 @@ def flush_cache_writes() -> None:
         f.result()
 
 
+def cache_path(store: FeatureStore, table: str, file: str, column: str) -> str | None:
+    """Where the decoded ``column`` of data ``file`` of ``table`` ("<name>/v<version>") is cached
+    (None: stores on object storage keep no cache)."""
+    if not store.root.local:
+        return None
+    base = os.path.basename(file).removesuffix(".parquet")
+    return os.path.join(store.root.uri, CACHE_DIR, table, f"{base}.{column}.npy")
+
+
+def cache_inserted(store: FeatureStore, table: str, batch: pa.Table, columns: list[str],
+                   files: list[tuple[str, int, int]]) -> None:
+    """Queue the cache files of data files an insert just committed, from the batch in memory: the first
+    training set over a new commit then decodes nothing. ``files``: (path, first row, row count) of each
+    file in ``batch``; ``columns``: the vector columns (``FixedSizeList<float32>``, as conformed)."""
+    if not store.root.local or not files:
+        return
+    for column in columns:
+        arr = batch[column].combine_chunks()
+        if arr.null_count or not pa.types.is_fixed_size_list(arr.type):  # conform forbids both
+            continue
+        mat = arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
+        for path, start, count in files:
+            target = cache_path(store, table, path, column)
+            assert target is not None
+            _write_behind(target, np.ascontiguousarray(mat[start:start + count], dtype=np.float32))
+
+
 def file_rows(files: list[str]) -> list[int]:
     """Row count of each Parquet file (from its footer)."""
     import pyarrow.parquet as pq
@@ -82,10 +109,7 @@ class VectorColumn:
         self._valid = [None] * len(self.files)
 
     def _cache_path(self, file: str) -> str | None:
-        if not self.store.root.local:
-            return None
-        base = os.path.basename(file).removesuffix(".parquet")
-        return os.path.join(self.store.root.uri, CACHE_DIR, self.table, f"{base}.{self.column}.npy")
+        return cache_path(self.store, self.table, file, self.column)
 
     def _load(self, i: int) -> None:
         path = self._cache_path(self.files[i])
@@ -94,7 +118,8 @@ class VectorColumn:
             vpath = path.removesuffix(".npy") + ".valid.npy"
             valid = np.load(vpath) if os.path.exists(vpath) else None
             if mat.shape == (self.offsets[i + 1] - self.offsets[i], self.dim):
-                _prefault(mat)
+                if int(self.offsets[-1]) * self.dim * 4 <= _memory_bytes() // 8:  # else fault on demand
+                    _prefault(mat)
                 self._mats[i], self._valid[i] = mat, valid
                 return
         mat, valid = self._decode(self.files[i])
@@ -194,6 +219,14 @@ def _prefault(mat: np.ndarray) -> None:
 
 
 _MADV_POPULATE_READ = 22  # Linux >= 5.14; older kernels raise EINVAL and the pages are touched instead
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:

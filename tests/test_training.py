@@ -370,3 +370,33 @@ def test_columns_named_like_duckdb_virtual_columns_join_right(tmp_path: Path) ->
     assert got["plain__vec"] == expected
     assert got["hidden__vec"] == expected
     assert got["hidden__file_index"] == [102, 100, 101, 102]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_inserts_write_the_vector_cache_behind(tmp_path: Path, cache: bool) -> None:
+    import featurestore.storage.staging as staging
+
+    store = FeatureStore(tmp_path / "s", cache_vectors=cache)
+    store.apply([_spec("ga", "k", "string")])
+    fg = store.feature_group("ga")
+    rows = [(k, T0, float(k)) for k in range(10)]
+    old = staging.TARGET_FILE_BYTES
+    staging.TARGET_FILE_BYTES = 200  # a few rows per file: the batch is split across files
+    try:
+        fg.insert(_batch("k", "string", rows))
+    finally:
+        staging.TARGET_FILE_BYTES = old
+    flush_cache_writes()
+    files = fg.files()
+    assert len(files) > 1
+    cached = sorted((tmp_path / "s" / "_cache").rglob("*.npy"))
+    assert len(cached) == (len(files) if cache else 0)
+    for f in files if cache else []:
+        base = Path(f).name.removesuffix(".parquet")
+        mat = np.load(tmp_path / "s" / "_cache" / "vectors" / "ga" / "v1" / f"{base}.vec.npy")
+        stored = pq.read_table(f, columns=["vec"])["vec"].to_pylist()
+        assert mat.tolist() == stored  # row for row the file's own vectors
+    spine = pa.table({"k": [f"k{i}" for i in (9, 0, 4)], "t": pa.array([T0] * 3, UTCZ)})
+    got = store.training_set(spine, ["ga:1:vec"], event_time="t").to_arrow()["ga__vec"].to_pylist()
+    assert got == [[0.0, 9.0], [0.0, 0.0], [0.0, 4.0]]
+    store.close()

@@ -50,6 +50,7 @@ class StagedAppend:
         self.root, self.rel = root, rel
         self.uri = root.uri_of(rel)
         self.paths: list[str] = []  # absolute paths of the files written so far
+        self.files: list[tuple[str, int, int]] = []  # (path, first row, row count) of each written file
         self._done = False
         import deltalake.transaction  # noqa: F401  here: a first import racing in two threads fails
         import pyarrow.parquet  # noqa: F401
@@ -75,6 +76,7 @@ class StagedAppend:
             path = f"{table_dir}/{name}"
             self.paths.append(path)  # before writing: a failed write still leaves a file to delete
             pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy")
+            self.files.append((path, start, part.num_rows))
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=True,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
