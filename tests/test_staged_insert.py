@@ -196,3 +196,14 @@ def test_file_stats_bound_every_value_like_a_plain_reference(ints, strs, times, 
             assert hi == (max(present) if len(max(present)) <= 32 else None)
         else:
             assert (lo, hi) == (min(present), max(present))
+
+
+def test_vector_columns_are_written_without_a_dictionary(store):
+    fg = store.feature_group("item_embeddings", version=1)
+    fg.insert(item_batch(50, seed=3), as_of=T0)
+    meta = pq.ParquetFile(fg.files()[0]).metadata
+    encodings = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).encodings
+                 for i in range(meta.num_columns)}
+    vector = [p for p in encodings if p.startswith("embedding.")]
+    assert vector and not any("DICTIONARY" in e for p in vector for e in encodings[p])
+    assert any("DICTIONARY" in e for e in encodings["item_id"])

@@ -8,7 +8,7 @@ adds them to the table in one Delta commit, or :meth:`StagedAppend.discard` dele
 Until the commit the files are not referenced by the log, so no reader sees them: a process killed in
 between leaves unreferenced files behind, never a half-visible commit. The files look like the ones
 deltalake writes itself: ``part-NNNNN-<uuid>-c000.snappy.parquet``, about 100 MB each with one row group,
-snappy, dictionary encoding, column statistics in the footer, and Delta ``stats`` (numRecords,
+snappy, dictionary encoding (except vector columns), column statistics in the footer, and Delta ``stats`` (numRecords,
 minValues, maxValues, nullCount) in each add action. Local roots only: object stores keep the
 sequential ``write_deltalake`` path (see :func:`featurestore.storage.delta.append`).
 """
@@ -68,6 +68,10 @@ class StagedAppend:
         dt = open_table(self.uri, storage_options=self.root.storage_options)  # the version this append reads
         table = make_table()
         per_file = rows_per_file(table)
+        # vectors are (nearly) all distinct floats: a dictionary page is wasted work to write and made
+        # reading them back 3x slower (1M x 64-d: 1.0 s -> 0.3 s); scalar columns keep theirs
+        dictionary = [f.name for f in table.schema if not pa.types.is_list(f.type)
+                      and not pa.types.is_fixed_size_list(f.type) and not pa.types.is_large_list(f.type)]
         run = uuid.uuid4()
         actions = []
         for i, start in enumerate(range(0, table.num_rows, per_file)):
@@ -75,7 +79,8 @@ class StagedAppend:
             name = f"part-{i:05d}-{run}-c000.snappy.parquet"
             path = f"{table_dir}/{name}"
             self.paths.append(path)  # before writing: a failed write still leaves a file to delete
-            pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy")
+            pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy",
+                           use_dictionary=dictionary)
             self.files.append((path, start, part.num_rows))
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=True,
