@@ -179,9 +179,10 @@ class VectorColumn:
         valid = np.asarray(positions.is_valid().to_numpy(zero_copy_only=False)) if positions.null_count \
             else np.ones(n, bool)
         pos = positions.fill_null(0).to_numpy() if positions.null_count else positions.to_numpy()
+        if not len(self.files):
+            valid[:] = False
         out = np.empty((n, self.dim), np.float32)  # every row is written below: gathered or zeroed
-        if not valid.all() or not len(self.files):
-            out[~valid if len(self.files) else slice(None)] = 0
+        out[~valid] = 0
         if n and len(self.files):
             self.prepare()
             rows = np.nonzero(valid)[0]
@@ -226,7 +227,6 @@ def _memory_bytes() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return 8 << 30
-
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:
