@@ -207,3 +207,14 @@ def test_vector_columns_are_written_without_a_dictionary(store):
     vector = [p for p in encodings if p.startswith("embedding.")]
     assert vector and not any("DICTIONARY" in e for p in vector for e in encodings[p])
     assert any("DICTIONARY" in e for e in encodings["item_id"])
+
+
+def test_an_empty_append_commits_no_file(store):
+    from featurestore.conform import conform
+    from featurestore.storage import delta
+
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(60), as_of=T0)
+    empty = fg._storage_table(conform(fg.spec, item_batch(60), as_of=T0).slice(0, 0))
+    info = delta.append(store.root, fg.rel, empty, {"featurestore.run_id": "empty"})
+    assert info["version"] == 2 and fg.count() == 60 and len(fg.files()) == 1 == len(_parquet(fg))
