@@ -86,7 +86,10 @@ def vectors(col: pa.ChunkedArray, feature: Feature) -> pa.FixedSizeListArray:
     """Check and convert a column of vectors: non-null, exactly ``dim`` finite floats each."""
     name, dim = feature.name, feature.dim
     assert dim is not None
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):  # one chunk as it is: combine_chunks would copy it
+        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    else:
+        arr = col
     t = arr.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         raise SchemaMismatch(f"column {name!r} must hold vectors (lists of floats); got {t}", column=name)
