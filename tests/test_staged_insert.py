@@ -218,3 +218,17 @@ def test_an_empty_append_commits_no_file(store):
     empty = fg._storage_table(conform(fg.spec, item_batch(60), as_of=T0).slice(0, 0))
     info = delta.append(store.root, fg.rel, empty, {"featurestore.run_id": "empty"})
     assert info["version"] == 2 and fg.count() == 60 and len(fg.files()) == 1 == len(_parquet(fg))
+
+
+def test_the_conformed_batch_shares_no_vector_memory_with_the_caller(store):
+    """Background writers (data files, vector cache) read the batch after insert may have returned: it
+    must not alias the caller's buffers, which the caller is free to change then."""
+    from featurestore.conform import conform
+
+    fg = store.feature_group("item_embeddings", 1)
+    data = item_batch(50)
+    mine = np.frombuffer(data["embedding"].chunk(0).values.buffers()[1], np.float32)
+    batch = conform(fg.spec, data, as_of=T0)
+    theirs = np.frombuffer(batch["embedding"].chunk(0).values.buffers()[1], np.float32)
+    assert not np.shares_memory(mine, theirs)
+    assert np.array_equal(mine[:50 * 64], theirs[:50 * 64])
