@@ -86,6 +86,8 @@ def vectors(col: pa.ChunkedArray, feature: Feature) -> pa.FixedSizeListArray:
     """Check and convert a column of vectors: non-null, exactly ``dim`` finite floats each."""
     name, dim = feature.name, feature.dim
     assert dim is not None
+    # a private copy (combine_chunks copies even one chunk): the batch must not share the caller's
+    # buffers, which may change once insert returns while the vector cache is still being written
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     t = arr.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):

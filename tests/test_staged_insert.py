@@ -207,3 +207,28 @@ def test_vector_columns_are_written_without_a_dictionary(store):
     vector = [p for p in encodings if p.startswith("embedding.")]
     assert vector and not any("DICTIONARY" in e for p in vector for e in encodings[p])
     assert any("DICTIONARY" in e for e in encodings["item_id"])
+
+
+def test_an_empty_append_commits_no_file(store):
+    from featurestore.conform import conform
+    from featurestore.storage import delta
+
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(60), as_of=T0)
+    empty = fg._storage_table(conform(fg.spec, item_batch(60), as_of=T0).slice(0, 0))
+    info = delta.append(store.root, fg.rel, empty, {"featurestore.run_id": "empty"})
+    assert info["version"] == 2 and fg.count() == 60 and len(fg.files()) == 1 == len(_parquet(fg))
+
+
+def test_the_conformed_batch_shares_no_vector_memory_with_the_caller(store):
+    """Background writers (data files, vector cache) read the batch after insert may have returned: it
+    must not alias the caller's buffers, which the caller is free to change then."""
+    from featurestore.conform import conform
+
+    fg = store.feature_group("item_embeddings", 1)
+    data = item_batch(50)
+    mine = np.frombuffer(data["embedding"].chunk(0).values.buffers()[1], np.float32)
+    batch = conform(fg.spec, data, as_of=T0)
+    theirs = np.frombuffer(batch["embedding"].chunk(0).values.buffers()[1], np.float32)
+    assert not np.shares_memory(mine, theirs)
+    assert np.array_equal(mine[:50 * 64], theirs[:50 * 64])

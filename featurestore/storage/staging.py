@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -52,6 +53,7 @@ class StagedAppend:
         self.paths: list[str] = []  # absolute paths of the files written so far
         self.files: list[tuple[str, int, int]] = []  # (path, first row, row count) of each written file
         self._done = False
+        self._cancel = threading.Event()  # set by discard: files not yet started are not written
         import deltalake.transaction  # noqa: F401  here: a first import racing in two threads fails
         import pyarrow.parquet  # noqa: F401
 
@@ -75,6 +77,8 @@ class StagedAppend:
         run = uuid.uuid4()
         actions = []
         for i, start in enumerate(range(0, table.num_rows, per_file)):
+            if self._cancel.is_set():
+                break
             part = table.slice(start, per_file)
             name = f"part-{i:05d}-{run}-c000.snappy.parquet"
             path = f"{table_dir}/{name}"
@@ -86,11 +90,6 @@ class StagedAppend:
                                      modification_time=int(time.time() * 1000), data_change=True,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
         return dt, table.schema, actions
-
-    def wait(self) -> int:
-        """Block until the files are written; returns the row count (raises what the writer raised)."""
-        _, _, actions = self._future.result()
-        return sum(json.loads(a.stats)["numRecords"] for a in actions)
 
     def commit(self, metadata: dict[str, str], *, max_retries: int = 15) -> None:
         """Add the written files to the table as one commit carrying ``metadata``.
@@ -106,8 +105,8 @@ class StagedAppend:
         if self._done:
             raise StorageError(f"{self.uri}: this staged append was already committed or discarded")
         try:
-            dt, schema, actions = self._future.result()
             with translated(f"committing to {self.uri}"):
+                dt, schema, actions = self._future.result()  # the writer's errors, translated too
                 dt.create_write_transaction(
                     actions, mode="append", schema=schema,
                     commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=max_retries))
@@ -143,6 +142,7 @@ class StagedAppend:
         if self._done:
             return
         self._done = True
+        self._cancel.set()
         try:
             self._future.exception()  # wait; its error (if any) is the caller's to report, not ours
         finally:
