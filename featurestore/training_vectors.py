@@ -191,6 +191,9 @@ class VectorColumn:
             order = np.argsort(which, kind="stable")  # output rows grouped by file
             rows, which = rows[order], which[order]
             bounds = np.searchsorted(which, np.arange(len(self.files) + 1))
+            # one scratch buffer for every file: a fresh temporary per file would be a fresh mapping
+            # of several MB to fault in each time (that doubled the gather in a new process)
+            scratch = np.empty((int(np.diff(bounds).max(initial=0)), self.dim), np.float32)
             for f in range(len(self.files)):
                 sel = rows[bounds[f]:bounds[f + 1]]
                 if not len(sel):
@@ -198,7 +201,8 @@ class VectorColumn:
                 local = pos[sel] - self.offsets[f]
                 mat = self._mats[f]
                 assert mat is not None
-                out[sel] = mat[local]
+                part = np.take(mat, local, axis=0, out=scratch[:len(sel)])
+                out[sel] = part
                 file_valid = self._valid[f]
                 if file_valid is not None:
                     valid[sel] &= file_valid[local]
