@@ -21,8 +21,9 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,17 +64,59 @@ def _failure(exc: Exception, what: str, name: str) -> tuple[int, Response]:
     return status, _error(status, kind, message)
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def _error_body(kind: str, message: str) -> bytes:
     import orjson
 
-    return Response(orjson.dumps({"detail": message, "error": kind}), status_code=status,
-                    media_type="application/json", headers=headers)
+    return orjson.dumps({"detail": message, "error": kind})
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(_error_body(kind, message), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+class LookupFastPath:
+    """ASGI middleware answering ``POST /feature-groups/{name}/lookup`` before FastAPI's routing and
+    request objects, which cost about a third of a one-key lookup; every other request goes to the
+    app. The answer comes from the same function as the FastAPI route (documented in OpenAPI)."""
+
+    _PREFIX, _SUFFIX = "/feature-groups/", "/lookup"
+
+    def __init__(self, app: FastAPI, answer: Callable[..., tuple[int, bytes, str]], max_body: int):
+        self.app, self.answer, self.max_body = app, answer, max_body
+        self.state = app.state  # the registry, metrics and limits, as on the FastAPI app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(self._PREFIX)
+                or not path.endswith(self._SUFFIX)
+                or "/" in (name := path[len(self._PREFIX):-len(self._SUFFIX)]) or not name):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("columns", [None])[-1]
+        chunks, size, more, too_big = [], 0, True, False
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            too_big = too_big or size > self.max_body
+            if not too_big:
+                chunks.append(chunk)
+            more = message.get("more_body", False)
+        status, payload, media = self.answer(name, headers, query, b"".join(chunks), too_big)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | None = None,
                token: str | None = None, limits: Limits | None = None,
-               policy: ReloadPolicy | None = None) -> FastAPI:
+               policy: ReloadPolicy | None = None) -> LookupFastPath:
     """Build the app: opens (materialising if needed) a view of each served group's newest commit.
+    The FastAPI app is ``.app`` of the returned ASGI app (which answers lookups itself).
 
     ``groups`` lists (name, version) pairs (default: every feature group at its newest version);
     the reload thread starts and stops with the app's lifespan.
@@ -136,6 +179,35 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
             raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
         return body
 
+    def answer_lookup(name: str, headers: Mapping[str, str], columns: str | None, body: bytes,
+                      too_big: bool) -> tuple[int, bytes, str]:
+        """(status, body, media type) of a lookup; shared by the route and :class:`_LookupFastPath`."""
+        t = time.perf_counter()
+        status, n = 200, 0
+        try:
+            got = headers.get("authorization", "").encode()
+            if expected is not None and not hmac.compare_digest(got, expected):
+                raise BadRequest(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "Unauthorized")
+            view = registry.get(name).view  # this request uses this view to the end
+            length = headers.get("content-length")
+            if length is not None and not length.isdigit():
+                raise BadRequest(400, f"bad Content-Length {length!r}")
+            if too_big:
+                raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
+            keys, cols = wire.parse_lookup(body, headers.get("content-type", ""), limits, columns)
+            n = len(keys)
+            hit = view.get(keys, columns=cols)
+            if wire.ARROW in headers.get("accept", ""):
+                return status, wire.lookup_arrow(view, hit), wire.ARROW
+            return status, wire.lookup_json(view, hit), "application/json"
+        except Exception as exc:
+            status, kind, message = _status_of(exc)
+            if status == 500:
+                log.exception("lookup %s failed", name)
+            return status, _error_body(kind, message), "application/json"
+        finally:
+            metrics.observe("lookup", label(name), status, time.perf_counter() - t, n)
+
     @app.exception_handler(RequestValidationError)
     async def on_validation(_r: Request, exc: RequestValidationError) -> Response:
         return _error(422, "InvalidRequest", str(exc.errors()))
@@ -170,24 +242,15 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
               summary="Vectors (and optional scalar columns) of entity keys; missing keys are listed, "
                       "never an error", responses={200: {"content": {wire.ARROW: {}}}})
     async def lookup(name: str, request: Request) -> Response:
-        t = time.perf_counter()
-        status, n = 200, 0
         try:
-            authorise(request)
-            view = registry.get(name).view  # this request uses this view to the end
-            body = await body_of(request)
-            keys, columns = wire.parse_lookup(body, request.headers.get("content-type", ""), limits,
-                                              request.query_params.get("columns"))
-            n = len(keys)
-            hit = view.get(keys, columns=columns)
-            if wire.ARROW in request.headers.get("accept", ""):
-                return Response(wire.lookup_arrow(view, hit), media_type=wire.ARROW)
-            return Response(wire.lookup_json(view, hit), headers=_JSON_HEADERS)
-        except Exception as exc:
-            status, response = _failure(exc, "lookup", name)
-            return response
-        finally:
-            metrics.observe("lookup", label(name), status, time.perf_counter() - t, n)
+            body, too_big = await body_of(request), False
+        except BadRequest as exc:
+            if exc.status != 413:
+                raise
+            body, too_big = b"", True
+        status, payload, media = answer_lookup(name, request.headers, request.query_params.get("columns"),
+                                               body, too_big)
+        return Response(payload, status_code=status, media_type=media)
 
     @app.post("/feature-groups/{name}/nearest", openapi_extra={"requestBody": wire.NEAREST_BODY},
               summary="The k most similar rows (higher score is better), filtered before ranking")
@@ -224,7 +287,7 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
             return _error(exc.status, exc.kind, exc.message)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    return app
+    return LookupFastPath(app, answer_lookup, limits.max_body_bytes)
 
 
 def is_loopback(host: str) -> bool:

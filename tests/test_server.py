@@ -404,3 +404,30 @@ def test_fuzzed_bodies_never_get_a_500(shared_server: Any, endpoint: str, body: 
     assert r.status_code < 500, (body, r.text)
     if r.status_code >= 400:
         assert r.json()["detail"]
+
+
+def test_lookup_fast_path_answers_like_the_fastapi_route(store: FeatureStore) -> None:
+    """Lookups are answered ahead of FastAPI's routing; its route (documented in OpenAPI) answers alike."""
+    app = create_app(store, token=TOKEN, limits=LIMITS, policy=ReloadPolicy(interval=0))
+    requests = [
+        ({"keys": ["k1", "nope"]}, {}, "/feature-groups/items/lookup?columns=n_events"),
+        ({"keys": ["k1"]}, {"authorization": "Bearer wrong"}, "/feature-groups/items/lookup"),
+        ({"keys": ["k1"]}, {}, "/feature-groups/absent/lookup"),
+        ({"keys": "k1"}, {}, "/feature-groups/items/lookup"),
+        ({"keys": ["k1"] * (LIMITS.max_keys + 1)}, {}, "/feature-groups/items/lookup"),
+        (None, {"content-type": "text/plain"}, "/feature-groups/items/lookup"),
+    ]
+    answers = []
+    for asgi in (app, app.app):
+        with ServerThread(asgi) as srv, httpx.Client(base_url=srv.url, headers=AUTH) as http:
+            got = []
+            for body, headers, path in requests:
+                r = http.post(path, json=body, headers=headers) if body is not None else \
+                    http.post(path, content=b"keys", headers=headers)
+                got.append((r.status_code, r.headers["content-type"], r.content))
+            got.append(http.post("/feature-groups/items/lookup", content=b"x" * (LIMITS.max_body_bytes + 1)
+                                 ).status_code)
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert [a[0] for a in answers[0][:-1]] == [200, 401, 404, 422, 413, 415] and answers[0][-1] == 413
+    assert "/feature-groups/{name}/lookup" in app.app.openapi()["paths"]
