@@ -56,12 +56,12 @@ def _status_of(exc: Exception) -> tuple[int, str, str]:
     return 500, "InternalError", "internal error (see the server log)"
 
 
-def _failure(exc: Exception, what: str, name: str) -> tuple[int, Response]:
-    """The status and error response for an exception raised while answering ``what`` on ``name``."""
+def _failure(exc: Exception, what: str, name: str) -> tuple[int, bytes]:
+    """The status and error body for an exception raised while answering ``what`` on ``name``."""
     status, kind, message = _status_of(exc)
     if status == 500:
         log.exception("%s %s failed", what, name)
-    return status, _error(status, kind, message)
+    return status, _error_body(kind, message)
 
 
 def _error_body(kind: str, message: str) -> bytes:
@@ -161,10 +161,10 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     def label(name: str) -> str:  # unknown names must not grow the metrics without bound
         return name if name in registry.names() else "_unknown"
 
-    def authorise(request: Request) -> None:
+    def authorise(headers: Mapping[str, str]) -> None:
         if expected is None:
             return
-        got = request.headers.get("authorization", "").encode()
+        got = headers.get("authorization", "").encode()
         if not hmac.compare_digest(got, expected):
             raise BadRequest(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "Unauthorized")
 
@@ -185,9 +185,7 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
         t = time.perf_counter()
         status, n = 200, 0
         try:
-            got = headers.get("authorization", "").encode()
-            if expected is not None and not hmac.compare_digest(got, expected):
-                raise BadRequest(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "Unauthorized")
+            authorise(headers)
             view = registry.get(name).view  # this request uses this view to the end
             length = headers.get("content-length")
             if length is not None and not length.isdigit():
@@ -201,10 +199,8 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
                 return status, wire.lookup_arrow(view, hit), wire.ARROW
             return status, wire.lookup_json(view, hit), "application/json"
         except Exception as exc:
-            status, kind, message = _status_of(exc)
-            if status == 500:
-                log.exception("lookup %s failed", name)
-            return status, _error_body(kind, message), "application/json"
+            status, payload = _failure(exc, "lookup", name)
+            return status, payload, "application/json"
         finally:
             metrics.observe("lookup", label(name), status, time.perf_counter() - t, n)
 
@@ -224,7 +220,7 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     @app.get("/feature-groups", summary="Served feature groups with their version and commit")
     async def list_groups(request: Request) -> Response:
         try:
-            authorise(request)
+            authorise(request.headers)
         except BadRequest as exc:
             return _error(exc.status, exc.kind, exc.message)
         return JSONResponse([registry.get(n).status() for n in registry.names()])
@@ -233,7 +229,7 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
                                               "recall, reloads and the last reload error")
     async def group(name: str, request: Request) -> Response:
         try:
-            authorise(request)
+            authorise(request.headers)
             return JSONResponse(registry.get(name).status())
         except (BadRequest, FeatureStoreError) as exc:
             return _error(*_status_of(exc))
@@ -242,14 +238,9 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
               summary="Vectors (and optional scalar columns) of entity keys; missing keys are listed, "
                       "never an error", responses={200: {"content": {wire.ARROW: {}}}})
     async def lookup(name: str, request: Request) -> Response:
-        try:
-            body, too_big = await body_of(request), False
-        except BadRequest as exc:
-            if exc.status != 413:
-                raise
-            body, too_big = b"", True
+        body = await request.body()
         status, payload, media = answer_lookup(name, request.headers, request.query_params.get("columns"),
-                                               body, too_big)
+                                               body, len(body) > limits.max_body_bytes)
         return Response(payload, status_code=status, media_type=media)
 
     @app.post("/feature-groups/{name}/nearest", openapi_extra={"requestBody": wire.NEAREST_BODY},
@@ -258,7 +249,7 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
         t = time.perf_counter()
         status, n = 200, 0
         try:
-            authorise(request)
+            authorise(request.headers)
             view = registry.get(name).view
             q = wire.parse_nearest(await body_of(request), request.headers.get("content-type", ""), limits)
             source = registry.get(q.query_group).view if q.query_group else None
@@ -274,15 +265,15 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
             n = sum(len(r) for r in results)
             return Response(wire.nearest_json(view, results, q.vectors is not None), headers=_JSON_HEADERS)
         except Exception as exc:
-            status, response = _failure(exc, "nearest", name)
-            return response
+            status, payload = _failure(exc, "nearest", name)
+            return Response(payload, status_code=status, media_type="application/json")
         finally:
             metrics.observe("nearest", label(name), status, time.perf_counter() - t, n)
 
     @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
     async def prometheus(request: Request) -> Response:
         try:
-            authorise(request)
+            authorise(request.headers)
         except BadRequest as exc:
             return _error(exc.status, exc.kind, exc.message)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
