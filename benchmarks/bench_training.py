@@ -8,8 +8,9 @@ same Parquet data, in the same run; every side is checked against a reference jo
 
 Each side runs in its own child process: wall time of the call (not the interpreter start) and the
 child's peak RSS (VmHWM polled from /proc every 50 ms). Our Arrow side and Feast's duckdb store run
-``--repeat`` times (default 3) on the first spine, each in a fresh process: the median is reported. Feast runs with the interpreter from
-$FEATURESTORE_PEERS_PYTHON, else .venv-peers/bin/python (``make peers``).
+``--repeat`` times (default 3) on the first spine, each in a fresh process: the median is reported.
+Feast runs with the interpreter from $FEATURESTORE_PEERS_PYTHON, else .venv-peers/bin/python
+(``make peers``).
 Results: a table on stdout, JSON in benchmarks/results/.
 """
 
