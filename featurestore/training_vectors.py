@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +82,66 @@ def cache_inserted(store: FeatureStore, table: str, batch: pa.Table, columns: li
             target = cache_path(store, table, path, column)
             assert target is not None
             _write_behind(target, np.ascontiguousarray(mat[start:start + count], dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """The vector cache of one feature group version: files, bytes, and those whose data file is gone."""
+
+    table: str  # "<name>/v<version>"
+    files: int
+    bytes: int
+    orphans: int  # cache files whose Parquet data file no longer exists (e.g. after a vacuum)
+    orphan_bytes: int
+
+
+def _cache_entries(store: FeatureStore) -> dict[str, list[tuple[str, bool]]]:
+    """table -> [(cache file path, its data file still exists)] for a local store."""
+    out: dict[str, list[tuple[str, bool]]] = {}
+    base = os.path.join(store.root.uri, CACHE_DIR)
+    if not store.root.local or not os.path.isdir(base):
+        return out
+    for name in sorted(os.listdir(base)):
+        for version in sorted(os.listdir(os.path.join(base, name))):
+            folder = os.path.join(base, name, version)
+            if not version.removeprefix("v").isdigit() or not os.path.isdir(folder):
+                continue
+            data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))))
+            entries = out.setdefault(f"{name}/{version}", [])
+            for f in sorted(os.listdir(folder)):
+                path = os.path.join(folder, f)
+                if f.endswith(".tmp"):  # being written, or left by a killed writer an hour ago or more
+                    entries.append((path, time.time() - os.path.getmtime(path) < 3600))
+                    continue
+                # "<data file name without .parquet>.<column>[.valid].npy"
+                stem = f.removesuffix(".npy").removesuffix(".valid").rsplit(".", 1)[0]
+                entries.append((path, os.path.exists(os.path.join(data, f"{stem}.parquet"))))
+    return out
+
+
+def cache_usage(store: FeatureStore) -> list[CacheUsage]:
+    """What the vector cache holds, per feature group version."""
+    usage = []
+    for table, entries in _cache_entries(store).items():
+        sizes = [(os.path.getsize(p), alive) for p, alive in entries]
+        usage.append(CacheUsage(table, len(sizes), sum(n for n, _ in sizes), sum(not a for _, a in sizes),
+                                sum(n for n, a in sizes if not a)))
+    return usage
+
+
+def prune_cache(store: FeatureStore, *, everything: bool = False) -> tuple[int, int]:
+    """Delete cache files whose data file is gone (``everything``: the whole cache); returns (files,
+    bytes) deleted. Safe at any time: a missing cache file is decoded again when a training set needs it."""
+    flush_cache_writes()
+    files = size = 0
+    for entries in _cache_entries(store).values():
+        for path, alive in entries:
+            if everything or not alive:
+                with contextlib.suppress(FileNotFoundError):
+                    n = os.path.getsize(path)
+                    os.remove(path)
+                    files, size = files + 1, size + n
+    return files, size
 
 
 def file_rows(files: list[str]) -> list[int]:

@@ -400,3 +400,32 @@ def test_inserts_write_the_vector_cache_behind(tmp_path: Path, cache: bool) -> N
     got = store.training_set(spine, ["ga:1:vec"], event_time="t").to_arrow()["ga__vec"].to_pylist()
     assert got == [[0.0, 9.0], [0.0, 0.0], [0.0, 4.0]]
     store.close()
+
+
+def test_cache_command_shows_prunes_and_clears(items: FeatureStore, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from featurestore.cli import main
+
+    flush_cache_writes()
+    root = str(items.root.uri)
+    folder = Path(root) / "_cache" / "vectors" / "item_embeddings" / "v1"
+    live = sorted(p.name for p in folder.iterdir())
+    assert len(live) == 2  # one per data file, written at insert
+    np.save(folder / "part-00000-gone-c000.snappy.embedding.npy", np.zeros((3, 64), np.float32))  # vacuumed file
+    assert main(["cache", "--root", root, "--json"]) == 0
+    usage = json.loads(capsys.readouterr().out)
+    assert [(u["table"], u["files"], u["orphans"]) for u in usage] == [("item_embeddings/v1", 3, 1)]
+    assert main(["cache", "--root", root, "--prune"]) == 0
+    assert "deleted 1 cache file(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == live
+    spine = pa.table({"item_id": ["i0", "i4"], "ts": pa.array([T0 + timedelta(hours=2)] * 2, UTCZ)})
+    before = items.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow()
+    assert main(["cache", "--root", root, "--clear"]) == 0
+    assert not list(folder.iterdir())
+    capsys.readouterr()
+    assert main(["cache", "--root", root]) == 0
+    assert capsys.readouterr().out.strip() == "the vector cache is empty"
+    fresh = FeatureStore(root)
+    assert fresh.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow().equals(before)
+    fresh.close()

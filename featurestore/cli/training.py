@@ -47,6 +47,17 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=cmd_training_set)
 
+    p = command(sub, "cache",
+                "Show the training-set vector cache (raw float32 copies of each data file's vectors, written "
+                "at insert); --prune deletes the copies of data files that are gone, --clear all of it.",
+                "featurestore cache --prune")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--prune", action="store_true", help="delete cache files whose data file no longer exists")
+    what.add_argument("--clear", action="store_true",
+                      help="delete the whole cache (training sets decode the vectors again, once)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_cache)
+
 
 def parse_duration(text: str) -> timedelta:
     """``7d``, ``12h``, ``30m``, ``90s``, ``500ms``, ``10us`` or ``1w`` as a timedelta."""
@@ -101,4 +112,30 @@ def cmd_training_set(args: argparse.Namespace) -> int:
         print_table(["feature group", "commit"], [[k, v] for k, v in summary["pins"].items()], sys.stdout)
         print(f"\nwrote {summary['rows']:,} rows to {summary['path']} in {summary['seconds']} s"
               + (f" ({summary['saved']})" if "saved" in summary else ""), file=sys.stdout)
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from featurestore.training_vectors import cache_usage, prune_cache
+
+    store = open_store(args)
+    if args.prune or args.clear:
+        files, size = prune_cache(store, everything=args.clear)
+        done = {"deleted_files": files, "deleted_bytes": size}
+        if args.json:
+            print_json(done)
+        else:
+            print(f"deleted {files} cache file(s), {size / 1e6:.1f} MB")
+        return 0
+    usage = [asdict(u) for u in cache_usage(store)]
+    if args.json:
+        print_json(usage)
+    elif not any(u["files"] for u in usage):
+        print("the vector cache is empty")
+    else:
+        print_table(["feature group", "files", "size", "orphans", "orphan size"],
+                    [[u["table"], u["files"], f"{u['bytes'] / 1e6:.1f} MB", u["orphans"],
+                      f"{u['orphan_bytes'] / 1e6:.1f} MB"] for u in usage])
     return 0
