@@ -95,18 +95,17 @@ class LookupFastPath:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("columns", [None])[-1]
-        chunks, size, more, too_big = [], 0, True, False
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            too_big = too_big or size > self.max_body
-            if not too_big:
+            if size <= self.max_body:  # beyond the limit only the count is kept (the answer is a 413)
                 chunks.append(chunk)
             more = message.get("more_body", False)
-        status, payload, media = self.answer(name, headers, query, b"".join(chunks), too_big)
+        status, payload, media = self.answer(name, headers, query, b"".join(chunks), size)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
@@ -168,30 +167,29 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
         if not hmac.compare_digest(got, expected):
             raise BadRequest(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "Unauthorized")
 
-    async def body_of(request: Request) -> bytes:
-        length = request.headers.get("content-length")
+    def check_size(headers: Mapping[str, str], size: int | None = None) -> None:
+        """A malformed Content-Length, or a declared or received (``size``) body over the limit, is a 4xx."""
+        length = headers.get("content-length")
         if length is not None and not length.isdigit():
             raise BadRequest(400, f"bad Content-Length {length!r}")
-        if length is not None and int(length) > limits.max_body_bytes:
+        if max(int(length or 0), size or 0) > limits.max_body_bytes:
             raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
+
+    async def body_of(request: Request) -> bytes:
+        check_size(request.headers)  # before reading a body that is declared too large
         body = await request.body()
-        if len(body) > limits.max_body_bytes:
-            raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
+        check_size(request.headers, len(body))
         return body
 
     def answer_lookup(name: str, headers: Mapping[str, str], columns: str | None, body: bytes,
-                      too_big: bool) -> tuple[int, bytes, str]:
+                      size: int) -> tuple[int, bytes, str]:
         """(status, body, media type) of a lookup; shared by the route and :class:`_LookupFastPath`."""
         t = time.perf_counter()
         status, n = 200, 0
         try:
             authorise(headers)
             view = registry.get(name).view  # this request uses this view to the end
-            length = headers.get("content-length")
-            if length is not None and not length.isdigit():
-                raise BadRequest(400, f"bad Content-Length {length!r}")
-            if too_big:
-                raise BadRequest(413, f"the body is larger than {limits.max_body_bytes} bytes")
+            check_size(headers, size)  # ``body`` holds nothing when ``size`` is over the limit
             keys, cols = wire.parse_lookup(body, headers.get("content-type", ""), limits, columns)
             n = len(keys)
             hit = view.get(keys, columns=cols)
@@ -240,7 +238,7 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     async def lookup(name: str, request: Request) -> Response:
         body = await request.body()
         status, payload, media = answer_lookup(name, request.headers, request.query_params.get("columns"),
-                                               body, len(body) > limits.max_body_bytes)
+                                               body, len(body))
         return Response(payload, status_code=status, media_type=media)
 
     @app.post("/feature-groups/{name}/nearest", openapi_extra={"requestBody": wire.NEAREST_BODY},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +15,13 @@ import pytest
 from featurestore import FeatureStore
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, *, timeout: float = 180, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter from the repository root (what a new process imports)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 SCHEMAS = ROOT / "schemas"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

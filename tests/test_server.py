@@ -26,7 +26,7 @@ from featurestore.online.client import Client
 from featurestore.online.reload import ReloadPolicy
 from featurestore.online.wire import ARROW, Limits
 from featurestore.server import create_app, serve
-from tests.conftest import T0
+from tests.conftest import T0, run_python
 from tests.online_helpers import ServerThread, batch, brute_topk, free_port, keys_for, reference_latest, spec
 
 TOKEN = "t0ken-for-tests"
@@ -383,7 +383,7 @@ def test_serving_imports_stay_light(store: FeatureStore) -> None:
         "assert view.get(['k1']).found.all() and len(view.nearest(key='k1', k=3)) == 3\n"
         "assert 'great_expectations' not in sys.modules, 'serving imported great_expectations'\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run_python(code, timeout=120)
     assert out.returncode == 0, out.stderr
 
 

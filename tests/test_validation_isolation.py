@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_python
 
 SCRIPT = r"""
 import json, os, sys
@@ -43,8 +41,7 @@ def test_validation_writes_only_inside_the_store_and_opens_no_socket(tmp_path):
     store = str(tmp_path / "s")
     code = f"ROOT = {str(ROOT)!r}\nSTORE = {store!r}\n" + SCRIPT
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180,
-                         env=env)
+    out = run_python(code, env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
     assert "Calculating Metrics" not in out.stderr
@@ -56,6 +53,6 @@ def test_background_import_loads_the_adapter_once() -> None:
             "t = preload.start()\nt.join()\n"
             "assert 'great_expectations' in sys.modules and 'featurestore.validation.gx' in sys.modules\n"
             "assert preload.start() is None\nprint('ok')")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -12,7 +12,7 @@ import yaml
 
 from featurestore import FeatureStore, SpecError, ValidationError, load_spec
 from featurestore.validation import parse_expectations, suite_for
-from tests.conftest import ROOT, SCHEMAS
+from tests.conftest import ROOT, SCHEMAS, run_python
 
 
 def _spec_file(tmp_path, expectations, name="item_embeddings"):
@@ -136,7 +136,7 @@ def test_reading_and_querying_do_not_import_great_expectations(tmp_path):
             "s.sql('SELECT count(*) FROM item_embeddings').fetchall()\n"
             "s.sql('SELECT count(*) FROM validation_reports').fetchall()\n"
             "sys.exit(1 if any(m.startswith('great_expectations') for m in sys.modules) else 0)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = run_python(code, timeout=120)
     assert out.returncode == 0, out.stderr
 
 
