@@ -56,13 +56,17 @@ class FeatureStore:
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
                  storage_options: dict[str, str] | None = None, echo: bool = False,
-                 cache_vectors: bool = True):
+                 cache_vectors: bool = True, join_indexes: bool = True):
         raw = os.fspath(root) if root is not None else os.environ.get(ROOT_ENV) or DEFAULT_ROOT
         self.root = Root(raw, storage_options)
         #: local stores keep each data file's vectors as a raw float32 matrix under ``_cache/vectors``
         #: too, written behind each insert, so training sets gather vectors without decoding Parquet
         #: (False: decode on first use instead; the cache then fills on the first training set)
         self.cache_vectors = cache_vectors
+        #: local stores keep each commit's narrow feature rows sorted by (keys, event time) under
+        #: ``_cache/joins``, built by the first training set over that commit, so later ones skip the
+        #: sort (False: read and sort the Parquet files every time)
+        self.join_indexes = join_indexes
         self.duck = Duck(echo=echo)
         self._lock = threading.RLock()
         self._groups: dict[tuple[str, int], FeatureGroup] = {}

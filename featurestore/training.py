@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ import pyarrow as pa
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError, SpineError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import literal, quote
+from featurestore.training_index import join_index
 from featurestore.training_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql, build_sql
 from featurestore.training_vectors import VectorColumn, file_rows
 
@@ -98,6 +99,7 @@ class TrainingSet:
     _spine: Any = field(repr=False)
     _columns: list[str] = field(default_factory=list)
     _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
+    _indexes: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # "{index<i>}" -> join index
 
     @property
     def columns(self) -> list[str]:
@@ -105,11 +107,24 @@ class TrainingSet:
         return list(self._columns)
 
     def _reader(self, cur: duckdb.DuckDBPyConnection, batch_size: int) -> pa.RecordBatchReader:
+        """The join's result (the groups' columns, vectors as row positions), in spine order."""
         name = _unique("__fs_spine")
         self._spine.register(cur, name)
         sql = self.sql.replace("{spine}", quote(name))
+        for placeholder, table in self._indexes.items():
+            index = _unique("__fs_index")
+            cur.register(index, table)
+            sql = sql.replace(placeholder, quote(index))
         self.store.duck._log(sql)
         return cur.sql(sql).to_arrow_reader(batch_size)
+
+    def _attach(self, spine: pa.Table, joined: pa.Table) -> pa.Table:
+        """The spine's columns, then the joined ones (same rows, same order)."""
+        if spine.num_rows != joined.num_rows:
+            raise QueryError(f"training-set query returned {joined.num_rows} rows for {spine.num_rows} "
+                             "spine rows")
+        return pa.Table.from_arrays([*spine.columns, *joined.columns],
+                                    schema=pa.schema([*spine.schema, *joined.schema]))
 
     def _prepare_vectors(self) -> Future[None]:
         """Load (or decode) the vector files in a background thread while DuckDB runs the join."""
@@ -150,12 +165,15 @@ class TrainingSet:
             decoding = self._prepare_vectors()
             reader = self._reader(cur, batch_size)
             decoding.result()
+            spine = _Rows(self._spine.batches(), self._spine.arrow_schema)
             empty = True
             for batch in reader:
                 empty = False
-                yield self._gather(batch)
+                yield self._attach(spine.take(batch.num_rows), self._gather(batch))
             if empty:  # always at least one (possibly empty) table: it carries the schema
-                yield self._gather(reader.schema.empty_table())
+                yield self._attach(spine.take(0), self._gather(reader.schema.empty_table()))
+            if not spine.exhausted():
+                raise QueryError("training-set query returned fewer rows than the spine has")
         except duckdb.Error as exc:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:
@@ -174,7 +192,7 @@ class TrainingSet:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:
             cur.close()
-        return self._gather(table).combine_chunks()
+        return self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
 
     def to_pandas(self) -> pd.DataFrame:
         """Compute the training set as a pandas DataFrame (vectors as numpy arrays)."""
@@ -276,6 +294,31 @@ def rechunk(tables: Iterable[pa.Table], size: int, *, keep_empty: bool = False) 
         yield empty
 
 
+class _Rows:
+    """Takes exactly n rows at a time from a stream of record batches."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema):
+        self._batches = batches
+        self._schema = schema
+        self._pending: list[pa.RecordBatch] = []
+        self._buffered = 0
+
+    def take(self, n: int) -> pa.Table:
+        while self._buffered < n:
+            batch = next(self._batches, None)
+            if batch is None:
+                raise QueryError("training-set query returned more rows than the spine has")
+            self._pending.append(batch)
+            self._buffered += batch.num_rows
+        whole = pa.Table.from_batches(self._pending, schema=self._schema)
+        rest = whole.slice(n)
+        self._pending, self._buffered = rest.to_batches(), rest.num_rows
+        return whole.slice(0, n)
+
+    def exhausted(self) -> bool:
+        return self._buffered == 0 and all(b.num_rows == 0 for b in self._batches)
+
+
 # ---- the spine ------------------------------------------------------------------------------------
 class _SpineSource:
     """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``)."""
@@ -314,12 +357,45 @@ class _SpineSource:
         else:
             raise SpineError(f"the spine must be a pandas DataFrame, a pyarrow Table, a Parquet path or a "
                              f"DuckDB relation; got {type(data).__name__}")
+        self.given: pa.Table | None = self.table  # the spine's own columns, attached to the result
         if self.table is not None:
             for name in (_ROW, _TIME):
                 if name in self.table.column_names:
                     raise SpineError(f"the spine has a column named {name}, which is reserved")
             self.table = self.table.append_column(_ROW, pa.array(range(self.table.num_rows), pa.int64()))
         self.schema = self._schema(store)
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        """The spine's own columns as the result carries them (a file spine: its first file's types)."""
+        if self.given is not None:
+            return self.given.schema
+        import pyarrow.parquet as pq
+
+        assert self.files is not None
+        return pq.read_schema(self.files[0]).remove_metadata()
+
+    def batches(self, batch_size: int = 1 << 17) -> Iterator[pa.RecordBatch]:
+        """The spine's own columns in row-ordinal order, as record batches."""
+        if self.given is not None:
+            yield from self.given.to_batches()
+            return
+        import pyarrow.parquet as pq
+
+        assert self.files is not None
+        schema = self.arrow_schema
+        for f in self.files:
+            try:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size, columns=schema.names, use_threads=False):
+                    yield batch if batch.schema.equals(schema) else batch.cast(schema)
+            except (OSError, pa.ArrowException) as exc:
+                raise SpineError(f"cannot read the spine file {f}: {exc}") from exc
+
+    def read_all(self) -> pa.Table:
+        """The spine's own columns, all rows."""
+        if self.given is not None:
+            return self.given
+        return pa.Table.from_batches(list(self.batches(1 << 20)), schema=self.arrow_schema).combine_chunks()
 
     def _schema(self, store: FeatureStore) -> dict[str, str]:
         """Spine column name -> DuckDB type."""
@@ -469,7 +545,20 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
     extra = set(pins) - {g.ref.key for g in groups}
     if extra:
         raise FeatureGroupNotFound(f"pins name feature group(s) not in features: {', '.join(sorted(extra))}")
-    sql = build_sql(groups, cols, event_time, known_at)
+    indexes: dict[str, pa.Table] = {}
+    if store.root.local and store.join_indexes:
+        cur = store.duck.con.cursor()
+        try:
+            for i, g in enumerate(groups):
+                table = join_index(store, g, cur)
+                if table is not None:
+                    groups[i] = replace(g, index=f"{{index{i}}}")
+                    indexes[f"{{index{i}}}"] = table
+        except duckdb.Error as exc:
+            raise QueryError(f"cannot build the join index of {g.ref.key}: {exc}") from exc
+        finally:
+            cur.close()
+    sql = build_sql(groups, event_time, known_at)
     params = {
         "features": [f"{g.ref.key}:{','.join(g.columns)}" for g in groups],
         "entity_keys": {g.ref.key: list(g.spine_keys) for g in groups},
@@ -485,4 +574,4 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
                 store, f"{g.spec.name}/v{g.spec.version}", c, g.spec.feature(c).dim or 0, list(g.files),
                 np.asarray(g.offsets, np.int64))
     return TrainingSet(store, sql, {g.ref.key: g.commit for g in groups}, params, source,
-                       [*cols, *(o for g in groups for o in g.output)], vectors)
+                       [*cols, *(o for g in groups for o in g.output)], vectors, indexes)

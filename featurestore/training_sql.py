@@ -1,12 +1,15 @@
 """The SQL of a training set: per feature group, its commit's narrow rows (keys, event time, ingestion
 time, scalar features, a row position for vectors) made unique per (key, join time), then one ASOF LEFT
-JOIN per group on the spine, in spine order. See :mod:`featurestore.training` for the semantics."""
+JOIN per group on the spine's keys and time, in spine order. Only the join's inputs go through the
+joins: the spine's other columns are attached afterwards, and the vectors gathered by row position.
+A group's rows come from its sorted join index when there is one (:mod:`featurestore.training_index`),
+else straight from its Parquet files. See :mod:`featurestore.training` for the semantics."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -39,6 +42,7 @@ class JoinGroup:
     columns: tuple[str, ...]  # feature group columns taken
     output: tuple[str, ...]  # their names in the result
     ttl: timedelta | None
+    index: str | None = None  # placeholder of the sorted join index relation ("{index0}"), if one is used
 
     @property
     def vector_columns(self) -> list[str]:
@@ -108,10 +112,40 @@ def _source_sql(i: int, g: JoinGroup) -> str:
             f"JOIN {_offsets_sql(g.files, g.offsets)} o ON o.file = s.filename WHERE s.{e} IS NOT NULL")
 
 
+def index_columns(spec: FeatureGroupSpec) -> tuple[str, ...]:
+    """The columns a join index holds, in :func:`index_sql`'s naming: every scalar feature."""
+    vectors = {f.name for f in spec.vector_features}
+    return tuple(f.name for f in spec.features if f.name not in vectors)
+
+
+def index_sql(g: JoinGroup) -> str:
+    """All narrow rows of ``g``'s commit (keys, event time, ingestion time, every scalar feature, the
+    row position), sorted by (keys, event time): what a join index stores. Columns are named as
+    :func:`_source_sql` names them for group 0 with every scalar feature selected (``__k0_<j>``,
+    ``__e0``, ``__i0``, ``__c0_<j>``, ``__p0``)."""
+    full = replace(g, columns=(*index_columns(g.spec), *(f.name for f in g.spec.vector_features[:1])))
+    order = ", ".join([*(f"__k0_{j}" for j in range(len(g.spec.key_names))), "__e0"])
+    return f"SELECT * FROM ({_source_sql(0, full)}) ORDER BY {order}"
+
+
+def _indexed_sql(i: int, g: JoinGroup) -> str:
+    """``_source_sql(i, g)`` over the group's join index (``g.index``) instead of its Parquet files."""
+    stored = index_columns(g.spec)
+    cols = [f"__k0_{j} AS __k{i}_{j}" for j in range(len(g.spec.key_names))]
+    cols += [f"__e0 AS __e{i}", f"__i0 AS __i{i}"]
+    vectors = set(g.vector_columns)
+    for j, c in enumerate(g.columns):
+        if c not in vectors:
+            cols.append(f"{'__e0' if c == g.spec.event_time else f'__c0_{stored.index(c)}'} AS __c{i}_{j}")
+    if vectors:
+        cols.append(f"__p0 AS __p{i}")
+    return f"SELECT {', '.join(cols)} FROM {g.index}"
+
+
 def _group_cte(i: int, g: JoinGroup, known_at: KnownAt) -> str:
     """The feature rows of one group as the ASOF join's right side: unique per (key, join time)."""
     kcols = ", ".join(f"__k{i}_{j}" for j in range(len(g.spec.key_names)))
-    src = _source_sql(i, g)
+    src = _indexed_sql(i, g) if g.index else _source_sql(i, g)
     if known_at == "latest":
         if g.disjoint:  # no (key, event_time) appears twice: nothing to dedupe
             return f"g{i} AS (SELECT *, __e{i} AS __t{i} FROM ({src}))"
@@ -132,11 +166,16 @@ def _group_cte(i: int, g: JoinGroup, known_at: KnownAt) -> str:
     )
 
 
-def build_sql(groups: list[JoinGroup], spine_cols: list[str], event_time: str, known_at: KnownAt) -> str:
-    """The whole query: spine -> one ASOF LEFT JOIN per group -> spine order. ``{spine}`` is a
-    placeholder for the registered spine relation; vector columns come out as row positions."""
-    ctes = [f"s AS (SELECT *, CAST({quote(event_time)} AS TIMESTAMPTZ) AS {_TIME} FROM {{spine}})"]
-    joins, select = [], [f"s.{quote(c)}" for c in spine_cols]
+def build_sql(groups: list[JoinGroup], event_time: str, known_at: KnownAt) -> str:
+    """The whole query: spine -> one ASOF LEFT JOIN per group -> the groups' columns in spine order.
+    ``{spine}`` is a placeholder for the registered spine relation, ``{index<i>}`` for group i's join
+    index; only the spine's keys and time enter the joins (its other columns are not carried through
+    them), and vector columns come out as row positions."""
+    needed = dict.fromkeys([k for g in groups for k in g.spine_keys])
+    needed.pop(event_time, None)
+    spine = ", ".join([*(quote(c) for c in needed), quote(event_time), _ROW])
+    ctes = [f"s AS (SELECT {spine}, CAST({quote(event_time)} AS TIMESTAMPTZ) AS {_TIME} FROM {{spine}})"]
+    joins, select = [], []
     for i, g in enumerate(groups):
         ctes.append(_group_cte(i, g, known_at))
         on = " AND ".join(f"s.{quote(sk)} = g{i}.__k{i}_{j}" for j, sk in enumerate(g.spine_keys))

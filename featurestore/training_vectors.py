@@ -86,9 +86,10 @@ def cache_inserted(store: FeatureStore, table: str, batch: pa.Table, columns: li
 
 @dataclass(frozen=True)
 class CacheUsage:
-    """The vector cache of one feature group version: files, bytes, and those whose data file is gone."""
+    """The training-set cache of one feature group version, of one kind (vector copies or join
+    indexes): files, bytes, and those whose data files are gone."""
 
-    table: str  # "<name>/v<version>"
+    table: str  # "<name>/v<version> (vectors)" or "<name>/v<version> (joins)"
     files: int
     bytes: int
     orphans: int  # cache files whose Parquet data file no longer exists (e.g. after a vacuum)
@@ -96,31 +97,38 @@ class CacheUsage:
 
 
 def _cache_entries(store: FeatureStore) -> dict[str, list[tuple[str, bool]]]:
-    """table -> [(cache file path, its data file still exists)] for a local store."""
+    """"<name>/v<version> (<kind>)" -> [(cache file path, its data files still exist)] for a local
+    store: the vector copies ("vectors") and the sorted join indexes ("joins")."""
+    from featurestore.training_index import INDEX_DIR, index_files
+
     out: dict[str, list[tuple[str, bool]]] = {}
-    base = os.path.join(store.root.uri, CACHE_DIR)
-    if not store.root.local or not os.path.isdir(base):
-        return out
-    for name in sorted(os.listdir(base)):
-        for version in sorted(os.listdir(os.path.join(base, name))):
-            folder = os.path.join(base, name, version)
-            if not version.removeprefix("v").isdigit() or not os.path.isdir(folder):
-                continue
-            data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))))
-            entries = out.setdefault(f"{name}/{version}", [])
-            for f in sorted(os.listdir(folder)):
-                path = os.path.join(folder, f)
-                if f.endswith(".tmp"):  # being written, or left by a killed writer an hour ago or more
-                    entries.append((path, time.time() - os.path.getmtime(path) < 3600))
+    for kind, sub in (("vectors", CACHE_DIR), ("joins", INDEX_DIR)):
+        base = os.path.join(store.root.uri, sub)
+        if not store.root.local or not os.path.isdir(base):
+            continue
+        for name in sorted(os.listdir(base)):
+            for version in sorted(os.listdir(os.path.join(base, name))):
+                folder = os.path.join(base, name, version)
+                if not version.removeprefix("v").isdigit() or not os.path.isdir(folder):
                     continue
-                # "<data file name without .parquet>.<column>[.valid].npy"
-                stem = f.removesuffix(".npy").removesuffix(".valid").rsplit(".", 1)[0]
-                entries.append((path, os.path.exists(os.path.join(data, f"{stem}.parquet"))))
+                data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))))
+                entries = out.setdefault(f"{name}/{version} ({kind})", [])
+                for f in sorted(os.listdir(folder)):
+                    path = os.path.join(folder, f)
+                    if f.endswith(".tmp"):  # being written, or left by a killed writer an hour ago or more
+                        entries.append((path, time.time() - os.path.getmtime(path) < 3600))
+                    elif kind == "joins":  # alive while every data file it was built from exists
+                        built_from = index_files(path)
+                        entries.append((path, built_from is not None and all(
+                            os.path.exists(os.path.join(data, d)) for d in built_from)))
+                    else:  # "<data file name without .parquet>.<column>[.valid].npy"
+                        stem = f.removesuffix(".npy").removesuffix(".valid").rsplit(".", 1)[0]
+                        entries.append((path, os.path.exists(os.path.join(data, f"{stem}.parquet"))))
     return out
 
 
 def cache_usage(store: FeatureStore) -> list[CacheUsage]:
-    """What the vector cache holds, per feature group version."""
+    """What the training-set cache holds, per feature group version and kind."""
     usage = []
     for table, entries in _cache_entries(store).items():
         sizes = [(os.path.getsize(p), alive) for p, alive in entries]

@@ -3,9 +3,11 @@ leakage at one microsecond, corrections in both modes, pins, spine inputs and er
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -121,7 +123,8 @@ def test_matches_reference_join(data: st.DataObject) -> None:
                            "u": pd.Series([r["u"] for r in spine], dtype="Int64"),
                            "t": pd.Series(local, dtype=f"datetime64[us, {zone}]" if zone else "datetime64[us]"),
                            "label": np.arange(len(spine))})
-        for known_at in ("latest", "spine"):
+        for known_at, indexed in itertools.product(("latest", "spine"), (True, False)):
+            store.join_indexes = indexed  # the sorted join index and the Parquet files give the same rows
             ts = store.training_set(df, ["ga:1:x,vec,event_time", "gb:1:x,vec,event_time"], event_time="t",
                                     ttl=ttl, known_at=known_at)
             got = ts.to_arrow()
@@ -133,7 +136,7 @@ def test_matches_reference_join(data: st.DataObject) -> None:
                     values = got.column(c).to_pylist()
                     if col == "vec":
                         values = [None if v is None else [float(a) for a in v] for v in values]
-                    assert values == [w[c] for w in want], (known_at, c, spine)
+                    assert values == [w[c] for w in want], (known_at, indexed, c, spine)
     finally:
         store.close()
         tmp.cleanup()
@@ -413,19 +416,72 @@ def test_cache_command_shows_prunes_and_clears(items: FeatureStore, capsys: pyte
     live = sorted(p.name for p in folder.iterdir())
     assert len(live) == 2  # one per data file, written at insert
     np.save(folder / "part-00000-gone-c000.snappy.embedding.npy", np.zeros((3, 64), np.float32))  # vacuumed file
-    assert main(["cache", "--root", root, "--json"]) == 0
-    usage = json.loads(capsys.readouterr().out)
-    assert [(u["table"], u["files"], u["orphans"]) for u in usage] == [("item_embeddings/v1", 3, 1)]
-    assert main(["cache", "--root", root, "--prune"]) == 0
-    assert "deleted 1 cache file(s)" in capsys.readouterr().out
-    assert sorted(p.name for p in folder.iterdir()) == live
     spine = pa.table({"item_id": ["i0", "i4"], "ts": pa.array([T0 + timedelta(hours=2)] * 2, UTCZ)})
     before = items.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow()
+    joins = Path(root) / "_cache" / "joins" / "item_embeddings" / "v1"
+    index = next(joins.iterdir())  # built by that training set
+    table = pa.table({"x": [1]}).replace_schema_metadata({"featurestore.files": '["part-gone.parquet"]'})
+    with pa.OSFile(str(joins / "old.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)  # the index of a commit whose files were vacuumed
+    assert main(["cache", "--root", root, "--json"]) == 0
+    usage = json.loads(capsys.readouterr().out)
+    assert [(u["table"], u["files"], u["orphans"]) for u in usage] == [
+        ("item_embeddings/v1 (vectors)", 3, 1), ("item_embeddings/v1 (joins)", 2, 1)]
+    assert main(["cache", "--root", root, "--prune"]) == 0
+    assert "deleted 2 cache file(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == live
+    assert list(joins.iterdir()) == [index]
     assert main(["cache", "--root", root, "--clear"]) == 0
-    assert not list(folder.iterdir())
+    assert not list(folder.iterdir()) and not list(joins.iterdir())
     capsys.readouterr()
     assert main(["cache", "--root", root]) == 0
-    assert capsys.readouterr().out.strip() == "the vector cache is empty"
+    assert capsys.readouterr().out.strip() == "the training-set cache is empty"
     fresh = FeatureStore(root)
     assert fresh.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow().equals(before)
     fresh.close()
+
+
+def _files_under(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in folder.iterdir()} if folder.exists() else {}
+
+
+def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> None:
+    """The first training set over a commit sorts its rows into a join index; later ones map it
+    (same file), a damaged one is rebuilt, at most KEEP are kept per feature group version, and
+    every result equals the one read straight from the Parquet files."""
+    from featurestore import training_index
+
+    store = FeatureStore(tmp_path / "s")
+    store.apply([_spec("ga", "k", "string")])
+    fg = store.feature_group("ga")
+    spine = pa.table({"k": ["k3", "k0", "k9", "k1"], "t": pa.array([T0 + timedelta(days=9)] * 4, UTCZ)})
+    folder = tmp_path / "s" / "_cache" / "joins" / "ga" / "v1"
+
+    def run(**kw: Any) -> pa.Table:
+        return store.training_set(spine, ["ga:1"], event_time="t", **kw).to_arrow()
+
+    def plain(**kw: Any) -> pa.Table:
+        store.join_indexes = False
+        try:
+            return run(**kw)
+        finally:
+            store.join_indexes = True
+
+    fg.insert(_batch("k", "string", [(k, T0 + timedelta(days=k % 3), float(k)) for k in range(5)]))
+    first = run()
+    built = _files_under(folder)
+    assert len(built) == 1
+    assert first.equals(plain())
+    assert run().equals(first) and _files_under(folder) == built  # mapped, not rebuilt
+    index = folder / next(iter(built))
+    index.write_bytes(b"not an arrow file")
+    assert run().equals(first)
+    assert training_index.index_files(str(index)) == [Path(f).name for f in fg.files()]  # rebuilt
+    pins = store.training_set(spine, ["ga:1"], event_time="t").pins
+    for c in range(1, training_index.KEEP + 2):  # a new commit: a new index, the oldest ones dropped
+        fg.insert(_batch("k", "string", [(k, T0 + timedelta(days=c), float(c)) for k in range(0, 5, 2)], commit=c))
+        assert run().equals(plain())
+        assert len(_files_under(folder)) == min(c + 1, training_index.KEEP)
+    assert run(pins=pins).equals(first)  # an old commit's index is built again when needed
+    assert plain(pins=pins).equals(first)
+    store.close()

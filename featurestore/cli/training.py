@@ -48,13 +48,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_training_set)
 
     p = command(sub, "cache",
-                "Show the training-set vector cache (raw float32 copies of each data file's vectors, written "
-                "at insert); --prune deletes the copies of data files that are gone, --clear all of it.",
+                "Show the training-set cache (raw float32 copies of each data file's vectors, written at "
+                "insert, and each commit's sorted join index, written by its first training set); --prune "
+                "deletes what belongs to data files that are gone, --clear all of it.",
                 "featurestore cache --prune")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--prune", action="store_true", help="delete cache files whose data file no longer exists")
+    what.add_argument("--prune", action="store_true", help="delete cache files whose data files no longer exist")
     what.add_argument("--clear", action="store_true",
-                      help="delete the whole cache (training sets decode the vectors again, once)")
+                      help="delete the whole cache (training sets rebuild what they need, once)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_cache)
 
@@ -133,7 +134,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.json:
         print_json(usage)
     elif not any(u["files"] for u in usage):
-        print("the vector cache is empty")
+        print("the training-set cache is empty")
     else:
         print_table(["feature group", "files", "size", "orphans", "orphan size"],
                     [[u["table"], u["files"], f"{u['bytes'] / 1e6:.1f} MB", u["orphans"],
