@@ -253,16 +253,19 @@ class VectorColumn:
             valid[:] = False
         out = np.empty((n, self.dim), np.float32)  # every row is written below: gathered or zeroed
         out[~valid] = 0
-        if n and len(self.files):
+        if n and len(self.files) and self.dim:
             self.prepare()
             rows = np.nonzero(valid)[0]
             which = np.searchsorted(self.offsets, pos[rows], side="right") - 1
+            if len(self.files) < 1 << 15:  # numpy sorts 16-bit integers by radix: linear time
+                which = which.astype(np.int16)
             order = np.argsort(which, kind="stable")  # output rows grouped by file
             rows, which = rows[order], which[order]
             bounds = np.searchsorted(which, np.arange(len(self.files) + 1))
-            # one scratch buffer for every file: a fresh temporary per file would be a fresh mapping
-            # of several MB to fault in each time (that doubled the gather in a new process)
-            scratch = np.empty((int(np.diff(bounds).max(initial=0)), self.dim), np.float32)
+            # rows as opaque dim*4-byte items: numpy copies each with one memcpy, about 1.5x faster
+            # than indexing a 2-d float32 array by row
+            item = np.dtype((np.void, self.dim * 4))
+            out_items = out.view(item).reshape(n)
             for f in range(len(self.files)):
                 sel = rows[bounds[f]:bounds[f + 1]]
                 if not len(sel):
@@ -270,8 +273,7 @@ class VectorColumn:
                 local = pos[sel] - self.offsets[f]
                 mat = self._mats[f]
                 assert mat is not None
-                part = np.take(mat, local, axis=0, out=scratch[:len(sel)])
-                out[sel] = part
+                out_items[sel] = np.ascontiguousarray(mat).view(item).reshape(len(mat))[local]
                 file_valid = self._valid[f]
                 if file_valid is not None:
                     valid[sel] &= file_valid[local]
