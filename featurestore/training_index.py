@@ -10,7 +10,8 @@ decode and sort each time; the ASOF join and its semantics are unchanged (the in
 
 Delta data files are immutable, so an index named by its commit's file list is valid for as long as
 those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<version>/``; the first
-training set over a commit builds it (and uses it at once), later ones map it. At most
+training set over a commit builds it (and uses it at once, while the cache writer thread of
+:mod:`featurestore.training_vectors` saves it), later ones map it. At most
 :data:`KEEP` indexes are kept per feature group version, the most recently used; ``featurestore cache``
 shows them and ``--prune`` / ``--clear`` delete them. Object-store roots keep no index and read the
 Parquet files directly.
@@ -29,6 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from featurestore.training_sql import JoinGroup, index_sql
+from featurestore.training_vectors import write_behind
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -78,7 +80,7 @@ def join_index(store: FeatureStore, g: JoinGroup, cur: duckdb.DuckDBPyConnection
             pass  # unreadable (a foreign or damaged file): built again below
     table = cur.sql(index_sql(g)).to_arrow_table()
     table = table.replace_schema_metadata({"featurestore.files": json.dumps(names)})
-    _save(path, table)
+    write_behind(_save, path, table)  # this training set uses the table in memory meanwhile
     return table
 
 

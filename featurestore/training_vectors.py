@@ -20,9 +20,10 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,18 +39,23 @@ _pending: list[Future[None]] = []
 _writer_lock = threading.Lock()
 
 
-def _write_behind(path: str, array: np.ndarray) -> None:
-    """Queue ``array`` to be saved at ``path`` by the (single, non-daemon) cache writer thread."""
+def write_behind(save: Callable[..., None], *args: Any) -> None:
+    """Queue ``save(*args)`` (writing a cache file) for the single, non-daemon cache writer thread."""
     global _writer
     with _writer_lock:
         if _writer is None:
-            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-vector-cache")
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-cache-writer")
         _pending[:] = [f for f in _pending if not f.done()]
-        _pending.append(_writer.submit(_save_atomic, path, array))
+        _pending.append(_writer.submit(save, *args))
+
+
+def _write_behind(path: str, array: np.ndarray) -> None:
+    """Queue ``array`` to be saved at ``path`` by the cache writer thread."""
+    write_behind(_save_atomic, path, array)
 
 
 def flush_cache_writes() -> None:
-    """Wait until every queued vector-cache file is on disk."""
+    """Wait until every queued cache file (vector copies, join indexes) is on disk."""
     with _writer_lock:
         pending = list(_pending)
     for f in pending:

@@ -418,6 +418,7 @@ def test_cache_command_shows_prunes_and_clears(items: FeatureStore, capsys: pyte
     np.save(folder / "part-00000-gone-c000.snappy.embedding.npy", np.zeros((3, 64), np.float32))  # vacuumed file
     spine = pa.table({"item_id": ["i0", "i4"], "ts": pa.array([T0 + timedelta(hours=2)] * 2, UTCZ)})
     before = items.training_set(spine, ["item_embeddings:1:embedding"], event_time="ts").to_arrow()
+    flush_cache_writes()
     joins = Path(root) / "_cache" / "joins" / "item_embeddings" / "v1"
     index = next(joins.iterdir())  # built by that training set
     table = pa.table({"x": [1]}).replace_schema_metadata({"featurestore.files": '["part-gone.parquet"]'})
@@ -458,7 +459,9 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
     folder = tmp_path / "s" / "_cache" / "joins" / "ga" / "v1"
 
     def run(**kw: Any) -> pa.Table:
-        return store.training_set(spine, ["ga:1"], event_time="t", **kw).to_arrow()
+        out = store.training_set(spine, ["ga:1"], event_time="t", **kw).to_arrow()
+        flush_cache_writes()  # the index is saved behind
+        return out
 
     def plain(**kw: Any) -> pa.Table:
         store.join_indexes = False
