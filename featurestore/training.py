@@ -21,6 +21,7 @@ Two ways to read corrections (a later commit rewriting an old ``event_time``):
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -320,6 +321,14 @@ class _Rows:
 
 
 # ---- the spine ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reading_spine(file: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise SpineError(f"cannot read the spine file {file}: {exc}") from exc
+
+
 class _SpineSource:
     """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``)."""
 
@@ -385,17 +394,24 @@ class _SpineSource:
         assert self.files is not None
         schema = self.arrow_schema
         for f in self.files:
-            try:
+            with _reading_spine(f):
                 for batch in pq.ParquetFile(f).iter_batches(batch_size, columns=schema.names, use_threads=False):
                     yield batch if batch.schema.equals(schema) else batch.cast(schema)
-            except (OSError, pa.ArrowException) as exc:
-                raise SpineError(f"cannot read the spine file {f}: {exc}") from exc
 
     def read_all(self) -> pa.Table:
         """The spine's own columns, all rows."""
         if self.given is not None:
             return self.given
-        return pa.Table.from_batches(list(self.batches(1 << 20)), schema=self.arrow_schema).combine_chunks()
+        import pyarrow.parquet as pq
+
+        assert self.files is not None
+        schema = self.arrow_schema
+        tables = []
+        for f in self.files:
+            with _reading_spine(f):
+                table = pq.ParquetFile(f).read(columns=schema.names).replace_schema_metadata()
+                tables.append(table if table.schema.equals(schema) else table.cast(schema))
+        return pa.concat_tables(tables)
 
     def _schema(self, store: FeatureStore) -> dict[str, str]:
         """Spine column name -> DuckDB type."""
