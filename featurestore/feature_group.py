@@ -216,6 +216,11 @@ class FeatureGroup:
         """The Parquet files making up one commit (what DuckDB reads for it)."""
         return delta.file_uris(self._table(as_of))
 
+    def commit_files(self, as_of: AsOf = None) -> tuple[int, list[str]]:
+        """:meth:`commit_of` and :meth:`files` of ``as_of`` together, reading the log once."""
+        dt = self._table(as_of)
+        return int(dt.version()), delta.file_uris(dt)
+
     def read(self, as_of: AsOf = None, *, columns: list[str] | None = None,
              system_columns: bool = False) -> pa.Table:
         """All rows of one commit (default: the newest) as a pyarrow Table in the spec's schema.

@@ -549,12 +549,11 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
                               "use prefix=True or select other columns")
         used.update(output)
         if ref.key in pins:
-            commit = int(pins[ref.key])
+            commit, files = fg.commit_files(int(pins[ref.key]))
         elif pins:
             raise InvalidData(f"pins has no commit for {ref.key} (pins: {pins})")
         else:
-            commit = fg.commit_of(None)
-        files = fg.files(commit)
+            commit, files = fg.commit_files(None)
         offsets, disjoint = _file_layout(files, spec.event_time)
         groups.append(JoinGroup(ref, spec, commit, tuple(files), offsets, disjoint, keys, tuple(wanted), output,
                              _ttl_of(ttl, ref)))
