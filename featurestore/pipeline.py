@@ -208,6 +208,16 @@ def _previous(history: list[Commit], name: str, as_of: datetime) -> Commit | Non
     return best
 
 
+def _next(history: list[Commit], name: str, as_of: datetime) -> Commit | None:
+    """The commit of this pipeline with the smallest as_of after ``as_of`` (a backfill run out of order)."""
+    best = None
+    for c in history:
+        if (c.metadata.get("pipeline") == name and c.as_of is not None and c.as_of > as_of
+                and (best is None or c.as_of < best.as_of)):  # type: ignore[operator]
+            best = c
+    return best
+
+
 def _key(spec: FeatureGroupSpec) -> str:
     if len(spec.entity_keys) != 1:
         raise PipelineError(f"{spec.key} must have exactly one entity key to hold pipeline output")
@@ -336,8 +346,11 @@ class _Run:
             t = self._stage("fit", t)
             bar.update()
             bar.set_postfix_str("align")
-            if p.align and prev is not None:
-                model, a = align(model, read_model(self.store, self.items_fg, prev))
+            # onto the run before this date; a backfill older than every run so far goes onto the
+            # next later run instead, so that every commit of the pipeline shares one frame
+            reference = prev if prev is not None else _next(item_hist, p.name, as_of)
+            if p.align and reference is not None:
+                model, a = align(model, read_model(self.store, self.items_fg, reference))
                 alignment = a.to_dict() if a is not None else None
             t = self._stage("align", t)
             bar.update()
