@@ -63,8 +63,7 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     info = dict(new.info)
     result = Alignment(r, int(ours.size), before, after, overlap)
     info["alignment"] = result.to_dict()
-    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail,
-                     query_divide=new.query_divide), result
+    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:

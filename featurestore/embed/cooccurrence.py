@@ -1,36 +1,33 @@
-"""The default item model: windowed co-occurrence in time-ordered sequences, factorised by truncated SVD.
+"""The default item model: windowed co-occurrence in time-ordered sequences, PPMI, truncated SVD.
 
 Each entity's events, ordered by time, form a sequence; consecutive repeats of one item (a view,
 add-to-cart and purchase burst) collapse into one token carrying the largest event-type weight.
 Every pair of tokens at most ``window`` apart counts, weighted by the product of the square roots of
 their event-type weights and by ``(window - d + 1) / window`` for distance ``d`` (word2vec's dynamic
 window in expectation); pairs split by a pause longer than ``session_gap`` (30 minutes: a new
-session) count half. A seeded randomized truncated SVD (scikit-learn) of a matrix made from the
-counts ``C`` gives ``U * S**eig``; which matrix, and what cosine between an entity vector and an item
-vector ranks by, is the ``scoring`` mode:
+session) count half. Counts become positive pointwise mutual information with the context
+distribution smoothed by ``alpha`` (Levy, Goldberg and Dagan 2015), then a seeded randomized truncated
+SVD (scikit-learn) gives ``U * S**eig``.
 
-- ``"next_item"`` (default): the next item is predicted as a mixture over the entity's recent items,
-  ``P(item | history) = sum_h w_h P(item | h)`` with the aggregation's decayed weights ``w_h`` and
-  ``P(i | h) = C_hi / r_h`` (``r`` the row sums of ``C``). The SVD is of the symmetrically normalised
-  counts ``D^-1/2 C D^-1/2`` (``D = diag(r)``); with ``eig = 0.5`` its factors ``x`` give
-  ``x_h . x_i ~ C_hi / sqrt(r_h r_i)``, so an item stored as ``x_i * P_alpha(i) / sqrt(P(i))`` and an
-  entity vector that weighs each history item by ``1 / sqrt(P(h))`` have inner product
-  ``sum_h w_h lift(h, i) * P_alpha(i)``, ``lift = exp(PMI)``: ``P(i | history)`` with the item prior
-  smoothed like PPMI's context distribution (``P_alpha ~ count**alpha``, Levy, Goldberg and Dagan
-  2015; ``popularity`` is its exponent, 0 = rank by lift alone). The mixture is arithmetic: an item
-  strongly tied to the entity's last few items ranks high even if it is unrelated to older ones,
-  where a mean of log-ratios (PMI) would average the two. Coordinates: ``dim - 2`` components, one
-  holding ``P_alpha(i)**popularity`` (entity vectors divide each history item by it, see
-  ``ItemModel.query_divide``, and put 0 there) and one slack coordinate absorbing the rest of each
-  row's norm so that cosine ranks as the inner product does (Bachrach et al., RecSys 2014).
-- ``"inner_product"``: PPMI with the context distribution smoothed by ``alpha`` (shifted by
-  ``log(shift)``), ``dim - 1`` components and the slack coordinate: ranks by the mean PMI with the
-  history, popularity-blind.
-- ``"cosine"``: the same PPMI, ``dim`` components, rows L2-normalised: the classic embedding.
+Stored vectors are compared by cosine, which on plain L2-normalised rows would discard two things
+that matter for predicting what an entity does next: how strongly an item is associated (its norm)
+and how common it is (PMI divides popularity out). ``scoring`` chooses what cosine between an entity
+vector and an item vector ranks by:
 
-Item-to-item cosine stays meaningful in every mode (in ``"next_item"`` an item's norm also grows with
-its popularity). Everything is vectorised over sparse matrices: no Python loop over events. The same
-events and seed give identical bytes.
+- ``"next_item"`` (default): ``dim - 2`` SVD components, one coordinate holding ``log P_alpha(item)``
+  and one slack coordinate absorbing the rest of each row's norm (Bachrach et al., RecSys 2014). An
+  entity vector is the weighted mean of its items' components with fixed tail ``(popularity/M, 0)``,
+  so its cosine with an item ranks items by ``mean PMI(history, item) + popularity * log
+  P_alpha(item)``: with the default ``popularity = 1`` an estimate of ``log P(item | history)``
+  (exact for one history item and ``eig = 0.5``, up to the clipping of negative PMI). Because
+  unrelated items have PMI clipped at 0, best-sellers outside an entity's tastes also rank high;
+  lower ``popularity`` (or ``scoring="inner_product"``) when vectors should reflect taste alone.
+- ``"inner_product"``: ``dim - 1`` components and the slack coordinate: ranks by the mean PMI alone.
+- ``"cosine"``: ``dim`` components, rows L2-normalised: the classic embedding, popularity-blind.
+
+Item-to-item cosine stays meaningful in every mode (the extra coordinates only add a popularity
+and a norm term). Everything is vectorised over sparse matrices: no Python loop over events. The
+same events and seed give identical bytes.
 """
 
 from __future__ import annotations
@@ -53,15 +50,14 @@ _EXTRA = {"next_item": 2, "inner_product": 1, "cosine": 0}  # coordinates beyond
 
 @dataclass(frozen=True)
 class CooccurrenceEmbedder:
-    """Windowed co-occurrence + randomized SVD item embedder (see the module docstring).
+    """PPMI + randomized SVD item embedder (see the module docstring).
 
-    ``window``: tokens on each side that count as context; ``alpha``: context-distribution smoothing
-    (of the item prior with ``scoring="next_item"``, of PMI's context distribution otherwise);
+    ``window``: tokens on each side that count as context; ``alpha``: context-distribution smoothing;
     ``eig``: singular-value weighting (0 = U only, 0.5 = symmetric, 1 = U*S); ``scoring``: what an
-    entity's cosine with an item ranks by and ``popularity`` the exponent of the item prior in it (see
+    entity's cosine with an item ranks by and ``popularity`` the weight of the item prior in it (see
     the module docstring); ``session_gap``/``cross_session``: pairs split by a pause longer than
     ``session_gap`` count ``cross_session`` times as much; ``shift``: subtract
-    ``log(shift)`` from PMI (1 = none; the PPMI modes); ``min_count``: items with fewer events are left out;
+    ``log(shift)`` from PMI (1 = none); ``min_count``: items with fewer events are left out;
     ``n_iter``/``oversamples``: randomized SVD power iterations and oversampling; ``seed``: the SVD's
     random state.
     """
@@ -115,33 +111,25 @@ class CooccurrenceEmbedder:
                 f"the co-occurrence model needs more than dim={self.dim} items that co-occur with another "
                 f"item; these events have {keep.size} (of {events.n_items} items)")
         counts = counts[keep][:, keep].tocsr()
-        mass = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
-        if self.scoring == "next_item":
-            matrix = normalized_counts(counts, mass)
-        else:
-            matrix = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
+        ppmi = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
         t2 = time.perf_counter()
         k = self.dim - _EXTRA[self.scoring]
-        vectors = svd_embed(matrix, k, eig=self.eig, n_iter=self.n_iter, oversamples=self.oversamples,
+        vectors = svd_embed(ppmi, k, eig=self.eig, n_iter=self.n_iter, oversamples=self.oversamples,
                             seed=self.seed, normalize=self.scoring == "cosine")
         query_dims: int | None = None
         query_tail: tuple[float, ...] = ()
         if self.scoring == "next_item":
-            # item i: [x_i * P_alpha(i)**popularity / sqrt(P(i)), P_alpha(i)**popularity]; an entity divides
-            # each history item by the last one, so it averages x_h / sqrt(P(h)) (module docstring)
-            p = mass / mass.sum()
-            smoothed = mass ** self.alpha
-            prior = (smoothed / smoothed.sum()) ** self.popularity
-            vectors = np.hstack([vectors * (prior / np.sqrt(p))[:, None], prior[:, None]])
+            context = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel() ** self.alpha
+            log_p = np.log(context / context.sum())
+            vectors = np.hstack([vectors, (log_p - log_p.min())[:, None]])
         if self.scoring != "cosine":
             query_dims = k
-            vectors = inner_product_to_cosine(vectors)
-            query_tail = (0.0, 0.0) if self.scoring == "next_item" else (0.0,)
+            vectors, top = inner_product_to_cosine(vectors, return_scale=True)
+            query_tail = (self.popularity / top, 0.0) if self.scoring == "next_item" else (0.0,)
         t3 = time.perf_counter()
-        info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "matrix_nnz": int(matrix.nnz),
-                "seconds": {"count": round(t1 - t0, 3), "matrix": round(t2 - t1, 3), "svd": round(t3 - t2, 3)}}
-        return ItemModel(events.item_ids[keep], vectors, info, query_dims=query_dims, query_tail=query_tail,
-                         query_divide=query_dims if self.scoring == "next_item" else None)
+        info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "ppmi_nnz": int(ppmi.nnz),
+                "seconds": {"count": round(t1 - t0, 3), "ppmi": round(t2 - t1, 3), "svd": round(t3 - t2, 3)}}
+        return ItemModel(events.item_ids[keep], vectors, info, query_dims=query_dims, query_tail=query_tail)
 
 
 def sequence_tokens(events: Events, *, collapse_repeats: bool = True
@@ -204,18 +192,6 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
     upper = sp.coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
     upper.sum_duplicates()
     return (upper + upper.T).tocsr()
-
-
-def normalized_counts(counts: sp.csr_matrix, mass: np.ndarray | None = None) -> sp.csr_matrix:
-    """``D^-1/2 C D^-1/2`` with ``D`` the row sums of the symmetric counts (``mass``, computed if None):
-    entry ``(h, i)`` times ``sqrt(r_i / r_h)`` is ``P(i | h) = C_hi / r_h``. Rows must have positive sums."""
-    c = counts.tocsr(copy=True).astype(np.float64)
-    c.sum_duplicates()
-    r = np.asarray(c.sum(axis=1), dtype=np.float64).ravel() if mass is None else mass
-    d = 1.0 / np.sqrt(r)
-    r_idx = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
-    c.data = c.data * d[r_idx] * d[c.indices]
-    return c.astype(np.float32)
 
 
 def ppmi_matrix(counts: sp.csr_matrix, *, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_matrix:
