@@ -8,7 +8,7 @@ same Parquet data, in the same run; every side is checked against a reference jo
 
 Each side runs in its own child process: wall time of the call (not the interpreter start) and the
 child's peak RSS (VmHWM polled from /proc every 50 ms). On the first spine our Arrow side runs first
-once with no join index (the first training set over the commits: it builds the index), then
+once with no join index (the first training set over the commits: it leaves the index behind), then
 ``--repeat`` times (default 3) with it, then once with the whole training-set cache deleted; Feast's
 duckdb store runs ``--repeat`` times. Each run is a fresh process; the median is reported.
 Feast runs with the interpreter from $FEATURESTORE_PEERS_PYTHON, else .venv-peers/bin/python
@@ -280,7 +280,7 @@ def main() -> None:
             ref = reference(spine, keys, commits)
             os.sync()  # the GBs just written go to disk now, not during the first timed run
             # "arrow-first": the first training set after the inserts (they cached each file's vectors;
-            # it sorts each commit's rows into a join index); "arrow": later ones (they map that index);
+            # it reads the Parquet files and leaves a join index behind); "arrow": later ones (they map it);
             # "arrow-cold": the whole cache deleted, so every vector is decoded from Parquet again
             modes = ["arrow-first", "arrow", "arrow-cold", "parquet"] if n == spines[0] else ["parquet"]
             for mode in modes:

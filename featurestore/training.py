@@ -42,7 +42,7 @@ import pyarrow as pa
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError, SpineError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import literal, quote
-from featurestore.training_index import join_index
+from featurestore.training_index import build_behind, join_index
 from featurestore.training_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql, build_sql
 from featurestore.training_vectors import VectorColumn, file_rows
 
@@ -101,6 +101,13 @@ class TrainingSet:
     _columns: list[str] = field(default_factory=list)
     _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
     _indexes: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # "{index<i>}" -> join index
+    _unindexed: list[JoinGroup] = field(default_factory=list, repr=False)  # groups read without an index
+
+    def _index_behind(self) -> None:
+        """Once a result is out: queue the join-index builds of the groups read without one."""
+        for g in self._unindexed:
+            build_behind(self.store, g)
+        self._unindexed = []
 
     @property
     def columns(self) -> list[str]:
@@ -175,6 +182,7 @@ class TrainingSet:
                 yield self._attach(spine.take(0), self._gather(reader.schema.empty_table()))
             if not spine.exhausted():
                 raise QueryError("training-set query returned fewer rows than the spine has")
+            self._index_behind()
         except duckdb.Error as exc:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:
@@ -193,7 +201,9 @@ class TrainingSet:
             raise QueryError(f"training-set query failed: {exc}") from exc
         finally:
             cur.close()
-        return self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
+        out = self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
+        self._index_behind()
+        return out
 
     def to_pandas(self) -> pd.DataFrame:
         """Compute the training set as a pandas DataFrame (vectors as numpy arrays)."""
@@ -561,18 +571,15 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
     if extra:
         raise FeatureGroupNotFound(f"pins name feature group(s) not in features: {', '.join(sorted(extra))}")
     indexes: dict[str, pa.Table] = {}
+    unindexed: list[JoinGroup] = []  # their indexes are built once this training set is out
     if store.root.local and store.join_indexes:
-        cur = store.duck.con.cursor()
-        try:
-            for i, g in enumerate(groups):
-                table = join_index(store, g, cur)
-                if table is not None:
-                    groups[i] = replace(g, index=f"{{index{i}}}")
-                    indexes[f"{{index{i}}}"] = table
-        except duckdb.Error as exc:
-            raise QueryError(f"cannot build the join index of {g.ref.key}: {exc}") from exc
-        finally:
-            cur.close()
+        for i, g in enumerate(groups):
+            table = join_index(store, g)
+            if table is not None:
+                groups[i] = replace(g, index=f"{{index{i}}}")
+                indexes[f"{{index{i}}}"] = table
+            elif g.files:
+                unindexed.append(g)
     sql = build_sql(groups, event_time, known_at)
     params = {
         "features": [f"{g.ref.key}:{','.join(g.columns)}" for g in groups],
@@ -589,4 +596,4 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
                 store, f"{g.spec.name}/v{g.spec.version}", c, g.spec.feature(c).dim or 0, list(g.files),
                 np.asarray(g.offsets, np.int64))
     return TrainingSet(store, sql, {g.ref.key: g.commit for g in groups}, params, source,
-                       [*cols, *(o for g in groups for o in g.output)], vectors, indexes)
+                       [*cols, *(o for g in groups for o in g.output)], vectors, indexes, unindexed)

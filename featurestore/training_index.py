@@ -9,9 +9,11 @@ ASOF join over already-sorted rows measured 1.5x less CPU than over the Parquet 
 decode and sort each time; the ASOF join and its semantics are unchanged (the index is its input).
 
 Delta data files are immutable, so an index named by its commit's file list is valid for as long as
-those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<version>/``; the first
-training set over a commit builds it (and uses it at once, while the cache writer thread of
-:mod:`featurestore.training_vectors` saves it), later ones map it. At most
+those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<version>/``. The first
+training set over a commit runs on the Parquet files as before and, once its result is out, queues the
+index build for the cache writer thread of :mod:`featurestore.training_vectors` (the interpreter waits
+for it at exit; :func:`~featurestore.training_vectors.flush_cache_writes` waits explicitly); later
+training sets map the index. At most
 :data:`KEEP` indexes are kept per feature group version, the most recently used; ``featurestore cache``
 shows them and ``--prune`` / ``--clear`` delete them. Object-store roots keep no index and read the
 Parquet files directly.
@@ -59,29 +61,48 @@ def index_files(path: str) -> list[str] | None:
         return None
 
 
-def join_index(store: FeatureStore, g: JoinGroup, cur: duckdb.DuckDBPyConnection) -> pa.Table | None:
-    """The join index of ``g``'s commit: mapped from disk, or built now (and saved). None when the
-    store keeps no index."""
+def join_index(store: FeatureStore, g: JoinGroup) -> pa.Table | None:
+    """The join index of ``g``'s commit, memory-mapped; None when there is none yet (or the store keeps
+    none, or the file is unreadable: :func:`build_behind` makes a new one)."""
     path = index_path(store, g)
-    if path is None:
+    if path is None or not os.path.exists(path):
         return None
     names = [os.path.basename(f) for f in g.files]
-    if os.path.exists(path):
-        try:
-            with pa.memory_map(path) as source:
-                reader = pa.ipc.open_file(source)
-                meta = reader.schema.metadata or {}
-                if json.loads(meta.get(b"featurestore.files", b"null")) == names:
-                    table = reader.read_all()
-                    with contextlib.suppress(OSError):
-                        os.utime(path)  # most recently used
-                    return table
-        except (OSError, pa.ArrowException, ValueError):
-            pass  # unreadable (a foreign or damaged file): built again below
-    table = cur.sql(index_sql(g)).to_arrow_table()
-    table = table.replace_schema_metadata({"featurestore.files": json.dumps(names)})
-    write_behind(_save, path, table)  # this training set uses the table in memory meanwhile
+    try:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            meta = reader.schema.metadata or {}
+            if json.loads(meta.get(b"featurestore.files", b"null")) != names:
+                return None
+            table = reader.read_all()
+    except (OSError, pa.ArrowException, ValueError):
+        return None  # a foreign or damaged file: replaced by the next build
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used
     return table
+
+
+def build_behind(store: FeatureStore, g: JoinGroup) -> None:
+    """Queue the build of ``g``'s join index for the cache writer thread. A training set without an
+    index runs on the Parquet files (DuckDB sorts them inside the ASOF join) and then calls this, so
+    the sort for later training sets never delays the first one."""
+    path = index_path(store, g)
+    if path is not None:
+        write_behind(_build, store, g, path)
+
+
+def _build(store: FeatureStore, g: JoinGroup, path: str) -> None:
+    if join_index(store, g) is not None:  # another training set (or process) built it meanwhile
+        return
+    cur = store.duck.con.cursor()
+    try:
+        table = cur.sql(index_sql(g)).to_arrow_table()
+    except duckdb.Error:  # a file vacuumed meanwhile, a closed store: only a missed speed-up
+        return
+    finally:
+        cur.close()
+    names = [os.path.basename(f) for f in g.files]
+    _save(path, table.replace_schema_metadata({"featurestore.files": json.dumps(names)}))
 
 
 def _save(path: str, table: pa.Table) -> None:
