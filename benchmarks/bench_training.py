@@ -7,9 +7,10 @@ same Parquet data, in the same run; every side is checked against a reference jo
     python benchmarks/bench_training.py --spines 1000000 --feast-stores duckdb   # the 1M spine, Feast duckdb only
 
 Each side runs in its own child process: wall time of the call (not the interpreter start) and the
-child's peak RSS (VmHWM polled from /proc every 50 ms). On the first spine our Arrow side runs first
-once with no join index (the first training set over the commits: it leaves the index behind), then
-``--repeat`` times (default 3) with it, then once with the whole training-set cache deleted; Feast's
+child's peak RSS (VmHWM polled from /proc every 50 ms). On the first spine our Arrow side runs
+``--repeat`` times (default 3) with no join index (each the first training set over the commits: it
+leaves the index behind, deleted again before the next), then ``--repeat`` times with it, then once
+with the whole training-set cache deleted; Feast's
 duckdb store runs ``--repeat`` times. Each run is a fresh process; the median is reported.
 Feast runs with the interpreter from $FEATURESTORE_PEERS_PYTHON, else .venv-peers/bin/python
 (``make peers``).
@@ -19,6 +20,7 @@ Results: a table on stdout, JSON in benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -207,11 +210,13 @@ def run_child(cmd: list[str], timeout: float | None) -> dict:
     return doc
 
 
-def repeated(cmd: list[str], timeout: float | None, times: int) -> dict:
-    """:func:`run_child` ``times`` times; the run with the median time, with every time in ``runs`` and
-    the largest peak RSS (a failed run is returned as it is)."""
+def repeated(cmd: list[str], timeout: float | None, times: int, before: Callable[[], None] | None = None) -> dict:
+    """:func:`run_child` ``times`` times (calling ``before`` ahead of each); the run with the median
+    time, with every time in ``runs`` and the largest peak RSS (a failed run is returned as it is)."""
     results = []
     for _ in range(max(1, times)):
+        if before is not None:
+            before()
         r = run_child(cmd, timeout)
         if r["status"] != "ok":
             return r
@@ -285,13 +290,13 @@ def main() -> None:
             modes = ["arrow-first", "arrow", "arrow-cold", "parquet"] if n == spines[0] else ["parquet"]
             for mode in modes:
                 out = work / f"ours_{n}_{mode}.parquet"
-                if mode == "arrow-first":
-                    shutil.rmtree(work / "store" / "_cache" / "joins", ignore_errors=True)
                 if mode == "arrow-cold":  # no decoded vectors or join index on disk: rebuild them all
                     shutil.rmtree(work / "store" / "_cache", ignore_errors=True)
                 cmd = [sys.executable, __file__, "--child", str(work), str(spine), str(out),
                        mode.removesuffix("-first")]
-                r = repeated(cmd, None, args.repeat if mode == "arrow" else 1)
+                forget = functools.partial(shutil.rmtree, work / "store" / "_cache" / "joins", ignore_errors=True)
+                r = repeated(cmd, None, args.repeat if mode in ("arrow", "arrow-first") else 1,
+                             before=forget if mode == "arrow-first" else None)
                 if r["status"] == "ok":
                     r.update(check(out, ref, sums, cols))
                     out.unlink()
