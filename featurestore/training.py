@@ -42,7 +42,7 @@ import pyarrow as pa
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError, SpineError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import literal, quote
-from featurestore.training_index import build_behind, join_index
+from featurestore.training_index import build_behind, has_key32, join_index
 from featurestore.training_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql, build_sql
 from featurestore.training_vectors import VectorColumn, file_rows
 
@@ -576,7 +576,7 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
         for i, g in enumerate(groups):
             table = join_index(store, g)
             if table is not None:
-                groups[i] = replace(g, index=f"{{index{i}}}")
+                groups[i] = replace(g, index=f"{{index{i}}}", key32=has_key32(table))
                 indexes[f"{{index{i}}}"] = table
             elif g.files:
                 unindexed.append(g)

@@ -43,6 +43,7 @@ class JoinGroup:
     output: tuple[str, ...]  # their names in the result
     ttl: timedelta | None
     index: str | None = None  # placeholder of the sorted join index relation ("{index0}"), if one is used
+    key32: bool = False  # the index stores the (single, int64) key as int32: the spine's is cast to match
 
     @property
     def vector_columns(self) -> list[str]:
@@ -171,14 +172,16 @@ def build_sql(groups: list[JoinGroup], event_time: str, known_at: KnownAt) -> st
     ``{spine}`` is a placeholder for the registered spine relation, ``{index<i>}`` for group i's join
     index; only the spine's keys and time enter the joins (its other columns are not carried through
     them), and vector columns come out as row positions."""
-    needed = dict.fromkeys([k for g in groups for k in g.spine_keys])
-    needed.pop(event_time, None)
-    spine = ", ".join([*(quote(c) for c in needed), quote(event_time), _ROW])
-    ctes = [f"s AS (SELECT {spine}, CAST({quote(event_time)} AS TIMESTAMPTZ) AS {_TIME} FROM {{spine}})"]
+    needed = dict.fromkeys([k for g in groups if not g.key32 for k in g.spine_keys])
+    # a key that does not fit in int32 matches nothing in an int32 index: TRY_CAST makes it NULL
+    narrowed = [f"TRY_CAST(s0.{quote(g.spine_keys[0])} AS INTEGER) AS __s{i}" for i, g in enumerate(groups) if g.key32]
+    spine = ", ".join([*(f"s0.{quote(c)}" for c in needed), *narrowed, f"s0.{_ROW}"])
+    ctes = [f"s AS (SELECT {spine}, CAST(s0.{quote(event_time)} AS TIMESTAMPTZ) AS {_TIME} FROM {{spine}} s0)"]
     joins, select = [], []
     for i, g in enumerate(groups):
         ctes.append(_group_cte(i, g, known_at))
-        on = " AND ".join(f"s.{quote(sk)} = g{i}.__k{i}_{j}" for j, sk in enumerate(g.spine_keys))
+        on = (f"s.__s{i} = g{i}.__k{i}_0" if g.key32 else
+              " AND ".join(f"s.{quote(sk)} = g{i}.__k{i}_{j}" for j, sk in enumerate(g.spine_keys)))
         joins.append(f"ASOF LEFT JOIN g{i} ON {on} AND s.{_TIME} >= g{i}.__t{i}")
         vectors = set(g.vector_columns)
         for j, (col, out) in enumerate(zip(g.columns, g.output)):

@@ -491,3 +491,39 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
     assert run(pins=pins).equals(first)  # an old commit's index is built again when needed
     assert plain(pins=pins).equals(first)
     store.close()
+
+
+def test_int_keys_are_narrowed_in_the_index_only_when_they_fit(tmp_path: Path) -> None:
+    """An int64 key whose values fit in int32 is stored as int32 in the join index; a spine key out of
+    that range then matches nothing (it is never wrapped onto a small key), and a group with a key
+    beyond int32 keeps int64 and joins it."""
+    from featurestore import training_index
+
+    store = FeatureStore(tmp_path / "s")
+    store.apply([_spec("small", "u", "int64"), _spec("big", "u", "int64")])
+    store.feature_group("small").insert(_batch("u", "int64", [(3, T0, 1.0), (5, T0, 2.0)]))
+    store.feature_group("big").insert(_batch("u", "int64", [(3, T0, 1.0), (1 << 40, T0, 2.0)]))
+    spine = pa.table({"u": pa.array([3, (1 << 32) + 3, -(1 << 31) - 1, 1 << 40], pa.int64()),
+                      "t": pa.array([T0 + timedelta(hours=1)] * 4, UTCZ)})
+
+    def run() -> dict[str, list]:
+        out = store.training_set(spine, ["small:1:x", "big:1:x"], event_time="t").to_arrow().to_pydict()
+        flush_cache_writes()
+        return out
+
+    first = run()  # from the Parquet files
+    second = run()  # from the join indexes
+    assert first == second
+    assert second["small__x"] == [1.0, None, None, None]
+    assert second["big__x"] == [1.0, None, None, 2.0]
+    ts = store.training_set(spine, ["small:1:x", "big:1:x"], event_time="t")
+    assert "TRY_CAST" in ts.sql and ts.sql.count("{index") == 2  # both groups read from their indexes
+
+    def index_of(name: str) -> pa.Table:
+        (path,) = (tmp_path / "s" / "_cache" / "joins" / name / "v1").iterdir()
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+
+    assert training_index.has_key32(index_of("small"))
+    assert not training_index.has_key32(index_of("big"))
+    store.close()
