@@ -13,10 +13,10 @@ those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<
 training set over a commit runs on the Parquet files as before and, once its result is out, queues the
 index build for the cache writer thread of :mod:`featurestore.training_vectors` (the interpreter waits
 for it at exit; :func:`~featurestore.training_vectors.flush_cache_writes` waits explicitly); later
-training sets map the index. At most
-:data:`KEEP` indexes are kept per feature group version, the most recently used; ``featurestore cache``
-shows them and ``--prune`` / ``--clear`` delete them. Object-store roots keep no index and read the
-Parquet files directly.
+training sets map the index. At most :data:`KEEP` indexes are kept per feature group version, the most
+recently used; ``featurestore cache`` shows them and ``--prune`` / ``--clear`` delete them. Object-store
+roots keep no index and read the Parquet files directly. Keys and row positions are stored as int32
+when every value fits (:func:`narrow`).
 """
 
 from __future__ import annotations
