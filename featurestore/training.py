@@ -381,7 +381,9 @@ class _SpineSource:
             for name in (_ROW, _TIME):
                 if name in self.table.column_names:
                     raise SpineError(f"the spine has a column named {name}, which is reserved")
-            self.table = self.table.append_column(_ROW, pa.array(range(self.table.num_rows), pa.int64()))
+            ordinals = np.arange(self.table.num_rows, dtype=np.int64)  # not pa.array: it imports pandas
+            self.table = self.table.append_column(
+                _ROW, pa.Array.from_buffers(pa.int64(), len(ordinals), [None, pa.py_buffer(ordinals)]))
         self.schema = self._schema(store)
 
     @property

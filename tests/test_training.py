@@ -527,3 +527,32 @@ def test_int_keys_are_narrowed_in_the_index_only_when_they_fit(tmp_path: Path) -
     assert training_index.has_key32(index_of("small"))
     assert not training_index.has_key32(index_of("big"))
     store.close()
+
+
+def test_arrow_results_do_not_import_pandas(items: FeatureStore, tmp_path: Path) -> None:
+    """A training set from a Parquet or Arrow spine to Arrow never imports pandas (pyarrow's
+    ``to_numpy``/``pa.array`` would, at 0.3 s a fresh process), on both the Parquet and index paths;
+    nulls (an absent key) still come out as null vectors."""
+    from tests.conftest import run_python
+
+    flush_cache_writes()
+    spine = tmp_path / "spine.parquet"
+    pq.write_table(pa.table({"item_id": ["i1", "nope", "i4"],
+                             "ts": pa.array([T0 + timedelta(hours=2)] * 3, UTCZ)}), spine)
+    code = (
+        "import sys\n"
+        "import pyarrow.parquet as pq\n"
+        "from featurestore import FeatureStore\n"
+        "from featurestore.training_vectors import flush_cache_writes\n"
+        f"store = FeatureStore({str(items.root.uri)!r})\n"
+        "for _ in range(2):  # the first leaves the join index behind, the second maps it\n"
+        f"    for spine in ({str(spine)!r}, pq.ParquetFile({str(spine)!r}).read()):\n"
+        "        got = store.training_set(spine, ['item_embeddings:1'], event_time='ts').to_arrow()\n"
+        "        vec = got.column('item_embeddings__embedding')\n"
+        "        assert vec.null_count == 1 and vec[1].as_py() is None and len(vec[0].as_py()) == 64\n"
+        "    flush_cache_writes()\n"
+        "store.close()\n"
+        "assert 'pandas' not in sys.modules, 'a training set imported pandas'\n"
+        "print('ok')\n")
+    out = run_python(code, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
