@@ -188,6 +188,9 @@ class FeatureGroup:
 
             cache_inserted(self.store, f"{self.spec.name}/v{self.spec.version}", batch,
                            [f.name for f in self.spec.vector_features], staged.files)
+        from featurestore.training_index import refresh_behind
+
+        refresh_behind(self, int(info["version"]))
         return _commit_from_entry(self.spec, info)
 
     def _storage_table(self, batch: pa.Table) -> pa.Table:

@@ -13,7 +13,9 @@ those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<
 training set over a commit runs on the Parquet files as before and, once its result is out, queues the
 index build for the cache writer thread of :mod:`featurestore.training_vectors` (the interpreter waits
 for it at exit; :func:`~featurestore.training_vectors.flush_cache_writes` waits explicitly); later
-training sets map the index. At most :data:`KEEP` indexes are kept per feature group version, the most
+training sets map the index. Once a feature group has an index, each insert queues the index of its
+new commit the same way (:func:`refresh_behind`), so a pipeline's next training set maps one too. At
+most :data:`KEEP` indexes are kept per feature group version, the most
 recently used; ``featurestore cache`` shows them and ``--prune`` / ``--clear`` delete them. Object-store
 roots keep no index and read the Parquet files directly. Keys and row positions are stored as int32
 when every value fits (:func:`narrow`).
@@ -31,10 +33,12 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from featurestore.training_sql import JoinGroup, index_sql
+from featurestore.errors import FeatureStoreError
+from featurestore.training_sql import JoinGroup, _file_layout, index_sql
 from featurestore.training_vectors import write_behind
 
 if TYPE_CHECKING:
+    from featurestore.feature_group import FeatureGroup
     from featurestore.store import FeatureStore
 
 INDEX_DIR = "_cache/joins"
@@ -89,6 +93,32 @@ def build_behind(store: FeatureStore, g: JoinGroup) -> None:
     path = index_path(store, g)
     if path is not None:
         write_behind(_build, store, g, path)
+
+
+def refresh_behind(fg: FeatureGroup, commit: int) -> None:
+    """After ``fg`` committed ``commit``: if the group already has a join index (it is used for
+    training sets), queue the index of the new commit for the cache writer thread, so the first
+    training set over it maps an index too. Groups never read into a training set get none."""
+    store = fg.store
+    folder = os.path.join(store.root.uri, INDEX_DIR, fg.spec.name, f"v{fg.spec.version}")
+    if store.root.local and store.join_indexes and os.path.isdir(folder) and any(
+            f.endswith(".arrow") for f in os.listdir(folder)):
+        write_behind(_refresh, fg, commit)
+
+
+def _refresh(fg: FeatureGroup, commit: int) -> None:
+    from featurestore.training import FeatureRef
+
+    try:
+        files = fg.files(commit)
+        offsets, disjoint = _file_layout(files, fg.spec.event_time)
+    except FeatureStoreError:  # the table changed meanwhile: the next training set builds what it needs
+        return
+    g = JoinGroup(FeatureRef(fg.spec.name, fg.spec.version), fg.spec, commit, tuple(files), offsets, disjoint,
+                  (), (), (), None)
+    path = index_path(fg.store, g)
+    if path is not None:
+        _build(fg.store, g, path)
 
 
 def _build(store: FeatureStore, g: JoinGroup, path: str) -> None:

@@ -490,6 +490,16 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
         assert len(_files_under(folder)) == min(c + 1, training_index.KEEP)
     assert run(pins=pins).equals(first)  # an old commit's index is built again when needed
     assert plain(pins=pins).equals(first)
+    # a group with an index gets its new commit's index at insert, so the next training set maps one
+    fg.insert(_batch("k", "string", [(1, T0 + timedelta(days=20), 9.0)], commit=99))
+    flush_cache_writes()
+    ts = store.training_set(spine, ["ga:1"], event_time="t")
+    assert "{index0}" in ts.sql and ts.to_arrow().equals(plain())
+    # a group never read into a training set gets none
+    store.apply([_spec("gz", "k", "string")])
+    store.feature_group("gz").insert(_batch("k", "string", [(1, T0, 1.0)]))
+    flush_cache_writes()
+    assert not (tmp_path / "s" / "_cache" / "joins" / "gz").exists()
     store.close()
 
 
