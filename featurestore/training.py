@@ -44,7 +44,7 @@ from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import literal, quote
 from featurestore.training_index import build_behind, has_key32, join_index
 from featurestore.training_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql, build_sql
-from featurestore.training_vectors import VectorColumn, file_rows
+from featurestore.training_vectors import VectorColumn, file_rows, from_numpy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -381,9 +381,8 @@ class _SpineSource:
             for name in (_ROW, _TIME):
                 if name in self.table.column_names:
                     raise SpineError(f"the spine has a column named {name}, which is reserved")
-            ordinals = np.arange(self.table.num_rows, dtype=np.int64)  # not pa.array: it imports pandas
-            self.table = self.table.append_column(
-                _ROW, pa.Array.from_buffers(pa.int64(), len(ordinals), [None, pa.py_buffer(ordinals)]))
+            ordinals = from_numpy(np.arange(self.table.num_rows, dtype=np.int64))  # pa.array imports pandas
+            self.table = self.table.append_column(_ROW, ordinals)
         self.schema = self._schema(store)
 
     @property

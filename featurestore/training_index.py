@@ -46,11 +46,23 @@ KEEP = 4  # join indexes kept per feature group version (most recently used firs
 _FORMAT = "1"  # bump when the stored columns change: older indexes are then rebuilt
 
 
+_FILES = b"featurestore.files"  # schema metadata: the data file names an index was built from
+
+
+def _names(g: JoinGroup) -> list[str]:
+    return [os.path.basename(f) for f in g.files]
+
+
+def _built_from(schema: pa.Schema) -> list[str] | None:
+    raw = (schema.metadata or {}).get(_FILES)
+    return None if raw is None else list(json.loads(raw))
+
+
 def index_path(store: FeatureStore, g: JoinGroup) -> str | None:
     """Where the join index of ``g``'s commit lives (None: object stores keep none)."""
     if not store.root.local or not g.files:
         return None
-    names = "\n".join(os.path.basename(f) for f in g.files)
+    names = "\n".join(_names(g))
     digest = hashlib.sha256(f"{_FORMAT}\n{names}".encode()).hexdigest()[:32]
     return os.path.join(store.root.uri, INDEX_DIR, g.spec.name, f"v{g.spec.version}", f"{digest}.arrow")
 
@@ -59,9 +71,8 @@ def index_files(path: str) -> list[str] | None:
     """The data file names an index was built from (None: not a readable index)."""
     try:
         with pa.memory_map(path) as source:
-            meta = pa.ipc.open_file(source).schema.metadata or {}
-        return list(json.loads(meta[b"featurestore.files"]))
-    except (OSError, pa.ArrowException, KeyError, ValueError):
+            return _built_from(pa.ipc.open_file(source).schema)
+    except (OSError, pa.ArrowException, ValueError):
         return None
 
 
@@ -71,12 +82,10 @@ def join_index(store: FeatureStore, g: JoinGroup) -> pa.Table | None:
     path = index_path(store, g)
     if path is None or not os.path.exists(path):
         return None
-    names = [os.path.basename(f) for f in g.files]
     try:
         with pa.memory_map(path) as source:
             reader = pa.ipc.open_file(source)
-            meta = reader.schema.metadata or {}
-            if json.loads(meta.get(b"featurestore.files", b"null")) != names:
+            if _built_from(reader.schema) != _names(g):
                 return None
             table = reader.read_all()
     except (OSError, pa.ArrowException, ValueError):
@@ -131,8 +140,7 @@ def _build(store: FeatureStore, g: JoinGroup, path: str) -> None:
         return
     finally:
         cur.close()
-    names = [os.path.basename(f) for f in g.files]
-    _save(path, narrow(g, table).replace_schema_metadata({"featurestore.files": json.dumps(names)}))
+    _save(path, narrow(g, table).replace_schema_metadata({_FILES: json.dumps(_names(g))}))
 
 
 def narrow(g: JoinGroup, table: pa.Table) -> pa.Table:

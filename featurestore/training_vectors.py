@@ -286,8 +286,7 @@ class VectorColumn:
                     valid[sel] &= file_valid[local]
                     out[sel[~file_valid[local]]] = 0
         mask = None if valid.all() else booleans(~valid)
-        values = pa.Array.from_buffers(pa.float32(), out.size, [None, pa.py_buffer(out.reshape(-1))])
-        return pa.FixedSizeListArray.from_arrays(values, self.dim, mask=mask)
+        return pa.FixedSizeListArray.from_arrays(from_numpy(out.reshape(-1)), self.dim, mask=mask)
 
 
 # Arrow <-> numpy through the buffers: ``Array.to_numpy`` and ``pa.array`` import pandas when it is
@@ -308,6 +307,12 @@ def ints(arr: pa.Array) -> np.ndarray:
         raise TypeError(f"expected an int32/int64 array; got {arr.type}")
     width = np.dtype(dtype).itemsize
     return np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * width)
+
+
+def from_numpy(values: np.ndarray) -> pa.Array:
+    """A contiguous 1-d float32/int64 numpy array as an Arrow array over the same memory."""
+    kind = {np.dtype(np.float32): pa.float32(), np.dtype(np.int64): pa.int64()}[values.dtype]
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
 
 
 def booleans(values: np.ndarray) -> pa.BooleanArray:
