@@ -255,7 +255,8 @@ def read_model(store: FeatureStore, fg: FeatureGroup, commit: Commit) -> ItemMod
     ids = np.asarray(table["k"].to_pylist(), dtype=object)
     query = commit.metadata.get("query") or {}
     return ItemModel(ids, vectors, {"commit": commit.commit}, query_dims=query.get("dims"),
-                     query_tail=tuple(query.get("tail", ())))
+                     query_tail=tuple(query.get("tail", ())), query_divide=query.get("divide"),
+                     similarity_dims=query.get("similarity", 0))
 
 
 def _ids_array(ids: np.ndarray, spec: FeatureGroupSpec) -> pa.Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from featurestore.embed import (
     aggregate,
     align,
     cooccurrence,
+    normalized_counts,
     ppmi_matrix,
     procrustes,
 )
@@ -90,12 +92,28 @@ def test_ppmi_matches_formula(counts, alpha, shift):
     assert np.allclose(got, want, atol=1e-5)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=5, max_size=5), min_size=5, max_size=5))
+def test_normalized_counts_times_mass_ratio_is_the_conditional(counts):
+    import scipy.sparse as sp
+
+    c = np.array(counts, dtype=np.float64)
+    c = c + c.T + np.eye(5)  # symmetric, every row with a positive sum
+    r = c.sum(axis=1)
+    got = normalized_counts(sp.csr_matrix(c)).toarray()
+    for h in range(5):
+        for i in range(5):
+            assert math.isclose(got[h, i], c[h, i] / math.sqrt(r[h] * r[i]), rel_tol=1e-5, abs_tol=1e-7)
+            # times sqrt(r_i / r_h): P(i | h) = C_hi / r_h, what next_item scoring mixes
+            assert math.isclose(got[h, i] * math.sqrt(r[i] / r[h]), c[h, i] / r[h], rel_tol=1e-5, abs_tol=1e-7)
+
+
 def _reference_aggregate(ev, model, agg):
     rows = {k: r for r, k in enumerate(model.item_ids.tolist())}
     out = {}
     for e in range(ev.n_entities):
         idx = np.flatnonzero(ev.entity == e)
-        acc = np.zeros(model.dim)
+        acc, total = np.zeros(model.dim), 0.0
         for pos, k in enumerate(idx):
             item = ev.item_ids[ev.item[k]]
             if item not in rows:
@@ -105,7 +123,14 @@ def _reference_aggregate(ev, model, agg):
                 age = (ev.time[idx[-1]] - ev.time[k]) / (agg.half_life.total_seconds() * 1e6)
             else:
                 age = from_end / agg.half_life
-            acc += ev.weight[k] * 0.5 ** age * model.vectors[rows[item]]
+            v = model.vectors[rows[item]].astype(np.float64)
+            if model.query_divide is not None:
+                v = v / v[model.query_divide]
+            acc += ev.weight[k] * 0.5 ** age * v
+            total += ev.weight[k] * 0.5 ** age
+        if model.query_dims is not None and total > 0:
+            acc = acc / total
+            acc[model.query_dims:] = model.query_tail
         if np.linalg.norm(acc) > 0:
             out[ev.entity_ids[e]] = acc / np.linalg.norm(acc)
     return out
@@ -126,6 +151,35 @@ def test_aggregate_matches_reference(rows, half_life, seed):
     for eid, v in zip(got.entity_ids, got.vectors):
         assert np.allclose(v, want[eid], atol=1e-5)
     assert got.skipped == ev.n_entities - len(want)
+
+
+@settings(max_examples=20, deadline=None)
+@given(event_lists, st.sampled_from([1, 3, timedelta(minutes=7)]), st.integers(0, 1000))
+def test_aggregate_with_a_per_item_divisor_matches_reference(rows, half_life, seed):
+    ev = _events(rows)
+    rng = np.random.default_rng(seed)
+    keep = rng.random(ev.n_items) < 0.8
+    n = int(keep.sum())
+    vecs = np.hstack([rng.standard_normal((n, 3)), rng.uniform(0.01, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))])
+    model = ItemModel(ev.item_ids[keep], vecs.astype(np.float32), query_dims=3, query_tail=(0.25, 0.0),
+                      query_divide=3)
+    agg = Aggregation(half_life=half_life)
+    got = aggregate(ev, model, agg)
+    want = _reference_aggregate(ev, model, agg)
+    assert sorted(got.entity_ids.tolist()) == sorted(want)
+    for eid, v in zip(got.entity_ids, got.vectors):
+        assert np.allclose(v, want[eid], atol=1e-5)
+
+
+def test_query_divide_must_be_a_positive_tail_coordinate():
+    ids = np.array(["a", "b"], dtype=object)
+    x = np.array([[1.0, 0.5, 0.0], [0.0, 0.2, 0.0]], dtype=np.float32)
+    assert ItemModel(ids, x, query_dims=1, query_tail=(0.0, 0.0), query_divide=1).query() == {
+        "dims": 1, "tail": [0.0, 0.0], "divide": 1}
+    with pytest.raises(ValueError, match="tail coordinate"):
+        ItemModel(ids, x, query_dims=1, query_tail=(0.0, 0.0), query_divide=0)
+    with pytest.raises(ValueError, match="positive"):
+        ItemModel(ids, x, query_dims=1, query_tail=(0.0, 0.0), query_divide=2)
 
 
 @pytest.fixture(scope="module")
@@ -218,39 +272,103 @@ def test_norm_slack_makes_cosine_rank_like_the_inner_product(seed):
     assert np.array_equal(np.argsort(-cos, kind="stable")[:10], np.argsort(-(x @ q), kind="stable")[:10])
 
 
-def test_next_item_scoring_adds_the_popularity_prior(planted):
+def _next_item_reference(ev, model, agg, entity):
+    """Exact next-item scores of ``entity`` over the model's items: sum_h w_h P(i | h) * P_alpha(i) / P(i)."""
+    from featurestore.embed import event_weights
+
+    e = CooccurrenceEmbedder()
+    c = cooccurrence(ev, window=e.window, session_gap=e.session_gap, cross_session=e.cross_session).toarray()
+    keep = pd.Index(ev.item_ids).get_indexer(model.item_ids)
+    c = c[np.ix_(keep, keep)]
+    r = c.sum(axis=1)
+    prior = r ** e.alpha / (r ** e.alpha).sum()
+    w = event_weights(ev, agg)
+    rows = {k: j for j, k in enumerate(model.item_ids.tolist())}
+    mix = np.zeros(len(model))
+    for k in np.flatnonzero(ev.entity == entity):
+        mix += w[k] * c[rows[ev.item_ids[ev.item[k]]]] / r[rows[ev.item_ids[ev.item[k]]]]
+    return mix * prior / (r / r.sum())
+
+
+def test_next_item_scoring_is_a_mixture_over_the_history(planted):
     _, ev = planted
-    model = CooccurrenceEmbedder(popularity=1.0).fit(ev)
-    assert model.query_dims == 62 and len(model.query_tail) == 2 and model.query_tail[1] == 0.0
+    model = CooccurrenceEmbedder().fit(ev)  # dim 64: 47 scoring components, the prior, 16 similarity
+    assert model.query_dims == 47 and model.query_tail == (0.0,) * 17 and model.query_divide == 47
+    assert model.similarity_dims == 16
+    assert model.query() == {"dims": 47, "tail": [0.0] * 17, "divide": 47, "similarity": 16}
     assert np.allclose(np.linalg.norm(model.vectors, axis=1), 1, atol=1e-5)
-    # an entity's cosine ranks items by <weighted mean of its items' x, x_j> + log P_alpha(j)
     from featurestore.embed import event_weights
 
     agg = Aggregation(half_life=3)
     users = aggregate(ev, model, agg)
+    assert np.abs(users.vectors[:, 47:]).max() == 0.0
     w = event_weights(ev, agg)
     rows = {k: r for r, k in enumerate(model.item_ids.tolist())}
-    x, prior = model.vectors[:, :62].astype(np.float64), model.vectors[:, 62].astype(np.float64)
-    for e in range(5):
+    x, prior = model.vectors[:, :47].astype(np.float64), model.vectors[:, 47].astype(np.float64)
+    overlap = []
+    for e in range(40):
         idx = np.flatnonzero(ev.entity == e)
         r = np.array([rows[ev.item_ids[ev.item[k]]] for k in idx])
-        mean = (w[idx, None] * x[r]).sum(axis=0) / w[idx].sum()
-        want = x @ mean + model.query_tail[0] * prior
+        # an entity's cosine ranks items by x_i . (weighted mean of its items' x_h / prior_h) ...
+        mean = (w[idx, None] * x[r] / prior[r, None]).sum(axis=0) / w[idx].sum()
+        want = x @ mean
         got = model.vectors @ users.vectors[users.entity_ids.tolist().index(ev.entity_ids[e])]
-        assert users.vectors[:, 63].max() == 0.0
         assert np.array_equal(np.argsort(-want)[:20], np.argsort(-got)[:20])
+        # ... a low-rank estimate of the mixture sum_h w_h P(i | h), with the prior smoothed
+        exact = _next_item_reference(ev, model, agg, e)
+        overlap.append(len(set(np.argsort(-got)[:10]) & set(np.argsort(-exact)[:10])) / 10)
+    assert np.mean(overlap) > 0.6  # chance: 10 / 400
     pop = CooccurrenceEmbedder(scoring="cosine").fit(ev)
-    assert pop.query_dims is None and pop.vectors.shape[1] == 64
+    assert pop.query_dims is None and pop.query_divide is None and pop.vectors.shape[1] == 64
 
 
-def test_alignment_rotates_only_the_leading_coordinates(planted):
+def test_next_item_vectors_do_not_collapse_onto_the_slack(planted):
+    """The mixture's norms span orders of magnitude; the similarity block keeps the stored vectors
+    spread out (a single slack coordinate would make every rare item nearly the same vector)."""
+    _, ev = planted
+    model = CooccurrenceEmbedder().fit(ev)
+    v = model.vectors.astype(np.float64)
+    assert np.linalg.norm(v[:, :48], axis=1).min() < 0.2  # the tail of the prior: mostly slack ...
+    g = v @ v.T
+    off = g[~np.eye(len(v), dtype=bool)]
+    assert np.abs(off).mean() < 0.3  # ... yet pairs are not all alike (one slack coordinate: ~1)
+    s = np.linalg.svd(v, compute_uv=False)
+    p = s / s.sum()
+    assert np.exp(-(p * np.log(p)).sum()) > 12  # effective rank
+    single = CooccurrenceEmbedder(similarity_dims=1, dim=20).fit(ev)  # the degenerate layout, for contrast
+    sv = single.vectors.astype(np.float64)
+    assert np.abs(sv @ sv.T)[~np.eye(len(sv), dtype=bool)].mean() > 0.9
+
+
+def test_next_item_layout_checks_its_dimensions():
+    with pytest.raises(PipelineError, match="dim must be >= 34 with scoring='next_item' and similarity_dims=16"):
+        CooccurrenceEmbedder(dim=32, similarity_dims=16)
+    with pytest.raises(PipelineError, match="similarity_dims must be >= 1"):
+        CooccurrenceEmbedder(similarity_dims=0)
+    assert CooccurrenceEmbedder(dim=8)._similarity_dims() == 2
+    ids = np.array(["a", "b"], dtype=object)
+    with pytest.raises(ValueError, match="similarity_dims 3 must lie in the tail"):
+        ItemModel(ids, np.eye(2, 4, dtype=np.float32), query_dims=2, query_tail=(0.0, 0.0), similarity_dims=3)
+
+
+def test_alignment_rotates_the_scoring_and_similarity_blocks_on_their_own(planted):
     _, ev = planted
     a = CooccurrenceEmbedder(seed=0).fit(ev)
     b = CooccurrenceEmbedder(seed=3, n_iter=1).fit(ev)
+    rng = np.random.default_rng(0)
+    q1, _ = np.linalg.qr(rng.standard_normal((47, 47)))
+    q2, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    rotated = b.vectors.astype(np.float64).copy()
+    rotated[:, :47] @= q1
+    rotated[:, 48:] @= q2
+    b = dataclasses.replace(b, vectors=rotated.astype(np.float32))
     aligned, info = align(b, a)
-    assert np.allclose(aligned.vectors[:, 62:], b.vectors[:, 62:], atol=1e-6)
-    assert np.allclose(info.rotation[62:, :], np.eye(64)[62:, :]) and aligned.query_tail == b.query_tail
-    assert info.cosine_after > info.cosine_before
+    assert np.allclose(aligned.vectors[:, 47], b.vectors[:, 47], atol=1e-6)  # the prior stays
+    assert np.allclose(info.rotation[47, :], np.eye(64)[47, :]) and np.allclose(info.rotation[:47, 48:], 0)
+    assert aligned.query_tail == b.query_tail and aligned.query_divide == b.query_divide == 47
+    assert aligned.similarity_dims == 16
+    assert info.cosine_after > 0.9 > info.cosine_before
+    assert np.allclose(aligned.vectors @ aligned.vectors.T, b.vectors @ b.vectors.T, atol=1e-4)
 
 
 def test_sessions_split_at_pauses():

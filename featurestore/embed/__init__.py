@@ -11,7 +11,13 @@ Example::
 from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate, event_weights
 from featurestore.embed.align import Alignment, align, neighbour_overlap, procrustes
 from featurestore.embed.base import Embedder, ItemModel, l2_normalize
-from featurestore.embed.cooccurrence import CooccurrenceEmbedder, cooccurrence, ppmi_matrix, svd_embed
+from featurestore.embed.cooccurrence import (
+    CooccurrenceEmbedder,
+    cooccurrence,
+    normalized_counts,
+    ppmi_matrix,
+    svd_embed,
+)
 
 __all__ = [
     "Aggregation",
@@ -26,6 +32,7 @@ __all__ = [
     "event_weights",
     "l2_normalize",
     "neighbour_overlap",
+    "normalized_counts",
     "ppmi_matrix",
     "procrustes",
     "svd_embed",

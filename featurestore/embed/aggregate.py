@@ -7,7 +7,8 @@ entity's latest event rather than from the cutoff changes nothing after normalis
 entity without new events byte-identical across runs (what incremental runs rely on). When the item
 model says so (``ItemModel.query_dims``/``query_tail``), an entity vector is the weighted mean of the
 leading coordinates followed by a fixed tail, so that its cosine with item vectors ranks items the
-way the model intends (see :mod:`featurestore.embed.cooccurrence`).
+way the model intends; with ``ItemModel.query_divide`` each item's leading coordinates are first
+divided by one of its own coordinates (a per-item weight; see :mod:`featurestore.embed.cooccurrence`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ def aggregate(events: Events, model: ItemModel, agg: Aggregation | None = None,
     m.sum_duplicates()
     has = np.flatnonzero(np.diff(m.indptr) > 0)
     sub = m[has]
-    vectors = np.asarray(sub @ model.vectors, dtype=np.float32)
+    item_vectors = model.vectors
+    if model.query_divide is not None:
+        item_vectors = item_vectors.copy()
+        item_vectors[:, :model.query_dims] /= item_vectors[:, model.query_divide, None]
+    vectors = np.asarray(sub @ item_vectors, dtype=np.float32)
     if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
         total = np.asarray(sub.sum(axis=1), dtype=np.float32)
         vectors = (vectors / np.maximum(total, np.float32(1e-30))).astype(np.float32)

@@ -4,7 +4,8 @@ SVD embeddings are defined only up to rotation (and sign), so two runs on almost
 give unrelated coordinates. Rotating the new vectors by the orthogonal ``R`` minimising
 ``||A R - B||`` over the items both runs share keeps coordinates comparable across commits, without
 changing any similarity within the new model (R is orthogonal). Coordinates after
-``ItemModel.query_dims`` (popularity, norm slack) stay where they are: only the leading ones rotate.
+``ItemModel.query_dims`` (popularity, norm slack) stay where they are: only the leading ones rotate,
+and the trailing ``ItemModel.similarity_dims`` ones (an item-to-item block) by their own rotation.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     q = new.query_dims if new.query_dims is not None else new.dim  # slack coordinates are not rotated
     a, b = new.vectors[ours], previous.vectors[idx[ours]]
     r = np.eye(new.dim)
-    r[:q, :q] = procrustes(a[:, :q], b[:, :q])
+    blocks = [slice(0, q)] + ([slice(new.dim - new.similarity_dims, new.dim)] if new.similarity_dims else [])
+    for blk in blocks:
+        r[blk, blk] = procrustes(a[:, blk], b[:, blk])
     rotated = l2_normalize((new.vectors.astype(np.float64) @ r).astype(np.float32))
     before = float(np.mean(np.sum(a * b, axis=1)))
     after = float(np.mean(np.sum(rotated[ours] * b, axis=1)))
@@ -63,7 +66,8 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     info = dict(new.info)
     result = Alignment(r, int(ours.size), before, after, overlap)
     info["alignment"] = result.to_dict()
-    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail), result
+    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail,
+                     query_divide=new.query_divide, similarity_dims=new.similarity_dims), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:

@@ -26,6 +26,13 @@ class ItemModel:
     #: see :mod:`featurestore.embed.cooccurrence`). None: the weighted mean of whole vectors.
     query_dims: int | None = None
     query_tail: tuple[float, ...] = ()
+    #: when set, each history item's leading coordinates are divided by its own coordinate
+    #: ``query_divide`` (which must be positive) before the weighted mean: a per-item weight the item
+    #: vectors carry themselves, so stored vectors suffice to rebuild entity vectors.
+    query_divide: int | None = None
+    #: the last ``similarity_dims`` coordinates carry item-to-item similarity only (zero in entity
+    #: vectors; alignment rotates them on their own, see :mod:`featurestore.embed.align`)
+    similarity_dims: int = 0
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.item_ids):
@@ -33,12 +40,28 @@ class ItemModel:
         if self.query_dims is not None and self.query_dims + len(self.query_tail) != self.vectors.shape[1]:
             raise ValueError(f"query_dims {self.query_dims} + tail {len(self.query_tail)} != dim "
                              f"{self.vectors.shape[1]}")
+        if self.query_divide is not None:
+            if self.query_dims is None or not self.query_dims <= self.query_divide < self.vectors.shape[1]:
+                raise ValueError(f"query_divide {self.query_divide} must be a tail coordinate "
+                                 f"(query_dims {self.query_dims}, dim {self.vectors.shape[1]})")
+            if len(self) and not bool(np.all(self.vectors[:, self.query_divide] > 0)):
+                raise ValueError(f"query_divide coordinate {self.query_divide} must be positive for every item")
+
+        if self.similarity_dims and (self.query_dims is None
+                                     or self.similarity_dims > self.vectors.shape[1] - self.query_dims):
+            raise ValueError(f"similarity_dims {self.similarity_dims} must lie in the tail "
+                             f"(query_dims {self.query_dims}, dim {self.vectors.shape[1]})")
 
     def query(self) -> dict[str, Any] | None:
         """How entity vectors are formed, as recorded in commit metadata (None: plain mean)."""
         if self.query_dims is None:
             return None
-        return {"dims": self.query_dims, "tail": [float(t) for t in self.query_tail]}
+        out: dict[str, Any] = {"dims": self.query_dims, "tail": [float(t) for t in self.query_tail]}
+        if self.query_divide is not None:
+            out["divide"] = self.query_divide
+        if self.similarity_dims:
+            out["similarity"] = self.similarity_dims
+        return out
 
     @property
     def dim(self) -> int:

@@ -1,33 +1,50 @@
-"""The default item model: windowed co-occurrence in time-ordered sequences, PPMI, truncated SVD.
+"""The default item model: windowed co-occurrence in time-ordered sequences, factorised by truncated SVD.
 
 Each entity's events, ordered by time, form a sequence; consecutive repeats of one item (a view,
 add-to-cart and purchase burst) collapse into one token carrying the largest event-type weight.
 Every pair of tokens at most ``window`` apart counts, weighted by the product of the square roots of
 their event-type weights and by ``(window - d + 1) / window`` for distance ``d`` (word2vec's dynamic
 window in expectation); pairs split by a pause longer than ``session_gap`` (30 minutes: a new
-session) count half. Counts become positive pointwise mutual information with the context
-distribution smoothed by ``alpha`` (Levy, Goldberg and Dagan 2015), then a seeded randomized truncated
-SVD (scikit-learn) gives ``U * S**eig``.
+session) count half. A seeded randomized truncated SVD (scikit-learn) of a matrix made from the
+counts ``C`` gives ``U * S**eig``; which matrix, and what cosine between an entity vector and an item
+vector ranks by, is the ``scoring`` mode:
 
-Stored vectors are compared by cosine, which on plain L2-normalised rows would discard two things
-that matter for predicting what an entity does next: how strongly an item is associated (its norm)
-and how common it is (PMI divides popularity out). ``scoring`` chooses what cosine between an entity
-vector and an item vector ranks by:
+- ``"next_item"`` (default): the next item is predicted as a mixture over the entity's recent items,
+  ``P(item | history) = sum_h w_h P(item | h)`` with the aggregation's decayed weights ``w_h`` and
+  ``P(i | h) = C_hi / r_h`` (``r`` the row sums of ``C``). The SVD is of the symmetrically normalised
+  counts ``D^-1/2 C D^-1/2`` (``D = diag(r)``); with ``eig = 0.5`` its factors ``x`` give
+  ``x_h . x_i ~ C_hi / sqrt(r_h r_i)``, so an item stored as ``x_i * P_alpha(i) / sqrt(P(i))`` and an
+  entity vector that weighs each history item by ``1 / sqrt(P(h))`` have inner product
+  ``sum_h w_h lift(h, i) * P_alpha(i)``, ``lift = exp(PMI)``: ``P(i | history)`` with the item prior
+  smoothed like PPMI's context distribution (``P_alpha ~ count**alpha``, Levy, Goldberg and Dagan
+  2015; ``popularity`` is its exponent, 0 = rank by lift alone). The mixture is arithmetic: an item
+  strongly tied to the entity's last few items ranks high even if it is unrelated to older ones,
+  where a mean of log-ratios (PMI) would average the two.
 
-- ``"next_item"`` (default): ``dim - 2`` SVD components, one coordinate holding ``log P_alpha(item)``
-  and one slack coordinate absorbing the rest of each row's norm (Bachrach et al., RecSys 2014). An
-  entity vector is the weighted mean of its items' components with fixed tail ``(popularity/M, 0)``,
-  so its cosine with an item ranks items by ``mean PMI(history, item) + popularity * log
-  P_alpha(item)``: with the default ``popularity = 1`` an estimate of ``log P(item | history)``
-  (exact for one history item and ``eig = 0.5``, up to the clipping of negative PMI). Because
-  unrelated items have PMI clipped at 0, best-sellers outside an entity's tastes also rank high;
-  lower ``popularity`` (or ``scoring="inner_product"``) when vectors should reflect taste alone.
-- ``"inner_product"``: ``dim - 1`` components and the slack coordinate: ranks by the mean PMI alone.
-- ``"cosine"``: ``dim`` components, rows L2-normalised: the classic embedding, popularity-blind.
+  Layout of the ``dim`` coordinates (``k = dim - 1 - similarity_dims``):
 
-Item-to-item cosine stays meaningful in every mode (the extra coordinates only add a popularity
-and a norm term). Everything is vectorised over sparse matrices: no Python loop over events. The
-same events and seed give identical bytes.
+  1. ``k`` scoring components ``x_i * P_alpha(i)**popularity / sqrt(P(i))``;
+  2. one coordinate holding ``P_alpha(i)**popularity``: entity vectors divide each history item by
+     it (``ItemModel.query_divide``) and put 0 there;
+  3. ``similarity_dims`` coordinates holding the item's direction in components ``2..`` of ``x``
+     (the first is the degree vector every item shares), scaled to absorb the rest of the row's norm.
+
+  All three are divided by the largest norm of 1-2, so every row has unit norm, and entity vectors
+  are zero on 2-3, so an entity's cosine with an item ranks items exactly as the mixture does
+  (the norm-slack trick of Bachrach et al., RecSys 2014). Block 3 is what keeps item-to-item cosine
+  meaningful: the mixture's norms follow ``P(i)**0.75`` and span orders of magnitude on a long tail,
+  so with a single slack coordinate almost every item would be almost only slack (all pairwise cosines
+  near 1). With block 3, a rare item's cosine with another is that of their directions, a
+  best-seller's mostly that of their scoring components. Alignment rotates blocks 1 and 3 on their own.
+- ``"inner_product"``: PPMI with the context distribution smoothed by ``alpha`` (shifted by
+  ``log(shift)``), ``dim - 1`` components and the slack coordinate: ranks by the mean PMI with the
+  history, popularity-blind.
+- ``"cosine"``: the same PPMI, ``dim`` components, rows L2-normalised: the classic embedding.
+
+Item-to-item cosine stays meaningful in every mode; ``"cosine"`` gives the purest item-to-item
+neighbours (all ``dim`` coordinates describe taste), ``"next_item"`` the best ranking of items for an
+entity. Everything is vectorised over sparse matrices: no Python loop over events. The same events
+and seed give identical bytes.
 """
 
 from __future__ import annotations
@@ -45,21 +62,23 @@ from featurestore.errors import PipelineError
 from featurestore.events import Events
 
 Scoring = Literal["next_item", "inner_product", "cosine"]
-_EXTRA = {"next_item": 2, "inner_product": 1, "cosine": 0}  # coordinates beyond the SVD components
+_EXTRA = {"inner_product": 1, "cosine": 0}  # coordinates beyond the SVD components (next_item: 1 + similarity)
 
 
 @dataclass(frozen=True)
 class CooccurrenceEmbedder:
-    """PPMI + randomized SVD item embedder (see the module docstring).
+    """Windowed co-occurrence + randomized SVD item embedder (see the module docstring).
 
-    ``window``: tokens on each side that count as context; ``alpha``: context-distribution smoothing;
+    ``window``: tokens on each side that count as context; ``alpha``: context-distribution smoothing
+    (of the item prior with ``scoring="next_item"``, of PMI's context distribution otherwise);
     ``eig``: singular-value weighting (0 = U only, 0.5 = symmetric, 1 = U*S); ``scoring``: what an
-    entity's cosine with an item ranks by and ``popularity`` the weight of the item prior in it (see
+    entity's cosine with an item ranks by and ``popularity`` the exponent of the item prior in it (see
     the module docstring); ``session_gap``/``cross_session``: pairs split by a pause longer than
     ``session_gap`` count ``cross_session`` times as much; ``shift``: subtract
-    ``log(shift)`` from PMI (1 = none); ``min_count``: items with fewer events are left out;
-    ``n_iter``/``oversamples``: randomized SVD power iterations and oversampling; ``seed``: the SVD's
-    random state.
+    ``log(shift)`` from PMI (1 = none; the PPMI modes); ``min_count``: items with fewer events are left out;
+    ``similarity_dims``: with ``scoring="next_item"``, the coordinates that carry item-to-item
+    similarity (module docstring; None = ``dim // 4``); ``n_iter``/``oversamples``: randomized SVD power iterations and
+    oversampling; ``seed``: the SVD's random state.
     """
 
     dim: int = 64
@@ -73,16 +92,21 @@ class CooccurrenceEmbedder:
     cross_session: float = 0.5
     scoring: Scoring = "next_item"
     popularity: float = 1.0
+    similarity_dims: int | None = None
     n_iter: int = 2
     oversamples: int = 10
     seed: int = 0
     name: str = "cooccurrence"
 
     def __post_init__(self) -> None:
-        extra = _EXTRA.get(self.scoring)
-        if extra is None:
-            raise PipelineError(f"CooccurrenceEmbedder: scoring must be one of {sorted(_EXTRA)}; got {self.scoring!r}")
-        checks = [(self.dim > extra, f"dim must be > {extra} with scoring={self.scoring!r}"),
+        if self.scoring not in ("next_item", *_EXTRA):
+            raise PipelineError(f"CooccurrenceEmbedder: scoring must be one of {sorted(['next_item', *_EXTRA])}; "
+                                f"got {self.scoring!r}")
+        extra, sim = self._extra(), self._similarity_dims()
+        least = 2 * sim + 2 if self.scoring == "next_item" else extra + 1  # next_item: k >= sim + 1 components
+        checks = [(sim >= 1, "similarity_dims must be >= 1"),
+                  (self.dim >= least, f"dim must be >= {least} with scoring={self.scoring!r}"
+                   + (f" and similarity_dims={sim}" if self.scoring == "next_item" else "")),
                   (self.window >= 1, "window must be >= 1"),
                   (0 < self.alpha <= 1, "alpha must be in (0, 1]"), (self.shift > 0, "shift must be > 0"),
                   (self.min_count >= 1, "min_count must be >= 1"), (self.n_iter >= 0, "n_iter must be >= 0"),
@@ -93,6 +117,13 @@ class CooccurrenceEmbedder:
         for ok, msg in checks:
             if not ok:
                 raise PipelineError(f"CooccurrenceEmbedder: {msg}")
+
+    def _similarity_dims(self) -> int:
+        return self.similarity_dims if self.similarity_dims is not None else max(1, self.dim // 4)
+
+    def _extra(self) -> int:
+        """Coordinates beyond the scoring SVD components."""
+        return 1 + self._similarity_dims() if self.scoring == "next_item" else _EXTRA[self.scoring]
 
     def params(self) -> dict[str, Any]:
         out = asdict(self)
@@ -111,25 +142,46 @@ class CooccurrenceEmbedder:
                 f"the co-occurrence model needs more than dim={self.dim} items that co-occur with another "
                 f"item; these events have {keep.size} (of {events.n_items} items)")
         counts = counts[keep][:, keep].tocsr()
-        ppmi = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
+        mass = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        if self.scoring == "next_item":
+            matrix = normalized_counts(counts, mass)
+        else:
+            matrix = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
         t2 = time.perf_counter()
-        k = self.dim - _EXTRA[self.scoring]
-        vectors = svd_embed(ppmi, k, eig=self.eig, n_iter=self.n_iter, oversamples=self.oversamples,
+        k = self.dim - self._extra()
+        vectors = svd_embed(matrix, k, eig=self.eig, n_iter=self.n_iter, oversamples=self.oversamples,
                             seed=self.seed, normalize=self.scoring == "cosine")
         query_dims: int | None = None
         query_tail: tuple[float, ...] = ()
         if self.scoring == "next_item":
-            context = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel() ** self.alpha
-            log_p = np.log(context / context.sum())
-            vectors = np.hstack([vectors, (log_p - log_p.min())[:, None]])
-        if self.scoring != "cosine":
-            query_dims = k
-            vectors, top = inner_product_to_cosine(vectors, return_scale=True)
-            query_tail = (self.popularity / top, 0.0) if self.scoring == "next_item" else (0.0,)
+            vectors = next_item_layout(vectors, mass, alpha=self.alpha, popularity=self.popularity,
+                                       similarity_dims=self._similarity_dims())
+            query_dims, query_tail = k, (0.0,) * (1 + self._similarity_dims())
+        elif self.scoring == "inner_product":
+            query_dims, query_tail = k, (0.0,)
+            vectors = inner_product_to_cosine(vectors)
         t3 = time.perf_counter()
-        info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "ppmi_nnz": int(ppmi.nnz),
-                "seconds": {"count": round(t1 - t0, 3), "ppmi": round(t2 - t1, 3), "svd": round(t3 - t2, 3)}}
-        return ItemModel(events.item_ids[keep], vectors, info, query_dims=query_dims, query_tail=query_tail)
+        info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "matrix_nnz": int(matrix.nnz),
+                "seconds": {"count": round(t1 - t0, 3), "matrix": round(t2 - t1, 3), "svd": round(t3 - t2, 3)}}
+        nxt = self.scoring == "next_item"
+        return ItemModel(events.item_ids[keep], vectors, info, query_dims=query_dims, query_tail=query_tail,
+                         query_divide=query_dims if nxt else None,
+                         similarity_dims=self._similarity_dims() if nxt else 0)
+
+
+def next_item_layout(x: np.ndarray, mass: np.ndarray, *, alpha: float, popularity: float,
+                     similarity_dims: int) -> np.ndarray:
+    """Unit rows ``[x_i c_i, prior_i, s_i e_i] / M`` from the SVD factors ``x`` of ``D^-1/2 C D^-1/2``
+    and the row sums ``mass`` of ``C`` (module docstring): ``prior = P_alpha**popularity``,
+    ``c = prior / sqrt(P)``, ``M`` the largest norm of ``[x_i c_i, prior_i]``, ``e_i`` the unit
+    direction of components ``1..similarity_dims`` of ``x_i`` and ``s_i`` the rest of the row's norm."""
+    p = mass / mass.sum()
+    smoothed = mass ** alpha
+    prior = (smoothed / smoothed.sum()) ** popularity
+    scoring = np.hstack([x.astype(np.float64) * (prior / np.sqrt(p))[:, None], prior[:, None]])
+    direction = x[:, 1:similarity_dims + 1].astype(np.float64)
+    direction[np.linalg.norm(direction, axis=1) == 0, 0] = 1.0  # no direction: any unit vector will do
+    return inner_product_to_cosine(scoring, l2_normalize(direction))
 
 
 def sequence_tokens(events: Events, *, collapse_repeats: bool = True
@@ -194,6 +246,18 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
     return (upper + upper.T).tocsr()
 
 
+def normalized_counts(counts: sp.csr_matrix, mass: np.ndarray | None = None) -> sp.csr_matrix:
+    """``D^-1/2 C D^-1/2`` with ``D`` the row sums of the symmetric counts (``mass``, computed if None):
+    entry ``(h, i)`` times ``sqrt(r_i / r_h)`` is ``P(i | h) = C_hi / r_h``. Rows must have positive sums."""
+    c = counts.tocsr(copy=True).astype(np.float64)
+    c.sum_duplicates()
+    r = np.asarray(c.sum(axis=1), dtype=np.float64).ravel() if mass is None else mass
+    d = 1.0 / np.sqrt(r)
+    r_idx = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
+    c.data = c.data * d[r_idx] * d[c.indices]
+    return c.astype(np.float32)
+
+
 def ppmi_matrix(counts: sp.csr_matrix, *, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_matrix:
     """Positive PMI with context-distribution smoothing: max(0, log(C_ij * sum(c^a) / (r_i * c_j^a)) - log k)."""
     c = counts.tocsr(copy=True).astype(np.float64)
@@ -225,15 +289,15 @@ def svd_embed(matrix: sp.csr_matrix, dim: int, *, eig: float = 0.5, n_iter: int 
     return l2_normalize(vectors) if normalize else vectors
 
 
-def inner_product_to_cosine(x: np.ndarray, *, return_scale: bool = False) -> Any:
+def inner_product_to_cosine(x: np.ndarray, directions: np.ndarray | None = None) -> np.ndarray:
     """Append a slack coordinate so every row has unit norm and, for a query whose slack is zero,
     cosine ranks rows as the inner product with ``x`` does: ``[x / M, sqrt(1 - |x|^2 / M^2)]`` with
     ``M`` the largest row norm (Bachrach et al., "Speeding up the Xbox recommender system", 2014).
-    With ``return_scale`` also returns ``M``."""
+    With ``directions`` (unit rows, ``m`` columns) the slack is spread over ``m`` coordinates along
+    each row's direction instead: ``[x / M, sqrt(...) * directions]``."""
     x = x.astype(np.float64)
     norms = np.linalg.norm(x, axis=1)
     top = norms.max() if norms.size and norms.max() > 0 else 1.0
-    scaled = x / top
-    slack = np.sqrt(np.clip(1.0 - (norms / top) ** 2, 0.0, 1.0))
-    out = l2_normalize(np.hstack([scaled, slack[:, None]]).astype(np.float32))
-    return (out, float(top)) if return_scale else out
+    slack = np.sqrt(np.clip(1.0 - (norms / top) ** 2, 0.0, 1.0))[:, None]
+    tail = slack if directions is None else slack * directions
+    return l2_normalize(np.hstack([x / top, tail]).astype(np.float32))
