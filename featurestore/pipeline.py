@@ -327,7 +327,8 @@ class _Run:
         bar.set_postfix_str("read")
         events = p.source.load(before=as_of, weights=p.weights)
         t = self._stage("read", t)
-        self._importing = preload.start()  # the validation import overlaps the fit (BLAS, not Python)
+        # the validation import (and the fit's own later imports) overlap the fit
+        self._importing = preload.start(getattr(p.embedder, "imports", ()))
         bar.update()
         if len(events) == 0:
             bar.close()

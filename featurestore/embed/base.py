@@ -76,7 +76,9 @@ class Embedder(Protocol):
     """Fits item vectors from events ordered by (entity, time). ``name`` is recorded in commits.
 
     The returned :class:`ItemModel` says how entity vectors are formed from it (``query_dims`` and
-    ``query_tail``); the pipeline records that with the commit.
+    ``query_tail``); the pipeline records that with the commit. An embedder may also list, as
+    ``imports``, modules its ``fit`` imports late (the pipeline imports them in the background while
+    the fit starts).
     """
 
     @property

@@ -52,7 +52,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -97,6 +97,8 @@ class CooccurrenceEmbedder:
     oversamples: int = 10
     seed: int = 0
     name: str = "cooccurrence"
+    #: modules ``fit`` imports when it gets to the SVD: a pipeline imports them in the background meanwhile
+    imports: ClassVar[tuple[str, ...]] = ("sklearn.utils.extmath",)
 
     def __post_init__(self) -> None:
         if self.scoring not in ("next_item", *_EXTRA):
@@ -141,7 +143,8 @@ class CooccurrenceEmbedder:
             raise PipelineError(
                 f"the co-occurrence model needs more than dim={self.dim} items that co-occur with another "
                 f"item; these events have {keep.size} (of {events.n_items} items)")
-        counts = counts[keep][:, keep].tocsr()
+        if keep.size < counts.shape[0]:
+            counts = counts[keep][:, keep].tocsr()
         mass = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
         if self.scoring == "next_item":
             matrix = normalized_counts(counts, mass)
@@ -223,24 +226,23 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
     sw = np.sqrt(w, dtype=np.float32)
     split = session_gap is not None and cross_session != 1.0
     sid = sessions(ent, t, int(session_gap.total_seconds() * 1e6)) if split else None  # type: ignore[union-attr]
-    rows, cols, vals = [], [], []
-    for d in range(1, window + 1):  # one vectorised pass per distance, not per event
-        if ent.size <= d:
-            break
-        same = (ent[d:] == ent[:-d]) & (item[d:] != item[:-d])
-        a, b = item[:-d][same], item[d:][same]
-        v = sw[:-d][same] * sw[d:][same] * np.float32((window - d + 1) / window)
+    dists = [d for d in range(1, window + 1) if d < ent.size]
+    same = [(ent[d:] == ent[:-d]) & (item[d:] != item[:-d]) for d in dists]  # pairs at distance d
+    sizes = [int(np.count_nonzero(m)) for m in same]
+    # one vectorised pass per distance, written straight into the coordinate arrays (no concatenation)
+    a, b = np.empty(sum(sizes), item.dtype), np.empty(sum(sizes), item.dtype)
+    v = np.empty(sum(sizes), np.float32)
+    off = 0
+    for d, m, k in zip(dists, same, sizes):
+        out = slice(off, off + k)
+        np.compress(m, item[:-d], out=a[out])
+        np.compress(m, item[d:], out=b[out])
+        np.multiply(sw[:-d][m], sw[d:][m], out=v[out])
+        v[out] *= np.float32((window - d + 1) / window)
         if sid is not None:
-            v = np.where(sid[:-d][same] == sid[d:][same], v, v * np.float32(cross_session))
-        rows.append(a)
-        cols.append(b)
-        vals.append(v)
-    if not rows:
-        return sp.csr_matrix((n, n), dtype=np.float32)
-    a = np.concatenate(rows)
-    b = np.concatenate(cols)
-    v = np.concatenate(vals)
-    del rows, cols, vals
+            v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(cross_session))
+        off += k
+    del same
     upper = sp.coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
     upper.sum_duplicates()
     return (upper + upper.T).tocsr()
