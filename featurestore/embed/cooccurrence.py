@@ -73,12 +73,12 @@ class CooccurrenceEmbedder:
     (of the item prior with ``scoring="next_item"``, of PMI's context distribution otherwise);
     ``eig``: singular-value weighting (0 = U only, 0.5 = symmetric, 1 = U*S); ``scoring``: what an
     entity's cosine with an item ranks by and ``popularity`` the exponent of the item prior in it (see
-    the module docstring); ``session_gap``/``cross_session``: pairs split by a pause longer than
-    ``session_gap`` count ``cross_session`` times as much; ``shift``: subtract
-    ``log(shift)`` from PMI (1 = none; the PPMI modes); ``min_count``: items with fewer events are left out;
-    ``similarity_dims``: with ``scoring="next_item"``, the coordinates that carry item-to-item
-    similarity (module docstring; None = ``dim // 4``); ``n_iter``/``oversamples``: randomized SVD power iterations and
-    oversampling; ``seed``: the SVD's random state.
+    the module docstring); ``similarity_dims``: with ``scoring="next_item"``, the coordinates that
+    carry item-to-item similarity (None = ``dim // 4``); ``session_gap``/``cross_session``: pairs split
+    by a pause longer than ``session_gap`` count ``cross_session`` times as much; ``shift``: subtract
+    ``log(shift)`` from PMI (1 = none; the PPMI modes); ``min_count``: items with fewer events are left
+    out; ``n_iter``/``oversamples``: randomized SVD power iterations and oversampling; ``seed``: the
+    SVD's random state.
     """
 
     dim: int = 64
