@@ -56,3 +56,15 @@ def test_background_import_loads_the_adapter_once() -> None:
     out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_background_import_takes_the_embedder_imports_first_and_survives_a_missing_one() -> None:
+    code = ("import sys\nfrom featurestore.validation import preload\n"
+            "from featurestore.embed import CooccurrenceEmbedder\n"
+            "assert 'sklearn.utils.extmath' not in sys.modules\n"
+            "t = preload.start((*CooccurrenceEmbedder.imports, 'no_such_module_here'))\nt.join()\n"
+            "assert 'sklearn.utils.extmath' in sys.modules and 'featurestore.validation.gx' in sys.modules\n"
+            "assert preload.start(CooccurrenceEmbedder.imports) is None\nprint('ok')")
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
