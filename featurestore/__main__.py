@@ -1,5 +1,3 @@
-import sys
+from featurestore.cli import exit_now, main
 
-from featurestore.cli import main
-
-sys.exit(main())
+exit_now(main())

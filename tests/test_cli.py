@@ -89,3 +89,26 @@ def test_every_command_has_help_with_an_example():
         sub = subprocess.run([sys.executable, "-m", "featurestore", cmd, "--help"], capture_output=True,
                              text=True, cwd=ROOT, check=True).stdout
         assert "example:" in sub and f"featurestore {cmd}" in sub and "--root" in sub
+
+
+def test_the_command_exits_fast_but_finishes_threads_exit_handlers_and_output(tmp_path):
+    """exit_now skips the interpreter's teardown, not what teardown must do."""
+    from tests.conftest import run_python
+
+    code = f"""
+import atexit, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from featurestore.cli import exit_now
+out = Path({str(tmp_path)!r})
+atexit.register(lambda: (out / "handler").write_text("ran"))
+pool = ThreadPoolExecutor(max_workers=1)      # an idle worker, like the store's background pools
+pool.submit(lambda: (time.sleep(0.3), (out / "thread").write_text("done")))
+sys.stdout.write("x" * 100_000)                  # buffered, no newline
+exit_now(3)
+print("never reached")
+"""
+    proc = run_python(code)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "x" * 100_000
+    assert (tmp_path / "handler").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"

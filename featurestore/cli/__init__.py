@@ -7,8 +7,13 @@ function of the parsed arguments that returns the exit code.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
+import os
 import sys
+import threading
+from typing import NoReturn
 
 from featurestore.cli import core, online, pipelines, training, validate
 from featurestore.cli._common import CLIError
@@ -54,5 +59,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The ``featurestore`` console command: :func:`main`, then :func:`exit_now`."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` without the interpreter's teardown, which frees every module and
+    object one by one: 0.6 s once great_expectations and scikit-learn are loaded, on every command
+    (a pipeline run takes 7 s). What the interpreter's exit does that matters happens first, through
+    the same CPython hooks it calls: thread pools are stopped and non-daemon threads joined
+    (``threading._shutdown``), exit handlers run (DuckDB closed, background cache writes finished,
+    temporary directories removed, logging flushed); then stdout and stderr are flushed. On an
+    interpreter without those hooks it is a plain ``sys.exit``."""
+    shutdown = getattr(threading, "_shutdown", None)
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown is None or run_exit_handlers is None or threading.current_thread() is not threading.main_thread():
+        sys.exit(code)
+    shutdown()
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing to flush to
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    exit_now(main())
