@@ -369,6 +369,11 @@ def test_alignment_rotates_the_scoring_and_similarity_blocks_on_their_own(plante
     assert aligned.similarity_dims == 16
     assert info.cosine_after > 0.9 > info.cosine_before
     assert np.allclose(aligned.vectors @ aligned.vectors.T, b.vectors @ b.vectors.T, atol=1e-4)
+    # a previous model with another layout (here: another scoring mode) is not aligned onto
+    other = CooccurrenceEmbedder(scoring="inner_product").fit(ev)
+    assert other.dim == b.dim and other.query_dims != b.query_dims
+    same, none = align(b, other)
+    assert none is None and same is b
 
 
 def test_sessions_split_at_pauses():
