@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -338,6 +339,30 @@ def test_next_item_vectors_do_not_collapse_onto_the_slack(planted):
     single = CooccurrenceEmbedder(similarity_dims=1, dim=20).fit(ev)  # the degenerate layout, for contrast
     sv = single.vectors.astype(np.float64)
     assert np.abs(sv @ sv.T)[~np.eye(len(sv), dtype=bool)].mean() > 0.9
+
+
+def test_small_isolated_groups_do_not_take_the_components(planted):
+    """Pairs of items that co-occur only with each other have singular value 1 in the unregularised
+    normalised counts and would push the real structure out; tau keeps it."""
+    data, _ = planted
+    rows = [(f"z{k}", f"y{k}{j}", "purchase", datetime(2026, 1, 1, 0, j, tzinfo=UTC))
+            for k in range(120) for j in (0, 1)]
+    extra = pa.table({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                      "event_type": [r[2] for r in rows],
+                      "event_time": pa.array([r[3] for r in rows], pa.timestamp("us", tz="UTC"))})
+    both = EventSource(pa.concat_tables([data.events, extra.cast(data.events.schema)])).load(weights=W)
+    cats = data.item_category
+
+    def same_category_neighbours(model):
+        real = np.array([not s.startswith("y") for s in model.item_ids])
+        v = model.vectors[real].astype(np.float64)
+        c = cats[[int(s[1:]) for s in model.item_ids[real]]]
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        return (c[np.argsort(-sims, axis=1)[:, :10]] == c[:, None]).mean()
+
+    assert same_category_neighbours(CooccurrenceEmbedder().fit(both)) > 0.6
+    assert same_category_neighbours(CooccurrenceEmbedder(regularization=0.0).fit(both)) < 0.4
 
 
 def test_next_item_layout_checks_its_dimensions():

@@ -12,22 +12,34 @@ vector ranks by, is the ``scoring`` mode:
 - ``"next_item"`` (default): the next item is predicted as a mixture over the entity's recent items,
   ``P(item | history) = sum_h w_h P(item | h)`` with the aggregation's decayed weights ``w_h`` and
   ``P(i | h) = C_hi / r_h`` (``r`` the row sums of ``C``). The SVD is of the symmetrically normalised
-  counts ``D^-1/2 C D^-1/2`` (``D = diag(r)``); with ``eig = 0.5`` its factors ``x`` give
-  ``x_h . x_i ~ C_hi / sqrt(r_h r_i)``, so an item stored as ``x_i * P_alpha(i) / sqrt(P(i))`` and an
-  entity vector that weighs each history item by ``1 / sqrt(P(h))`` have inner product
-  ``sum_h w_h lift(h, i) * P_alpha(i)``, ``lift = exp(PMI)``: ``P(i | history)`` with the item prior
-  smoothed like PPMI's context distribution (``P_alpha ~ count**alpha``, Levy, Goldberg and Dagan
-  2015; ``popularity`` is its exponent, 0 = rank by lift alone). The mixture is arithmetic: an item
-  strongly tied to the entity's last few items ranks high even if it is unrelated to older ones,
-  where a mean of log-ratios (PMI) would average the two.
+  counts ``(D + tau)^-1/2 C (D + tau)^-1/2`` (``D = diag(r)``); with ``eig = 0.5`` its factors ``x``
+  give ``x_h . x_i ~ C_hi / sqrt((r_h + tau) (r_i + tau))``, so an item stored as
+  ``x_i * P_alpha(i) sqrt(r_i + tau) / r_i`` and an entity vector that weighs each history item by
+  ``sqrt(r_h + tau) / r_h`` have inner product ``sum_h w_h P(i | h) * P_alpha(i) / P(i)`` up to a
+  constant: ``P(i | history)`` with the item prior smoothed like PPMI's context distribution
+  (``P_alpha ~ count**alpha``, Levy, Goldberg and Dagan 2015; ``popularity`` is its exponent, 0 =
+  rank by lift alone). The mixture is arithmetic: an item strongly tied to the entity's last few
+  items ranks high even if it is unrelated to older ones, where a mean of log-ratios (PMI) would
+  average the two.
+
+  ``tau`` (``regularization`` times the mean mass; regularised spectral embedding, Qin and Rohe
+  2013) matters on long-tailed data: without it every small group of items that co-occur only
+  among themselves (two items bought together by one user) has singular value 1, the largest
+  there is, and takes a component from the items that matter. Measured: 100 such pairs added to
+  the small benchmark took HR@10 from 0.312 to 0.103 with ``tau = 0``; with the default it stays at
+  0.304 (0.304 without them). The SVD ranks components by the size of their eigenvalue; those with
+  a negative one (``C`` has a zero diagonal) enter entity-item scores with a positive sign, which
+  on the benchmark's data scores slightly lower than keeping signs and clearly higher than
+  dropping them.
 
   Layout of the ``dim`` coordinates (``k = dim - 1 - similarity_dims``):
 
-  1. ``k`` scoring components ``x_i * P_alpha(i)**popularity / sqrt(P(i))``;
+  1. ``k`` scoring components ``x_i * P_alpha(i)**popularity * sqrt(r_i + tau) / r_i``;
   2. one coordinate holding ``P_alpha(i)**popularity``: entity vectors divide each history item by
      it (``ItemModel.query_divide``) and put 0 there;
   3. ``similarity_dims`` coordinates holding the item's direction in components ``2..`` of ``x``
-     (the first is the degree vector every item shares), scaled to absorb the rest of the row's norm.
+     (the first is close to the degree vector every item shares), scaled to absorb the rest of the
+     row's norm.
 
   All three are divided by the largest norm of 1-2, so every row has unit norm, and entity vectors
   are zero on 2-3, so an entity's cosine with an item ranks items exactly as the mixture does
@@ -74,7 +86,9 @@ class CooccurrenceEmbedder:
     ``eig``: singular-value weighting (0 = U only, 0.5 = symmetric, 1 = U*S); ``scoring``: what an
     entity's cosine with an item ranks by and ``popularity`` the exponent of the item prior in it (see
     the module docstring); ``similarity_dims``: with ``scoring="next_item"``, the coordinates that
-    carry item-to-item similarity (None = ``dim // 4``); ``session_gap``/``cross_session``: pairs split
+    carry item-to-item similarity (None = ``max(1, dim // 4)``) and ``regularization`` the ``tau``
+    added to every item's mass in its normalisation, as a multiple of the mean mass (module docstring;
+    0 = none); ``session_gap``/``cross_session``: pairs split
     by a pause longer than ``session_gap`` count ``cross_session`` times as much; ``shift``: subtract
     ``log(shift)`` from PMI (1 = none; the PPMI modes); ``min_count``: items with fewer events are left
     out; ``n_iter``/``oversamples``: randomized SVD power iterations and oversampling; ``seed``: the
@@ -93,6 +107,7 @@ class CooccurrenceEmbedder:
     scoring: Scoring = "next_item"
     popularity: float = 1.0
     similarity_dims: int | None = None
+    regularization: float = 1.0
     n_iter: int = 2
     oversamples: int = 10
     seed: int = 0
@@ -115,6 +130,7 @@ class CooccurrenceEmbedder:
                   (0 <= self.eig <= 1, "eig must be in [0, 1]"),
                   (0 <= self.cross_session <= 1, "cross_session must be in [0, 1]"),
                   (self.popularity >= 0, "popularity must be >= 0"),
+                  (self.regularization >= 0, "regularization must be >= 0"),
                   (self.session_gap is None or self.session_gap > timedelta(0), "session_gap must be positive")]
         for ok, msg in checks:
             if not ok:
@@ -147,7 +163,8 @@ class CooccurrenceEmbedder:
             counts = counts[keep][:, keep].tocsr()
         mass = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
         if self.scoring == "next_item":
-            matrix = normalized_counts(counts, mass)
+            tau = self.regularization * float(mass.mean())
+            matrix = normalized_counts(counts, mass, tau)
         else:
             matrix = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
         t2 = time.perf_counter()
@@ -157,7 +174,7 @@ class CooccurrenceEmbedder:
         query_dims: int | None = None
         query_tail: tuple[float, ...] = ()
         if self.scoring == "next_item":
-            vectors = next_item_layout(vectors, mass, alpha=self.alpha, popularity=self.popularity,
+            vectors = next_item_layout(vectors, mass, tau=tau, alpha=self.alpha, popularity=self.popularity,
                                        similarity_dims=self._similarity_dims())
             query_dims, query_tail = k, (0.0,) * (1 + self._similarity_dims())
         elif self.scoring == "inner_product":
@@ -173,15 +190,16 @@ class CooccurrenceEmbedder:
 
 
 def next_item_layout(x: np.ndarray, mass: np.ndarray, *, alpha: float, popularity: float,
-                     similarity_dims: int) -> np.ndarray:
-    """Unit rows ``[x_i c_i, prior_i, s_i e_i] / M`` from the SVD factors ``x`` of ``D^-1/2 C D^-1/2``
-    and the row sums ``mass`` of ``C`` (module docstring): ``prior = P_alpha**popularity``,
-    ``c = prior / sqrt(P)``, ``M`` the largest norm of ``[x_i c_i, prior_i]``, ``e_i`` the unit
-    direction of components ``1..similarity_dims`` of ``x_i`` and ``s_i`` the rest of the row's norm."""
-    p = mass / mass.sum()
+                     similarity_dims: int, tau: float = 0.0) -> np.ndarray:
+    """Unit rows ``[x_i c_i, prior_i, s_i e_i] / M`` from the SVD factors ``x`` of
+    ``(D + tau)^-1/2 C (D + tau)^-1/2`` and the row sums ``mass`` of ``C`` (module docstring):
+    ``prior = P_alpha**popularity``, ``c = prior * sqrt(mass + tau) / mass``, ``M`` the largest norm of
+    ``[x_i c_i, prior_i]``, ``e_i`` the unit direction of components ``1..similarity_dims`` of ``x_i``
+    and ``s_i`` the rest of the row's norm."""
     smoothed = mass ** alpha
     prior = (smoothed / smoothed.sum()) ** popularity
-    scoring = np.hstack([x.astype(np.float64) * (prior / np.sqrt(p))[:, None], prior[:, None]])
+    scale = prior * np.sqrt(mass + tau) / mass * mass.sum()  # prior / sqrt(P) when tau = 0
+    scoring = np.hstack([x.astype(np.float64) * scale[:, None], prior[:, None]])
     direction = x[:, 1:similarity_dims + 1].astype(np.float64)
     direction[np.linalg.norm(direction, axis=1) == 0, 0] = 1.0  # no direction: any unit vector will do
     return inner_product_to_cosine(scoring, l2_normalize(direction))
@@ -248,13 +266,14 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
     return (upper + upper.T).tocsr()
 
 
-def normalized_counts(counts: sp.csr_matrix, mass: np.ndarray | None = None) -> sp.csr_matrix:
-    """``D^-1/2 C D^-1/2`` with ``D`` the row sums of the symmetric counts (``mass``, computed if None):
-    entry ``(h, i)`` times ``sqrt(r_i / r_h)`` is ``P(i | h) = C_hi / r_h``. Rows must have positive sums."""
+def normalized_counts(counts: sp.csr_matrix, mass: np.ndarray | None = None, tau: float = 0.0) -> sp.csr_matrix:
+    """``(D + tau)^-1/2 C (D + tau)^-1/2`` with ``D`` the row sums of the symmetric counts (``mass``,
+    computed if None): with ``tau = 0``, entry ``(h, i)`` times ``sqrt(r_i / r_h)`` is
+    ``P(i | h) = C_hi / r_h``. Rows must have positive sums (or ``tau > 0``)."""
     c = counts.tocsr(copy=True).astype(np.float64)
     c.sum_duplicates()
     r = np.asarray(c.sum(axis=1), dtype=np.float64).ravel() if mass is None else mass
-    d = 1.0 / np.sqrt(r)
+    d = 1.0 / np.sqrt(r + tau)
     r_idx = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
     c.data = c.data * d[r_idx] * d[c.indices]
     return c.astype(np.float32)
