@@ -93,6 +93,8 @@ def test_every_command_has_help_with_an_example():
 
 def test_the_command_exits_fast_but_finishes_threads_exit_handlers_and_output(tmp_path):
     """exit_now skips the interpreter's teardown, not what teardown must do."""
+    import os
+
     from tests.conftest import run_python
 
     code = f"""
@@ -104,11 +106,17 @@ out = Path({str(tmp_path)!r})
 atexit.register(lambda: (out / "handler").write_text("ran"))
 pool = ThreadPoolExecutor(max_workers=1)      # an idle worker, like the store's background pools
 pool.submit(lambda: (time.sleep(0.3), (out / "thread").write_text("done")))
-sys.stdout.write("x" * 100_000)                  # buffered, no newline
-exit_now(3)
+sys.stdout.write("x" * 100)                     # stays in the buffer: no newline, not unbuffered
+exit_now(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
 print("never reached")
 """
-    proc = run_python(code)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = run_python(code, env=env)
     assert proc.returncode == 3, proc.stderr
-    assert proc.stdout == "x" * 100_000
+    assert proc.stdout == "x" * 100
     assert (tmp_path / "handler").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+    # output that cannot be written makes a success fail, as Python's own exit does
+    with open("/dev/full", "w") as full:
+        failed = subprocess.run([sys.executable, "-c", code, "0"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE,
+                                text=True, env=env, timeout=120)
+    assert failed.returncode == 120

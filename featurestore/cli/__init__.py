@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import logging
 import os
 import sys
@@ -70,8 +69,10 @@ def exit_now(code: int) -> NoReturn:
     (a pipeline run takes 7 s). What the interpreter's exit does that matters happens first, through
     the same CPython hooks it calls: thread pools are stopped and non-daemon threads joined
     (``threading._shutdown``), exit handlers run (DuckDB closed, background cache writes finished,
-    temporary directories removed, logging flushed); then stdout and stderr are flushed. On an
-    interpreter without those hooks it is a plain ``sys.exit``."""
+    temporary directories removed, logging flushed); then stdout and stderr are flushed, and a
+    failed flush (a full disk, a closed pipe) turns a success into exit code 120, as Python's own exit
+    does. Call it from the main thread; elsewhere, or on an interpreter without those hooks, it is a
+    plain ``sys.exit``."""
     shutdown = getattr(threading, "_shutdown", None)
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
     if shutdown is None or run_exit_handlers is None or threading.current_thread() is not threading.main_thread():
@@ -79,8 +80,12 @@ def exit_now(code: int) -> NoReturn:
     shutdown()
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing to flush to
+        if stream is None:  # started with the stream closed
+            continue
+        try:
             stream.flush()
+        except (OSError, ValueError):
+            code = code or 120
     os._exit(code)
 
 
