@@ -351,9 +351,19 @@ class _Run:
             # onto the run before this date; a backfill older than every run so far goes onto the
             # next later run instead, so that every commit of the pipeline shares one frame
             reference = prev if prev is not None else _next(item_hist, p.name, as_of)
-            if p.align and reference is not None:
-                model, a = align(model, read_model(self.store, self.items_fg, reference))
-                alignment = a.to_dict() if a is not None else None
+            if reference is not None:
+                before = read_model(self.store, self.items_fg, reference)
+                if before.layout() != model.layout():
+                    raise PipelineError(
+                        f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
+                        f"something else (layout {before.query() or 'plain'}, dim {before.dim}; this run's: "
+                        f"{model.query() or 'plain'}, dim {model.dim}): the two are not comparable, so neither "
+                        f"alignment nor the drift checks can hold. Write this model to new versions of the "
+                        f"feature groups (e.g. items=('item_embeddings', 2), entities=('user_embeddings', 2)) "
+                        f"or to another store; nothing was written")
+                if p.align:
+                    model, a = align(model, before)
+                    alignment = a.to_dict() if a is not None else None
             t = self._stage("align", t)
             bar.update()
             codes = _codes(events.item_ids, model.item_ids)

@@ -200,6 +200,15 @@ def test_another_embedder_plugs_in(store, data):
     assert store.feature_group("item_embeddings", 1).history()[-1].metadata["params"]["embedder"]["name"] == "random"
 
 
+def test_a_model_with_another_coordinate_layout_is_refused_and_writes_nothing(store, data, tmp_path):
+    _pipeline(data.events, embedder=CooccurrenceEmbedder(scoring="inner_product")).run(
+        store, START + timedelta(days=5), progress=False)
+    before = tree_digest(tmp_path / "store")
+    with pytest.raises(PipelineError, match="coordinates mean something else .* nothing was written"):
+        _pipeline(data.events).run(store, START + timedelta(days=6), progress=False)
+    assert tree_digest(tmp_path / "store") == before
+
+
 def test_errors_are_clear_and_write_nothing(store, data, tmp_path):
     before = tree_digest(tmp_path / "store")
     with pytest.raises(PipelineError, match="32-d ones"):

@@ -44,13 +44,12 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
           min_shared: int | None = None) -> tuple[ItemModel, Alignment | None]:
     """``new`` rotated onto ``previous`` over shared items, and the alignment figures.
 
-    Returns ``new`` unchanged (and None) when there is no previous model, the dimensions or the
-    coordinate layouts differ (``query_dims``, ``similarity_dims``: e.g. a previous commit written by
-    another scoring mode, whose coordinates mean something else), or fewer than ``min_shared``
-    (default: dim) items are shared.
+    Returns ``new`` unchanged (and None) when there is no previous model, the coordinate layouts differ
+    (:meth:`ItemModel.layout`: the dimension, or e.g. a previous commit written by another scoring
+    mode, whose coordinates mean something else), or fewer than ``min_shared`` (default: dim) items
+    are shared.
     """
-    if (previous is None or previous.dim != new.dim or len(previous) == 0
-            or (previous.query_dims, previous.similarity_dims) != (new.query_dims, new.similarity_dims)):
+    if previous is None or len(previous) == 0 or previous.layout() != new.layout():
         return new, None
     idx = pd.Index(previous.item_ids).get_indexer(new.item_ids)
     ours = np.flatnonzero(idx >= 0)

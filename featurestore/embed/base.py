@@ -63,6 +63,11 @@ class ItemModel:
             out["similarity"] = self.similarity_dims
         return out
 
+    def layout(self) -> tuple[int, int | None, int | None, int]:
+        """What the coordinates mean: (dim, query_dims, query_divide, similarity_dims). Vectors of two
+        models are comparable (alignable) only when their layouts are equal."""
+        return (self.dim, self.query_dims, self.query_divide, self.similarity_dims)
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
