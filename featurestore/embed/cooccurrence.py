@@ -129,7 +129,8 @@ class CooccurrenceEmbedder:
                   (self.min_count >= 1, "min_count must be >= 1"), (self.n_iter >= 0, "n_iter must be >= 0"),
                   (0 <= self.eig <= 1, "eig must be in [0, 1]"),
                   (0 <= self.cross_session <= 1, "cross_session must be in [0, 1]"),
-                  (self.popularity >= 0, "popularity must be >= 0"),
+                  (0 <= self.popularity <= 4, "popularity must be in [0, 4] (the prior's exponent; higher "
+                                                 "underflows float32 on large catalogues)"),
                   (self.regularization >= 0, "regularization must be >= 0"),
                   (self.session_gap is None or self.session_gap > timedelta(0), "session_gap must be positive")]
         for ok, msg in checks:
