@@ -137,14 +137,21 @@ def _reference_aggregate(ev, model, agg):
     return out
 
 
+@pytest.mark.parametrize("divide", [False, True], ids=["plain", "per-item-divisor"])
 @settings(max_examples=20, deadline=None)
 @given(event_lists, st.sampled_from([1, 3, timedelta(minutes=7)]), st.integers(0, 1000))
-def test_aggregate_matches_reference(rows, half_life, seed):
+def test_aggregate_matches_reference(divide, rows, half_life, seed):
     ev = _events(rows)
     rng = np.random.default_rng(seed)
     keep = rng.random(ev.n_items) < 0.8   # some items have no vector
-    vecs = rng.standard_normal((int(keep.sum()), 4)).astype(np.float32)
-    model = ItemModel(ev.item_ids[keep], vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    n = int(keep.sum())
+    if divide:  # leading coordinates divided by a positive tail coordinate, then a fixed tail
+        vecs = np.hstack([rng.standard_normal((n, 3)), rng.uniform(0.01, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))])
+        model = ItemModel(ev.item_ids[keep], vecs.astype(np.float32), query_dims=3, query_tail=(0.25, 0.0),
+                          query_divide=3)
+    else:
+        vecs = rng.standard_normal((n, 4)).astype(np.float32)
+        model = ItemModel(ev.item_ids[keep], vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
     agg = Aggregation(half_life=half_life)
     got = aggregate(ev, model, agg)
     want = _reference_aggregate(ev, model, agg)
@@ -152,24 +159,6 @@ def test_aggregate_matches_reference(rows, half_life, seed):
     for eid, v in zip(got.entity_ids, got.vectors):
         assert np.allclose(v, want[eid], atol=1e-5)
     assert got.skipped == ev.n_entities - len(want)
-
-
-@settings(max_examples=20, deadline=None)
-@given(event_lists, st.sampled_from([1, 3, timedelta(minutes=7)]), st.integers(0, 1000))
-def test_aggregate_with_a_per_item_divisor_matches_reference(rows, half_life, seed):
-    ev = _events(rows)
-    rng = np.random.default_rng(seed)
-    keep = rng.random(ev.n_items) < 0.8
-    n = int(keep.sum())
-    vecs = np.hstack([rng.standard_normal((n, 3)), rng.uniform(0.01, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))])
-    model = ItemModel(ev.item_ids[keep], vecs.astype(np.float32), query_dims=3, query_tail=(0.25, 0.0),
-                      query_divide=3)
-    agg = Aggregation(half_life=half_life)
-    got = aggregate(ev, model, agg)
-    want = _reference_aggregate(ev, model, agg)
-    assert sorted(got.entity_ids.tolist()) == sorted(want)
-    for eid, v in zip(got.entity_ids, got.vectors):
-        assert np.allclose(v, want[eid], atol=1e-5)
 
 
 def test_query_divide_must_be_a_positive_tail_coordinate():
