@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import ROOT, run_python
 
 SCRIPT = r"""
@@ -47,24 +49,19 @@ def test_validation_writes_only_inside_the_store_and_opens_no_socket(tmp_path):
     assert "Calculating Metrics" not in out.stderr
 
 
-def test_background_import_loads_the_adapter_once() -> None:
-    code = ("import sys\nfrom featurestore.validation import preload\n"
-            "assert 'great_expectations' not in sys.modules\n"
-            "t = preload.start()\nt.join()\n"
-            "assert 'great_expectations' in sys.modules and 'featurestore.validation.gx' in sys.modules\n"
-            "assert preload.start() is None\nprint('ok')")
-    out = run_python(code)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
-
-
-def test_background_import_takes_the_embedder_imports_first_and_survives_a_missing_one() -> None:
+@pytest.mark.parametrize("first, again, absent", [
+    ("()", "()", "great_expectations"),
+    # the embedder's late imports come first; a module that does not exist does not stop the rest
+    ("(*CooccurrenceEmbedder.imports, 'no_such_module_here')", "CooccurrenceEmbedder.imports",
+     "sklearn.utils.extmath"),
+], ids=["adapter", "embedder-imports-first"])
+def test_background_import_loads_the_modules_once(first: str, again: str, absent: str) -> None:
     code = ("import sys\nfrom featurestore.validation import preload\n"
             "from featurestore.embed import CooccurrenceEmbedder\n"
-            "assert 'sklearn.utils.extmath' not in sys.modules\n"
-            "t = preload.start((*CooccurrenceEmbedder.imports, 'no_such_module_here'))\nt.join()\n"
-            "assert 'sklearn.utils.extmath' in sys.modules and 'featurestore.validation.gx' in sys.modules\n"
-            "assert preload.start(CooccurrenceEmbedder.imports) is None\nprint('ok')")
+            f"assert {absent!r} not in sys.modules\n"
+            f"t = preload.start({first})\nt.join()\n"
+            f"assert {absent!r} in sys.modules and 'featurestore.validation.gx' in sys.modules\n"
+            f"assert preload.start({again}) is None\nprint('ok')")
     out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
