@@ -10,6 +10,7 @@ tastes.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import replace
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from featurestore.errors import UnsafeOperation
 from featurestore.events import Columns, EventSource
 from featurestore.pipeline import Pipeline, load_pipeline
 from featurestore.store import FeatureStore
@@ -27,6 +29,7 @@ from featurestore.synthetic import Synthetic, purchase_histories
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
 REFERENCE = REPO / "pipelines" / "purchase_embeddings.py"
+MARKER = ".featurestore-demo"   # lists the top-level entries the demo created in its root
 SIZES: dict[str, dict[str, int]] = {
     "default": dict(n_users=15_000, n_items=5_000, n_events=600_000, n_categories=20),
     "small": dict(n_users=800, n_items=400, n_events=40_000, n_categories=12),
@@ -62,13 +65,59 @@ def planted_recovery(store: FeatureStore, data: Synthetic, as_of: datetime, *, u
     return float(hits), float(chance)
 
 
+def _claim_root(root: Path, *, fresh: bool) -> None:
+    """Make ``root`` the demo's: an empty or missing folder, or one a previous demo made.
+
+    Nothing the demo did not create is ever removed: a non-empty folder without the demo's marker, or
+    one holding entries the marker does not list, is refused with :class:`UnsafeOperation`.
+    """
+    marker = root / MARKER
+    present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if root.exists() and not root.is_dir():
+        raise UnsafeOperation(f"demo root {root} exists and is not a folder; pick another with --root")
+    if not present:
+        return
+    if not marker.is_file():
+        raise UnsafeOperation(
+            f"demo root {root} is not empty and was not made by `featurestore demo`; nothing was changed. "
+            "Pick an empty or new folder with --root (or $FEATURESTORE_ROOT)")
+    try:
+        created = set(json.loads(marker.read_text())["created"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UnsafeOperation(f"demo root {root}: unreadable marker {marker}; nothing was changed") from exc
+    foreign = [name for name in present if name not in created and name != MARKER]
+    if foreign:
+        raise UnsafeOperation(
+            f"demo root {root} holds entries the demo did not create ({', '.join(foreign[:5])}); nothing was "
+            "changed. Pick an empty or new folder with --root")
+    if fresh:
+        print(f"removing the previous demo's store at {root}: {', '.join(sorted(created & set(present)))}")
+        for name in sorted(created & set(present)):
+            path = root / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _mark_root(root: Path) -> None:
+    """Record every top-level entry of the demo's root as created by the demo."""
+    names = sorted(p.name for p in root.iterdir() if p.name != MARKER)
+    (root / MARKER).write_text(json.dumps({"created": names}, indent=1) + "\n")
+
+
 def run(root: str | Path = "./featurestore_data", *, size: str = "default", days: int = 4, fresh: bool = True,
         schemas: Path = SCHEMAS, seed: int = 0, progress: bool | None = None) -> FeatureStore:
     """Run the demo and print what happened; returns the store."""
     started = time.perf_counter()
     root = Path(root)
-    if fresh and root.exists():
-        shutil.rmtree(root)
+    _claim_root(root, fresh=fresh)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _tour(root, size=size, days=days, schemas=schemas, seed=seed, progress=progress, started=started)
+    finally:
+        _mark_root(root)   # whatever the tour got to create, a later demo may replace
+
+
+def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progress: bool | None,
+          started: float) -> FeatureStore:
     params = SIZES[size]
     data = purchase_histories(params["n_users"], params["n_items"], params["n_events"],
                               n_categories=params["n_categories"], days=30, seed=seed)

@@ -27,6 +27,7 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
     ├── QueryError                         DuckDB rejected a query
+    ├── UnsafeOperation                    a command would delete or overwrite something it did not create
     └── ServeError                         the HTTP service cannot start as configured (no token off loopback)
 """
 
@@ -145,6 +146,10 @@ class QueryError(FeatureStoreError):
     """DuckDB rejected a query (syntax, unknown column, type error)."""
 
 
+class UnsafeOperation(FeatureStoreError):
+    """A command would delete or overwrite something it did not create (e.g. a demo into a real store)."""
+
+
 class ServeError(FeatureStoreError):
     """The HTTP service cannot start as configured (e.g. a non-loopback address without a token)."""
 
@@ -172,6 +177,7 @@ __all__ = [
     "SpineError",
     "StorageError",
     "TrainingSetNotFound",
+    "UnsafeOperation",
     "ValidationError",
     "ValidationFailed",
 ]

@@ -23,3 +23,29 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     # running it again starts fresh
     assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "1"]) == 0
     assert len(FeatureStore(root).feature_group("user_embeddings", 1).history()) == 2
+
+
+def _snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    root = tmp_path / "real"
+    root.mkdir()
+    (root / "precious.parquet").write_bytes(b"not the demo's")
+    before = _snapshot(root)
+    assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and str(root) in err and "--root" in err
+    assert _snapshot(root) == before
+
+
+def test_demo_refuses_a_demo_store_with_foreign_entries(tmp_path, capsys):
+    root = tmp_path / "demo"
+    assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "1"]) == 0
+    (root / "mine.txt").write_text("added by the user")
+    before = _snapshot(root)
+    capsys.readouterr()
+    assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "1"]) == 2
+    assert "mine.txt" in capsys.readouterr().err
+    assert _snapshot(root) == before
