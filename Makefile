@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/featurestore demo
 
+# lint: ruff (style and complexity), mypy, and the layer contracts (import-linter, pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check featurestore pipelines tests benchmarks
 	$(VENV)/bin/mypy featurestore
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q

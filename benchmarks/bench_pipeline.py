@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from featurestore.events import EventSource
+from featurestore.engine import read_events
+from featurestore.engine.events import EventSource
 from featurestore.synthetic import purchase_histories
 
 HERE = Path(__file__).resolve().parent
@@ -90,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         if python is None:
             print("gensim: no peers interpreter (set FEATURESTORE_PEERS_PYTHON or run `make peers`)")
         else:
-            from featurestore.embed.cooccurrence import sequence_tokens
+            from featurestore.engine.counting import sequence_tokens
 
-            ev = EventSource(str(events)).load(before=day1, weights=WEIGHTS)
+            ev = read_events(EventSource(str(events)), before=day1, weights=WEIGHTS)
             ent, item, _, _ = sequence_tokens(ev)
             corpus = Path(tmp) / "corpus.txt"
             with open(corpus, "w") as f:

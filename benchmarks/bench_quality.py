@@ -35,8 +35,10 @@ import scipy.sparse as sp
 
 from featurestore.embed import Aggregation, CooccurrenceEmbedder, ItemModel, aggregate, l2_normalize
 from featurestore.embed.aggregate import event_weights
-from featurestore.embed.cooccurrence import inner_product_to_cosine, sequence_tokens
-from featurestore.events import EventSource
+from featurestore.embed.cooccurrence import inner_product_to_cosine
+from featurestore.engine import read_events
+from featurestore.engine.counting import sequence_tokens
+from featurestore.engine.events import EventSource
 from featurestore.synthetic import purchase_histories
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +73,7 @@ class Task:
     """Training events and, for a sample of users, the held-out item and the history to exclude."""
 
     def __init__(self, train: pa.Table, test: pa.Table, n_eval: int, seed: int = 0):
-        self.events = EventSource(train).load(weights=WEIGHTS)
+        self.events = read_events(EventSource(train), weights=WEIGHTS)
         ev = self.events
         users = pd.Index(ev.entity_ids).get_indexer(test["user_id"].to_pylist())
         target = pd.Index(ev.item_ids).get_indexer(test["item_id"].to_pylist())

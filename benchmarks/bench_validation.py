@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from featurestore import FeatureStore  # noqa: E402
 from featurestore.conform import conform  # noqa: E402
-from featurestore.storage import delta  # noqa: E402
+from featurestore.storage import staging  # noqa: E402
 from featurestore.storage.delta import META_PREFIX  # noqa: E402
 from featurestore.validation.runner import previous_commit, validate_batch  # noqa: E402
 
@@ -61,7 +61,7 @@ def insert_without_validation(fg, data: pa.Table, as_of: datetime) -> None:
     """The insert path with the validation step left out: conform, then one Delta commit."""
     batch = conform(fg.spec, data, as_of=as_of)
     stored = fg._storage_table(batch)
-    delta.append(fg.store.root, fg.rel, stored, {META_PREFIX + "run_id": f"bench-{time.time_ns()}"})
+    staging.append(fg.root, fg.rel, stored, {META_PREFIX + "run_id": f"bench-{time.time_ns()}"})
 
 
 def fresh_group(tmp: Path, name: str):

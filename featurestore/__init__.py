@@ -33,14 +33,14 @@ from featurestore.errors import (
     SpineError,
     StorageError,
     TrainingSetNotFound,
+    UnsafeOperation,
     ValidationError,
     ValidationFailed,
 )
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import EntityKey, Feature, FeatureGroupSpec, OnlineSpec, load_spec, load_specs
 from featurestore.store import ApplyResult, FeatureStore
-
-__version__ = "0.1.0"
+from featurestore.version import __version__
 
 __all__ = [
     "ApplyResult",
@@ -73,8 +73,10 @@ __all__ = [
     "SpineError",
     "StorageError",
     "TrainingSetNotFound",
+    "UnsafeOperation",
     "ValidationError",
     "ValidationFailed",
+    "__version__",
     "load_spec",
     "load_specs",
 ]

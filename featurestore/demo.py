@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from featurestore.engine.events import Columns, EventSource
 from featurestore.errors import UnsafeOperation
-from featurestore.events import Columns, EventSource
 from featurestore.pipeline import Pipeline, load_pipeline
 from featurestore.store import FeatureStore
 from featurestore.synthetic import Synthetic, purchase_histories

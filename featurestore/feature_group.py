@@ -18,27 +18,63 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from featurestore.conform import conform, to_utc
+from featurestore.engine.base import Engine
 from featurestore.errors import CommitNotFound, InvalidData
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import delta
 from featurestore.storage.delta import META_PREFIX
-from featurestore.storage.duck import INGESTED_AT, quote
-from featurestore.storage.staging import StagedAppend
-from featurestore.validation.runner import InsertGate
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
-    from featurestore.validation.report import ValidationReport
+from featurestore.storage.duck import INGESTED_AT
+from featurestore.storage.fs import Root
+from featurestore.storage.staging import StagedAppend, append
+from featurestore.validation.report import ValidationReport
+from featurestore.validation.runner import InsertGate, check_batch, validate_commit
 
 AsOf = int | datetime | None
 #: called with (feature_group, conformed batch) before a commit; may raise to refuse it, or return
 #: extra commit metadata (str -> str)
 BeforeCommit = Callable[["FeatureGroup", pa.Table], Mapping[str, str] | None]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a post-commit hook is told: the commit's number, the conformed batch it wrote, and the data
+    files it added (None when the files were written by deltalake itself, as on object storage)."""
+
+    commit: int
+    batch: pa.Table
+    files: tuple[tuple[str, int, int], ...] | None  # (path, first row in batch, rows)
+
+
+#: called after a commit landed; must not raise (a failure there cannot undo the commit): the layer
+#: that registers it owns its errors
+AfterCommit = Callable[["FeatureGroup", Committed], None]
+
+
+@dataclass
+class CommitHooks:
+    """Work around a commit, registered by the layer that owns it (validation runs inside the commit
+    itself): ``before`` may refuse a batch or add commit metadata; ``after`` follows each commit
+    (training caches, SQL view refresh). Shared by every feature group of one store."""
+
+    before: list[BeforeCommit] = field(default_factory=list)
+    after: list[AfterCommit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GroupContext:
+    """All a :class:`FeatureGroup` needs: its spec, where its table lives, the storage and the engine,
+    and the commit hooks. Never the store: a feature group knows nothing of the layers above it."""
+
+    spec: FeatureGroupSpec
+    root: Root
+    rel: str  # the table's folder, relative to the root
+    engine: Engine
+    hooks: CommitHooks = field(default_factory=CommitHooks)
 
 
 @dataclass(frozen=True)
@@ -96,12 +132,14 @@ def _commit_from_entry(spec: FeatureGroupSpec, entry: Mapping[str, Any]) -> Comm
 class FeatureGroup:
     """A handle on one (name, version) of a store. Get it from :meth:`FeatureStore.feature_group`."""
 
-    def __init__(self, store: FeatureStore, spec: FeatureGroupSpec):
-        self.store = store
-        self.spec = spec
-        self.rel = store.table_path(spec.name, spec.version)
-        self.uri = store.root.uri_of(self.rel)
-        #: hooks run on every conformed batch before it commits (validation registers here)
+    def __init__(self, context: GroupContext):
+        self.context = context
+        self.spec = context.spec
+        self.root = context.root
+        self.engine = context.engine
+        self.rel = context.rel
+        self.uri = context.root.uri_of(self.rel)
+        #: hooks run on this group's conformed batches before they commit (besides the store's)
         self.before_commit: list[BeforeCommit] = []
 
     def __repr__(self) -> str:
@@ -132,9 +170,12 @@ class FeatureGroup:
         """Check ``data`` as :meth:`insert` would (conform, then every validation check against the
         newest commit) without committing or storing anything; returns the report (``.success``,
         ``.summary()``)."""
-        from featurestore.validation.runner import check_batch
-
         return check_batch(self, conform(self.spec, data, as_of=as_of))
+
+    def validate_commit(self, commit: AsOf = None, *, save: bool = True) -> ValidationReport:
+        """Re-validate a stored commit (default: the newest) against the commit before it, and store the
+        report unless ``save=False``."""
+        return validate_commit(self, self.commit_of(commit), save=save)
 
     def commit_batch(self, batch: pa.Table, *, as_of: datetime | None = None,
                      metadata: Mapping[str, Any] | None = None,
@@ -160,10 +201,10 @@ class FeatureGroup:
             meta[META_PREFIX + "as_of"] = to_utc(as_of).isoformat()
         # the data files are written in the background while the batch is checked; only the commit
         # waits for the checks (and is skipped, the files deleted, when they or a hook refuse the batch)
-        staged = StagedAppend(self.store.root, self.rel, lambda: self._storage_table(batch)) \
-            if self.store.root.local else None
+        staged = StagedAppend(self.root, self.rel, lambda: self._storage_table(batch)) \
+            if self.root.local else None
         try:
-            for hook in self.before_commit:
+            for hook in [*self.context.hooks.before, *self.before_commit]:
                 more = hook(self, batch)
                 if more:
                     meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
@@ -174,23 +215,17 @@ class FeatureGroup:
             meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
             if staged is not None:
                 staged.commit(meta)
-                info = delta.commit_of_run(self.store.root, self.rel, run_id)
+                info = delta.commit_of_run(self.root, self.rel, run_id)
             else:
-                info = delta.append(self.store.root, self.rel, self._storage_table(batch), meta)
+                info = append(self.root, self.rel, self._storage_table(batch), meta)
         except BaseException:
             if staged is not None:
                 staged.discard()
             raise
         gate.committed(int(info["version"]))
-        self.store._table_changed(self.spec)
-        if staged is not None and self.store.cache_vectors and self.spec.vector_features:
-            from featurestore.training_vectors import cache_inserted
-
-            cache_inserted(self.store, f"{self.spec.name}/v{self.spec.version}", batch,
-                           [f.name for f in self.spec.vector_features], staged.files)
-        from featurestore.training_index import refresh_behind
-
-        refresh_behind(self, int(info["version"]))
+        done = Committed(int(info["version"]), batch, tuple(staged.files) if staged is not None else None)
+        for after in self.context.hooks.after:
+            after(self, done)
         return _commit_from_entry(self.spec, info)
 
     def _storage_table(self, batch: pa.Table) -> pa.Table:
@@ -203,9 +238,9 @@ class FeatureGroup:
 
     # ---- read -------------------------------------------------------------------------------
     def _table(self, as_of: AsOf = None) -> Any:
-        opts = self.store.root.storage_options
+        opts = self.root.storage_options
         if isinstance(as_of, datetime):
-            return delta.open_table(self.uri, delta.version_at(self.store.root, self.rel, as_of),
+            return delta.open_table(self.uri, delta.version_at(self.root, self.rel, as_of),
                                     storage_options=opts)
         if as_of is not None and (isinstance(as_of, bool) or not isinstance(as_of, int)):
             raise TypeError(f"as_of must be a commit number, a datetime or None; got {as_of!r}")
@@ -252,23 +287,12 @@ class FeatureGroup:
     def latest(self, as_of: AsOf = None) -> pa.Table:
         """The newest row per key (greatest event_time; a later commit wins a tie), sorted by key."""
         table = self.read(as_of, system_columns=True)
-        keys = ", ".join(quote(k) for k in self.spec.key_names)
-        sql = (
-            f"SELECT * EXCLUDE ({INGESTED_AT}) FROM batch QUALIFY row_number() OVER "
-            f"(PARTITION BY {keys} ORDER BY {quote(self.spec.event_time)} DESC, {INGESTED_AT} DESC) = 1 "
-            f"ORDER BY {keys}"
-        )
-        cur = self.store.duck.con.cursor()
-        try:
-            cur.register("batch", table)
-            out = cur.sql(sql).to_arrow_table()
-        finally:
-            cur.close()
+        out = self.engine.latest(table, self.spec.key_names, self.spec.event_time, INGESTED_AT)
         return out.cast(self.spec.arrow_schema())
 
     def history(self) -> list[Commit]:
         """Every commit of this table, oldest first, with the metadata recorded by its writer."""
-        return [_commit_from_entry(self.spec, e) for e in delta.history(self.store.root, self.rel)]
+        return [_commit_from_entry(self.spec, e) for e in delta.history(self.root, self.rel)]
 
     def commit(self, number: int) -> Commit:
         for c in self.history():

@@ -11,7 +11,7 @@ entities with events since the previous run are rewritten. A retrained model rew
 
 Example::
 
-    from featurestore.events import EventSource
+    from featurestore.engine.events import EventSource
     from featurestore.pipeline import Pipeline
     p = Pipeline("purchase_embeddings", EventSource("events/*.parquet"))
     result = p.run(store, as_of=datetime(2026, 11, 1, tzinfo=UTC))
@@ -26,25 +26,25 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
 from featurestore.embed.aggregate import Aggregation, aggregate
 from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, ItemModel
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
+from featurestore.engine.base import Scan
+from featurestore.engine.events import Events, EventSource
 from featurestore.errors import PipelineError
-from featurestore.events import Events, EventSource
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
-from featurestore.storage.duck import literal, quote
+from featurestore.store import FeatureStore
 from featurestore.validation import preload
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
+from featurestore.version import __version__
 
 Mode = Literal["full", "incremental"]
 
@@ -99,7 +99,7 @@ class RunResult:
 class Pipeline:
     """An embedding pipeline (see the module docstring).
 
-    ``weights``: event-type weights (None: :data:`featurestore.events.DEFAULT_WEIGHTS`); ``items`` and
+    ``weights``: event-type weights (None: :data:`featurestore.engine.events.DEFAULT_WEIGHTS`); ``items`` and
     ``entities``: the (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
     ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run).
     """
@@ -231,10 +231,8 @@ def _vector_feature(spec: FeatureGroupSpec) -> tuple[str, int]:
     return vecs[0].name, int(vecs[0].dim)  # type: ignore[arg-type]
 
 
-def read_model(store: FeatureStore, fg: FeatureGroup, commit: Commit) -> ItemModel:
+def read_model(fg: FeatureGroup, commit: Commit) -> ItemModel:
     """The item vectors written by one pipeline commit (rows whose event_time is that commit's as_of)."""
-    from featurestore.storage.duck import relation_sql
-
     key = _key(fg.spec)
     vec, dim = _vector_feature(fg.spec)
     assert commit.as_of is not None
@@ -243,18 +241,16 @@ def read_model(store: FeatureStore, fg: FeatureGroup, commit: Commit) -> ItemMod
     if commit.commit > 0:
         older = set(fg.files(commit.commit - 1))
         files = [f for f in files if f not in older]
-    sql = (f"SELECT CAST({quote(key)} AS VARCHAR) AS k, {quote(vec)} AS v FROM ({relation_sql(fg.spec, files)}) "
-           f"WHERE {quote(fg.spec.event_time)} = TIMESTAMPTZ {literal(commit.as_of.isoformat())} ORDER BY k")
-    cur = store.duck.con.cursor()
-    try:
-        table = cur.sql(sql).to_arrow_table()
-    finally:
-        cur.close()
-    flat = table["v"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)
-    ids = np.asarray(table["k"].to_pylist(), dtype=object)
+    et = fg.spec.event_time
+    table = fg.engine.scan(Scan(fg.spec, tuple(files), (key, vec, et)))
+    if table.num_rows:
+        table = table.filter(pc.equal(table[et], pa.scalar(commit.as_of, table.schema.field(et).type)))
+    ids = np.asarray([str(k) for k in table[key].to_pylist()], dtype=object)
+    order = np.argsort(ids, kind="stable")
+    flat = table[vec].combine_chunks().flatten().to_numpy(zero_copy_only=False) if table.num_rows else []
+    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)[order]
     query = commit.metadata.get("query") or {}
-    return ItemModel(ids, vectors, {"commit": commit.commit}, query_dims=query.get("dims"),
+    return ItemModel(ids[order], vectors, {"commit": commit.commit}, query_dims=query.get("dims"),
                      query_tail=tuple(query.get("tail", ())), query_divide=query.get("divide"),
                      similarity_dims=query.get("similarity", 0))
 
@@ -325,7 +321,7 @@ class _Run:
         bar = tqdm(total=5, desc=f"{p.name} {as_of.date()}", unit="stage", disable=not self.show, leave=False)
         t = time.perf_counter()
         bar.set_postfix_str("read")
-        events = p.source.load(before=as_of, weights=p.weights)
+        events = self.store.engine.read_events(p.source, before=as_of, weights=p.weights)
         t = self._stage("read", t)
         # the validation import (and the fit's own later imports) overlap the fit
         self._importing = preload.start(getattr(p.embedder, "imports", ()))
@@ -340,11 +336,11 @@ class _Run:
         commits: list[Commit] = []
         alignment = None
         if own is not None:
-            model, model_commit, retrained = read_model(self.store, self.items_fg, own), own, True
+            model, model_commit, retrained = read_model(self.items_fg, own), own, True
             bar.update(2)
         elif p.mode == "full" or prev is None or as_of - prev.as_of >= p.retrain_every:  # type: ignore[operator]
             bar.set_postfix_str("fit")
-            model = p.embedder.fit(events, progress=self.show)
+            model = p.embedder.fit(events, progress=self.show, engine=self.store.engine)
             t = self._stage("fit", t)
             bar.update()
             bar.set_postfix_str("align")
@@ -352,7 +348,7 @@ class _Run:
             # next later run instead, so that every commit of the pipeline shares one frame
             reference = prev if prev is not None else _next(item_hist, p.name, as_of)
             if reference is not None:
-                before = read_model(self.store, self.items_fg, reference)
+                before = read_model(self.items_fg, reference)
                 if before.layout() != model.layout():
                     raise PipelineError(
                         f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
@@ -376,7 +372,7 @@ class _Run:
             retrained = True
         else:
             assert prev is not None
-            model, model_commit, retrained = read_model(self.store, self.items_fg, prev), prev, False
+            model, model_commit, retrained = read_model(self.items_fg, prev), prev, False
             t = self._stage("fit", t)
             bar.update(2)
 
@@ -387,7 +383,7 @@ class _Run:
                 and prev_ent.metadata.get("model_commit") == model_commit.commit):
             since = int(prev_ent.as_of.timestamp() * 1e6)  # type: ignore[union-attr]
             subset = np.unique(events.entity[events.time >= since])
-        vectors = aggregate(events, model, p.aggregation, entities=subset)
+        vectors = aggregate(events, model, p.aggregation, entities=subset, engine=self.store.engine)
         t = self._stage("aggregate", t)
         bar.update()
         bar.set_postfix_str("commit")
@@ -408,8 +404,6 @@ class _Run:
 
     def _meta(self, events: Events, model: ItemModel, *, retrained: bool, model_commit: int | None,
               alignment: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
-        from featurestore import __version__
-
         info = {k: v for k, v in model.info.items() if k != "alignment"}
         return {
             "pipeline": self.p.name, "as_of": self.as_of.isoformat(), "params": self.p.params(),

@@ -15,85 +15,78 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import duckdb
 
-from featurestore.errors import FeatureGroupNotFound, SpecConflict, StorageError
-from featurestore.feature_group import AsOf, FeatureGroup, storage_schema
-from featurestore.schema import FeatureGroupSpec, load_specs
+from featurestore.catalog import ApplyResult, Catalog, resolve_root
+from featurestore.engine.base import Engine
+from featurestore.engine.duckdb import DuckDBEngine
+from featurestore.errors import FeatureGroupNotFound, InvalidData
+from featurestore.feature_group import AsOf, Committed, FeatureGroup
+from featurestore.online.open import open_online
+from featurestore.online.view import OnlineView
+from featurestore.schema import FeatureGroupSpec
 from featurestore.storage import delta
 from featurestore.storage.duck import Duck, relation_sql
 from featurestore.storage.fs import Root
-from featurestore.validation import report as validation_views
-from featurestore.validation import runner as validation
-from featurestore.validation.report import ValidationReport
+from featurestore.training import (
+    TRAINING_SET_NAME,
+    SavedTrainingSet,
+    TrainingSet,
+    flush_cache_writes,
+    install_training_hooks,
+    load_training_set,
+    plan,
+    save_training_set,
+)
+from featurestore.validation.report import ValidationReport, checks_view_sql, reports_view_sql
 
-DEFAULT_ROOT = "./featurestore_data"
-ROOT_ENV = "FEATURESTORE_ROOT"
-_GROUPS = "feature_groups"
-_SPEC_FILE = "_spec.json"
-_MARKER = "featurestore.json"
+__all__ = ["ApplyResult", "FeatureStore"]
+
 _PINNED = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*?)_v(?P<version>\d+)$")
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What :meth:`FeatureStore.apply` did with one spec."""
-
-    name: str
-    version: int
-    action: Literal["created", "unchanged"]
 
 
 class FeatureStore:
     """An embedding feature store rooted at a folder or URI (default ``$FEATURESTORE_ROOT`` or
-    ``./featurestore_data``). Opening needs no ``schemas/`` folder: the specs live in the store."""
+    ``./featurestore_data``). Opening needs no ``schemas/`` folder: the specs live in the store.
+
+    ``cache_vectors``: local stores keep each data file's vectors as a raw float32 matrix under
+    ``_cache/vectors`` too, written behind each insert, so training sets gather vectors without decoding
+    Parquet. ``join_caches``: local stores keep each commit's narrow feature rows sorted by (keys, event
+    time) under ``_cache/joins``, built by the first training set over that commit, so later ones skip
+    the sort. ``engine``: what scans data in bulk (default: DuckDB, in this process).
+    """
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
                  storage_options: dict[str, str] | None = None, echo: bool = False,
-                 cache_vectors: bool = True, join_indexes: bool = True):
-        raw = os.fspath(root) if root is not None else os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-        self.root = Root(raw, storage_options)
-        #: local stores keep each data file's vectors as a raw float32 matrix under ``_cache/vectors``
-        #: too, written behind each insert, so training sets gather vectors without decoding Parquet
-        #: (False: decode on first use instead; the cache then fills on the first training set)
-        self.cache_vectors = cache_vectors
-        #: local stores keep each commit's narrow feature rows sorted by (keys, event time) under
-        #: ``_cache/joins``, built by the first training set over that commit, so later ones skip the
-        #: sort (False: read and sort the Parquet files every time)
-        self.join_indexes = join_indexes
+                 cache_vectors: bool = True, join_caches: bool = True, engine: Engine | None = None):
         self.duck = Duck(echo=echo)
-        self._lock = threading.RLock()
-        self._groups: dict[tuple[str, int], FeatureGroup] = {}
+        self.catalog = Catalog(Root(resolve_root(root), storage_options), engine or DuckDBEngine(self.duck),
+                               cache_vectors=cache_vectors, join_caches=join_caches)
+        self.root = self.catalog.root
+        self.engine = self.catalog.engine
         self._tables: dict[tuple[str, int], Any] = {}  # cached DeltaTables for view refresh
         #: further views of this store (name -> function of the store returning a SELECT)
-        self._extra_views: dict[str, Callable[[FeatureStore], str]] = {}
-        validation_views.register(self)
+        self._extra_views: dict[str, Callable[[FeatureStore], str]] = {
+            "validation_reports": lambda store: reports_view_sql(store.root),
+            "validation_checks": lambda store: checks_view_sql(store.root),
+        }
+        self.catalog.hooks.after.append(self._table_changed)
+        install_training_hooks(self.catalog)
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.root.uri!r})"
 
-    # ---- layout -----------------------------------------------------------------------------
-    @staticmethod
-    def table_path(name: str, version: int) -> str:
-        """Where a feature group version's table lives, relative to the root."""
-        return f"{_GROUPS}/{name}/v{version}"
+    # ---- registry (see featurestore.catalog) ------------------------------------------------
+    table_path = staticmethod(Catalog.table_path)
 
     def init(self) -> bool:
         """Create the root (idempotent). Returns True when it was created now."""
-        if self.root.exists(_MARKER):
-            return False
-        self.root.makedirs(_GROUPS)
-        self.root.write_json(_MARKER, {"format": "featurestore", "format_version": 1,
-                                       "created": datetime.now().astimezone().isoformat()})
-        return True
+        return self.catalog.init()
 
-    # ---- registry ---------------------------------------------------------------------------
     def apply(self, specs: str | os.PathLike[str] | FeatureGroupSpec | list[Any]) -> list[ApplyResult]:
         """Register specs (a folder, file(s) or FeatureGroupSpec objects) and create their tables.
 
@@ -101,93 +94,42 @@ class FeatureStore:
         raises :class:`SpecConflict`: a new dimension, model or breaking change is a new version.
         All specs are checked before any is registered.
         """
-        items = specs if isinstance(specs, list) else [specs]
-        parsed: list[FeatureGroupSpec] = []
-        paths = [s for s in items if not isinstance(s, FeatureGroupSpec)]
-        parsed.extend(s for s in items if isinstance(s, FeatureGroupSpec))
-        if paths:
-            parsed.extend(load_specs(paths))
-        plan: list[tuple[FeatureGroupSpec, bool]] = []
-        for spec in parsed:
-            existing = self._stored_spec(spec.name, spec.version)
-            if existing is None:
-                plan.append((spec, True))
-            elif existing.to_dict() != spec.to_dict():
-                diff = _diff(existing.to_dict(), spec.to_dict())
-                raise SpecConflict(
-                    f"{spec.name} v{spec.version} is already registered with a different spec "
-                    f"({diff}){' in ' + spec.source if spec.source else ''}. Registered versions are "
-                    f"immutable: bump the version (v{spec.version + 1}) to change it."
-                )
-            else:
-                plan.append((spec, False))
-        results = []
-        with self._lock:
-            if any(create for _, create in plan):
-                self.init()
-            for spec, create in plan:
-                if create:
-                    rel = self.table_path(spec.name, spec.version)
-                    delta.create(self.root.uri_of(rel), storage_schema(spec),
-                                 name=f"{spec.name}_v{spec.version}", description=spec.description,
-                                 storage_options=self.root.storage_options)
-                    self.root.write_json(f"{rel}/{_SPEC_FILE}", spec.to_dict())
-                    validation.write_suite(self, spec)
-                results.append(ApplyResult(spec.name, spec.version, "created" if create else "unchanged"))
-        return results
-
-    def _stored_spec(self, name: str, version: int) -> FeatureGroupSpec | None:
-        rel = f"{self.table_path(name, version)}/{_SPEC_FILE}"
-        try:
-            doc = self.root.read_json(rel)
-        except FileNotFoundError:
-            return None
-        except (ValueError, StorageError) as exc:
-            raise StorageError(f"the registry entry {self.root.uri_of(rel)} is unreadable: {exc}") from exc
-        return FeatureGroupSpec.from_dict(doc, source=self.root.uri_of(rel))
+        return self.catalog.apply(specs)
 
     def specs(self) -> list[FeatureGroupSpec]:
         """Every registered spec, by name then version."""
-        out = []
-        for name in self.root.listdir(_GROUPS):
-            for vdir in self.root.listdir(f"{_GROUPS}/{name}"):
-                if vdir.startswith("v") and vdir[1:].isdigit():
-                    spec = self._stored_spec(name, int(vdir[1:]))
-                    if spec is not None:
-                        out.append(spec)
-        return sorted(out, key=lambda s: (s.name, s.version))
+        return self.catalog.specs()
 
     def versions(self, name: str) -> list[int]:
-        return [s.version for s in self.specs() if s.name == name]
+        """The registered versions of feature group ``name``, oldest first."""
+        return self.catalog.versions(name)
 
     def feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
         """The feature group ``name`` at ``version`` (default: its newest version)."""
-        if version is None:
-            versions = self.versions(name)
-            if not versions:
-                raise FeatureGroupNotFound(self._unknown(name))
-            version = versions[-1]
-        with self._lock:
-            fg = self._groups.get((name, version))
-            if fg is None:
-                spec = self._stored_spec(name, version)
-                if spec is None:
-                    known = self.versions(name)
-                    raise FeatureGroupNotFound(
-                        f"{name} has no version {version} (registered: {known})" if known
-                        else self._unknown(name))
-                fg = self._groups[(name, version)] = FeatureGroup(self, spec)
-            return fg
+        return self.catalog.feature_group(name, version)
 
-    def _unknown(self, name: str) -> str:
-        known = sorted({s.name for s in self.specs()})
-        return (f"no feature group {name!r} in {self.root.uri}; registered: "
-                f"{', '.join(known) if known else 'none (run apply first)'}")
+    @property
+    def cache_vectors(self) -> bool:
+        """Whether inserts also write the training vector cache (local stores)."""
+        return self.catalog.cache_vectors
+
+    @cache_vectors.setter
+    def cache_vectors(self, on: bool) -> None:
+        self.catalog.cache_vectors = on
+
+    @property
+    def join_caches(self) -> bool:
+        """Whether training sets keep and use sorted join caches (local stores)."""
+        return self.catalog.join_caches
+
+    @join_caches.setter
+    def join_caches(self, on: bool) -> None:
+        self.catalog.join_caches = on
 
     # ---- SQL --------------------------------------------------------------------------------
-    def _table_changed(self, spec: FeatureGroupSpec) -> None:
-        """Called after a commit so this process's views see it without polling."""
-        self._tables.pop((spec.name, spec.version), None)
+    def _table_changed(self, fg: FeatureGroup, done: Committed) -> None:
+        """After a commit (a post-commit hook): this process's views see it without polling."""
+        self._tables.pop((fg.name, fg.version), None)
 
     def refresh_views(self) -> list[str]:
         """Point every view at its table's newest commit; returns the view names."""
@@ -218,9 +160,8 @@ class FeatureStore:
 
     def validate(self, name: str, version: int | None = None, commit: AsOf = None) -> ValidationReport:
         """Re-validate a stored commit (default: the newest) and store the report; see
-        :func:`featurestore.validation.validate_commit`."""
-        number = self.feature_group(name, version).commit_of(commit)
-        return validation.validate_commit(self, name, version, number)
+        :meth:`FeatureGroup.validate_commit`."""
+        return self.feature_group(name, version).validate_commit(commit)
 
     def add_view(self, name: str, select: Callable[[FeatureStore], str]) -> None:
         """Register a view of this store, re-created from ``select(store)`` before each query."""
@@ -261,7 +202,7 @@ class FeatureStore:
             elif m and m["name"] in newest:
                 name, version = m["name"], int(m["version"])
             else:
-                raise FeatureGroupNotFound(self._unknown(view))
+                raise FeatureGroupNotFound(self.catalog._unknown(view))
             select = self.duck_view_sql(name, version, commit)
             views[f"{name}_v{version}"] = select
             if newest[name] == version:
@@ -270,20 +211,18 @@ class FeatureStore:
 
     # ---- online serving ---------------------------------------------------------------------
     def online(self, name: str, version: int | None = None, commit: int | None = None,
-               as_of: datetime | None = None, *, build: bool = True) -> Any:
+               as_of: datetime | None = None, *, build: bool = True) -> OnlineView:
         """The materialised online view (:class:`featurestore.online.OnlineView`) of a feature group:
         its newest commit, a pinned ``commit``, or the commit current at wall-clock time ``as_of``
         (what serving would have returned then). Builds the view once per commit unless ``build=False``.
         """
-        from featurestore.online.open import open_online
-
         return open_online(self.feature_group(name, version), commit, as_of, build=build)
 
     # ---- training sets (logic in featurestore.training) -------------------------------------
     def training_set(self, spine: Any, features: Any, *, entity_keys: Any = None,
                      event_time: str = "event_time", ttl: Any = None,
                      known_at: Literal["latest", "spine"] = "latest", pins: dict[str, int] | None = None,
-                     prefix: bool = True) -> Any:
+                     prefix: bool = True) -> TrainingSet:
         """A point-in-time-correct training set (a :class:`~featurestore.training.TrainingSet`: call
         ``.to_arrow()``, ``.to_pandas()`` or ``.to_parquet(path)``). See :mod:`featurestore.training`.
 
@@ -293,30 +232,26 @@ class FeatureStore:
                                     event_time="label_time", ttl=timedelta(days=7))
             table, pins = ts.to_arrow(), ts.pins
         """
-        from featurestore.training import plan
-
-        return plan(self, spine, features, entity_keys=entity_keys, event_time=event_time, ttl=ttl,
+        return plan(self.catalog, spine, features, entity_keys=entity_keys, event_time=event_time, ttl=ttl,
                     known_at=known_at, pins=pins, prefix=prefix)
 
-    def save_training_set(self, name: str, spine: Any, features: Any, **kwargs: Any) -> Any:
+    def save_training_set(self, name: str, spine: Any, features: Any, **kwargs: Any) -> SavedTrainingSet:
         """Write a versioned training dataset under the root (Parquet plus a manifest of the spine hash,
-        pins and parameters) and return its :class:`~featurestore.training_sets.SavedTrainingSet`.
+        pins and parameters) and return its :class:`~featurestore.training.saved.SavedTrainingSet`.
         Takes the arguments of :meth:`training_set`."""
-        from featurestore.training_sets import save
+        description = kwargs.pop("description", "")
+        if not isinstance(name, str) or not TRAINING_SET_NAME.match(name):
+            raise InvalidData(f"bad training set name {name!r}: use lower-case letters, digits, '_' and '-'")
+        return save_training_set(self.catalog, name, self.training_set(spine, features, **kwargs),
+                                 description=description)
 
-        return save(self, name, spine, features, **kwargs)
-
-    def load_training_set(self, name: str, version: int | None = None) -> Any:
+    def load_training_set(self, name: str, version: int | None = None) -> SavedTrainingSet:
         """A saved training dataset (default: its newest version): manifest and Parquet path."""
-        from featurestore.training_sets import load
-
-        return load(self, name, version)
+        return load_training_set(self.catalog, name, version)
 
     def close(self) -> None:
         """Close the store's DuckDB database (also done at interpreter exit), after any queued
-        vector-cache writes (see :mod:`featurestore.training_vectors`) are on disk."""
-        from featurestore.training_vectors import flush_cache_writes
-
+        vector-cache writes (see :mod:`featurestore.training.vectors`) are on disk."""
         flush_cache_writes()
         self.duck.close()
 
@@ -325,9 +260,3 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return "changed: " + ", ".join(changed)
-

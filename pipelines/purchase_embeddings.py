@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 
 from featurestore.embed import Aggregation, CooccurrenceEmbedder
-from featurestore.events import Columns, EventSource
+from featurestore.engine.events import Columns, EventSource
 from featurestore.pipeline import Pipeline
 
 pipeline = Pipeline(

@@ -68,7 +68,7 @@ def item_batch(n: int = 20, *, dim: int = 64, seed: int = 0, start: int = 0,
 def tree_digest(path: Path) -> dict[str, str]:
     """Every file under ``path`` with a hash of its bytes: equal digests = byte-for-byte unchanged.
     Vector-cache files still being written behind an earlier insert are waited for first."""
-    from featurestore.training_vectors import flush_cache_writes
+    from featurestore.training import flush_cache_writes
 
     flush_cache_writes()
     return {

@@ -20,13 +20,14 @@ from featurestore.embed import (
     ItemModel,
     aggregate,
     align,
-    cooccurrence,
     normalized_counts,
     ppmi_matrix,
     procrustes,
 )
+from featurestore.engine import read_events
+from featurestore.engine.counting import cooccurrence
+from featurestore.engine.events import EventSource
 from featurestore.errors import PipelineError
-from featurestore.events import EventSource
 from featurestore.synthetic import purchase_histories
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -42,7 +43,7 @@ def _events(rows):
     df["user_id"] = "u" + df["user_id"].astype(str)
     df["item_id"] = "i" + df["item_id"].astype(str)
     df["event_time"] = [T0 + timedelta(minutes=int(m)) for m in df["minute"]]
-    return EventSource(df.drop(columns="minute")).load(weights=W)
+    return read_events(EventSource(df.drop(columns="minute")), weights=W)
 
 
 def _reference_cooccurrence(ev, window):
@@ -175,7 +176,7 @@ def test_query_divide_must_be_a_positive_tail_coordinate():
 @pytest.fixture(scope="module")
 def planted():
     data = purchase_histories(n_users=1500, n_items=400, n_events=80_000, n_categories=10, days=20, seed=1)
-    return data, EventSource(data.events).load(weights=W)
+    return data, read_events(EventSource(data.events), weights=W)
 
 
 def test_same_inputs_and_seed_give_identical_bytes(planted):
@@ -339,7 +340,7 @@ def test_small_isolated_groups_do_not_take_the_components(planted):
     extra = pa.table({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
                       "event_type": [r[2] for r in rows],
                       "event_time": pa.array([r[3] for r in rows], pa.timestamp("us", tz="UTC"))})
-    both = EventSource(pa.concat_tables([data.events, extra.cast(data.events.schema)])).load(weights=W)
+    both = read_events(EventSource(pa.concat_tables([data.events, extra.cast(data.events.schema)])), weights=W)
     cats = data.item_category
 
     def same_category_neighbours(model):
@@ -391,7 +392,7 @@ def test_alignment_rotates_the_scoring_and_similarity_blocks_on_their_own(plante
 
 
 def test_sessions_split_at_pauses():
-    from featurestore.embed.cooccurrence import cooccurrence
+    from featurestore.engine.counting import cooccurrence
 
     rows = [(0, 1, "view", 0), (0, 2, "view", 1), (0, 3, "view", 200)]   # a 199-minute pause
     ev = _events(rows)

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from featurestore.engine import read_events
+from featurestore.engine.events import Columns, EventSource
 from featurestore.errors import EventsError, FeatureStoreError
-from featurestore.events import Columns, EventSource
 from featurestore.synthetic import purchase_histories
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -30,28 +31,28 @@ def _same(a, b) -> None:
 
 
 def test_every_source_kind_reads_the_same_events(table, tmp_path):
-    ref = EventSource(table).load(weights=W)
+    ref = read_events(EventSource(table), weights=W)
     assert len(ref) == table.num_rows
     path = tmp_path / "e.parquet"
     pq.write_table(table, path)
     pq.write_table(table.slice(0, 700), tmp_path / "part-0.parquet")
     pq.write_table(table.slice(700), tmp_path / "part-1.parquet")
-    _same(ref, EventSource(table.to_pandas()).load(weights=W))
-    _same(ref, EventSource(str(path)).load(weights=W))
-    _same(ref, EventSource(str(tmp_path / "part-*.parquet")).load(weights=W))
-    _same(ref, EventSource(query=f"SELECT * FROM read_parquet('{path}')").load(weights=W))
+    _same(ref, read_events(EventSource(table.to_pandas()), weights=W))
+    _same(ref, read_events(EventSource(str(path)), weights=W))
+    _same(ref, read_events(EventSource(str(tmp_path / "part-*.parquet")), weights=W))
+    _same(ref, read_events(EventSource(query=f"SELECT * FROM read_parquet('{path}')"), weights=W))
     con = duckdb.connect()
     con.register("my_events", table)
-    _same(ref, EventSource(query="SELECT * FROM my_events", connection=con).load(weights=W))
+    _same(ref, read_events(EventSource(query="SELECT * FROM my_events", connection=con), weights=W))
 
 
 def test_codes_do_not_depend_on_input_order(table):
     shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
-    _same(EventSource(table).load(weights=W), EventSource(shuffled).load(weights=W))
+    _same(read_events(EventSource(table), weights=W), read_events(EventSource(shuffled), weights=W))
 
 
 def test_events_are_ordered_by_entity_then_time(table):
-    ev = EventSource(table).load(weights=W)
+    ev = read_events(EventSource(table), weights=W)
     key = ev.entity.astype(np.int64) * 10**17 + ev.time
     assert np.all(np.diff(key) >= 0)
     assert ev.entity_starts()[-1] == len(ev)
@@ -60,18 +61,18 @@ def test_events_are_ordered_by_entity_then_time(table):
 
 def test_only_events_strictly_before_the_cutoff(table):
     cut = T0 + timedelta(days=2)
-    ev = EventSource(table).load(before=cut, weights=W)
+    ev = read_events(EventSource(table), before=cut, weights=W)
     n = pa.compute.sum(pa.compute.less(table["event_time"], pa.scalar(cut, pa.timestamp("us", tz="UTC")))).as_py()
     assert len(ev) == n
     assert ev.time.max() < int(cut.timestamp() * 1e6)
     exact = table.slice(0, 10).set_column(3, "event_time", pa.array([cut] * 10, pa.timestamp("us", tz="UTC")))
-    assert len(EventSource(exact).load(before=cut, weights=W)) == 0
+    assert len(read_events(EventSource(exact), before=cut, weights=W)) == 0
 
 
 def test_configurable_columns_and_no_type_column():
     df = pd.DataFrame({"cust": [1, 1, 2], "sku": ["a", "b", "a"],
                        "ts": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"])})
-    ev = EventSource(df, columns=Columns(entity="cust", item="sku", type=None, time="ts")).load()
+    ev = read_events(EventSource(df, columns=Columns(entity="cust", item="sku", type=None, time="ts")))
     assert ev.entity_ids.tolist() == ["1", "2"] and ev.item_ids.tolist() == ["a", "b"]
     assert ev.weight.tolist() == [1.0, 1.0, 1.0]
     assert Columns.parse("entity=cust,item=sku,type=,time=ts") == Columns("cust", "sku", None, "ts")
@@ -80,7 +81,7 @@ def test_configurable_columns_and_no_type_column():
 def test_value_column_scales_weights():
     df = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "event_type": ["purchase", "view"],
                        "event_time": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True), "qty": [3, 1]})
-    ev = EventSource(df, columns=Columns(value="qty")).load(weights=W)
+    ev = read_events(EventSource(df, columns=Columns(value="qty")), weights=W)
     assert ev.weight.tolist() == [12.0, 1.0]
 
 
@@ -102,21 +103,21 @@ def _df(**over):
 ])
 def test_bad_events_raise_clear_errors(df, columns, match):
     with pytest.raises(EventsError, match=match) as info:
-        EventSource(df, columns=columns).load(weights=W)
+        read_events(EventSource(df, columns=columns), weights=W)
     assert isinstance(info.value, FeatureStoreError) and isinstance(info.value, ValueError)
 
 
 def test_string_times_with_offsets_are_converted_to_utc():
-    ev = EventSource(_df(event_time=["2026-01-01T02:00:00+02:00", "2026-01-01T00:30:00Z"])).load(weights=W)
+    ev = read_events(EventSource(_df(event_time=["2026-01-01T02:00:00+02:00", "2026-01-01T00:30:00Z"])), weights=W)
     assert sorted(ev.time.tolist()) == [int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6),
                                         int(datetime(2026, 1, 1, 0, 30, tzinfo=UTC).timestamp() * 1e6)]
 
 
 def test_missing_file_and_bad_input_kind():
     with pytest.raises(EventsError, match="no events file"):
-        EventSource("/nonexistent/*.parquet").load()
+        read_events(EventSource("/nonexistent/*.parquet"))
     with pytest.raises(EventsError, match="must be a DataFrame"):
-        EventSource([1, 2, 3]).load()
+        read_events(EventSource([1, 2, 3]))
     with pytest.raises(EventsError, match="either data"):
         EventSource()
     with pytest.raises(EventsError, match="role=column"):

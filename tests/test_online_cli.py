@@ -10,7 +10,7 @@ import pytest
 
 from featurestore import FeatureStore
 from featurestore.cli import main
-from featurestore.server import create_app
+from featurestore.server.app import create_app
 from tests.online_helpers import ServerThread, batch, keys_for, spec
 
 

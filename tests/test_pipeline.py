@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 from featurestore.embed import Aggregation, CooccurrenceEmbedder, ItemModel, aggregate, l2_normalize
+from featurestore.engine import read_events
+from featurestore.engine.events import Events, EventSource
 from featurestore.errors import FeatureGroupNotFound, PipelineError
-from featurestore.events import Events, EventSource
 from featurestore.pipeline import Pipeline, parse_every, read_model, schedule
 from featurestore.synthetic import purchase_histories
 
@@ -125,9 +126,9 @@ def test_incremental_equals_full_recompute_while_the_model_is_unchanged(store, d
     assert len(r2.commits) == 1 and r2.entities_written < r1.entities_written  # only changed users
     fg = store.feature_group("user_embeddings", 1)
     latest = fg.latest().to_pydict()
-    model = read_model(store, store.feature_group("item_embeddings", 1),
+    model = read_model(store.feature_group("item_embeddings", 1),
                        store.feature_group("item_embeddings", 1).history()[-1])
-    full = _full(EventSource(data.events).load(before=d3, weights=W), model, p.aggregation)
+    full = _full(read_events(EventSource(data.events), before=d3, weights=W), model, p.aggregation)
     assert sorted(latest["user_id"]) == sorted(full)
     for k, vec, n, t in zip(latest["user_id"], latest["embedding"], latest["n_events"], latest["last_event_time"]):
         fv, fn, ft = full[k]
@@ -137,7 +138,7 @@ def test_incremental_equals_full_recompute_while_the_model_is_unchanged(store, d
     changed = set(fg.read(as_of=r2.commits[0].commit).filter(
         pa.compute.equal(fg.read(as_of=r2.commits[0].commit)["event_time"], pa.scalar(d2, pa.timestamp("us", tz="UTC")))
     )["user_id"].to_pylist())
-    ev = EventSource(data.events).load(before=d2, weights=W)
+    ev = read_events(EventSource(data.events), before=d2, weights=W)
     active = set(ev.entity_ids[np.unique(ev.entity[ev.time >= int(d1.timestamp() * 1e6)])].tolist())
     assert changed == active
 
@@ -165,7 +166,7 @@ def test_an_interrupted_run_reuses_its_item_commit(store, data):
     n_user_commits = len(users.history())
     # now fake "items done, users not" for a third name by committing the item rows with its metadata
     meta = dict(items.history()[-1].metadata, pipeline="third")
-    rows = read_model(store, items, items.history()[-1])
+    rows = read_model(items, items.history()[-1])
     batch = pa.table({"item_id": rows.item_ids.tolist(),
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.vectors.ravel()), rows.dim),
                       "n_events": pa.array(np.ones(len(rows), np.int64)),
@@ -185,7 +186,7 @@ class RandomEmbedder:
     dim: int = 64
     name: str = "random"
 
-    def fit(self, events: Events, *, progress: bool = False) -> ItemModel:
+    def fit(self, events: Events, *, progress: bool = False, engine: object = None) -> ItemModel:
         rng = np.random.default_rng(0)
         vectors = rng.standard_normal((events.n_items, self.dim)).astype(np.float32)
         return ItemModel(events.item_ids, l2_normalize(vectors))

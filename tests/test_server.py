@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureGroupNotFound, InvalidQuery, KeyNotFound, ServeError
-from featurestore.online.client import Client
-from featurestore.online.reload import ReloadPolicy
-from featurestore.online.wire import ARROW, Limits
-from featurestore.server import create_app, serve
+from featurestore.server.app import create_app, serve
+from featurestore.server.client import Client
+from featurestore.server.reload import ReloadPolicy
+from featurestore.server.wire import ARROW, Limits
 from tests.conftest import T0, run_python
 from tests.online_helpers import ServerThread, batch, brute_topk, free_port, keys_for, reference_latest, spec
 
@@ -377,7 +377,7 @@ def test_serving_imports_stay_light(store: FeatureStore) -> None:
         "import featurestore\n"
         "assert 'faiss' not in sys.modules and 'fastapi' not in sys.modules\n"
         "from featurestore import FeatureStore\n"
-        "from featurestore.server import create_app\n"
+        "from featurestore.server.app import create_app\n"
         f"app = create_app(FeatureStore({store.root.uri!r}))\n"
         "view = app.state.registry.get('items').view\n"
         "assert view.get(['k1']).found.all() and len(view.nearest(key='k1', k=3)) == 3\n"

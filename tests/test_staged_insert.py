@@ -149,7 +149,7 @@ def test_written_files_read_the_same_everywhere_with_one_row_group_each(store, m
 
 
 def test_training_sets_read_event_time_ranges_from_the_footers(store):
-    from featurestore.training_sql import _file_layout
+    from featurestore.engine.pit_sql import _file_layout
 
     fg = store.feature_group("item_embeddings", 1)
     fg.insert(item_batch(300), as_of=T0)
@@ -211,12 +211,11 @@ def test_vector_columns_are_written_without_a_dictionary(store):
 
 def test_an_empty_append_commits_no_file(store):
     from featurestore.conform import conform
-    from featurestore.storage import delta
 
     fg = store.feature_group("item_embeddings", 1)
     fg.insert(item_batch(60), as_of=T0)
     empty = fg._storage_table(conform(fg.spec, item_batch(60), as_of=T0).slice(0, 0))
-    info = delta.append(store.root, fg.rel, empty, {"featurestore.run_id": "empty"})
+    info = staging.append(store.root, fg.rel, empty, {"featurestore.run_id": "empty"})
     assert info["version"] == 2 and fg.count() == 60 and len(fg.files()) == 1 == len(_parquet(fg))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from featurestore import FeatureStore, FeatureStoreError, InvalidData, SpineError
 from featurestore.errors import FeatureGroupNotFound, QueryError
 from featurestore.schema import FeatureGroupSpec
-from featurestore.training_vectors import flush_cache_writes
+from featurestore.training import flush_cache_writes
 from tests.conftest import T0, item_batch
 
 US = timedelta(microseconds=1)
@@ -127,7 +128,7 @@ def test_matches_reference_join(data: st.DataObject) -> None:
         store.training_set(df, features, event_time="t").to_arrow()  # leaves a join index per group behind
         flush_cache_writes()
         for known_at, indexed in itertools.product(("latest", "spine"), (True, False)):
-            store.join_indexes = indexed  # the sorted join index and the Parquet files give the same rows
+            store.join_caches = indexed  # the sorted join index and the Parquet files give the same rows
             ts = store.training_set(df, features, event_time="t", ttl=ttl, known_at=known_at)
             assert ("{index" in ts.sql) == indexed  # ga always has rows: its index was left behind
             got = ts.to_arrow()
@@ -333,8 +334,11 @@ def test_sql_is_visible_and_query_errors_are_translated(items: FeatureStore) -> 
     spine = pa.table({"item_id": ["i0"], "ts": pa.array([T0], UTCZ)})
     ts = items.training_set(spine, ["item_embeddings:1"], event_time="ts")
     assert "ASOF LEFT JOIN" in ts.sql
-    ts.sql = ts.sql.replace("ASOF LEFT JOIN", "ASOF LEFT JOIN nonsense")
-    with pytest.raises(QueryError):
+    # a data file gone between planning and running: the engine's error arrives as a QueryError
+    gone = tuple(f + ".gone" for f in ts._request.groups[0].files)
+    ts._request = replace(ts._request, groups=(replace(ts._request.groups[0], files=gone, index=None),),
+                          caches={})
+    with pytest.raises(QueryError, match="training-set query failed"):
         ts.to_arrow()
 
 
@@ -453,7 +457,7 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
     """The first training set over a commit sorts its rows into a join index; later ones map it
     (same file), a damaged one is rebuilt, at most KEEP are kept per feature group version, and
     every result equals the one read straight from the Parquet files."""
-    from featurestore import training_index
+    from featurestore.training import join_cache as training_index
 
     store = FeatureStore(tmp_path / "s")
     store.apply([_spec("ga", "k", "string")])
@@ -467,11 +471,11 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
         return out
 
     def plain(**kw: Any) -> pa.Table:
-        store.join_indexes = False
+        store.join_caches = False
         try:
             return run(**kw)
         finally:
-            store.join_indexes = True
+            store.join_caches = True
 
     fg.insert(_batch("k", "string", [(k, T0 + timedelta(days=k % 3), float(k)) for k in range(5)]))
     first = run()
@@ -507,7 +511,7 @@ def test_int_keys_are_narrowed_in_the_index_only_when_they_fit(tmp_path: Path) -
     """An int64 key whose values fit in int32 is stored as int32 in the join index; a spine key out of
     that range then matches nothing (it is never wrapped onto a small key), and a group with a key
     beyond int32 keeps int64 and joins it."""
-    from featurestore import training_index
+    from featurestore.training import join_cache as training_index
 
     store = FeatureStore(tmp_path / "s")
     store.apply([_spec("small", "u", "int64"), _spec("big", "u", "int64")])
@@ -553,7 +557,7 @@ def test_arrow_results_do_not_import_pandas(items: FeatureStore, tmp_path: Path)
         "import sys\n"
         "import pyarrow.parquet as pq\n"
         "from featurestore import FeatureStore\n"
-        "from featurestore.training_vectors import flush_cache_writes\n"
+        "from featurestore.training import flush_cache_writes\n"
         f"store = FeatureStore({str(items.root.uri)!r})\n"
         "for _ in range(2):  # the first leaves the join index behind, the second maps it\n"
         f"    for spine in ({str(spine)!r}, pq.ParquetFile({str(spine)!r}).read()):\n"

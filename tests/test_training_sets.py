@@ -13,7 +13,7 @@ import pytest
 
 from featurestore import FeatureStore, InvalidData, TrainingSetNotFound
 from featurestore.cli import main
-from featurestore.training_sets import list_training_sets
+from featurestore.training.saved import list_training_sets
 from tests.conftest import T0, item_batch
 
 UTCZ = pa.timestamp("us", tz="UTC")

@@ -76,7 +76,7 @@ def test_aligned_retrain_passes(fg):
     raw = _checks_of_attempt(fg, new)  # unaligned, the retrain's basis is arbitrary: rejected
     assert not raw["vector_drift_mean_cosine"].success
     commit = fg.insert(batch(procrustes_align(new, old)), as_of=T0 + timedelta(days=1))
-    report = load(fg.store, commit.extra["validation_report"])
+    report = load(fg.root, commit.extra["validation_report"])
     drift = _checks(report)
     assert report.success, report.summary()
     assert drift["vector_drift_mean_cosine"].observed["mean_cosine"] > 0.9
@@ -109,6 +109,6 @@ def test_noised_version_is_flagged(fg, seed):
 
 def test_unchanged_vectors_pass_with_perfect_scores(fg):
     commit = fg.insert(batch(clustered()), as_of=T0 + timedelta(days=1))
-    drift = _checks(load(fg.store, commit.extra["validation_report"]))
+    drift = _checks(load(fg.root, commit.extra["validation_report"]))
     assert drift["vector_drift_mean_cosine"].observed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert drift["vector_drift_neighbor_overlap"].observed["overlap"] == pytest.approx(1.0)

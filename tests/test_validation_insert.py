@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore import FeatureStore, ValidationFailed, load_specs
-from featurestore.validation import ValidationReport, load, validate_commit
+from featurestore.validation import ValidationReport, load
 from tests.conftest import SCHEMAS, T0, item_batch, tree_digest
 
 
@@ -28,7 +28,7 @@ def test_passing_insert_links_its_report_from_the_commit(store):
     commit = fg.insert(item_batch(60), as_of=T0)
     assert commit.extra["validation_status"] == "passed"
     assert commit.extra["validation_policy"] == "strict"
-    report = load(store, commit.extra["validation_report"])
+    report = load(store.root, commit.extra["validation_report"])
     assert report.success and report.committed and report.commit == commit.commit
     assert report.row_count == 60 and report.mode == "insert"
     assert fg.history()[-1].extra["validation_report"] == report.report_id
@@ -46,7 +46,7 @@ def test_strict_failure_raises_commits_nothing_and_keeps_the_report(tmp_path, st
     report = info.value.report
     assert isinstance(report, ValidationReport) and not report.success and not report.committed
     assert "embedding: norm between" in str(info.value) and "Nothing was committed" in str(info.value)
-    stored = load(store, report.report_id)
+    stored = load(store.root, report.report_id)
     assert stored == report
     assert {c.name for c in stored.failed} >= {"embedding: norm between", "embedding: norm distribution"}
 
@@ -57,7 +57,7 @@ def test_warn_policy_commits_and_records_the_failure(tmp_path):
     fg = store.feature_group("item_embeddings", 1)
     commit = fg.insert(off_norm(60), as_of=T0)
     assert commit.extra["validation_status"] == "failed" and commit.extra["validation_policy"] == "warn"
-    report = load(store, commit.extra["validation_report"])
+    report = load(store.root, commit.extra["validation_report"])
     assert report.committed and report.commit == commit.commit and not report.success
     assert fg.count() == 60
     rows = store.sql("SELECT status, committed, \"commit\" FROM validation_reports").fetchall()
@@ -107,10 +107,10 @@ def test_validate_commit_rechecks_a_stored_commit(tmp_path):
     fg = store.feature_group("item_embeddings", 1)
     fg.insert(item_batch(60), as_of=T0)
     fg.insert(off_norm(60, seed=1, start=100), as_of=T0 + timedelta(days=1))
-    good, bad = validate_commit(store, "item_embeddings", 1, 1), validate_commit(store, "item_embeddings", 1, 2)
+    good, bad = store.validate("item_embeddings", 1, 1), store.validate("item_embeddings", 1, 2)
     assert good.success and good.commit == 1 and good.mode == "commit" and good.base_commit is None
     assert not bad.success and bad.commit == 2 and bad.base_commit == 1 and bad.row_count == 60
-    newest = validate_commit(store, "item_embeddings")
+    newest = store.validate("item_embeddings")
     assert newest.commit == 2
 
 
@@ -121,7 +121,7 @@ def test_multiple_rows_per_key_compare_the_newest(store):
     base = item_batch(60, event_time=t1)
     fg.insert(pa.concat_tables([item_batch(60, seed=9, event_time=t1 - timedelta(days=1)), base]))
     c = fg.insert(pa.concat_tables([item_batch(60, seed=5, event_time=t1), item_batch(60, event_time=t2)]))
-    report = load(store, c.extra["validation_report"])
+    report = load(store.root, c.extra["validation_report"])
     drift = next(x for x in report.checks if x.name == "embedding: drift (mean cosine)")
     assert drift.observed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert np.isclose(report.checks[0].observed, 120)
@@ -150,7 +150,7 @@ def test_compound_integer_and_string_keys_validate_and_compare_by_both(tmp_path)
 
     fg.insert(rows(v), as_of=T0)
     c = fg.insert(rows(v * 1.01), as_of=T0 + timedelta(days=1))
-    report = load(store, c.extra["validation_report"])
+    report = load(store.root, c.extra["validation_report"])
     assert report.success, report.summary()
     by = {x.expectation: x for x in report.checks}
     assert by["vector_drift_mean_cosine"].observed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)

@@ -9,7 +9,8 @@ import sys
 from datetime import datetime
 from typing import Any, TextIO
 
-from featurestore.store import DEFAULT_ROOT, ROOT_ENV, FeatureStore
+from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV
+from featurestore.store import FeatureStore
 
 
 class CLIError(Exception):

@@ -201,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import os
 
     from featurestore import demo
-    from featurestore.store import DEFAULT_ROOT, ROOT_ENV
+    from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV
 
     if args.days < 1:
         raise CLIError("--days must be at least 1")

@@ -81,7 +81,7 @@ def _open_view(args: argparse.Namespace, name: str) -> Any:
     if args.url:
         if args.commit is not None or args.version is not None:
             raise CLIError("--commit and --version pin a local view; a server serves what it serves")
-        from featurestore.online.client import Client
+        from featurestore.server.client import Client
 
         return Client(args.url, token=args.token or os.environ.get("FEATURESTORE_TOKEN")).view(name)
     store = open_store(args)
@@ -125,9 +125,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from featurestore.online.reload import ReloadPolicy
-    from featurestore.online.wire import Limits
-    from featurestore.server import serve
+    from featurestore.server.app import serve
+    from featurestore.server.reload import ReloadPolicy
+    from featurestore.server.wire import Limits
 
     groups = None
     if args.group:

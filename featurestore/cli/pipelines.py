@@ -62,7 +62,7 @@ def build(args: argparse.Namespace) -> Any:
     """The pipeline the arguments describe."""
     from dataclasses import replace
 
-    from featurestore.events import Columns, EventSource
+    from featurestore.engine.events import Columns, EventSource
     from featurestore.pipeline import Pipeline, load_pipeline
 
     base = load_pipeline(args.pipeline) if args.pipeline else None

@@ -119,7 +119,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from featurestore.training_vectors import cache_usage, prune_cache
+    from featurestore.training import cache_usage, prune_cache
 
     store = open_store(args)
     if args.prune or args.clear:

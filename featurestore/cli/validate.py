@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from featurestore.cli._common import CLIError, command, open_store, print_json
+from featurestore.validation import html
 from featurestore.validation.report import format_threshold, format_value
 
 
@@ -25,10 +26,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from featurestore.validation import html, runner
-
     store = open_store(args)
-    report = runner.validate_commit(store, args.name, args.version, args.commit)
+    report = store.validate(args.name, args.version, args.commit)
     page = html.render(report)
     html_rel = report.path.removesuffix(".json") + ".html"
     store.root.write_bytes(html_rel, page.encode())

@@ -11,13 +11,7 @@ Example::
 from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate, event_weights
 from featurestore.embed.align import Alignment, align, neighbour_overlap, procrustes
 from featurestore.embed.base import Embedder, ItemModel, l2_normalize
-from featurestore.embed.cooccurrence import (
-    CooccurrenceEmbedder,
-    cooccurrence,
-    normalized_counts,
-    ppmi_matrix,
-    svd_embed,
-)
+from featurestore.embed.cooccurrence import CooccurrenceEmbedder, normalized_counts, ppmi_matrix, svd_embed
 
 __all__ = [
     "Aggregation",
@@ -28,7 +22,6 @@ __all__ = [
     "ItemModel",
     "aggregate",
     "align",
-    "cooccurrence",
     "event_weights",
     "l2_normalize",
     "neighbour_overlap",

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from featurestore.embed.base import ItemModel, l2_normalize
+from featurestore.engine.base import Engine
+from featurestore.engine.duckdb import DuckDBEngine
+from featurestore.engine.events import Events
 from featurestore.errors import PipelineError
-from featurestore.events import Events
 
 
 @dataclass(frozen=True)
@@ -80,30 +81,25 @@ def event_weights(events: Events, agg: Aggregation) -> np.ndarray:
 
 
 def aggregate(events: Events, model: ItemModel, agg: Aggregation | None = None,
-              entities: np.ndarray | None = None) -> EntityVectors:
-    """Entity vectors for every entity of ``events`` (or only the entity codes in ``entities``)."""
+              entities: np.ndarray | None = None, *, engine: Engine | None = None) -> EntityVectors:
+    """Entity vectors for every entity of ``events`` (or only the entity codes in ``entities``); the
+    weighted sums are computed by ``engine`` (default: DuckDB's in-process kernel)."""
     agg = agg or Aggregation()
     rows = pd.Index(model.item_ids).get_indexer(events.item_ids)  # event item code -> model row (-1: none)
     w = event_weights(events, agg)
     model_row = rows[events.item]
-    keep = (model_row >= 0) & (w > 0)
     if entities is not None:
         wanted = np.zeros(events.n_entities, dtype=bool)
         wanted[entities] = True
-        keep &= wanted[events.entity]
-    m = sp.csr_matrix((w[keep], (events.entity[keep], model_row[keep])),
-                      shape=(events.n_entities, len(model)), dtype=np.float32)
-    m.sum_duplicates()
-    has = np.flatnonzero(np.diff(m.indptr) > 0)
-    sub = m[has]
+        model_row = np.where(wanted[events.entity], model_row, -1)
     item_vectors = model.vectors
     if model.query_divide is not None:
         item_vectors = item_vectors.copy()
         item_vectors[:, :model.query_dims] /= item_vectors[:, model.query_divide, None]
-    vectors = np.asarray(sub @ item_vectors, dtype=np.float32)
+    has, vectors, total = (engine or DuckDBEngine()).weighted_sums(
+        events.entity, model_row, w, events.n_entities, item_vectors)
     if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
-        total = np.asarray(sub.sum(axis=1), dtype=np.float32)
-        vectors = (vectors / np.maximum(total, np.float32(1e-30))).astype(np.float32)
+        vectors = (vectors / np.maximum(total[:, None], np.float32(1e-30))).astype(np.float32)
         vectors[:, model.query_dims:] = np.asarray(model.query_tail, dtype=np.float32)
     vectors = l2_normalize(vectors)
     ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)

@@ -11,7 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from featurestore.events import Events
+from featurestore.engine.base import Engine
+from featurestore.engine.events import Events
 
 
 @dataclass
@@ -92,8 +93,9 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def fit(self, events: Events, *, progress: bool = False) -> ItemModel:
-        """Item vectors for (a subset of) ``events.item_ids``; items it cannot embed are left out."""
+    def fit(self, events: Events, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
+        """Item vectors for (a subset of) ``events.item_ids``; items it cannot embed are left out. Bulk
+        counting goes through ``engine`` (default: DuckDB's)."""
         ...
 
     def params(self) -> dict[str, Any]:

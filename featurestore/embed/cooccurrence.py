@@ -70,8 +70,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from featurestore.embed.base import ItemModel, l2_normalize
+from featurestore.engine.base import Cooccurrence, Engine
+from featurestore.engine.duckdb import DuckDBEngine
+from featurestore.engine.events import Events
 from featurestore.errors import PipelineError
-from featurestore.events import Events
 
 Scoring = Literal["next_item", "inner_product", "cosine"]
 _EXTRA = {"inner_product": 1, "cosine": 0}  # coordinates beyond the SVD components (next_item: 1 + similarity)
@@ -149,11 +151,11 @@ class CooccurrenceEmbedder:
         out["session_gap"] = self.session_gap.total_seconds() if self.session_gap is not None else None
         return out
 
-    def fit(self, events: Events, *, progress: bool = False) -> ItemModel:
+    def fit(self, events: Events, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         t0 = time.perf_counter()
-        counts = cooccurrence(events, window=self.window, min_count=self.min_count,
-                              collapse_repeats=self.collapse_repeats, session_gap=self.session_gap,
-                              cross_session=self.cross_session)
+        counts = (engine or DuckDBEngine()).cooccurrence(events, Cooccurrence(
+            window=self.window, min_count=self.min_count, collapse_repeats=self.collapse_repeats,
+            session_gap=self.session_gap, cross_session=self.cross_session))
         t1 = time.perf_counter()
         keep = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
         if keep.size <= self.dim:
@@ -204,67 +206,6 @@ def next_item_layout(x: np.ndarray, mass: np.ndarray, *, alpha: float, popularit
     direction = x[:, 1:similarity_dims + 1].astype(np.float64)
     direction[np.linalg.norm(direction, axis=1) == 0, 0] = 1.0  # no direction: any unit vector will do
     return inner_product_to_cosine(scoring, l2_normalize(direction))
-
-
-def sequence_tokens(events: Events, *, collapse_repeats: bool = True
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(entity, item, weight, time) of each token, in sequence order; consecutive repeats of an item
-    within an entity collapse into one token with the largest weight and the time of the first."""
-    ent, item, w, t = events.entity, events.item, events.weight, events.time
-    if not collapse_repeats or ent.size == 0:
-        return ent, item, w, t
-    new = np.ones(ent.size, dtype=bool)
-    new[1:] = (ent[1:] != ent[:-1]) | (item[1:] != item[:-1])
-    starts = np.flatnonzero(new)
-    wmax = np.maximum.reduceat(w, starts) if starts.size else w[:0]
-    return ent[starts], item[starts], wmax.astype(np.float32), t[starts]
-
-
-def sessions(ent: np.ndarray, t: np.ndarray, gap_us: int | None) -> np.ndarray:
-    """A session number per token: a new session starts with each entity and after each pause longer
-    than ``gap_us`` microseconds (None: one session per entity)."""
-    brk = np.ones(ent.size, dtype=bool)
-    brk[1:] = ent[1:] != ent[:-1]
-    if gap_us is not None:
-        brk[1:] |= (t[1:] - t[:-1]) > gap_us
-    return np.cumsum(brk)
-
-
-def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collapse_repeats: bool = True,
-                 session_gap: timedelta | None = None, cross_session: float = 1.0) -> sp.csr_matrix:
-    """Symmetric (n_items, n_items) float32 matrix of windowed, weighted co-occurrence counts.
-
-    Pairs in different sessions of an entity (split at pauses longer than ``session_gap``) count
-    ``cross_session`` times as much.
-    """
-    ent, item, w, t = sequence_tokens(events, collapse_repeats=collapse_repeats)
-    n = events.n_items
-    if min_count > 1:
-        ok = events.item_count[item] >= min_count
-        ent, item, w, t = ent[ok], item[ok], w[ok], t[ok]
-    sw = np.sqrt(w, dtype=np.float32)
-    split = session_gap is not None and cross_session != 1.0
-    sid = sessions(ent, t, int(session_gap.total_seconds() * 1e6)) if split else None  # type: ignore[union-attr]
-    dists = [d for d in range(1, window + 1) if d < ent.size]
-    same = [(ent[d:] == ent[:-d]) & (item[d:] != item[:-d]) for d in dists]  # pairs at distance d
-    sizes = [int(np.count_nonzero(m)) for m in same]
-    # one vectorised pass per distance, written straight into the coordinate arrays (no concatenation)
-    a, b = np.empty(sum(sizes), item.dtype), np.empty(sum(sizes), item.dtype)
-    v = np.empty(sum(sizes), np.float32)
-    off = 0
-    for d, m, k in zip(dists, same, sizes):
-        out = slice(off, off + k)
-        np.compress(m, item[:-d], out=a[out])
-        np.compress(m, item[d:], out=b[out])
-        np.multiply(sw[:-d][m], sw[d:][m], out=v[out])
-        v[out] *= np.float32((window - d + 1) / window)
-        if sid is not None:
-            v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(cross_session))
-        off += k
-    del same
-    upper = sp.coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
-    upper.sum_duplicates()
-    return (upper + upper.T).tocsr()
 
 
 def normalized_counts(counts: sp.csr_matrix, mass: np.ndarray | None = None, tau: float = 0.0) -> sp.csr_matrix:

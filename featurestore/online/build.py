@@ -22,17 +22,15 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from featurestore.errors import InvalidQuery, StorageError
+from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
-
-if TYPE_CHECKING:
-    from featurestore.feature_group import FeatureGroup
 
 log = logging.getLogger("featurestore.online")
 FORMAT_VERSION = 1
@@ -42,7 +40,7 @@ CACHE_ENV = "FEATURESTORE_ONLINE_CACHE"
 
 def views_dir(fg: FeatureGroup) -> Path:
     """Where the views of a feature group version live (a local folder)."""
-    if fg.store.root.local:
+    if fg.root.local:
         return Path(fg.uri) / ONLINE_DIR
     base = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "featurestore-online")
     digest = hashlib.sha256(fg.uri.encode()).hexdigest()[:16]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from featurestore.errors import CommitNotFound, InvalidQuery
+from featurestore.feature_group import FeatureGroup
 from featurestore.online.build import materialize, view_path
 from featurestore.online.view import OnlineView
-
-if TYPE_CHECKING:
-    from featurestore.feature_group import FeatureGroup
 
 
 def resolve_commit(fg: FeatureGroup, commit: int | None = None, as_of: datetime | None = None) -> int:

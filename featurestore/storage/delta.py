@@ -64,27 +64,6 @@ def open_table(uri: str, version: int | None = None, *, storage_options: dict[st
         return dt
 
 
-def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
-    """Append ``data`` as one atomic commit carrying ``metadata``; return that commit's info.
-
-    Local roots write the files with pyarrow and commit them (:mod:`.staging`); other roots go
-    through ``write_deltalake``.
-    """
-    if root.local:
-        from featurestore.storage.staging import StagedAppend
-
-        StagedAppend(root, rel, lambda: data).commit(metadata)
-    else:
-        from deltalake import CommitProperties, write_deltalake
-
-        with translated(f"committing to {root.uri_of(rel)}"):
-            write_deltalake(
-                root.uri_of(rel), data, mode="append", storage_options=root.storage_options or None,
-                commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
-            )
-    return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])
-
-
 def commit_of_run(root: Root, rel: str, run_id: str) -> dict[str, Any]:
     """The info of the commit carrying ``run_id``, searched newest first (others may have committed since)."""
     for version in reversed(_log_versions(root, rel)):

@@ -10,7 +10,7 @@ between leaves unreferenced files behind, never a half-visible commit. The files
 deltalake writes itself: ``part-NNNNN-<uuid>-c000.snappy.parquet``, about 100 MB each with one row group,
 snappy, dictionary encoding (except vector columns), column statistics in the footer, and Delta ``stats`` (numRecords,
 minValues, maxValues, nullCount) in each add action. Local roots only: object stores keep the
-sequential ``write_deltalake`` path (see :func:`featurestore.storage.delta.append`).
+sequential ``write_deltalake`` path (see :func:`featurestore.storage.staging.append`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.errors import StorageError
+from featurestore.storage.delta import META_PREFIX, commit_of_run, history, open_table, translated
 from featurestore.storage.fs import Root
 
 TARGET_FILE_BYTES = 100 * 1024 * 1024  # deltalake's default target file size
@@ -63,8 +64,6 @@ class StagedAppend:
     def _write(self, make_table: Callable[[], pa.Table]) -> tuple[Any, pa.Schema, list[Any]]:
         import pyarrow.parquet as pq
         from deltalake.transaction import AddAction
-
-        from featurestore.storage.delta import open_table
 
         table_dir = self.root._path(self.rel)
         dt = open_table(self.uri, storage_options=self.root.storage_options)  # the version this append reads
@@ -100,8 +99,6 @@ class StagedAppend:
         """
         from deltalake import CommitProperties
 
-        from featurestore.storage.delta import translated
-
         if self._done:
             raise StorageError(f"{self.uri}: this staged append was already committed or discarded")
         try:
@@ -127,8 +124,6 @@ class StagedAppend:
 
     def _landed(self, metadata: dict[str, str]) -> bool | None:
         """Whether a commit carrying ``metadata``'s run id is in the log (None: the log cannot be read)."""
-        from featurestore.storage.delta import META_PREFIX, history
-
         run_id = metadata.get(META_PREFIX + "run_id")
         if run_id is None:
             return None
@@ -208,3 +203,22 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
         if b[1] is not None:
             maxs[name] = b[1]
     return {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
+    """Append ``data`` as one atomic commit carrying ``metadata``; return that commit's info.
+
+    Local roots write the files with pyarrow and commit them (:mod:`.staging`); other roots go
+    through ``write_deltalake``.
+    """
+    if root.local:
+        StagedAppend(root, rel, lambda: data).commit(metadata)
+    else:
+        from deltalake import CommitProperties, write_deltalake
+
+        with translated(f"committing to {root.uri_of(rel)}"):
+            write_deltalake(
+                root.uri_of(rel), data, mode="append", storage_options=root.storage_options or None,
+                commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
+            )
+    return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])

@@ -6,8 +6,7 @@ Every insert is validated before it commits (:class:`~featurestore.validation.ru
 
 Example::
 
-    from featurestore.validation import validate_commit
-    report = validate_commit(store, "item_embeddings", version=1)
+    report = store.validate("item_embeddings", version=1)   # or fg.validate_commit(commit)
     print(report.summary())
     store.sql("SELECT report_id, status, n_failed FROM validation_reports").df()
 """

@@ -13,12 +13,11 @@ import math
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from featurestore.errors import ReportNotFound, StorageError
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
+from featurestore.storage.duck import literal
+from featurestore.storage.fs import Root
 
 Engine = Literal["great_expectations", "numpy"]
 Mode = Literal["insert", "commit"]
@@ -154,38 +153,38 @@ def report_path(name: str, version: int, report_id: str) -> str:
     return f"{REPORTS_DIR}/{name}/v{version}/{report_id}.json"
 
 
-def save(store: FeatureStore, report: ValidationReport) -> str:
+def save(root: Root, report: ValidationReport) -> str:
     """Write the report (atomically) under the store root; returns its path relative to the root."""
-    store.root.write_json(report.path, report.to_dict())
+    root.write_json(report.path, report.to_dict())
     return report.path
 
 
-def report_files(store: FeatureStore) -> list[str]:
+def report_files(root: Root) -> list[str]:
     """Every stored report, as paths relative to the root, oldest first."""
     out = []
-    for name in store.root.listdir(REPORTS_DIR):
-        for vdir in store.root.listdir(f"{REPORTS_DIR}/{name}"):
-            for f in store.root.listdir(f"{REPORTS_DIR}/{name}/{vdir}"):
+    for name in root.listdir(REPORTS_DIR):
+        for vdir in root.listdir(f"{REPORTS_DIR}/{name}"):
+            for f in root.listdir(f"{REPORTS_DIR}/{name}/{vdir}"):
                 if f.endswith(".json"):
                     out.append(f"{REPORTS_DIR}/{name}/{vdir}/{f}")
     return sorted(out, key=lambda p: p.rsplit("/", 1)[1])
 
 
-def load(store: FeatureStore, report_id: str, name: str | None = None, version: int | None = None
+def load(root: Root, report_id: str, name: str | None = None, version: int | None = None
          ) -> ValidationReport:
     """Read one report back by id (``name``/``version`` narrow the search)."""
     if name is not None and version is not None:
         candidates = [report_path(name, version, report_id)]
     else:
-        candidates = [p for p in report_files(store) if p.endswith(f"/{report_id}.json")]
+        candidates = [p for p in report_files(root) if p.endswith(f"/{report_id}.json")]
     for rel in candidates:
         try:
-            return ValidationReport.from_json(store.root.read_bytes(rel))
+            return ValidationReport.from_json(root.read_bytes(rel))
         except FileNotFoundError:
             continue
         except (ValueError, KeyError) as exc:
-            raise StorageError(f"validation report {store.root.uri_of(rel)} is unreadable: {exc}") from exc
-    raise ReportNotFound(f"no validation report {report_id!r} in {store.root.uri}")
+            raise StorageError(f"validation report {root.uri_of(rel)} is unreadable: {exc}") from exc
+    raise ReportNotFound(f"no validation report {report_id!r} in {root.uri}")
 
 
 # ---- SQL views ----------------------------------------------------------------------------------
@@ -199,19 +198,17 @@ _CHECK_STRUCT = ("STRUCT(name VARCHAR, engine VARCHAR, expectation VARCHAR, \"co
                  "success BOOLEAN, observed JSON, threshold JSON, details VARCHAR, skipped BOOLEAN)")
 
 
-def _files_sql(store: FeatureStore) -> str | None:
-    files = report_files(store)
+def _files_sql(root: Root) -> str | None:
+    files = report_files(root)
     if not files:
         return None
-    from featurestore.storage.duck import literal
-
-    return ", ".join(literal(store.root.uri_of(f)) for f in files)
+    return ", ".join(literal(root.uri_of(f)) for f in files)
 
 
-def reports_view_sql(store: FeatureStore) -> str:
+def reports_view_sql(root: Root) -> str:
     """``validation_reports``: one row per report, with its checks as a list of structs."""
     cols = {**_REPORT_COLUMNS, "checks": f"{_CHECK_STRUCT}[]"}
-    files = _files_sql(store)
+    files = _files_sql(root)
     if files is None:
         empty = {**cols, "path": "VARCHAR"}
         return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS \"{c}\"" for c, t in empty.items()) + " WHERE false"
@@ -221,9 +218,9 @@ def reports_view_sql(store: FeatureStore) -> str:
             f"columns = {{{spec}}}, filename = true)")
 
 
-def checks_view_sql(store: FeatureStore) -> str:
+def checks_view_sql(root: Root) -> str:
     """``validation_checks``: one row per check, with its report's identity."""
-    files = _files_sql(store)
+    files = _files_sql(root)
     if files is None:
         return ("SELECT CAST(NULL AS VARCHAR) AS report_id, CAST(NULL AS VARCHAR) AS feature_group, "
                 "CAST(NULL AS INTEGER) AS version, CAST(NULL AS BIGINT) AS \"commit\", "
@@ -234,12 +231,6 @@ def checks_view_sql(store: FeatureStore) -> str:
                 "CAST(NULL AS BOOLEAN) AS skipped WHERE false")
     return ("SELECT report_id, feature_group, version, \"commit\", unnest(checks, recursive := true) "
             "FROM validation_reports")
-
-
-def register(store: FeatureStore) -> None:
-    """Add the ``validation_reports`` and ``validation_checks`` views to a store."""
-    store.add_view("validation_reports", reports_view_sql)
-    store.add_view("validation_checks", checks_view_sql)
 
 
 # ---- formatting -----------------------------------------------------------------------------------

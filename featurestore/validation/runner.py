@@ -12,14 +12,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurestore.engine.base import Engine, Scan
 from featurestore.errors import ValidationFailed
+from featurestore.schema import FeatureGroupSpec
+from featurestore.storage.fs import Root
 from featurestore.validation import embedding, report
 from featurestore.validation.expectations import Expectations, VectorRules, parse_expectations
 from featurestore.validation.report import CheckResult, Mode, ValidationReport
@@ -28,9 +30,22 @@ from featurestore.validation.suite import SUITE_FILE, frame, suite_document
 if TYPE_CHECKING:
     import pandas as pd
 
-    from featurestore.feature_group import FeatureGroup
-    from featurestore.schema import FeatureGroupSpec
-    from featurestore.store import FeatureStore
+
+class CommittedTable(Protocol):
+    """What validation needs of a feature group (:class:`~featurestore.feature_group.FeatureGroup` is
+    one): its spec, storage and engine, and its commits' files and rows."""
+
+    spec: FeatureGroupSpec
+    root: Root
+    rel: str
+    engine: Engine
+
+    def commit_of(self, as_of: Any = None) -> int: ...
+
+    def files(self, as_of: Any = None) -> list[str]: ...
+
+    def read(self, as_of: Any = None, *, columns: list[str] | None = None,
+             system_columns: bool = False) -> pa.Table: ...
 
 _CANDIDATES = 3  # drift: batch rows looked up in the previous commit per wanted sample row
 
@@ -40,10 +55,10 @@ def suite_for(spec: FeatureGroupSpec) -> dict[str, Any]:
     return suite_document(spec, parse_expectations(spec))
 
 
-def write_suite(store: FeatureStore, spec: FeatureGroupSpec) -> str:
+def write_suite(root: Root, table_rel: str, spec: FeatureGroupSpec) -> str:
     """Store the suite as JSON beside the table (``<table>/_suite.json``); returns its path."""
-    rel = f"{store.table_path(spec.name, spec.version)}/{SUITE_FILE}"
-    store.root.write_json(rel, suite_for(spec))
+    rel = f"{table_rel}/{SUITE_FILE}"
+    root.write_json(rel, suite_for(spec))
     return rel
 
 
@@ -52,7 +67,7 @@ class Previous:
     """The commit a batch is compared with (drift, coverage): its added rows, read lazily.
 
     Either ``table`` holds those rows in memory, or ``files`` names the Parquet files the commit added
-    and ``store`` reads them: only the rows of the keys asked for (a sample), and for drift first only
+    and ``engine`` reads them: only the rows of the keys asked for (a sample), and for drift first only
     their keys and event times, then the vectors of the rows sampled, so a 1M-row previous commit
     costs a scan of its key column and a partial read of its vector column, not a full load.
     """
@@ -60,7 +75,7 @@ class Previous:
     commit: int
     table: pa.Table | None = None
     files: tuple[str, ...] = ()
-    store: FeatureStore | None = None
+    engine: Engine | None = None
     all_keys: pd.Index | None = None  # every key in the table at that commit (coverage: table)
 
     def rows(self, spec: FeatureGroupSpec, columns: list[str], keys: pa.Table | None = None,
@@ -76,22 +91,8 @@ class Previous:
                 out = out.append_column("_file", pa.array(np.zeros(out.num_rows, np.int64))) \
                     .append_column("_row", pa.array(np.arange(out.num_rows, dtype=np.int64)))
             return out  # all rows: the caller matches keys
-        from featurestore.storage.duck import literal, quote
-
-        cols = ", ".join("p." + quote(c) for c in columns)
-        if locate:
-            cols += ", p.filename AS _file, p.file_row_number AS _row"
-        sql = f"SELECT {cols} FROM read_parquet([{', '.join(map(literal, self.files))}]" \
-              f"{', filename=true, file_row_number=true' if locate else ''}) AS p"
-        if keys is not None:
-            sql += f" SEMI JOIN wanted USING ({', '.join(quote(k) for k in spec.key_names)})"
-        out = self._query(spec, sql, keys)
-        if locate:  # file names -> positions in self.files
-            index = {f: i for i, f in enumerate(self.files)}
-            names = out["_file"].to_pylist()
-            out = out.set_column(out.schema.get_field_index("_file"), "_file",
-                                 pa.array([index[n] for n in names], pa.int64()))
-        return out
+        assert self.engine is not None
+        return self.engine.scan(Scan(spec, self.files, tuple(columns), keys=keys, locate=locate))
 
     def values_at(self, spec: FeatureGroupSpec, column: str, where: pa.Table) -> pa.ChunkedArray:
         """Vector ``column`` at the positions ``where`` (``_file``, ``_row`` from :meth:`rows`), in that order.
@@ -103,17 +104,13 @@ class Previous:
         rows = where["_row"].to_numpy()
         if self.table is not None:
             return self.table[column].take(pa.array(rows, pa.int64()))
-        from featurestore.storage.duck import literal, quote
-
+        assert self.engine is not None
         parts, order = [], []
         for f in np.unique(files):
             mine = np.flatnonzero(files == f)
-            numbers = ", ".join(str(int(r)) for r in np.unique(rows[mine]))
-            got = self._query(spec, f"SELECT file_row_number AS _row, {quote(column)} AS v FROM read_parquet("
-                                    f"{literal(self.files[int(f)])}, file_row_number=true) "
-                                    f"WHERE file_row_number IN ({numbers})", None)
+            got = self.engine.scan(Scan(spec, self.files, (column,), rows={int(f): rows[mine]}))
             at = {int(r): i for i, r in enumerate(got["_row"].to_numpy())}
-            parts.append(got["v"].take(pa.array([at[int(r)] for r in rows[mine]], pa.int64())))
+            parts.append(got[column].take(pa.array([at[int(r)] for r in rows[mine]], pa.int64())))
             order.append(mine)
         if not parts:
             return pa.chunked_array([], pa.list_(pa.float32()))
@@ -121,20 +118,6 @@ class Previous:
         back = np.empty(len(rows), np.int64)
         back[np.concatenate(order)] = np.arange(len(rows))
         return merged.take(pa.array(back, pa.int64()))
-
-    def _query(self, spec: FeatureGroupSpec, sql: str, keys: pa.Table | None) -> pa.Table:
-        assert self.store is not None
-        from featurestore.errors import StorageError
-
-        cur = self.store.duck.con.cursor()
-        try:
-            if keys is not None:
-                cur.register("wanted", keys)
-            return cur.sql(sql).to_arrow_table()
-        except duckdb.Error as exc:
-            raise StorageError(f"reading commit {self.commit} of {spec.key}: {exc}") from exc
-        finally:
-            cur.close()
 
 
 def _key_index(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray | None = None) -> pd.Index:
@@ -148,7 +131,7 @@ def _key_index(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray | None 
     return pd.MultiIndex.from_arrays([sub[k].to_pandas() for k in spec.key_names])
 
 
-def previous_commit(fg: FeatureGroup, before: int | None = None, *, need_all_keys: bool = False
+def previous_commit(fg: CommittedTable, before: int | None = None, *, need_all_keys: bool = False
                     ) -> Previous | None:
     """The newest commit before ``before`` (default: the newest commit) that added rows, or None."""
     newest = fg.commit_of()
@@ -161,7 +144,7 @@ def previous_commit(fg: FeatureGroup, before: int | None = None, *, need_all_key
     all_keys = None
     if need_all_keys:
         all_keys = _key_index(fg.spec, fg.read(commit, columns=fg.spec.key_names)).unique()
-    return Previous(commit, files=tuple(added), store=fg.store, all_keys=all_keys)
+    return Previous(commit, files=tuple(added), engine=fg.engine, all_keys=all_keys)
 
 
 def _latest_per_key(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
@@ -293,14 +276,12 @@ def _needs_all_keys(exp: Expectations) -> bool:
     return any(v.coverage is not None and v.coverage.expected == "table" for v in exp.vectors)
 
 
-def _ensure_suite(fg: FeatureGroup) -> None:
-    store, spec = fg.store, fg.spec
-    rel = f"{store.table_path(spec.name, spec.version)}/{SUITE_FILE}"
-    if not store.root.exists(rel):
-        write_suite(store, spec)
+def _ensure_suite(fg: CommittedTable) -> None:
+    if not fg.root.exists(f"{fg.rel}/{SUITE_FILE}"):
+        write_suite(fg.root, fg.rel, fg.spec)
 
 
-def check_batch(fg: FeatureGroup, batch: pa.Table) -> ValidationReport:
+def check_batch(fg: CommittedTable, batch: pa.Table) -> ValidationReport:
     """Validate a conformed batch against ``fg``'s spec and newest commit, storing nothing."""
     exp = parse_expectations(fg.spec)
     prev = previous_commit(fg, need_all_keys=_needs_all_keys(exp))
@@ -310,15 +291,15 @@ def check_batch(fg: FeatureGroup, batch: pa.Table) -> ValidationReport:
 class InsertGate:
     """Validation of one insert: run before the commit, finished after it (see module doc)."""
 
-    def __init__(self, fg: FeatureGroup, batch: pa.Table):
+    def __init__(self, fg: CommittedTable, batch: pa.Table):
         self.fg = fg
         _ensure_suite(fg)
         self.report = check_batch(fg, batch)
-        report.save(fg.store, self.report)
+        report.save(fg.root, self.report)
         if not self.report.success and fg.spec.policy == "strict":
             raise ValidationFailed(
                 f"{self.report.summary()}\nNothing was committed (policy: strict). Report: "
-                f"{fg.store.root.uri_of(self.report.path)}", report=self.report)
+                f"{fg.root.uri_of(self.report.path)}", report=self.report)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -328,31 +309,22 @@ class InsertGate:
 
     def committed(self, commit: int) -> None:
         self.report = self.report.with_commit(commit)
-        report.save(self.fg.store, self.report)
+        report.save(self.fg.root, self.report)
 
 
-def validate_commit(store: FeatureStore, name: str, version: int | None = None, commit: int | None = None,
-                    *, save: bool = True) -> ValidationReport:
-    """Validate a stored commit (default: the newest) against its spec, against the commit before it."""
-    fg = store.feature_group(name, version)
-    number = fg.commit_of(commit)
+def validate_commit(fg: CommittedTable, commit: int, *, save: bool = True) -> ValidationReport:
+    """Validate stored ``commit`` of ``fg`` against its spec and the commit before it; store the report
+    unless ``save=False``."""
     exp = parse_expectations(fg.spec)
-    prev = previous_commit(fg, before=number, need_all_keys=_needs_all_keys(exp))
-    added = sorted(set(fg.files(number)) - set(fg.files(number - 1))) if number > 0 else []
+    prev = previous_commit(fg, before=commit, need_all_keys=_needs_all_keys(exp))
+    added = sorted(set(fg.files(commit)) - set(fg.files(commit - 1))) if commit > 0 else []
     spec = fg.spec
     if added:
-        from featurestore.storage.duck import relation_sql
-
-        cur = store.duck.con.cursor()
-        try:
-            table = cur.sql(relation_sql(spec, added)).to_arrow_table()
-        finally:
-            cur.close()
-        table = table.select(spec.columns)
+        table = fg.engine.scan(Scan(spec, tuple(added), tuple(spec.columns)))
     else:
         table = spec.arrow_schema().empty_table()
     result = validate_batch(spec, table, previous=prev, mode="commit", expectations=exp)
-    result = result.with_commit(number)
+    result = result.with_commit(commit)
     if save:
-        report.save(store, result)
+        report.save(fg.root, result)
     return result

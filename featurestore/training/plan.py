@@ -39,17 +39,18 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from featurestore.catalog import Catalog
+from featurestore.engine.base import JoinRequest
+from featurestore.engine.pit_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError, SpineError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import literal, quote
-from featurestore.training_index import build_behind, has_key32, join_index
-from featurestore.training_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql, build_sql
-from featurestore.training_vectors import VectorColumn, file_rows, from_numpy
+from featurestore.training.join_cache import build_behind, has_key32, join_index
+from featurestore.training.vectors import VectorColumn, file_rows, from_numpy
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from featurestore.store import FeatureStore
 
 Spine = Any  # pandas.DataFrame | pyarrow.Table | RecordBatchReader | Parquet path(s) | DuckDB relation
 _REF = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?::(?P<version>\d+))?(?::(?P<columns>[A-Za-z0-9_,\s]+))?$")
@@ -93,10 +94,11 @@ class TrainingSet:
     per feature group; :attr:`sql` is the join run (over the registered spine ``{spine}``; vector
     columns come out of it as row positions and are gathered afterwards)."""
 
-    store: FeatureStore
+    catalog: Catalog
     sql: str
     pins: dict[str, int]
     params: dict[str, Any]
+    _request: JoinRequest = field(repr=False)
     _spine: Any = field(repr=False)
     _columns: list[str] = field(default_factory=list)
     _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
@@ -106,7 +108,7 @@ class TrainingSet:
     def _index_behind(self) -> None:
         """Once a result is out: queue the join-index builds of the groups read without one."""
         for g in self._unindexed:
-            build_behind(self.store, g)
+            build_behind(self.catalog, g)
         self._unindexed = []
 
     @property
@@ -114,17 +116,10 @@ class TrainingSet:
         """The result's column names: the spine's, then each group's prefixed feature columns."""
         return list(self._columns)
 
-    def _reader(self, cur: duckdb.DuckDBPyConnection, batch_size: int) -> pa.RecordBatchReader:
+    def _reader(self, batch_size: int, memory_limit: str | None = None) -> pa.RecordBatchReader:
         """The join's result (the groups' columns, vectors as row positions), in spine order."""
-        name = _unique("__fs_spine")
-        self._spine.register(cur, name)
-        sql = self.sql.replace("{spine}", quote(name))
-        for placeholder, table in self._indexes.items():
-            index = _unique("__fs_index")
-            cur.register(index, table)
-            sql = sql.replace(placeholder, quote(index))
-        self.store.duck._log(sql)
-        return cur.sql(sql).to_arrow_reader(batch_size)
+        request = replace(self._request, batch_size=batch_size, memory_limit=memory_limit)
+        return self.catalog.engine.point_in_time_join(request)
 
     def _attach(self, spine: pa.Table, joined: pa.Table) -> pa.Table:
         """The spine's columns, then the joined ones (same rows, same order)."""
@@ -167,40 +162,25 @@ class TrainingSet:
         """Stream the training set as Arrow tables of up to ``batch_size`` rows, in spine order.
         ``memory_limit`` (e.g. ``"1GB"``) caps DuckDB while the join runs, so a big join spills to disk
         instead; DuckDB's limit is database-wide, so it is lowered for the call only, never raised."""
-        cur = self.store.duck.con.cursor()
-        restore = _lower_memory_limit(cur, memory_limit)
-        try:
-            decoding = self._prepare_vectors()
-            reader = self._reader(cur, batch_size)
-            decoding.result()
-            spine = _Rows(self._spine.batches(), self._spine.arrow_schema)
-            empty = True
-            for batch in reader:
-                empty = False
-                yield self._attach(spine.take(batch.num_rows), self._gather(batch))
-            if empty:  # always at least one (possibly empty) table: it carries the schema
-                yield self._attach(spine.take(0), self._gather(reader.schema.empty_table()))
-            if not spine.exhausted():
-                raise QueryError("training-set query returned fewer rows than the spine has")
-            self._index_behind()
-        except duckdb.Error as exc:
-            raise QueryError(f"training-set query failed: {exc}") from exc
-        finally:
-            if restore:
-                cur.execute(restore)
-            cur.close()
+        decoding = self._prepare_vectors()
+        reader = self._reader(batch_size, memory_limit)
+        decoding.result()
+        spine = _Rows(self._spine.batches(), self._spine.arrow_schema)
+        empty = True
+        for batch in reader:
+            empty = False
+            yield self._attach(spine.take(batch.num_rows), self._gather(batch))
+        if empty:  # always at least one (possibly empty) table: it carries the schema
+            yield self._attach(spine.take(0), self._gather(reader.schema.empty_table()))
+        if not spine.exhausted():
+            raise QueryError("training-set query returned fewer rows than the spine has")
+        self._index_behind()
 
     def to_arrow(self) -> pa.Table:
         """Compute the training set as a pyarrow Table (spine order, spine columns first)."""
-        cur = self.store.duck.con.cursor()
-        try:
-            decoding = self._prepare_vectors()
-            table = self._reader(cur, 1 << 20).read_all()
-            decoding.result()
-        except duckdb.Error as exc:
-            raise QueryError(f"training-set query failed: {exc}") from exc
-        finally:
-            cur.close()
+        decoding = self._prepare_vectors()
+        table = self._reader(1 << 20).read_all()
+        decoding.result()
         out = self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
         self._index_behind()
         return out
@@ -241,41 +221,6 @@ class TrainingSet:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return rows
-
-
-def _lower_memory_limit(cur: duckdb.DuckDBPyConnection, limit: str | None) -> str | None:
-    """Lower DuckDB's (database-wide) memory limit to ``limit`` if that is smaller; return the statement
-    that restores it afterwards (``RESET`` when it was DuckDB's default), or None when nothing changed."""
-    if not limit:
-        return None
-
-    def current() -> str:
-        return str(cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
-
-    restore = None
-    try:
-        before = current()
-        cur.execute("RESET memory_limit")
-        restore = "RESET memory_limit" if current() == before else f"SET memory_limit = {literal(before)}"
-        cur.execute(f"SET memory_limit = {literal(limit)}")
-        lowered = current()
-    except duckdb.Error as exc:
-        if restore:
-            cur.execute(restore)
-        raise InvalidData(f"bad memory_limit {limit!r}: {exc}") from exc
-    if _bytes(lowered) >= _bytes(before):
-        cur.execute(restore)
-        return None
-    return restore
-
-
-def _bytes(text: str) -> float:
-    units = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "bytes": 1}
-    m = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)
-    if not m:
-        return float("inf")
-    return float(m[1]) * units.get(m[2].lower() or "b", 1)
 
 
 def rechunk(tables: Iterable[pa.Table], size: int, *, keep_empty: bool = False) -> Iterator[pa.Table]:
@@ -342,7 +287,7 @@ def _reading_spine(file: str) -> Iterator[None]:
 class _SpineSource:
     """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``)."""
 
-    def __init__(self, data: Spine, store: FeatureStore):
+    def __init__(self, data: Spine, store: Catalog):
         self.files: list[str] | None = None
         self.table: pa.Table | None = None
         if isinstance(data, str | os.PathLike) or (
@@ -424,20 +369,12 @@ class _SpineSource:
                 tables.append(table if table.schema.equals(schema) else table.cast(schema))
         return pa.concat_tables(tables)
 
-    def _schema(self, store: FeatureStore) -> dict[str, str]:
-        """Spine column name -> DuckDB type."""
-        cur = store.duck.con.cursor()
+    def _schema(self, store: Catalog) -> dict[str, str]:
+        """Spine column name -> SQL type, as the engine sees it."""
         try:
-            name = _unique("__fs_probe")
-            self.register(cur, name)
-            rel = cur.sql(f"SELECT * FROM {quote(name)} LIMIT 0")
-            out = {c: str(t) for c, t in zip(rel.columns, rel.types)}
-            self.unregister(cur, name)
-            return out
-        except duckdb.Error as exc:
+            return store.engine.relation_schema(self.register)
+        except QueryError as exc:
             raise SpineError(f"cannot read the spine: {exc}") from exc
-        finally:
-            cur.close()
 
     def register(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
         if self.table is not None:
@@ -509,7 +446,7 @@ def _spine_keys(spec: FeatureGroupSpec, given: Any, spine_cols: Sequence[str]) -
     return tuple(cols)
 
 
-def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef], *,
+def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
          entity_keys: Mapping[str, Any] | None = None, event_time: str = "event_time",
          ttl: timedelta | Mapping[str, timedelta | None] | None = None, known_at: KnownAt = "latest",
          pins: Mapping[str, int] | None = None, prefix: bool = True) -> TrainingSet:
@@ -540,7 +477,7 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
         fg = store.feature_group(ref.name, ref.version)
         ref = FeatureRef(ref.name, fg.version, ref.columns)
         spec = fg.spec
-        if any(g.ref.key == ref.key for g in groups):
+        if any(g.key == ref.key for g in groups):
             raise InvalidData(f"{ref.key} is listed twice in features")
         selectable = [f.name for f in spec.features] + [spec.event_time]
         wanted = ref.columns or tuple(f.name for f in spec.features)
@@ -566,14 +503,14 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
         else:
             commit, files = fg.commit_files(None)
         offsets, disjoint = _file_layout(files, spec.event_time)
-        groups.append(JoinGroup(ref, spec, commit, tuple(files), offsets, disjoint, keys, tuple(wanted), output,
+        groups.append(JoinGroup(ref.key, spec, commit, tuple(files), offsets, disjoint, keys, tuple(wanted), output,
                              _ttl_of(ttl, ref)))
-    extra = set(pins) - {g.ref.key for g in groups}
+    extra = set(pins) - {g.key for g in groups}
     if extra:
         raise FeatureGroupNotFound(f"pins name feature group(s) not in features: {', '.join(sorted(extra))}")
     indexes: dict[str, pa.Table] = {}
     unindexed: list[JoinGroup] = []  # their indexes are built once this training set is out
-    if store.root.local and store.join_indexes:
+    if store.root.local and store.join_caches:
         for i, g in enumerate(groups):
             table = join_index(store, g)
             if table is not None:
@@ -581,12 +518,13 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
                 indexes[f"{{index{i}}}"] = table
             elif g.files:
                 unindexed.append(g)
-    sql = build_sql(groups, event_time, known_at)
+    request = JoinRequest(tuple(groups), event_time, known_at, source.register, indexes)
+    sql = store.engine.describe_join(request)
     params = {
-        "features": [f"{g.ref.key}:{','.join(g.columns)}" for g in groups],
-        "entity_keys": {g.ref.key: list(g.spine_keys) for g in groups},
+        "features": [f"{g.key}:{','.join(g.columns)}" for g in groups],
+        "entity_keys": {g.key: list(g.spine_keys) for g in groups},
         "event_time": event_time,
-        "ttl": {g.ref.key: (g.ttl.total_seconds() if g.ttl is not None else None) for g in groups},
+        "ttl": {g.key: (g.ttl.total_seconds() if g.ttl is not None else None) for g in groups},
         "known_at": known_at,
         "prefix": prefix,
     }
@@ -596,5 +534,5 @@ def plan(store: FeatureStore, spine: Spine, features: Sequence[str | FeatureRef]
             vectors[g.output[g.columns.index(c)]] = VectorColumn(
                 store, f"{g.spec.name}/v{g.spec.version}", c, g.spec.feature(c).dim or 0, list(g.files),
                 np.asarray(g.offsets, np.int64))
-    return TrainingSet(store, sql, {g.ref.key: g.commit for g in groups}, params, source,
+    return TrainingSet(store, sql, {g.key: g.commit for g in groups}, params, request, source,
                        [*cols, *(o for g in groups for o in g.output)], vectors, indexes, unindexed)

@@ -11,8 +11,8 @@ decode and sort each time; the ASOF join and its semantics are unchanged (the in
 Delta data files are immutable, so an index named by its commit's file list is valid for as long as
 those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<version>/``. The first
 training set over a commit runs on the Parquet files as before and, once its result is out, queues the
-index build for the cache writer thread of :mod:`featurestore.training_vectors` (the interpreter waits
-for it at exit; :func:`~featurestore.training_vectors.flush_cache_writes` waits explicitly); later
+index build for the cache writer thread of :mod:`featurestore.training.vectors` (the interpreter waits
+for it at exit; :func:`~featurestore.training.vectors.flush_cache_writes` waits explicitly); later
 training sets map the index. Once a feature group has an index, each insert queues the index of its
 new commit the same way (:func:`refresh_behind`), so a pipeline's next training set maps one too. At
 most :data:`KEEP` indexes are kept per feature group version, the most
@@ -28,18 +28,14 @@ import hashlib
 import json
 import os
 import uuid
-from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
+from featurestore.catalog import Catalog
+from featurestore.engine.pit_sql import JoinGroup, _file_layout
 from featurestore.errors import FeatureStoreError
-from featurestore.training_sql import JoinGroup, _file_layout, index_sql
-from featurestore.training_vectors import write_behind
-
-if TYPE_CHECKING:
-    from featurestore.feature_group import FeatureGroup
-    from featurestore.store import FeatureStore
+from featurestore.feature_group import FeatureGroup
+from featurestore.training.writer import write_behind
 
 INDEX_DIR = "_cache/joins"
 KEEP = 4  # join indexes kept per feature group version (most recently used first)
@@ -58,7 +54,7 @@ def _built_from(schema: pa.Schema) -> list[str] | None:
     return None if raw is None else list(json.loads(raw))
 
 
-def index_path(store: FeatureStore, g: JoinGroup) -> str | None:
+def index_path(store: Catalog, g: JoinGroup) -> str | None:
     """Where the join index of ``g``'s commit lives (None: object stores keep none)."""
     if not store.root.local or not g.files:
         return None
@@ -76,7 +72,7 @@ def index_files(path: str) -> list[str] | None:
         return None
 
 
-def join_index(store: FeatureStore, g: JoinGroup) -> pa.Table | None:
+def join_index(store: Catalog, g: JoinGroup) -> pa.Table | None:
     """The join index of ``g``'s commit, memory-mapped; None when there is none yet (or the store keeps
     none, or the file is unreadable: :func:`build_behind` makes a new one)."""
     path = index_path(store, g)
@@ -95,7 +91,7 @@ def join_index(store: FeatureStore, g: JoinGroup) -> pa.Table | None:
     return table
 
 
-def build_behind(store: FeatureStore, g: JoinGroup) -> None:
+def build_behind(store: Catalog, g: JoinGroup) -> None:
     """Queue the build of ``g``'s join index for the cache writer thread. A training set without an
     index runs on the Parquet files (DuckDB sorts them inside the ASOF join) and then calls this, so
     the sort for later training sets never delays the first one."""
@@ -104,42 +100,36 @@ def build_behind(store: FeatureStore, g: JoinGroup) -> None:
         write_behind(_build, store, g, path)
 
 
-def refresh_behind(fg: FeatureGroup, commit: int) -> None:
+def refresh_behind(store: Catalog, fg: FeatureGroup, commit: int) -> None:
     """After ``fg`` committed ``commit``: if the group already has a join index (it is used for
     training sets), queue the index of the new commit for the cache writer thread, so the first
     training set over it maps an index too. Groups never read into a training set get none."""
-    store = fg.store
     folder = os.path.join(store.root.uri, INDEX_DIR, fg.spec.name, f"v{fg.spec.version}")
-    if store.root.local and store.join_indexes and os.path.isdir(folder) and any(
+    if store.root.local and store.join_caches and os.path.isdir(folder) and any(
             f.endswith(".arrow") for f in os.listdir(folder)):
-        write_behind(_refresh, fg, commit)
+        write_behind(_refresh, store, fg, commit)
 
 
-def _refresh(fg: FeatureGroup, commit: int) -> None:
-    from featurestore.training import FeatureRef
-
+def _refresh(store: Catalog, fg: FeatureGroup, commit: int) -> None:
     try:
         files = fg.files(commit)
         offsets, disjoint = _file_layout(files, fg.spec.event_time)
     except FeatureStoreError:  # the table changed meanwhile: the next training set builds what it needs
         return
-    g = JoinGroup(FeatureRef(fg.spec.name, fg.spec.version), fg.spec, commit, tuple(files), offsets, disjoint,
+    g = JoinGroup(f"{fg.spec.name}:{fg.spec.version}", fg.spec, commit, tuple(files), offsets, disjoint,
                   (), (), (), None)
-    path = index_path(fg.store, g)
+    path = index_path(store, g)
     if path is not None:
-        _build(fg.store, g, path)
+        _build(store, g, path)
 
 
-def _build(store: FeatureStore, g: JoinGroup, path: str) -> None:
+def _build(store: Catalog, g: JoinGroup, path: str) -> None:
     if join_index(store, g) is not None:  # another training set (or process) built it meanwhile
         return
-    cur = store.duck.con.cursor()
     try:
-        table = cur.sql(index_sql(g)).to_arrow_table()
-    except duckdb.Error:  # a file vacuumed meanwhile, a closed store: only a missed speed-up
+        table = store.engine.join_cache_rows(g)
+    except FeatureStoreError:  # a file vacuumed meanwhile, a closed store: only a missed speed-up
         return
-    finally:
-        cur.close()
     _save(path, narrow(g, table).replace_schema_metadata({_FILES: json.dumps(_names(g))}))
 
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    from featurestore.online.client import Client
+    from featurestore.server.client import Client
     items = Client("http://127.0.0.1:8000", token="...").view("item_embeddings")
     items.get(["i1", "i2"]).found
     items.nearest(key="i1", k=10, exclude=["i1"])
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore import errors
+import featurestore.errors as errors
 from featurestore.online.view import Lookup, Neighbors
 
 

@@ -31,13 +31,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from featurestore import __version__
 from featurestore.errors import FeatureStoreError, InvalidData, NotFound, ServeError
-from featurestore.online import wire
-from featurestore.online.metrics import CONTENT_TYPE, Metrics
-from featurestore.online.reload import Registry, ReloadPolicy
-from featurestore.online.wire import BadRequest, Limits
+from featurestore.server import wire
+from featurestore.server.metrics import CONTENT_TYPE, Metrics
+from featurestore.server.reload import Registry, ReloadPolicy
+from featurestore.server.wire import BadRequest, Limits
 from featurestore.store import FeatureStore
+from featurestore.version import __version__
 
 TOKEN_ENV = "FEATURESTORE_TOKEN"
 log = logging.getLogger("featurestore.server")

@@ -23,20 +23,18 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
+from featurestore.catalog import Catalog
 from featurestore.errors import InvalidData, StorageError, TrainingSetNotFound
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
-    from featurestore.training import TrainingSet
+from featurestore.training.plan import _ROW, TrainingSet, rechunk
 
 DIR = "training_sets"
 MANIFEST = "manifest.json"
 DATA = "data.parquet"
-_NAME = re.compile(r"^[a-z_][a-z0-9_\-]*$")
+NAME = re.compile(r"^[a-z_][a-z0-9_\-]*$")
 _CHUNK = 1 << 16
 
 
@@ -64,7 +62,6 @@ def spine_hash(ts: TrainingSet) -> tuple[str, int]:
     its row count: the same rows and types give the same hash, whatever their chunking or source."""
     import pyarrow.parquet as pq
 
-    from featurestore.training import _ROW, rechunk
 
     source = ts._spine
     if source.table is not None:
@@ -92,16 +89,14 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _versions(store: FeatureStore, name: str) -> list[int]:
+def _versions(store: Catalog, name: str) -> list[int]:
     return sorted(int(d[1:]) for d in store.root.listdir(f"{DIR}/{name}") if d[:1] == "v" and d[1:].isdigit())
 
 
-def save(store: FeatureStore, name: str, spine: Any, features: Any, *, description: str = "",
-         **kwargs: Any) -> SavedTrainingSet:
-    """Build a training set and write it as the next version of ``name`` (see module docstring)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+def save(store: Catalog, name: str, ts: TrainingSet, *, description: str = "") -> SavedTrainingSet:
+    """Write training set ``ts`` as the next version of ``name`` (see module docstring)."""
+    if not isinstance(name, str) or not NAME.match(name):
         raise InvalidData(f"bad training set name {name!r}: use lower-case letters, digits, '_' and '-'")
-    ts = store.training_set(spine, features, **kwargs)
     digest, rows = spine_hash(ts)
     store.init()
     with tempfile.TemporaryDirectory(prefix="fs-training-") as tmp:
@@ -129,7 +124,7 @@ def save(store: FeatureStore, name: str, spine: Any, features: Any, *, descripti
     raise StorageError(f"could not claim a version number for training set {name!r}")
 
 
-def _claim(store: FeatureStore, rel: str, data: str, manifest: dict[str, Any]) -> bool:
+def _claim(store: Catalog, rel: str, data: str, manifest: dict[str, Any]) -> bool:
     """Publish data + manifest as folder ``rel`` atomically; False when ``rel`` exists already."""
     root = store.root
     if root.local:
@@ -162,7 +157,7 @@ def _claim(store: FeatureStore, rel: str, data: str, manifest: dict[str, Any]) -
     return True
 
 
-def load(store: FeatureStore, name: str, version: int | None = None) -> SavedTrainingSet:
+def load(store: Catalog, name: str, version: int | None = None) -> SavedTrainingSet:
     """A saved training dataset (default: its newest version)."""
     versions = _versions(store, name)
     if not versions:
@@ -178,7 +173,7 @@ def load(store: FeatureStore, name: str, version: int | None = None) -> SavedTra
     return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
 
 
-def list_training_sets(store: FeatureStore) -> list[SavedTrainingSet]:
+def list_training_sets(store: Catalog) -> list[SavedTrainingSet]:
     """Every saved training dataset version, by name then version."""
     return [load(store, n, v) for n in store.root.listdir(DIR) if not n.startswith(".")
             for v in _versions(store, n)]

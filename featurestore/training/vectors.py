@@ -18,35 +18,18 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from featurestore.storage.duck import literal, quote
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
+from featurestore.catalog import Catalog
+from featurestore.training.writer import write_behind
 
 CACHE_DIR = "_cache/vectors"
-_writer: ThreadPoolExecutor | None = None
-_pending: list[Future[None]] = []
-_writer_lock = threading.Lock()
-
-
-def write_behind(save: Callable[..., None], *args: Any) -> None:
-    """Queue ``save(*args)`` (writing a cache file) for the single, non-daemon cache writer thread."""
-    global _writer
-    with _writer_lock:
-        if _writer is None:
-            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-cache-writer")
-        _pending[:] = [f for f in _pending if not f.done()]
-        _pending.append(_writer.submit(save, *args))
 
 
 def _write_behind(path: str, array: np.ndarray) -> None:
@@ -54,15 +37,7 @@ def _write_behind(path: str, array: np.ndarray) -> None:
     write_behind(_save_atomic, path, array)
 
 
-def flush_cache_writes() -> None:
-    """Wait until every queued cache file (vector copies, join indexes) is on disk."""
-    with _writer_lock:
-        pending = list(_pending)
-    for f in pending:
-        f.result()
-
-
-def cache_path(store: FeatureStore, table: str, file: str, column: str) -> str | None:
+def cache_path(store: Catalog, table: str, file: str, column: str) -> str | None:
     """Where the decoded ``column`` of data ``file`` of ``table`` ("<name>/v<version>") is cached
     (None: stores on object storage keep no cache)."""
     if not store.root.local:
@@ -71,7 +46,7 @@ def cache_path(store: FeatureStore, table: str, file: str, column: str) -> str |
     return os.path.join(store.root.uri, CACHE_DIR, table, f"{base}.{column}.npy")
 
 
-def cache_inserted(store: FeatureStore, table: str, batch: pa.Table, columns: list[str],
+def cache_inserted(store: Catalog, table: str, batch: pa.Table, columns: list[str],
                    files: list[tuple[str, int, int]]) -> None:
     """Queue the cache files of data files an insert just committed, from the batch in memory: the first
     training set over a new commit then decodes nothing. ``files``: (path, first row, row count) of each
@@ -90,74 +65,6 @@ def cache_inserted(store: FeatureStore, table: str, batch: pa.Table, columns: li
             _write_behind(target, np.ascontiguousarray(mat[start:start + count], dtype=np.float32))
 
 
-@dataclass(frozen=True)
-class CacheUsage:
-    """The training-set cache of one feature group version, of one kind (vector copies or join
-    indexes): files, bytes, and those whose data files are gone."""
-
-    table: str  # "<name>/v<version> (vectors)" or "<name>/v<version> (joins)"
-    files: int
-    bytes: int
-    orphans: int  # cache files whose Parquet data file no longer exists (e.g. after a vacuum)
-    orphan_bytes: int
-
-
-def _cache_entries(store: FeatureStore) -> dict[str, list[tuple[str, bool]]]:
-    """"<name>/v<version> (<kind>)" -> [(cache file path, its data files still exist)] for a local
-    store: the vector copies ("vectors") and the sorted join indexes ("joins")."""
-    from featurestore.training_index import INDEX_DIR, index_files
-
-    out: dict[str, list[tuple[str, bool]]] = {}
-    for kind, sub in (("vectors", CACHE_DIR), ("joins", INDEX_DIR)):
-        base = os.path.join(store.root.uri, sub)
-        if not store.root.local or not os.path.isdir(base):
-            continue
-        for name in sorted(os.listdir(base)):
-            for version in sorted(os.listdir(os.path.join(base, name))):
-                folder = os.path.join(base, name, version)
-                if not version.removeprefix("v").isdigit() or not os.path.isdir(folder):
-                    continue
-                data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))))
-                entries = out.setdefault(f"{name}/{version} ({kind})", [])
-                for f in sorted(os.listdir(folder)):
-                    path = os.path.join(folder, f)
-                    if f.endswith(".tmp"):  # being written, or left by a killed writer an hour ago or more
-                        entries.append((path, time.time() - os.path.getmtime(path) < 3600))
-                    elif kind == "joins":  # alive while every data file it was built from exists
-                        built_from = index_files(path)
-                        entries.append((path, built_from is not None and all(
-                            os.path.exists(os.path.join(data, d)) for d in built_from)))
-                    else:  # "<data file name without .parquet>.<column>[.valid].npy"
-                        stem = f.removesuffix(".npy").removesuffix(".valid").rsplit(".", 1)[0]
-                        entries.append((path, os.path.exists(os.path.join(data, f"{stem}.parquet"))))
-    return out
-
-
-def cache_usage(store: FeatureStore) -> list[CacheUsage]:
-    """What the training-set cache holds, per feature group version and kind."""
-    usage = []
-    for table, entries in _cache_entries(store).items():
-        sizes = [(os.path.getsize(p), alive) for p, alive in entries]
-        usage.append(CacheUsage(table, len(sizes), sum(n for n, _ in sizes), sum(not a for _, a in sizes),
-                                sum(n for n, a in sizes if not a)))
-    return usage
-
-
-def prune_cache(store: FeatureStore, *, everything: bool = False) -> tuple[int, int]:
-    """Delete cache files whose data file is gone (``everything``: the whole cache); returns (files,
-    bytes) deleted. Safe at any time: a missing cache file is decoded again when a training set needs it."""
-    flush_cache_writes()
-    files = size = 0
-    for entries in _cache_entries(store).values():
-        for path, alive in entries:
-            if everything or not alive:
-                with contextlib.suppress(FileNotFoundError):
-                    n = os.path.getsize(path)
-                    os.remove(path)
-                    files, size = files + 1, size + n
-    return files, size
-
-
 def file_rows(files: list[str]) -> list[int]:
     """Row count of each Parquet file (from its footer)."""
     import pyarrow.parquet as pq
@@ -170,7 +77,7 @@ class VectorColumn:
     """One vector column of one commit: its files' decoded matrices, addressed by global row position
     (file offset + row within the file, files in the commit's order)."""
 
-    store: FeatureStore
+    store: Catalog
     table: str  # "<name>/v<version>"
     column: str
     dim: int
@@ -207,18 +114,16 @@ class VectorColumn:
 
     def _decode(self, file: str) -> tuple[np.ndarray, np.ndarray | None]:
         """One file's vectors as a float32[rows, dim] matrix (and a validity mask when some are null).
-        A local file is read with pyarrow (about half DuckDB's CPU for a list column), others through
-        DuckDB; both keep the file's row order (DuckDB preserves insertion order)."""
-        if self.store.root.local:
-            import pyarrow.parquet as pq
+        Read with pyarrow (about half DuckDB's CPU for a list column), from the file system the file's URI
+        names on object storage."""
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
 
-            table = pq.ParquetFile(file).read(columns=[self.column], use_threads=False).rename_columns(["v"])
-        else:
-            cur = self.store.duck.con.cursor()
-            try:
-                table = cur.sql(f"SELECT {quote(self.column)} AS v FROM read_parquet({literal(file)})").to_arrow_table()
-            finally:
-                cur.close()
+        source: Any = file
+        if not self.store.root.local:
+            fs, path = pafs.FileSystem.from_uri(file)
+            source = fs.open_input_file(path)
+        table = pq.ParquetFile(source).read(columns=[self.column], use_threads=False).rename_columns(["v"])
         arr = table.column("v").combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
         offsets = arr.offsets.to_numpy()
         if arr.null_count == 0 and np.all(np.diff(offsets) == self.dim):

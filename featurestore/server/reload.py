@@ -15,21 +15,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
 from featurestore.errors import FeatureGroupNotFound, FeatureStoreError
+from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online.build import list_views, materialize, prune
 from featurestore.online.view import OnlineView
+from featurestore.store import FeatureStore
 
-if TYPE_CHECKING:
-    from featurestore.feature_group import FeatureGroup
-    from featurestore.store import FeatureStore
-
-log = logging.getLogger("featurestore.online.reload")
+log = logging.getLogger("featurestore.server.reload")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 time, scalar features, a row position for vectors) made unique per (key, join time), then one ASOF LEFT
 JOIN per group on the spine's keys and time, in spine order. Only the join's inputs go through the
 joins: the spine's other columns are attached afterwards, and the vectors gathered by row position.
-A group's rows come from its sorted join index when there is one (:mod:`featurestore.training_index`),
-else straight from its Parquet files. See :mod:`featurestore.training` for the semantics."""
+A group's rows come from its sorted join index when there is one (:mod:`featurestore.training.join_cache`),
+else straight from its Parquet files. This is DuckDB SQL; see :mod:`featurestore.training` for the semantics."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pyarrow as pa
 
 from featurestore.errors import StorageError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import INGESTED_AT, literal, quote
-
-if TYPE_CHECKING:
-    from featurestore.training import FeatureRef
 
 KnownAt = Literal["latest", "spine"]
 _ROW = "__fs_row"  # the spine's row ordinal
@@ -32,7 +29,7 @@ _VIRTUAL = {"file_index", "file_row_number", "filename"}  # DuckDB's virtual col
 class JoinGroup:
     """A resolved feature group of one training set: spec, commit read, spine columns it joins on."""
 
-    ref: FeatureRef
+    key: str  # "name:version"
     spec: FeatureGroupSpec
     commit: int
     files: tuple[str, ...]

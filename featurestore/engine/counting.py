@@ -1,0 +1,95 @@
+"""In-process counting kernels (numpy and scipy) behind the DuckDB engine: windowed co-occurrence
+counts over time-ordered event sequences, and per-entity weighted sums of item vectors.
+
+They work on an :class:`~featurestore.engine.events.Events` batch already selected and coded by the
+engine's event reader; the Spark engine computes the same quantities as distributed aggregations.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import scipy.sparse as sp
+
+from featurestore.engine.events import Events
+
+
+def sequence_tokens(events: Events, *, collapse_repeats: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(entity, item, weight, time) of each token, in sequence order; consecutive repeats of an item
+    within an entity collapse into one token with the largest weight and the time of the first."""
+    ent, item, w, t = events.entity, events.item, events.weight, events.time
+    if not collapse_repeats or ent.size == 0:
+        return ent, item, w, t
+    new = np.ones(ent.size, dtype=bool)
+    new[1:] = (ent[1:] != ent[:-1]) | (item[1:] != item[:-1])
+    starts = np.flatnonzero(new)
+    wmax = np.maximum.reduceat(w, starts) if starts.size else w[:0]
+    return ent[starts], item[starts], wmax.astype(np.float32), t[starts]
+
+
+def sessions(ent: np.ndarray, t: np.ndarray, gap_us: int | None) -> np.ndarray:
+    """A session number per token: a new session starts with each entity and after each pause longer
+    than ``gap_us`` microseconds (None: one session per entity)."""
+    brk = np.ones(ent.size, dtype=bool)
+    brk[1:] = ent[1:] != ent[:-1]
+    if gap_us is not None:
+        brk[1:] |= (t[1:] - t[:-1]) > gap_us
+    return np.cumsum(brk)
+
+
+def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collapse_repeats: bool = True,
+                 session_gap: timedelta | None = None, cross_session: float = 1.0) -> sp.csr_matrix:
+    """Symmetric (n_items, n_items) float32 matrix of windowed, weighted co-occurrence counts.
+
+    Pairs in different sessions of an entity (split at pauses longer than ``session_gap``) count
+    ``cross_session`` times as much.
+    """
+    ent, item, w, t = sequence_tokens(events, collapse_repeats=collapse_repeats)
+    n = events.n_items
+    if min_count > 1:
+        ok = events.item_count[item] >= min_count
+        ent, item, w, t = ent[ok], item[ok], w[ok], t[ok]
+    sw = np.sqrt(w, dtype=np.float32)
+    split = session_gap is not None and cross_session != 1.0
+    sid = sessions(ent, t, int(session_gap.total_seconds() * 1e6)) if split else None  # type: ignore[union-attr]
+    dists = [d for d in range(1, window + 1) if d < ent.size]
+    same = [(ent[d:] == ent[:-d]) & (item[d:] != item[:-d]) for d in dists]  # pairs at distance d
+    sizes = [int(np.count_nonzero(m)) for m in same]
+    # one vectorised pass per distance, written straight into the coordinate arrays (no concatenation)
+    a, b = np.empty(sum(sizes), item.dtype), np.empty(sum(sizes), item.dtype)
+    v = np.empty(sum(sizes), np.float32)
+    off = 0
+    for d, m, k in zip(dists, same, sizes):
+        out = slice(off, off + k)
+        np.compress(m, item[:-d], out=a[out])
+        np.compress(m, item[d:], out=b[out])
+        np.multiply(sw[:-d][m], sw[d:][m], out=v[out])
+        v[out] *= np.float32((window - d + 1) / window)
+        if sid is not None:
+            v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(cross_session))
+        off += k
+    del same
+    upper = sp.coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
+    upper.sum_duplicates()
+    return (upper + upper.T).tocsr()
+
+
+def weighted_sums(entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,
+                  vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per entity, the weighted sum of the ``vectors`` rows its events point at.
+
+    ``entity``, ``row`` and ``weight`` are per event (events with ``row < 0`` or ``weight <= 0`` are
+    ignored). Returns (entity codes with at least one counted event, their sums (float32), the sums of
+    their weights).
+    """
+    keep = (row >= 0) & (weight > 0)
+    m = sp.csr_matrix((weight[keep], (entity[keep], row[keep])), shape=(n_entities, vectors.shape[0]),
+                      dtype=np.float32)
+    m.sum_duplicates()
+    has = np.flatnonzero(np.diff(m.indptr) > 0)
+    sub = m[has]
+    sums = np.asarray(sub @ vectors, dtype=np.float32)
+    totals = np.asarray(sub.sum(axis=1), dtype=np.float32).ravel()
+    return has, sums, totals

@@ -1,0 +1,214 @@
+"""The DuckDB engine: the default, embedded in the process. Tables are scanned by DuckDB straight from
+their Parquet files; the sequence kernels (co-occurrence counts, weighted sums) run in numpy on the
+coded events DuckDB produced."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from featurestore.engine import counting
+from featurestore.engine.base import Cooccurrence, Engine, JoinRequest, Scan
+from featurestore.engine.duckdb_events import read_events
+from featurestore.engine.events import Events, EventSource
+from featurestore.engine.pit_sql import JoinGroup, build_sql, index_sql
+from featurestore.errors import InvalidData, QueryError, StorageError
+from featurestore.storage.duck import Duck, literal, quote
+
+
+class DuckDBEngine(Engine):
+    """Bulk scans in the store's DuckDB database (one cursor per call, so threads never share one)."""
+
+    name = "duckdb"
+
+    def __init__(self, duck: Duck | None = None):
+        self._duck = duck
+
+    @property
+    def duck(self) -> Duck:
+        """The DuckDB database scans run in (the store's; made on first use when none was given)."""
+        if self._duck is None:
+            self._duck = Duck()
+        return self._duck
+
+    def __repr__(self) -> str:
+        return "DuckDBEngine()"
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = self.duck.con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    # ---- pipelines ----------------------------------------------------------------------------------
+    def read_events(self, source: EventSource, *, before: datetime | None = None,
+                    weights: Mapping[str, float] | None = None) -> Events:
+        return read_events(source, before, weights=weights)
+
+    def cooccurrence(self, events: Events, request: Cooccurrence) -> sp.csr_matrix:
+        return counting.cooccurrence(events, window=request.window, min_count=request.min_count,
+                                     collapse_repeats=request.collapse_repeats, session_gap=request.session_gap,
+                                     cross_session=request.cross_session)
+
+    def weighted_sums(self, entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,
+                      vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return counting.weighted_sums(entity, row, weight, n_entities, vectors)
+
+    # ---- tables -------------------------------------------------------------------------------------
+    def scan(self, request: Scan) -> pa.Table:
+        spec = request.spec
+        columns = list(request.columns or spec.columns)
+        vectors = {f.name: f.duckdb_type for f in spec.vector_features}
+        select = [f"CAST(p.{quote(c)} AS {vectors[c]}) AS {quote(c)}" if c in vectors else f"p.{quote(c)}"
+                  for c in columns]
+        locate = request.locate or request.rows is not None
+        if locate:
+            select += ["p.filename AS _file", "p.file_row_number AS _row"]
+        files = ", ".join(map(literal, request.files))
+        sql = (f"SELECT {', '.join(select)} FROM read_parquet([{files}]"
+               f"{', filename=true, file_row_number=true' if locate else ''}) AS p")
+        if request.keys is not None:
+            sql += f" SEMI JOIN __fs_wanted USING ({', '.join(quote(k) for k in spec.key_names)})"
+        if request.rows is not None:
+            sql += " WHERE " + (" OR ".join(
+                f"(p.filename = {literal(request.files[f])} AND p.file_row_number IN "
+                f"({', '.join(str(int(r)) for r in np.unique(rows))}))"
+                for f, rows in request.rows.items() if len(rows)) or "false")
+        if not request.files:
+            return pa.table({c: pa.array([], pa.null()) for c in columns})
+        with self._cursor() as cur:
+            try:
+                if request.keys is not None:
+                    cur.register("__fs_wanted", request.keys)
+                out = cur.sql(sql).to_arrow_table()
+            except duckdb.Error as exc:
+                raise StorageError(f"reading {len(request.files)} data file(s) of {spec.key}: {exc}") from exc
+        if locate:  # file names -> positions in request.files
+            index = {f: i for i, f in enumerate(request.files)}
+            names = out["_file"].to_pylist()
+            out = out.set_column(out.schema.get_field_index("_file"), "_file",
+                                 pa.array([index[n] for n in names], pa.int64()))
+        return out
+
+    def latest(self, table: pa.Table, key_names: Sequence[str], event_time: str, tiebreak: str) -> pa.Table:
+        keys = ", ".join(quote(k) for k in key_names)
+        sql = (f"SELECT * EXCLUDE ({quote(tiebreak)}) FROM __fs_batch QUALIFY row_number() OVER "
+               f"(PARTITION BY {keys} ORDER BY {quote(event_time)} DESC, {quote(tiebreak)} DESC) = 1 "
+               f"ORDER BY {keys}")
+        with self._cursor() as cur:
+            try:
+                cur.register("__fs_batch", table)
+                return cur.sql(sql).to_arrow_table()
+            except duckdb.Error as exc:
+                raise QueryError(f"latest rows per key: {exc}") from exc
+
+    # ---- training sets ------------------------------------------------------------------------------
+    def relation_schema(self, register: Callable[[Any, str], None]) -> dict[str, str]:
+        with self._cursor() as cur:
+            try:
+                register(cur, "__fs_probe")
+                rel = cur.sql("SELECT * FROM __fs_probe LIMIT 0")
+                return {c: str(t) for c, t in zip(rel.columns, rel.types)}
+            except duckdb.Error as exc:
+                raise QueryError(str(exc)) from exc
+
+    def join_cache_rows(self, group: JoinGroup) -> pa.Table:
+        with self._cursor() as cur:
+            try:
+                return cur.sql(index_sql(group)).to_arrow_table()
+            except duckdb.Error as exc:
+                raise StorageError(f"sorting the rows of {group.key} commit {group.commit}: {exc}") from exc
+
+    def describe_join(self, request: JoinRequest) -> str:
+        return build_sql(list(request.groups), request.event_time, request.known_at)
+
+    def point_in_time_join(self, request: JoinRequest) -> pa.RecordBatchReader:
+        cur = self.duck.con.cursor()
+        restore = _lower_memory_limit(cur, request.memory_limit)
+        try:
+            request.register_spine(cur, "__fs_spine")
+            sql = self.describe_join(request).replace("{spine}", "__fs_spine")
+            for i, (placeholder, table) in enumerate(request.caches.items()):
+                cur.register(f"__fs_cache{i}", table)
+                sql = sql.replace(placeholder, f"__fs_cache{i}")
+            self.duck._log(sql)
+            reader = cur.sql(sql).to_arrow_reader(request.batch_size)
+        except duckdb.Error as exc:
+            _close(cur, restore)
+            raise QueryError(f"training-set query failed: {exc}") from exc
+        except BaseException:
+            _close(cur, restore)
+            raise
+        return _Reader.wrap(reader, lambda: _close(cur, restore))
+
+    def close(self) -> None:
+        if self._duck is not None:
+            self._duck.close()
+
+
+class _Reader:
+    """A record batch reader that closes its cursor once read (or garbage collected) and reports
+    DuckDB's errors while streaming as :class:`QueryError`."""
+
+    @staticmethod
+    def wrap(reader: pa.RecordBatchReader, done: contextlib.AbstractContextManager | object) -> pa.RecordBatchReader:
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from reader
+            except duckdb.Error as exc:
+                raise QueryError(f"training-set query failed: {exc}") from exc
+            finally:
+                done()  # type: ignore[operator]
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _close(cur: duckdb.DuckDBPyConnection, restore: str | None) -> None:
+    with contextlib.suppress(duckdb.Error):
+        if restore:
+            cur.execute(restore)
+        cur.close()
+
+
+def _lower_memory_limit(cur: duckdb.DuckDBPyConnection, limit: str | None) -> str | None:
+    """Lower DuckDB's (database-wide) memory limit to ``limit`` if that is smaller; return the statement
+    that restores it afterwards (``RESET`` when it was DuckDB's default), or None when nothing changed."""
+    if not limit:
+        return None
+
+    def current() -> str:
+        return str(cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+    restore = None
+    try:
+        before = current()
+        cur.execute("RESET memory_limit")
+        restore = "RESET memory_limit" if current() == before else f"SET memory_limit = {literal(before)}"
+        cur.execute(f"SET memory_limit = {literal(limit)}")
+        lowered = current()
+    except duckdb.Error as exc:
+        if restore:
+            cur.execute(restore)
+        raise InvalidData(f"bad memory_limit {limit!r}: {exc}") from exc
+    if _bytes(lowered) >= _bytes(before):
+        cur.execute(restore)
+        return None
+    return restore
+
+
+def _bytes(text: str) -> float:
+    units = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "bytes": 1}
+    m = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)
+    if not m:
+        return float("inf")
+    return float(m[1]) * units.get(m[2].lower() or "b", 1)

@@ -1,0 +1,93 @@
+"""The training caches as a whole: what they hold (``featurestore cache``), pruning them, and the
+post-commit hook that keeps them warm (vector copies of each insert, join caches of new commits)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+from featurestore.catalog import Catalog
+from featurestore.feature_group import Committed, FeatureGroup
+from featurestore.training.join_cache import INDEX_DIR, index_files, refresh_behind
+from featurestore.training.vectors import CACHE_DIR, cache_inserted
+from featurestore.training.writer import flush_cache_writes
+
+
+def install_training_hooks(catalog: Catalog) -> None:
+    """Register the training caches' post-commit hook on ``catalog``'s feature groups."""
+
+    def after_commit(fg: FeatureGroup, done: Committed) -> None:
+        if done.files is not None and catalog.cache_vectors and fg.spec.vector_features:
+            cache_inserted(catalog, f"{fg.name}/v{fg.version}", done.batch,
+                           [f.name for f in fg.spec.vector_features], list(done.files))
+        refresh_behind(catalog, fg, done.commit)
+
+    catalog.hooks.after.append(after_commit)
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """The training-set cache of one feature group version, of one kind (vector copies or join
+    indexes): files, bytes, and those whose data files are gone."""
+
+    table: str  # "<name>/v<version> (vectors)" or "<name>/v<version> (joins)"
+    files: int
+    bytes: int
+    orphans: int  # cache files whose Parquet data file no longer exists (e.g. after a vacuum)
+    orphan_bytes: int
+
+
+def _cache_entries(store: Catalog) -> dict[str, list[tuple[str, bool]]]:
+    """"<name>/v<version> (<kind>)" -> [(cache file path, its data files still exist)] for a local
+    store: the vector copies ("vectors") and the sorted join indexes ("joins")."""
+    out: dict[str, list[tuple[str, bool]]] = {}
+    for kind, sub in (("vectors", CACHE_DIR), ("joins", INDEX_DIR)):
+        base = os.path.join(store.root.uri, sub)
+        if not store.root.local or not os.path.isdir(base):
+            continue
+        for name in sorted(os.listdir(base)):
+            for version in sorted(os.listdir(os.path.join(base, name))):
+                folder = os.path.join(base, name, version)
+                if not version.removeprefix("v").isdigit() or not os.path.isdir(folder):
+                    continue
+                data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))))
+                entries = out.setdefault(f"{name}/{version} ({kind})", [])
+                for f in sorted(os.listdir(folder)):
+                    path = os.path.join(folder, f)
+                    if f.endswith(".tmp"):  # being written, or left by a killed writer an hour ago or more
+                        entries.append((path, time.time() - os.path.getmtime(path) < 3600))
+                    elif kind == "joins":  # alive while every data file it was built from exists
+                        built_from = index_files(path)
+                        entries.append((path, built_from is not None and all(
+                            os.path.exists(os.path.join(data, d)) for d in built_from)))
+                    else:  # "<data file name without .parquet>.<column>[.valid].npy"
+                        stem = f.removesuffix(".npy").removesuffix(".valid").rsplit(".", 1)[0]
+                        entries.append((path, os.path.exists(os.path.join(data, f"{stem}.parquet"))))
+    return out
+
+
+def cache_usage(store: Catalog) -> list[CacheUsage]:
+    """What the training-set cache holds, per feature group version and kind."""
+    usage = []
+    for table, entries in _cache_entries(store).items():
+        sizes = [(os.path.getsize(p), alive) for p, alive in entries]
+        usage.append(CacheUsage(table, len(sizes), sum(n for n, _ in sizes), sum(not a for _, a in sizes),
+                                sum(n for n, a in sizes if not a)))
+    return usage
+
+
+def prune_cache(store: Catalog, *, everything: bool = False) -> tuple[int, int]:
+    """Delete cache files whose data file is gone (``everything``: the whole cache); returns (files,
+    bytes) deleted. Safe at any time: a missing cache file is decoded again when a training set needs it."""
+    flush_cache_writes()
+    files = size = 0
+    for entries in _cache_entries(store).values():
+        for path, alive in entries:
+            if everything or not alive:
+                with contextlib.suppress(FileNotFoundError):
+                    n = os.path.getsize(path)
+                    os.remove(path)
+                    files, size = files + 1, size + n
+    return files, size
