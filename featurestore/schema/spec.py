@@ -1,12 +1,12 @@
-"""Feature-group specs: ``schemas/<name>.v<version>.yaml`` parsed into frozen dataclasses.
+"""Feature-group specs: plain data (a loaded YAML document) checked and parsed into frozen dataclasses.
 
-A spec is data. :func:`load_spec` reads one file, :func:`load_specs` a folder; both check every
-field and raise :class:`~featurestore.errors.SpecError` naming the file and the field at fault.
+:meth:`FeatureGroupSpec.from_dict` checks every field and raises :class:`~featurestore.errors.SpecError`
+naming the file and the field at fault; :mod:`featurestore.schema.load` reads spec files.
 :meth:`FeatureGroupSpec.arrow_schema` compiles a spec to the Arrow schema its rows have.
 
 Example::
 
-    spec = load_spec("schemas/user_embeddings.v1.yaml")
+    spec = FeatureGroupSpec.from_dict(yaml.safe_load(text), source="schemas/user_embeddings.v1.yaml")
     spec.vector_features[0].dim   # 64
 """
 
@@ -14,37 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
 from featurestore.errors import SpecError
+from featurestore.schema.columns import TIMESTAMP, EntityKey, Feature, FeatureType, KeyType, Metric
+from featurestore.schema.expectations import check_expectations
 
-ScalarType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp"]
-FeatureType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp", "vector"]
-KeyType = Literal["int64", "string"]
-Metric = Literal["cosine", "dot", "l2"]
 Policy = Literal["strict", "warn"]
 IndexKind = Literal["auto", "flat", "ivf", "hnsw"]
-
-SCALAR_TYPES: dict[str, pa.DataType] = {
-    "bool": pa.bool_(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
-TIMESTAMP = SCALAR_TYPES["timestamp"]
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_FILE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\.v(?P<version>\d+)\.ya?ml$")
 
 
 def _frozen(value: Any) -> Any:
@@ -62,62 +46,6 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
     return value
-
-
-@dataclass(frozen=True)
-class EntityKey:
-    """An entity key column: its name and type (``int64`` or ``string``)."""
-
-    name: str
-    type: KeyType = "string"
-
-    @property
-    def arrow_type(self) -> pa.DataType:
-        return SCALAR_TYPES[self.type]
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One feature column: a scalar, or a vector with ``dim``, ``metric`` and ``normalized``."""
-
-    name: str
-    type: FeatureType
-    dim: int | None = None
-    metric: Metric = "cosine"
-    normalized: bool = False
-    description: str = ""
-
-    @property
-    def is_vector(self) -> bool:
-        return self.type == "vector"
-
-    @property
-    def arrow_type(self) -> pa.DataType:
-        if self.is_vector:
-            assert self.dim is not None
-            return pa.list_(pa.field("item", pa.float32()), self.dim)
-        return SCALAR_TYPES[self.type]
-
-    @property
-    def storage_type(self) -> pa.DataType:
-        """The type in the Delta table (Delta has no fixed-size list: vectors are stored as lists)."""
-        if self.is_vector:
-            return pa.list_(pa.field("element", pa.float32()))
-        return self.arrow_type
-
-    @property
-    def duckdb_type(self) -> str:
-        if self.is_vector:
-            return f"FLOAT[{self.dim}]"
-        return {
-            "bool": "BOOLEAN",
-            "int32": "INTEGER",
-            "int64": "BIGINT",
-            "float32": "FLOAT",
-            "float64": "DOUBLE",
-            "string": "VARCHAR",
-            "timestamp": "TIMESTAMPTZ",
-        }[self.type]
 
 
 @dataclass(frozen=True)
@@ -357,54 +285,6 @@ def _parse(data: Any, path: str | None) -> FeatureGroupSpec:
         online=online,
         source=path,
     )
-    # the expectations block has its own schema, checked by the validation package (no heavy imports)
-    from featurestore.validation.expectations import check_expectations
-
+    # the expectations block has its own schema, checked against the columns the spec declares
     check_expectations(spec.expectations, spec, path)
     return spec
-
-
-def load_spec(path: str | Path) -> FeatureGroupSpec:
-    """Read and check one spec file. Its name must be ``<name>.v<version>.yaml`` and agree with it."""
-    import yaml  # a light import, but only needed here
-
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror or exc}", path=str(p)) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"not valid YAML: {exc}", path=str(p)) from exc
-    spec = _parse(data, str(p))
-    m = _FILE.match(p.name)
-    if m and (m["name"] != spec.name or int(m["version"]) != spec.version):
-        raise SpecError(
-            f"file name says {m['name']} v{m['version']} but the spec says {spec.name} v{spec.version}",
-            path=str(p), field="name",
-        )
-    return spec
-
-
-def load_specs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[FeatureGroupSpec]:
-    """Load every ``*.yaml``/``*.yml`` spec in a folder (sorted), or the given file(s)."""
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    files: list[Path] = []
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise SpecError("no such file or folder", path=str(p))
-    specs = [load_spec(f) for f in files]
-    seen: dict[tuple[str, int], str | None] = {}
-    for s in specs:
-        if (s.name, s.version) in seen:
-            raise SpecError(f"{s.name} v{s.version} is also defined in {seen[(s.name, s.version)]}",
-                            path=s.source, field="name")
-        seen[(s.name, s.version)] = s.source
-    return specs
