@@ -181,6 +181,95 @@ def _unknown(data: Mapping[str, Any], allowed: set[str], path: str | None, where
         )
 
 
+def _mapping(value: Any, path: str | None, fld: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError("must be a mapping", path=path, field=fld)
+    return value
+
+
+def _version(value: Any, path: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"must be a positive integer; got {value!r}", path=path, field="version")
+    return value
+
+
+def _entity_keys(raw: Any, path: str | None) -> list[EntityKey]:
+    """``entity_keys``: one column name or ``{name, type}``, or a non-empty list of them."""
+    if isinstance(raw, str | Mapping):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("must list at least one key column", path=path, field="entity_keys")
+    return [_entity_key(k, path, f"entity_keys[{i}]") for i, k in enumerate(raw)]
+
+
+def _entity_key(raw: Any, path: str | None, fld: str) -> EntityKey:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError("must be a column name or {name, type}", path=path, field=fld)
+    _unknown(raw, {"name", "type"}, path, fld)
+    return EntityKey(
+        name=_name(raw.get("name"), path, f"{fld}.name"),
+        type=_choice(raw.get("type", "string"), KeyType, path, f"{fld}.type"),
+    )
+
+
+def _features(raw: Any, path: str | None) -> list[Feature]:
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("must list at least one feature", path=path, field="features")
+    return [_feature(f, path, f"features[{i}]") for i, f in enumerate(raw)]
+
+
+def _feature(raw: Any, path: str | None, fld: str) -> Feature:
+    if not isinstance(raw, Mapping):
+        raise SpecError("must be a mapping with name and type", path=path, field=fld)
+    _unknown(raw, _FEATURE, path, fld)
+    name = _name(raw.get("name"), path, f"{fld}.name")
+    ftype = _choice(raw.get("type"), FeatureType, path, f"{fld}.type")
+    if ftype == "vector":
+        return _vector_feature(raw, name, path, fld)
+    for vector_only in ("dim", "metric", "normalized"):
+        if vector_only in raw:
+            raise SpecError(f"only vector features take {vector_only}", path=path, field=f"{fld}.{vector_only}")
+    return Feature(name=name, type=ftype, description=str(raw.get("description", "")))
+
+
+def _vector_feature(raw: Mapping[str, Any], name: str, path: str | None, fld: str) -> Feature:
+    dim = raw.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+        raise SpecError(f"a vector needs an integer dim in 1..65536; got {dim!r}", path=path, field=f"{fld}.dim")
+    normalized = raw.get("normalized", False)
+    if not isinstance(normalized, bool):
+        raise SpecError(f"must be true or false; got {normalized!r}", path=path, field=f"{fld}.normalized")
+    return Feature(
+        name=name, type="vector", dim=dim,
+        metric=_choice(raw.get("metric", "cosine"), Metric, path, f"{fld}.metric"),
+        normalized=normalized, description=str(raw.get("description", "")),
+    )
+
+
+def _check_unique_columns(keys: list[EntityKey], event_time: str, features: list[Feature], path: str | None) -> None:
+    names = [k.name for k in keys] + [event_time] + [f.name for f in features]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"column name(s) used twice: {', '.join(dupes)}", path=path, field="features")
+
+
+def _online(raw: Any, features: list[Feature], path: str | None) -> OnlineSpec:
+    online = _mapping(raw, path, "online")
+    _unknown(online, _ONLINE, path, "online")
+    params = _mapping(online.get("params") or {}, path, "online.params")
+    vector = online.get("vector")
+    vector_names = [f.name for f in features if f.is_vector]
+    if vector is not None and vector not in vector_names:
+        raise SpecError(f"names no vector feature (have: {vector_names})", path=path, field="online.vector")
+    return OnlineSpec(
+        index=_choice(online.get("index", "auto"), IndexKind, path, "online.index"),
+        params=_frozen(params),
+        vector=vector,
+    )
+
+
 def _parse(data: Any, path: str | None) -> FeatureGroupSpec:
     if not isinstance(data, Mapping):
         raise SpecError("a spec must be a mapping of fields", path=path)
@@ -189,89 +278,13 @@ def _parse(data: Any, path: str | None) -> FeatureGroupSpec:
         if required not in data:
             raise SpecError("is required", path=path, field=required)
     name = _name(data["name"], path, "name")
-    version = data["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise SpecError(f"must be a positive integer; got {version!r}", path=path, field="version")
-
-    keys_raw = data["entity_keys"]
-    if isinstance(keys_raw, str | Mapping):
-        keys_raw = [keys_raw]
-    if not isinstance(keys_raw, list) or not keys_raw:
-        raise SpecError("must list at least one key column", path=path, field="entity_keys")
-    keys = []
-    for i, k in enumerate(keys_raw):
-        fld = f"entity_keys[{i}]"
-        if isinstance(k, str):
-            k = {"name": k}
-        if not isinstance(k, Mapping):
-            raise SpecError("must be a column name or {name, type}", path=path, field=fld)
-        _unknown(k, {"name", "type"}, path, fld)
-        keys.append(
-            EntityKey(
-                name=_name(k.get("name"), path, f"{fld}.name"),
-                type=_choice(k.get("type", "string"), KeyType, path, f"{fld}.type"),
-            )
-        )
-
+    version = _version(data["version"], path)
+    keys = _entity_keys(data["entity_keys"], path)
     event_time = _name(data.get("event_time", "event_time"), path, "event_time")
-
-    feats_raw = data["features"]
-    if not isinstance(feats_raw, list) or not feats_raw:
-        raise SpecError("must list at least one feature", path=path, field="features")
-    features = []
-    for i, f in enumerate(feats_raw):
-        fld = f"features[{i}]"
-        if not isinstance(f, Mapping):
-            raise SpecError("must be a mapping with name and type", path=path, field=fld)
-        _unknown(f, _FEATURE, path, fld)
-        fname = _name(f.get("name"), path, f"{fld}.name")
-        ftype = _choice(f.get("type"), FeatureType, path, f"{fld}.type")
-        if ftype == "vector":
-            dim = f.get("dim")
-            if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
-                raise SpecError(f"a vector needs an integer dim in 1..65536; got {dim!r}", path=path,
-                                field=f"{fld}.dim")
-            normalized = f.get("normalized", False)
-            if not isinstance(normalized, bool):
-                raise SpecError(f"must be true or false; got {normalized!r}", path=path,
-                                field=f"{fld}.normalized")
-            features.append(Feature(
-                name=fname, type="vector", dim=dim,
-                metric=_choice(f.get("metric", "cosine"), Metric, path, f"{fld}.metric"),
-                normalized=normalized, description=str(f.get("description", "")),
-            ))
-        else:
-            for vector_only in ("dim", "metric", "normalized"):
-                if vector_only in f:
-                    raise SpecError(f"only vector features take {vector_only}", path=path,
-                                    field=f"{fld}.{vector_only}")
-            features.append(Feature(name=fname, type=ftype, description=str(f.get("description", ""))))
-
-    names = [k.name for k in keys] + [event_time] + [f.name for f in features]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise SpecError(f"column name(s) used twice: {', '.join(dupes)}", path=path, field="features")
-
-    expectations = data.get("expectations") or {}
-    if not isinstance(expectations, Mapping):
-        raise SpecError("must be a mapping", path=path, field="expectations")
-
-    online_raw = data.get("online") or {}
-    if not isinstance(online_raw, Mapping):
-        raise SpecError("must be a mapping", path=path, field="online")
-    _unknown(online_raw, _ONLINE, path, "online")
-    params = online_raw.get("params") or {}
-    if not isinstance(params, Mapping):
-        raise SpecError("must be a mapping", path=path, field="online.params")
-    vector = online_raw.get("vector")
-    vector_names = [f.name for f in features if f.is_vector]
-    if vector is not None and vector not in vector_names:
-        raise SpecError(f"names no vector feature (have: {vector_names})", path=path, field="online.vector")
-    online = OnlineSpec(
-        index=_choice(online_raw.get("index", "auto"), IndexKind, path, "online.index"),
-        params=_frozen(params),
-        vector=vector,
-    )
+    features = _features(data["features"], path)
+    _check_unique_columns(keys, event_time, features, path)
+    expectations = _mapping(data.get("expectations") or {}, path, "expectations")
+    online = _online(data.get("online") or {}, features, path)
     description = data.get("description", "")
     spec = FeatureGroupSpec(
         name=name,
