@@ -267,80 +267,90 @@ def _vector(ctx: _Ctx, feature: Feature, raw: Any) -> VectorRules:
     if "dim" in m and m["dim"] != feature.dim:
         raise ctx.fail(f"{field}.dim", f"must equal the feature's dim ({feature.dim}); got {m['dim']!r}")
     finite = ctx.flag(m.get("finite", True), f"{field}.finite")
-
     default_norm = Bounds(0.999, 1.001) if feature.normalized else Bounds(1e-6, None)
     norm = _bounds(ctx, m.get("norm", True), f"{field}.norm", default_norm)
+    return VectorRules(
+        feature=feature.name, dim=feature.dim, metric=feature.metric, finite=finite, norm=norm,
+        norm_distribution=_norm_distribution(ctx, m.get("norm_distribution", True), f"{field}.norm_distribution",
+                                             normalized=feature.normalized),
+        duplicates_max_share=_duplicates(ctx, m.get("duplicates", True), f"{field}.duplicates"),
+        collapse=_collapse(ctx, m.get("collapse", True), f"{field}.collapse", dim=feature.dim),
+        drift=_drift(ctx, m.get("drift", True), f"{field}.drift"),
+        coverage=_coverage(ctx, m.get("coverage"), f"{field}.coverage"),
+    )
 
-    default_dist = (NormDistribution(p01_min=0.999, p99_max=1.001, cv_max=0.01) if feature.normalized
-                    else NormDistribution(p01_min=1e-6))
-    dist: NormDistribution | None = default_dist
-    raw_dist = m.get("norm_distribution", True)
-    if ctx.off(raw_dist):
-        dist = None
-    elif raw_dist is not True:
-        d = ctx.mapping(raw_dist, f"{field}.norm_distribution", {"p01_min", "p99_max", "cv_max"})
-        f = f"{field}.norm_distribution"
-        dist = NormDistribution(ctx.number(d.get("p01_min", default_dist.p01_min), f"{f}.p01_min", lo=0.0),
-                                ctx.number(d.get("p99_max", default_dist.p99_max), f"{f}.p99_max", lo=0.0),
-                                ctx.number(d.get("cv_max", default_dist.cv_max), f"{f}.cv_max", lo=0.0))
 
-    dup: float | None = 0.01
-    raw_dup = m.get("duplicates", True)
-    if ctx.off(raw_dup):
-        dup = None
-    elif raw_dup is not True:
-        d = ctx.mapping(raw_dup, f"{field}.duplicates", {"max_share"})
-        dup = float(ctx.number(d.get("max_share", 0.01), f"{field}.duplicates.max_share", lo=0.0, hi=1.0))
+# Each vector check below is ``true`` (its defaults), ``false``/``null`` (off) or a mapping of fields;
+# fields left out keep their defaults.
+def _norm_distribution(ctx: _Ctx, raw: Any, field: str, *, normalized: bool) -> NormDistribution | None:
+    default = (NormDistribution(p01_min=0.999, p99_max=1.001, cv_max=0.01) if normalized
+               else NormDistribution(p01_min=1e-6))
+    if ctx.off(raw):
+        return None
+    if raw is True:
+        return default
+    d = ctx.mapping(raw, field, {"p01_min", "p99_max", "cv_max"})
+    return NormDistribution(ctx.number(d.get("p01_min", default.p01_min), f"{field}.p01_min", lo=0.0),
+                            ctx.number(d.get("p99_max", default.p99_max), f"{field}.p99_max", lo=0.0),
+                            ctx.number(d.get("cv_max", default.cv_max), f"{field}.cv_max", lo=0.0))
 
-    default_collapse = Collapse(min_effective_rank=max(2.0, feature.dim / 16))
-    collapse: Collapse | None = default_collapse
-    raw_col = m.get("collapse", True)
-    if ctx.off(raw_col):
-        collapse = None
-    elif raw_col is not True:
-        f = f"{field}.collapse"
-        d = ctx.mapping(raw_col, f, {"sample", "min_effective_rank", "max_mean_cosine", "min_rows"})
-        collapse = Collapse(
-            sample=ctx.number(d.get("sample", 2000), f"{f}.sample", lo=10, integer=True),
-            min_effective_rank=ctx.number(d.get("min_effective_rank", default_collapse.min_effective_rank),
-                                          f"{f}.min_effective_rank", lo=1.0, hi=float(feature.dim)),
-            max_mean_cosine=ctx.number(d.get("max_mean_cosine", default_collapse.max_mean_cosine),
-                                       f"{f}.max_mean_cosine", lo=-1.0, hi=1.0),
-            min_rows=ctx.number(d.get("min_rows", 50), f"{f}.min_rows", lo=3, integer=True))
 
-    drift: Drift | None = Drift()
-    raw_drift = m.get("drift", True)
-    if ctx.off(raw_drift):
-        drift = None
-    elif raw_drift is not True:
-        f = f"{field}.drift"
-        d = ctx.mapping(raw_drift, f, {"sample", "k", "min_mean_cosine", "min_neighbor_overlap", "min_shared"})
-        drift = Drift(
-            sample=ctx.number(d.get("sample", 1000), f"{f}.sample", lo=10, integer=True),
-            k=ctx.number(d.get("k", 10), f"{f}.k", lo=1, hi=1000, integer=True),
-            min_mean_cosine=ctx.number(d.get("min_mean_cosine", Drift.min_mean_cosine), f"{f}.min_mean_cosine",
-                                       lo=-1.0, hi=1.0),
-            min_neighbor_overlap=ctx.number(d.get("min_neighbor_overlap", Drift.min_neighbor_overlap),
-                                            f"{f}.min_neighbor_overlap", lo=0.0, hi=1.0),
-            min_shared=ctx.number(d.get("min_shared", 20), f"{f}.min_shared", lo=1, integer=True))
-        if drift.k >= drift.sample:
-            raise ctx.fail(f"{f}.k", f"must be smaller than sample ({drift.sample}); got {drift.k}")
+def _duplicates(ctx: _Ctx, raw: Any, field: str) -> float | None:
+    """The largest share of rows whose vector repeats another row's."""
+    if ctx.off(raw):
+        return None
+    if raw is True:
+        return 0.01
+    d = ctx.mapping(raw, field, {"max_share"})
+    return float(ctx.number(d.get("max_share", 0.01), f"{field}.max_share", lo=0.0, hi=1.0))
 
-    coverage: Coverage | None = None  # off unless declared: many groups write only changed keys
-    raw_cov = m.get("coverage")
-    if raw_cov is True:
-        coverage = Coverage()
-    elif not ctx.off(raw_cov):
-        f = f"{field}.coverage"
-        d = ctx.mapping(raw_cov, f, {"expected", "min_share"})
-        expected = d.get("expected", "previous_commit")
-        if expected not in get_args(CoverageOf):
-            raise ctx.fail(f"{f}.expected", f"must be one of {', '.join(get_args(CoverageOf))}; got {expected!r}")
-        coverage = Coverage(expected, float(ctx.number(d.get("min_share", 0.9), f"{f}.min_share", lo=0.0, hi=1.0)))
 
-    return VectorRules(feature=feature.name, dim=feature.dim, metric=feature.metric, finite=finite, norm=norm,
-                       norm_distribution=dist, duplicates_max_share=dup, collapse=collapse, drift=drift,
-                       coverage=coverage)
+def _collapse(ctx: _Ctx, raw: Any, field: str, *, dim: int) -> Collapse | None:
+    default = Collapse(min_effective_rank=max(2.0, dim / 16))
+    if ctx.off(raw):
+        return None
+    if raw is True:
+        return default
+    d = ctx.mapping(raw, field, {"sample", "min_effective_rank", "max_mean_cosine", "min_rows"})
+    return Collapse(
+        sample=ctx.number(d.get("sample", 2000), f"{field}.sample", lo=10, integer=True),
+        min_effective_rank=ctx.number(d.get("min_effective_rank", default.min_effective_rank),
+                                      f"{field}.min_effective_rank", lo=1.0, hi=float(dim)),
+        max_mean_cosine=ctx.number(d.get("max_mean_cosine", default.max_mean_cosine),
+                                   f"{field}.max_mean_cosine", lo=-1.0, hi=1.0),
+        min_rows=ctx.number(d.get("min_rows", 50), f"{field}.min_rows", lo=3, integer=True))
+
+
+def _drift(ctx: _Ctx, raw: Any, field: str) -> Drift | None:
+    if ctx.off(raw):
+        return None
+    if raw is True:
+        return Drift()
+    d = ctx.mapping(raw, field, {"sample", "k", "min_mean_cosine", "min_neighbor_overlap", "min_shared"})
+    drift = Drift(
+        sample=ctx.number(d.get("sample", 1000), f"{field}.sample", lo=10, integer=True),
+        k=ctx.number(d.get("k", 10), f"{field}.k", lo=1, hi=1000, integer=True),
+        min_mean_cosine=ctx.number(d.get("min_mean_cosine", Drift.min_mean_cosine), f"{field}.min_mean_cosine",
+                                   lo=-1.0, hi=1.0),
+        min_neighbor_overlap=ctx.number(d.get("min_neighbor_overlap", Drift.min_neighbor_overlap),
+                                        f"{field}.min_neighbor_overlap", lo=0.0, hi=1.0),
+        min_shared=ctx.number(d.get("min_shared", 20), f"{field}.min_shared", lo=1, integer=True))
+    if drift.k >= drift.sample:
+        raise ctx.fail(f"{field}.k", f"must be smaller than sample ({drift.sample}); got {drift.k}")
+    return drift
+
+
+def _coverage(ctx: _Ctx, raw: Any, field: str) -> Coverage | None:
+    """Off unless declared: many groups write only changed keys."""
+    if raw is True:
+        return Coverage()
+    if ctx.off(raw):
+        return None
+    d = ctx.mapping(raw, field, {"expected", "min_share"})
+    expected = d.get("expected", "previous_commit")
+    if expected not in get_args(CoverageOf):
+        raise ctx.fail(f"{field}.expected", f"must be one of {', '.join(get_args(CoverageOf))}; got {expected!r}")
+    return Coverage(expected, float(ctx.number(d.get("min_share", 0.9), f"{field}.min_share", lo=0.0, hi=1.0)))
 
 
 def check_expectations(raw: Any, spec: DeclaredColumns, path: str | None = None) -> Expectations:
