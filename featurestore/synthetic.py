@@ -58,6 +58,102 @@ def _sample_rows(cum: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum((cum < u[:, None]).sum(axis=1), cum.shape[1] - 1)
 
 
+@dataclass
+class _Catalogue:
+    """Items with categories and Zipf popularity, laid out for sampling by popularity."""
+
+    category: np.ndarray    # (n_items,) planted category
+    order: np.ndarray       # item numbers grouped by category
+    cum: np.ndarray         # cumulative popularity in that order
+    cat_lo: np.ndarray      # (n_categories,) ``cum`` before each category's first item
+    cat_hi: np.ndarray      # (n_categories,) ``cum`` at each category's last item
+    global_cum: np.ndarray  # ``cum`` scaled to end at 1
+
+    def pick(self, rng: np.random.Generator, category: np.ndarray, explore: float) -> np.ndarray:
+        """One item per event: by popularity within its session's category, or (a share ``explore``
+        of events) by popularity over all items."""
+        n, n_items = len(category), len(self.category)
+        u = rng.random(n)
+        lo, hi = self.cat_lo[category], self.cat_hi[category]
+        in_category = self.order[np.minimum(np.searchsorted(self.cum, lo + u * (hi - lo), side="right"), n_items - 1)]
+        anywhere = np.minimum(np.searchsorted(self.global_cum, rng.random(n), side="right"), n_items - 1)
+        return np.where(rng.random(n) < explore, anywhere, in_category)
+
+
+def _catalogue(rng: np.random.Generator, n_items: int, n_cat: int, zipf: float) -> _Catalogue:
+    """Items: categories, Zipf popularity over a random global rank."""
+    category = rng.integers(0, n_cat, n_items)
+    rank = rng.permutation(n_items) + 1
+    pop = rank.astype(np.float64) ** -zipf
+    order = np.lexsort((np.arange(n_items), category))          # items grouped by category
+    cum = np.cumsum(pop[order])
+    cat_end = np.searchsorted(category[order], np.arange(n_cat), side="right")
+    cat_begin = np.concatenate([[0], cat_end[:-1]])
+    cum0 = np.concatenate([[0.0], cum])
+    return _Catalogue(category, order, cum, cum0[cat_begin], cum0[cat_end], cum / cum[-1])
+
+
+@dataclass
+class _Sessions:
+    """Sessions: who, when, which category and how many events."""
+
+    user: np.ndarray      # (n_sessions,) user number
+    time: np.ndarray      # (n_sessions,) start, microseconds into the period
+    category: np.ndarray  # (n_sessions,) the category the session focuses on
+    length: np.ndarray    # (n_sessions,) number of events
+
+
+def _sessions(rng: np.random.Generator, n_sessions: int, span_us: int, activity: np.ndarray,
+              taste_start: np.ndarray, taste_end: np.ndarray, session_mean: float) -> _Sessions:
+    """Sessions of users drawn by activity, each focused on a category drawn from the user's taste then."""
+    user = rng.choice(len(activity), size=n_sessions, p=activity / activity.sum())
+    time = rng.integers(0, span_us, n_sessions)
+    use_end = rng.random(n_sessions) < time / span_us              # drift: mixture at that time
+    taste = np.where(use_end[:, None], taste_end[user], taste_start[user])
+    category = _sample_rows(np.cumsum(taste, axis=1), rng.random(n_sessions))
+    length = rng.geometric(1.0 / session_mean, n_sessions)
+    return _Sessions(user, time, category, length)
+
+
+def _expand(rng: np.random.Generator, sessions: _Sessions, span_us: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Events of the sessions: (session of each event, position in its session, time)."""
+    s_len = sessions.length
+    ev_session = np.repeat(np.arange(len(s_len)), s_len)
+    n = ev_session.size
+    first = np.concatenate([[0], np.cumsum(s_len)[:-1]])
+    pos = np.arange(n) - first[ev_session]
+    gaps = rng.exponential(90e6, n).astype(np.int64)                # ~1.5 min between events
+    gaps[pos == 0] = 0
+    offset = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], s_len)
+    t = np.minimum(sessions.time[ev_session] + offset, span_us - 1)
+    return ev_session, pos, t
+
+
+def _event_kinds(rng: np.random.Generator, item: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event types (index into EVENT_TYPES), and the items once carts and purchases repeat the view."""
+    n = len(item)
+    kind = rng.choice(3, size=n, p=[0.8, 0.13, 0.07])              # view, add_to_cart, purchase
+    repeat = (kind > 0) & (pos > 0) & (rng.random(n) < 0.8)         # cart/purchase of the item just viewed
+    src = np.maximum.accumulate(np.where(repeat, -1, np.arange(n)))
+    return kind, item[src]
+
+
+def _events_table(user: np.ndarray, item: np.ndarray, kind: np.ndarray, t: np.ndarray, start: datetime,
+                  user_ids: list[str], item_ids: list[str]) -> pa.Table:
+    """The events as an Arrow table sorted by time (ties in generation order)."""
+    order_t = np.lexsort((np.arange(len(t)), t))
+    times = pa.array(t[order_t] + int(start.timestamp() * 1e6), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.table({
+        "user_id": pa.DictionaryArray.from_arrays(pa.array(user[order_t].astype(np.int32)),
+                                                  pa.array(user_ids)).cast(pa.string()),
+        "item_id": pa.DictionaryArray.from_arrays(pa.array(item[order_t].astype(np.int32)),
+                                                  pa.array(item_ids)).cast(pa.string()),
+        "event_type": pa.DictionaryArray.from_arrays(pa.array(kind[order_t].astype(np.int8)),
+                                                     pa.array(list(EVENT_TYPES))).cast(pa.string()),
+        "event_time": times,
+    })
+
+
 def purchase_histories(n_users: int = 1000, n_items: int = 500, n_events: int = 50_000, *,
                        n_categories: int = 20, days: int = 30, start: datetime | None = None,
                        session_mean: float = 6.0, explore: float = 0.1, taste_concentration: float = 0.3,
@@ -67,69 +163,20 @@ def purchase_histories(n_users: int = 1000, n_items: int = 500, n_events: int = 
     start = start or datetime(2026, 10, 1, tzinfo=UTC)
     span_us = int(days * 86400e6)
     n_cat = max(1, min(n_categories, n_items))
-
-    # items: categories, Zipf popularity over a random global rank
-    category = rng.integers(0, n_cat, n_items)
-    rank = rng.permutation(n_items) + 1
-    pop = rank.astype(np.float64) ** -zipf
-    order = np.lexsort((np.arange(n_items), category))          # items grouped by category
-    cat_of_sorted = category[order]
-    cum = np.cumsum(pop[order])
-    cat_end = np.searchsorted(cat_of_sorted, np.arange(n_cat), side="right")
-    cat_begin = np.concatenate([[0], cat_end[:-1]])
-    cum0 = np.concatenate([[0.0], cum])
-    cat_lo, cat_hi = cum0[cat_begin], cum0[cat_end]
-    global_cum = cum / cum[-1]
+    # every step draws from ``rng`` in a fixed order, so the same arguments give the same events
+    items = _catalogue(rng, n_items, n_cat, zipf)
 
     # users: taste mixtures (start, end) and activity (heavy-tailed)
     taste_start = rng.dirichlet(np.full(n_cat, taste_concentration), n_users)
     taste_end = rng.dirichlet(np.full(n_cat, taste_concentration), n_users)
     activity = rng.lognormal(0.0, 1.0, n_users)
 
-    n_sessions = max(1, round(n_events / session_mean))
-    s_user = rng.choice(n_users, size=n_sessions, p=activity / activity.sum())
-    s_time = rng.integers(0, span_us, n_sessions)
-    lam = s_time / span_us
-    use_end = rng.random(n_sessions) < lam                         # drift: mixture at that time
-    taste = np.where(use_end[:, None], taste_end[s_user], taste_start[s_user])
-    s_cat = _sample_rows(np.cumsum(taste, axis=1), rng.random(n_sessions))
-    s_len = rng.geometric(1.0 / session_mean, n_sessions)
-
-    # events: expand sessions
-    ev_session = np.repeat(np.arange(n_sessions), s_len)
-    n = ev_session.size
-    first = np.concatenate([[0], np.cumsum(s_len)[:-1]])
-    pos = np.arange(n) - first[ev_session]
-    gaps = rng.exponential(90e6, n).astype(np.int64)                # ~1.5 min between events
-    gaps[pos == 0] = 0
-    offset = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], s_len)
-    t = np.minimum(s_time[ev_session] + offset, span_us - 1)
-
-    c = s_cat[ev_session]
-    u = rng.random(n)
-    item_in_cat = order[np.minimum(np.searchsorted(cum, cat_lo[c] + u * (cat_hi[c] - cat_lo[c]), side="right"),
-                                   n_items - 1)]
-    explore_item = np.minimum(np.searchsorted(global_cum, rng.random(n), side="right"), n_items - 1)
-    item = np.where(rng.random(n) < explore, explore_item, item_in_cat)
-
-    kind = rng.choice(3, size=n, p=[0.8, 0.13, 0.07])              # view, add_to_cart, purchase
-    repeat = (kind > 0) & (pos > 0) & (rng.random(n) < 0.8)         # cart/purchase of the item just viewed
-    src = np.maximum.accumulate(np.where(repeat, -1, np.arange(n)))
-    item = item[src]
-    del src
-
-    user = s_user[ev_session]
-    order_t = np.lexsort((np.arange(n), t))
+    sessions = _sessions(rng, max(1, round(n_events / session_mean)), span_us, activity, taste_start, taste_end,
+                         session_mean)
+    ev_session, pos, t = _expand(rng, sessions, span_us)
+    item = items.pick(rng, sessions.category[ev_session], explore)
+    kind, item = _event_kinds(rng, item, pos)
     user_ids, item_ids = _ids("u", n_users), _ids("i", n_items)
-    times = pa.array(t[order_t] + int(start.timestamp() * 1e6), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-    events = pa.table({
-        "user_id": pa.DictionaryArray.from_arrays(pa.array(user[order_t].astype(np.int32)),
-                                                  pa.array(user_ids)).cast(pa.string()),
-        "item_id": pa.DictionaryArray.from_arrays(pa.array(item[order_t].astype(np.int32)),
-                                                  pa.array(item_ids)).cast(pa.string()),
-        "event_type": pa.DictionaryArray.from_arrays(pa.array(kind[order_t].astype(np.int8)),
-                                                     pa.array(list(EVENT_TYPES))).cast(pa.string()),
-        "event_time": times,
-    })
-    return Synthetic(events, item_ids, user_ids, category, taste_start, taste_end,
+    events = _events_table(sessions.user[ev_session], item, kind, t, start, user_ids, item_ids)
+    return Synthetic(events, item_ids, user_ids, items.category, taste_start, taste_end,
                      start, start + timedelta(days=days))

@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from featurestore.errors import InvalidQuery, StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
+from featurestore.schema import Feature
 
 log = logging.getLogger("featurestore.online")
 FORMAT_VERSION = 1
@@ -72,6 +74,53 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         return target
     feature = served_vector(fg)
     spec = fg.spec
+    t0 = time.perf_counter()
+    rows = _read_rows(fg, commit, feature, say)
+    normalised = _normalised_copy(rows.vectors, feature, f"{spec.key} commit {commit}")
+    search = rows.vectors if normalised is None else normalised
+    cfg = ix.resolve(spec.online.index, spec.online.params, rows.n, source=spec.source)
+
+    root = views_dir(fg)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".build-c{commit}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        hash_map = _write_keys(tmp, rows, spec.entity_keys[0].type)
+        sqnorms = _write_vectors(tmp, rows.vectors, normalised, feature.metric)
+        _write_columns(tmp, rows.columns)
+        index = _write_index(tmp, search, feature.metric, cfg, sqnorms, say)
+        manifest = _manifest(fg, commit, feature, rows, hash_map=hash_map, normalised_copy=normalised is not None,
+                             index=index, started=t0)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _publish(tmp, target, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"published {rows.n:,} rows x {rows.dim} to {target} in {time.perf_counter() - t0:.1f}s")
+    return target
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The latest rows of one commit, in key order, as the view stores them."""
+
+    raw_keys: list[Any]  # as read: numpy cannot hold every string key exactly
+    keys: np.ndarray     # sorted
+    vectors: np.ndarray  # (n, dim) float32: the served vector feature
+    columns: pa.Table    # key, event time and scalar features
+
+    @property
+    def n(self) -> int:
+        return len(self.keys)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def _read_rows(fg: FeatureGroup, commit: int, feature: Feature, say: Callable[[str], None]) -> _Rows:
+    """Read the latest row of every key at ``commit`` and sort the rows by key."""
+    spec = fg.spec
     key = spec.entity_keys[0]
     t0 = time.perf_counter()
     table = fg.latest(commit)
@@ -83,77 +132,92 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     if vec_col.null_count:
         raise StorageError(f"{spec.key} commit {commit}: {vec_col.null_count} rows have a null {feature.name}")
     flat = vec_col.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0, np.float32)
-    matrix = np.ascontiguousarray(flat.reshape(n, dim)[order], dtype=np.float32)
+    vectors = np.ascontiguousarray(flat.reshape(n, dim)[order], dtype=np.float32)
     scalar_names = [key.name, spec.event_time] + [f.name for f in spec.features if not f.is_vector]
     columns = table.select(scalar_names).take(pa.array(order)) if n else table.select(scalar_names)
+    return _Rows(raw_keys, keys, vectors, columns)
 
-    search = matrix
-    normalised_copy = False
-    if feature.metric == "cosine" and n:
-        norms = np.linalg.norm(matrix, axis=1)
-        if np.any(norms == 0):
-            raise StorageError(f"{spec.key} commit {commit}: zero vectors have no cosine similarity")
-        if not np.allclose(norms, 1.0, atol=1e-4):
-            search = (matrix / norms[:, None]).astype(np.float32)
-            normalised_copy = True
-    cfg = ix.resolve(spec.online.index, spec.online.params, n, source=spec.source)
 
-    root = views_dir(fg)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".build-c{commit}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        np.save(tmp / "keys.npy", keys)
-        hash_map = needs_hash_map(raw_keys)
-        if key.type == "string" and not hash_map:
-            np.save(tmp / "keyhash.npy", build_hash_table(keys))
-        np.save(tmp / "vectors.npy", matrix)
-        if normalised_copy:
-            np.save(tmp / "search.npy", search)
-        sqnorms = None
-        if feature.metric == "l2":
-            sqnorms = (search * search).sum(axis=1).astype(np.float32)
-            np.save(tmp / "sqnorms.npy", sqnorms)
-        with pa.OSFile(str(tmp / "columns.arrow"), "wb") as sink, \
-                pa.ipc.new_file(sink, columns.schema) as writer:
-            writer.write_table(columns)
-        breadth, recall, build_s = 0, 1.0, 0.0
-        if cfg.kind != "flat" and n:
-            t = time.perf_counter()
-            index = ix.build(search, feature.metric, cfg, log=say)
-            breadth, recall = ix.tune(index, cfg, search, feature.metric, sqnorms=sqnorms, log=say)
-            build_s = time.perf_counter() - t
-            ix.write(index, str(tmp / "index.faiss"))
-            say(f"{cfg.kind} index: breadth {breadth}, recall@10 {recall:.3f}, built in {build_s:.1f}s")
-        commit_info = fg.commit(commit)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "feature_group": spec.name,
-            "version": spec.version,
-            "commit": commit,
-            "commit_timestamp": commit_info.timestamp.isoformat(),
-            "spec_fingerprint": spec.fingerprint(),
-            "rows": n,
-            "dim": dim,
-            "key": key.name,
-            "key_type": key.type,
-            "key_hash_map": hash_map,
-            "vector": feature.name,
-            "metric": feature.metric,
-            "normalised_copy": normalised_copy,
-            "columns": scalar_names,
-            "index": {**cfg.to_dict(), "kind": cfg.kind if n else "flat", "breadth": breadth,
-                      "recall_at_10": recall, "build_seconds": round(build_s, 3)},
-            "built_at": datetime.now(UTC).isoformat(),
-            "build_seconds": round(time.perf_counter() - t0, 3),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        _publish(tmp, target, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    say(f"published {n:,} rows x {dim} to {target} in {time.perf_counter() - t0:.1f}s")
-    return target
+def _normalised_copy(vectors: np.ndarray, feature: Feature, what: str) -> np.ndarray | None:
+    """For a cosine view whose vectors are not unit length, the normalised copy that is searched; else None."""
+    if feature.metric != "cosine" or not len(vectors):
+        return None
+    norms = np.linalg.norm(vectors, axis=1)
+    if np.any(norms == 0):
+        raise StorageError(f"{what}: zero vectors have no cosine similarity")
+    if np.allclose(norms, 1.0, atol=1e-4):
+        return None
+    return (vectors / norms[:, None]).astype(np.float32)
+
+
+def _write_keys(tmp: Path, rows: _Rows, key_type: str) -> bool:
+    """Write the sorted keys, and the hash table of string keys; return whether readers need a dict instead."""
+    np.save(tmp / "keys.npy", rows.keys)
+    hash_map = needs_hash_map(rows.raw_keys)
+    if key_type == "string" and not hash_map:
+        np.save(tmp / "keyhash.npy", build_hash_table(rows.keys))
+    return hash_map
+
+
+def _write_vectors(tmp: Path, vectors: np.ndarray, normalised: np.ndarray | None,
+                   metric: ix.Metric) -> np.ndarray | None:
+    """Write the vectors, their normalised copy if any, and for l2 views their squared norms (returned)."""
+    np.save(tmp / "vectors.npy", vectors)
+    if normalised is not None:
+        np.save(tmp / "search.npy", normalised)
+    if metric != "l2":
+        return None
+    search = vectors if normalised is None else normalised
+    sqnorms = (search * search).sum(axis=1).astype(np.float32)
+    np.save(tmp / "sqnorms.npy", sqnorms)
+    return sqnorms
+
+
+def _write_columns(tmp: Path, columns: pa.Table) -> None:
+    with pa.OSFile(str(tmp / "columns.arrow"), "wb") as sink, pa.ipc.new_file(sink, columns.schema) as writer:
+        writer.write_table(columns)
+
+
+def _write_index(tmp: Path, search: np.ndarray, metric: ix.Metric, cfg: ix.IndexConfig, sqnorms: np.ndarray | None,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """Build, tune and write the similarity index (flat and empty views have none); return its manifest entry."""
+    n = len(search)
+    breadth, recall, build_s = 0, 1.0, 0.0
+    if cfg.kind != "flat" and n:
+        t = time.perf_counter()
+        index = ix.build(search, metric, cfg, log=say)
+        breadth, recall = ix.tune(index, cfg, search, metric, sqnorms=sqnorms, log=say)
+        build_s = time.perf_counter() - t
+        ix.write(index, str(tmp / "index.faiss"))
+        say(f"{cfg.kind} index: breadth {breadth}, recall@10 {recall:.3f}, built in {build_s:.1f}s")
+    return {**cfg.to_dict(), "kind": cfg.kind if n else "flat", "breadth": breadth,
+            "recall_at_10": recall, "build_seconds": round(build_s, 3)}
+
+
+def _manifest(fg: FeatureGroup, commit: int, feature: Feature, rows: _Rows, *, hash_map: bool,
+              normalised_copy: bool, index: dict[str, Any], started: float) -> dict[str, Any]:
+    spec = fg.spec
+    key = spec.entity_keys[0]
+    return {
+        "format_version": FORMAT_VERSION,
+        "feature_group": spec.name,
+        "version": spec.version,
+        "commit": commit,
+        "commit_timestamp": fg.commit(commit).timestamp.isoformat(),
+        "spec_fingerprint": spec.fingerprint(),
+        "rows": rows.n,
+        "dim": rows.dim,
+        "key": key.name,
+        "key_type": key.type,
+        "key_hash_map": hash_map,
+        "vector": feature.name,
+        "metric": feature.metric,
+        "normalised_copy": normalised_copy,
+        "columns": rows.columns.column_names,
+        "index": index,
+        "built_at": datetime.now(UTC).isoformat(),
+        "build_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _publish(tmp: Path, target: Path, force: bool) -> None:

@@ -155,13 +155,7 @@ class KeyIndex:
         """Rows of many keys (int64, -1 where missing). Raises :class:`InvalidQuery` on a wrong key type."""
         n = len(keys)
         if self._map is not None:
-            try:
-                out = np.fromiter(map(self._map.get, keys, repeat(-1, n)), np.int64, n)
-            except TypeError as exc:  # unhashable key
-                raise InvalidQuery(f"keys must be {self._type_name()}: {exc}") from exc
-            for i in np.flatnonzero(out < 0):  # a found key has the right type; check only the others
-                self.check(keys[int(i)])
-            return out
+            return self._rows_from_map(keys)
         if not n:
             return np.zeros(0, np.int64)
         if n == 1 and self._slots is not None and not isinstance(keys, np.ndarray):
@@ -169,20 +163,28 @@ class KeyIndex:
         q = self._as_array(keys)
         if not self.n:
             return np.full(n, -1, np.int64)
-        if self._slots is not None:
-            out = self._probe(q)
-            if not isinstance(keys, np.ndarray) and "\x00" in "".join(keys):
-                for j, k in enumerate(keys):
-                    if k.endswith("\x00"):
-                        out[j] = -1  # numpy dropped the NUL: that key is not in the view
-            return out
+        out = self._probe(q) if self._slots is not None else self._search(q)
+        if self.kind == "string" and (nul := _nul_ended(keys)):
+            out[nul] = -1  # numpy dropped the NUL: that key is not in the view
+        return out
+
+    def _rows_from_map(self, keys: Sequence[Any]) -> np.ndarray:
+        """Rows of many keys through the dict (views whose keys numpy cannot hold, or warmed ones)."""
+        assert self._map is not None
+        n = len(keys)
+        try:
+            out = np.fromiter(map(self._map.get, keys, repeat(-1, n)), np.int64, n)
+        except TypeError as exc:  # unhashable key
+            raise InvalidQuery(f"keys must be {self._type_name()}: {exc}") from exc
+        for i in np.flatnonzero(out < 0):  # a found key has the right type; check only the others
+            self.check(keys[int(i)])
+        return out
+
+    def _search(self, q: np.ndarray) -> np.ndarray:
+        """Rows of the key array ``q`` by binary search in the sorted keys."""
         idx = np.searchsorted(self.keys, q)
         idx[idx >= self.n] = self.n - 1
         hit = self.keys[idx] == q
-        if self.kind == "string" and not isinstance(keys, np.ndarray):
-            for j, k in enumerate(keys):
-                if k.endswith("\x00"):
-                    hit[j] = False  # numpy dropped the NUL: that key is not in the view
         return np.where(hit, idx, -1).astype(np.int64, copy=False)
 
     def _probe(self, q: np.ndarray) -> np.ndarray:
@@ -223,3 +225,10 @@ class KeyIndex:
                 if not isinstance(k, str | np.str_):
                     self.check(k)
         return np.asarray(keys, dtype=str)
+
+
+def _nul_ended(keys: Sequence[Any]) -> list[int]:
+    """Positions of the string keys that end in NUL (numpy's fixed-width strings drop trailing NULs)."""
+    if isinstance(keys, np.ndarray) or "\x00" not in "".join(keys):
+        return []
+    return [j for j, k in enumerate(keys) if k.endswith("\x00")]

@@ -1,0 +1,68 @@
+"""Spec files: ``schemas/<name>.v<version>.yaml`` read and parsed into :class:`FeatureGroupSpec`.
+
+:func:`load_spec` reads one file, :func:`load_specs` a folder; both check every field and raise
+:class:`~featurestore.errors.SpecError` naming the file and the field at fault.
+
+Example::
+
+    spec = load_spec("schemas/user_embeddings.v1.yaml")
+    spec.vector_features[0].dim   # 64
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from featurestore.errors import SpecError
+from featurestore.schema.spec import FeatureGroupSpec
+
+_FILE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\.v(?P<version>\d+)\.ya?ml$")
+
+
+def load_spec(path: str | Path) -> FeatureGroupSpec:
+    """Read and check one spec file. Its name must be ``<name>.v<version>.yaml`` and agree with it."""
+    import yaml  # a light import, but only needed here
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", path=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}", path=str(p)) from exc
+    spec = FeatureGroupSpec.from_dict(data, source=str(p))
+    m = _FILE.match(p.name)
+    if m and (m["name"] != spec.name or int(m["version"]) != spec.version):
+        raise SpecError(
+            f"file name says {m['name']} v{m['version']} but the spec says {spec.name} v{spec.version}",
+            path=str(p), field="name",
+        )
+    return spec
+
+
+def load_specs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[FeatureGroupSpec]:
+    """Load every ``*.yaml``/``*.yml`` spec in a folder (sorted), or the given file(s)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise SpecError("no such file or folder", path=str(p))
+    specs = [load_spec(f) for f in files]
+    seen: dict[tuple[str, int], str | None] = {}
+    for s in specs:
+        if (s.name, s.version) in seen:
+            raise SpecError(f"{s.name} v{s.version} is also defined in {seen[(s.name, s.version)]}",
+                            path=s.source, field="name")
+        seen[(s.name, s.version)] = s.source
+    return specs
