@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         day2 = data.end.replace(hour=0, minute=0, second=0, microsecond=0)
         day1 = day2.replace(day=day2.day - 1)
         pipeline = str(REPO / "pipelines" / "purchase_embeddings.py")
-        for label, as_of in (("first run", day1), ("next day (retrain + align)", day2), ("re-run (no-op)", day2)):
-            wall, rss, res = run_cli(["run", pipeline, "--as-of", as_of.isoformat(), "--root", str(root)], env)
+        for label, cutoff in (("first run", day1), ("next day (retrain + align)", day2), ("re-run (no-op)", day2)):
+            wall, rss, res = run_cli(["run", pipeline, "--cutoff", cutoff.isoformat(), "--root", str(root)], env)
             r = res[0]
             rows.append({"run": label, "wall_s": wall, "peak_rss_gb": rss, "events": r["events"],
                          "items": r["items"], "entities": r["entities_written"], "status": r["status"],

@@ -63,7 +63,7 @@ def main() -> None:
     from featurestore.validation import gx  # noqa: F401  one-time import, not an insert cost (bench_validation)
 
     t_pq, _ = timed(lambda: pq.write_table(data, work / "plain.parquet"))
-    t_ins, commit = timed(lambda: fg.insert(data, as_of=T0))
+    t_ins, commit = timed(lambda: fg.insert(data, cutoff=T0))
     rows.append({"figure": f"insert {n:,} x {dim}", "featurestore_s": t_ins, "baseline": "pq.write_table",
                  "baseline_s": t_pq, "ratio": t_ins / t_pq, "rows_per_s": n / t_ins})
 
@@ -80,9 +80,9 @@ def main() -> None:
     for c in range(args.commits):
         # the same keys' vectors again (seed 0): each commit passes the drift check against the last
         fg.insert(batch(step, dim, 0, T0 + timedelta(days=c + 1)).slice(0, step))
-    t_tt, old = timed(lambda: fg.read(as_of=commit.commit), repeat=3)
+    t_tt, old = timed(lambda: fg.read(commit=commit.commit), repeat=3)
     assert old.num_rows == n
-    t_tt_time, old2 = timed(lambda: fg.read(as_of=commit.timestamp), repeat=3)
+    t_tt_time, old2 = timed(lambda: fg.read(commit_time=commit.timestamp), repeat=3)
     assert old2.num_rows == n
     rows.append({"figure": f"time travel to commit 1 of {commit.commit + args.commits}", "featurestore_s": t_tt,
                  "baseline": "read newest", "baseline_s": timed(lambda: fg.read(), repeat=3)[0],
@@ -91,7 +91,7 @@ def main() -> None:
                  "ratio": "", "rows_per_s": n / t_tt_time})
 
     scan_q = "SELECT count(*), avg(n_events), max(event_time) FROM item_embeddings_v1"
-    t_scan, _ = timed(lambda: store.sql(scan_q, as_of={"item_embeddings_v1": commit.commit}).fetchall(), repeat=3)
+    t_scan, _ = timed(lambda: store.sql(scan_q, commits={"item_embeddings_v1": commit.commit}).fetchall(), repeat=3)
     rows.append({"figure": f"DuckDB scan {n:,} rows", "featurestore_s": t_scan, "baseline": "", "baseline_s": "",
                  "ratio": "", "rows_per_s": n / t_scan})
 
@@ -99,7 +99,7 @@ def main() -> None:
     top_q = ("SELECT item_id, array_cosine_similarity(embedding, $q::FLOAT[64]) AS s FROM item_embeddings_v1 "
              "ORDER BY s DESC LIMIT 10")
     t_top, got = timed(lambda: store.sql(top_q, params={"q": q.tolist()},
-                                         as_of={"item_embeddings_v1": commit.commit}).fetchall(), repeat=3)
+                                         commits={"item_embeddings_v1": commit.commit}).fetchall(), repeat=3)
     mat = data["embedding"].combine_chunks().values.to_numpy().reshape(n, dim)
 
     def numpy_top10():

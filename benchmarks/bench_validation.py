@@ -57,9 +57,9 @@ def make_batch(n: int, seed: int, base: np.ndarray | None = None) -> tuple[pa.Ta
     return table, v
 
 
-def insert_without_validation(fg, data: pa.Table, as_of: datetime) -> None:
+def insert_without_validation(fg, data: pa.Table, cutoff: datetime) -> None:
     """The insert path with the validation step left out: conform, then one Delta commit."""
-    batch = conform(fg.spec, data, as_of=as_of)
+    batch = conform(fg.spec, data, cutoff=cutoff)
     stored = fg._storage_table(batch)
     staging.append(fg.root, fg.rel, stored, {META_PREFIX + "run_id": f"bench-{time.time_ns()}"})
 
@@ -91,7 +91,7 @@ def main() -> None:
     try:
         # warm-up: the great_expectations context, numpy and DuckDB code paths
         _, fg = fresh_group(tmp, "warm")
-        fg.insert(make_batch(2000, seed=9)[0], as_of=T0)
+        fg.insert(make_batch(2000, seed=9)[0], cutoff=T0)
 
         without, with_, with_drift, without_2 = [], [], [], []
         parts: dict[str, list[float]] = {}
@@ -110,10 +110,10 @@ def main() -> None:
             def run_with(r: int = r) -> tuple:
                 _, fg_b = fresh_group(tmp, f"b{r}")
                 t = time.perf_counter()
-                c1 = fg_b.insert(data, as_of=T0)
+                c1 = fg_b.insert(data, cutoff=T0)
                 with_.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                c2 = fg_b.insert(data2, as_of=T0 + timedelta(days=1))
+                c2 = fg_b.insert(data2, cutoff=T0 + timedelta(days=1))
                 with_drift.append(time.perf_counter() - t)
                 return fg_b, c1, c2
 
@@ -127,10 +127,10 @@ def main() -> None:
                 run_without()
             assert c1.extra["validation_status"] == "passed" and c2.extra["validation_status"] == "passed"
 
-            batch = conform(fg_b.spec, data, as_of=T0)
+            batch = conform(fg_b.spec, data, cutoff=T0)
             rep = validate_batch(fg_b.spec, batch, previous=None)
             parts.setdefault("validate alone, 1st commit (no drift)", []).append(rep.timings["total"])
-            batch = conform(fg_b.spec, data2, as_of=T0)
+            batch = conform(fg_b.spec, data2, cutoff=T0)
             t = time.perf_counter()
             prev = previous_commit(fg_b, before=2)
             parts.setdefault("read previous commit", []).append(time.perf_counter() - t)

@@ -6,7 +6,7 @@ Example::
     store = FeatureStore("./featurestore_data")
     store.apply("schemas/")
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(df, as_of=cutoff)
+    fg.insert(df, cutoff=cutoff)
     fg.read()
 """
 

@@ -132,18 +132,18 @@ def vectors(col: pa.ChunkedArray, feature: Feature) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(np_values, pa.float32()), dim)
 
 
-def conform(spec: FeatureGroupSpec, data: Any, *, as_of: datetime | None = None) -> pa.Table:
+def conform(spec: FeatureGroupSpec, data: Any, *, cutoff: datetime | None = None) -> pa.Table:
     """Check ``data`` against ``spec`` and return it in the spec's Arrow schema (see module doc)."""
     table = to_arrow(data)
     names = table.column_names
     dup_cols = sorted({c for c in names if names.count(c) > 1})
     if dup_cols:
         raise SchemaMismatch(f"column(s) given twice: {', '.join(dup_cols)}")
-    if spec.event_time not in names and as_of is not None:
-        table = table.append_column(spec.event_time, pa.repeat(pa.scalar(to_utc(as_of), TIMESTAMP), table.num_rows))
+    if spec.event_time not in names and cutoff is not None:
+        table = table.append_column(spec.event_time, pa.repeat(pa.scalar(to_utc(cutoff), TIMESTAMP), table.num_rows))
     missing = [c for c in spec.columns if c not in table.column_names]
     if missing:
-        hint = " (or pass as_of= to stamp every row)" if missing == [spec.event_time] else ""
+        hint = " (or pass cutoff= to stamp every row)" if missing == [spec.event_time] else ""
         raise SchemaMismatch(f"{spec.key}: missing column(s) {', '.join(missing)}{hint}")
     extra = [c for c in table.column_names if c not in spec.columns]
     if extra:

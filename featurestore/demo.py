@@ -45,7 +45,7 @@ def _pipeline(events: Path) -> Pipeline:
                     retrain_every=timedelta(days=1))
 
 
-def planted_recovery(store: FeatureStore, data: Synthetic, as_of: datetime, *, users: int = 300, k: int = 10,
+def planted_recovery(store: FeatureStore, data: Synthetic, cutoff: datetime, *, users: int = 300, k: int = 10,
                      top_categories: int = 3, seed: int = 0) -> tuple[float, float]:
     """(share of users' k nearest items in their top planted categories, the share expected by chance)."""
     items = store.feature_group("item_embeddings", 1).latest()
@@ -56,7 +56,7 @@ def planted_recovery(store: FeatureStore, data: Synthetic, as_of: datetime, *, u
     pick = np.random.default_rng(seed).choice(user_no.size, size=min(users, user_no.size), replace=False)
     uvec = np.stack(people["embedding"].to_numpy(zero_copy_only=False)[pick]).astype(np.float32)
     top = np.argsort(-(uvec @ ivec.T), axis=1)[:, :k]
-    taste = data.taste_at(as_of)[user_no[pick]]
+    taste = data.taste_at(cutoff)[user_no[pick]]
     cats = np.argsort(-taste, axis=1)[:, :top_categories]
     item_cat = data.item_category[item_no]
     hits = (item_cat[top][:, :, None] == cats[:, None, :]).any(axis=2).mean()
@@ -148,7 +148,7 @@ def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progres
     print("\nuser_embeddings history:")
     for c in users.history()[1:]:
         m = c.metadata
-        print(f"  commit {c.commit}: as_of {c.as_of.date() if c.as_of else '-'}  {c.row_count:>6,} rows  "
+        print(f"  commit {c.commit}: cutoff {c.cutoff.date() if c.cutoff else '-'}  {c.row_count:>6,} rows  "
               f"model commit {m.get('model_commit')}  {'retrained' if m.get('retrained') else 'incremental'}")
 
     # one user: nearest items next to the planted tastes

@@ -3,11 +3,16 @@
 Example::
 
     fg = store.feature_group("user_embeddings", version=1)
-    commit = fg.insert(df, as_of=datetime(2026, 11, 1, tzinfo=UTC))   # check, then one atomic commit
-    fg.read()                     # newest commit, as a pyarrow Table
-    fg.read(as_of=commit.commit)  # exactly that commit; also a datetime (commit time)
-    fg.latest()                   # newest row per key
-    fg.history()                  # [Commit, ...] with their metadata
+    commit = fg.insert(df, cutoff=datetime(2026, 11, 1, tzinfo=UTC))   # check, then one atomic commit
+    fg.read()                        # newest commit, as a pyarrow Table
+    fg.read(commit=commit.commit)    # exactly that commit
+    fg.read(commit_time=yesterday)   # the newest commit at or before that wall-clock time
+    fg.latest()                      # newest row per key
+    fg.history()                     # [Commit, ...] with their metadata
+
+Words (docs/concepts.md): a *commit* is one atomic write (a Delta version number); its *commit time*
+is when it landed; a run's *cutoff* is the instant up to which it read events, stamped on its rows as
+their *event time*.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ from featurestore.storage.staging import StagedAppend, append
 from featurestore.validation.report import ValidationReport
 from featurestore.validation.runner import InsertGate, check_batch, validate_commit
 
-AsOf = int | datetime | None
 #: called with (feature_group, conformed batch) before a commit; may raise to refuse it, or return
 #: extra commit metadata (str -> str)
 BeforeCommit = Callable[["FeatureGroup", pa.Table], Mapping[str, str] | None]
@@ -88,7 +92,7 @@ class Commit:
     operation: str  # "create" or "insert"
     row_count: int = 0
     run_id: str | None = None
-    as_of: datetime | None = None
+    cutoff: datetime | None = None  # the writer's data cutoff (a pipeline run's), if it gave one
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # other featurestore.* keys
 
@@ -101,7 +105,7 @@ class Commit:
             "operation": self.operation,
             "row_count": self.row_count,
             "run_id": self.run_id,
-            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "cutoff": self.cutoff.isoformat() if self.cutoff else None,
             "metadata": dict(self.metadata),
             **{k: v for k, v in self.extra.items()},
         }
@@ -109,7 +113,7 @@ class Commit:
 
 def _commit_from_entry(spec: FeatureGroupSpec, entry: Mapping[str, Any]) -> Commit:
     ours = {k[len(META_PREFIX):]: v for k, v in entry.items() if k.startswith(META_PREFIX)}
-    as_of = ours.pop("as_of", None)
+    cutoff = ours.pop("cutoff", None) or ours.pop("as_of", None)  # "as_of": tables written before 0.2
     user = ours.pop("metadata", None)
     op = entry.get("operation", "")
     rows = ours.pop("row_count", None)
@@ -123,7 +127,7 @@ def _commit_from_entry(spec: FeatureGroupSpec, entry: Mapping[str, Any]) -> Comm
         operation="create" if op == "CREATE TABLE" else "insert" if op == "WRITE" else op.lower(),
         row_count=int(rows),
         run_id=ours.pop("run_id", None),
-        as_of=datetime.fromisoformat(as_of) if as_of else None,
+        cutoff=datetime.fromisoformat(cutoff) if cutoff else None,
         metadata=MappingProxyType(json.loads(user) if user else {}),
         extra=MappingProxyType(ours),
     )
@@ -154,30 +158,32 @@ class FeatureGroup:
         return self.spec.version
 
     # ---- write ------------------------------------------------------------------------------
-    def insert(self, data: Any, as_of: datetime | None = None,
+    def insert(self, data: Any, cutoff: datetime | None = None,
                metadata: Mapping[str, Any] | None = None) -> Commit:
         """Check ``data`` against the spec, then write it as one atomic commit and return it.
 
-        ``data`` is a pandas DataFrame, a pyarrow Table or a Parquet path. ``as_of`` (the run's cutoff)
-        is recorded in the commit and fills ``event_time`` when the batch has no such column.
+        ``data`` is a pandas DataFrame, a pyarrow Table or a Parquet path. ``cutoff`` (the instant up to
+        which the writer read its inputs) is recorded in the commit and fills ``event_time`` when the
+        batch has no such column.
         ``metadata`` (JSON-serialisable) is stored with the commit. A batch that does not fit raises
         an :class:`~featurestore.errors.InvalidData` subclass and writes nothing.
         """
-        batch = conform(self.spec, data, as_of=as_of)
-        return self.commit_batch(batch, as_of=as_of, metadata=metadata)
+        batch = conform(self.spec, data, cutoff=cutoff)
+        return self.commit_batch(batch, cutoff=cutoff, metadata=metadata)
 
-    def validate(self, data: Any, as_of: datetime | None = None) -> ValidationReport:
+    def check(self, data: Any, cutoff: datetime | None = None) -> ValidationReport:
         """Check ``data`` as :meth:`insert` would (conform, then every validation check against the
         newest commit) without committing or storing anything; returns the report (``.success``,
         ``.summary()``)."""
-        return check_batch(self, conform(self.spec, data, as_of=as_of))
+        return check_batch(self, conform(self.spec, data, cutoff=cutoff))
 
-    def validate_commit(self, commit: AsOf = None, *, save: bool = True) -> ValidationReport:
+    def validate(self, commit: int | None = None, *, commit_time: datetime | None = None,
+                 save: bool = True) -> ValidationReport:
         """Re-validate a stored commit (default: the newest) against the commit before it, and store the
         report unless ``save=False``."""
-        return validate_commit(self, self.commit_of(commit), save=save)
+        return validate_commit(self, self.commit_of(commit, commit_time=commit_time), save=save)
 
-    def commit_batch(self, batch: pa.Table, *, as_of: datetime | None = None,
+    def commit_batch(self, batch: pa.Table, *, cutoff: datetime | None = None,
                      metadata: Mapping[str, Any] | None = None,
                      extra: Mapping[str, str] | None = None) -> Commit:
         """Validate an already conformed batch (see :func:`featurestore.conform.conform`), then commit it.
@@ -197,8 +203,8 @@ class FeatureGroup:
             META_PREFIX + "metadata": user_meta,
             META_PREFIX + "spec": self.spec.fingerprint(),
         }
-        if as_of is not None:
-            meta[META_PREFIX + "as_of"] = to_utc(as_of).isoformat()
+        if cutoff is not None:
+            meta[META_PREFIX + "cutoff"] = to_utc(cutoff).isoformat()
         # the data files are written in the background while the batch is checked; only the commit
         # waits for the checks (and is skipped, the files deleted, when they or a hook refuse the batch)
         staged = StagedAppend(self.root, self.rel, lambda: self._storage_table(batch)) \
@@ -237,36 +243,44 @@ class FeatureGroup:
         return pa.Table.from_arrays([*cols, now], schema=schema)
 
     # ---- read -------------------------------------------------------------------------------
-    def _table(self, as_of: AsOf = None) -> Any:
+    def _table(self, commit: int | None = None, commit_time: datetime | None = None) -> Any:
+        """The Delta table at ``commit``, or at the newest commit at or before ``commit_time``, or newest."""
         opts = self.root.storage_options
-        if isinstance(as_of, datetime):
-            return delta.open_table(self.uri, delta.version_at(self.root, self.rel, as_of),
+        if commit is not None and commit_time is not None:
+            raise InvalidData(f"{self.spec.key}: give commit= or commit_time=, not both")
+        if commit_time is not None:
+            if not isinstance(commit_time, datetime):
+                raise InvalidData(f"{self.spec.key}: commit_time must be a datetime (wall-clock time); "
+                                  f"got {commit_time!r}")
+            return delta.open_table(self.uri, delta.version_at(self.root, self.rel, commit_time),
                                     storage_options=opts)
-        if as_of is not None and (isinstance(as_of, bool) or not isinstance(as_of, int)):
-            raise TypeError(f"as_of must be a commit number, a datetime or None; got {as_of!r}")
-        return delta.open_table(self.uri, as_of, storage_options=opts)
+        if commit is not None and (isinstance(commit, bool) or not isinstance(commit, int)):
+            hint = " (for a wall-clock time, pass commit_time=)" if isinstance(commit, datetime) else ""
+            raise InvalidData(f"{self.spec.key}: commit must be a commit number; got {commit!r}{hint}")
+        return delta.open_table(self.uri, commit, storage_options=opts)
 
-    def commit_of(self, as_of: AsOf = None) -> int:
-        """The commit number that ``as_of`` (None = newest, a number, or a time) resolves to."""
-        return int(self._table(as_of).version())
+    def commit_of(self, commit: int | None = None, *, commit_time: datetime | None = None) -> int:
+        """The commit number that ``commit`` / ``commit_time`` resolves to (neither: the newest)."""
+        return int(self._table(commit, commit_time).version())
 
-    def files(self, as_of: AsOf = None) -> list[str]:
-        """The Parquet files making up one commit (what DuckDB reads for it)."""
-        return delta.file_uris(self._table(as_of))
+    def files(self, commit: int | None = None, *, commit_time: datetime | None = None) -> list[str]:
+        """The Parquet files making up one commit (what the engine reads for it)."""
+        return delta.file_uris(self._table(commit, commit_time))
 
-    def commit_files(self, as_of: AsOf = None) -> tuple[int, list[str]]:
-        """:meth:`commit_of` and :meth:`files` of ``as_of`` together, reading the log once."""
-        dt = self._table(as_of)
+    def commit_files(self, commit: int | None = None, *, commit_time: datetime | None = None
+                     ) -> tuple[int, list[str]]:
+        """:meth:`commit_of` and :meth:`files` together, reading the log once."""
+        dt = self._table(commit, commit_time)
         return int(dt.version()), delta.file_uris(dt)
 
-    def read(self, as_of: AsOf = None, *, columns: list[str] | None = None,
-             system_columns: bool = False) -> pa.Table:
-        """All rows of one commit (default: the newest) as a pyarrow Table in the spec's schema.
+    def read(self, commit: int | None = None, *, commit_time: datetime | None = None,
+             columns: list[str] | None = None, system_columns: bool = False) -> pa.Table:
+        """All rows of one commit as a pyarrow Table in the spec's schema: ``commit`` (a number), or the
+        newest commit at or before wall-clock ``commit_time``, or (neither) the newest commit.
 
-        ``as_of`` is a commit number or a datetime (the newest commit at or before it).
         ``system_columns=True`` adds ``_ingested_at``, the writer's clock just before each row's commit.
         """
-        dt = self._table(as_of)
+        dt = self._table(commit, commit_time)
         with delta.translated(f"reading {self.uri}"):
             raw = dt.to_pyarrow_table()
         schema = self.spec.arrow_schema()
@@ -284,9 +298,10 @@ class FeatureGroup:
             fields.append(pa.field(INGESTED_AT, TIMESTAMP))
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
-    def latest(self, as_of: AsOf = None) -> pa.Table:
-        """The newest row per key (greatest event_time; a later commit wins a tie), sorted by key."""
-        table = self.read(as_of, system_columns=True)
+    def latest(self, commit: int | None = None, *, commit_time: datetime | None = None) -> pa.Table:
+        """The newest row per key (greatest event_time; a later commit wins a tie) of one commit (as in
+        :meth:`read`), sorted by key."""
+        table = self.read(commit, commit_time=commit_time, system_columns=True)
         out = self.engine.latest(table, self.spec.key_names, self.spec.event_time, INGESTED_AT)
         return out.cast(self.spec.arrow_schema())
 
@@ -295,14 +310,15 @@ class FeatureGroup:
         return [_commit_from_entry(self.spec, e) for e in delta.history(self.root, self.rel)]
 
     def commit(self, number: int) -> Commit:
+        """Commit ``number`` with its metadata."""
         for c in self.history():
             if c.commit == number:
                 return c
         raise CommitNotFound(f"{self.spec.key} has no commit {number}")
 
-    def count(self, as_of: AsOf = None) -> int:
-        """Rows in one commit (default: the newest)."""
-        return self.read(as_of, columns=[self.spec.event_time]).num_rows
+    def count(self, commit: int | None = None, *, commit_time: datetime | None = None) -> int:
+        """Rows in one commit (as in :meth:`read`; default: the newest)."""
+        return self.read(commit, commit_time=commit_time, columns=[self.spec.event_time]).num_rows
 
 
 def storage_schema(spec: FeatureGroupSpec) -> pa.Schema:

@@ -2,10 +2,10 @@
 
 A :class:`Pipeline` names an event source, an embedder, an aggregation and the two feature groups it
 writes (item and entity vectors). :meth:`Pipeline.run` does one dated run; :meth:`Pipeline.backfill`
-runs a range of dates in order. Runs are idempotent per (pipeline name, ``as_of``): the commit
+runs a range of dates in order. Runs are idempotent per (pipeline name, ``cutoff``): the commit
 metadata records both, and a run that finds its own commit writes nothing.
 
-Point in time: a run reads only events with ``time < as_of``. Incremental mode: the item model is
+Point in time: a run reads only events with ``time < cutoff``. Incremental mode: the item model is
 retrained when the newest one is at least ``retrain_every`` old; otherwise it is reused and only the
 entities with events since the previous run are rewritten. A retrained model rewrites every entity.
 
@@ -14,7 +14,7 @@ Example::
     from featurestore.engine.events import EventSource
     from featurestore.pipeline import Pipeline
     p = Pipeline("purchase_embeddings", EventSource("events/*.parquet"))
-    result = p.run(store, as_of=datetime(2026, 11, 1, tzinfo=UTC))
+    result = p.run(store, cutoff=datetime(2026, 11, 1, tzinfo=UTC))
     print(result.summary())
 """
 
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
-from featurestore.embed.aggregate import Aggregation, aggregate
+from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate
 from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, ItemModel
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
@@ -54,7 +54,7 @@ class RunResult:
     """What one dated run did."""
 
     pipeline: str
-    as_of: datetime
+    cutoff: datetime
     status: Literal["written", "skipped"]
     events: int = 0
     items: int = 0
@@ -69,12 +69,12 @@ class RunResult:
 
     def summary(self) -> str:
         if self.status == "skipped":
-            return f"{self.pipeline} as of {self.as_of.isoformat()}: {self.message}"
+            return f"{self.pipeline} cutoff {self.cutoff.isoformat()}: {self.message}"
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
         commits = ", ".join(f"{c.feature_group} v{c.version} commit {c.commit} ({c.row_count} rows)"
                             for c in self.commits)
         lines = [
-            f"{self.pipeline} as of {self.as_of.isoformat()}: {self.events:,} events read, "
+            f"{self.pipeline} cutoff {self.cutoff.isoformat()}: {self.events:,} events read, "
             f"{self.items:,} items, {self.entities:,} entities ({self.entities_written:,} written), {self.dim}-d, "
             f"item model {'retrained' if self.retrained else 'reused'}",
             f"  time: {stages}",
@@ -88,7 +88,7 @@ class RunResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pipeline": self.pipeline, "as_of": self.as_of.isoformat(), "status": self.status,
+        return {"pipeline": self.pipeline, "cutoff": self.cutoff.isoformat(), "status": self.status,
                 "events": self.events, "items": self.items, "entities": self.entities,
                 "entities_written": self.entities_written, "dim": self.dim, "retrained": self.retrained,
                 "seconds": self.seconds, "alignment": self.alignment, "message": self.message,
@@ -133,10 +133,10 @@ class Pipeline:
                 "mode": self.mode, "retrain_every_s": self.retrain_every.total_seconds(),
                 "source": self.source.describe(), "columns": self.source.columns.to_dict()}
 
-    def run(self, store: FeatureStore, as_of: datetime, *, progress: bool | None = None,
+    def run(self, store: FeatureStore, cutoff: datetime, *, progress: bool | None = None,
             quiet: bool = False) -> RunResult:
-        """One run at cutoff ``as_of`` (events strictly before it); a no-op if already done."""
-        return _Run(self, store, to_utc(as_of), _show(progress, quiet)).execute()
+        """One run at cutoff ``cutoff`` (events strictly before it); a no-op if already done."""
+        return _Run(self, store, to_utc(cutoff), _show(progress, quiet)).execute()
 
     def backfill(self, store: FeatureStore, start: datetime, end: datetime, every: timedelta = timedelta(days=1),
                  *, progress: bool | None = None, quiet: bool = False,
@@ -153,10 +153,10 @@ class Pipeline:
                 on_result(r)
         return results
 
-    def done(self, store: FeatureStore, as_of: datetime) -> bool:
-        """Whether a run of this pipeline at ``as_of`` has completed."""
+    def done(self, store: FeatureStore, cutoff: datetime) -> bool:
+        """Whether a run of this pipeline at ``cutoff`` has completed."""
         ent = store.feature_group(*self.entities)
-        return _find(ent.history(), self.name, to_utc(as_of)) is not None
+        return _find(ent.history(), self.name, to_utc(cutoff)) is not None
 
 
 def schedule(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
@@ -191,29 +191,29 @@ def _show(progress: bool | None, quiet: bool) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _find(history: list[Commit], name: str, as_of: datetime) -> Commit | None:
+def _find(history: list[Commit], name: str, cutoff: datetime) -> Commit | None:
     for c in reversed(history):
-        if c.metadata.get("pipeline") == name and c.as_of == as_of:
+        if c.metadata.get("pipeline") == name and c.cutoff == cutoff:
             return c
     return None
 
 
-def _previous(history: list[Commit], name: str, as_of: datetime) -> Commit | None:
-    """The commit of this pipeline with the greatest as_of before ``as_of``."""
+def _previous(history: list[Commit], name: str, cutoff: datetime) -> Commit | None:
+    """The commit of this pipeline with the greatest cutoff before ``cutoff``."""
     best = None
     for c in history:
-        if (c.metadata.get("pipeline") == name and c.as_of is not None and c.as_of < as_of
-                and (best is None or c.as_of >= best.as_of)):  # type: ignore[operator]
+        if (c.metadata.get("pipeline") == name and c.cutoff is not None and c.cutoff < cutoff
+                and (best is None or c.cutoff >= best.cutoff)):  # type: ignore[operator]
             best = c
     return best
 
 
-def _next(history: list[Commit], name: str, as_of: datetime) -> Commit | None:
-    """The commit of this pipeline with the smallest as_of after ``as_of`` (a backfill run out of order)."""
+def _next(history: list[Commit], name: str, cutoff: datetime) -> Commit | None:
+    """The commit of this pipeline with the smallest cutoff after ``cutoff`` (a backfill run out of order)."""
     best = None
     for c in history:
-        if (c.metadata.get("pipeline") == name and c.as_of is not None and c.as_of > as_of
-                and (best is None or c.as_of < best.as_of)):  # type: ignore[operator]
+        if (c.metadata.get("pipeline") == name and c.cutoff is not None and c.cutoff > cutoff
+                and (best is None or c.cutoff < best.cutoff)):  # type: ignore[operator]
             best = c
     return best
 
@@ -232,10 +232,10 @@ def _vector_feature(spec: FeatureGroupSpec) -> tuple[str, int]:
 
 
 def read_model(fg: FeatureGroup, commit: Commit) -> ItemModel:
-    """The item vectors written by one pipeline commit (rows whose event_time is that commit's as_of)."""
+    """The item vectors written by one pipeline commit (rows whose event_time is that commit's cutoff)."""
     key = _key(fg.spec)
     vec, dim = _vector_feature(fg.spec)
-    assert commit.as_of is not None
+    assert commit.cutoff is not None
     # only the files this commit added (appends never remove files), and only its run's rows
     files = fg.files(commit.commit)
     if commit.commit > 0:
@@ -244,7 +244,7 @@ def read_model(fg: FeatureGroup, commit: Commit) -> ItemModel:
     et = fg.spec.event_time
     table = fg.engine.scan(Scan(fg.spec, tuple(files), (key, vec, et)))
     if table.num_rows:
-        table = table.filter(pc.equal(table[et], pa.scalar(commit.as_of, table.schema.field(et).type)))
+        table = table.filter(pc.equal(table[et], pa.scalar(commit.cutoff, table.schema.field(et).type)))
     ids = np.asarray([str(k) for k in table[key].to_pylist()], dtype=object)
     order = np.argsort(ids, kind="stable")
     flat = table[vec].combine_chunks().flatten().to_numpy(zero_copy_only=False) if table.num_rows else []
@@ -282,11 +282,15 @@ def _rows(spec: FeatureGroupSpec, ids: np.ndarray, vectors: np.ndarray, n_events
 
 
 class _Run:
-    def __init__(self, p: Pipeline, store: FeatureStore, as_of: datetime, show: bool):
-        self.p, self.store, self.as_of, self.show = p, store, as_of, show
+    def __init__(self, p: Pipeline, store: FeatureStore, cutoff: datetime, show: bool):
+        self.p, self.store, self.cutoff, self.show = p, store, cutoff, show
         self.items_fg = store.feature_group(*p.items)
         self.ent_fg = store.feature_group(*p.entities)
         self.seconds: dict[str, float] = {}
+        self.t = 0.0  # when the current stage started
+        self.bar: Any = None  # the progress bar of a run
+        self.retrained = False  # this run fitted (or re-read its own) item model
+        self.subset: np.ndarray | None = None  # the entity codes rewritten (None: all)
         for fg in (self.items_fg, self.ent_fg):
             _key(fg.spec)
             _, dim = _vector_feature(fg.spec)
@@ -300,11 +304,11 @@ class _Run:
         return now
 
     def execute(self) -> RunResult:
-        p, as_of = self.p, self.as_of
+        p, cutoff = self.p, self.cutoff
         ent_hist = self.ent_fg.history()
-        done = _find(ent_hist, p.name, as_of)
+        done = _find(ent_hist, p.name, cutoff)
         if done is not None:
-            return RunResult(p.name, as_of, "skipped",
+            return RunResult(p.name, cutoff, "skipped",
                              message=f"already done (commit {done.commit} of {self.ent_fg.spec.key}); nothing written",
                              commits=[])
         self._importing: threading.Thread | None = None
@@ -315,98 +319,121 @@ class _Run:
                 self._importing.join()
 
     def _write(self, ent_hist: list[Commit]) -> RunResult:
-        p, as_of = self.p, self.as_of
         from tqdm import tqdm
 
-        bar = tqdm(total=5, desc=f"{p.name} {as_of.date()}", unit="stage", disable=not self.show, leave=False)
-        t = time.perf_counter()
-        bar.set_postfix_str("read")
-        events = self.store.engine.read_events(p.source, before=as_of, weights=p.weights)
-        t = self._stage("read", t)
+        p = self.p
+        self.bar = tqdm(total=5, desc=f"{p.name} {self.cutoff.date()}", unit="stage", disable=not self.show,
+                        leave=False)
+        try:
+            self.t = time.perf_counter()
+            events = self._read_events()
+            model, model_commit, commits, alignment = self._item_model(events)
+            vectors, table, entities_commit = self._entity_vectors(events, model, model_commit, ent_hist,
+                                                                   alignment)
+            commits.append(entities_commit)
+        finally:
+            self.bar.close()
+        return RunResult(p.name, self.cutoff, "written", events=len(events), items=len(model),
+                         entities=events.n_entities - vectors.skipped if self.subset is None else events.n_entities,
+                         entities_written=table.num_rows, dim=model.dim, retrained=self.retrained,
+                         seconds=_ordered(self.seconds), commits=commits, alignment=alignment)
+
+    def _step(self, name: str, bar_steps: int = 1) -> None:
+        """Close the stage ``name`` (its time and the progress bar)."""
+        self.t = self._stage(name, self.t)
+        self.bar.update(bar_steps)
+
+    def _read_events(self) -> Events:
+        p = self.p
+        self.bar.set_postfix_str("read")
+        events = self.store.engine.read_events(p.source, before=self.cutoff, weights=p.weights)
+        self.t = self._stage("read", self.t)
         # the validation import (and the fit's own later imports) overlap the fit
         self._importing = preload.start(getattr(p.embedder, "imports", ()))
-        bar.update()
+        self.bar.update()
         if len(events) == 0:
-            bar.close()
-            raise PipelineError(f"no events before {as_of.isoformat()} in {p.source.describe()}")
+            raise PipelineError(f"no events before {self.cutoff.isoformat()} in {p.source.describe()}")
+        return events
 
+    def _item_model(self, events: Events) -> tuple[ItemModel, Commit, list[Commit], dict[str, Any] | None]:
+        """The item model of this run: its own earlier commit (an interrupted run), a new fit, or the
+        previous run's; with the commits written and the alignment figures."""
+        p, cutoff = self.p, self.cutoff
         item_hist = self.items_fg.history()
-        own = _find(item_hist, p.name, as_of)       # an interrupted earlier run of this date
-        prev = _previous(item_hist, p.name, as_of)
-        commits: list[Commit] = []
-        alignment = None
+        own = _find(item_hist, p.name, cutoff)       # an interrupted earlier run of this date
+        prev = _previous(item_hist, p.name, cutoff)
+        self.retrained = True
         if own is not None:
-            model, model_commit, retrained = read_model(self.items_fg, own), own, True
-            bar.update(2)
-        elif p.mode == "full" or prev is None or as_of - prev.as_of >= p.retrain_every:  # type: ignore[operator]
-            bar.set_postfix_str("fit")
-            model = p.embedder.fit(events, progress=self.show, engine=self.store.engine)
-            t = self._stage("fit", t)
-            bar.update()
-            bar.set_postfix_str("align")
-            # onto the run before this date; a backfill older than every run so far goes onto the
-            # next later run instead, so that every commit of the pipeline shares one frame
-            reference = prev if prev is not None else _next(item_hist, p.name, as_of)
-            if reference is not None:
-                before = read_model(self.items_fg, reference)
-                if before.layout() != model.layout():
-                    raise PipelineError(
-                        f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
-                        f"something else (layout {before.query() or 'plain'}, dim {before.dim}; this run's: "
-                        f"{model.query() or 'plain'}, dim {model.dim}): the two are not comparable, so neither "
-                        f"alignment nor the drift checks can hold. Write this model to new versions of the "
-                        f"feature groups (e.g. items=('item_embeddings', 2), entities=('user_embeddings', 2)) "
-                        f"or to another store; nothing was written")
-                if p.align:
-                    model, a = align(model, before)
-                    alignment = a.to_dict() if a is not None else None
-            t = self._stage("align", t)
-            bar.update()
+            self.bar.update(2)
+            return read_model(self.items_fg, own), own, [], None
+        if p.mode == "full" or prev is None or cutoff - prev.cutoff >= p.retrain_every:  # type: ignore[operator]
+            model, alignment = self._fit(events, prev if prev is not None else _next(item_hist, p.name, cutoff))
             codes = _codes(events.item_ids, model.item_ids)
             table = _rows(self.items_fg.spec, model.item_ids, model.vectors, events.item_count[codes],
                           events.item_last[codes])
             meta = self._meta(events, model, retrained=True, model_commit=None, alignment=alignment)
-            model_commit = self.items_fg.insert(table, as_of=as_of, metadata=meta)
-            commits.append(model_commit)
-            t = self._stage("commit", t)
-            retrained = True
-        else:
-            assert prev is not None
-            model, model_commit, retrained = read_model(self.items_fg, prev), prev, False
-            t = self._stage("fit", t)
-            bar.update(2)
+            model_commit = self.items_fg.insert(table, cutoff=cutoff, metadata=meta)
+            self.t = self._stage("commit", self.t)
+            return model, model_commit, [model_commit], alignment
+        self.retrained = False
+        self.t = self._stage("fit", self.t)
+        self.bar.update(2)
+        return read_model(self.items_fg, prev), prev, [], None
 
-        bar.set_postfix_str("aggregate")
-        subset = None
-        prev_ent = _previous(ent_hist, p.name, as_of)
-        if (not retrained and p.mode == "incremental" and prev_ent is not None
+    def _fit(self, events: Events, reference: Commit | None) -> tuple[ItemModel, dict[str, Any] | None]:
+        """Fit a new item model and align it onto ``reference``: the run before this date, or for a
+        backfill older than every run so far the next later run, so every commit shares one frame."""
+        self.bar.set_postfix_str("fit")
+        model = self.p.embedder.fit(events, progress=self.show, engine=self.store.engine)
+        self._step("fit")
+        self.bar.set_postfix_str("align")
+        alignment = None
+        if reference is not None:
+            before = read_model(self.items_fg, reference)
+            if before.layout() != model.layout():
+                raise PipelineError(
+                    f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
+                    f"something else (layout {before.query() or 'plain'}, dim {before.dim}; this run's: "
+                    f"{model.query() or 'plain'}, dim {model.dim}): the two are not comparable, so neither "
+                    f"alignment nor the drift checks can hold. Write this model to new versions of the "
+                    f"feature groups (e.g. items=('item_embeddings', 2), entities=('user_embeddings', 2)) "
+                    f"or to another store; nothing was written")
+            if self.p.align:
+                model, a = align(model, before)
+                alignment = a.to_dict() if a is not None else None
+        self._step("align")
+        return model, alignment
+
+    def _entity_vectors(self, events: Events, model: ItemModel, model_commit: Commit, ent_hist: list[Commit],
+                        alignment: dict[str, Any] | None) -> tuple[EntityVectors, pa.Table, Commit]:
+        """Aggregate and commit the entity vectors: every entity, or (incremental, same model as the
+        previous run) only those with events since that run's cutoff."""
+        p = self.p
+        self.bar.set_postfix_str("aggregate")
+        self.subset = None
+        prev_ent = _previous(ent_hist, p.name, self.cutoff)
+        if (not self.retrained and p.mode == "incremental" and prev_ent is not None
                 and prev_ent.metadata.get("model_commit") == model_commit.commit):
-            since = int(prev_ent.as_of.timestamp() * 1e6)  # type: ignore[union-attr]
-            subset = np.unique(events.entity[events.time >= since])
-        vectors = aggregate(events, model, p.aggregation, entities=subset, engine=self.store.engine)
-        t = self._stage("aggregate", t)
-        bar.update()
-        bar.set_postfix_str("commit")
+            since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
+            self.subset = np.unique(events.entity[events.time >= since])
+        vectors = aggregate(events, model, p.aggregation, entities=self.subset, engine=self.store.engine)
+        self._step("aggregate")
+        self.bar.set_postfix_str("commit")
         table = _rows(self.ent_fg.spec, vectors.entity_ids, vectors.vectors, vectors.n_events,
                       vectors.last_event_time)
-        meta = self._meta(events, model, retrained=retrained, model_commit=model_commit.commit,
+        meta = self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
                           alignment=alignment, entities_written=table.num_rows,
-                          incremental_since=prev_ent.as_of.isoformat()  # type: ignore[union-attr]
-                          if subset is not None else None)
-        commits.append(self.ent_fg.insert(table, as_of=as_of, metadata=meta))
-        self._stage("commit", t)
-        bar.update()
-        bar.close()
-        return RunResult(p.name, as_of, "written", events=len(events), items=len(model),
-                         entities=events.n_entities - vectors.skipped if subset is None else events.n_entities,
-                         entities_written=table.num_rows, dim=model.dim, retrained=retrained,
-                         seconds=_ordered(self.seconds), commits=commits, alignment=alignment)
+                          incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
+                          if self.subset is not None else None)
+        commit = self.ent_fg.insert(table, cutoff=self.cutoff, metadata=meta)
+        self._step("commit")
+        return vectors, table, commit
 
     def _meta(self, events: Events, model: ItemModel, *, retrained: bool, model_commit: int | None,
               alignment: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
         info = {k: v for k, v in model.info.items() if k != "alignment"}
         return {
-            "pipeline": self.p.name, "as_of": self.as_of.isoformat(), "params": self.p.params(),
+            "pipeline": self.p.name, "cutoff": self.cutoff.isoformat(), "params": self.p.params(),
             "code_version": f"featurestore {__version__}", "model_commit": model_commit,
             "retrained": retrained, "model_info": info, "alignment": alignment, "query": model.query(),
             "events_read": len(events), "event_types": events.type_counts, "items": len(model),

@@ -7,7 +7,7 @@ Example::
     store = FeatureStore("./featurestore_data")
     store.apply("schemas/")
     fg = store.feature_group("user_embeddings", version=1)
-    fg.insert(df, as_of=cutoff)
+    fg.insert(df, cutoff=cutoff)
     store.sql("SELECT user_id, n_events FROM user_embeddings LIMIT 5").df()
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from featurestore.catalog import ApplyResult, Catalog, resolve_root
 from featurestore.engine.base import Engine
 from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.errors import FeatureGroupNotFound, InvalidData
-from featurestore.feature_group import AsOf, Committed, FeatureGroup
+from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.online.open import open_online
 from featurestore.online.view import OnlineView
 from featurestore.schema import FeatureGroupSpec
@@ -158,65 +158,73 @@ class FeatureStore:
         self.duck.drop_stale(names)
         return sorted(names)
 
-    def validate(self, name: str, version: int | None = None, commit: AsOf = None) -> ValidationReport:
+    def validate(self, name: str, version: int | None = None, commit: int | None = None, *,
+                 commit_time: datetime | None = None) -> ValidationReport:
         """Re-validate a stored commit (default: the newest) and store the report; see
-        :meth:`FeatureGroup.validate_commit`."""
-        return self.feature_group(name, version).validate_commit(commit)
+        :meth:`FeatureGroup.validate`."""
+        return self.feature_group(name, version).validate(commit, commit_time=commit_time)
 
     def add_view(self, name: str, select: Callable[[FeatureStore], str]) -> None:
         """Register a view of this store, re-created from ``select(store)`` before each query."""
         self._extra_views[name] = select
 
-    def duck_view_sql(self, name: str, version: int, commit: AsOf = None) -> str:
+    def duck_view_sql(self, name: str, version: int, commit: int | None = None, *,
+                      commit_time: datetime | None = None) -> str:
         """A SELECT over one feature group version at a commit (default: the view of the newest)."""
-        if commit is None:
+        if commit is None and commit_time is None:
             return f'SELECT * FROM "{name}_v{version}"'
         fg = self.feature_group(name, version)
-        return relation_sql(fg.spec, fg.files(commit))
+        return relation_sql(fg.spec, fg.files(commit, commit_time=commit_time))
 
-    def sql(self, query: str, *, params: Any = None,
-            as_of: dict[str, AsOf] | datetime | None = None) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, *, params: Any = None, commits: Mapping[str, int] | None = None,
+            commit_time: datetime | Mapping[str, datetime] | None = None) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over the store and return a DuckDB relation (``.df()``, ``.to_arrow_table()``,
         ``.fetchall()``, ``.write_parquet()``).
 
         Views: ``<name>`` is the newest version's newest commit, ``<name>_v<version>`` pins a version.
-        Query an older commit with ``as_of``: ``{"user_embeddings": 3}`` or ``{"user_embeddings_v1":
-        datetime(...)}`` re-points those views for this query only; a bare datetime re-points every
-        feature group to its commit current at that time. Set ``FeatureStore(..., echo=True)`` or the
-        ``featurestore.sql`` logger to DEBUG to see the SQL run.
+        Time travel for this query only: ``commits={"user_embeddings": 3}`` re-points views at commit
+        numbers; ``commit_time={"user_embeddings_v1": t}`` at the commit current at wall-clock time ``t``,
+        and a bare ``commit_time=t`` re-points every feature group. Set ``FeatureStore(..., echo=True)``
+        or the ``featurestore.sql`` logger to DEBUG to see the SQL run.
         """
         self.refresh_views()
-        temp = self._pinned_views(as_of) if as_of is not None else None
+        temp = self._pinned_views(commits or {}, commit_time) if commits or commit_time is not None else None
         return self.duck.query(query, params=params, temp_views=temp)
 
-    def _pinned_views(self, as_of: dict[str, AsOf] | datetime) -> dict[str, str]:
+    def _pinned_views(self, commits: Mapping[str, int],
+                      commit_time: datetime | Mapping[str, datetime] | None) -> dict[str, str]:
         specs = self.specs()
         newest = {s.name: s.version for s in specs}
-        if isinstance(as_of, datetime):
-            as_of = {s.name + f"_v{s.version}": as_of for s in specs}
+        times = ({s.name + f"_v{s.version}": commit_time for s in specs} if isinstance(commit_time, datetime)
+                 else dict(commit_time or {}))
         views: dict[str, str] = {}
-        for view, commit in as_of.items():
-            m = _PINNED.match(view)
-            if view in newest:
-                name, version = view, newest[view]
-            elif m and m["name"] in newest:
-                name, version = m["name"], int(m["version"])
-            else:
-                raise FeatureGroupNotFound(self.catalog._unknown(view))
-            select = self.duck_view_sql(name, version, commit)
+        wanted: list[tuple[str, dict[str, Any]]] = [(view, {"commit": c}) for view, c in commits.items()]
+        wanted += [(view, {"commit_time": t}) for view, t in times.items()]
+        for view, at in wanted:
+            name, version = self._view_group(view, newest)
+            select = self.duck_view_sql(name, version, **at)
             views[f"{name}_v{version}"] = select
             if newest[name] == version:
                 views[name] = select
         return views
 
+    def _view_group(self, view: str, newest: dict[str, int]) -> tuple[str, int]:
+        """(feature group, version) a view name stands for: ``<name>`` (newest version) or ``<name>_v<n>``."""
+        m = _PINNED.match(view)
+        if view in newest:
+            return view, newest[view]
+        if m and m["name"] in newest:
+            return m["name"], int(m["version"])
+        raise FeatureGroupNotFound(self.catalog._unknown(view))
+
     # ---- online serving ---------------------------------------------------------------------
-    def online(self, name: str, version: int | None = None, commit: int | None = None,
-               as_of: datetime | None = None, *, build: bool = True) -> OnlineView:
+    def online(self, name: str, version: int | None = None, commit: int | None = None, *,
+               commit_time: datetime | None = None, build: bool = True) -> OnlineView:
         """The materialised online view (:class:`featurestore.online.OnlineView`) of a feature group:
-        its newest commit, a pinned ``commit``, or the commit current at wall-clock time ``as_of``
+        its newest commit, a pinned ``commit``, or the commit current at wall-clock ``commit_time``
         (what serving would have returned then). Builds the view once per commit unless ``build=False``.
         """
-        return open_online(self.feature_group(name, version), commit, as_of, build=build)
+        return open_online(self.feature_group(name, version), commit, commit_time, build=build)
 
     # ---- training sets (logic in featurestore.training) -------------------------------------
     def training_set(self, spine: Any, features: Any, *, entity_keys: Any = None,

@@ -3,7 +3,7 @@
 Events come from ``$FEATURESTORE_EVENTS`` (a Parquet file or glob; default ``events/*.parquet``) with
 columns user_id, item_id, event_type (view, add_to_cart, purchase) and event_time. Run it with::
 
-    featurestore run pipelines/purchase_embeddings.py --as-of 2026-11-01
+    featurestore run pipelines/purchase_embeddings.py --cutoff 2026-11-01
     featurestore run pipelines/purchase_embeddings.py --backfill 2026-11-01 2026-11-07 --every 1d
     featurestore run pipelines/purchase_embeddings.py --events other/*.parquet --columns entity=customer,item=sku
 """

@@ -36,7 +36,7 @@ def test_init_apply_ls_show_history(root, capsys):
     assert "unchanged  item_embeddings v1" in run(capsys, "apply", SCHEMAS)[1]
     from featurestore import FeatureStore
 
-    FeatureStore(root).feature_group("item_embeddings").insert(item_batch(12), as_of=T0, metadata={"by": "cli"})
+    FeatureStore(root).feature_group("item_embeddings").insert(item_batch(12), cutoff=T0, metadata={"by": "cli"})
     code, out, _ = run(capsys, "ls", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["item_embeddings"]["rows"] == 12 and rows["item_embeddings"]["commit"] == 1
@@ -51,7 +51,7 @@ def test_sql_formats(root, tmp_path, capsys):
     run(capsys, "apply", SCHEMAS)
     from featurestore import FeatureStore
 
-    FeatureStore(root).feature_group("item_embeddings").insert(item_batch(5), as_of=T0)
+    FeatureStore(root).feature_group("item_embeddings").insert(item_batch(5), cutoff=T0)
     q = "SELECT item_id, n_events, embedding FROM item_embeddings ORDER BY item_id"
     code, out, _ = run(capsys, "sql", q)
     assert code == 0 and "i0" in out and "(5 rows)" in out and "(64)" in out
@@ -64,7 +64,7 @@ def test_sql_formats(root, tmp_path, capsys):
     dest = tmp_path / "out.parquet"
     assert run(capsys, "sql", q, "--format", "parquet", "--out", dest)[0] == 0
     assert pq.read_table(dest).num_rows == 5
-    code, out, _ = run(capsys, "sql", "SELECT count(*) AS n FROM item_embeddings", "--as-of", "item_embeddings=0")
+    code, out, _ = run(capsys, "sql", "SELECT count(*) AS n FROM item_embeddings", "--commit", "item_embeddings=0")
     assert "0" in out.splitlines()[2]
 
 
@@ -76,8 +76,8 @@ def test_errors_are_one_line_and_exit_2(root, capsys):
     assert code == 2 and "nowhere" in err
     code, _, err = run(capsys, "sql", "SELECT 1", "--format", "parquet")
     assert code == 2 and "--out" in err
-    code, _, err = run(capsys, "sql", "SELECT 1", "--as-of", "x")
-    assert code == 2 and "VIEW=COMMIT" in err
+    code, _, err = run(capsys, "sql", "SELECT 1", "--commit", "x")
+    assert code == 2 and "VIEW=N" in err
 
 
 def test_every_command_has_help_with_an_example():

@@ -25,14 +25,14 @@ WRITER = textwrap.dedent("""
     store_path, go = sys.argv[1], sys.argv[5]
     start, n_batches, rows = (int(a) for a in sys.argv[2:5])
     fg = FeatureStore(store_path).feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(1, start=-1 - start), as_of=T0)  # warm up: imports and the first write path
+    fg.insert(item_batch(1, start=-1 - start), cutoff=T0)  # warm up: imports and the first write path
     print("ready", flush=True)
     while not Path(go).exists():
         time.sleep(0.001)
     out = []
     for b in range(n_batches):
         try:
-            c = fg.insert(item_batch(rows, seed=start + b, start=start + b * rows), as_of=T0)
+            c = fg.insert(item_batch(rows, seed=start + b, start=start + b * rows), cutoff=T0)
             out.append({{"commit": c.commit, "rows": c.row_count, "run_id": c.run_id}})
         except CommitConflict as exc:
             out.append({{"conflict": str(exc)}})
@@ -88,7 +88,7 @@ def test_sigkill_during_insert_leaves_previous_commit_readable(tmp_path):
     store = FeatureStore(tmp_path / "s")
     store.apply(SCHEMAS)
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(10), as_of=T0)
+    fg.insert(item_batch(10), cutoff=T0)
     go = tmp_path / "go"
     go.touch()
     rows = 150_000  # big enough that each insert takes a while: the kill lands inside one
@@ -112,7 +112,7 @@ def test_sigkill_during_insert_leaves_previous_commit_readable(tmp_path):
     # files the killed writer left behind are not part of any commit and the table still takes writes
     data_files = list((tmp_path / "s/feature_groups/item_embeddings/v1").glob("*.parquet"))
     assert len(data_files) >= len(reopened.files())
-    reopened.insert(item_batch(5, start=5_000_000), as_of=T0)
+    reopened.insert(item_batch(5, start=5_000_000), cutoff=T0)
     assert reopened.read().num_rows == table.num_rows + 5
     assert FeatureStore(tmp_path / "s").sql("SELECT count(*) FROM item_embeddings").fetchall()[0][0] == \
         table.num_rows + 5

@@ -13,7 +13,7 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--small", "--root", str(root), "--quiet", "--days", "3"]) == 0
     out = capsys.readouterr().out
     assert "apply: item_embeddings v1 created" in out
-    assert out.count("purchase_embeddings as of") == 3
+    assert out.count("purchase_embeddings cutoff") == 3
     assert "already done" in out and "Planted taste" in out and "<- planted taste" in out
     hits, chance = map(int, re.search(r"(\d+)% of their 10 nearest items .* \(chance: (\d+)%\)", out).groups())
     assert hits > 1.5 * chance

@@ -51,7 +51,7 @@ def test_insert_then_read_is_identical_and_bit_exact(tmp_path_factory, data, n):
         "n_events": pa.array(counts, pa.int64()),
         "last_event_time": pa.array([T0] * n, pa.timestamp("us", tz="UTC")),
     })
-    commit = fg.insert(table, as_of=T0)
+    commit = fg.insert(table, cutoff=T0)
     back = fg.read()
     assert back.schema == fg.spec.arrow_schema()
     assert back.column("item_id").to_pylist() == keys
@@ -65,12 +65,12 @@ def test_insert_then_read_is_identical_and_bit_exact(tmp_path_factory, data, n):
 def test_insert_accepts_pandas_arrow_and_parquet(tmp_path, store):
     fg = store.feature_group("item_embeddings", version=1)
     t = item_batch(10)
-    fg.insert(t, as_of=T0)
+    fg.insert(t, cutoff=T0)
     df = t.to_pandas()  # object column of numpy arrays
-    fg.insert(df.assign(item_id=[f"p{i}" for i in range(10)]), as_of=T0)
+    fg.insert(df.assign(item_id=[f"p{i}" for i in range(10)]), cutoff=T0)
     path = tmp_path / "b.parquet"
     pq.write_table(item_batch(10, start=100), path)
-    c = fg.insert(path, as_of=T0)
+    c = fg.insert(path, cutoff=T0)
     assert c.commit == 3
     assert fg.read().num_rows == 30
 
@@ -79,7 +79,7 @@ def test_float64_lists_are_stored_as_float32(store):
     fg = store.feature_group("item_embeddings", version=1)
     t = item_batch(4)
     as64 = pa.array([list(map(float, r)) for r in vectors(4).tolist()], pa.list_(pa.float64()))
-    fg.insert(t.set_column(1, "embedding", as64), as_of=T0)
+    fg.insert(t.set_column(1, "embedding", as64), cutoff=T0)
     assert fg.read()["embedding"].type.value_type == pa.float32()
 
 
@@ -90,15 +90,15 @@ def test_time_travel_by_commit_and_by_timestamp(store):
         fg.insert(item_batch(5, seed=d, event_time=T0 + timedelta(days=d)))
         stamps.append(datetime.now(UTC))
         time.sleep(0.01)
-    assert [fg.read(as_of=c).num_rows for c in range(4)] == [0, 5, 10, 15]
-    assert fg.read(as_of=stamps[0]).num_rows == 5
-    assert fg.read(as_of=stamps[1]).num_rows == 10
-    assert fg.read(as_of=stamps[2].replace(tzinfo=None)).num_rows == 15  # naive = UTC
+    assert [fg.read(commit=c).num_rows for c in range(4)] == [0, 5, 10, 15]
+    assert fg.read(commit_time=stamps[0]).num_rows == 5
+    assert fg.read(commit_time=stamps[1]).num_rows == 10
+    assert fg.read(commit_time=stamps[2].replace(tzinfo=None)).num_rows == 15  # naive = UTC
     with pytest.raises(CommitNotFound):
-        fg.read(as_of=datetime(2000, 1, 1, tzinfo=UTC))
+        fg.read(commit_time=datetime(2000, 1, 1, tzinfo=UTC))
     with pytest.raises(CommitNotFound, match="no commit 9"):
-        fg.read(as_of=9)
-    day1 = fg.read(as_of=1)["embedding"].combine_chunks().values.to_numpy()
+        fg.read(commit=9)
+    day1 = fg.read(commit=1)["embedding"].combine_chunks().values.to_numpy()
     assert day1.tobytes() == vectors(5, seed=0).tobytes()
 
 
@@ -117,12 +117,12 @@ def test_latest_takes_newest_event_time_and_later_commit_on_ties(store):
 def test_history_carries_metadata(store):
     fg = store.feature_group("user_embeddings", version=1)
     t = item_batch(3).rename_columns(["user_id", "embedding", "n_events", "last_event_time"])
-    c = fg.insert(t, as_of=T0, metadata={"pipeline": "p", "params": {"window": 5}})
+    c = fg.insert(t, cutoff=T0, metadata={"pipeline": "p", "params": {"window": 5}})
     hist = fg.history()
     assert [h.operation for h in hist] == ["create", "insert"]
     last = hist[-1]
     assert last == c
-    assert last.as_of == T0 and last.row_count == 3 and len(last.run_id) == 32
+    assert last.cutoff == T0 and last.row_count == 3 and len(last.run_id) == 32
     assert dict(last.metadata) == {"pipeline": "p", "params": {"window": 5}}
     assert fg.commit(1) == c
 
@@ -160,7 +160,7 @@ def _bad_batches():
         "extra column": (good.append_column("colour", pa.array(["x"] * 6)), SchemaMismatch, "colour"),
         "wrong type": (good.set_column(2, "n_events", pa.array(["many"] * 6)), SchemaMismatch, "n_events"),
         "lossy int": (good.set_column(2, "n_events", pa.array([1.5] * 6)), SchemaMismatch, "n_events"),
-        "no event time": (good, SchemaMismatch, "pass as_of"),
+        "no event time": (good, SchemaMismatch, "pass cutoff"),
         "not a table": ([1, 2, 3], SchemaMismatch, "expected a pandas DataFrame"),
     }
 
@@ -171,11 +171,11 @@ BAD = _bad_batches()
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_batch_is_rejected_and_table_unchanged(tmp_path, store, case):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(4, seed=9), as_of=T0)
+    fg.insert(item_batch(4, seed=9), cutoff=T0)
     before = tree_digest(tmp_path / "store")
     data, error, message = BAD[case]
     with pytest.raises(error) as err:
-        fg.insert(data, as_of=None if case == "no event time" else T0)
+        fg.insert(data, cutoff=None if case == "no event time" else T0)
     assert isinstance(err.value, FeatureStoreError)
     assert message in str(err.value)
     assert tree_digest(tmp_path / "store") == before
@@ -202,18 +202,18 @@ def test_unserialisable_metadata_writes_nothing(tmp_path, store):
     fg = store.feature_group("item_embeddings", version=1)
     before = tree_digest(tmp_path / "store")
     with pytest.raises(InvalidData, match="JSON"):
-        fg.insert(item_batch(2), as_of=T0, metadata={"f": object()})
+        fg.insert(item_batch(2), cutoff=T0, metadata={"f": object()})
     assert tree_digest(tmp_path / "store") == before
 
 
 def test_missing_parquet_path_is_a_storage_error(tmp_path, store):
     with pytest.raises(StorageError, match="cannot read Parquet"):
-        store.feature_group("item_embeddings").insert(tmp_path / "none.parquet", as_of=T0)
+        store.feature_group("item_embeddings").insert(tmp_path / "none.parquet", cutoff=T0)
 
 
 def test_backend_errors_are_translated(tmp_path, store):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(3), as_of=T0)
+    fg.insert(item_batch(3), cutoff=T0)
     log = tmp_path / "store/feature_groups/item_embeddings/v1/_delta_log/00000000000000000001.json"
     log.write_text("{not json")
     with pytest.raises(StorageError) as err:

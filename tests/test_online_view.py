@@ -127,23 +127,23 @@ def test_a_failed_build_publishes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     assert store.online("items").rows == 30
 
 
-def test_as_of_opens_the_commit_current_then(tmp_path: Path) -> None:
+def test_commit_time_opens_the_commit_current_then(tmp_path: Path) -> None:
     store = _store(tmp_path, spec())
     fg = store.feature_group("items")
     b1 = batch(keys_for(20, "string"), seed=1)
     c1 = fg.insert(b1)
     time.sleep(0.01)
     c2 = fg.insert(batch(keys_for(20, "string"), seed=2, event_time=T0 + timedelta(days=1)))
-    then = store.online("items", as_of=c1.timestamp + (c2.timestamp - c1.timestamp) / 2)
+    then = store.online("items", commit_time=c1.timestamp + (c2.timestamp - c1.timestamp) / 2)
     now = store.online("items")
     assert (then.commit, now.commit) == (c1.commit, c2.commit)
     np.testing.assert_array_equal(then["k4"], np.asarray(b1["embedding"][4].as_py(), np.float32))
     assert not np.array_equal(then["k4"], now["k4"])
     assert store.online("items", commit=c1.commit).commit == c1.commit
     with pytest.raises(CommitNotFound):
-        store.online("items", as_of=c1.timestamp - timedelta(days=1))
+        store.online("items", commit_time=c1.timestamp - timedelta(days=1))
     with pytest.raises(InvalidQuery):
-        store.online("items", commit=1, as_of=c1.timestamp)
+        store.online("items", commit=1, commit_time=c1.timestamp)
     with pytest.raises(NotFound):
         store.online("missing")
 

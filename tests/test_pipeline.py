@@ -40,13 +40,13 @@ def _read(store: FeatureStore, name: str) -> pa.Table:
     return t.sort_by([(t.column_names[0], "ascending"), ("event_time", "ascending")])
 
 
-def _later(events: pa.Table, as_of: datetime, rows: list[tuple[int, int, int, int]]) -> pa.Table:
-    """events plus extra events at or after as_of."""
+def _later(events: pa.Table, cutoff: datetime, rows: list[tuple[int, int, int, int]]) -> pa.Table:
+    """events plus extra events at or after cutoff."""
     extra = pa.table({
         "user_id": [f"u{u:03d}" for u, _, _, _ in rows],
         "item_id": [f"i{i:03d}" if i < 200 else f"new{i}" for _, i, _, _ in rows],
         "event_type": [["view", "add_to_cart", "purchase"][k] for _, _, k, _ in rows],
-        "event_time": pa.array([as_of + timedelta(minutes=m) for _, _, _, m in rows], pa.timestamp("us", tz="UTC")),
+        "event_time": pa.array([cutoff + timedelta(minutes=m) for _, _, _, m in rows], pa.timestamp("us", tz="UTC")),
     })
     return pa.concat_tables([events, extra])
 
@@ -55,13 +55,13 @@ def _later(events: pa.Table, as_of: datetime, rows: list[tuple[int, int, int, in
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 399), st.integers(0, 260), st.integers(0, 2), st.integers(0, 5000)),
                 min_size=1, max_size=200))
-def test_no_event_at_or_after_as_of_changes_the_output(data, tmp_path_factory, rows):
-    as_of = START + timedelta(days=6)
+def test_no_event_at_or_after_the_cutoff_changes_the_output(data, tmp_path_factory, rows):
+    cutoff = START + timedelta(days=6)
     outputs = []
-    for events in (data.events, _later(data.events, as_of, rows)):
+    for events in (data.events, _later(data.events, cutoff, rows)):
         store = FeatureStore(tmp_path_factory.mktemp("pit") / "store")
         store.apply(SCHEMAS)
-        _pipeline(events).run(store, as_of, progress=False)
+        _pipeline(events).run(store, cutoff, progress=False)
         outputs.append([_read(store, n).drop_columns([]) for n in ("item_embeddings", "user_embeddings")])
         store.close()
     for a, b in zip(*outputs):
@@ -70,14 +70,14 @@ def test_no_event_at_or_after_as_of_changes_the_output(data, tmp_path_factory, r
 
 def test_second_run_of_a_date_writes_nothing(store, data, tmp_path):
     p = _pipeline(data.events)
-    as_of = START + timedelta(days=5)
-    first = p.run(store, as_of, progress=False)
+    cutoff = START + timedelta(days=5)
+    first = p.run(store, cutoff, progress=False)
     assert first.status == "written" and len(first.commits) == 2
     before = tree_digest(tmp_path / "store")
-    again = p.run(store, as_of, progress=False)
+    again = p.run(store, cutoff, progress=False)
     assert again.status == "skipped" and again.commits == [] and "already done" in again.message
     assert tree_digest(tmp_path / "store") == before
-    assert p.done(store, as_of) and not p.done(store, as_of + timedelta(days=1))
+    assert p.done(store, cutoff) and not p.done(store, cutoff + timedelta(days=1))
 
 
 def test_commit_metadata_records_the_run(store, data):
@@ -89,7 +89,7 @@ def test_commit_metadata_records_the_run(store, data):
     users = store.feature_group("user_embeddings", 1).history()[-1]
     for c in (items, users):
         m = c.metadata
-        assert m["pipeline"] == "test_pipe" and c.as_of == d2 and m["as_of"] == d2.isoformat()
+        assert m["pipeline"] == "test_pipe" and c.cutoff == d2 and m["cutoff"] == d2.isoformat()
         assert m["params"]["embedder"]["name"] == "cooccurrence" and m["params"]["embedder"]["seed"] == 0
         assert m["events_read"] == r2.events and m["code_version"].startswith("featurestore")
     a = items.metadata["alignment"]
@@ -103,10 +103,10 @@ def test_backfill_runs_dates_in_order_and_skips_done_ones(store, data):
     p.run(store, START + timedelta(days=6), progress=False)
     results = p.backfill(store, START + timedelta(days=5), START + timedelta(days=7), parse_every("1d"),
                          progress=False)
-    assert [r.as_of.day for r in results] == [6, 7, 8]
+    assert [r.cutoff.day for r in results] == [6, 7, 8]
     assert [r.status for r in results] == ["written", "skipped", "written"]
     hist = store.feature_group("user_embeddings", 1).history()
-    assert [c.as_of.day for c in hist[1:]] == [7, 6, 8]
+    assert [c.cutoff.day for c in hist[1:]] == [7, 6, 8]
     # alignment uses the previous date's model, whatever order the dates ran in; a date older than
     # every run so far is aligned onto the next later run, so all commits share one frame
     assert results[2].alignment is not None
@@ -135,8 +135,9 @@ def test_incremental_equals_full_recompute_while_the_model_is_unchanged(store, d
         assert np.array_equal(np.asarray(vec, np.float32), fv), k
         assert n == fn and int(t.timestamp() * 1e6) == ft
     # unchanged users really were not rewritten at d2
-    changed = set(fg.read(as_of=r2.commits[0].commit).filter(
-        pa.compute.equal(fg.read(as_of=r2.commits[0].commit)["event_time"], pa.scalar(d2, pa.timestamp("us", tz="UTC")))
+    at_d2 = fg.read(commit=r2.commits[0].commit)
+    changed = set(at_d2.filter(
+        pa.compute.equal(at_d2["event_time"], pa.scalar(d2, pa.timestamp("us", tz="UTC")))
     )["user_id"].to_pylist())
     ev = read_events(EventSource(data.events), before=d2, weights=W)
     active = set(ev.entity_ids[np.unique(ev.entity[ev.time >= int(d1.timestamp() * 1e6)])].tolist())
@@ -156,12 +157,12 @@ def test_a_retrained_model_rewrites_every_entity(store, data):
 
 def test_an_interrupted_run_reuses_its_item_commit(store, data):
     p = _pipeline(data.events)
-    as_of = START + timedelta(days=5)
-    p.run(store, as_of, progress=False)
+    cutoff = START + timedelta(days=5)
+    p.run(store, cutoff, progress=False)
     users = store.feature_group("user_embeddings", 1)
     items = store.feature_group("item_embeddings", 1)
     q = replace(p, name="other")
-    r = q.run(store, as_of, progress=False)  # a different pipeline name: a full fresh run
+    r = q.run(store, cutoff, progress=False)  # a different pipeline name: a full fresh run
     assert r.status == "written" and len(r.commits) == 2
     n_user_commits = len(users.history())
     # now fake "items done, users not" for a third name by committing the item rows with its metadata
@@ -170,11 +171,11 @@ def test_an_interrupted_run_reuses_its_item_commit(store, data):
     batch = pa.table({"item_id": rows.item_ids.tolist(),
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.vectors.ravel()), rows.dim),
                       "n_events": pa.array(np.ones(len(rows), np.int64)),
-                      "last_event_time": pa.array([as_of - timedelta(hours=1)] * len(rows),
+                      "last_event_time": pa.array([cutoff - timedelta(hours=1)] * len(rows),
                                                   pa.timestamp("us", tz="UTC"))})
-    items.insert(batch, as_of=as_of, metadata=meta)
+    items.insert(batch, cutoff=cutoff, metadata=meta)
     n_item_commits = len(items.history())
-    r3 = replace(p, name="third").run(store, as_of, progress=False)
+    r3 = replace(p, name="third").run(store, cutoff, progress=False)
     assert r3.status == "written" and [c.feature_group for c in r3.commits] == ["user_embeddings"]
     assert len(items.history()) == n_item_commits and len(users.history()) == n_user_commits + 1
 

@@ -36,11 +36,11 @@ def test_reference_pipeline_runs_once_per_date(tmp_path, events_file, capsys, mo
     monkeypatch.setenv("FEATURESTORE_EVENTS", str(events_file[0]))
     assert main(["apply", "schemas", "--root", root]) == 0 if os.getcwd() == str(ROOT) else \
         main(["apply", str(SCHEMAS), "--root", root]) == 0
-    assert main(["run", REFERENCE, "--as-of", "2026-10-05", "--root", root, "--quiet"]) == 0
+    assert main(["run", REFERENCE, "--cutoff", "2026-10-05", "--root", root, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "purchase_embeddings as of 2026-10-05T00:00:00+00:00" in out and "item model retrained" in out
+    assert "purchase_embeddings cutoff 2026-10-05T00:00:00+00:00" in out and "item model retrained" in out
     assert "item_embeddings v1 commit 1" in out and "user_embeddings v1 commit 1" in out
-    assert main(["run", REFERENCE, "--as-of", "2026-10-05T00:00:00+00:00", "--root", root, "--quiet"]) == 0
+    assert main(["run", REFERENCE, "--cutoff", "2026-10-05T00:00:00+00:00", "--root", root, "--quiet"]) == 0
     assert "already done" in capsys.readouterr().out
     assert main(["run", REFERENCE, "--backfill", "2026-10-04", "2026-10-06", "--every", "1d", "--root", root,
                  "--quiet", "--json"]) == 0
@@ -48,7 +48,7 @@ def test_reference_pipeline_runs_once_per_date(tmp_path, events_file, capsys, mo
     assert [r["status"] for r in results] == ["written", "skipped", "written"]
     store = FeatureStore(root)
     hist = store.feature_group("user_embeddings", 1).history()
-    assert [c.as_of for c in hist[1:]] == [datetime(2026, 10, d, tzinfo=UTC) for d in (5, 4, 6)]
+    assert [c.cutoff for c in hist[1:]] == [datetime(2026, 10, d, tzinfo=UTC) for d in (5, 4, 6)]
     store.close()
 
 
@@ -56,9 +56,9 @@ def test_any_events_file_with_columns_and_no_type_column(tmp_path, events_file, 
     root = str(tmp_path / "store")
     main(["apply", str(SCHEMAS), "--root", root])
     code = main(["run", "--events", str(events_file[1]), "--columns", "entity=customer,item=sku,type=,time=ts",
-                 "--as-of", "2026-10-05", "--root", root, "--quiet", "--name", "plain"])
+                 "--cutoff", "2026-10-05", "--root", root, "--quiet", "--name", "plain"])
     assert code == 0
-    assert "plain as of 2026-10-05" in capsys.readouterr().out
+    assert "plain cutoff 2026-10-05" in capsys.readouterr().out
     store = FeatureStore(root)
     meta = store.feature_group("user_embeddings", 1).history()[-1].metadata
     assert meta["pipeline"] == "plain" and meta["params"]["columns"]["type"] is None
@@ -69,15 +69,15 @@ def test_any_events_file_with_columns_and_no_type_column(tmp_path, events_file, 
 def test_cli_errors_are_one_line(tmp_path, events_file, capsys):
     root = str(tmp_path / "store")
     main(["apply", str(SCHEMAS), "--root", root])
-    assert main(["run", "--events", str(events_file[1]), "--as-of", "2026-10-05", "--root", root]) == 2
+    assert main(["run", "--events", str(events_file[1]), "--cutoff", "2026-10-05", "--root", root]) == 2
     assert "no column(s) 'user_id'" in capsys.readouterr().err
-    assert main(["run", "--as-of", "2026-10-05", "--root", root]) == 2
+    assert main(["run", "--cutoff", "2026-10-05", "--root", root]) == 2
     assert "give a pipeline file" in capsys.readouterr().err
-    assert main(["run", str(tmp_path / "missing.py"), "--as-of", "2026-10-05", "--root", root]) == 2
+    assert main(["run", str(tmp_path / "missing.py"), "--cutoff", "2026-10-05", "--root", root]) == 2
     assert "no pipeline file" in capsys.readouterr().err
-    assert main(["run", "--events", str(events_file[0]), "--as-of", "yesterday", "--root", root]) == 2
+    assert main(["run", "--events", str(events_file[0]), "--cutoff", "yesterday", "--root", root]) == 2
     assert "ISO-8601" in capsys.readouterr().err
-    assert main(["run", "--events", str(events_file[0]), "--weights", "view=1", "--as-of", "2026-10-05",
+    assert main(["run", "--events", str(events_file[0]), "--weights", "view=1", "--cutoff", "2026-10-05",
                  "--root", root]) == 2
     assert "unknown event type(s) 'add_to_cart', 'purchase'" in capsys.readouterr().err
 
@@ -87,7 +87,7 @@ def test_run_in_a_real_process(tmp_path, events_file):
     env = {**os.environ, "FEATURESTORE_EVENTS": str(events_file[0])}
     cmd = [sys.executable, "-m", "featurestore"]
     subprocess.run([*cmd, "apply", str(SCHEMAS), "--root", root], check=True, env=env, capture_output=True)
-    p = subprocess.run([*cmd, "run", REFERENCE, "--as-of", "2026-10-03", "--root", root], env=env,
+    p = subprocess.run([*cmd, "run", REFERENCE, "--cutoff", "2026-10-03", "--root", root], env=env,
                        capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert "1 run(s): 1 written, 0 already done; 2 commit(s)" in p.stderr
@@ -97,9 +97,9 @@ def test_events_from_a_duckdb_query(tmp_path, events_file, capsys):
     root = str(tmp_path / "store")
     main(["apply", str(SCHEMAS), "--root", root])
     query = f"SELECT * FROM read_parquet('{events_file[0]}') WHERE event_type <> 'view'"
-    assert main(["run", "--query", query, "--as-of", "2026-10-06", "--root", root, "--quiet"]) == 0
+    assert main(["run", "--query", query, "--cutoff", "2026-10-06", "--root", root, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "embeddings as of 2026-10-06" in out
+    assert "embeddings cutoff 2026-10-06" in out
     store = FeatureStore(root)
     meta = store.feature_group("item_embeddings", 1).history()[-1].metadata
     assert meta["event_types"].keys() == {"add_to_cart", "purchase"}

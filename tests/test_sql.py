@@ -17,18 +17,18 @@ from tests.conftest import SCHEMAS, T0, item_batch, vectors
 def test_views_see_newest_commit_and_vectors_are_arrays(store):
     fg = store.feature_group("item_embeddings", version=1)
     assert store.sql("SELECT count(*) FROM item_embeddings").fetchall()[0] == (0,)
-    fg.insert(item_batch(50), as_of=T0)
+    fg.insert(item_batch(50), cutoff=T0)
     types = dict(store.sql("SELECT column_name, column_type FROM (DESCRIBE item_embeddings)").fetchall())
     assert types["embedding"] == "FLOAT[64]"
     assert types["event_time"] == "TIMESTAMP WITH TIME ZONE"
     assert store.sql("SELECT count(*) FROM item_embeddings_v1").fetchall()[0] == (50,)
-    fg.insert(item_batch(5, start=50), as_of=T0)
+    fg.insert(item_batch(5, start=50), cutoff=T0)
     assert store.sql("SELECT count(*) FROM item_embeddings").fetchall()[0] == (55,)
 
 
 def test_exact_cosine_top10_matches_numpy(store):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(500, seed=3), as_of=T0)
+    fg.insert(item_batch(500, seed=3), cutoff=T0)
     v = vectors(500, seed=3)
     q = vectors(1, seed=99)[0]
     got = store.sql(
@@ -42,16 +42,16 @@ def test_exact_cosine_top10_matches_numpy(store):
 
 def test_older_commit_by_number_and_time(store):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(10), as_of=T0)
+    fg.insert(item_batch(10), cutoff=T0)
     first = fg.history()[-1].timestamp
-    fg.insert(item_batch(10, start=10), as_of=T0 + timedelta(days=1))
+    fg.insert(item_batch(10, start=10), cutoff=T0 + timedelta(days=1))
     q = "SELECT count(*) FROM item_embeddings"
-    assert store.sql(q, as_of={"item_embeddings": 1}).fetchall()[0] == (10,)
-    assert store.sql("SELECT count(*) FROM item_embeddings_v1", as_of={"item_embeddings_v1": 0}).fetchall()[0] == (0,)
-    assert store.sql(q, as_of=first).fetchall()[0] == (10,)
+    assert store.sql(q, commits={"item_embeddings": 1}).fetchall()[0] == (10,)
+    assert store.sql("SELECT count(*) FROM item_embeddings_v1", commits={"item_embeddings_v1": 0}).fetchall()[0] == (0,)
+    assert store.sql(q, commit_time=first).fetchall()[0] == (10,)
     assert store.sql(q).fetchall()[0] == (20,)  # pins last for one query only
     with pytest.raises(FeatureGroupNotFound):
-        store.sql(q, as_of={"nope": 1})
+        store.sql(q, commits={"nope": 1})
 
 
 def test_pinned_version_views(tmp_path, store):
@@ -61,8 +61,8 @@ def test_pinned_version_views(tmp_path, store):
     p = tmp_path / "item_embeddings.v2.yaml"
     p.write_text(yaml.safe_dump(doc))
     store.apply(p)
-    store.feature_group("item_embeddings", 1).insert(item_batch(3), as_of=T0)
-    store.feature_group("item_embeddings", 2).insert(item_batch(4, dim=8), as_of=T0)
+    store.feature_group("item_embeddings", 1).insert(item_batch(3), cutoff=T0)
+    store.feature_group("item_embeddings", 2).insert(item_batch(4, dim=8), cutoff=T0)
     assert store.sql("SELECT count(*) FROM item_embeddings").fetchall()[0] == (4,)
     assert store.sql("SELECT count(*) FROM item_embeddings_v1").fetchall()[0] == (3,)
     t = dict(store.sql("SELECT column_name, column_type FROM (DESCRIBE item_embeddings)").fetchall())
@@ -71,7 +71,7 @@ def test_pinned_version_views(tmp_path, store):
 
 def test_views_ignore_orphan_files_in_the_folder(tmp_path, store):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(7), as_of=T0)
+    fg.insert(item_batch(7), cutoff=T0)
     # a file a crashed writer left behind: never part of a commit, never read
     src = Path(fg.files()[0].removeprefix("file://"))
     (src.parent / "part-orphan.parquet").write_bytes(src.read_bytes())
@@ -87,7 +87,7 @@ def test_bad_query_is_a_query_error(store):
 
 def test_queries_from_many_threads(store):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(100), as_of=T0)
+    fg.insert(item_batch(100), cutoff=T0)
     results, errors = [], []
 
     def work():

@@ -40,15 +40,15 @@ def _log_add_stats(fg) -> dict[str, dict]:
 
 def test_staged_files_are_deleted_on_a_strict_failure_and_committed_on_a_pass(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     before_files = _parquet(fg)
     table_dir = Path(store.root.base) / store.table_path("item_embeddings", 1)
     before = tree_digest(table_dir)
     with pytest.raises(ValidationFailed):
-        fg.insert(off_norm(60, start=100), as_of=T0 + timedelta(days=1))
+        fg.insert(off_norm(60, start=100), cutoff=T0 + timedelta(days=1))
     assert tree_digest(table_dir) == before and _parquet(fg) == before_files
     # a passing insert commits exactly the files it wrote
-    commit = fg.insert(item_batch(60, start=200), as_of=T0 + timedelta(days=2))
+    commit = fg.insert(item_batch(60, start=200), cutoff=T0 + timedelta(days=2))
     new = set(fg.files(commit.commit)) - set(fg.files(commit.commit - 1))
     assert {Path(f).name for f in new} == _parquet(fg) - before_files
     assert fg.count() == 120
@@ -56,7 +56,7 @@ def test_staged_files_are_deleted_on_a_strict_failure_and_committed_on_a_pass(st
 
 def test_files_are_written_before_the_batch_is_checked_to_the_end(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     files = _parquet(fg)
     seen: list[set[str]] = []
 
@@ -67,14 +67,14 @@ def test_files_are_written_before_the_batch_is_checked_to_the_end(store):
         seen.append(_parquet(group) - files)
 
     fg.before_commit.append(wait_for_files)
-    commit = fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1))
+    commit = fg.insert(item_batch(60, start=100), cutoff=T0 + timedelta(days=1))
     assert seen[0] and seen[0] == {Path(f).name for f in fg.files(commit.commit)} - files
     assert fg.commit_of() == commit.commit == 2
 
 
 def test_an_error_in_the_commit_deletes_the_staged_files(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     files = _parquet(fg)
 
     def change_metadata(group, batch):  # another writer changes the table's metadata meanwhile: a real conflict
@@ -82,29 +82,29 @@ def test_an_error_in_the_commit_deletes_the_staged_files(store):
 
     fg.before_commit.append(change_metadata)
     with pytest.raises(CommitConflict, match="retry"):
-        fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1))
+        fg.insert(item_batch(60, start=100), cutoff=T0 + timedelta(days=1))
     assert _parquet(fg) == files  # the staged files are gone
     assert fg.commit_of() == 2 and fg.count() == 60  # the metadata commit landed, the insert did not
     fg.before_commit.clear()
-    assert fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1)).row_count == 60
+    assert fg.insert(item_batch(60, start=100), cutoff=T0 + timedelta(days=1)).row_count == 60
     assert fg.count() == 120
 
 
 def test_a_commit_that_lands_before_an_error_keeps_its_files(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     DeltaTable(fg.uri).alter.set_table_properties({"delta.checkpointInterval": "1"})  # commit 2
     # the checkpoint after commit 3 cannot be written: deltalake raises after the commit landed
     (Path(fg.uri) / "_delta_log" / f"{3:020d}.checkpoint.parquet").mkdir()
     with pytest.warns(RuntimeWarning, match="the commit landed"):
-        commit = fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1))
+        commit = fg.insert(item_batch(60, start=100), cutoff=T0 + timedelta(days=1))
     assert commit.commit == 3 and fg.count() == 120  # its files were kept: the table reads whole
     assert {Path(f).name for f in fg.files()} == _parquet(fg)
 
 
 def test_an_error_in_a_hook_deletes_the_staged_files(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     files = _parquet(fg)
 
     def refuse(group, batch):
@@ -112,7 +112,7 @@ def test_an_error_in_a_hook_deletes_the_staged_files(store):
 
     fg.before_commit.append(refuse)
     with pytest.raises(RuntimeError, match="refused"):
-        fg.insert(item_batch(60, start=100), as_of=T0 + timedelta(days=1))
+        fg.insert(item_batch(60, start=100), cutoff=T0 + timedelta(days=1))
     assert _parquet(fg) == files and fg.commit_of() == 1
 
 
@@ -121,7 +121,7 @@ def test_written_files_read_the_same_everywhere_with_one_row_group_each(store, m
     monkeypatch.setattr(staging, "TARGET_FILE_BYTES", 100 * 330)  # about 100 rows per file: several files
     data = item_batch(450)
     started = datetime.now(UTC)
-    commit = fg.insert(data, as_of=T0)
+    commit = fg.insert(data, cutoff=T0)
     files = fg.files(commit.commit)
     assert len(files) >= 4
     stats = _log_add_stats(fg)
@@ -152,8 +152,8 @@ def test_training_sets_read_event_time_ranges_from_the_footers(store):
     from featurestore.engine.pit_sql import _file_layout
 
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(300), as_of=T0)
-    fg.insert(item_batch(200), as_of=T0 + timedelta(days=1))
+    fg.insert(item_batch(300), cutoff=T0)
+    fg.insert(item_batch(200), cutoff=T0 + timedelta(days=1))
     offsets, disjoint = _file_layout(fg.files(), "event_time")
     assert sorted(np.diff(offsets).tolist()) == [200, 300]
     assert disjoint  # each file's row group has event_time statistics, and the two commits do not overlap
@@ -200,7 +200,7 @@ def test_file_stats_bound_every_value_like_a_plain_reference(ints, strs, times, 
 
 def test_vector_columns_are_written_without_a_dictionary(store):
     fg = store.feature_group("item_embeddings", version=1)
-    fg.insert(item_batch(50, seed=3), as_of=T0)
+    fg.insert(item_batch(50, seed=3), cutoff=T0)
     meta = pq.ParquetFile(fg.files()[0]).metadata
     encodings = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).encodings
                  for i in range(meta.num_columns)}
@@ -213,8 +213,8 @@ def test_an_empty_append_commits_no_file(store):
     from featurestore.conform import conform
 
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
-    empty = fg._storage_table(conform(fg.spec, item_batch(60), as_of=T0).slice(0, 0))
+    fg.insert(item_batch(60), cutoff=T0)
+    empty = fg._storage_table(conform(fg.spec, item_batch(60), cutoff=T0).slice(0, 0))
     info = staging.append(store.root, fg.rel, empty, {"featurestore.run_id": "empty"})
     assert info["version"] == 2 and fg.count() == 60 and len(fg.files()) == 1 == len(_parquet(fg))
 
@@ -227,7 +227,7 @@ def test_the_conformed_batch_shares_no_vector_memory_with_the_caller(store):
     fg = store.feature_group("item_embeddings", 1)
     data = item_batch(50)
     mine = np.frombuffer(data["embedding"].chunk(0).values.buffers()[1], np.float32)
-    batch = conform(fg.spec, data, as_of=T0)
+    batch = conform(fg.spec, data, cutoff=T0)
     theirs = np.frombuffer(batch["embedding"].chunk(0).values.buffers()[1], np.float32)
     assert not np.shares_memory(mine, theirs)
     assert np.array_equal(mine[:50 * 64], theirs[:50 * 64])

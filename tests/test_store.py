@@ -48,7 +48,7 @@ def test_new_version_lives_beside_the_old(tmp_path, store):
 
 
 def test_reopening_needs_no_schema_folder(tmp_path, store):
-    store.feature_group("item_embeddings").insert(item_batch(5), as_of=T0)
+    store.feature_group("item_embeddings").insert(item_batch(5), cutoff=T0)
     reopened = FeatureStore(tmp_path / "store")
     fg = reopened.feature_group("item_embeddings", version=1)
     assert fg.spec == store.feature_group("item_embeddings", version=1).spec

@@ -56,7 +56,7 @@ def test_save_versions_manifest_and_rebuild(items: FeatureStore, spine_file: Pat
     assert newer.manifest["data"]["sha256"] != m["data"]["sha256"]
     assert items.load_training_set("ctr").version == 3
     assert items.load_training_set("ctr", 1).to_arrow().equals(first.to_arrow())
-    assert [(s.name, s.version) for s in list_training_sets(items)] == [("ctr", 1), ("ctr", 2), ("ctr", 3)]
+    assert [(s.name, s.version) for s in list_training_sets(items.catalog)] == [("ctr", 1), ("ctr", 2), ("ctr", 3)]
 
 
 def test_spine_hash_is_the_same_for_every_input_form(items: FeatureStore, spine_file: Path) -> None:

@@ -23,11 +23,11 @@ def root(tmp_path):
     store = FeatureStore(tmp_path / "s")
     store.apply([dataclasses.replace(s, policy="warn") for s in load_specs(SCHEMAS)])
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     t = item_batch(60, seed=1, start=100)
     v = t["embedding"].combine_chunks().values.to_numpy() * 2
     fg.insert(t.set_column(1, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(v), 64)),
-              as_of=T0 + timedelta(days=1))
+              cutoff=T0 + timedelta(days=1))
     store.close()
     return str(tmp_path / "s")
 

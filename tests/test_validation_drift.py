@@ -62,7 +62,7 @@ def noised(old: np.ndarray, seed: int) -> np.ndarray:
 @pytest.fixture
 def fg(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(batch(clustered()), as_of=T0)
+    fg.insert(batch(clustered()), cutoff=T0)
     return fg
 
 
@@ -75,7 +75,7 @@ def test_aligned_retrain_passes(fg):
     new = retrain(old, seed=1)
     raw = _checks_of_attempt(fg, new)  # unaligned, the retrain's basis is arbitrary: rejected
     assert not raw["vector_drift_mean_cosine"].success
-    commit = fg.insert(batch(procrustes_align(new, old)), as_of=T0 + timedelta(days=1))
+    commit = fg.insert(batch(procrustes_align(new, old)), cutoff=T0 + timedelta(days=1))
     report = load(fg.root, commit.extra["validation_report"])
     drift = _checks(report)
     assert report.success, report.summary()
@@ -86,7 +86,7 @@ def test_aligned_retrain_passes(fg):
 
 def _checks_of_attempt(fg, vectors: np.ndarray) -> dict:
     with pytest.raises(ValidationFailed) as info:
-        fg.insert(batch(vectors), as_of=T0 + timedelta(days=1))
+        fg.insert(batch(vectors), cutoff=T0 + timedelta(days=1))
     assert fg.commit_of() == 1
     return _checks(info.value.report)
 
@@ -108,7 +108,7 @@ def test_noised_version_is_flagged(fg, seed):
 
 
 def test_unchanged_vectors_pass_with_perfect_scores(fg):
-    commit = fg.insert(batch(clustered()), as_of=T0 + timedelta(days=1))
+    commit = fg.insert(batch(clustered()), cutoff=T0 + timedelta(days=1))
     drift = _checks(load(fg.root, commit.extra["validation_report"]))
     assert drift["vector_drift_mean_cosine"].observed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert drift["vector_drift_neighbor_overlap"].observed["overlap"] == pytest.approx(1.0)

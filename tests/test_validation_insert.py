@@ -25,7 +25,7 @@ def off_norm(n: int = 60, seed: int = 0, start: int = 0) -> pa.Table:
 
 def test_passing_insert_links_its_report_from_the_commit(store):
     fg = store.feature_group("item_embeddings", 1)
-    commit = fg.insert(item_batch(60), as_of=T0)
+    commit = fg.insert(item_batch(60), cutoff=T0)
     assert commit.extra["validation_status"] == "passed"
     assert commit.extra["validation_policy"] == "strict"
     report = load(store.root, commit.extra["validation_report"])
@@ -36,11 +36,11 @@ def test_passing_insert_links_its_report_from_the_commit(store):
 
 def test_strict_failure_raises_commits_nothing_and_keeps_the_report(tmp_path, store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     table_dir = Path(store.root.base) / store.table_path("item_embeddings", 1)
     before = tree_digest(table_dir)
     with pytest.raises(ValidationFailed) as info:
-        fg.insert(off_norm(60, start=100), as_of=T0 + timedelta(days=1))
+        fg.insert(off_norm(60, start=100), cutoff=T0 + timedelta(days=1))
     assert tree_digest(table_dir) == before  # byte-for-byte: no data file, no log entry
     assert fg.commit_of() == 1
     report = info.value.report
@@ -55,7 +55,7 @@ def test_warn_policy_commits_and_records_the_failure(tmp_path):
     store = FeatureStore(tmp_path / "s")
     store.apply([dataclasses.replace(s, policy="warn") for s in load_specs(SCHEMAS)])
     fg = store.feature_group("item_embeddings", 1)
-    commit = fg.insert(off_norm(60), as_of=T0)
+    commit = fg.insert(off_norm(60), cutoff=T0)
     assert commit.extra["validation_status"] == "failed" and commit.extra["validation_policy"] == "warn"
     report = load(store.root, commit.extra["validation_report"])
     assert report.committed and report.commit == commit.commit and not report.success
@@ -66,9 +66,9 @@ def test_warn_policy_commits_and_records_the_failure(tmp_path):
 
 def test_report_round_trips_through_json_and_the_sql_view(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     with pytest.raises(ValidationFailed):
-        fg.insert(off_norm(60), as_of=T0 + timedelta(days=1))
+        fg.insert(off_norm(60), cutoff=T0 + timedelta(days=1))
     files = sorted((Path(store.root.base) / "validation" / "item_embeddings" / "v1").glob("*.json"))
     assert len(files) == 2
     reports = {r.report_id: r for r in (ValidationReport.from_json(f.read_bytes()) for f in files)}
@@ -94,7 +94,7 @@ def test_views_exist_before_any_report_and_are_per_store(tmp_path):
     a.apply(SCHEMAS)
     assert a.sql("SELECT count(*) FROM validation_reports").fetchall() == [(0,)]
     assert a.sql("SELECT count(*) FROM validation_checks").fetchall() == [(0,)]
-    a.feature_group("item_embeddings", 1).insert(item_batch(60), as_of=T0)
+    a.feature_group("item_embeddings", 1).insert(item_batch(60), cutoff=T0)
     b = FeatureStore(tmp_path / "b")
     b.apply(SCHEMAS)
     assert a.sql("SELECT count(*) FROM validation_reports").fetchall() == [(1,)]
@@ -105,8 +105,8 @@ def test_validate_commit_rechecks_a_stored_commit(tmp_path):
     store = FeatureStore(tmp_path / "s")
     store.apply([dataclasses.replace(s, policy="warn") for s in load_specs(SCHEMAS)])
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
-    fg.insert(off_norm(60, seed=1, start=100), as_of=T0 + timedelta(days=1))
+    fg.insert(item_batch(60), cutoff=T0)
+    fg.insert(off_norm(60, seed=1, start=100), cutoff=T0 + timedelta(days=1))
     good, bad = store.validate("item_embeddings", 1, 1), store.validate("item_embeddings", 1, 2)
     assert good.success and good.commit == 1 and good.mode == "commit" and good.base_commit is None
     assert not bad.success and bad.commit == 2 and bad.base_commit == 1 and bad.row_count == 60
@@ -148,8 +148,8 @@ def test_compound_integer_and_string_keys_validate_and_compare_by_both(tmp_path)
                          "market": ["de", "fr"] * 60,
                          "vec": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 8)})
 
-    fg.insert(rows(v), as_of=T0)
-    c = fg.insert(rows(v * 1.01), as_of=T0 + timedelta(days=1))
+    fg.insert(rows(v), cutoff=T0)
+    c = fg.insert(rows(v * 1.01), cutoff=T0 + timedelta(days=1))
     report = load(store.root, c.extra["validation_report"])
     assert report.success, report.summary()
     by = {x.expectation: x for x in report.checks}
@@ -158,15 +158,15 @@ def test_compound_integer_and_string_keys_validate_and_compare_by_both(tmp_path)
     assert by["entity_coverage"].observed == {"share": 1.0, "present": 120, "expected": 120, "base_commit": 1}
     swapped = np.concatenate([v[1::2], v[0::2]], axis=1).reshape(120, 8)  # de <-> fr vectors per user
     with pytest.raises(ValidationFailed, match="drift"):
-        fg.insert(rows(swapped), as_of=T0 + timedelta(days=2))
+        fg.insert(rows(swapped), cutoff=T0 + timedelta(days=2))
 
 
 def test_dry_run_validate_commits_and_stores_nothing(store):
     fg = store.feature_group("item_embeddings", 1)
-    fg.insert(item_batch(60), as_of=T0)
+    fg.insert(item_batch(60), cutoff=T0)
     root = Path(store.root.base)
     before = tree_digest(root)
-    good, bad = fg.validate(item_batch(60), as_of=T0 + timedelta(days=1)), fg.validate(off_norm(60), as_of=T0)
+    good, bad = fg.check(item_batch(60), cutoff=T0 + timedelta(days=1)), fg.check(off_norm(60), cutoff=T0)
     assert good.success and good.base_commit == 1 and not good.committed
     assert "embedding: norm between" in {c.name for c in bad.failed}
     assert tree_digest(root) == before

@@ -32,7 +32,7 @@ store = FeatureStore(STORE)
 store.apply(SCHEMAS)
 fg = store.feature_group("item_embeddings", 1)
 events.clear()  # from here on: validation (great_expectations imported on first use) and the commit
-fg.insert(item_batch(60), as_of=datetime(2026, 11, 1, tzinfo=UTC))
+fg.insert(item_batch(60), cutoff=datetime(2026, 11, 1, tzinfo=UTC))
 outside = [e for e in events if not e[1].startswith(STORE) and not e[1].endswith((".pyc", "__pycache__"))
            and "__pycache__" not in e[1] and e[1] != "/dev/null"]
 print(json.dumps(outside))

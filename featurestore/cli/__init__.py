@@ -22,7 +22,7 @@ EPILOG = """examples:
   featurestore init
   featurestore apply schemas/
   featurestore ls
-  featurestore run pipelines/purchase_embeddings.py --as-of 2026-11-01
+  featurestore run pipelines/purchase_embeddings.py --cutoff 2026-11-01
   featurestore validate item_embeddings --commit 2
   featurestore sql "SELECT item_id, n_events FROM item_embeddings ORDER BY n_events DESC LIMIT 5"
 

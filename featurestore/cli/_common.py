@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV
@@ -34,16 +34,34 @@ def open_store(args: argparse.Namespace) -> FeatureStore:
     return FeatureStore(args.root, echo=getattr(args, "verbose", False))
 
 
-def parse_as_of(value: str | None) -> int | datetime | None:
-    """A commit number or an ISO-8601 time."""
+def parse_commit(value: str | None, flag: str = "--commit") -> int | None:
+    """A commit number (None when not given)."""
     if value is None:
         return None
-    if value.isdigit():
-        return int(value)
+    if not value.strip().isdigit():
+        raise CLIError(f"{flag} takes a commit number (0, 1, ...); got {value!r} "
+                       f"(for a wall-clock time use {flag}-time)")
+    return int(value)
+
+
+def parse_time(value: str | None, flag: str) -> datetime | None:
+    """An ISO-8601 time (naive = UTC; None when not given)."""
+    if value is None:
+        return None
     try:
-        return datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError as exc:
-        raise CLIError(f"--as-of takes a commit number or an ISO-8601 time; got {value!r}") from exc
+        raise CLIError(f"{flag} takes an ISO-8601 time such as 2026-11-01 or 2026-11-01T06:00:00+00:00; "
+                       f"got {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def commit_options(p: argparse.ArgumentParser, what: str = "the newest commit") -> None:
+    """``--commit N`` / ``--commit-time T``: which commit of a feature group to use."""
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--commit", default=None, metavar="N", help=f"a commit number (default: {what})")
+    at.add_argument("--commit-time", default=None, metavar="TIME",
+                    help="an ISO-8601 wall-clock time: the newest commit at or before it")
 
 
 def fmt(value: Any, width: int = 48) -> str:

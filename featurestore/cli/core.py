@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
-from featurestore.cli._common import CLIError, command, open_store, parse_as_of, print_json, print_table
+from featurestore.cli._common import CLIError, command, open_store, parse_commit, parse_time, print_json, print_table
 from featurestore.errors import FeatureStoreError
 
 
@@ -43,8 +44,11 @@ def register(sub: Any) -> None:
     p.add_argument("query", help="SQL; views: <name> (newest version), <name>_v<version>")
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     p.add_argument("--out", default=None, metavar="FILE", help="write to FILE (required for parquet)")
-    p.add_argument("--as-of", action="append", default=[], metavar="VIEW=COMMIT|TIME",
-                   help="query an older commit of a view, e.g. user_embeddings=3 (repeatable)")
+    p.add_argument("--commit", action="append", default=[], metavar="VIEW=N",
+                   help="query commit N of a view, e.g. user_embeddings=3 (repeatable)")
+    p.add_argument("--commit-time", action="append", default=[], metavar="[VIEW=]TIME",
+                   help="query the commit current at an ISO-8601 wall-clock time, of one view (VIEW=TIME) "
+                        "or of every feature group (TIME) (repeatable)")
     p.add_argument("--limit", type=int, default=50, help="rows printed in table format (default 50)")
     p.set_defaults(func=cmd_sql)
     register_demo(sub)
@@ -119,22 +123,34 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print_json([c.to_dict() for c in commits])
         return 0
-    print_table(["commit", "timestamp", "operation", "rows", "as_of", "run_id", "metadata"],
+    print_table(["commit", "commit time", "operation", "rows", "cutoff", "run_id", "metadata"],
                 [[c.commit, c.timestamp.isoformat(timespec="milliseconds"), c.operation, c.row_count,
-                  c.as_of.isoformat() if c.as_of else "", c.run_id or "", dict(c.metadata) or ""]
+                  c.cutoff.isoformat() if c.cutoff else "", c.run_id or "", dict(c.metadata) or ""]
                  for c in commits])
     return 0
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
     store = open_store(args)
-    pins: dict[str, Any] = {}
-    for item in args.as_of:
+    commits: dict[str, int] = {}
+    for item in args.commit:
         view, sep, value = item.partition("=")
         if not sep:
-            raise CLIError(f"--as-of takes VIEW=COMMIT or VIEW=TIME; got {item!r}")
-        pins[view] = parse_as_of(value)
-    rel = store.sql(args.query, as_of=pins or None)
+            raise CLIError(f"--commit takes VIEW=N, e.g. user_embeddings=3; got {item!r}")
+        commits[view] = parse_commit(value)  # type: ignore[assignment]
+    times: dict[str, datetime] = {}
+    every: datetime | None = None
+    for item in args.commit_time:
+        view, sep, value = item.partition("=") if "=" in item else ("", "", item)
+        when = parse_time(value, "--commit-time")
+        assert when is not None
+        if sep:
+            times[view] = when
+        else:
+            every = when
+    if every is not None and times:
+        raise CLIError("--commit-time: give TIME (every feature group) or VIEW=TIME pairs, not both")
+    rel = store.sql(args.query, commits=commits or None, commit_time=every or times or None)
     if rel is None:  # a statement without a result
         return 0
     if args.format == "parquet":

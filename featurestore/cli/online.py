@@ -11,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.cli._common import CLIError, command, open_store, parse_as_of, print_json, print_table
+from featurestore.cli._common import (
+    CLIError,
+    command,
+    commit_options,
+    open_store,
+    parse_commit,
+    parse_time,
+    print_json,
+    print_table,
+)
 
 
 def register(sub: Any) -> None:
@@ -19,8 +28,7 @@ def register(sub: Any) -> None:
                 "featurestore materialize item_embeddings --version 1")
     p.add_argument("name")
     p.add_argument("--version", type=int, default=None, help="feature group version (default: newest)")
-    p.add_argument("--commit", default=None, metavar="COMMIT|TIME",
-                   help="a commit number or an ISO-8601 time (default: the newest commit)")
+    commit_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even when the view exists")
     p.add_argument("--json", action="store_true", help="print the view's manifest as JSON")
     p.set_defaults(func=cmd_materialize)
@@ -70,8 +78,7 @@ def register(sub: Any) -> None:
 
 def _view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", type=int, default=None, help="feature group version (default: newest)")
-    p.add_argument("--commit", default=None, metavar="COMMIT|TIME",
-                   help="a commit number, or an ISO-8601 wall-clock time: the commit current then")
+    commit_options(p)
     p.add_argument("--url", default=None, help="ask a running server instead of opening the store")
     p.add_argument("--token", default=None, help="bearer token for --url (default: $FEATURESTORE_TOKEN)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -79,16 +86,15 @@ def _view_options(p: argparse.ArgumentParser) -> None:
 
 def _open_view(args: argparse.Namespace, name: str) -> Any:
     if args.url:
-        if args.commit is not None or args.version is not None:
-            raise CLIError("--commit and --version pin a local view; a server serves what it serves")
+        if args.commit is not None or args.commit_time is not None or args.version is not None:
+            raise CLIError("--commit, --commit-time and --version pin a local view; a server serves what it "
+                           "serves")
         from featurestore.server.client import Client
 
         return Client(args.url, token=args.token or os.environ.get("FEATURESTORE_TOKEN")).view(name)
     store = open_store(args)
-    at = parse_as_of(args.commit)
-    if isinstance(at, int):
-        return store.online(name, args.version, commit=at)
-    return store.online(name, args.version, as_of=at)
+    return store.online(name, args.version, parse_commit(args.commit),
+                        commit_time=parse_time(args.commit_time, "--commit-time"))
 
 
 def _keys(args: argparse.Namespace, view: Any, raw: list[str]) -> list[Any]:
@@ -108,8 +114,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     logging.getLogger("featurestore.online").setLevel(logging.INFO)
     store = open_store(args)
     fg = store.feature_group(args.name, args.version)
-    at = parse_as_of(args.commit)
-    c = resolve_commit(fg, at if isinstance(at, int) else None, None if isinstance(at, int) else at)
+    c = resolve_commit(fg, parse_commit(args.commit), parse_time(args.commit_time, "--commit-time"))
     t = time.perf_counter()
     path = materialize(fg, c, force=args.force, progress=lambda m: print(f"  {m}", flush=True))
     manifest = json.loads((path / "manifest.json").read_text())

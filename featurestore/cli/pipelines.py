@@ -12,15 +12,16 @@ from featurestore.cli._common import CLIError, command, open_store, print_json
 
 def register(sub: Any) -> None:
     p = command(sub, "run", "Run an embedding pipeline for one cutoff date, or backfill a range of dates.",
-                "featurestore run pipelines/purchase_embeddings.py --as-of 2026-11-01\n"
+                "featurestore run pipelines/purchase_embeddings.py --cutoff 2026-11-01\n"
                 "  featurestore run pipelines/purchase_embeddings.py --backfill 2026-11-01 2026-11-07 --every 1d\n"
                 "  featurestore run --events 'events/*.parquet' --columns entity=customer,item=sku,type=,"
-                "time=ts --as-of 2026-11-01")
+                "time=ts --cutoff 2026-11-01")
     p.add_argument("pipeline", nargs="?", default=None,
                    help="a pipeline file defining `pipeline = Pipeline(...)` (default: the built-in "
                         "co-occurrence pipeline over --events)")
     when = p.add_mutually_exclusive_group(required=True)
-    when.add_argument("--as-of", metavar="TIME", help="cutoff (ISO-8601; naive = UTC): events before it are read")
+    when.add_argument("--cutoff", metavar="TIME", help="the run's cutoff (ISO-8601; naive = UTC): events before it "
+                      "are read, and its rows carry it as their event time")
     when.add_argument("--backfill", nargs=2, metavar=("FROM", "TO"), help="run every cutoff from FROM to TO")
     p.add_argument("--every", default="1d", help="backfill period: 1d, 6h, 1w, ... (default 1d)")
     p.add_argument("--events", metavar="PATH", help="events Parquet file or glob (replaces the pipeline's source)")
@@ -101,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.json:
             print(r.summary(), flush=True)
 
-    if args.as_of:
-        results = [pipeline.run(store, _time(args.as_of, "--as-of"), progress=show, quiet=args.quiet)]
+    if args.cutoff:
+        results = [pipeline.run(store, _time(args.cutoff, "--cutoff"), progress=show, quiet=args.quiet)]
         report(results[0])
     else:
         start, end = (_time(v, "--backfill") for v in args.backfill)

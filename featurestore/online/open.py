@@ -4,32 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from featurestore.errors import CommitNotFound, InvalidQuery
+from featurestore.errors import CommitNotFound, InvalidData, InvalidQuery
 from featurestore.feature_group import FeatureGroup
 from featurestore.online.build import materialize, view_path
 from featurestore.online.view import OnlineView
 
 
-def resolve_commit(fg: FeatureGroup, commit: int | None = None, as_of: datetime | None = None) -> int:
-    """The commit to serve: ``commit`` if pinned, else the one current at wall-clock ``as_of``, else
+def resolve_commit(fg: FeatureGroup, commit: int | None = None, commit_time: datetime | None = None) -> int:
+    """The commit to serve: ``commit`` if pinned, else the one current at wall-clock ``commit_time``, else
     the newest."""
-    if commit is not None and as_of is not None:
-        raise InvalidQuery("give commit= or as_of=, not both")
-    if as_of is not None:
-        if not isinstance(as_of, datetime):
-            raise InvalidQuery(f"as_of must be a datetime (wall-clock time); got {as_of!r}")
-        return fg.commit_of(as_of)
-    if commit is not None:
-        if isinstance(commit, bool) or not isinstance(commit, int):
-            raise InvalidQuery(f"commit must be a commit number; got {commit!r}")
-        return fg.commit_of(commit)
-    return fg.commit_of(None)
+    try:
+        return fg.commit_of(commit, commit_time=commit_time)
+    except InvalidData as exc:
+        if isinstance(exc, CommitNotFound | InvalidQuery):
+            raise
+        raise InvalidQuery(str(exc)) from exc
 
 
-def open_online(fg: FeatureGroup, commit: int | None = None, as_of: datetime | None = None, *,
+def open_online(fg: FeatureGroup, commit: int | None = None, commit_time: datetime | None = None, *,
                 build: bool = True) -> OnlineView:
     """Open the view of the resolved commit, materialising it first when ``build`` (the default)."""
-    c = resolve_commit(fg, commit, as_of)
+    c = resolve_commit(fg, commit, commit_time)
     path = view_path(fg, c)
     if not (path / "manifest.json").exists():
         if not build:
