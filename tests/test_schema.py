@@ -110,3 +110,22 @@ def test_same_name_version_twice_in_a_folder(tmp_path):
     write(tmp_path, GOOD, name="copy.yaml")
     with pytest.raises(SpecError, match="also defined"):
         load_specs(tmp_path)
+
+
+def test_a_spec_that_is_not_utf8_is_a_spec_error_naming_the_file(tmp_path, capsys):
+    from featurestore import FeatureStore
+    from featurestore.cli import main
+
+    bad = tmp_path / "specs" / "things.v2.yaml"
+    bad.parent.mkdir()
+    bad.write_bytes(yaml.safe_dump(GOOD).encode() + b"\n# caf\xe9\n")  # latin-1, not UTF-8
+    with pytest.raises(SpecError, match="not UTF-8") as err:
+        load_spec(bad)
+    assert str(bad) in str(err.value)
+    root = tmp_path / "store"
+    with pytest.raises(SpecError, match="not UTF-8"):
+        FeatureStore(root).apply(bad.parent)
+    assert not root.exists()  # nothing was created
+    assert main(["apply", str(bad.parent), "--root", str(root)]) == 2
+    captured = capsys.readouterr()
+    assert "not UTF-8" in captured.err and "Traceback" not in captured.err

@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import yaml
+
 from featurestore.errors import SpecError
 from featurestore.schema.spec import FeatureGroupSpec
 
@@ -24,13 +26,14 @@ _FILE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\.v(?P<version>\d+)\.ya?ml$")
 
 def load_spec(path: str | Path) -> FeatureGroupSpec:
     """Read and check one spec file. Its name must be ``<name>.v<version>.yaml`` and agree with it."""
-    import yaml  # a light import, but only needed here
-
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror or exc}", path=str(p)) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                        "save the spec as UTF-8", path=str(p)) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
