@@ -151,6 +151,8 @@ def conform(spec: FeatureGroupSpec, data: Any, *, cutoff: datetime | None = None
             f"{spec.key}: unexpected column(s) {', '.join(extra)}; the spec has {', '.join(spec.columns)}"
         )
 
+    if table.num_rows == 0:  # no values to check or convert (a DataFrame without rows has no real types)
+        return spec.arrow_schema().empty_table()
     out: list[pa.Array | pa.ChunkedArray] = []
     for key in spec.entity_keys:
         col = table[key.name]
@@ -178,12 +180,22 @@ def conform(spec: FeatureGroupSpec, data: Any, *, cutoff: datetime | None = None
     return result
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        pa.types.is_dictionary(t) and _is_text(t.value_type))
+
+
 def _cast(col: pa.ChunkedArray, to: pa.DataType, name: str) -> pa.ChunkedArray:
+    """``col`` as ``to`` where that loses nothing: integers widen, integers become string keys, floats
+    change width. Text is never parsed into numbers ("5000050" for an int64 key is refused: ids that
+    arrive as text usually mean a wrong column or a wrong spec)."""
     if col.type == to:
         return col
-    if pa.types.is_string(to) and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-                                       or pa.types.is_integer(col.type) or pa.types.is_dictionary(col.type)):
+    if pa.types.is_string(to) and not (_is_text(col.type) or pa.types.is_integer(col.type)):
         raise SchemaMismatch(f"column {name!r} must hold {to}; got {col.type}", column=name)
+    if not pa.types.is_string(to) and _is_text(col.type):
+        raise SchemaMismatch(f"column {name!r} must hold {to}; got text ({col.type}): convert it first "
+                             f"(text is never parsed into {to})", column=name)
     try:
         return col.cast(to, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:

@@ -25,6 +25,7 @@ from featurestore import (
     NullKey,
     SchemaMismatch,
     StorageError,
+    ValidationFailed,
     load_specs,
 )
 from tests.conftest import SCHEMAS, T0, item_batch, tree_digest, vectors
@@ -160,6 +161,8 @@ def _bad_batches():
         "extra column": (good.append_column("colour", pa.array(["x"] * 6)), SchemaMismatch, "colour"),
         "wrong type": (good.set_column(2, "n_events", pa.array(["many"] * 6)), SchemaMismatch, "n_events"),
         "lossy int": (good.set_column(2, "n_events", pa.array([1.5] * 6)), SchemaMismatch, "n_events"),
+        "numeric text": (good.set_column(2, "n_events", pa.array(["5000050"] * 6)), SchemaMismatch,
+                         "never parsed"),
         "no event time": (good, SchemaMismatch, "pass cutoff"),
         "not a table": ([1, 2, 3], SchemaMismatch, "expected a pandas DataFrame"),
     }
@@ -220,3 +223,12 @@ def test_backend_errors_are_translated(tmp_path, store):
         FeatureStore(tmp_path / "store").feature_group("item_embeddings").read()
     assert err.value.__cause__ is not None  # raised from the deltalake error
     assert "item_embeddings" in str(err.value)
+
+
+def test_an_empty_dataframe_is_judged_by_its_row_count_not_its_untyped_columns(store):
+    fg = store.feature_group("item_embeddings", version=1)
+    empty = pd.DataFrame({c: [] for c in fg.spec.columns})  # no rows: every column's type is unknown
+    with pytest.raises(ValidationFailed, match="row count: observed 0") as err:
+        fg.insert(empty, cutoff=T0)
+    assert "null" not in str(err.value)
+    assert fg.count() == 0
