@@ -30,7 +30,7 @@ from featurestore.online.open import open_online
 from featurestore.online.view import OnlineView
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage import delta
-from featurestore.storage.duck import Duck, relation_sql
+from featurestore.storage.duck import INGESTED_AT, Duck, quote, relation_sql
 from featurestore.storage.fs import Root
 from featurestore.training import (
     TRAINING_SET_NAME,
@@ -132,7 +132,12 @@ class FeatureStore:
         self._tables.pop((fg.name, fg.version), None)
 
     def refresh_views(self) -> list[str]:
-        """Point every view at its table's newest commit; returns the view names."""
+        """Point every view at its table's newest commit; returns the view names.
+
+        Per feature group: ``<name>_v<version>`` holds every row of that version's newest commit (each
+        key's whole history), ``<name>`` the same for the newest version, and ``<name>_latest`` /
+        ``<name>_v<version>_latest`` only the newest row per key (what serving returns).
+        """
         names: set[str] = set()
         newest: dict[str, FeatureGroupSpec] = {}
         for spec in self.specs():
@@ -147,11 +152,13 @@ class FeatureStore:
             select = relation_sql(spec, delta.file_uris(dt))
             pinned = f"{spec.name}_v{spec.version}"
             self.duck.set_view(pinned, select)
-            names.add(pinned)
+            self.duck.set_view(f"{pinned}_latest", _latest_sql(spec, pinned))
+            names.update((pinned, f"{pinned}_latest"))
             newest[spec.name] = spec
         for name, spec in newest.items():
             self.duck.set_view(name, self.duck_view_sql(spec.name, spec.version))
-            names.add(name)
+            self.duck.set_view(f"{name}_latest", _latest_sql(spec, name))
+            names.update((name, f"{name}_latest"))
         for view, make_select in self._extra_views.items():
             self.duck.set_view(view, make_select(self))
             names.add(view)
@@ -268,3 +275,10 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _latest_sql(spec: FeatureGroupSpec, view: str) -> str:
+    """The newest row per key of ``view`` (greatest event time; the later commit on a tie)."""
+    keys = ", ".join(quote(k) for k in spec.key_names)
+    return (f"SELECT * FROM {quote(view)} QUALIFY row_number() OVER (PARTITION BY {keys} "
+            f"ORDER BY {quote(spec.event_time)} DESC, {INGESTED_AT} DESC) = 1")

@@ -104,3 +104,22 @@ def test_queries_from_many_threads(store):
         t.join()
     assert not errors
     assert set(results) == {(100, sum(range(100)))}
+
+
+def test_latest_views_hold_one_row_per_key_the_newest(store):
+    fg = store.feature_group("item_embeddings", version=1)
+    fg.insert(item_batch(10), cutoff=T0)
+    fg.insert(item_batch(4, seed=5), cutoff=T0 + timedelta(days=1))  # i0..i3 again, later
+    assert store.sql("SELECT count(*) FROM item_embeddings").fetchall()[0] == (14,)
+    assert store.sql("SELECT count(*), count(DISTINCT item_id) FROM item_embeddings_latest").fetchall()[0] == (10, 10)
+    latest = dict(store.sql("SELECT item_id, event_time FROM item_embeddings_v1_latest").fetchall())
+    assert latest["i0"] == T0 + timedelta(days=1) and latest["i9"] == T0
+    # the same as FeatureGroup.latest()
+    want = fg.latest()
+    got = store.sql("SELECT * EXCLUDE (_ingested_at) FROM item_embeddings_latest ORDER BY item_id").to_arrow_table()
+    assert got.column("item_id").to_pylist() == want.column("item_id").to_pylist()
+    assert got.column("n_events").to_pylist() == want.column("n_events").to_pylist()
+    # pinned to an older commit for one query: the latest view follows
+    q = "SELECT event_time FROM item_embeddings_latest WHERE item_id = 'i0'"
+    assert store.sql(q, commits={"item_embeddings": 1}).fetchall()[0] == (T0,)
+    assert store.sql(q).fetchall()[0] == (T0 + timedelta(days=1),)
