@@ -25,7 +25,7 @@ DEFAULT_ROOT = "./featurestore_data"
 ROOT_ENV = "FEATURESTORE_ROOT"
 _GROUPS = "feature_groups"
 _SPEC_FILE = "_spec.json"
-_MARKER = "featurestore.json"
+STORE_MARKER = "featurestore.json"  # written by init: this folder is a store
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,16 @@ class Catalog:
         """Where a feature group version's table lives, relative to the root."""
         return f"{_GROUPS}/{name}/v{version}"
 
+    def is_store(self) -> bool:
+        """Whether the root holds a store (``init`` or ``apply`` ran there)."""
+        return self.root.exists(STORE_MARKER)
+
     def init(self) -> bool:
         """Create the root (idempotent). Returns True when it was created now."""
-        if self.root.exists(_MARKER):
+        if self.root.exists(STORE_MARKER):
             return False
         self.root.makedirs(_GROUPS)
-        self.root.write_json(_MARKER, {"format": "featurestore", "format_version": 1,
+        self.root.write_json(STORE_MARKER, {"format": "featurestore", "format_version": 1,
                                        "created": datetime.now().astimezone().isoformat()})
         return True
 

@@ -120,3 +120,53 @@ print("never reached")
         failed = subprocess.run([sys.executable, "-c", code, "0"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE,
                                 text=True, env=env, timeout=120)
     assert failed.returncode == 120
+
+
+def test_root_goes_before_or_after_the_command(root, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATURESTORE_ROOT")
+    assert run(capsys, "--root", root, "apply", SCHEMAS)[0] == 0
+    code, out, _ = run(capsys, "--root", root, "ls")
+    assert code == 0 and "item_embeddings" in out
+    code, out, _ = run(capsys, "ls", "--root", root)  # after the command: the same store
+    assert code == 0 and "item_embeddings" in out
+    other = tmp_path / "other"
+    code, _, err = run(capsys, "--root", other, "ls", "--root", root)  # the command's own wins
+    assert code == 0 and not other.exists()
+
+
+@pytest.mark.parametrize("command", [["ls"], ["show", "item_embeddings"], ["history", "item_embeddings"],
+                                     ["sql", "SELECT 1"], ["lookup", "item_embeddings", "i0"],
+                                     ["validate", "item_embeddings"], ["cache"]])
+def test_a_folder_that_is_not_a_store_is_refused_and_left_alone(tmp_path, capsys, command):
+    typo = tmp_path / "featurestore_dta"
+    code, out, err = run(capsys, *command, "--root", typo)
+    assert code == 2 and "is not a feature store" in err and str(typo) in err and "Traceback" not in err
+    assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, *command, "--root", empty)[0] == 2
+    assert list(empty.iterdir()) == []
+
+
+def test_history_ls_and_show_say_which_commit_was_only_warned(tmp_path, capsys):
+    import dataclasses
+
+    from featurestore import FeatureStore, load_specs
+    from tests.test_validation_insert import off_norm
+
+    root = tmp_path / "warned"
+    store = FeatureStore(root)
+    store.apply([dataclasses.replace(s, policy="warn") for s in load_specs(SCHEMAS)])
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(60), cutoff=T0)
+    fg.insert(off_norm(60, start=100), cutoff=T0)
+    code, out, _ = run(capsys, "history", "item_embeddings", "--root", root)
+    lines = out.splitlines()
+    assert code == 0 and "validation" in lines[0]
+    assert "passed" in lines[3] and "WARNED: " in lines[4] and "norm" in lines[4]  # header, rule, commits 0..2
+    code, out, _ = run(capsys, "ls", "--root", root)
+    assert "WARNED" in out
+    code, out, _ = run(capsys, "show", "item_embeddings", "--root", root)
+    assert "validation: WARNED" in out
+    code, out, _ = run(capsys, "show", "item_embeddings", "--root", root, "--json")
+    assert json.loads(out)["validation"].startswith("WARNED")

@@ -15,7 +15,7 @@ import threading
 from typing import NoReturn
 
 from featurestore.cli import core, online, pipelines, training, validate
-from featurestore.cli._common import CLIError
+from featurestore.cli._common import CLIError, add_root
 from featurestore.errors import FeatureStoreError
 
 EPILOG = """examples:
@@ -26,7 +26,8 @@ EPILOG = """examples:
   featurestore validate item_embeddings --commit 2
   featurestore sql "SELECT item_id, n_events FROM item_embeddings ORDER BY n_events DESC LIMIT 5"
 
-Every command takes --root PATH (default: $FEATURESTORE_ROOT, else ./featurestore_data)."""
+Every command takes --root PATH, before or after the command (default: $FEATURESTORE_ROOT, else
+./featurestore_data); commands that read a store refuse a folder that holds none."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
+    add_root(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (core, online, training, pipelines, validate):
         module.register(sub)

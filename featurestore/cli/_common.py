@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV
+from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV, STORE_MARKER
 from featurestore.store import FeatureStore
 
 
@@ -17,9 +17,12 @@ class CLIError(Exception):
     """A usage error the CLI reports in one line (exit code 2)."""
 
 
-def add_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default=None, metavar="PATH",
-                        help=f"store root folder or URI (default: ${ROOT_ENV}, else {DEFAULT_ROOT})")
+ROOT_HELP = f"store root folder or URI (default: ${ROOT_ENV}, else {DEFAULT_ROOT})"
+
+
+def add_root(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--root``, before or after the sub-command (after wins; a sub-command's is unset unless given)."""
+    parser.add_argument("--root", default=None if top else argparse.SUPPRESS, metavar="PATH", help=ROOT_HELP)
 
 
 def command(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -30,8 +33,14 @@ def command(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentPa
     return p
 
 
-def open_store(args: argparse.Namespace) -> FeatureStore:
-    return FeatureStore(args.root, echo=getattr(args, "verbose", False))
+def open_store(args: argparse.Namespace, *, create: bool = False) -> FeatureStore:
+    """The store at ``--root``. Unless the command creates stores (``create``), a folder that holds no
+    store is refused, naming it: a mistyped root must not look like an empty store."""
+    store = FeatureStore(getattr(args, "root", None), echo=getattr(args, "verbose", False))
+    if not create and not store.catalog.is_store():
+        raise CLIError(f"{store.root.uri} is not a feature store (no {STORE_MARKER} there): check --root or "
+                       f"${ROOT_ENV}, or create one with `featurestore init --root {store.root.uri}`")
+    return store
 
 
 def parse_commit(value: str | None, flag: str = "--commit") -> int | None:

@@ -10,6 +10,9 @@ from typing import Any
 
 from featurestore.cli._common import CLIError, command, open_store, parse_commit, parse_time, print_json, print_table
 from featurestore.errors import FeatureStoreError
+from featurestore.feature_group import Commit
+from featurestore.store import FeatureStore
+from featurestore.validation.report import load as load_report
 
 
 def register(sub: Any) -> None:
@@ -54,15 +57,36 @@ def register(sub: Any) -> None:
     register_demo(sub)
 
 
+def verdict(store: FeatureStore, commit: Commit) -> str:
+    """A commit's validation verdict in a few words: passed, failed under ``policy: warn`` (WARNED, with
+    the checks that failed), or none (the table's creation; a commit written without validation)."""
+    status = commit.extra.get("validation_status")
+    if status is None:
+        return "-"
+    if status == "passed":
+        return "passed"
+    policy = commit.extra.get("validation_policy", "warn")
+    failed = ""
+    report_id = commit.extra.get("validation_report")
+    if report_id:
+        try:
+            report = load_report(store.root, report_id, commit.feature_group, commit.version)
+            names = [c.name for c in report.failed]
+            failed = f": {len(names)} failed ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        except FeatureStoreError as exc:
+            failed = f" (report {report_id} unreadable: {exc})"
+    return f"WARNED{failed}" if policy == "warn" else f"failed ({policy}){failed}"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, create=True)
     created = store.init()
     print(f"{'created' if created else 'already a store'}: {store.root.uri}")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, create=True)
     for r in store.apply(list(args.paths)):
         print(f"{r.action:9}  {r.name} v{r.version}")
     return 0
@@ -78,6 +102,7 @@ def _summary(store: Any) -> list[dict[str, Any]]:
             "name": spec.name, "version": spec.version, "keys": ",".join(spec.key_names),
             "vectors": ",".join(f"{f.name}[{f.dim}]" for f in spec.vector_features),
             "commit": last.commit, "rows": fg.count(), "committed": last.timestamp.isoformat(timespec="seconds"),
+            "validation": verdict(store, last),
         })
     return rows
 
@@ -98,7 +123,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = open_store(args)
     fg = store.feature_group(args.name, args.version)
     last = fg.history()[-1]
-    doc = {"spec": fg.spec.to_dict(), "uri": fg.uri, "newest_commit": last.to_dict(), "rows": fg.count()}
+    doc = {"spec": fg.spec.to_dict(), "uri": fg.uri, "newest_commit": last.to_dict(), "rows": fg.count(),
+           "validation": verdict(store, last)}
     if args.json:
         print_json(doc)
         return 0
@@ -112,7 +138,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 [[f.name, f.type, f.dim or "", f.metric if f.is_vector else "",
                   f.normalized if f.is_vector else ""] for f in s.features])
     print(f"  newest commit {last.commit} at {last.timestamp.isoformat(timespec='seconds')}: "
-          f"{doc['rows']} rows")
+          f"{doc['rows']} rows; validation: {doc['validation']}")
     return 0
 
 
@@ -123,9 +149,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print_json([c.to_dict() for c in commits])
         return 0
-    print_table(["commit", "commit time", "operation", "rows", "cutoff", "run_id", "metadata"],
+    print_table(["commit", "commit time", "operation", "rows", "cutoff", "validation", "run_id", "metadata"],
                 [[c.commit, c.timestamp.isoformat(timespec="milliseconds"), c.operation, c.row_count,
-                  c.cutoff.isoformat() if c.cutoff else "", c.run_id or "", dict(c.metadata) or ""]
+                  c.cutoff.isoformat() if c.cutoff else "", verdict(store, c), c.run_id or "",
+                  dict(c.metadata) or ""]
                  for c in commits])
     return 0
 
@@ -221,7 +248,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.days < 1:
         raise CLIError("--days must be at least 1")
-    root = args.root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    root = getattr(args, "root", None) or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
     demo.run(root, size="small" if args.small else "default", days=args.days, fresh=not args.keep,
              progress=False if args.quiet else None)
     return 0
