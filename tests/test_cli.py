@@ -130,7 +130,7 @@ def test_root_goes_before_or_after_the_command(root, capsys, tmp_path, monkeypat
     code, out, _ = run(capsys, "ls", "--root", root)  # after the command: the same store
     assert code == 0 and "item_embeddings" in out
     other = tmp_path / "other"
-    code, _, err = run(capsys, "--root", other, "ls", "--root", root)  # the command's own wins
+    code, _, _ = run(capsys, "--root", other, "ls", "--root", root)  # the command's own wins
     assert code == 0 and not other.exists()
 
 
@@ -139,7 +139,7 @@ def test_root_goes_before_or_after_the_command(root, capsys, tmp_path, monkeypat
                                      ["validate", "item_embeddings"], ["cache"]])
 def test_a_folder_that_is_not_a_store_is_refused_and_left_alone(tmp_path, capsys, command):
     typo = tmp_path / "featurestore_dta"
-    code, out, err = run(capsys, *command, "--root", typo)
+    code, _, err = run(capsys, *command, "--root", typo)
     assert code == 2 and "is not a feature store" in err and str(typo) in err and "Traceback" not in err
     assert not typo.exists()
     empty = tmp_path / "empty"
