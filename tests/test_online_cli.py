@@ -90,3 +90,20 @@ def test_lookup_and_nearest_through_a_server(root: str, capsys: pytest.CaptureFi
         assert code == 2 and "token" in err
         assert httpx.get(f"{srv.url}/health").status_code == 200
     store.close()
+
+
+@pytest.mark.parametrize("argv", [
+    ["lookup", "users", "seven"],
+    ["nearest", "users", "--key", "seven"],
+    ["nearest", "items", "--vector", "1,2"],
+    ["nearest", "items", "--key", "k1", "--filter", "{bad"],
+    ["nearest", "items", "--key", "k1", "--k", "0"],
+    ["nearest", "items", "--key", "k1", "--exclude", "x", "--query-group", "users"],
+])
+def test_a_refused_request_writes_nothing(root: str, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    from tests.conftest import tree_digest
+
+    before = tree_digest(Path(root))
+    code, _, err = run(capsys, *argv, "--root", root)
+    assert code == 2 and err.startswith("error: ")
+    assert tree_digest(Path(root)) == before  # no view was built to answer a request that is refused

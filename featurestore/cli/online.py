@@ -84,7 +84,10 @@ def _view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _open_view(args: argparse.Namespace, name: str) -> Any:
+def _open_view(args: argparse.Namespace, name: str, check: Any = None) -> Any:
+    """The view to ask: a running server's (``--url``) or the store's. ``check(spec)`` runs first on a
+    local store, so a malformed request is refused before any view is built (a query never writes
+    unless the view is missing, and never for a request it refuses)."""
     if args.url:
         if args.commit is not None or args.commit_time is not None or args.version is not None:
             raise CLIError("--commit, --commit-time and --version pin a local view; a server serves what it "
@@ -93,13 +96,18 @@ def _open_view(args: argparse.Namespace, name: str) -> Any:
 
         return Client(args.url, token=args.token or os.environ.get("FEATURESTORE_TOKEN")).view(name)
     store = open_store(args)
-    return store.online(name, args.version, parse_commit(args.commit),
-                        commit_time=parse_time(args.commit_time, "--commit-time"))
+    commit, commit_time = parse_commit(args.commit), parse_time(args.commit_time, "--commit-time")
+    if check is not None:
+        check(store, store.feature_group(name, args.version).spec)
+    return store.online(name, args.version, commit, commit_time=commit_time)
 
 
 def _keys(args: argparse.Namespace, view: Any, raw: list[str]) -> list[Any]:
-    info = view.info()
-    if info.get("key_type") == "int64":
+    return _typed_keys(args, view.info().get("key_type"), raw)
+
+
+def _typed_keys(args: argparse.Namespace, key_type: str | None, raw: list[str]) -> list[Any]:
+    if key_type == "int64":
         try:
             return [int(k) for k in raw]
         except ValueError as exc:
@@ -150,8 +158,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_type(spec: Any) -> str:
+    if len(spec.entity_keys) != 1:
+        raise CLIError(f"{spec.key} has a composite key ({', '.join(spec.key_names)}); lookup takes one key column")
+    return str(spec.entity_keys[0].type)
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
-    view = _open_view(args, args.name)
+    view = _open_view(args, args.name, check=lambda _, spec: _typed_keys(args, _key_type(spec), args.keys))
     try:
         return _lookup(args, view)
     finally:
@@ -179,8 +193,47 @@ def _lookup(args: argparse.Namespace, view: Any) -> int:
     return 0 if not hit.missing else 1
 
 
+def _check_nearest(args: argparse.Namespace, store: Any, spec: Any) -> None:
+    """Refuse a malformed nearest request before a view is opened (or built)."""
+    if args.k < 1:
+        raise CLIError(f"--k must be at least 1; got {args.k}")
+    _typed_keys(args, _key_type(spec), args.exclude)
+    if args.key is not None:
+        key_spec = store.feature_group(args.query_group).spec if args.query_group else spec
+        _typed_keys(args, _key_type(key_spec), [args.key])
+    if args.vector is not None:
+        dims = {f.dim for f in spec.vector_features}
+        got = len(_vector(args) or [])
+        if got not in dims:
+            want = "/".join(map(str, sorted(d for d in dims if d)))
+            raise CLIError(f"--vector has {got} numbers; {spec.key} serves {want}-d vectors ({want} numbers)")
+    _filter(args)
+
+
+def _filter(args: argparse.Namespace) -> Any:
+    if not args.filter:
+        return None
+    try:
+        return json.loads(args.filter)
+    except ValueError as exc:
+        raise CLIError(f"--filter must be JSON: {exc}") from exc
+
+
+def _vector(args: argparse.Namespace) -> list[float] | None:
+    if args.vector is None:
+        return None
+    text = args.vector.strip()
+    try:
+        values = json.loads(text) if text.startswith("[") else [float(x) for x in text.split(",")]
+    except ValueError as exc:
+        raise CLIError(f"--vector takes comma-separated numbers or a JSON list: {exc}") from exc
+    if not isinstance(values, list):
+        raise CLIError("--vector takes comma-separated numbers or a JSON list")
+    return values
+
+
 def cmd_nearest(args: argparse.Namespace) -> int:
-    view = _open_view(args, args.name)
+    view = _open_view(args, args.name, check=lambda store, spec: _check_nearest(args, store, spec))
     try:
         return _nearest(args, view)
     finally:
@@ -188,19 +241,7 @@ def cmd_nearest(args: argparse.Namespace) -> int:
 
 
 def _nearest(args: argparse.Namespace, view: Any) -> int:
-    flt = None
-    if args.filter:
-        try:
-            flt = json.loads(args.filter)
-        except ValueError as exc:
-            raise CLIError(f"--filter must be JSON: {exc}") from exc
-    vector = None
-    if args.vector is not None:
-        text = args.vector.strip()
-        try:
-            vector = json.loads(text) if text.startswith("[") else [float(x) for x in text.split(",")]
-        except ValueError as exc:
-            raise CLIError(f"--vector takes comma-separated numbers or a JSON list: {exc}") from exc
+    flt, vector = _filter(args), _vector(args)
     exclude = _keys(args, view, args.exclude)
     kw: dict[str, Any] = {"k": args.k, "filter": flt, "exclude": exclude, "exact": args.exact}
     if args.url:
