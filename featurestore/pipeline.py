@@ -134,20 +134,26 @@ class Pipeline:
                 "source": self.source.describe(), "columns": self.source.columns.to_dict()}
 
     def run(self, store: FeatureStore, cutoff: datetime, *, progress: bool | None = None,
-            quiet: bool = False) -> RunResult:
-        """One run at cutoff ``cutoff`` (events strictly before it); a no-op if already done."""
-        return _Run(self, store, to_utc(cutoff), _show(progress, quiet)).execute()
+            quiet: bool = False, force: bool = False) -> RunResult:
+        """One run at cutoff ``cutoff`` (events strictly before it).
+
+        A date already done is skipped without reading the events, unless ``force``: then the run is
+        done again from the events as they are now and commits anew (its commits become the date's).
+        A date with no event since the previous run's cutoff writes nothing (those vectors still hold).
+        """
+        return _Run(self, store, to_utc(cutoff), _show(progress, quiet), force=force).execute()
 
     def backfill(self, store: FeatureStore, start: datetime, end: datetime, every: timedelta = timedelta(days=1),
-                 *, progress: bool | None = None, quiet: bool = False,
+                 *, progress: bool | None = None, quiet: bool = False, force: bool = False,
                  on_result: Any = None) -> list[RunResult]:
-        """Run every date from ``start`` to ``end`` (inclusive) in order, skipping dates already done."""
+        """Run every date from ``start`` to ``end`` (inclusive) in order, skipping dates already done
+        (unless ``force``, see :meth:`run`)."""
         dates = schedule(start, end, every)
         results = []
         from tqdm import tqdm
 
         for d in tqdm(dates, desc=f"{self.name} backfill", unit="run", disable=not _show(progress, quiet)):
-            r = self.run(store, d, progress=False, quiet=True)
+            r = self.run(store, d, progress=False, quiet=True, force=force)
             results.append(r)
             if on_result is not None:
                 on_result(r)
@@ -282,8 +288,8 @@ def _rows(spec: FeatureGroupSpec, ids: np.ndarray, vectors: np.ndarray, n_events
 
 
 class _Run:
-    def __init__(self, p: Pipeline, store: FeatureStore, cutoff: datetime, show: bool):
-        self.p, self.store, self.cutoff, self.show = p, store, cutoff, show
+    def __init__(self, p: Pipeline, store: FeatureStore, cutoff: datetime, show: bool, *, force: bool = False):
+        self.p, self.store, self.cutoff, self.show, self.force = p, store, cutoff, show, force
         self.items_fg = store.feature_group(*p.items)
         self.ent_fg = store.feature_group(*p.entities)
         self.seconds: dict[str, float] = {}
@@ -307,10 +313,10 @@ class _Run:
         p, cutoff = self.p, self.cutoff
         ent_hist = self.ent_fg.history()
         done = _find(ent_hist, p.name, cutoff)
-        if done is not None:
+        if done is not None and not self.force:
             return RunResult(p.name, cutoff, "skipped",
-                             message=f"already done (commit {done.commit} of {self.ent_fg.spec.key}); nothing written",
-                             commits=[])
+                             message=f"already done (commit {done.commit} of {self.ent_fg.spec.key}); nothing "
+                                     "written, events not read (--force runs it again)", commits=[])
         self._importing: threading.Thread | None = None
         try:
             return self._write(ent_hist)
@@ -327,6 +333,9 @@ class _Run:
         try:
             self.t = time.perf_counter()
             events = self._read_events()
+            stale = self._nothing_new(events, ent_hist)
+            if stale is not None:
+                return stale
             model, model_commit, commits, alignment = self._item_model(events)
             vectors, table, entities_commit = self._entity_vectors(events, model, model_commit, ent_hist,
                                                                    alignment)
@@ -355,12 +364,25 @@ class _Run:
             raise PipelineError(f"no events before {self.cutoff.isoformat()} in {p.source.describe()}")
         return events
 
+    def _nothing_new(self, events: Events, ent_hist: list[Commit]) -> RunResult | None:
+        """A skip when no event arrived since the previous run's cutoff (a backfill past the end of the
+        events): that run's vectors hold for this cutoff too, so nothing is rewritten."""
+        prev = _previous(ent_hist, self.p.name, self.cutoff)
+        if prev is None or prev.cutoff is None or len(events) == 0:
+            return None
+        newest = int(events.time.max())
+        if newest >= int(prev.cutoff.timestamp() * 1e6):
+            return None
+        return RunResult(self.p.name, self.cutoff, "skipped", events=len(events),
+                         message=f"no event since the previous run's cutoff {prev.cutoff.isoformat()} (commit "
+                                 f"{prev.commit} of {self.ent_fg.spec.key}): its vectors still hold; nothing written")
+
     def _item_model(self, events: Events) -> tuple[ItemModel, Commit, list[Commit], dict[str, Any] | None]:
         """The item model of this run: its own earlier commit (an interrupted run), a new fit, or the
         previous run's; with the commits written and the alignment figures."""
         p, cutoff = self.p, self.cutoff
         item_hist = self.items_fg.history()
-        own = _find(item_hist, p.name, cutoff)       # an interrupted earlier run of this date
+        own = None if self.force else _find(item_hist, p.name, cutoff)  # an interrupted earlier run of this date
         prev = _previous(item_hist, p.name, cutoff)
         self.retrained = True
         if own is not None:

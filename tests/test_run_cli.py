@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -103,4 +103,42 @@ def test_events_from_a_duckdb_query(tmp_path, events_file, capsys):
     store = FeatureStore(root)
     meta = store.feature_group("item_embeddings", 1).history()[-1].metadata
     assert meta["event_types"].keys() == {"add_to_cart", "purchase"}
+    store.close()
+
+
+def test_force_runs_a_done_date_again_and_runs_are_named_after_their_events(tmp_path, events_file, capsys):
+    root = str(tmp_path / "store")
+    main(["apply", str(SCHEMAS), "--root", root])
+    argv = ["run", "--events", str(events_file[0]), "--cutoff", "2026-10-05", "--root", root, "--quiet"]
+    assert main(argv) == 0
+    assert "events_embeddings cutoff 2026-10-05" in capsys.readouterr().out  # named after events.parquet
+    assert main(argv) == 0
+    assert "already done" in capsys.readouterr().out
+    assert main([*argv, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "item model retrained" in out and "already done" not in out
+    store = FeatureStore(root)
+    hist = store.feature_group("user_embeddings", 1).history()
+    assert [c.cutoff for c in hist[1:]] == [datetime(2026, 10, 5, tzinfo=UTC)] * 2
+    assert hist[-1].metadata["pipeline"] == "events_embeddings"
+    store.close()
+
+
+def test_a_backfill_past_the_end_of_the_events_rewrites_nothing(tmp_path, events_file, capsys):
+    import pyarrow.parquet as pq
+
+    last = pq.read_table(events_file[0], columns=["event_time"])["event_time"].to_pylist()
+    end = max(last).replace(hour=0, minute=0, second=0, microsecond=0)
+    root = str(tmp_path / "store")
+    main(["apply", str(SCHEMAS), "--root", root])
+    days = [(end + timedelta(days=d)).date().isoformat() for d in (0, 1, 3)]
+    capsys.readouterr()
+    assert main(["run", "--events", str(events_file[0]), "--backfill", days[0], days[2], "--root", root,
+                 "--quiet", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    # the day after the last event still sees that day's events; later days see nothing new
+    assert [r["status"] for r in results] == ["written", "written", "skipped", "skipped"]
+    assert "no event since the previous run's cutoff" in results[-1]["message"]
+    store = FeatureStore(root)
+    assert len(store.feature_group("user_embeddings", 1).history()) == 3  # create + two runs
     store.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from datetime import datetime
 from typing import Any
@@ -31,7 +33,9 @@ def register(sub: Any) -> None:
                         "event-type column: all events weigh the same)")
     p.add_argument("--weights", metavar="TYPE=W,...", help="event-type weights, e.g. view=1,purchase=4")
     p.add_argument("--name", default=None, help="pipeline name recorded in commits (default: the file's "
-                                                 "pipeline name, else 'embeddings')")
+                                                 "pipeline name, else <events file name>_embeddings)")
+    p.add_argument("--force", action="store_true",
+                   help="run a date again even when it is done (reads the events as they are now; commits anew)")
     p.add_argument("--mode", choices=["incremental", "full"], default=None,
                    help="incremental: rewrite only entities with new events while the item model is reused")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -59,6 +63,18 @@ def _weights(text: str) -> dict[str, float]:
     return out
 
 
+def default_name(events: str | None) -> str:
+    """A run name from the events it reads (``events/clicks-*.parquet`` -> ``clicks_embeddings``), so two
+    built-in pipelines over different events do not share one name (and one idempotency record)."""
+    if not events:
+        return "query_embeddings"
+    for part in reversed(os.path.normpath(events).split(os.sep)):
+        stem = re.sub(r"[^a-z0-9]+", "_", part.split(".")[0].lower()).strip("_")
+        if stem and stem[0].isalpha():
+            return f"{stem}_embeddings"
+    return "embeddings"
+
+
 def build(args: argparse.Namespace) -> Any:
     """The pipeline the arguments describe."""
     from dataclasses import replace
@@ -80,7 +96,7 @@ def build(args: argparse.Namespace) -> Any:
         source = EventSource(base.source.data, query=base.source.query, columns=columns) if args.columns \
             else base.source
     if base is None:
-        base = Pipeline(args.name or "embeddings", source)
+        base = Pipeline(args.name or default_name(args.events), source)
     changes: dict[str, Any] = {"source": source}
     if args.name:
         changes["name"] = args.name
@@ -103,12 +119,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(r.summary(), flush=True)
 
     if args.cutoff:
-        results = [pipeline.run(store, _time(args.cutoff, "--cutoff"), progress=show, quiet=args.quiet)]
+        results = [pipeline.run(store, _time(args.cutoff, "--cutoff"), progress=show, quiet=args.quiet,
+                                force=args.force)]
         report(results[0])
     else:
         start, end = (_time(v, "--backfill") for v in args.backfill)
         results = pipeline.backfill(store, start, end, parse_every(args.every), progress=show, quiet=args.quiet,
-                                    on_result=report)
+                                    force=args.force, on_result=report)
     written = [r for r in results if r.status == "written"]
     if args.json:
         print_json([r.to_dict() for r in results], out=sys.stdout)
