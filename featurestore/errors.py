@@ -26,6 +26,7 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     ├── ValidationError                    the validation could not run (great_expectations failed)
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
+    │   └── CorruptData                    a stored or derived file does not match its checksum
     ├── QueryError                         DuckDB rejected a query
     ├── UnsafeOperation                    a command would delete or overwrite something it did not create
     └── ServeError                         the HTTP service cannot start as configured (no token off loopback)
@@ -142,6 +143,11 @@ class StorageError(FeatureStoreError, OSError):
     """The table storage failed: I/O error, unreadable log, missing files."""
 
 
+class CorruptData(StorageError):
+    """A file does not match the checksum recorded for it (a damaged view, cache or data file). Nothing
+    is served from it; derived files are rebuilt by ``featurestore check --repair``."""
+
+
 class QueryError(FeatureStoreError):
     """DuckDB rejected a query (syntax, unknown column, type error)."""
 
@@ -158,6 +164,7 @@ __all__ = [
     "BadVector",
     "CommitConflict",
     "CommitNotFound",
+    "CorruptData",
     "DuplicateKey",
     "EventsError",
     "FeatureGroupNotFound",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurestore import FeatureStore
-from featurestore.errors import CommitNotFound, FeatureStoreError, InvalidQuery, KeyNotFound, NotFound
+from featurestore.errors import CommitNotFound, CorruptData, FeatureStoreError, InvalidQuery, KeyNotFound, NotFound
 from featurestore.online import build as mat
 from featurestore.online.view import OnlineView
 from tests.conftest import T0
@@ -267,12 +268,51 @@ def test_empty_commit_and_corrupt_view(tmp_path: Path) -> None:
     assert empty.rows == 0 and not empty.get(["k1"]).found.any()
     assert len(empty.nearest([1.0] * 8, k=3)) == 0
     manifest = empty.path / "manifest.json"
-    manifest.write_text(json.dumps({"format_version": 1}))
-    with pytest.raises(FeatureStoreError):
-        OnlineView(empty.path)
+    good = manifest.read_text()
     (empty.path / "vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(CorruptData, match="vectors.npy"):
+        OnlineView(empty.path)
+    manifest.write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(CorruptData, match="no checksums"):
+        OnlineView(empty.path)
+    manifest.write_text(good[: len(good) // 2])
     with pytest.raises(FeatureStoreError, match="cannot open"):
         OnlineView(empty.path)
+
+
+def _flip(path: Path, at: float = 0.5, n: int = 256) -> None:
+    data = bytearray(path.read_bytes())
+    start = min(int(len(data) * at), max(0, len(data) - n))
+    for i in range(start, min(len(data), start + n)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("key_type", ["string", "int64"])
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_every_damaged_view_file_is_refused_naming_it(tmp_path: Path, key_type: str, damage: str) -> None:
+    """Each file of a view, damaged in place: opening (as serving and reload do) refuses the view with a
+    typed error naming the file; nothing is served from it; the next open of a rebuilt view answers."""
+    store = _store(tmp_path, spec("items", key_type=key_type, index="ivf", params={"nlist": 4, "nprobe": 2},
+                                  metric="cosine", normalized=False))
+    keys = keys_for(400, key_type)
+    store.feature_group("items").insert(batch(keys, seed=3))
+    view = store.online("items")
+    want = view.nearest(key=keys[0], k=5, exact=True)
+    files = sorted(p.name for p in view.path.iterdir() if p.name != "manifest.json")
+    assert {"keys.npy", "vectors.npy", "columns.arrow", "index.faiss"} <= set(files)
+    for name in files:
+        path = view.path / name
+        original = path.read_bytes()
+        if damage == "flip":
+            _flip(path)
+        else:
+            path.write_bytes(original[: len(original) // 2])
+        with pytest.raises(CorruptData, match=name):
+            OnlineView(view.path)
+        path.write_bytes(original)
+    again = OnlineView(view.path)
+    assert again.nearest(key=keys[0], k=5, exact=True).keys == want.keys
 
 
 def test_keys_numpy_cannot_hold_are_found_exactly(tmp_path: Path) -> None:
@@ -335,3 +375,22 @@ def test_key_hash_table_agrees_with_a_dict(stored: set[str], extra: list[str]) -
     assert index.rows(np.asarray(sorted(stored), dtype=str)).tolist() == expected[:len(stored)]
     for q in queries:
         assert hash_string(q) == int(hash_strings(np.asarray([q], dtype=str))[0])
+
+
+def test_a_build_killed_midway_is_cleaned_by_the_next_build(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = _store(tmp_path, spec())
+    store.feature_group("items").insert(batch(keys_for(20, "string")))
+    fg = store.feature_group("items")
+    root = mat.views_dir(fg)
+    root.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = root / f".build-c1-{int(gone.stdout)}-0123abcd"  # the process that wrote it has exited
+    dead.mkdir()
+    (dead / "vectors.npy").write_bytes(b"x" * 1000)
+    live = root / f".build-c1-{os.getppid()}-4567cdef"  # a build still running in a live process
+    live.mkdir()
+    store.online("items")
+    assert not dead.exists() and live.exists()

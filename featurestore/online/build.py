@@ -31,11 +31,12 @@ import pyarrow as pa
 from featurestore.errors import InvalidQuery, StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
+from featurestore.online.integrity import checksums
 from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
 from featurestore.schema import Feature
 
 log = logging.getLogger("featurestore.online")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every file's size and CRC-32 in the manifest
 ONLINE_DIR = "_online"
 CACHE_ENV = "FEATURESTORE_ONLINE_CACHE"
 
@@ -71,7 +72,10 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     say = progress or (lambda m: log.info("%s c%d: %s", fg.spec.key, commit, m))
     target = view_path(fg, commit)
     if (target / "manifest.json").exists() and not force:
-        return target
+        if _format(target) == FORMAT_VERSION:
+            return target
+        force = True  # built by an older version (no checksums): derived data, so rebuilt
+    _clean_dead_builds(views_dir(fg))
     feature = served_vector(fg)
     spec = fg.spec
     t0 = time.perf_counter()
@@ -82,7 +86,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
 
     root = views_dir(fg)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".build-c{commit}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f".build-c{commit}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         hash_map = _write_keys(tmp, rows, spec.entity_keys[0].type)
@@ -91,6 +95,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         index = _write_index(tmp, search, feature.metric, cfg, sqnorms, say)
         manifest = _manifest(fg, commit, feature, rows, hash_map=hash_map, normalised_copy=normalised is not None,
                              index=index, started=t0)
+        manifest["files"] = checksums(tmp)  # verified whenever the view is opened
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         _publish(tmp, target, force)
     except BaseException:
@@ -235,6 +240,39 @@ def _publish(tmp: Path, target: Path, force: bool) -> None:
     os.rename(target, old)  # open views keep their memory maps of the old files
     os.rename(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _format(view: Path) -> int | None:
+    try:
+        return int(json.loads((view / "manifest.json").read_text()).get("format_version", 0))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _clean_dead_builds(root: Path) -> list[Path]:
+    """Remove the temporary folders of builds whose process is gone (killed mid-build): a build folder
+    is named ``.build-c<commit>-<pid>-<id>``; one of a live process (another build) is left alone."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for p in root.iterdir():
+        parts = p.name.split("-")
+        if p.name.startswith(".build-") and len(parts) == 4 and parts[2].isdigit() and not _alive(int(parts[2])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def list_views(fg: FeatureGroup) -> list[int]:

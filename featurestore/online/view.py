@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from featurestore.errors import InvalidQuery, KeyNotFound, StorageError
 from featurestore.online import index as ix
+from featurestore.online import integrity
 from featurestore.online.filters import compile_mask
 from featurestore.online.keys import KeyIndex
 
@@ -65,16 +66,20 @@ class Neighbors:
 class OnlineView:
     """A materialised view of one commit (see :func:`open_view` and ``FeatureStore.online``)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, verify: bool = True):
         self.path = Path(path)
         try:
-            self._open()
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            self._open(verify)
+        except StorageError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException, RuntimeError) as exc:
             raise StorageError(f"cannot open the online view at {self.path}: {exc!r}") from exc
 
-    def _open(self) -> None:
+    def _open(self, verify: bool) -> None:
         self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
         m = self.manifest
+        if verify:  # every file against its checksum: a damaged file is never served
+            integrity.verify(self.path, m)
         self.matrix: np.ndarray = _mapped(self.path / "vectors.npy")
         keys = _mapped(self.path / "keys.npy")
         search = self.path / "search.npy"
