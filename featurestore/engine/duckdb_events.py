@@ -83,8 +83,33 @@ def read_events(source: EventSource, before: datetime | None = None, *,
 
 def _load(source: EventSource, con: duckdb.DuckDBPyConnection, before: datetime | None,
           weights: Mapping[str, float] | None) -> Events:
-    c = source.columns
+    """Select the events into ``_ev``, weigh them, code the ids and read the coded events back."""
     rel = _relation_sql(source, con)
+    _select_events(source, con, rel, before)
+    type_counts, weight_sql, join_w = _weigh_types(source, con, weights)
+    ents, items = _code_ids(con)
+    ev = con.sql(
+        f"SELECT n.code::INTEGER AS e, m.code::INTEGER AS i, ({weight_sql} * _ev.v)::FLOAT AS w, "
+        f"epoch_us(_ev.t) AS t FROM _ev JOIN _ents n USING (e) JOIN _items m USING (i) {join_w} "
+        f"ORDER BY n.code, t, m.code, w"
+    ).to_arrow_table()
+    w = _np(ev["w"], np.float32)
+    if ev.num_rows and not (np.isfinite(w).all() and (w >= 0).all()):
+        raise EventsError(f"event values in column {source.columns.value!r} must be finite and >= 0")
+    return Events(
+        entity=_np(ev["e"], np.int32), item=_np(ev["i"], np.int32), weight=w, time=_np(ev["t"], np.int64),
+        entity_ids=np.asarray(ents["e"].to_pylist(), dtype=object),
+        item_ids=np.asarray(items["i"].to_pylist(), dtype=object),
+        item_count=_np(items["count"], np.int64), item_last=_np(items["last"], np.int64),
+        entity_count=_np(ents["count"], np.int64), entity_last=_np(ents["last"], np.int64),
+        before=to_utc(before) if before is not None else None, type_counts=type_counts,
+    )
+
+
+def _select_events(source: EventSource, con: duckdb.DuckDBPyConnection, rel: str, before: datetime | None) -> None:
+    """The temp table ``_ev`` (e, i, k, t, v): entity and item ids, event type, UTC time and value of
+    the events before ``before``, after checking the columns exist and ids and times are not null."""
+    c = source.columns
     types = _schema(source, con, rel)
     needed = [x for x in (c.entity, c.item, c.time, c.type, c.value) if x]
     missing = [x for x in needed if x not in types]
@@ -110,26 +135,37 @@ def _load(source: EventSource, con: duckdb.DuckDBPyConnection, before: datetime 
         raise EventsError(f"cannot read events from {source.describe()}: {exc}") from exc
     if _one(con, "SELECT count(*) FROM _ev WHERE t IS NULL")[0]:
         raise EventsError(f"events column {c.time!r} has null times")
-    type_counts: dict[str, int] = {}
-    if c.type:
-        rows = con.sql("SELECT k, count(*) FROM _ev GROUP BY k ORDER BY k NULLS FIRST").fetchall()
-        type_counts = {str(k): int(n) for k, n in rows}
-        if any(k is None for k, _ in rows):
-            raise EventsError(f"events column {c.type!r} has null event types")
-        table = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        unknown = sorted(k for k in type_counts if k not in table)
-        if unknown:
-            raise EventsError(
-                f"unknown event type(s) {', '.join(map(repr, unknown[:10]))} in column {c.type!r}; "
-                f"known: {', '.join(sorted(table))} (pass weights, e.g. --weights "
-                f"{unknown[0]}=1)")
-        bad = {k: w for k, w in table.items() if not (np.isfinite(w) and w >= 0)}
-        if bad:
-            raise EventsError(f"event-type weights must be finite and >= 0; got {bad}")
-        con.register("_weights", pa.table({"k": list(table), "w": [float(w) for w in table.values()]}))
-        weight_sql, join_w = "wt.w", "JOIN _weights wt ON wt.k = _ev.k"
-    else:
-        weight_sql, join_w = "1.0", ""
+
+
+def _weigh_types(source: EventSource, con: duckdb.DuckDBPyConnection, weights: Mapping[str, float] | None
+                 ) -> tuple[dict[str, int], str, str]:
+    """(events per type, SQL of an event's weight, the join that weight needs). Without a type column
+    every event weighs 1; with one, every type must have a finite, non-negative weight (registered as
+    ``_weights``)."""
+    c = source.columns
+    if not c.type:
+        return {}, "1.0", ""
+    rows = con.sql("SELECT k, count(*) FROM _ev GROUP BY k ORDER BY k NULLS FIRST").fetchall()
+    type_counts = {str(k): int(n) for k, n in rows}
+    if any(k is None for k, _ in rows):
+        raise EventsError(f"events column {c.type!r} has null event types")
+    table = dict(DEFAULT_WEIGHTS if weights is None else weights)
+    unknown = sorted(k for k in type_counts if k not in table)
+    if unknown:
+        raise EventsError(
+            f"unknown event type(s) {', '.join(map(repr, unknown[:10]))} in column {c.type!r}; "
+            f"known: {', '.join(sorted(table))} (pass weights, e.g. --weights "
+            f"{unknown[0]}=1)")
+    bad = {k: w for k, w in table.items() if not (np.isfinite(w) and w >= 0)}
+    if bad:
+        raise EventsError(f"event-type weights must be finite and >= 0; got {bad}")
+    con.register("_weights", pa.table({"k": list(table), "w": [float(w) for w in table.values()]}))
+    return type_counts, "wt.w", "JOIN _weights wt ON wt.k = _ev.k"
+
+
+def _code_ids(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
+    """Entity and item codes (temp tables ``_ents`` and ``_items``) with each id's event count and last
+    time; returns (e, count, last) and (i, count, last) in code order."""
     # codes from sorted ids, so the same events give the same codes whatever their order
     con.sql("CREATE OR REPLACE TEMP TABLE _ents AS SELECT e, (row_number() OVER (ORDER BY e)) - 1 AS code, "
                 "count, last FROM (SELECT e, count(*) AS count, epoch_us(max(t)) AS last FROM _ev GROUP BY e)")
@@ -137,22 +173,7 @@ def _load(source: EventSource, con: duckdb.DuckDBPyConnection, before: datetime 
                 "count, last FROM (SELECT i, count(*) AS count, epoch_us(max(t)) AS last FROM _ev GROUP BY i)")
     ents = con.sql("SELECT e, count, last FROM _ents ORDER BY code").to_arrow_table()
     items = con.sql("SELECT i, count, last FROM _items ORDER BY code").to_arrow_table()
-    ev = con.sql(
-        f"SELECT n.code::INTEGER AS e, m.code::INTEGER AS i, ({weight_sql} * _ev.v)::FLOAT AS w, "
-        f"epoch_us(_ev.t) AS t FROM _ev JOIN _ents n USING (e) JOIN _items m USING (i) {join_w} "
-        f"ORDER BY n.code, t, m.code, w"
-    ).to_arrow_table()
-    w = _np(ev["w"], np.float32)
-    if ev.num_rows and not (np.isfinite(w).all() and (w >= 0).all()):
-        raise EventsError(f"event values in column {c.value!r} must be finite and >= 0")
-    return Events(
-        entity=_np(ev["e"], np.int32), item=_np(ev["i"], np.int32), weight=w, time=_np(ev["t"], np.int64),
-        entity_ids=np.asarray(ents["e"].to_pylist(), dtype=object),
-        item_ids=np.asarray(items["i"].to_pylist(), dtype=object),
-        item_count=_np(items["count"], np.int64), item_last=_np(items["last"], np.int64),
-        entity_count=_np(ents["count"], np.int64), entity_last=_np(ents["last"], np.int64),
-        before=to_utc(before) if before is not None else None, type_counts=type_counts,
-    )
+    return ents, items
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:

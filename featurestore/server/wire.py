@@ -118,6 +118,8 @@ class NearestQuery:
 
 
 def parse_nearest(body: bytes, content_type: str, limits: Limits) -> NearestQuery:
+    """The query of a nearest request: exactly one of a key, a vector, a batch of vectors or another
+    group's key, with the options (k, filter, exclude, exact)."""
     if content_type and not content_type.startswith(JSON):
         raise BadRequest(415, f"nearest takes {JSON}; got {content_type!r}")
     doc = parse_json(body)
@@ -126,6 +128,11 @@ def parse_nearest(body: bytes, content_type: str, limits: Limits) -> NearestQuer
     if len(given) != 1:
         raise BadRequest(422, "give exactly one of 'key', 'vector', 'vectors' or 'query'"
                          + (f"; got {', '.join(given)}" if given else ""))
+    return _with_query(doc, _nearest_options(doc, limits), limits)
+
+
+def _nearest_options(doc: Mapping[str, Any], limits: Limits) -> NearestQuery:
+    """A query without its key or vector: k, exact, filter and exclude, checked."""
     k = doc.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise BadRequest(422, f"k must be a positive integer; got {k!r}")
@@ -138,7 +145,11 @@ def parse_nearest(body: bytes, content_type: str, limits: Limits) -> NearestQuer
     if flt is not None and not isinstance(flt, dict):
         raise BadRequest(422, "filter must be an object of column -> condition")
     exclude = tuple(_key_list(doc.get("exclude", []), "exclude", limits))
-    q = NearestQuery(k=k, filter=flt, exclude=exclude, exact=exact)
+    return NearestQuery(k=k, filter=flt, exclude=exclude, exact=exact)
+
+
+def _with_query(doc: Mapping[str, Any], q: NearestQuery, limits: Limits) -> NearestQuery:
+    """``q`` with what to search for: the document's one 'vector', 'vectors', 'key' or 'query'."""
     if "vector" in doc:
         return _replace(q, vector=_vector(doc["vector"], "vector", limits))
     if "vectors" in doc:

@@ -1,6 +1,7 @@
-"""Point-in-time-correct training sets: planning (:mod:`.plan`), the vector cache (:mod:`.vectors`), the
-join cache (:mod:`.join_cache`), saved training sets (:mod:`.saved`) and the caches as a whole
-(:mod:`.caches`). The public entry is :meth:`featurestore.FeatureStore.training_set`.
+"""Point-in-time-correct training sets: planning (:mod:`.plan`, over the spine (:mod:`.spine`) and the
+feature references (:mod:`.refs`) resolved to join groups (:mod:`.groups`)), the vector cache
+(:mod:`.vectors`), the join cache (:mod:`.join_cache`), saved training sets (:mod:`.saved`) and the
+caches as a whole (:mod:`.caches`). The public entry is :meth:`featurestore.FeatureStore.training_set`.
 
 Semantics: each spine row (entity keys, a label time, labels) gets, per feature group, the row of its
 key with the greatest ``event_time <=`` the label time (within ``ttl`` when set). Nothing later ever

@@ -17,74 +17,39 @@ Two ways to read corrections (a later commit rewriting an old ``event_time``):
   commit's value. Best values, but a training row may see a fix that landed after its label time.
 * ``known_at="spine"``: only rows whose commit had landed (``_ingested_at <=`` label time): what
   serving could really have returned at that instant.
+
+Where things are: :mod:`.spine` reads the spine, :mod:`.refs` parses feature references and
+:mod:`.groups` resolves them to checked join groups; :func:`plan` here puts them together into a
+:class:`TrainingSet`, which runs the join and gathers the vectors.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import itertools
 import os
-import re
-import sys
-import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
 from featurestore.engine.base import JoinRequest
-from featurestore.engine.pit_sql import _ROW, _TIME, JoinGroup, KnownAt, _file_layout, _offsets_sql
-from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError, SpineError
-from featurestore.schema import FeatureGroupSpec
-from featurestore.storage.duck import literal, quote
-from featurestore.training.join_cache import build_behind, has_key32, join_index
-from featurestore.training.vectors import VectorColumn, file_rows, from_numpy
+from featurestore.engine.pit_sql import _ROW, JoinGroup, KnownAt
+from featurestore.errors import InvalidData, QueryError, SpineError
+from featurestore.training.groups import Ttl, attach_join_caches, check_entity_keys, join_groups
+from featurestore.training.join_cache import build_behind
+from featurestore.training.refs import FeatureRef
+from featurestore.training.spine import Spine, SpineSource
+from featurestore.training.vectors import VectorColumn
 
 if TYPE_CHECKING:
     import pandas as pd
 
-
-Spine = Any  # pandas.DataFrame | pyarrow.Table | RecordBatchReader | Parquet path(s) | DuckDB relation
-_REF = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?::(?P<version>\d+))?(?::(?P<columns>[A-Za-z0-9_,\s]+))?$")
-_counter = iter(range(1 << 62))
-_counter_lock = threading.Lock()
-
-
-def _unique(prefix: str) -> str:
-    with _counter_lock:
-        return f"{prefix}_{os.getpid()}_{next(_counter)}"
-
-
-@dataclass(frozen=True)
-class FeatureRef:
-    """One feature group version and the columns taken from it, as ``name[:version][:col,col]``."""
-
-    name: str
-    version: int | None = None
-    columns: tuple[str, ...] | None = None  # None: every feature column
-
-    @classmethod
-    def parse(cls, ref: str | FeatureRef) -> FeatureRef:
-        if isinstance(ref, FeatureRef):
-            return ref
-        m = _REF.match(ref.strip()) if isinstance(ref, str) else None
-        if m is None:
-            raise InvalidData(f"bad feature reference {ref!r}: expected 'name', 'name:version' or "
-                              "'name:version:col1,col2' (e.g. 'user_embeddings:1:embedding')")
-        cols = tuple(c.strip() for c in m["columns"].split(",") if c.strip()) if m["columns"] else None
-        return cls(m["name"], int(m["version"]) if m["version"] else None, cols or None)
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}:{self.version}"
+# also imported from here: FeatureRef and Spine (defined in .refs and .spine), _ROW (by .saved)
+__all__ = ["_ROW", "FeatureRef", "Spine", "TrainingSet", "plan", "rechunk"]
 
 
 @dataclass
@@ -99,7 +64,7 @@ class TrainingSet:
     pins: dict[str, int]
     params: dict[str, Any]
     _request: JoinRequest = field(repr=False)
-    _spine: Any = field(repr=False)
+    _spine: Any = field(repr=False)  # a SpineSource
     _columns: list[str] = field(default_factory=list)
     _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
     _indexes: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # "{index<i>}" -> join index
@@ -275,189 +240,45 @@ class _Rows:
         return self._buffered == 0 and all(b.num_rows == 0 for b in self._batches)
 
 
-# ---- the spine ------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _reading_spine(file: str) -> Iterator[None]:
-    try:
-        yield
-    except (OSError, pa.ArrowException) as exc:
-        raise SpineError(f"cannot read the spine file {file}: {exc}") from exc
-
-
-class _SpineSource:
-    """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``)."""
-
-    def __init__(self, data: Spine, store: Catalog):
-        self.files: list[str] | None = None
-        self.table: pa.Table | None = None
-        if isinstance(data, str | os.PathLike) or (
-                isinstance(data, list | tuple) and data and all(isinstance(p, str | os.PathLike) for p in data)):
-            paths = [os.fspath(p) for p in (data if isinstance(data, list | tuple) else [data])]
-            files: list[str] = []
-            for p in paths:
-                found = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p] if os.path.exists(p) else []
-                if not found:
-                    raise SpineError(f"spine file not found: {p}")
-                files.extend(found)
-            self.files = files
-            try:
-                rows = file_rows(files)
-            except (OSError, pa.ArrowException) as exc:
-                raise SpineError(f"cannot read the spine: {exc}") from exc
-            self.offsets = [0, *itertools.accumulate(rows)]
-        elif isinstance(data, duckdb.DuckDBPyRelation):
-            self.table = data.to_arrow_table()
-        elif "pandas" in sys.modules and isinstance(data, sys.modules["pandas"].DataFrame):
-            try:
-                self.table = pa.Table.from_pandas(data, preserve_index=False)
-            except (pa.ArrowException, TypeError, ValueError) as exc:
-                raise SpineError(f"the spine DataFrame cannot be converted to Arrow: {exc}") from exc
-        elif isinstance(data, pa.RecordBatchReader):
-            self.table = data.read_all()
-        elif isinstance(data, pa.Table):
-            self.table = data
-        elif isinstance(data, pa.RecordBatch):
-            self.table = pa.Table.from_batches([data])
-        else:
-            raise SpineError(f"the spine must be a pandas DataFrame, a pyarrow Table, a Parquet path or a "
-                             f"DuckDB relation; got {type(data).__name__}")
-        self.given: pa.Table | None = self.table  # the spine's own columns, attached to the result
-        if self.table is not None:
-            for name in (_ROW, _TIME):
-                if name in self.table.column_names:
-                    raise SpineError(f"the spine has a column named {name}, which is reserved")
-            ordinals = from_numpy(np.arange(self.table.num_rows, dtype=np.int64))  # pa.array imports pandas
-            self.table = self.table.append_column(_ROW, ordinals)
-        self.schema = self._schema(store)
-
-    @property
-    def arrow_schema(self) -> pa.Schema:
-        """The spine's own columns as the result carries them (a file spine: its first file's types)."""
-        if self.given is not None:
-            return self.given.schema
-        import pyarrow.parquet as pq
-
-        assert self.files is not None
-        return pq.read_schema(self.files[0]).remove_metadata()
-
-    def batches(self, batch_size: int = 1 << 17) -> Iterator[pa.RecordBatch]:
-        """The spine's own columns in row-ordinal order, as record batches."""
-        if self.given is not None:
-            yield from self.given.to_batches()
-            return
-        import pyarrow.parquet as pq
-
-        assert self.files is not None
-        schema = self.arrow_schema
-        for f in self.files:
-            with _reading_spine(f):
-                for batch in pq.ParquetFile(f).iter_batches(batch_size, columns=schema.names, use_threads=False):
-                    yield batch if batch.schema.equals(schema) else batch.cast(schema)
-
-    def read_all(self) -> pa.Table:
-        """The spine's own columns, all rows."""
-        if self.given is not None:
-            return self.given
-        import pyarrow.parquet as pq
-
-        assert self.files is not None
-        schema = self.arrow_schema
-        tables = []
-        for f in self.files:
-            with _reading_spine(f):
-                table = pq.ParquetFile(f).read(columns=schema.names).replace_schema_metadata()
-                tables.append(table if table.schema.equals(schema) else table.cast(schema))
-        return pa.concat_tables(tables)
-
-    def _schema(self, store: Catalog) -> dict[str, str]:
-        """Spine column name -> SQL type, as the engine sees it."""
-        try:
-            return store.engine.relation_schema(self.register)
-        except QueryError as exc:
-            raise SpineError(f"cannot read the spine: {exc}") from exc
-
-    def register(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
-        if self.table is not None:
-            cur.register(name, self.table)
-            return
-        assert self.files is not None
-        # row ordinal: file order (as listed, globs sorted), then row order within each file
-        files = ", ".join(literal(f) for f in self.files)
-        if len(self.files) == 1:
-            cur.execute(
-                f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS SELECT * EXCLUDE (file_row_number), "
-                f"file_row_number AS {_ROW} FROM read_parquet([{files}], file_row_number = true)")
-            return
-        offsets = _offsets_sql(self.files, self.offsets)
-        cur.execute(
-            f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS SELECT s.* EXCLUDE (file_row_number, filename), "
-            f"o.off + s.file_row_number AS {_ROW} "
-            f"FROM read_parquet([{files}], file_row_number = true, filename = true) s "
-            f"JOIN {offsets} o ON o.file = s.filename")
-
-    def unregister(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
-        if self.table is not None:
-            cur.unregister(name)
-        else:
-            cur.execute(f"DROP VIEW IF EXISTS {quote(name)}")
-
-    @property
-    def columns(self) -> list[str]:
-        return [c for c in self.schema if c != _ROW]
-
-
 # ---- building the query ---------------------------------------------------------------------------
 _TIME_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
-_KEY_TYPES = {"string": ("VARCHAR",), "int64": ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT",
-                                                 "UINTEGER", "USMALLINT", "UTINYINT")}
-
-
-def _ttl_of(ttl: timedelta | Mapping[str, timedelta | None] | None, ref: FeatureRef) -> timedelta | None:
-    value = ttl.get(ref.name, ttl.get(ref.key)) if isinstance(ttl, Mapping) else ttl
-    if value is not None and (not isinstance(value, timedelta) or value < timedelta(0)):
-        raise InvalidData(f"ttl for {ref.key} must be a non-negative timedelta; got {value!r}")
-    return value
-
-
-def _spine_keys(spec: FeatureGroupSpec, given: Any, spine_cols: Sequence[str]) -> tuple[str, ...]:
-    names = spec.key_names
-    if given is None:
-        missing = [k for k in names if k not in spine_cols]
-        if missing:
-            raise SpineError(f"the spine has no column {missing[0]!r} to join {spec.key} on; pass "
-                             f"entity_keys={{{spec.name!r}: <spine column>}}")
-        return tuple(names)
-    if isinstance(given, str):
-        given = [given]
-    if isinstance(given, Mapping):
-        unknown = [k for k in given if k not in names]
-        if unknown or set(given) != set(names):
-            raise InvalidData(f"entity_keys for {spec.key} must map each of its keys {names} to a spine "
-                              f"column; got {dict(given)}")
-        cols = [given[k] for k in names]
-    else:
-        cols = list(given)
-        if len(cols) != len(names):
-            raise InvalidData(f"{spec.key} has {len(names)} entity key(s) {names}; entity_keys gave {cols}")
-    for c in cols:
-        if c not in spine_cols:
-            raise SpineError(f"entity_keys for {spec.key}: the spine has no column {c!r} "
-                             f"(columns: {', '.join(spine_cols)})")
-    return tuple(cols)
 
 
 def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
          entity_keys: Mapping[str, Any] | None = None, event_time: str = "event_time",
-         ttl: timedelta | Mapping[str, timedelta | None] | None = None, known_at: KnownAt = "latest",
+         ttl: Ttl = None, known_at: KnownAt = "latest",
          pins: Mapping[str, int] | None = None, prefix: bool = True) -> TrainingSet:
-    """Resolve the feature groups and commits and build the query (see :meth:`FeatureStore.training_set`)."""
+    """Resolve the feature groups and commits and build the query (see :meth:`FeatureStore.training_set`).
+
+    The steps: check the arguments and the spine's event-time column, resolve each feature reference
+    to a join group (columns, spine keys, commit, ttl), attach the join caches that exist, then describe
+    the join and the vector columns to gather."""
+    _check_arguments(features, known_at)
+    if isinstance(features, str | FeatureRef):
+        features = [features]
+    source = SpineSource(spine, store)
+    _check_event_time(source, event_time)
+    refs = [FeatureRef.parse(f) for f in features]
+    entity_keys = check_entity_keys(entity_keys, refs)
+    groups = join_groups(store, refs, source, entity_keys=entity_keys, ttl=ttl, pins=dict(pins or {}),
+                         prefix=prefix)
+    groups, indexes, unindexed = attach_join_caches(store, groups)
+    request = JoinRequest(tuple(groups), event_time, known_at, source.register, indexes)
+    return TrainingSet(store, store.engine.describe_join(request), {g.key: g.commit for g in groups},
+                       _params(groups, event_time, known_at, prefix), request, source,
+                       [*source.columns, *(o for g in groups for o in g.output)], _vector_columns(store, groups),
+                       indexes, unindexed)
+
+
+def _check_arguments(features: Sequence[str | FeatureRef], known_at: str) -> None:
     if known_at not in ("latest", "spine"):
         raise InvalidData(f"known_at must be 'latest' or 'spine'; got {known_at!r}")
     if not features:
         raise InvalidData("features is empty: name at least one feature group, e.g. ['user_embeddings:1']")
-    if isinstance(features, str | FeatureRef):
-        features = [features]
-    source = _SpineSource(spine, store)
+
+
+def _check_event_time(source: SpineSource, event_time: str) -> None:
+    """The spine has the event-time column, and it holds timestamps or dates (or only nulls)."""
     cols = source.columns
     if event_time not in cols:
         raise SpineError(f"the spine has no event-time column {event_time!r} (columns: {', '.join(cols)}); "
@@ -465,62 +286,11 @@ def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
     ttype = source.schema[event_time]
     if not ttype.startswith(_TIME_TYPES) and ttype != '"NULL"':
         raise SpineError(f"the spine's {event_time!r} column must be a timestamp or date; it is {ttype}")
-    entity_keys = dict(entity_keys or {})
-    refs = [FeatureRef.parse(f) for f in features]
-    unknown_keys = set(entity_keys) - {r.name for r in refs} - {r.key for r in refs if r.version}
-    if unknown_keys:
-        raise InvalidData(f"entity_keys names feature group(s) not in features: {', '.join(sorted(unknown_keys))}")
-    groups: list[JoinGroup] = []
-    used = set(cols)
-    pins = dict(pins or {})
-    for ref in refs:
-        fg = store.feature_group(ref.name, ref.version)
-        ref = FeatureRef(ref.name, fg.version, ref.columns)
-        spec = fg.spec
-        if any(g.key == ref.key for g in groups):
-            raise InvalidData(f"{ref.key} is listed twice in features")
-        selectable = [f.name for f in spec.features] + [spec.event_time]
-        wanted = ref.columns or tuple(f.name for f in spec.features)
-        bad = [c for c in wanted if c not in selectable]
-        if bad:
-            raise InvalidData(f"{spec.key} has no feature {bad[0]!r} (features: {', '.join(selectable)})")
-        keys = _spine_keys(spec, entity_keys.get(ref.key, entity_keys.get(ref.name)), cols)
-        for k, sk in zip(spec.entity_keys, keys):
-            stype = source.schema[sk]
-            if stype not in _KEY_TYPES[k.type] and stype != '"NULL"':  # an all-null column matches nothing
-                raise SpineError(f"spine column {sk!r} ({stype}) cannot join {spec.key}'s key {k.name!r} "
-                                 f"({k.type}): cast it first")
-        output = tuple(f"{spec.name}__{c}" if prefix else c for c in wanted)
-        clash = [o for o in output if o in used]
-        if clash:
-            raise InvalidData(f"column {clash[0]!r} from {ref.key} clashes with another column; "
-                              "use prefix=True or select other columns")
-        used.update(output)
-        if ref.key in pins:
-            commit, files = fg.commit_files(int(pins[ref.key]))
-        elif pins:
-            raise InvalidData(f"pins has no commit for {ref.key} (pins: {pins})")
-        else:
-            commit, files = fg.commit_files(None)
-        offsets, disjoint = _file_layout(files, spec.event_time)
-        groups.append(JoinGroup(ref.key, spec, commit, tuple(files), offsets, disjoint, keys, tuple(wanted), output,
-                             _ttl_of(ttl, ref)))
-    extra = set(pins) - {g.key for g in groups}
-    if extra:
-        raise FeatureGroupNotFound(f"pins name feature group(s) not in features: {', '.join(sorted(extra))}")
-    indexes: dict[str, pa.Table] = {}
-    unindexed: list[JoinGroup] = []  # their indexes are built once this training set is out
-    if store.root.local and store.join_caches:
-        for i, g in enumerate(groups):
-            table = join_index(store, g)
-            if table is not None:
-                groups[i] = replace(g, index=f"{{index{i}}}", key32=has_key32(table))
-                indexes[f"{{index{i}}}"] = table
-            elif g.files:
-                unindexed.append(g)
-    request = JoinRequest(tuple(groups), event_time, known_at, source.register, indexes)
-    sql = store.engine.describe_join(request)
-    params = {
+
+
+def _params(groups: Sequence[JoinGroup], event_time: str, known_at: KnownAt, prefix: bool) -> dict[str, Any]:
+    """The arguments that rebuild this training set (with its pins), as plain JSON values."""
+    return {
         "features": [f"{g.key}:{','.join(g.columns)}" for g in groups],
         "entity_keys": {g.key: list(g.spine_keys) for g in groups},
         "event_time": event_time,
@@ -528,11 +298,14 @@ def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
         "known_at": known_at,
         "prefix": prefix,
     }
+
+
+def _vector_columns(store: Catalog, groups: Sequence[JoinGroup]) -> dict[str, VectorColumn]:
+    """Result column name -> the vector column its row positions are gathered from."""
     vectors = {}
     for g in groups:
         for c in g.vector_columns:
             vectors[g.output[g.columns.index(c)]] = VectorColumn(
                 store, f"{g.spec.name}/v{g.spec.version}", c, g.spec.feature(c).dim or 0, list(g.files),
                 np.asarray(g.offsets, np.int64))
-    return TrainingSet(store, sql, {g.key: g.commit for g in groups}, params, request, source,
-                       [*cols, *(o for g in groups for o in g.output)], vectors, indexes, unindexed)
+    return vectors
