@@ -69,7 +69,8 @@ class OnlineView:
         self.path = Path(path)
         try:
             self._open()
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException, RuntimeError) as exc:
+            # (faiss reports a damaged index file as a RuntimeError)
             raise StorageError(f"cannot open the online view at {self.path}: {exc!r}") from exc
 
     def _open(self) -> None:
