@@ -123,14 +123,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     if args.prune or args.clear:
-        files, size = prune_cache(store, everything=args.clear)
+        files, size = prune_cache(store.catalog, everything=args.clear)
         done = {"deleted_files": files, "deleted_bytes": size}
         if args.json:
             print_json(done)
         else:
             print(f"deleted {files} cache file(s), {size / 1e6:.1f} MB")
         return 0
-    usage = [asdict(u) for u in cache_usage(store)]
+    usage = [asdict(u) for u in cache_usage(store.catalog)]
     if args.json:
         print_json(usage)
     elif not any(u["files"] for u in usage):
