@@ -148,7 +148,7 @@ class DuckDBEngine(Engine):
             reader = cur.sql(sql).to_arrow_reader(request.batch_size)
         except duckdb.Error as exc:
             _close(cur, restore)
-            raise QueryError(f"training-set query over {_groups(request)} failed: {exc}") from exc
+            raise QueryError(f"training-set query failed ({_groups(request)}): {exc}") from exc
         except BaseException:
             _close(cur, restore)
             raise
@@ -170,7 +170,7 @@ class _Reader:
             try:
                 yield from reader
             except (duckdb.Error, pa.ArrowException) as exc:
-                raise QueryError(f"training-set query over {what} failed: {exc}") from exc
+                raise QueryError(f"training-set query failed ({what}): {exc}") from exc
             finally:
                 done()  # type: ignore[operator]
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
