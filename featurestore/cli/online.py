@@ -246,7 +246,7 @@ def _nearest(args: argparse.Namespace, view: Any) -> int:
     kw: dict[str, Any] = {"k": args.k, "filter": flt, "exclude": exclude, "exact": args.exact}
     if args.url:
         source = view.client.view(args.query_group) if args.query_group else view
-        res = view.nearest(vector, key=_one_key(args, source), query_group=args.query_group, **kw)
+        res = view.nearest(vector, key=_one_key(args, source), query_view=args.query_group, **kw)
     else:
         qv = None
         if args.query_group:

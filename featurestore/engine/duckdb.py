@@ -20,7 +20,7 @@ from featurestore.engine.base import Cooccurrence, Engine, JoinRequest, Scan
 from featurestore.engine.duckdb_events import read_events
 from featurestore.engine.events import Events, EventSource
 from featurestore.engine.pit_sql import JoinGroup, build_sql, index_sql
-from featurestore.errors import InvalidData, QueryError, StorageError
+from featurestore.errors import EventsError, InvalidData, QueryError, StorageError
 from featurestore.storage.duck import Duck, literal, quote
 
 
@@ -53,7 +53,10 @@ class DuckDBEngine(Engine):
     # ---- pipelines ----------------------------------------------------------------------------------
     def read_events(self, source: EventSource, *, before: datetime | None = None,
                     weights: Mapping[str, float] | None = None) -> Events:
-        return read_events(source, before, weights=weights)
+        try:
+            return read_events(source, before, weights=weights)
+        except duckdb.Error as exc:  # a query or file failing after its schema was read
+            raise EventsError(f"cannot read events from {source.describe()}: {exc}") from exc
 
     def cooccurrence(self, events: Events, request: Cooccurrence) -> sp.csr_matrix:
         return counting.cooccurrence(events, window=request.window, min_count=request.min_count,
@@ -145,11 +148,11 @@ class DuckDBEngine(Engine):
             reader = cur.sql(sql).to_arrow_reader(request.batch_size)
         except duckdb.Error as exc:
             _close(cur, restore)
-            raise QueryError(f"training-set query failed: {exc}") from exc
+            raise QueryError(f"training-set query failed ({_groups(request)}): {exc}") from exc
         except BaseException:
             _close(cur, restore)
             raise
-        return _Reader.wrap(reader, lambda: _close(cur, restore))
+        return _Reader.wrap(reader, lambda: _close(cur, restore), _groups(request))
 
     def close(self) -> None:
         if self._duck is not None:
@@ -161,15 +164,22 @@ class _Reader:
     DuckDB's errors while streaming as :class:`QueryError`."""
 
     @staticmethod
-    def wrap(reader: pa.RecordBatchReader, done: contextlib.AbstractContextManager | object) -> pa.RecordBatchReader:
+    def wrap(reader: pa.RecordBatchReader, done: contextlib.AbstractContextManager | object,
+             what: str = "") -> pa.RecordBatchReader:
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 yield from reader
-            except duckdb.Error as exc:
-                raise QueryError(f"training-set query failed: {exc}") from exc
+            except (duckdb.Error, pa.ArrowException) as exc:
+                raise QueryError(f"training-set query failed ({what}): {exc}") from exc
             finally:
                 done()  # type: ignore[operator]
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _groups(request: JoinRequest) -> str:
+    """The feature groups and commits a join reads, for error messages (their files are named by the
+    storage errors themselves)."""
+    return ", ".join(f"{g.key} commit {g.commit}" for g in request.groups) or "the spine"
 
 
 def _close(cur: duckdb.DuckDBPyConnection, restore: str | None) -> None:

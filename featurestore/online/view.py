@@ -73,6 +73,7 @@ class OnlineView:
         except StorageError:
             raise
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException, RuntimeError) as exc:
+            # (faiss reports a damaged index file as a RuntimeError)
             raise StorageError(f"cannot open the online view at {self.path}: {exc!r}") from exc
 
     def _open(self, verify: bool) -> None:
@@ -158,9 +159,9 @@ class OnlineView:
 
         ``columns`` adds scalar columns (e.g. ``["n_events"]``) to the answer.
         """
-        if isinstance(keys, str | bytes | int) or not hasattr(keys, "__len__"):
-            raise InvalidQuery(f"get takes a sequence of keys; got {type(keys).__name__} (use view[key] "
-                               "for one)")
+        check_keys(keys)
+        if columns is not None:
+            check_columns(columns)
         rows = self.keys.rows(keys)
         found = rows >= 0
         all_found = bool(found.all())
@@ -315,10 +316,24 @@ class OnlineView:
     def _exclude_rows(self, exclude: Sequence[Any]) -> np.ndarray:
         if exclude is None or (hasattr(exclude, "__len__") and len(exclude) == 0):
             return np.zeros(0, np.int64)
-        if isinstance(exclude, str | bytes | int):
-            raise InvalidQuery(f"exclude takes a list of keys; got {exclude!r}")
+        check_keys(exclude, "exclude")
         rows = self.keys.rows(list(exclude))
         return rows[rows >= 0]
+
+
+def check_keys(keys: Any, what: str = "get") -> None:
+    """A batch of keys is a sequence (a bare key is a mistake): :class:`InvalidQuery` otherwise.
+    Shared with the HTTP client, so both transports refuse the same input with the same message."""
+    if isinstance(keys, str | bytes | int | float) or not hasattr(keys, "__len__") or isinstance(keys, Mapping):
+        raise InvalidQuery(f"{what} takes a sequence of keys; got {type(keys).__name__} {keys!r}"
+                           + (" (use view[key] for one)" if what == "get" else ""))
+
+
+def check_columns(columns: Any) -> None:
+    """``columns`` is a sequence of column names: :class:`InvalidQuery` otherwise."""
+    if isinstance(columns, str | bytes) or not hasattr(columns, "__iter__") or isinstance(columns, Mapping) \
+            or not all(isinstance(c, str) for c in columns):
+        raise InvalidQuery(f"columns takes a list of column names; got {columns!r}")
 
 
 def _mapped(path: Path) -> np.ndarray:

@@ -6,7 +6,7 @@ Example::
     items = Client("http://127.0.0.1:8000", token="...").view("item_embeddings")
     items.get(["i1", "i2"]).found
     items.nearest(key="i1", k=10, exclude=["i1"])
-    items.nearest(key="u7", query_group="user_embeddings")
+    items.nearest(key="u7", query_view="user_embeddings")   # or query_view=client.view("user_embeddings")
 
 Errors come back as the same featurestore exceptions the server raised (``KeyNotFound``,
 ``InvalidQuery``, ...); anything else as :class:`~featurestore.errors.ServeError`.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import featurestore.errors as errors
-from featurestore.online.view import Lookup, Neighbors
+from featurestore.online.view import Lookup, Neighbors, check_columns, check_keys
 
 
 class Client:
@@ -43,11 +43,17 @@ class Client:
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
+        import orjson
 
         try:
+            if "json" in kw:  # numpy scalars and datetimes (filters) as the in-process view takes them
+                kw["content"] = orjson.dumps(kw.pop("json"), option=orjson.OPT_SERIALIZE_NUMPY)
+                kw["headers"] = {"content-type": "application/json", **kw.get("headers", {})}
             r = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise errors.ServeError(f"{method} {path}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # a body that JSON cannot carry (a set, an int over 64 bits...)
+            raise errors.InvalidQuery(f"{method} {path}: the request cannot be sent as JSON: {exc}") from exc
         if r.status_code >= 400:
             try:
                 doc = r.json()
@@ -72,22 +78,52 @@ class Client:
 
 
 class RemoteView:
-    """A served feature group, used like :class:`~featurestore.online.view.OnlineView`."""
+    """A served feature group, used like :class:`~featurestore.online.view.OnlineView`: the same methods
+    with the same parameter names, answers and errors (``tests/test_transport_contract.py``), except
+    that ``rows`` in answers is -1 (row numbers are the server's) and the server's limits apply (keys
+    per request, ``k``, body size), answered with :class:`~featurestore.errors.InvalidQuery`."""
 
     def __init__(self, client: Client, name: str):
         self.client = client
         self.name = name
+        self._dim: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteView({self.name!r}, url={str(self.client.http.base_url)!r})"
 
     def info(self) -> dict[str, Any]:
         return self.client.request("GET", f"/feature-groups/{self.name}")
 
-    def get(self, keys: Sequence[Any], *, columns: Sequence[str] | None = None) -> Lookup:
+    def __len__(self) -> int:
+        return int(self.info()["rows"])
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return bool(self.get([key]).found[0])
+        except errors.InvalidQuery:
+            return False
+
+    def _dimension(self) -> int:
+        if self._dim is None:  # fixed per feature-group version: asked once, when no answer shows it
+            self._dim = int(self.info()["dim"])
+        return self._dim
+
+    def _lookup(self, keys: Sequence[Any], columns: Sequence[str] | None) -> dict[str, Any]:
+        check_keys(keys)
         body: dict[str, Any] = {"keys": list(keys)}
-        if columns:
+        if columns is not None:
+            check_columns(columns)
             body["columns"] = list(columns)
-        doc = self.client.request("POST", f"/feature-groups/{self.name}/lookup", json=body)
+        return self.client.request("POST", f"/feature-groups/{self.name}/lookup", json=body)
+
+    def get(self, keys: Sequence[Any], *, columns: Sequence[str] | None = None) -> Lookup:
+        doc = self._lookup(keys, columns)
         found = np.array(doc["found"], dtype=bool)
-        dim = next((len(v) for v in doc["vectors"] if v is not None), 0)
+        dim = next((len(v) for v in doc["vectors"] if v is not None), None)
+        if dim is None:
+            dim = self._dimension()
+        else:
+            self._dim = dim
         vectors = np.full((len(found), dim), np.nan, np.float32)
         for i, v in enumerate(doc["vectors"]):
             if v is not None:
@@ -96,25 +132,67 @@ class RemoteView:
                       doc.get("columns", {}))
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        hit = self.get([key])
-        if not hit.found[0]:
-            raise errors.KeyNotFound(f"{self.name} has no key {key!r}")
-        return hit.vectors[0]
+        doc = self._lookup([key], None)
+        if not doc["found"][0]:
+            raise errors.KeyNotFound(f"{doc['feature_group']} v{doc['version']} (commit {doc['commit']}) "
+                                     f"has no key {key!r}")
+        return np.asarray(doc["vectors"][0], np.float32)
 
-    def nearest(self, vector: Any = None, *, key: Any = None, query_group: str | None = None, k: int = 10,
-                filter: Mapping[str, Any] | None = None, exclude: Sequence[Any] = (),
+    def nearest(self, vector: Any = None, *, key: Any = None, query_view: RemoteView | str | None = None,
+                k: int = 10, filter: Mapping[str, Any] | None = None, exclude: Sequence[Any] = (),
                 exact: bool = False) -> Neighbors:
-        body: dict[str, Any] = {"k": k, "exact": exact}
+        """The ``k`` most similar rows to ``vector``, or to the vector of ``key`` (looked up in
+        ``query_view``, a served feature group or its name, when given)."""
+        if (vector is None) == (key is None):
+            raise errors.InvalidQuery("give exactly one of vector= or key=")
+        body = self._query(k, filter, exclude, exact)
         if vector is not None:
-            body["vector"] = np.asarray(vector, dtype=float).tolist()
-        elif query_group is not None:
-            body["query"] = {"feature_group": query_group, "key": key}
+            body["vector"] = _vector(vector, "the query vector", 1)
+        elif query_view is not None:
+            group = query_view.name if isinstance(query_view, RemoteView) else query_view
+            body["query"] = {"feature_group": group, "key": key}
         else:
             body["key"] = key
+        doc = self.client.request("POST", f"/feature-groups/{self.name}/nearest", json=body)
+        return _neighbors(doc)
+
+    def nearest_many(self, vectors: Any, *, k: int = 10, filter: Mapping[str, Any] | None = None,
+                     exclude: Sequence[Any] = (), exact: bool = False) -> list[Neighbors]:
+        """:meth:`nearest` for a batch of query vectors (n, dim): one answer per query."""
+        body = self._query(k, filter, exclude, exact)
+        body["vectors"] = _vector(vectors, "query vectors", 2)
+        doc = self.client.request("POST", f"/feature-groups/{self.name}/nearest", json=body)
+        return [_neighbors(r) for r in doc["results"]]
+
+    @staticmethod
+    def _query(k: Any, filter: Any, exclude: Any, exact: Any) -> dict[str, Any]:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise errors.InvalidQuery(f"k must be a positive integer; got {k!r}")
+        body: dict[str, Any] = {"k": int(k), "exact": exact}
+        if filter is not None and not isinstance(filter, Mapping):
+            raise errors.InvalidQuery(f"a filter is a mapping of column to condition; got {type(filter).__name__}")
         if filter:
             body["filter"] = dict(filter)
-        if exclude:
+        if exclude is not None and not (hasattr(exclude, "__len__") and len(exclude) == 0):
+            check_keys(exclude, "exclude")
             body["exclude"] = list(exclude)
-        doc = self.client.request("POST", f"/feature-groups/{self.name}/nearest", json=body)
-        return Neighbors(doc["keys"], np.array(doc["scores"], np.float32), np.full(len(doc["keys"]), -1),
-                         doc["exact"])
+        return body
+
+
+def _vector(value: Any, what: str, ndim: int) -> list[Any]:
+    """Query vector(s) as JSON lists, refused as the in-process view refuses them (NaN would become null)."""
+    try:
+        q = np.array(value, dtype=np.float64, ndmin=ndim)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidQuery(f"{what} must be numbers: {exc}") from exc
+    if q.ndim != ndim:
+        raise errors.InvalidQuery(f"{what} must be {'one vector' if ndim == 1 else 'a list of vectors'}; "
+                                  f"got shape {tuple(q.shape)}")
+    if not np.all(np.isfinite(q)):
+        raise errors.InvalidQuery(f"{what} hold{'s' if ndim == 1 else ''} NaN or infinity")
+    return q.tolist()
+
+
+def _neighbors(doc: dict[str, Any]) -> Neighbors:
+    return Neighbors(doc["keys"], np.array(doc["scores"], np.float32), np.full(len(doc["keys"]), -1, np.int64),
+                     doc["exact"])

@@ -37,8 +37,15 @@ def translated(what: str) -> Iterator[None]:
         raise CommitConflict(f"{what}: another writer committed first ({exc}); retry") from exc
     except TableNotFoundError as exc:
         raise StorageError(f"{what}: table not found ({exc})") from exc
-    except (DeltaError, OSError) as exc:
-        raise StorageError(f"{what}: {exc}") from exc
+    except (DeltaError, OSError, pa.ArrowException) as exc:  # a damaged data file is an Arrow error
+        raise StorageError(f"{what}: {_first_lines(exc)}") from exc
+
+
+def _first_lines(exc: BaseException) -> str:
+    """The message of a deltalake error without the native backtrace it may carry."""
+    lines = str(exc).splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.strip().startswith("0: ")), len(lines))
+    return "\n".join(lines[:cut]).strip() or type(exc).__name__
 
 
 def create(uri: str, schema: pa.Schema, *, name: str, description: str,

@@ -14,9 +14,10 @@ import contextlib
 import logging
 import threading
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import duckdb
+import pyarrow as pa
 
 from featurestore.errors import QueryError
 from featurestore.schema import FeatureGroupSpec
@@ -126,7 +127,83 @@ class Duck:
                     self._log(ddl)
                     cur.execute(ddl)
             self._log(sql)
-            return cur.sql(sql, params=params)
+            rel = cur.sql(sql, params=params)
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {exc}") from exc
+            raise _query_error(sql, exc) from exc
+        # a relation runs when it is read (.fetchall(), .df(), ...): its errors are translated then too
+        return rel if rel is None else cast(duckdb.DuckDBPyRelation, Relation(rel, sql))
+
+
+def _query_error(sql: str, exc: BaseException) -> QueryError:
+    text = " ".join(sql.split())
+    return QueryError(f"query failed: {exc}\n  query: {text[:300]}{'...' if len(text) > 300 else ''}")
+
+
+class Relation:
+    """A DuckDB relation from :meth:`Duck.query` whose errors, raised when it runs (reading a damaged
+    file, a failed cast), come back as :class:`QueryError` naming the query. Everything else is the
+    relation's own interface (``isinstance(rel, duckdb.DuckDBPyRelation)`` holds); methods returning a
+    relation return one of these, and Arrow readers report errors while streaming the same way."""
+
+    __slots__ = ("_rel", "_sql")
+
+    def __init__(self, rel: duckdb.DuckDBPyRelation, sql: str):
+        object.__setattr__(self, "_rel", rel)
+        object.__setattr__(self, "_sql", sql)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance(rel, duckdb.DuckDBPyRelation) still holds
+        return duckdb.DuckDBPyRelation
+
+    @property
+    def relation(self) -> duckdb.DuckDBPyRelation:
+        """The underlying DuckDB relation (its errors are DuckDB's)."""
+        return self._rel
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            out = fn(*args, **kwargs)
+        except duckdb.Error as exc:
+            raise _query_error(self._sql, exc) from exc
+        if isinstance(out, duckdb.DuckDBPyRelation) and not isinstance(out, Relation):
+            return Relation(out, self._sql)
+        if isinstance(out, pa.RecordBatchReader):
+            return _translated_reader(out, self._sql)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._rel, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: self._call(attr, *args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._rel, name, value)
+
+    def __repr__(self) -> str:
+        return cast(str, self._call(self._rel.__repr__))
+
+    def __str__(self) -> str:
+        return cast(str, self._call(self._rel.__str__))
+
+    def __len__(self) -> int:
+        return cast(int, self._call(self._rel.__len__))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._call(self._rel.__getitem__, name)
+
+    def __contains__(self, name: str) -> bool:
+        return cast(bool, self._call(self._rel.__contains__, name))
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self._call(self._rel.__arrow_c_stream__, requested_schema)
+
+
+def _translated_reader(reader: pa.RecordBatchReader, sql: str) -> pa.RecordBatchReader:
+    def batches() -> Any:
+        try:
+            yield from reader
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise _query_error(sql, exc) from exc
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 

@@ -53,12 +53,18 @@ class Root:
         return self.fs.get_file_info(self._path(rel)).type != pafs.FileType.NotFound
 
     def makedirs(self, rel: str) -> None:
-        self.fs.create_dir(self._path(rel), recursive=True)
+        try:
+            self.fs.create_dir(self._path(rel), recursive=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the folder {self.uri_of(rel)}: {exc}") from exc
 
     def listdir(self, rel: str) -> list[str]:
         """Names directly under ``rel`` (empty when it does not exist)."""
         sel = pafs.FileSelector(self._path(rel), allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(sel))
+        try:
+            return sorted(info.base_name for info in self.fs.get_file_info(sel))
+        except OSError as exc:
+            raise StorageError(f"cannot list the folder {self.uri_of(rel)}: {exc}") from exc
 
     def read_bytes(self, rel: str) -> bytes:
         try:
@@ -70,7 +76,12 @@ class Root:
             raise StorageError(f"cannot read {self.uri_of(rel)}: {exc}") from exc
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        """A JSON document; :class:`StorageError` naming the file when it is not valid JSON."""
+        raw = self.read_bytes(rel)
+        try:
+            return json.loads(raw)
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise StorageError(f"{self.uri_of(rel)} is not valid JSON: {exc}") from exc
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole file atomically: readers see the old content or the new, never a part."""

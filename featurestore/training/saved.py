@@ -36,6 +36,8 @@ MANIFEST = "manifest.json"
 DATA = "data.parquet"
 NAME = re.compile(r"^[a-z_][a-z0-9_\-]*$")
 _CHUNK = 1 << 16
+#: what every manifest holds (see :func:`save`)
+_MANIFEST_KEYS = ["name", "version", "rows", "columns", "spine", "pins", "params", "data"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,11 @@ class SavedTrainingSet:
     def to_arrow(self) -> pa.Table:
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.path)
+        try:
+            return pq.read_table(self.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read training set {self.name!r} v{self.version} from {self.path}: "
+                               f"{exc}") from exc
 
 
 def spine_hash(ts: TrainingSet) -> tuple[str, int]:
@@ -170,6 +176,12 @@ def load(store: Catalog, name: str, version: int | None = None) -> SavedTraining
         manifest = store.root.read_json(f"{rel}/{MANIFEST}")
     except FileNotFoundError as exc:
         raise TrainingSetNotFound(f"training set {name!r} v{version} has no manifest") from exc
+    except StorageError as exc:
+        raise StorageError(f"training set {name!r} v{version}: {exc}") from exc
+    missing = [k for k in _MANIFEST_KEYS if k not in manifest] if isinstance(manifest, dict) else _MANIFEST_KEYS
+    if missing:
+        raise StorageError(f"training set {name!r} v{version}: {store.root.uri_of(f'{rel}/{MANIFEST}')} is "
+                           f"damaged (no {', '.join(missing)})")
     return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
+from featurestore.errors import StorageError
 from featurestore.training.writer import write_behind
 
 CACHE_DIR = "_cache/vectors"
@@ -97,9 +98,12 @@ class VectorColumn:
     def _load(self, i: int) -> None:
         path = self._cache_path(self.files[i])
         if path and os.path.exists(path):
-            mat = np.load(path, mmap_mode="r")
             vpath = path.removesuffix(".npy") + ".valid.npy"
-            valid = np.load(vpath) if os.path.exists(vpath) else None
+            try:
+                mat = np.load(path, mmap_mode="r")
+                valid = np.load(vpath) if os.path.exists(vpath) else None
+            except (OSError, ValueError):  # a damaged cache is only a missed speed-up: decode again
+                mat, valid = np.zeros((0, 0), np.float32), None
             if mat.shape == (self.offsets[i + 1] - self.offsets[i], self.dim):
                 if int(self.offsets[-1]) * self.dim * 4 <= _memory_bytes() // 8:  # else fault on demand
                     _prefault(mat)
@@ -120,10 +124,13 @@ class VectorColumn:
         import pyarrow.parquet as pq
 
         source: Any = file
-        if not self.store.root.local:
-            fs, path = pafs.FileSystem.from_uri(file)
-            source = fs.open_input_file(path)
-        table = pq.ParquetFile(source).read(columns=[self.column], use_threads=False).rename_columns(["v"])
+        try:
+            if not self.store.root.local:
+                fs, path = pafs.FileSystem.from_uri(file)
+                source = fs.open_input_file(path)
+            table = pq.ParquetFile(source).read(columns=[self.column], use_threads=False).rename_columns(["v"])
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read {self.column} of {self.table} from {file}: {exc}") from exc
         arr = table.column("v").combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
         offsets = arr.offsets.to_numpy()
         if arr.null_count == 0 and np.all(np.diff(offsets) == self.dim):
