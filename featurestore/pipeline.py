@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 import threading
 import time
@@ -480,9 +482,6 @@ def _codes(all_ids: np.ndarray, subset: np.ndarray) -> np.ndarray:
 def load_pipeline(path: str) -> Pipeline:
     """The pipeline defined by a Python file: its module-level ``pipeline`` (a :class:`Pipeline`), or
     the result of calling its ``build_pipeline()``."""
-    import importlib.util
-    import os
-
     if not os.path.isfile(path):
         raise PipelineError(f"no pipeline file {path!r}")
     name = "featurestore_pipeline_" + os.path.splitext(os.path.basename(path))[0]

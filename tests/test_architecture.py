@@ -143,3 +143,18 @@ def test_the_layers_are_documented(doc):
     text = path.read_text()
     for layer in ("cli", "server", "store", "training", "online", "feature_group", "engine", "storage", "schema"):
         assert layer in text, f"{doc} does not mention the {layer} layer"
+
+
+def test_the_package_imports_its_own_modules_at_module_level():
+    """Lazy imports are for heavy third-party libraries only; our own modules are imported at the top, so
+    the import graph (and import-linter) sees every arrow."""
+    late = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(fn):
+                    name = (node.module if isinstance(node, ast.ImportFrom) else
+                            node.names[0].name if isinstance(node, ast.Import) else None)
+                    if name and name.split(".")[0] == "featurestore":
+                        late.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {name}")
+    assert late == []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any
 
+from featurestore import demo
+from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV
 from featurestore.cli._common import CLIError, command, open_store, parse_commit, parse_time, print_json, print_table
 from featurestore.errors import FeatureStoreError
 from featurestore.feature_group import Commit
@@ -188,9 +192,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     table = rel.to_arrow_table()
     if args.format == "csv":
-        import io
-
-        import pyarrow.csv as pcsv
+        import pyarrow.csv as pcsv  # only for --format csv
 
         buf = io.BytesIO()
         pcsv.write_csv(_csv_safe(table), buf)
@@ -241,10 +243,6 @@ def register_demo(sub: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import os
-
-    from featurestore import demo
-    from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV
 
     if args.days < 1:
         raise CLIError("--days must be at least 1")

@@ -21,6 +21,12 @@ from featurestore.cli._common import (
     print_json,
     print_table,
 )
+from featurestore.online.build import materialize
+from featurestore.online.open import resolve_commit
+from featurestore.server.app import serve
+from featurestore.server.client import Client
+from featurestore.server.reload import ReloadPolicy
+from featurestore.server.wire import Limits
 
 
 def register(sub: Any) -> None:
@@ -92,8 +98,6 @@ def _open_view(args: argparse.Namespace, name: str, check: Any = None) -> Any:
         if args.commit is not None or args.commit_time is not None or args.version is not None:
             raise CLIError("--commit, --commit-time and --version pin a local view; a server serves what it "
                            "serves")
-        from featurestore.server.client import Client
-
         return Client(args.url, token=args.token or os.environ.get("FEATURESTORE_TOKEN")).view(name)
     store = open_store(args)
     commit, commit_time = parse_commit(args.commit), parse_time(args.commit_time, "--commit-time")
@@ -116,8 +120,6 @@ def _typed_keys(args: argparse.Namespace, key_type: str | None, raw: list[str]) 
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from featurestore.online.build import materialize
-    from featurestore.online.open import resolve_commit
 
     logging.getLogger("featurestore.online").setLevel(logging.INFO)
     store = open_store(args)
@@ -138,9 +140,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from featurestore.server.app import serve
-    from featurestore.server.reload import ReloadPolicy
-    from featurestore.server.wire import Limits
 
     groups = None
     if args.group:

@@ -6,10 +6,13 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from featurestore.cli._common import CLIError, command, open_store, print_json
+from featurestore.engine.events import Columns, EventSource
+from featurestore.pipeline import Pipeline, load_pipeline, parse_every
 
 
 def register(sub: Any) -> None:
@@ -77,10 +80,6 @@ def default_name(events: str | None) -> str:
 
 def build(args: argparse.Namespace) -> Any:
     """The pipeline the arguments describe."""
-    from dataclasses import replace
-
-    from featurestore.engine.events import Columns, EventSource
-    from featurestore.pipeline import Pipeline, load_pipeline
 
     base = load_pipeline(args.pipeline) if args.pipeline else None
     if base is None and not (args.events or args.query):
@@ -108,8 +107,6 @@ def build(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from featurestore.pipeline import parse_every
-
     pipeline = build(args)
     store = open_store(args)
     show = None if not args.quiet else False

@@ -7,10 +7,12 @@ import json
 import re
 import sys
 import time
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from featurestore.cli._common import CLIError, command, open_store, print_json, print_table
+from featurestore.training import cache_usage, prune_cache
 
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>us|ms|s|m|h|d|w)$")
 _UNITS = {"us": "microseconds", "ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours",
@@ -117,9 +119,6 @@ def cmd_training_set(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from featurestore.training import cache_usage, prune_cache
 
     store = open_store(args)
     if args.prune or args.clear:

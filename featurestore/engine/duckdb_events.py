@@ -71,15 +71,19 @@ def read_events(source: EventSource, before: datetime | None = None, *,
         con.sql("SET enable_progress_bar = false")  # DuckDB would draw it on stdout
     try:
         return _load(source, con, before, weights)
+    except duckdb.Error as exc:
+        raise EventsError(f"cannot read events from {source.describe()}: {exc}") from exc
     finally:
         if own:
             con.close()
-        else:  # leave the caller's connection as it was
+        else:  # leave the caller's connection as it was (a failed cleanup must not hide the real error)
             for name in ("_ev", "_ents", "_items"):
-                con.sql(f"DROP TABLE IF EXISTS {name}")
+                with contextlib.suppress(duckdb.Error):
+                    con.sql(f"DROP TABLE IF EXISTS {name}")
             for name in ("_weights", "_events_input"):
                 with contextlib.suppress(duckdb.Error):
                     con.unregister(name)
+
 
 def _load(source: EventSource, con: duckdb.DuckDBPyConnection, before: datetime | None,
           weights: Mapping[str, float] | None) -> Events:

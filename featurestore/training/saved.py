@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -139,8 +140,6 @@ def _claim(store: Catalog, rel: str, data: str, manifest: dict[str, Any]) -> boo
         os.makedirs(staging)
         try:
             shutil.copyfile(data, f"{staging}/{DATA}")
-            import json
-
             with open(f"{staging}/{MANIFEST}", "w") as f:
                 json.dump(manifest, f, indent=2, sort_keys=True, default=str)
             try:

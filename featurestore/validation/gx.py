@@ -13,37 +13,52 @@ import json
 import os
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before the import: never phone home
-with warnings.catch_warnings():  # its import-time deprecation noise is not our users' concern
-    warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.simplefilter("ignore", PendingDeprecationWarning)
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
+if TYPE_CHECKING:
+    import pandas as pd
 
 from featurestore.errors import ValidationError
 from featurestore.validation.report import CheckResult
 
 _lock = threading.Lock()
+_load_lock = threading.Lock()
 _state: dict[str, Any] = {}
 _SHOW = 5  # unexpected values kept in a report
+
+
+def load() -> Any:
+    """great_expectations, imported on first use. Its import takes about 2 s, so it is the one library
+    imported late: neither ``import featurestore`` nor serving pays it, and a pipeline starts it in the
+    background while its model fits (:mod:`featurestore.validation.preload`)."""
+    with _load_lock:
+        ge = _state.get("ge")
+        if ge is None:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before the import: never phone home
+            with warnings.catch_warnings():  # its import-time deprecation noise is not our users' concern
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", PendingDeprecationWarning)
+                import great_expectations
+                import great_expectations.data_context.types.base
+            ge = _state["ge"] = great_expectations
+        return ge
+
+
+def loaded() -> bool:
+    """Whether great_expectations has been imported (by :func:`load`)."""
+    return "ge" in _state
 
 
 def _batch_definition() -> Any:
     """The process's ephemeral context and its one pandas dataframe batch definition (created once)."""
     bd = _state.get("batch_definition")
     if bd is None:
-        config = DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
+        gx = load()
+        types = gx.data_context.types.base
+        config = types.DataContextConfig(
+            store_backend_defaults=types.InMemoryStoreBackendDefaults(),
             analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+            progress_bars=types.ProgressBarsConfig(globally=False, metric_calculations=False),
         )
         context = gx.get_context(project_config=config, mode="ephemeral")
         asset = context.data_sources.add_pandas("featurestore").add_dataframe_asset("batch")
@@ -52,10 +67,10 @@ def _batch_definition() -> Any:
     return bd
 
 
-def to_suite(document: dict[str, Any]) -> gx.ExpectationSuite:
+def to_suite(document: dict[str, Any]) -> Any:
     """A great_expectations ExpectationSuite from its JSON form (see :mod:`.suite`)."""
     try:
-        return gx.ExpectationSuite(name=document["name"], expectations=list(document["expectations"]),
+        return load().ExpectationSuite(name=document["name"], expectations=list(document["expectations"]),
                                    meta=dict(document.get("meta") or {}))
     except Exception as exc:
         raise ValidationError(f"great_expectations rejected the suite {document.get('name')!r}: {exc}") from exc
@@ -81,7 +96,7 @@ def _definition(document: dict[str, Any]) -> Any:
             raise ValidationError(f"great_expectations dropped expectations of suite {document['name']!r}")
         suite = context.suites.add(suite)
         vd = defs[digest] = context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=bd, suite=suite))
+            load().ValidationDefinition(name=name, data=bd, suite=suite))
     return vd
 
 

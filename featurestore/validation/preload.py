@@ -11,14 +11,14 @@ import sys
 import threading
 from collections.abc import Sequence
 
-_MODULE = "featurestore.validation.gx"
+from featurestore.validation import gx
 
 
 def start(first: Sequence[str] = ()) -> threading.Thread | None:
-    """Start importing the modules ``first`` and then the great_expectations adapter, unless all are
-    loaded; join the thread when done."""
-    modules = [m for m in (*first, _MODULE) if m not in sys.modules]
-    if not modules:
+    """Start importing the modules ``first`` and then great_expectations, unless all are loaded; join
+    the thread when done."""
+    modules = [m for m in first if m not in sys.modules]
+    if not modules and gx.loaded():
         return None
     thread = threading.Thread(target=_load, args=(modules,), name="featurestore-preload", daemon=True)
     thread.start()
@@ -31,3 +31,7 @@ def _load(modules: list[str]) -> None:
             importlib.import_module(name)
         except Exception:  # whoever needs it imports it again and reports the error there
             continue
+    try:
+        gx.load()
+    except Exception:  # the validation that needs it loads it again and reports the error there
+        return
