@@ -8,7 +8,7 @@ same Parquet data, in the same run; every side is checked against a reference jo
 
 Each side runs in its own child process: wall time of the call (not the interpreter start) and the
 child's peak RSS (VmHWM polled from /proc every 50 ms). On the first spine our Arrow side runs
-``--repeat`` times (default 3) with no join index (each the first training set over the commits: it
+``--repeat`` times (default 3) with no join cache (each the first training set over the commits: it
 leaves the index behind, deleted again before the next), then ``--repeat`` times with it, then once
 with the whole training-set cache deleted; Feast's
 duckdb store runs ``--repeat`` times. Each run is a fresh process; the median is reported.
@@ -285,12 +285,12 @@ def main() -> None:
             ref = reference(spine, keys, commits)
             os.sync()  # the GBs just written go to disk now, not during the first timed run
             # "arrow-first": the first training set after the inserts (they cached each file's vectors;
-            # it reads the Parquet files and leaves a join index behind); "arrow": later ones (they map it);
+            # it reads the Parquet files and leaves a join cache behind); "arrow": later ones (they map it);
             # "arrow-cold": the whole cache deleted, so every vector is decoded from Parquet again
             modes = ["arrow-first", "arrow", "arrow-cold", "parquet"] if n == spines[0] else ["parquet"]
             for mode in modes:
                 out = work / f"ours_{n}_{mode}.parquet"
-                if mode == "arrow-cold":  # no decoded vectors or join index on disk: rebuild them all
+                if mode == "arrow-cold":  # no decoded vectors or join cache on disk: rebuild them all
                     shutil.rmtree(work / "store" / "_cache", ignore_errors=True)
                 cmd = [sys.executable, __file__, "--child", str(work), str(spine), str(out),
                        mode.removesuffix("-first")]

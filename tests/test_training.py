@@ -125,12 +125,12 @@ def test_matches_reference_join(data: st.DataObject) -> None:
                            "t": pd.Series(local, dtype=f"datetime64[us, {zone}]" if zone else "datetime64[us]"),
                            "label": np.arange(len(spine))})
         features = ["ga:1:x,vec,event_time", "gb:1:x,vec,event_time"]
-        store.training_set(df, features, event_time="t").to_arrow()  # leaves a join index per group behind
+        store.training_set(df, features, event_time="t").to_arrow()  # leaves a join cache per group behind
         flush_cache_writes()
         for known_at, indexed in itertools.product(("latest", "spine"), (True, False)):
-            store.join_caches = indexed  # the sorted join index and the Parquet files give the same rows
+            store.join_caches = indexed  # the sorted join cache and the Parquet files give the same rows
             ts = store.training_set(df, features, event_time="t", ttl=ttl, known_at=known_at)
-            assert ("{index" in ts.sql) == indexed  # ga always has rows: its index was left behind
+            assert ("{cache" in ts.sql) == indexed  # ga always has rows: its join cache was left behind
             got = ts.to_arrow()
             assert got.column("label").to_pylist() == list(range(len(spine)))  # order and every row kept
             want = reference(stored, spine, ttl, known_at)
@@ -336,7 +336,7 @@ def test_sql_is_visible_and_query_errors_are_translated(items: FeatureStore) -> 
     assert "ASOF LEFT JOIN" in ts.sql
     # a data file gone between planning and running: the engine's error arrives as a QueryError
     gone = tuple(f + ".gone" for f in ts._request.groups[0].files)
-    ts._request = replace(ts._request, groups=(replace(ts._request.groups[0], files=gone, index=None),),
+    ts._request = replace(ts._request, groups=(replace(ts._request.groups[0], files=gone, cache=None),),
                           caches={})
     with pytest.raises(QueryError, match="training-set query failed"):
         ts.to_arrow()
@@ -454,10 +454,10 @@ def _files_under(folder: Path) -> dict[str, int]:
 
 
 def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> None:
-    """The first training set over a commit sorts its rows into a join index; later ones map it
+    """The first training set over a commit sorts its rows into a join cache; later ones map it
     (same file), a damaged one is rebuilt, at most KEEP are kept per feature group version, and
     every result equals the one read straight from the Parquet files."""
-    from featurestore.training import join_cache as training_index
+    from featurestore.training import join_cache
 
     store = FeatureStore(tmp_path / "s")
     store.apply([_spec("ga", "k", "string")])
@@ -486,19 +486,19 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
     index = folder / next(iter(built))
     index.write_bytes(b"not an arrow file")
     assert run().equals(first)
-    assert training_index.index_files(str(index)) == [Path(f).name for f in fg.files()]  # rebuilt
+    assert join_cache.join_cache_sources(str(index)) == [Path(f).name for f in fg.files()]  # rebuilt
     pins = store.training_set(spine, ["ga:1"], event_time="t").pins
-    for c in range(1, training_index.KEEP + 2):  # a new commit: a new index, the oldest ones dropped
+    for c in range(1, join_cache.KEEP + 2):  # a new commit: a new index, the oldest ones dropped
         fg.insert(_batch("k", "string", [(k, T0 + timedelta(days=c), float(c)) for k in range(0, 5, 2)], commit=c))
         assert run().equals(plain())
-        assert len(_files_under(folder)) == min(c + 1, training_index.KEEP)
+        assert len(_files_under(folder)) == min(c + 1, join_cache.KEEP)
     assert run(pins=pins).equals(first)  # an old commit's index is built again when needed
     assert plain(pins=pins).equals(first)
     # a group with an index gets its new commit's index at insert, so the next training set maps one
     fg.insert(_batch("k", "string", [(1, T0 + timedelta(days=20), 9.0)], commit=99))
     flush_cache_writes()
     ts = store.training_set(spine, ["ga:1"], event_time="t")
-    assert "{index0}" in ts.sql and ts.to_arrow().equals(plain())
+    assert "{cache0}" in ts.sql and ts.to_arrow().equals(plain())
     # a group never read into a training set gets none
     store.apply([_spec("gz", "k", "string")])
     store.feature_group("gz").insert(_batch("k", "string", [(1, T0, 1.0)]))
@@ -508,10 +508,10 @@ def test_join_index_is_built_once_reused_rebuilt_and_bounded(tmp_path: Path) -> 
 
 
 def test_int_keys_are_narrowed_in_the_index_only_when_they_fit(tmp_path: Path) -> None:
-    """An int64 key whose values fit in int32 is stored as int32 in the join index; a spine key out of
+    """An int64 key whose values fit in int32 is stored as int32 in the join cache; a spine key out of
     that range then matches nothing (it is never wrapped onto a small key), and a group with a key
     beyond int32 keeps int64 and joins it."""
-    from featurestore.training import join_cache as training_index
+    from featurestore.training import join_cache
 
     store = FeatureStore(tmp_path / "s")
     store.apply([_spec("small", "u", "int64"), _spec("big", "u", "int64")])
@@ -526,20 +526,20 @@ def test_int_keys_are_narrowed_in_the_index_only_when_they_fit(tmp_path: Path) -
         return out
 
     first = run()  # from the Parquet files
-    second = run()  # from the join indexes
+    second = run()  # from the join caches
     assert first == second
     assert second["small__x"] == [1.0, None, None, None]
     assert second["big__x"] == [1.0, None, None, 2.0]
     ts = store.training_set(spine, ["small:1:x", "big:1:x"], event_time="t")
-    assert "TRY_CAST" in ts.sql and ts.sql.count("{index") == 2  # both groups read from their indexes
+    assert "TRY_CAST" in ts.sql and ts.sql.count("{cache") == 2  # both groups read from their join caches
 
     def index_of(name: str) -> pa.Table:
         (path,) = (tmp_path / "s" / "_cache" / "joins" / name / "v1").iterdir()
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_file(source).read_all()
 
-    assert training_index.has_key32(index_of("small"))
-    assert not training_index.has_key32(index_of("big"))
+    assert join_cache.has_key32(index_of("small"))
+    assert not join_cache.has_key32(index_of("big"))
     store.close()
 
 
@@ -559,7 +559,7 @@ def test_arrow_results_do_not_import_pandas(items: FeatureStore, tmp_path: Path)
         "from featurestore import FeatureStore\n"
         "from featurestore.training import flush_cache_writes\n"
         f"store = FeatureStore({str(items.root.uri)!r})\n"
-        "for _ in range(2):  # the first leaves the join index behind, the second maps it\n"
+        "for _ in range(2):  # the first leaves the join cache behind, the second maps it\n"
         f"    for spine in ({str(spine)!r}, pq.ParquetFile({str(spine)!r}).read()):\n"
         "        got = store.training_set(spine, ['item_embeddings:1'], event_time='ts').to_arrow()\n"
         "        vec = got.column('item_embeddings__embedding')\n"

@@ -19,7 +19,7 @@ from featurestore.engine import counting
 from featurestore.engine.base import Cooccurrence, Engine, JoinRequest, Scan
 from featurestore.engine.duckdb_events import read_events
 from featurestore.engine.events import Events, EventSource
-from featurestore.engine.pit_sql import JoinGroup, build_sql, index_sql
+from featurestore.engine.pit_sql import JoinGroup, build_sql, join_cache_sql
 from featurestore.errors import EventsError, InvalidData, QueryError, StorageError
 from featurestore.storage.duck import Duck, literal, quote
 
@@ -128,7 +128,7 @@ class DuckDBEngine(Engine):
     def join_cache_rows(self, group: JoinGroup) -> pa.Table:
         with self._cursor() as cur:
             try:
-                return cur.sql(index_sql(group)).to_arrow_table()
+                return cur.sql(join_cache_sql(group)).to_arrow_table()
             except duckdb.Error as exc:
                 raise StorageError(f"sorting the rows of {group.key} commit {group.commit}: {exc}") from exc
 

@@ -2,7 +2,7 @@
 time, scalar features, a row position for vectors) made unique per (key, join time), then one ASOF LEFT
 JOIN per group on the spine's keys and time, in spine order. Only the join's inputs go through the
 joins: the spine's other columns are attached afterwards, and the vectors gathered by row position.
-A group's rows come from its sorted join index when there is one (:mod:`featurestore.training.join_cache`),
+A group's rows come from its sorted join cache when there is one (:mod:`featurestore.training.join_cache`),
 else straight from its Parquet files. This is DuckDB SQL; see :mod:`featurestore.training` for the semantics."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class JoinGroup:
     columns: tuple[str, ...]  # feature group columns taken
     output: tuple[str, ...]  # their names in the result
     ttl: timedelta | None
-    index: str | None = None  # placeholder of the sorted join index relation ("{index0}"), if one is used
+    cache: str | None = None  # placeholder of the sorted join cache relation ("{cache0}"), if one is used
     key32: bool = False  # the index stores the (single, int64) key as int32: the spine's is cast to match
 
     @property
@@ -110,25 +110,25 @@ def _source_sql(i: int, g: JoinGroup) -> str:
             f"JOIN {_offsets_sql(g.files, g.offsets)} o ON o.file = s.filename WHERE s.{e} IS NOT NULL")
 
 
-def index_columns(spec: FeatureGroupSpec) -> tuple[str, ...]:
-    """The columns a join index holds, in :func:`index_sql`'s naming: every scalar feature."""
+def join_cache_columns(spec: FeatureGroupSpec) -> tuple[str, ...]:
+    """The columns a join cache holds, in :func:`join_cache_sql`'s naming: every scalar feature."""
     vectors = {f.name for f in spec.vector_features}
     return tuple(f.name for f in spec.features if f.name not in vectors)
 
 
-def index_sql(g: JoinGroup) -> str:
+def join_cache_sql(g: JoinGroup) -> str:
     """All narrow rows of ``g``'s commit (keys, event time, ingestion time, every scalar feature, the
-    row position), sorted by (keys, event time): what a join index stores. Columns are named as
+    row position), sorted by (keys, event time): what a join cache stores. Columns are named as
     :func:`_source_sql` names them for group 0 with every scalar feature selected (``__k0_<j>``,
     ``__e0``, ``__i0``, ``__c0_<j>``, ``__p0``)."""
-    full = replace(g, columns=(*index_columns(g.spec), *(f.name for f in g.spec.vector_features[:1])))
+    full = replace(g, columns=(*join_cache_columns(g.spec), *(f.name for f in g.spec.vector_features[:1])))
     order = ", ".join([*(f"__k0_{j}" for j in range(len(g.spec.key_names))), "__e0"])
     return f"SELECT * FROM ({_source_sql(0, full)}) ORDER BY {order}"
 
 
-def _indexed_sql(i: int, g: JoinGroup) -> str:
-    """``_source_sql(i, g)`` over the group's join index (``g.index``) instead of its Parquet files."""
-    stored = index_columns(g.spec)
+def _cached_sql(i: int, g: JoinGroup) -> str:
+    """``_source_sql(i, g)`` over the group's join cache (``g.cache``) instead of its Parquet files."""
+    stored = join_cache_columns(g.spec)
     cols = [f"__k0_{j} AS __k{i}_{j}" for j in range(len(g.spec.key_names))]
     cols += [f"__e0 AS __e{i}", f"__i0 AS __i{i}"]
     vectors = set(g.vector_columns)
@@ -137,13 +137,13 @@ def _indexed_sql(i: int, g: JoinGroup) -> str:
             cols.append(f"{'__e0' if c == g.spec.event_time else f'__c0_{stored.index(c)}'} AS __c{i}_{j}")
     if vectors:
         cols.append(f"__p0 AS __p{i}")
-    return f"SELECT {', '.join(cols)} FROM {g.index}"
+    return f"SELECT {', '.join(cols)} FROM {g.cache}"
 
 
 def _group_cte(i: int, g: JoinGroup, known_at: KnownAt) -> str:
     """The feature rows of one group as the ASOF join's right side: unique per (key, join time)."""
     kcols = ", ".join(f"__k{i}_{j}" for j in range(len(g.spec.key_names)))
-    src = _indexed_sql(i, g) if g.index else _source_sql(i, g)
+    src = _cached_sql(i, g) if g.cache else _source_sql(i, g)
     if known_at == "latest":
         if g.disjoint:  # no (key, event_time) appears twice: nothing to dedupe
             return f"g{i} AS (SELECT *, __e{i} AS __t{i} FROM ({src}))"
@@ -166,7 +166,7 @@ def _group_cte(i: int, g: JoinGroup, known_at: KnownAt) -> str:
 
 def build_sql(groups: list[JoinGroup], event_time: str, known_at: KnownAt) -> str:
     """The whole query: spine -> one ASOF LEFT JOIN per group -> the groups' columns in spine order.
-    ``{spine}`` is a placeholder for the registered spine relation, ``{index<i>}`` for group i's join
+    ``{spine}`` is a placeholder for the registered spine relation, ``{cache<i>}`` for group i's join
     index; only the spine's keys and time enter the joins (its other columns are not carried through
     them), and vector columns come out as row positions."""
     needed = dict.fromkeys([k for g in groups if not g.key32 for k in g.spine_keys])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from featurestore.catalog import Catalog
 from featurestore.feature_group import Committed, FeatureGroup
-from featurestore.training.join_cache import INDEX_DIR, index_files, refresh_behind
+from featurestore.training.join_cache import JOIN_CACHE_DIR, join_cache_sources, refresh_behind
 from featurestore.training.vectors import CACHE_DIR, cache_inserted
 from featurestore.training.writer import flush_cache_writes
 
@@ -30,7 +30,7 @@ def install_training_hooks(catalog: Catalog) -> None:
 @dataclass(frozen=True)
 class CacheUsage:
     """The training-set cache of one feature group version, of one kind (vector copies or join
-    indexes): files, bytes, and those whose data files are gone."""
+    caches): files, bytes, and those whose data files are gone."""
 
     table: str  # "<name>/v<version> (vectors)" or "<name>/v<version> (joins)"
     files: int
@@ -41,9 +41,9 @@ class CacheUsage:
 
 def _cache_entries(store: Catalog) -> dict[str, list[tuple[str, bool]]]:
     """"<name>/v<version> (<kind>)" -> [(cache file path, its data files still exist)] for a local
-    store: the vector copies ("vectors") and the sorted join indexes ("joins")."""
+    store: the vector copies ("vectors") and the sorted join caches ("joins")."""
     out: dict[str, list[tuple[str, bool]]] = {}
-    for kind, sub in (("vectors", CACHE_DIR), ("joins", INDEX_DIR)):
+    for kind, sub in (("vectors", CACHE_DIR), ("joins", JOIN_CACHE_DIR)):
         base = os.path.join(store.root.uri, sub)
         if not store.root.local or not os.path.isdir(base):
             continue
@@ -59,7 +59,7 @@ def _cache_entries(store: Catalog) -> dict[str, list[tuple[str, bool]]]:
                     if f.endswith(".tmp"):  # being written, or left by a killed writer an hour ago or more
                         entries.append((path, time.time() - os.path.getmtime(path) < 3600))
                     elif kind == "joins":  # alive while every data file it was built from exists
-                        built_from = index_files(path)
+                        built_from = join_cache_sources(path)
                         entries.append((path, built_from is not None and all(
                             os.path.exists(os.path.join(data, d)) for d in built_from)))
                     else:  # "<data file name without .parquet>.<column>[.valid].npy"

@@ -15,7 +15,7 @@ from featurestore.catalog import Catalog
 from featurestore.engine.pit_sql import JoinGroup, _file_layout
 from featurestore.errors import FeatureGroupNotFound, InvalidData, SpineError
 from featurestore.schema import FeatureGroupSpec
-from featurestore.training.join_cache import has_key32, join_index
+from featurestore.training.join_cache import has_key32, load_join_cache
 from featurestore.training.refs import FeatureRef
 from featurestore.training.spine import SpineSource
 
@@ -139,17 +139,17 @@ def _ttl_of(ttl: Ttl, ref: FeatureRef) -> timedelta | None:
 def attach_join_caches(store: Catalog, groups: list[JoinGroup]
                        ) -> tuple[list[JoinGroup], dict[str, pa.Table], list[JoinGroup]]:
     """The groups reading a join cache where one exists (local stores with join caches on), the caches by
-    placeholder (``"{index<i>}"``), and the groups with files but no cache yet (built once the set is out)."""
+    placeholder (``"{cache<i>}"``), and the groups with files but no cache yet (built once the set is out)."""
     groups = list(groups)
-    indexes: dict[str, pa.Table] = {}
-    unindexed: list[JoinGroup] = []
+    caches: dict[str, pa.Table] = {}
+    uncached: list[JoinGroup] = []
     if not (store.root.local and store.join_caches):
-        return groups, indexes, unindexed
+        return groups, caches, uncached
     for i, g in enumerate(groups):
-        table = join_index(store, g)
+        table = load_join_cache(store, g)
         if table is not None:
-            groups[i] = replace(g, index=f"{{index{i}}}", key32=has_key32(table))
-            indexes[f"{{index{i}}}"] = table
+            groups[i] = replace(g, cache=f"{{cache{i}}}", key32=has_key32(table))
+            caches[f"{{cache{i}}}"] = table
         elif g.files:
-            unindexed.append(g)
-    return groups, indexes, unindexed
+            uncached.append(g)
+    return groups, caches, uncached

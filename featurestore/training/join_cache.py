@@ -1,23 +1,23 @@
-"""Join indexes: a commit's narrow feature rows, sorted by (keys, event time), kept on disk.
+"""Join caches: a commit's narrow feature rows, sorted by (keys, event time), kept on disk.
 
 An ASOF join sorts both of its sides by (key, time). The feature side is the big one (every row of
 every commit: 3M rows for 30 commits of 100k keys) and it is the same for every training set read
-from one commit, so it is sorted once and kept: a join index holds the keys, event time, ingestion
+from one commit, so it is sorted once and kept: a join cache holds the keys, event time, ingestion
 time, every scalar feature and the row position (where the vectors are gathered from) of one
 commit's files, sorted, as an uncompressed Arrow IPC file that is memory-mapped on reuse. DuckDB's
 ASOF join over already-sorted rows measured 1.5x less CPU than over the Parquet files, which it has to
-decode and sort each time; the ASOF join and its semantics are unchanged (the index is its input).
+decode and sort each time; the ASOF join and its semantics are unchanged (the join cache is its input).
 
-Delta data files are immutable, so an index named by its commit's file list is valid for as long as
+Delta data files are immutable, so a join cache named by its commit's file list is valid for as long as
 those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<version>/``. The first
 training set over a commit runs on the Parquet files as before and, once its result is out, queues the
-index build for the cache writer thread of :mod:`featurestore.training.vectors` (the interpreter waits
+join-cache build for the cache writer thread of :mod:`featurestore.training.vectors` (the interpreter waits
 for it at exit; :func:`~featurestore.training.vectors.flush_cache_writes` waits explicitly); later
-training sets map the index. Once a feature group has an index, each insert queues the index of its
+training sets map the join cache. Once a feature group has a join cache, each insert queues the join cache of its
 new commit the same way (:func:`refresh_behind`), so a pipeline's next training set maps one too. At
-most :data:`KEEP` indexes are kept per feature group version, the most
+most :data:`KEEP` join caches are kept per feature group version, the most
 recently used; ``featurestore cache`` shows them and ``--prune`` / ``--clear`` delete them. Object-store
-roots keep no index and read the Parquet files directly. Keys and row positions are stored as int32
+roots keep no join cache and read the Parquet files directly. Keys and row positions are stored as int32
 when every value fits (:func:`narrow`).
 """
 
@@ -37,12 +37,12 @@ from featurestore.errors import FeatureStoreError
 from featurestore.feature_group import FeatureGroup
 from featurestore.training.writer import write_behind
 
-INDEX_DIR = "_cache/joins"
-KEEP = 4  # join indexes kept per feature group version (most recently used first)
-_FORMAT = "1"  # bump when the stored columns change: older indexes are then rebuilt
+JOIN_CACHE_DIR = "_cache/joins"
+KEEP = 4  # join caches kept per feature group version (most recently used first)
+_FORMAT = "1"  # bump when the stored columns change: older join caches are then rebuilt
 
 
-_FILES = b"featurestore.files"  # schema metadata: the data file names an index was built from
+_FILES = b"featurestore.files"  # schema metadata: the data file names a join cache was built from
 
 
 def _names(g: JoinGroup) -> list[str]:
@@ -54,17 +54,17 @@ def _built_from(schema: pa.Schema) -> list[str] | None:
     return None if raw is None else list(json.loads(raw))
 
 
-def index_path(store: Catalog, g: JoinGroup) -> str | None:
-    """Where the join index of ``g``'s commit lives (None: object stores keep none)."""
+def join_cache_path(store: Catalog, g: JoinGroup) -> str | None:
+    """Where the join cache of ``g``'s commit lives (None: object stores keep none)."""
     if not store.root.local or not g.files:
         return None
     names = "\n".join(_names(g))
     digest = hashlib.sha256(f"{_FORMAT}\n{names}".encode()).hexdigest()[:32]
-    return os.path.join(store.root.uri, INDEX_DIR, g.spec.name, f"v{g.spec.version}", f"{digest}.arrow")
+    return os.path.join(store.root.uri, JOIN_CACHE_DIR, g.spec.name, f"v{g.spec.version}", f"{digest}.arrow")
 
 
-def index_files(path: str) -> list[str] | None:
-    """The data file names an index was built from (None: not a readable index)."""
+def join_cache_sources(path: str) -> list[str] | None:
+    """The data file names a join cache was built from (None: not a readable join cache)."""
     try:
         with pa.memory_map(path) as source:
             return _built_from(pa.ipc.open_file(source).schema)
@@ -72,10 +72,10 @@ def index_files(path: str) -> list[str] | None:
         return None
 
 
-def join_index(store: Catalog, g: JoinGroup) -> pa.Table | None:
-    """The join index of ``g``'s commit, memory-mapped; None when there is none yet (or the store keeps
+def load_join_cache(store: Catalog, g: JoinGroup) -> pa.Table | None:
+    """The join cache of ``g``'s commit, memory-mapped; None when there is none yet (or the store keeps
     none, or the file is unreadable: :func:`build_behind` makes a new one)."""
-    path = index_path(store, g)
+    path = join_cache_path(store, g)
     if path is None or not os.path.exists(path):
         return None
     try:
@@ -92,19 +92,19 @@ def join_index(store: Catalog, g: JoinGroup) -> pa.Table | None:
 
 
 def build_behind(store: Catalog, g: JoinGroup) -> None:
-    """Queue the build of ``g``'s join index for the cache writer thread. A training set without an
-    index runs on the Parquet files (DuckDB sorts them inside the ASOF join) and then calls this, so
+    """Queue the build of ``g``'s join cache for the cache writer thread. A training set without an
+    join cache runs on the Parquet files (DuckDB sorts them inside the ASOF join) and then calls this, so
     the sort for later training sets never delays the first one."""
-    path = index_path(store, g)
+    path = join_cache_path(store, g)
     if path is not None:
         write_behind(_build, store, g, path)
 
 
 def refresh_behind(store: Catalog, fg: FeatureGroup, commit: int) -> None:
-    """After ``fg`` committed ``commit``: if the group already has a join index (it is used for
-    training sets), queue the index of the new commit for the cache writer thread, so the first
-    training set over it maps an index too. Groups never read into a training set get none."""
-    folder = os.path.join(store.root.uri, INDEX_DIR, fg.spec.name, f"v{fg.spec.version}")
+    """After ``fg`` committed ``commit``: if the group already has a join cache (it is used for
+    training sets), queue the join cache of the new commit for the cache writer thread, so the first
+    training set over it maps a join cache too. Groups never read into a training set get none."""
+    folder = os.path.join(store.root.uri, JOIN_CACHE_DIR, fg.spec.name, f"v{fg.spec.version}")
     if store.root.local and store.join_caches and os.path.isdir(folder) and any(
             f.endswith(".arrow") for f in os.listdir(folder)):
         write_behind(_refresh, store, fg, commit)
@@ -118,13 +118,13 @@ def _refresh(store: Catalog, fg: FeatureGroup, commit: int) -> None:
         return
     g = JoinGroup(f"{fg.spec.name}:{fg.spec.version}", fg.spec, commit, tuple(files), offsets, disjoint,
                   (), (), (), None)
-    path = index_path(store, g)
+    path = join_cache_path(store, g)
     if path is not None:
         _build(store, g, path)
 
 
 def _build(store: Catalog, g: JoinGroup, path: str) -> None:
-    if join_index(store, g) is not None:  # another training set (or process) built it meanwhile
+    if load_join_cache(store, g) is not None:  # another training set (or process) built it meanwhile
         return
     try:
         table = store.engine.join_cache_rows(g)
@@ -154,12 +154,12 @@ def narrow(g: JoinGroup, table: pa.Table) -> pa.Table:
 
 
 def has_key32(table: pa.Table) -> bool:
-    """Whether a join index stores its (single) key as int32 (see :func:`narrow`)."""
+    """Whether a join cache stores its (single) key as int32 (see :func:`narrow`)."""
     return pa.types.is_int32(table.schema.field("__k0_0").type)
 
 
 def _save(path: str, table: pa.Table) -> None:
-    """Write ``table`` atomically at ``path``, then keep only the :data:`KEEP` newest indexes there."""
+    """Write ``table`` atomically at ``path``, then keep only the :data:`KEEP` newest join caches there."""
     folder = os.path.dirname(path)
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     try:
@@ -167,7 +167,7 @@ def _save(path: str, table: pa.Table) -> None:
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=1 << 20)
         os.replace(tmp, path)
-    except OSError:  # an index that cannot be written is only a missed speed-up
+    except OSError:  # a join cache that cannot be written is only a missed speed-up
         with contextlib.suppress(OSError):
             os.remove(tmp)
         return

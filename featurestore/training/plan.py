@@ -67,14 +67,14 @@ class TrainingSet:
     _spine: Any = field(repr=False)  # a SpineSource
     _columns: list[str] = field(default_factory=list)
     _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
-    _indexes: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # "{index<i>}" -> join index
-    _unindexed: list[JoinGroup] = field(default_factory=list, repr=False)  # groups read without an index
+    _caches: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # "{cache<i>}" -> join cache
+    _uncached: list[JoinGroup] = field(default_factory=list, repr=False)  # groups read without an index
 
-    def _index_behind(self) -> None:
-        """Once a result is out: queue the join-index builds of the groups read without one."""
-        for g in self._unindexed:
+    def _cache_behind(self) -> None:
+        """Once a result is out: queue the join-cache builds of the groups read without one."""
+        for g in self._uncached:
             build_behind(self.catalog, g)
-        self._unindexed = []
+        self._uncached = []
 
     @property
     def columns(self) -> list[str]:
@@ -139,7 +139,7 @@ class TrainingSet:
             yield self._attach(spine.take(0), self._gather(reader.schema.empty_table()))
         if not spine.exhausted():
             raise QueryError("training-set query returned fewer rows than the spine has")
-        self._index_behind()
+        self._cache_behind()
 
     def to_arrow(self) -> pa.Table:
         """Compute the training set as a pyarrow Table (spine order, spine columns first)."""
@@ -147,7 +147,7 @@ class TrainingSet:
         table = self._reader(1 << 20).read_all()
         decoding.result()
         out = self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
-        self._index_behind()
+        self._cache_behind()
         return out
 
     def to_pandas(self) -> pd.DataFrame:
@@ -262,12 +262,12 @@ def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
     entity_keys = check_entity_keys(entity_keys, refs)
     groups = join_groups(store, refs, source, entity_keys=entity_keys, ttl=ttl, pins=dict(pins or {}),
                          prefix=prefix)
-    groups, indexes, unindexed = attach_join_caches(store, groups)
+    groups, indexes, uncached = attach_join_caches(store, groups)
     request = JoinRequest(tuple(groups), event_time, known_at, source.register, indexes)
     return TrainingSet(store, store.engine.describe_join(request), {g.key: g.commit for g in groups},
                        _params(groups, event_time, known_at, prefix), request, source,
                        [*source.columns, *(o for g in groups for o in g.output)], _vector_columns(store, groups),
-                       indexes, unindexed)
+                       indexes, uncached)
 
 
 def _check_arguments(features: Sequence[str | FeatureRef], known_at: str) -> None:

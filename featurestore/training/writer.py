@@ -25,7 +25,7 @@ def write_behind(save: Callable[..., None], *args: Any) -> None:
 
 
 def flush_cache_writes() -> None:
-    """Wait until every queued cache file (vector copies, join indexes) is on disk."""
+    """Wait until every queued cache file (vector copies, join caches) is on disk."""
     with _writer_lock:
         pending = list(_pending)
     for f in pending:
