@@ -11,8 +11,8 @@ decode and sort each time; the ASOF join and its semantics are unchanged (the jo
 Delta data files are immutable, so a join cache named by its commit's file list is valid for as long as
 those files exist. For a local store it lives in ``<root>/_cache/joins/<name>/v<version>/``. The first
 training set over a commit runs on the Parquet files as before and, once its result is out, queues the
-join-cache build for the cache writer thread of :mod:`featurestore.training.vectors` (the interpreter waits
-for it at exit; :func:`~featurestore.training.vectors.flush_cache_writes` waits explicitly); later
+join-cache build for the cache writer thread of :mod:`featurestore.training.writer` (the interpreter waits
+for it at exit; :func:`~featurestore.training.writer.flush_cache_writes` waits explicitly); later
 training sets map the join cache. Once a feature group has a join cache, each insert queues the join cache of its
 new commit the same way (:func:`refresh_behind`), so a pipeline's next training set maps one too. At
 most :data:`KEEP` join caches are kept per feature group version, the most
@@ -92,7 +92,7 @@ def load_join_cache(store: Catalog, g: JoinGroup) -> pa.Table | None:
 
 
 def build_behind(store: Catalog, g: JoinGroup) -> None:
-    """Queue the build of ``g``'s join cache for the cache writer thread. A training set without an
+    """Queue the build of ``g``'s join cache for the cache writer thread. A training set without a
     join cache runs on the Parquet files (DuckDB sorts them inside the ASOF join) and then calls this, so
     the sort for later training sets never delays the first one."""
     path = join_cache_path(store, g)
