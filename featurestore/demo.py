@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,9 +45,20 @@ def _pipeline(events: Path) -> Pipeline:
                     retrain_every=timedelta(days=1))
 
 
-def planted_recovery(store: FeatureStore, data: Synthetic, cutoff: datetime, *, users: int = 300, k: int = 10,
-                     top_categories: int = 3, seed: int = 0) -> tuple[float, float]:
-    """(share of users' k nearest items in their top planted categories, the share expected by chance)."""
+@dataclass(frozen=True)
+class Recovery:
+    """How well a sample of users' nearest items fall in their planted tastes (the synthetic truth)."""
+
+    user_ids: list[str]      # the sampled users
+    n_events: np.ndarray     # their events
+    hits: np.ndarray         # per user: share of the k nearest items in the top planted categories
+    chance: np.ndarray       # per user: the share expected by chance
+
+
+def recovery(store: FeatureStore, data: Synthetic, cutoff: datetime, *, users: int = 300, k: int = 10,
+             top_categories: int = 3, seed: int = 0) -> Recovery:
+    """Per sampled user, the share of their ``k`` nearest items (by the served vectors) that fall in
+    their ``top_categories`` planted categories at ``cutoff``, and that share by chance."""
     items = store.feature_group("item_embeddings", 1).latest()
     people = store.feature_group("user_embeddings", 1).latest()
     ivec = np.stack(items["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -56,13 +67,19 @@ def planted_recovery(store: FeatureStore, data: Synthetic, cutoff: datetime, *, 
     pick = np.random.default_rng(seed).choice(user_no.size, size=min(users, user_no.size), replace=False)
     uvec = np.stack(people["embedding"].to_numpy(zero_copy_only=False)[pick]).astype(np.float32)
     top = np.argsort(-(uvec @ ivec.T), axis=1)[:, :k]
-    taste = data.taste_at(cutoff)[user_no[pick]]
-    cats = np.argsort(-taste, axis=1)[:, :top_categories]
+    cats = np.argsort(-data.taste_at(cutoff)[user_no[pick]], axis=1)[:, :top_categories]
     item_cat = data.item_category[item_no]
-    hits = (item_cat[top][:, :, None] == cats[:, None, :]).any(axis=2).mean()
+    hits = (item_cat[top][:, :, None] == cats[:, None, :]).any(axis=2).mean(axis=1)
     share = np.bincount(item_cat, minlength=data.n_categories) / item_cat.size
-    chance = share[cats].sum(axis=1).mean()
-    return float(hits), float(chance)
+    ids = people["user_id"].to_pylist()
+    return Recovery([ids[i] for i in pick], people["n_events"].to_numpy()[pick], hits, share[cats].sum(axis=1))
+
+
+def planted_recovery(store: FeatureStore, data: Synthetic, cutoff: datetime, *, users: int = 300, k: int = 10,
+                     top_categories: int = 3, seed: int = 0) -> tuple[float, float]:
+    """(share of users' k nearest items in their top planted categories, the share expected by chance)."""
+    r = recovery(store, data, cutoff, users=users, k=k, top_categories=top_categories, seed=seed)
+    return float(r.hits.mean()), float(r.chance.mean())
 
 
 def _claim_root(root: Path, *, fresh: bool) -> None:
@@ -152,27 +169,36 @@ def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progres
               f"model commit {m.get('model_commit')}  {'retrained' if m.get('retrained') else 'incremental'}")
 
     # one user: nearest items next to the planted tastes
-    latest_items = store.feature_group("item_embeddings", 1).latest()
-    ivec = np.stack(latest_items["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
-    item_ids = latest_items["item_id"].to_pylist()
-    row = store.sql("SELECT user_id, embedding, n_events FROM user_embeddings "
-                    "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY event_time DESC) = 1 "
-                    "ORDER BY n_events DESC, user_id LIMIT 1 OFFSET 10").fetchall()[0]
-    user_id, vec, n_events = row[0], np.asarray(row[1], np.float32), row[2]
+    _showcase(store, data, last, seed)
+    n = store.sql("SELECT count(*) FROM user_embeddings").fetchall()[0][0]
+    print(f"SQL: SELECT count(*) FROM user_embeddings -> {n:,} rows over {len(results)} runs")
+    print(f"\ndone in {time.perf_counter() - started:.1f}s; store at {root}")
+    return store
+
+
+def _showcase(store: FeatureStore, data: Synthetic, last: datetime, seed: int) -> None:
+    """One user's nearest items next to the planted tastes: the sampled user the model matches best
+    (and why), then the figure over every sampled user."""
+    r = recovery(store, data, last, seed=seed)
+    best = int(np.lexsort((-r.n_events, -r.hits))[0])  # most hits, then most events
+    user_id = r.user_ids[best]
+    print(f"\nshowcase: user {user_id}, picked from {len(r.user_ids)} sampled users as the one whose 10 nearest "
+          f"items best match their planted tastes ({r.hits[best]:.0%}; the median user: {np.median(r.hits):.0%}, "
+          f"chance: {r.chance.mean():.0%})")
     taste = data.taste_at(last)[int(user_id[1:])]
     top_cats = np.argsort(-taste)[:3]
-    print(f"\nuser {user_id} ({n_events} events). Planted taste at {last.date()}: "
+    print(f"user {user_id} ({int(r.n_events[best])} events). Planted taste at {last.date()}: "
           + ", ".join(f"category {c} {taste[c]:.0%}" for c in top_cats))
+    items = store.feature_group("item_embeddings", 1).latest()
+    ivec = np.stack(items["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    item_ids = items["item_id"].to_pylist()
+    vec = np.asarray(store.sql("SELECT embedding FROM user_embeddings_latest WHERE user_id = $u",
+                               params={"u": user_id}).fetchall()[0][0], np.float32)
     scores = ivec @ vec
     print("  nearest items (cosine)      planted category")
     for j in np.argsort(-scores)[:10]:
         cat = int(data.item_category[int(item_ids[j][1:])])
         mark = "  <- planted taste" if cat in top_cats else ""
         print(f"  {item_ids[j]:10} {scores[j]:.3f}        {cat}{mark}")
-    hits, chance = planted_recovery(store, data, last, seed=seed)
-    print(f"\nover 300 users: {hits:.0%} of their 10 nearest items fall in their top-3 planted categories "
-          f"(chance: {chance:.0%})")
-    n = store.sql("SELECT count(*) FROM user_embeddings").fetchall()[0][0]
-    print(f"SQL: SELECT count(*) FROM user_embeddings -> {n:,} rows over {len(results)} runs")
-    print(f"\ndone in {time.perf_counter() - started:.1f}s; store at {root}")
-    return store
+    print(f"\nover {len(r.user_ids)} users: {r.hits.mean():.0%} of their 10 nearest items fall in their top-3 "
+          f"planted categories (chance: {r.chance.mean():.0%})")

@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import duckdb
 
+from featurestore import operations
 from featurestore.catalog import ApplyResult, Catalog, resolve_root
 from featurestore.engine.base import Engine
 from featurestore.engine.duckdb import DuckDBEngine
@@ -28,6 +29,7 @@ from featurestore.errors import FeatureGroupNotFound, InvalidData
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.online.open import open_online
 from featurestore.online.view import OnlineView
+from featurestore.operations import Problem, Upkeep
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage import delta
 from featurestore.storage.duck import INGESTED_AT, Duck, quote, relation_sql
@@ -263,6 +265,23 @@ class FeatureStore:
     def load_training_set(self, name: str, version: int | None = None) -> SavedTrainingSet:
         """A saved training dataset (default: its newest version): manifest and Parquet path."""
         return load_training_set(self.catalog, name, version)
+
+    # ---- upkeep (logic in featurestore.operations) ------------------------------------------
+    def vacuum(self, retain: timedelta = timedelta(days=7), *, dry_run: bool = True) -> Upkeep:
+        """Delete data files, online views and leftovers older than ``retain`` (a dry run unless
+        ``dry_run=False``); commits pinned by saved training sets and views a server serves are kept."""
+        return operations.vacuum(self.catalog, retain, dry_run=dry_run)
+
+    def compact(self, *, target_size: int = 256 << 20, dry_run: bool = True) -> Upkeep:
+        """Merge small data files (one new commit per feature group, rows unchanged; a dry run unless
+        ``dry_run=False``)."""
+        result = operations.compact(self.catalog, target_size=target_size, dry_run=dry_run)
+        self._tables.clear()
+        return result
+
+    def check(self, *, repair: bool = False) -> list[Problem]:
+        """Verify tables, views, caches and saved training sets; ``repair`` rebuilds what is derived."""
+        return operations.check(self.catalog, repair=repair)
 
     def close(self) -> None:
         """Close the store's DuckDB database (also done at interpreter exit), after any queued

@@ -15,6 +15,8 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     assert "apply: item_embeddings v1 created" in out
     assert out.count("purchase_embeddings cutoff") == 3
     assert "already done" in out and "Planted taste" in out and "<- planted taste" in out
+    assert "picked from 300 sampled users" in out
+    assert out.count("<- planted taste") >= 5  # the showcase is a user the model learned well
     hits, chance = map(int, re.search(r"(\d+)% of their 10 nearest items .* \(chance: (\d+)%\)", out).groups())
     assert hits > 1.5 * chance
     store = FeatureStore(root)

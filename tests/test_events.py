@@ -98,6 +98,7 @@ def _df(**over):
     (_df(item_id=[None, "b"]), None, "'item_id' has 1 null id"),
     (_df(event_type=["view", "teleport"]), None, "unknown event type.*'teleport'"),
     (_df(event_time=["2026-01-01", "yesterday"]), None, "unparseable time.*'yesterday'"),
+    (_df(event_time=["2026-01-01T00:00:00+02:00", "yesterday"]), None, "unparseable time.*'yesterday'"),
     (_df(event_time=["2026-01-01T00:00:00+02:00", "2026-01-02T00:00:00"]), None, "mixes times with and without"),
     (_df(event_time=[1, 2]), None, "must hold timestamps"),
 ])

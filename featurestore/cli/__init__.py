@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from featurestore.cli import core, online, pipelines, training, validate
+from featurestore.cli import core, online, pipelines, training, upkeep, validate
 from featurestore.cli._common import CLIError, add_root
 from featurestore.errors import FeatureStoreError
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
     add_root(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (core, online, training, pipelines, validate):
+    for module in (core, online, training, pipelines, validate, upkeep):
         module.register(sub)
     return parser
 

@@ -205,9 +205,16 @@ def _time_expr(con: duckdb.DuckDBPyConnection, rel: str, col: str, dtype: str) -
     if upper == "VARCHAR":
         # an offset or zone suffix: Z, +hh, +hh:mm, -hhmm
         tz = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$"
+        zoned = f"regexp_matches(trim({q}), {literal(tz)})"
+        # a value that parses neither way is unparseable, not a "time without a zone"
+        unparseable = f"TRY_CAST({q} AS TIMESTAMPTZ) IS NULL AND TRY_CAST({q} AS TIMESTAMP) IS NULL"
+        bad = con.sql(f"SELECT {q} FROM {rel} WHERE {q} IS NOT NULL AND {unparseable} LIMIT 3").fetchall()
+        if bad:
+            raise EventsError(f"events column {col!r} has unparseable time(s), e.g. "
+                              f"{', '.join(repr(b[0]) for b in bad)} (use ISO-8601)")
         n_tz, n_naive = _one(
-            con, f"SELECT count(*) FILTER (WHERE regexp_matches(trim({q}), {literal(tz)})), "
-            f"count(*) FILTER (WHERE NOT regexp_matches(trim({q}), {literal(tz)})) FROM {rel} WHERE {q} IS NOT NULL")
+            con, f"SELECT count(*) FILTER (WHERE {zoned}), count(*) FILTER (WHERE NOT {zoned}) "
+                 f"FROM {rel} WHERE {q} IS NOT NULL")
         if n_tz and n_naive:
             raise EventsError(f"events column {col!r} mixes times with and without a time zone "
                               f"({n_tz} with, {n_naive} without): give every time an offset, or none (UTC)")

@@ -275,6 +275,57 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def read_manifest(view: Path) -> dict[str, Any]:
+    """A view's manifest (StorageError naming it when it cannot be read)."""
+    try:
+        doc = json.loads((view / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"the manifest of the online view at {view} cannot be read: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise StorageError(f"the manifest of the online view at {view} is not a JSON object")
+    return doc
+
+
+_LEASE = ".served-"
+
+
+def lease(fg: FeatureGroup, commits: set[int]) -> Path:
+    """Record that this process serves the views of ``commits`` (``vacuum`` keeps them while the process
+    lives); returns the lease file. An empty set drops the lease. A store that cannot be written (read
+    only) keeps no lease: serving goes on, and the log says so."""
+    root = views_dir(fg)
+    path = root / f"{_LEASE}{os.getpid()}.json"
+    try:
+        if not commits:
+            path.unlink(missing_ok=True)
+            return path
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(sorted(commits)))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("%s: cannot record the served commits in %s (%s): vacuum will not see them", fg.spec.key,
+                    path, exc)
+    return path
+
+
+def served_commits(fg: FeatureGroup) -> set[int]:
+    """Commits whose views a live process serves (leases of dead processes are ignored)."""
+    root = views_dir(fg)
+    out: set[int] = set()
+    if not root.is_dir():
+        return out
+    for p in root.glob(f"{_LEASE}*.json"):
+        pid = p.name[len(_LEASE):-len(".json")]
+        if not pid.isdigit() or not _alive(int(pid)):
+            continue
+        try:
+            out.update(int(c) for c in json.loads(p.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+    return out
+
+
 def list_views(fg: FeatureGroup) -> list[int]:
     """Commits that have a published view."""
     root = views_dir(fg)

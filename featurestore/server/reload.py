@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from featurestore.errors import FeatureGroupNotFound, FeatureStoreError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
-from featurestore.online.build import list_views, materialize, prune
+from featurestore.online.build import lease, list_views, materialize, prune
 from featurestore.online.view import OnlineView
 from featurestore.store import FeatureStore
 
@@ -87,6 +87,7 @@ class Registry:
             log.info("serving %s v%d commit %d (%d rows) opened in %.2fs", name, fg.version, c, view.rows,
                      time.perf_counter() - t)
             self._served[name] = Served(fg, view)
+            lease(fg, {c})  # vacuum keeps the view this process serves
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -111,6 +112,8 @@ class Registry:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for served in self._served.values():
+            lease(served.fg, set())
 
     def _run(self) -> None:
         while not self._stop.wait(self.policy.interval):
@@ -150,6 +153,7 @@ class Registry:
             return False
         new = Served(served.fg, view, reloads=served.reloads + 1, failures=served.failures)
         self._served[name] = new  # the swap: one reference assignment
+        lease(served.fg, {commit})
         log.info("reload %s: now serving commit %d (%d rows) after %.2fs", name, commit, view.rows,
                  time.perf_counter() - t)
         if self.policy.keep_views:

@@ -83,7 +83,7 @@ class StagedAppend:
             path = f"{table_dir}/{name}"
             self.paths.append(path)  # before writing: a failed write still leaves a file to delete
             pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy",
-                           use_dictionary=dictionary)
+                           use_dictionary=dictionary, write_page_checksum=True)  # `check` verifies them
             self.files.append((path, start, part.num_rows))
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=True,

@@ -8,10 +8,12 @@ import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from featurestore.catalog import Catalog
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.training.join_cache import JOIN_CACHE_DIR, join_cache_sources, refresh_behind
-from featurestore.training.vectors import CACHE_DIR, cache_inserted
+from featurestore.training.vectors import CACHE_DIR, cache_inserted, file_rows
 from featurestore.training.writer import flush_cache_writes
 
 
@@ -91,3 +93,40 @@ def prune_cache(store: Catalog, *, everything: bool = False) -> tuple[int, int]:
                     os.remove(path)
                     files, size = files + 1, size + n
     return files, size
+
+
+def cache_problems(store: Catalog) -> list[tuple[str, str]]:
+    """(file, what is wrong) for every training-cache file that cannot serve: a vector copy that does not
+    load as a float32 matrix with its data file's row count, a join cache that does not read as Arrow or
+    names data files that are gone. (Vector copies carry no checksum yet: a flipped byte inside one is
+    not found here; deleting ``_cache`` is always safe.)"""
+    flush_cache_writes()
+    out = []
+    for table, entries in _cache_entries(store).items():
+        for path, alive in entries:
+            if path.endswith(".tmp"):
+                continue
+            if not alive:
+                out.append((path, "its data file is gone (an orphan: `featurestore cache --prune`)"))
+            elif table.endswith("(joins)"):
+                if join_cache_sources(path) is None:
+                    out.append((path, "not a readable join cache"))
+            elif not path.endswith(".valid.npy"):
+                problem = _vector_copy_problem(store, table, path)
+                if problem:
+                    out.append((path, problem))
+    return out
+
+
+def _vector_copy_problem(store: Catalog, table: str, path: str) -> str | None:
+    name, version = table.split(" ")[0].split("/")
+    stem = os.path.basename(path).removesuffix(".npy").rsplit(".", 1)[0]
+    data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))), f"{stem}.parquet")
+    try:
+        mat = np.load(path, mmap_mode="r")
+        rows = file_rows([data])[0]
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    if mat.dtype != np.float32 or mat.ndim != 2 or mat.shape[0] != rows:
+        return f"holds {mat.dtype} {mat.shape}; its data file has {rows} rows"
+    return None

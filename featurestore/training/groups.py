@@ -123,7 +123,10 @@ def _output_columns(spec: FeatureGroupSpec, ref: FeatureRef, wanted: tuple[str, 
 def _pinned_commit(fg: FeatureGroup, ref: FeatureRef, pins: Mapping[str, int]) -> tuple[int, list[str]]:
     """The commit to read and its files: the pinned one, or the newest when nothing is pinned."""
     if ref.key in pins:
-        return fg.commit_files(int(pins[ref.key]))
+        commit = pins[ref.key]
+        if isinstance(commit, bool) or not isinstance(commit, int):
+            raise InvalidData(f"pins[{ref.key!r}] must be a commit number (an int); got {commit!r}")
+        return fg.commit_files(commit)
     if pins:
         raise InvalidData(f"pins has no commit for {ref.key} (pins: {dict(pins)})")
     return fg.commit_files(None)

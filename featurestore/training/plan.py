@@ -38,7 +38,7 @@ import pyarrow as pa
 from featurestore.catalog import Catalog
 from featurestore.engine.base import JoinRequest
 from featurestore.engine.pit_sql import _ROW, JoinGroup, KnownAt
-from featurestore.errors import InvalidData, QueryError, SpineError
+from featurestore.errors import InvalidData, QueryError, SpineError, StorageError
 from featurestore.training.groups import Ttl, attach_join_caches, check_entity_keys, join_groups
 from featurestore.training.join_cache import build_behind
 from featurestore.training.refs import FeatureRef
@@ -163,12 +163,12 @@ class TrainingSet:
         import pyarrow.parquet as pq
 
         target = os.fspath(path)
-        if os.path.dirname(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.{uuid.uuid4().hex}.tmp"
         rows = 0
         writer = None
         try:
+            if os.path.dirname(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
             batches = self.to_batches(row_group_size, memory_limit=memory_limit)
             for chunk in rechunk(batches, row_group_size, keep_empty=True):
                 if writer is None:
@@ -180,6 +180,8 @@ class TrainingSet:
             writer.close()
             writer = None
             os.replace(tmp, target)
+        except OSError as exc:  # an unwritable or full destination: the target is left as it was
+            raise StorageError(f"cannot write the training set to {target}: {exc.strerror or exc}") from exc
         finally:
             if writer is not None:
                 writer.close()

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
-from featurestore.errors import InvalidData, StorageError, TrainingSetNotFound
+from featurestore.errors import CorruptData, InvalidData, StorageError, TrainingSetNotFound
 from featurestore.training.plan import _ROW, TrainingSet, rechunk
 
 DIR = "training_sets"
@@ -54,9 +54,26 @@ class SavedTrainingSet:
     def pins(self) -> dict[str, int]:
         return dict(self.manifest["pins"])
 
+    def verify(self) -> None:
+        """Check ``data.parquet`` against the size and SHA-256 its manifest recorded (CorruptData
+        naming the file when they differ: the set would no longer be the one its pins reproduce)."""
+        want = self.manifest.get("data") or {}
+        if "://" in self.path and not self.path.startswith("file://"):
+            return  # object storage checks its own checksums; reading it back to hash it costs a download
+        try:
+            size = os.path.getsize(self.path)
+            digest = _file_sha256(self.path) if size == want.get("bytes") else None
+        except OSError as exc:
+            raise StorageError(f"training set {self.name!r} v{self.version}: cannot read {self.path}: {exc}") from exc
+        if size != want.get("bytes") or digest != want.get("sha256"):
+            raise CorruptData(f"training set {self.name!r} v{self.version}: {self.path} does not match the size "
+                              f"and sha256 its manifest recorded (changed or damaged since it was saved)")
+
     def to_arrow(self) -> pa.Table:
+        """The saved rows, after checking the file against its manifest's sha256."""
         import pyarrow.parquet as pq
 
+        self.verify()
         try:
             return pq.read_table(self.path)
         except (OSError, pa.ArrowException) as exc:
@@ -182,6 +199,11 @@ def load(store: Catalog, name: str, version: int | None = None) -> SavedTraining
         raise StorageError(f"training set {name!r} v{version}: {store.root.uri_of(f'{rel}/{MANIFEST}')} is "
                            f"damaged (no {', '.join(missing)})")
     return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
+
+
+def saved_versions(store: Catalog) -> list[tuple[str, int]]:
+    """(name, version) of every saved training dataset, without reading their manifests."""
+    return [(n, v) for n in store.root.listdir(DIR) if not n.startswith(".") for v in _versions(store, n)]
 
 
 def list_training_sets(store: Catalog) -> list[SavedTrainingSet]:

@@ -1,0 +1,236 @@
+"""Store upkeep: ``vacuum`` (delete what is older than a retention period), ``compact`` (merge small data
+files) and ``check`` (verify every table, view, cache and saved training set; repair what is derived).
+
+Each is safe by default: ``vacuum`` and ``compact`` only report what they would do unless told to act
+(``dry_run=False``), and name every file they remove. Nothing a pin needs is ever removed: a saved
+training set pins (feature group, version, commit), and so does a running server for the views it
+serves (a lease file beside the views, see :func:`featurestore.online.build.lease`). ``check`` never
+touches committed data; with ``repair`` it rebuilds derived files (online views, caches) that fail.
+
+Example::
+
+    report = store.vacuum(retain=timedelta(days=7))          # dry run: what would be deleted
+    store.vacuum(retain=timedelta(days=7), dry_run=False)    # delete it
+    problems = store.check()                                 # [] when everything verifies
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurestore.catalog import Catalog
+from featurestore.errors import CorruptData, FeatureStoreError, InvalidData, StorageError
+from featurestore.feature_group import FeatureGroup
+from featurestore.online import build as views
+from featurestore.online.integrity import verify
+from featurestore.online.view import OnlineView
+from featurestore.storage import delta
+from featurestore.training import list_training_sets, load_training_set, prune_cache
+from featurestore.training.caches import cache_problems
+from featurestore.training.saved import saved_versions
+
+
+@dataclass
+class Upkeep:
+    """What an upkeep operation did (or, in a dry run, would do)."""
+
+    operation: str
+    dry_run: bool
+    removed: list[str] = field(default_factory=list)      # paths deleted (or that would be)
+    kept: list[str] = field(default_factory=list)         # what was kept and why (pins, leases)
+    compacted: dict[str, Any] = field(default_factory=dict)  # group -> optimize metrics
+    bytes: int = 0
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        lines = [f"{self.operation}: {verb} {len(self.removed)} file(s)/folder(s), {self.bytes / 1e6:.1f} MB"
+                 + (" (dry run: pass --apply to do it)" if self.dry_run else "")]
+        lines += [f"  {verb}: {p}" for p in self.removed[:50]]
+        if len(self.removed) > 50:
+            lines.append(f"  ... and {len(self.removed) - 50} more")
+        lines += [f"  kept: {k}" for k in self.kept]
+        lines += [f"  {g}: {m}" for g, m in self.compacted.items()]
+        return "\n".join(lines)
+
+
+def _size(path: str) -> int:
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size if p.exists() else 0
+
+
+def _pins(catalog: Catalog) -> dict[tuple[str, int], dict[int, str]]:
+    """(name, version) -> {commit: who pins it}: saved training sets' pins."""
+    out: dict[tuple[str, int], dict[int, str]] = {}
+    for saved in list_training_sets(catalog):
+        for ref, commit in saved.pins.items():
+            name, _, version = ref.partition(":")
+            out.setdefault((name, int(version)), {})[int(commit)] = f"training set {saved.name} v{saved.version}"
+    return out
+
+
+def vacuum(catalog: Catalog, retain: timedelta = timedelta(days=7), *, dry_run: bool = True) -> Upkeep:
+    """Delete what is older than ``retain``: data files no commit within it needs (and files a killed
+    insert left), online views of older commits, build leftovers and orphaned cache files. Commits that
+    a saved training set pins, and views a running server serves, are kept and named."""
+    if not isinstance(retain, timedelta) or retain < timedelta(0):
+        raise InvalidData(f"retain must be a non-negative timedelta; got {retain!r}")
+    report = Upkeep("vacuum", dry_run)
+    pins = _pins(catalog)
+    for spec in catalog.specs():
+        fg = catalog.feature_group(spec.name, spec.version)
+        pinned = pins.get((spec.name, spec.version), {})
+        _vacuum_table(fg, retain, pinned, report)
+        _vacuum_views(fg, retain, report)
+    if not dry_run:
+        files, size = prune_cache(catalog)
+        if files:
+            report.removed.append(f"{files} orphaned training-cache file(s)")
+            report.bytes += size
+    return report
+
+
+def _vacuum_table(fg: FeatureGroup, retain: timedelta, pinned: dict[int, str], report: Upkeep) -> None:
+    dt = delta.open_table(fg.uri, storage_options=fg.root.storage_options)
+    hours = max(0, int(retain.total_seconds() // 3600))
+    with delta.translated(f"vacuuming {fg.uri}"):
+        files = dt.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False, full=True,
+                          keep_versions=sorted(pinned) or None)
+    for commit, who in sorted(pinned.items()):
+        report.kept.append(f"{fg.spec.key} commit {commit}: pinned by {who}")
+    paths = [os.path.join(fg.uri, f) if not f.startswith(("/", "s3://")) and fg.root.local else f for f in files]
+    report.bytes += sum(_size(p) for p in paths) if fg.root.local else 0
+    report.removed.extend(paths)
+    if not report.dry_run and files:
+        with delta.translated(f"vacuuming {fg.uri}"):
+            dt.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=True,
+                      keep_versions=sorted(pinned) or None)
+
+
+def _vacuum_views(fg: FeatureGroup, retain: timedelta, report: Upkeep) -> None:
+    """Views are caches (training sets read the tables): the newest commit's and the served ones stay."""
+    root = views.views_dir(fg)
+    if not root.is_dir():
+        return
+    newest = fg.commit_of()
+    served = views.served_commits(fg)
+    cutoff = time.time() - retain.total_seconds()
+    for commit in views.list_views(fg):
+        path = views.view_path(fg, commit)
+        if commit == newest or commit in served or path.stat().st_mtime > cutoff:
+            if commit in served and commit != newest:
+                report.kept.append(f"{fg.spec.key} view of commit {commit}: served by a running server")
+            continue
+        _remove(path, report)
+    for p in root.iterdir():  # leftovers of builds that died and of replaced views
+        if p.name.startswith((".build-", ".old-")) and p.stat().st_mtime < cutoff:
+            _remove(p, report)
+
+
+def _remove(path: Path, report: Upkeep) -> None:
+    report.removed.append(str(path))
+    report.bytes += _size(str(path))
+    if not report.dry_run:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def compact(catalog: Catalog, *, target_size: int = 256 << 20, dry_run: bool = True) -> Upkeep:
+    """Merge each feature group's small data files into files of about ``target_size`` bytes (Delta
+    optimize; one new commit per group, the rows unchanged). A dry run names the groups and files."""
+    report = Upkeep("compact", dry_run)
+    for spec in catalog.specs():
+        fg = catalog.feature_group(spec.name, spec.version)
+        small = [f for f in fg.files() if not fg.root.local or _size(f) < target_size]
+        if len(small) < 2:
+            continue
+        if dry_run:
+            report.compacted[spec.key] = f"{len(small)} small file(s) would be merged"
+            continue
+        dt = delta.open_table(fg.uri, storage_options=fg.root.storage_options)
+        with delta.translated(f"compacting {fg.uri}"):
+            metrics = dt.optimize.compact(target_size=target_size)
+        report.compacted[spec.key] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
+    return report
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing ``check`` found wrong, and what ``repair`` did about it."""
+
+    what: str      # "table", "view", "cache", "training set"
+    where: str     # the file or folder
+    detail: str
+    repaired: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.where}: {self.detail}" + (" (repaired)" if self.repaired else "")
+
+
+def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
+    """Verify every feature group's log and data files (Parquet page checksums), every online view and
+    cache against its checksums, and every saved training set against its manifest's sha256. With
+    ``repair``, damaged views are rebuilt and damaged cache files deleted (rebuilt on use); committed
+    data and saved training sets are never changed, only reported."""
+    problems: list[Problem] = []
+    for spec in catalog.specs():
+        fg = catalog.feature_group(spec.name, spec.version)
+        problems += _check_table(fg)
+        problems += _check_views(fg, repair)
+    problems += [Problem("cache", path, detail, repaired=repair and _delete(path))
+                 for path, detail in cache_problems(catalog)]
+    for name, version in saved_versions(catalog):
+        try:
+            load_training_set(catalog, name, version).verify()
+        except FeatureStoreError as exc:
+            problems.append(Problem("training set", f"{name} v{version}", str(exc)))
+    return problems
+
+
+def _check_table(fg: FeatureGroup) -> list[Problem]:
+    try:
+        files = fg.files()
+    except FeatureStoreError as exc:
+        return [Problem("table", fg.uri, f"the Delta log cannot be read: {exc}")]
+    out = []
+    for f in files:
+        try:
+            with pq.ParquetFile(f, page_checksum_verification=True) as pf:
+                for i in range(pf.num_row_groups):
+                    pf.read_row_group(i)
+        except (OSError, pa.ArrowException) as exc:
+            out.append(Problem("table", f, f"data file damaged or missing: {exc}"))
+    return out
+
+
+def _check_views(fg: FeatureGroup, repair: bool) -> list[Problem]:
+    out = []
+    for commit in views.list_views(fg):
+        path = views.view_path(fg, commit)
+        try:
+            verify(path, views.read_manifest(path))
+            OnlineView(path, verify=False)  # the files also open as a view
+        except (CorruptData, StorageError) as exc:
+            fixed = False
+            if repair:
+                views.materialize(fg, commit, force=True)
+                fixed = True
+            out.append(Problem("view", str(path), str(exc), repaired=fixed))
+    return out
+
+
+def _delete(path: str) -> bool:
+    try:
+        os.remove(path)
+    except OSError:
+        return False
+    return True
