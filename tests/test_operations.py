@@ -103,7 +103,8 @@ def _flip(path: Path, at: float = 0.5) -> None:
 def test_check_finds_each_damaged_file_and_repair_rebuilds_the_derived_ones(tmp_path, capsys):
     store = _store(tmp_path, commits=2)
     view = store.online("item_embeddings").path
-    spine = pa.table({"item_id": ["i0"], "label_time": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
+    spine = pa.table({"item_id": ["i0"],
+                      "label_time": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
     saved = store.save_training_set("ctr", spine, ["item_embeddings:1"], event_time="label_time")
     assert store.check() == []
     assert main(["check", "--root", str(tmp_path / "s")]) == 0
