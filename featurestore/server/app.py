@@ -62,9 +62,10 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     app.state.metrics = metrics
     app.state.limits = limits
     errors.install(app)
-    endpoints = Endpoints(registry, metrics, limits, BearerToken(token))
+    bearer = BearerToken(token)
+    endpoints = Endpoints(registry, metrics, limits, bearer)
     app.include_router(router(endpoints))
-    return LookupFastPath(app, endpoints.answer_lookup, limits.max_body_bytes)
+    return LookupFastPath(app, endpoints.answer_lookup, limits, bearer)
 
 
 @contextlib.asynccontextmanager
@@ -107,7 +108,9 @@ def serve(store: FeatureStore, *, host: str = "127.0.0.1", port: int = 8000, tok
 
     token = token_for(host, token)
     app = create_app(store, groups=groups, token=token, limits=limits, policy=policy)
+    limits = limits or Limits()
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=int(graceful_seconds), lifespan="on",
-                            server_header=False)
+                            server_header=False, limit_concurrency=limits.max_connections,
+                            timeout_keep_alive=int(limits.keep_alive_s))
     uvicorn.Server(config).run()

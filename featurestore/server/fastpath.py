@@ -1,45 +1,117 @@
-"""The lookup fast path: raw ASGI for the service's hottest request."""
+"""The service's front door, in raw ASGI: request bodies are guarded here, and the hottest request
+(a lookup) is answered here.
+
+Every request with a body (POST) is checked *before a byte of it is read*: the bearer token, then the
+declared ``Content-Length`` against the limit (401 and 413 at once, however large the body claims to
+be). The body is then read within ``Limits.body_timeout_s`` (408 when a client stalls), and stops at
+the size limit (413). A lookup is answered from here, skipping FastAPI's routing and request objects
+(about a third of a one-key lookup); other requests get the body already read.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 
+from featurestore.server.auth import BearerToken
+from featurestore.server.errors import error_body
+from featurestore.server.wire import BadRequest, Limits
+
+JSON = "application/json"
+
 
 class LookupFastPath:
-    """ASGI middleware answering ``POST /feature-groups/{name}/lookup`` before FastAPI's routing and
-    request objects, which cost about a third of a one-key lookup; every other request goes to the
-    app. The answer comes from the same function as the FastAPI route (documented in OpenAPI)."""
+    """ASGI middleware in front of the FastAPI app (see the module docstring). The lookup's answer comes
+    from the same function as the FastAPI route (documented in OpenAPI)."""
 
     _PREFIX, _SUFFIX = "/feature-groups/", "/lookup"
 
-    def __init__(self, app: FastAPI, answer: Callable[..., tuple[int, bytes, str]], max_body: int):
-        self.app, self.answer, self.max_body = app, answer, max_body
+    def __init__(self, app: FastAPI, answer: Callable[..., tuple[int, bytes, str]], limits: Limits,
+                 token: BearerToken | None = None):
+        self.app, self.answer, self.limits = app, answer, limits
+        self.max_body = limits.max_body_bytes
+        self.token = token or BearerToken(None)
         self.state = app.state  # the registry, metrics and limits, as on the FastAPI app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(self._PREFIX)
-                or not path.endswith(self._SUFFIX)
-                or "/" in (name := path[len(self._PREFIX):-len(self._SUFFIX)]) or not name):
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            self.token.check(headers)
+            declared = _declared_length(headers, self.max_body)
+            body = await self._read(receive, declared)
+        except BadRequest as exc:
+            await _respond(send, exc.status, error_body(exc.kind, exc.message), JSON)
+            return
+        except _Disconnected:
+            return
+        path = scope.get("path", "")
+        name = path[len(self._PREFIX):-len(self._SUFFIX)] if path.startswith(self._PREFIX) \
+            and path.endswith(self._SUFFIX) else ""
+        if not name or "/" in name:
+            await self.app(scope, _replay(body, receive), send)
+            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("columns", [None])[-1]
+        status, payload, media = self.answer(name, headers, query, body, len(body))
+        await _respond(send, status, payload, media)
+
+    async def _read(self, receive: Any, declared: int | None) -> bytes:
+        """The whole body, within the time limit (one timer for the whole read) and the size limit."""
         chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= self.max_body:  # beyond the limit only the count is kept (the answer is a 413)
-                chunks.append(chunk)
-            more = message.get("more_body", False)
-        status, payload, media = self.answer(name, headers, query, b"".join(chunks), size)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Disconnected
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise BadRequest(413, f"the body is larger than {self.max_body} bytes")
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            raise BadRequest(408, f"the body did not arrive within {self.limits.body_timeout_s:g} s",
+                             "RequestTimeout") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its body."""
+
+
+def _declared_length(headers: dict[str, str], limit: int) -> int | None:
+    length = headers.get("content-length")
+    if length is None:
+        return None
+    if not length.isdigit():
+        raise BadRequest(400, f"bad Content-Length {length!r}")
+    if int(length) > limit:
+        raise BadRequest(413, f"the body is larger than {limit} bytes (Content-Length {length})")
+    return int(length)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive callable giving the body already read, then the client's own events (disconnect)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond(send: Any, status: int, payload: bytes, media: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

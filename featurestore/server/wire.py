@@ -41,6 +41,9 @@ class Limits:
     max_k: int = 1_000
     max_vector_length: int = 65_536
     max_body_bytes: int = 64 * 1024 * 1024
+    body_timeout_s: float = 10.0  # a request body must arrive within this (408 otherwise)
+    max_connections: int = 1024  # open connections and requests at once; beyond it new ones get 503
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
