@@ -32,9 +32,10 @@ Keep them few:
 - ``<!-- docs: background -->`` (shell blocks): the script is started in the background and left
   running until the file's last block is done. When it runs ``featurestore serve``, the test waits
   until ``GET /health`` answers on 127.0.0.1 at the served port.
-- ``<!-- docs: not-run (reason) -->``: allowed only for shell blocks made of ``make`` commands (they
-  would run this test suite from inside itself), and for Python that needs a scheduler that is not
-  installed (an Airflow DAG): such a Python block is compiled, not run.
+- ``<!-- docs: not-run (reason) -->``: allowed only for shell blocks made of ``make`` commands (``make
+  test`` would run this test suite from inside itself, ``make bench`` takes many minutes), and for
+  Python that needs a scheduler that is not installed (an Airflow DAG): such a Python block is
+  compiled, not run. Crontab entries need no marker: their commands run (see ``crontab`` above).
 """
 
 from __future__ import annotations
