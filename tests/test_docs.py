@@ -19,8 +19,9 @@ The working directory of a file is a fresh temporary folder laid out like a chec
 ``featurestore demo --small``: ``featurestore_data/`` (a copy of a store the small demo built once per
 session, two daily pipeline runs), ``events/events.parquet`` (the demo's events), the repository's
 ``schemas/`` and ``pipelines/``, and ``.venv`` (a link to the running interpreter's environment). Shell
-commands get that environment's ``bin`` first on ``PATH``, ``FEATURESTORE_ROOT`` set to the copy and
-``PYTHONPATH`` set to this repository, so ``featurestore ...`` runs this checkout's code.
+commands find ``featurestore`` and ``python`` first on ``PATH`` (both run the interpreter running the
+tests, ``featurestore`` as ``python -m featurestore``), with ``PYTHONPATH`` set to this repository, so
+they run this checkout's code; ``FEATURESTORE_ROOT`` is set to the copy.
 
 Substitutions, so examples read like a user's and still run side by side with other test runs:
 the port ``8000`` (written ``:8000`` or ``--port 8000``) becomes a free port, one per file; and
@@ -162,18 +163,24 @@ class DocsSession:
         self.base = base
         self.demo = base / "demo-store"
         self.contexts: dict[Path, FileContext] = {}
+        self.bin = base / "bin"
+        self.bin.mkdir()
+        for name, command in (("featurestore", f'"{sys.executable}" -m featurestore'),
+                              ("python", f'"{sys.executable}"')):
+            script = self.bin / name
+            script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+            script.chmod(0o755)
         env = self.base_env()
         env["FEATURESTORE_ROOT"] = str(self.demo)
-        proc = subprocess.run([str(VENV_BIN / "featurestore"), "demo", "--small", "--root", str(self.demo),
-                               "--quiet", "--days", "2"], cwd=base, env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run([str(self.bin / "featurestore"), "demo", "--small", "--root", str(self.demo), "--quiet",
+                               "--days", "2"],
+                              cwd=base, env=env, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"the small demo failed:\n{proc.stdout}\n{proc.stderr}")
 
-    @staticmethod
-    def base_env() -> dict[str, str]:
+    def base_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["PATH"] = os.pathsep.join([str(self.bin), str(VENV_BIN), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         env.pop("FEATURESTORE_TOKEN", None)
         env.pop("FEATURESTORE_EVENTS", None)
