@@ -389,3 +389,10 @@ def test_docs_are_found() -> None:
 def test_markers_are_rare() -> None:
     marked = [b.id for b in BLOCKS if b.marker]
     assert len(marked) <= 6, f"keep docs markers few: {marked}"
+
+
+def test_readme_is_the_front_door() -> None:
+    """The README stays short (details live in docs/) and keeps the two commands."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 200
+    assert "make demo" in text and "make test" in text
