@@ -170,3 +170,13 @@ def test_history_ls_and_show_say_which_commit_was_only_warned(tmp_path, capsys):
     assert "validation: WARNED" in out
     code, out, _ = run(capsys, "show", "item_embeddings", "--root", root, "--json")
     assert json.loads(out)["validation"].startswith("WARNED")
+
+
+def test_a_closed_pipe_ends_the_command_quietly(root, tmp_path):
+    env = {**__import__("os").environ, "FEATURESTORE_ROOT": str(root)}
+    subprocess.run([sys.executable, "-m", "featurestore", "apply", str(SCHEMAS)], env=env, check=True,
+                   capture_output=True, cwd=ROOT)
+    p = subprocess.run(f"{sys.executable} -m featurestore sql 'SELECT range FROM range(200000)' --limit 200000 "
+                       "| head -n 2", shell=True, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert len(p.stdout.splitlines()) == 2
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr

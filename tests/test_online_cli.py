@@ -32,7 +32,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_materialize_lookup_nearest(root: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "materialize", "items", "--root", root, "--json")
-    manifest = json.loads(out[out.index("{"):])
+    manifest = json.loads(out)  # --json: stdout holds only the JSON (progress goes to stderr)
     assert code == 0 and manifest["rows"] == 50 and manifest["commit"] == 1
     assert Path(manifest["path"], "vectors.npy").exists()
     code, out, _ = run(capsys, "materialize", "items", "--root", root)

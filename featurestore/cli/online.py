@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -126,7 +127,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     fg = store.feature_group(args.name, args.version)
     c = resolve_commit(fg, parse_commit(args.commit), parse_time(args.commit_time, "--commit-time"))
     t = time.perf_counter()
-    path = materialize(fg, c, force=args.force, progress=lambda m: print(f"  {m}", flush=True))
+    out = sys.stderr if args.json else sys.stdout  # --json: stdout holds only the JSON
+    path = materialize(fg, c, force=args.force, progress=lambda m: print(f"  {m}", file=out, flush=True))
     manifest = json.loads((path / "manifest.json").read_text())
     if args.json:
         print_json({**manifest, "path": str(path)})
