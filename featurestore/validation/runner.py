@@ -108,7 +108,7 @@ class Previous:
         parts, order = [], []
         for f in np.unique(files):
             mine = np.flatnonzero(files == f)
-            got = self.engine.scan(Scan(spec, self.files, (column,), rows={int(f): rows[mine]}))
+            got = self.engine.scan(Scan(spec, (self.files[int(f)],), (column,), rows={0: rows[mine]}))
             at = {int(r): i for i, r in enumerate(got["_row"].to_numpy())}
             parts.append(got[column].take(pa.array([at[int(r)] for r in rows[mine]], pa.int64())))
             order.append(mine)
