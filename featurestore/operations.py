@@ -34,6 +34,7 @@ from featurestore.online import build as views
 from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.storage import delta
+from featurestore.storage.staging import file_crc32, recorded_checksums
 from featurestore.training import list_training_sets, load_training_set, prune_cache
 from featurestore.training.caches import cache_problems
 from featurestore.training.saved import saved_versions
@@ -177,7 +178,8 @@ class Problem:
 
 
 def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
-    """Verify every feature group's log and data files (Parquet page checksums), every online view and
+    """Verify every feature group's log and data files (the CRC-32 each commit recorded, and that every
+    page decodes), every online view and
     cache against its checksums, and every saved training set against its manifest's sha256. With
     ``repair``, damaged views are rebuilt and damaged cache files deleted (rebuilt on use); committed
     data and saved training sets are never changed, only reported."""
@@ -199,11 +201,16 @@ def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
 def _check_table(fg: FeatureGroup) -> list[Problem]:
     try:
         files = fg.files()
+        recorded = recorded_checksums(fg.root, fg.rel) if fg.root.local else {}
     except FeatureStoreError as exc:
         return [Problem("table", fg.uri, f"the Delta log cannot be read: {exc}")]
     out = []
     for f in files:
+        want = recorded.get(os.path.basename(f))
         try:
+            if want is not None and file_crc32(f) != want:
+                out.append(Problem("table", f, "data file does not match the CRC-32 its commit recorded (damaged)"))
+                continue
             with pq.ParquetFile(f, page_checksum_verification=True) as pf:
                 for i in range(pf.num_row_groups):
                     pf.read_row_group(i)

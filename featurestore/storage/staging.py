@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 import warnings
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +35,13 @@ import pyarrow.compute as pc
 from featurestore.errors import StorageError
 from featurestore.storage.delta import META_PREFIX, commit_of_run, history, open_table, translated
 from featurestore.storage.fs import Root
+
+#: Parquet page CRCs in the data files. Off: measured on the 1M-row training-set benchmark, DuckDB's
+#: reads of files with page CRCs made the first training set over new commits 0.4-0.8 s slower
+#: (1.44 s -> 2.24 s median). Each file's CRC-32 is recorded in its commit instead (``CHECKSUMS``),
+#: computed by the writer thread while the batch is validated, and verified by `featurestore check`.
+PAGE_CHECKSUMS = False
+CHECKSUMS = META_PREFIX + "checksums"  # commit metadata: {data file name: CRC-32 of its bytes}
 
 TARGET_FILE_BYTES = 100 * 1024 * 1024  # deltalake's default target file size
 _MAX_STAT_CHARS = 32  # longer strings get a truncated min and no max (as deltalake does)
@@ -53,6 +61,7 @@ class StagedAppend:
         self.uri = root.uri_of(rel)
         self.paths: list[str] = []  # absolute paths of the files written so far
         self.files: list[tuple[str, int, int]] = []  # (path, first row, row count) of each written file
+        self.checksums: dict[str, str] = {}  # file name -> CRC-32 of its bytes
         self._done = False
         self._cancel = threading.Event()  # set by discard: files not yet started are not written
         import deltalake.transaction  # noqa: F401  here: a first import racing in two threads fails
@@ -83,8 +92,9 @@ class StagedAppend:
             path = f"{table_dir}/{name}"
             self.paths.append(path)  # before writing: a failed write still leaves a file to delete
             pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy",
-                           use_dictionary=dictionary, write_page_checksum=True)  # `check` verifies them
+                           use_dictionary=dictionary, write_page_checksum=PAGE_CHECKSUMS)
             self.files.append((path, start, part.num_rows))
+            self.checksums[name] = file_crc32(path)  # from the page cache, just written
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=True,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
@@ -104,6 +114,7 @@ class StagedAppend:
         try:
             with translated(f"committing to {self.uri}"):
                 dt, schema, actions = self._future.result()  # the writer's errors, translated too
+                metadata = {**metadata, CHECKSUMS: json.dumps(self.checksums, separators=(",", ":"))}
                 dt.create_write_transaction(
                     actions, mode="append", schema=schema,
                     commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=max_retries))
@@ -222,3 +233,24 @@ def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> di
                 commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
             )
     return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])
+
+
+def file_crc32(path: str) -> str:
+    """The CRC-32 of a file's bytes, as 8 hex digits (3.5 GB/s here)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def recorded_checksums(root: Root, rel: str) -> dict[str, str]:
+    """Data file name -> the CRC-32 its commit recorded, over the whole log (files written by other
+    writers, or before checksums were recorded, are absent)."""
+    out: dict[str, str] = {}
+    for info in history(root, rel):
+        raw = info.get(CHECKSUMS)
+        if raw:
+            with contextlib.suppress(ValueError, TypeError):
+                out.update(json.loads(raw))
+    return out
