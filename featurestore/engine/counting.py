@@ -8,11 +8,22 @@ engine's event reader; the Spark engine computes the same quantities as distribu
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from featurestore.engine.events import Events
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+
+def _sparse():  # type: ignore[no-untyped-def]
+    """scipy.sparse, imported when a kernel first runs: 0.1 s that `import featurestore` and serving
+    need not pay."""
+    import scipy.sparse
+
+    return scipy.sparse
 
 
 def sequence_tokens(events: Events, *, collapse_repeats: bool = True
@@ -71,7 +82,7 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
             v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(cross_session))
         off += k
     del same
-    upper = sp.coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
+    upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
     upper.sum_duplicates()
     return (upper + upper.T).tocsr()
 
@@ -85,7 +96,7 @@ def weighted_sums(entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_ent
     their weights).
     """
     keep = (row >= 0) & (weight > 0)
-    m = sp.csr_matrix((weight[keep], (entity[keep], row[keep])), shape=(n_entities, vectors.shape[0]),
+    m = _sparse().csr_matrix((weight[keep], (entity[keep], row[keep])), shape=(n_entities, vectors.shape[0]),
                       dtype=np.float32)
     m.sum_duplicates()
     has = np.flatnonzero(np.diff(m.indptr) > 0)

@@ -8,12 +8,11 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import scipy.sparse as sp
 
 from featurestore.engine import counting
 from featurestore.engine.base import Cooccurrence, Engine, JoinRequest, Scan
@@ -22,6 +21,9 @@ from featurestore.engine.events import Events, EventSource
 from featurestore.engine.pit_sql import JoinGroup, build_sql, join_cache_sql
 from featurestore.errors import EventsError, InvalidData, QueryError, StorageError
 from featurestore.storage.duck import Duck, literal, quote
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp  # 0.1 s to import: only the in-process kernels need it at run time
 
 
 class DuckDBEngine(Engine):
