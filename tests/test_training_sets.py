@@ -113,3 +113,20 @@ def test_cli_errors(items: FeatureStore, spine_file: Path, tmp_path: Path, capsy
     assert main(base + args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_killed_save_leaves_debris_that_the_next_save_removes(items, tmp_path):
+    import subprocess
+    import sys
+
+    staging = Path(items.root.uri) / "training_sets" / ".staging"
+    staging.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    debris = staging / f"fs-training-{int(gone.stdout)}-abc123"  # a save killed mid-write
+    debris.mkdir()
+    (debris / "data.parquet").write_bytes(b"half a file")
+    spine = pa.table({"item_id": ["i0"], "ts": pa.array([T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})
+    saved = items.save_training_set("ctr", spine, ["item_embeddings:1"], event_time="ts")
+    assert not debris.exists() and list(staging.iterdir()) == []  # nothing left of either save
+    assert saved.to_arrow().num_rows == 1
+    assert [s.name for s in list_training_sets(items.catalog)] == ["ctr"]

@@ -34,6 +34,7 @@ from featurestore.online import index as ix
 from featurestore.online.integrity import checksums
 from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
 from featurestore.schema import Feature
+from featurestore.storage.fs import pid_alive as _alive
 
 log = logging.getLogger("featurestore.online")
 FORMAT_VERSION = 2  # 2: every file's size and CRC-32 in the manifest
@@ -261,18 +262,6 @@ def _clean_dead_builds(root: Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def read_manifest(view: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,33 @@ class Root:
 
     def write_json(self, rel: str, doc: Any) -> None:
         self.write_bytes(rel, json.dumps(doc, indent=2, sort_keys=True, default=str).encode())
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a temporary folder named after a dead one is
+    debris of a killed writer, safe to remove)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: str, prefix: str) -> list[str]:
+    """Remove ``folder``'s entries named ``<prefix><pid>-...`` whose process is gone; returns them."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            removed.append(os.path.join(folder, name))
+    return removed
+

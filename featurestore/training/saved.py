@@ -30,9 +30,12 @@ import pyarrow as pa
 
 from featurestore.catalog import Catalog
 from featurestore.errors import CorruptData, InvalidData, StorageError, TrainingSetNotFound
+from featurestore.storage.fs import remove_dead_temporaries
 from featurestore.training.plan import _ROW, TrainingSet, rechunk
 
 DIR = "training_sets"
+_STAGING = ".staging"
+_TMP_PREFIX = "fs-training-"
 MANIFEST = "manifest.json"
 DATA = "data.parquet"
 NAME = re.compile(r"^[a-z_][a-z0-9_\-]*$")
@@ -123,7 +126,12 @@ def save(store: Catalog, name: str, ts: TrainingSet, *, description: str = "") -
         raise InvalidData(f"bad training set name {name!r}: use lower-case letters, digits, '_' and '-'")
     digest, rows = spine_hash(ts)
     store.init()
-    with tempfile.TemporaryDirectory(prefix="fs-training-") as tmp:
+    # the result is written in a staging folder named after this process (inside the store when it is
+    # local), so one a killed save left behind is recognised, and removed, by the next save
+    base = store.root._path(f"{DIR}/{_STAGING}") if store.root.local else tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    remove_dead_temporaries(base, _TMP_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=base) as tmp:
         local = os.path.join(tmp, DATA)
         written = ts.to_parquet(local)
         manifest = {
