@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -131,6 +132,16 @@ def save(store: Catalog, name: str, ts: TrainingSet, *, description: str = "") -
     base = store.root._path(f"{DIR}/{_STAGING}") if store.root.local else tempfile.gettempdir()
     os.makedirs(base, exist_ok=True)
     remove_dead_temporaries(base, _TMP_PREFIX)
+    try:
+        return _stage_and_claim(store, name, ts, base, description, digest, rows)
+    finally:
+        if store.root.local:
+            with contextlib.suppress(OSError):
+                os.rmdir(base)  # only when empty: another save may be staging there
+
+
+def _stage_and_claim(store: Catalog, name: str, ts: TrainingSet, base: str, description: str, digest: str,
+                     rows: int) -> SavedTrainingSet:
     with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=base) as tmp:
         local = os.path.join(tmp, DATA)
         written = ts.to_parquet(local)
