@@ -431,3 +431,24 @@ def test_lookup_fast_path_answers_like_the_fastapi_route(store: FeatureStore) ->
     assert answers[0] == answers[1]
     assert [a[0] for a in answers[0][:-1]] == [200, 401, 404, 422, 413, 415] and answers[0][-1] == 413
     assert "/feature-groups/{name}/lookup" in app.app.openapi()["paths"]
+
+
+def test_hot_reload_builds_the_new_view_in_another_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from featurestore.server import reload as reload_module
+    from featurestore.server.reload import Registry
+
+    store = FeatureStore(tmp_path / "store")
+    store.apply(spec("items"))
+    fg = store.feature_group("items")
+    fg.insert(batch(keys_for(50, "string"), seed=1))
+    registry = Registry(store, policy=ReloadPolicy(interval=0))
+    fg.insert(batch(keys_for(60, "string"), seed=2, event_time=T0 + timedelta(days=1)))
+
+    def in_this_process(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the serving process built a view")
+
+    monkeypatch.setattr(reload_module, "materialize", in_this_process)
+    assert registry.poll() == ["items"]  # built by a child `featurestore materialize`, then opened and checked
+    assert registry.get("items").view.commit == 2 and registry.get("items").view.rows == 60
+    registry.stop()
+    store.close()

@@ -9,12 +9,16 @@ leaves the old view serving; the reason is logged and shown by ``GET /feature-gr
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,8 @@ class ReloadPolicy:
     min_recall: float = 0.9  # recall@10 on a sample against exact search, approximate indexes only
     sample: int = 200  # queries in the recall check
     keep_views: int = 2  # views kept on disk per feature group after a swap (0 keeps all)
+    build_in_subprocess: bool = True  # build new views in a child process, off the serving interpreter
+    build_timeout_s: float = 3600.0
 
 
 @dataclass
@@ -137,12 +143,28 @@ class Registry:
                 swapped.append(name)
         return swapped
 
+    def build(self, fg: FeatureGroup, commit: int) -> Path:
+        """Materialise the view of ``commit`` in a separate process, so the build's CPU (reading the
+        rows, the key table, the index) never competes with requests for this process's interpreter.
+        Stores opened with explicit storage options (which a child cannot be given safely) build in
+        this process's reload thread instead."""
+        if fg.root.storage_options or not self.policy.build_in_subprocess:
+            return materialize(fg, commit)
+        cmd = [sys.executable, "-m", "featurestore", "materialize", fg.name, "--version", str(fg.version),
+               "--commit", str(commit), "--root", fg.root.uri, "--json"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.policy.build_timeout_s,
+                              check=False)
+        if done.returncode != 0:
+            raise FeatureStoreError(f"building the view of commit {commit} failed: "
+                                    f"{(done.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+        return Path(json.loads(done.stdout)["path"])
+
     def reload(self, name: str, commit: int) -> bool:
         """Build, check and swap in the view of ``commit``; on failure keep the old view and say why."""
         served = self._served[name]
         t = time.perf_counter()
         try:
-            view = OnlineView(materialize(served.fg, commit)).warm()
+            view = OnlineView(self.build(served.fg, commit)).warm()
             self.check(view, served)
         except Exception as exc:  # any failure must leave the old view serving
             served.failures += 1
