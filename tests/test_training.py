@@ -570,3 +570,22 @@ def test_arrow_results_do_not_import_pandas(items: FeatureStore, tmp_path: Path)
         "print('ok')\n")
     out = run_python(code, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_training_set_without_any_value_from_a_group_says_so(items: FeatureStore, caplog) -> None:
+    """known_at='spine' over rows committed after the labels (a backfill) finds nothing: say why."""
+    import logging
+
+    spine = pa.table({"item_id": ["i0", "i1"], "ts": pa.array([T0 + timedelta(hours=2)] * 2, UTCZ)})
+    with caplog.at_level(logging.WARNING, logger="featurestore.training"):
+        got = items.training_set(spine, ["item_embeddings:1"], event_time="ts", known_at="spine").to_arrow()
+    assert got.column("item_embeddings__n_events").null_count == 2
+    assert "no feature values for any of the 2 spine rows from item_embeddings:1" in caplog.text
+    assert "known_at='latest' reads them" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="featurestore.training"):
+        got = items.training_set(spine, ["item_embeddings:1"], event_time="ts").to_arrow()
+    assert got.column("item_embeddings__n_events").null_count == 0 and caplog.text == ""
+    with caplog.at_level(logging.WARNING, logger="featurestore.training"):
+        list(items.training_set(spine, ["item_embeddings:1"], event_time="ts", known_at="spine").to_batches())
+    assert "no feature values" in caplog.text  # streamed too

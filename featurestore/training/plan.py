@@ -25,6 +25,7 @@ Where things are: :mod:`.spine` reads the spine, :mod:`.refs` parses feature ref
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 
 # also imported from here: FeatureRef and Spine (defined in .refs and .spine), _ROW (by .saved)
 __all__ = ["_ROW", "FeatureRef", "Spine", "TrainingSet", "plan", "rechunk"]
+
+log = logging.getLogger("featurestore.training")
 
 
 @dataclass
@@ -132,13 +135,18 @@ class TrainingSet:
         decoding.result()
         spine = _Rows(self._spine.batches(), self._spine.arrow_schema)
         empty = True
+        found: dict[str, int] = {}
+        rows = 0
         for batch in reader:
             empty = False
+            rows += batch.num_rows
+            _count_found(self._request.groups, batch, found)
             yield self._attach(spine.take(batch.num_rows), self._gather(batch))
         if empty:  # always at least one (possibly empty) table: it carries the schema
             yield self._attach(spine.take(0), self._gather(reader.schema.empty_table()))
         if not spine.exhausted():
             raise QueryError("training-set query returned fewer rows than the spine has")
+        self._warn_if_nothing_found(rows, found)
         self._cache_behind()
 
     def to_arrow(self) -> pa.Table:
@@ -147,8 +155,24 @@ class TrainingSet:
         table = self._reader(1 << 20).read_all()
         decoding.result()
         out = self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
+        found: dict[str, int] = {}
+        _count_found(self._request.groups, table, found)
+        self._warn_if_nothing_found(table.num_rows, found)
         self._cache_behind()
         return out
+
+    def _warn_if_nothing_found(self, rows: int, found: dict[str, int]) -> None:
+        """Say so when a feature group gave no value to any spine row: usually a spine before every
+        commit, keys of another type, or ``known_at="spine"`` over rows committed after the labels."""
+        empty = [g.key for g in self._request.groups if rows and not found.get(g.key)]
+        if not empty:
+            return
+        hint = (" With known_at='spine' a row counts from its commit time (_ingested_at): rows backfilled "
+                "after the spine's times are invisible to it; known_at='latest' reads them."
+                if self._request.known_at == "spine" else "")
+        log.warning("training set: no feature values for any of the %d spine rows from %s (every value is "
+                    "null). Check the spine's keys and times against the commits read (pins %s).%s",
+                    rows, ", ".join(empty), self.pins, hint)
 
     def to_pandas(self) -> pd.DataFrame:
         """Compute the training set as a pandas DataFrame (vectors as numpy arrays)."""
@@ -188,6 +212,14 @@ class TrainingSet:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return rows
+
+
+def _count_found(groups: Sequence[JoinGroup], batch: pa.Table | pa.RecordBatch, found: dict[str, int]) -> None:
+    """Add, per group, the rows of ``batch`` with a value in the group's first output column."""
+    for g in groups:
+        column = batch.column(batch.schema.get_field_index(g.output[0])) if g.output else None
+        if column is not None:
+            found[g.key] = found.get(g.key, 0) + len(column) - column.null_count
 
 
 def rechunk(tables: Iterable[pa.Table], size: int, *, keep_empty: bool = False) -> Iterator[pa.Table]:
