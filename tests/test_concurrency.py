@@ -9,8 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from featurestore import FeatureStore
@@ -116,3 +118,50 @@ def test_sigkill_during_insert_leaves_previous_commit_readable(tmp_path):
     assert reopened.read().num_rows == table.num_rows + 5
     assert FeatureStore(tmp_path / "s").sql("SELECT count(*) FROM item_embeddings").fetchall()[0][0] == \
         table.num_rows + 5
+
+
+SAVER = r"""
+import sys
+from datetime import datetime, timedelta, UTC
+import numpy as np, pyarrow as pa
+from featurestore import FeatureStore
+store = FeatureStore(sys.argv[1])
+n = 200_000
+rng = np.random.default_rng(0)
+spine = pa.table({"item_id": [f"i{i}" for i in rng.integers(0, 2000, n)],
+                  "ts": pa.array([datetime(2026, 11, 3, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC"))})
+print("ready", flush=True)
+for i in range(1000):
+    store.save_training_set("ctr", spine, ["item_embeddings:1"], event_time="ts")
+    print("saved", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+def test_sigkill_during_training_set_saves_leaves_only_whole_versions(tmp_path, delay):
+    """A save killed at any point leaves no half version (every listed version verifies against its
+    manifest), the next save removes its debris, and the saved sets stay reproducible."""
+    from featurestore.training import list_training_sets
+
+    root = tmp_path / "s"
+    store = FeatureStore(root)
+    store.apply(SCHEMAS)
+    store.feature_group("item_embeddings", 1).insert(item_batch(2000), cutoff=T0)
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(root)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert proc.stdout.readline().strip() == "saved", proc.stderr.read() if proc.stderr else ""
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    store = FeatureStore(root)
+    saved = list_training_sets(store.catalog)
+    assert len(saved) >= 1
+    for s in saved:
+        s.verify()  # whole: data.parquet matches its manifest
+    spine = pa.table({"item_id": ["i1"], "ts": pa.array([T0 + timedelta(days=2)], pa.timestamp("us", tz="UTC"))})
+    store.save_training_set("after", spine, ["item_embeddings:1"], event_time="ts")
+    assert not (root / "training_sets" / ".staging").exists()  # the killed save's debris is gone
+    store.close()
