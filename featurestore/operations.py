@@ -34,7 +34,8 @@ from featurestore.online import build as views
 from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.storage import delta
-from featurestore.storage.staging import file_crc32, recorded_checksums
+from featurestore.storage.fs import file_crc32
+from featurestore.storage.staging import recorded_checksums
 from featurestore.training import list_training_sets, load_training_set, prune_cache
 from featurestore.training.caches import cache_problems
 from featurestore.training.saved import saved_versions

@@ -387,10 +387,10 @@ def test_a_build_killed_midway_is_cleaned_by_the_next_build(tmp_path: Path) -> N
     root = mat.views_dir(fg)
     root.mkdir(parents=True)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = root / f".build-c1-{int(gone.stdout)}-0123abcd"  # the process that wrote it has exited
+    dead = root / f".build-{int(gone.stdout)}-c1-0123abcd"  # the process that wrote it has exited
     dead.mkdir()
     (dead / "vectors.npy").write_bytes(b"x" * 1000)
-    live = root / f".build-c1-{os.getppid()}-4567cdef"  # a build still running in a live process
+    live = root / f".build-{os.getppid()}-c1-4567cdef"  # a build still running in a live process
     live.mkdir()
     store.online("items")
     assert not dead.exists() and live.exists()

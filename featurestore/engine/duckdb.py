@@ -166,15 +166,14 @@ class _Reader:
     DuckDB's errors while streaming as :class:`QueryError`."""
 
     @staticmethod
-    def wrap(reader: pa.RecordBatchReader, done: contextlib.AbstractContextManager | object,
-             what: str = "") -> pa.RecordBatchReader:
+    def wrap(reader: pa.RecordBatchReader, done: Callable[[], None], what: str = "") -> pa.RecordBatchReader:
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 yield from reader
             except (duckdb.Error, pa.ArrowException) as exc:
                 raise QueryError(f"training-set query failed ({what}): {exc}") from exc
             finally:
-                done()  # type: ignore[operator]
+                done()
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 

@@ -34,7 +34,7 @@ from featurestore.online import index as ix
 from featurestore.online.integrity import checksums
 from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
 from featurestore.schema import Feature
-from featurestore.storage.fs import pid_alive as _alive
+from featurestore.storage.fs import pid_alive, remove_dead_temporaries
 
 log = logging.getLogger("featurestore.online")
 FORMAT_VERSION = 2  # 2: every file's size and CRC-32 in the manifest
@@ -76,7 +76,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         if _format(target) == FORMAT_VERSION:
             return target
         force = True  # built by an older version (no checksums): derived data, so rebuilt
-    _clean_dead_builds(views_dir(fg))
+    remove_dead_temporaries(str(views_dir(fg)), ".build-")  # what builds killed midway left
     feature = served_vector(fg)
     spec = fg.spec
     t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
 
     root = views_dir(fg)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".build-c{commit}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f".build-{os.getpid()}-c{commit}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         hash_map = _write_keys(tmp, rows, spec.entity_keys[0].type)
@@ -250,20 +250,6 @@ def _format(view: Path) -> int | None:
         return None
 
 
-def _clean_dead_builds(root: Path) -> list[Path]:
-    """Remove the temporary folders of builds whose process is gone (killed mid-build): a build folder
-    is named ``.build-c<commit>-<pid>-<id>``; one of a live process (another build) is left alone."""
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for p in root.iterdir():
-        parts = p.name.split("-")
-        if p.name.startswith(".build-") and len(parts) == 4 and parts[2].isdigit() and not _alive(int(parts[2])):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
-
-
 def read_manifest(view: Path) -> dict[str, Any]:
     """A view's manifest (StorageError naming it when it cannot be read)."""
     try:
@@ -306,7 +292,7 @@ def served_commits(fg: FeatureGroup) -> set[int]:
         return out
     for p in root.glob(f"{_LEASE}*.json"):
         pid = p.name[len(_LEASE):-len(".json")]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             continue
         try:
             out.update(int(c) for c in json.loads(p.read_text()))

@@ -9,28 +9,18 @@ faiss index) has its size and CRC-32 in ``manifest.json``; :func:`verify` checks
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any
 
 from featurestore.errors import CorruptData
+from featurestore.storage.fs import file_crc32
 
 MANIFEST = "manifest.json"
-_CHUNK = 8 << 20
-
-
-def crc32(path: Path) -> str:
-    """The CRC-32 of a file's bytes, as 8 hex digits."""
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            crc = zlib.crc32(chunk, crc)
-    return f"{crc:08x}"
 
 
 def checksums(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and CRC-32 of every file of a view folder (the manifest aside)."""
-    return {p.name: {"bytes": p.stat().st_size, "crc32": crc32(p)}
+    return {p.name: {"bytes": p.stat().st_size, "crc32": file_crc32(p)}
             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
@@ -47,5 +37,5 @@ def verify(folder: Path, manifest: dict[str, Any]) -> None:
         size = path.stat().st_size
         if size != want.get("bytes"):
             raise CorruptData(f"online view file {path} has {size} bytes; its manifest says {want.get('bytes')}")
-        if crc32(path) != want.get("crc32"):
+        if file_crc32(path) != want.get("crc32"):
             raise CorruptData(f"online view file {path} does not match its checksum (damaged on disk)")

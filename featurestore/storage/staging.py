@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 import warnings
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -34,7 +33,7 @@ import pyarrow.compute as pc
 
 from featurestore.errors import StorageError
 from featurestore.storage.delta import META_PREFIX, commit_of_run, history, open_table, translated
-from featurestore.storage.fs import Root
+from featurestore.storage.fs import Root, file_crc32
 
 #: Parquet page CRCs in the data files. Off: measured on the 1M-row training-set benchmark, DuckDB's
 #: reads of files with page CRCs made the first training set over new commits 0.4-0.8 s slower
@@ -233,15 +232,6 @@ def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> di
                 commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
             )
     return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])
-
-
-def file_crc32(path: str) -> str:
-    """The CRC-32 of a file's bytes, as 8 hex digits (3.5 GB/s here)."""
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return f"{crc:08x}"
 
 
 def recorded_checksums(root: Root, rel: str) -> dict[str, str]:
