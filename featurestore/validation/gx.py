@@ -38,6 +38,8 @@ def load() -> Any:
             with warnings.catch_warnings():  # its import-time deprecation noise is not our users' concern
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", PendingDeprecationWarning)
+                # with pyspark installed, great_expectations imports it, and pyspark warns about pandas 3
+                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
                 import great_expectations
                 import great_expectations.data_context.types.base
             ge = _state["ge"] = great_expectations
