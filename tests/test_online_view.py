@@ -394,3 +394,41 @@ def test_a_build_killed_midway_is_cleaned_by_the_next_build(tmp_path: Path) -> N
     live.mkdir()
     store.online("items")
     assert not dead.exists() and live.exists()
+
+
+@pytest.mark.parametrize(("metric", "index", "params"),
+                         [("cosine", "ivf", {"nlist": 16}), ("dot", "ivf", {"nlist": 16}), ("l2", "hnsw", {"m": 8})])
+def test_a_single_query_gets_what_the_index_itself_answers(tmp_path: Path, metric: str, index: str,
+                                                           params: dict) -> None:
+    """The one-query path (straight to faiss) answers as the batch path and as faiss called directly with
+    the view's own breadth; anything unusual (a short answer, a bad vector) falls back to the full path."""
+    import faiss
+
+    store = _store(tmp_path, spec(metric=metric, index=index, params=params, dim=16))
+    store.feature_group("items").insert(batch(keys_for(2000, "int64"), seed=5, dim=16, clustered=True))
+    view = store.online("items")
+    rng = np.random.default_rng(6)
+    qs = (np.asarray(view.matrix[rng.choice(2000, 40, replace=False)])
+          + 0.1 * rng.standard_normal((40, 16))).astype(np.float32)
+    batch_answers = view.nearest_many(qs, k=10)
+    raw = qs / np.linalg.norm(qs, axis=1, keepdims=True) if metric == "cosine" else qs
+    faiss.omp_set_num_threads(1)
+    dist, rows = view._index.search(np.ascontiguousarray(raw), 10)  # the view set its breadth on the index
+    for q, many, d, r in zip(qs, batch_answers, dist, rows):
+        one = view.nearest(q, k=10)
+        assert not one.exact and one.rows.tolist() == many.rows.tolist() == r.tolist()
+        assert one.keys == view.keys.keys[r].tolist()
+        want = -np.sqrt(np.maximum(d, 0)) if metric == "l2" else d
+        np.testing.assert_allclose(one.scores, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(many.scores, want, rtol=1e-5, atol=1e-5)
+    # k beyond what the probed lists hold: still k answers (searched wider), as many as rows at most
+    assert len(view.nearest(qs[0], k=1500)) == 1500
+    assert len(view.nearest(qs[0], k=5000)) == 2000
+    for bad in ([np.nan] * 16, [1.0] * 15, "x", [[1.0] * 16]):
+        with pytest.raises(InvalidQuery):
+            view.nearest(bad, k=3)
+    if metric == "cosine":
+        with pytest.raises(InvalidQuery, match="zero"):
+            view.nearest(np.zeros(16, np.float32), k=3)
+        huge = np.full(16, 3e38, np.float32)  # finite, but its float32 sum of squares is not
+        assert view.nearest(huge, k=3).keys == view.nearest(np.ones(16, np.float32), k=3).keys

@@ -80,58 +80,47 @@ def scores_to_public(raw: np.ndarray, metric: Metric) -> np.ndarray:
 
 def exact_topk(matrix: np.ndarray, queries: np.ndarray, k: int, metric: Metric, *,
                rows: np.ndarray | None = None, mask: np.ndarray | None = None,
-               sqnorms: np.ndarray | None = None, block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+               sqnorms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k rows of ``matrix`` per query: (row ids (nq, k), public scores (nq, k)), best first.
 
     ``rows`` restricts the search to those rows (gathered once); ``mask`` removes rows (boolean, False =
     excluded) without copying the matrix. Fewer than k candidates leave ``-1`` ids and ``-inf`` scores.
+    faiss's brute-force kernels do the work (SIMD, a heap per query, the mask applied inside), on this
+    thread alone for a few queries.
     """
     nq = queries.shape[0]
     ids_out = np.full((nq, k), -1, np.int64)
     sc_out = np.full((nq, k), -np.inf, np.float32)
-    if k == 0:
+    n = matrix.shape[0]
+    if k == 0 or n == 0 or nq == 0:
         return ids_out, sc_out
     if rows is not None:
         sub = np.take(matrix, rows, axis=0)
         sub_norms = sqnorms[rows] if sqnorms is not None else None
-        ids, sc = exact_topk(sub, queries, k, metric, sqnorms=sub_norms, block=block)
+        ids, sc = exact_topk(sub, queries, k, metric, sqnorms=sub_norms)
         return np.where(ids >= 0, rows[np.maximum(ids, 0)], -1), sc
-    n = matrix.shape[0]
-    best_ids = [np.zeros((nq, 0), np.int64)]
-    best_sc = [np.zeros((nq, 0), np.float32)]
-    q = queries.T.copy()
-    qn = (queries * queries).sum(axis=1)[None, :] if metric == "l2" else None
-    block = max(4096, min(block, 32_000_000 // max(nq, 1)))  # bound the (rows, nq) score block
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        part = np.asarray(matrix[start:stop])
-        # a few queries: a single-threaded product (multi-threaded BLAS matrix-vector products spin and
-        # stall on a busy machine); many queries: BLAS matrix-matrix
-        s = np.einsum("ij,jk->ik", part, q) if nq <= 4 else part @ q  # (rows, nq)
-        if metric == "l2":
-            norms = sqnorms[start:stop] if sqnorms is not None else (part * part).sum(axis=1)
-            s = -(norms[:, None] - 2 * s + qn)  # -squared distance
-        if mask is not None:
-            s[~mask[start:stop]] = -np.inf
-        kk = min(k, stop - start)
-        s = s.T  # (nq, rows)
-        if kk < s.shape[1]:
-            part_idx = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        else:
-            part_idx = np.broadcast_to(np.arange(s.shape[1]), (nq, s.shape[1]))
-        best_sc.append(np.take_along_axis(s, part_idx, axis=1).astype(np.float32, copy=False))
-        best_ids.append(part_idx + start)
-    all_sc = np.concatenate(best_sc, axis=1)
-    all_ids = np.concatenate(best_ids, axis=1)
-    kk = min(k, all_sc.shape[1])
-    order = np.argsort(-all_sc, axis=1, kind="stable")[:, :kk]
-    top_sc = np.take_along_axis(all_sc, order, axis=1)
-    top_ids = np.take_along_axis(all_ids, order, axis=1)
-    valid = np.isfinite(top_sc)
-    ids_out[:, :kk] = np.where(valid, top_ids, -1)
+    faiss = _faiss()
+    ptr = faiss.swig_ptr
+    x = np.ascontiguousarray(queries, dtype=np.float32)
+    y = np.ascontiguousarray(matrix, dtype=np.float32)  # the views' matrices already are: no copy
+    kk = min(k, n)
+    dist = np.empty((nq, kk), np.float32)
+    ids = np.empty((nq, kk), np.int64)
+    bitmap = sel = None
+    if mask is not None:
+        bitmap = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(len(mask), ptr(bitmap))
+    faiss.omp_set_num_threads(1 if nq < 8 else _THREADS)
+    d = x.shape[1]
     if metric == "l2":
-        top_sc = np.where(valid, -np.sqrt(np.maximum(-top_sc, 0)), -np.inf)
-    sc_out[:, :kk] = np.where(valid, top_sc, -np.inf)
+        norms = None if sqnorms is None else np.ascontiguousarray(sqnorms, dtype=np.float32)  # alive: a name
+        faiss.knn_L2sqr(ptr(x), ptr(y), d, nq, n, kk, ptr(dist), ptr(ids), None if norms is None else ptr(norms), sel)
+    else:
+        faiss.knn_inner_product(ptr(x), ptr(y), d, nq, n, kk, ptr(dist), ptr(ids), sel)
+    del bitmap, sel  # kept alive until the search returned
+    valid = ids >= 0
+    ids_out[:, :kk] = np.where(valid, ids, -1)
+    sc_out[:, :kk] = np.where(valid, scores_to_public(dist, metric), -np.inf)
     return ids_out, sc_out
 
 
@@ -146,6 +135,11 @@ def _faiss() -> Any:
     if not _THREADS:
         _THREADS = faiss.omp_get_max_threads()
     return faiss
+
+
+def load() -> None:
+    """Import faiss now (a server warming its views), not in the first query."""
+    _faiss()
 
 
 def _faiss_metric(metric: Metric) -> int:
@@ -277,9 +271,52 @@ def write(index: Any, path: str) -> None:
 
 
 def read(path: str) -> Any:
-    """Open a faiss index memory-mapped where faiss supports it, else read it into memory."""
-    faiss = _faiss()
-    try:
-        return faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-    except RuntimeError:
-        return faiss.read_index(path)
+    """Read a faiss index into memory. (faiss can memory-map an IVF index, but then serves its lists
+    through ``OnDiskInvertedLists``, which costs about 1.3x the search time of in-memory lists.)"""
+    return _faiss().read_index(path)
+
+
+class Searcher:
+    """An approximate index with its search breadth, searched with as little work around faiss as
+    possible: outputs preallocated, the C++ search called directly, per-search parameters built only
+    when a call needs a breadth other than the index's own or a row mask."""
+
+    def __init__(self, index: Any, cfg: IndexConfig, breadth: int, metric: Metric):
+        self.index, self.cfg, self.metric = index, cfg, metric
+        self.breadth = max(1, breadth)
+        set_breadth(index, cfg, self.breadth)
+        self.limit: int = index.nlist if cfg.kind == "ivf" else 4096  # the widest breadth a retry uses
+        self._faiss = _faiss()
+        self._ptr = self._faiss.swig_ptr
+
+    def one(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top-k of one contiguous float32 query at the index's own breadth: (row ids, public scores),
+        or None when fewer than k rows were reached (the caller searches wider)."""
+        if self.cfg.kind == "hnsw" and k > self.breadth:
+            return None
+        dist = np.empty(k, np.float32)
+        ids = np.empty(k, np.int64)
+        self._faiss.omp_set_num_threads(1)
+        self.index.search_c(1, self._ptr(q), k, self._ptr(dist), self._ptr(ids))
+        if ids[k - 1] < 0:
+            return None
+        return ids, (scores_to_public(dist, self.metric) if self.metric == "l2" else dist)
+
+    def many(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None,
+             breadth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of a batch of queries: (row ids (nq, k), public scores), ``-1`` / ``-inf`` where a query
+        reached fewer than k rows (``mask``: False rows never take a place)."""
+        breadth = self.breadth if breadth is None else breadth
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        nq = len(q)
+        dist = np.empty((nq, k), np.float32)
+        ids = np.empty((nq, k), np.int64)
+        self._faiss.omp_set_num_threads(1 if nq < 8 else _THREADS)
+        if mask is not None or breadth != self.breadth or (self.cfg.kind == "hnsw" and k > breadth):
+            return search(self.index, self.cfg, breadth, q, k, self.metric, mask)
+        self.index.search_c(nq, self._ptr(q), k, self._ptr(dist), self._ptr(ids))
+        if self.metric == "l2":
+            dist = scores_to_public(dist, self.metric)
+        if (ids < 0).any():
+            dist[ids < 0] = -np.inf
+        return ids, dist
