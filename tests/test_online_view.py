@@ -421,6 +421,9 @@ def test_a_single_query_gets_what_the_index_itself_answers(tmp_path: Path, metri
         want = -np.sqrt(np.maximum(d, 0)) if metric == "l2" else d
         np.testing.assert_allclose(one.scores, want, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(many.scores, want, rtol=1e-5, atol=1e-5)
+    # warmed for serving, the index is read into memory: the same answers
+    view.warm()
+    assert [view.nearest(q, k=10).rows.tolist() for q in qs] == [a.rows.tolist() for a in batch_answers]
     # k beyond what the probed lists hold: still k answers (searched wider), as many as rows at most
     assert len(view.nearest(qs[0], k=1500)) == 1500
     assert len(view.nearest(qs[0], k=5000)) == 2000
