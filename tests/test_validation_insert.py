@@ -172,3 +172,21 @@ def test_dry_run_validate_commits_and_stores_nothing(store):
     assert tree_digest(root) == before
     again = store.validate("item_embeddings", commit=1)
     assert again.success and again.commit == 1 and again.mode == "commit"
+
+
+def test_validation_runs_in_a_python_c_script(tmp_path: Path) -> None:
+    """With pyspark installed, importing great_expectations imports Spark Connect, which exits the process
+    when the main module has no file (``python -c``): the adapter keeps such scripts alive."""
+    import subprocess
+    import sys
+
+    script = (
+        "from featurestore import FeatureStore\n"
+        "from tests.conftest import SCHEMAS, T0, item_batch\n"
+        f"s = FeatureStore({str(tmp_path / 's')!r}); s.apply(SCHEMAS)\n"
+        "c = s.feature_group('item_embeddings', version=1).insert(item_batch(3), cutoff=T0)\n"
+        "print('committed', c.commit)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "committed 1", out.stderr[-2000:]

@@ -8,11 +8,14 @@ are translated to :class:`~featurestore.errors.ValidationError` here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,7 +38,8 @@ def load() -> Any:
         ge = _state.get("ge")
         if ge is None:
             os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before the import: never phone home
-            with warnings.catch_warnings():  # its import-time deprecation noise is not our users' concern
+            with warnings.catch_warnings(), _main_module_named():
+                # its import-time deprecation noise is not our users' concern
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", PendingDeprecationWarning)
                 # with pyspark installed, great_expectations imports it, and pyspark warns about pandas 3
@@ -44,6 +48,24 @@ def load() -> Any:
                 import great_expectations.data_context.types.base
             ge = _state["ge"] = great_expectations
         return ge
+
+
+@contextlib.contextmanager
+def _main_module_named() -> Iterator[None]:
+    """great_expectations imports ``pyspark.sql.connect`` when pyspark is installed, and that module
+    calls ``sys.exit(0)`` when the main module has neither a spec nor a file (it takes that for its own
+    doctest run), which is exactly the case of ``python -c`` and ``python -``. For the import, the main
+    module gets a ``__file__`` saying what it is; pyspark then raises the ImportError that
+    great_expectations expects when Spark Connect's own dependencies are missing."""
+    main = sys.modules.get("__main__")
+    name = main is not None and getattr(main, "__spec__", None) is None and not hasattr(main, "__file__")
+    if name:
+        main.__file__ = "<string>"  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if name and getattr(main, "__file__", None) == "<string>":
+            del main.__file__  # type: ignore[union-attr]
 
 
 def loaded() -> bool:
