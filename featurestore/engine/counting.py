@@ -51,11 +51,13 @@ def sessions(ent: np.ndarray, t: np.ndarray, gap_us: int | None) -> np.ndarray:
 
 
 def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collapse_repeats: bool = True,
-                 session_gap: timedelta | None = None, cross_session: float = 1.0) -> sp.csr_matrix:
+                 session_gap: timedelta | None = None, cross_session: float = 1.0,
+                 directed: bool = False) -> sp.csr_matrix:
     """Symmetric (n_items, n_items) float32 matrix of windowed, weighted co-occurrence counts.
 
     Pairs in different sessions of an entity (split at pauses longer than ``session_gap``) count
-    ``cross_session`` times as much.
+    ``cross_session`` times as much. ``directed``: each pair counts only at (earlier item, later
+    item), so the matrix is not symmetric (the symmetric one is it plus its transpose).
     """
     ent, item, w, t = sequence_tokens(events, collapse_repeats=collapse_repeats)
     n = events.n_items
@@ -84,7 +86,7 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
     del same
     upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
     upper.sum_duplicates()
-    return (upper + upper.T).tocsr()
+    return upper if directed else (upper + upper.T).tocsr()
 
 
 def weighted_sums(entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,

@@ -63,7 +63,7 @@ class DuckDBEngine(Engine):
     def cooccurrence(self, events: Events, request: Cooccurrence) -> sp.csr_matrix:
         return counting.cooccurrence(events, window=request.window, min_count=request.min_count,
                                      collapse_repeats=request.collapse_repeats, session_gap=request.session_gap,
-                                     cross_session=request.cross_session)
+                                     cross_session=request.cross_session, directed=request.directed)
 
     def weighted_sums(self, entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,
                       vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
