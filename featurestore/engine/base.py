@@ -48,13 +48,18 @@ if TYPE_CHECKING:
 class Cooccurrence:
     """How to count co-occurrences: pairs within ``window`` events of each other in an entity's
     sequence, weighted by ``(window - d + 1) / window`` and the square roots of the events' weights;
-    pairs across sessions (split at pauses longer than ``session_gap``) count ``cross_session`` times."""
+    pairs across sessions (split at pauses longer than ``session_gap``) count ``cross_session`` times.
+
+    ``directed``: count each pair only from the earlier item (row) to the later one (column), so entry
+    ``(i, j)`` is how often ``j`` came within ``window`` events after ``i`` and the matrix is not
+    symmetric; the undirected matrix is this one plus its transpose."""
 
     window: int = 5
     min_count: int = 1
     collapse_repeats: bool = True
     session_gap: timedelta | None = None
     cross_session: float = 1.0
+    directed: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,9 @@ class Engine(ABC):
 
     @abstractmethod
     def cooccurrence(self, events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
-        """Symmetric (n_items, n_items) float32 matrix of co-occurrence counts (indexed by item code).
-        ``events`` may be any kind of :class:`EventTable` (in-memory :class:`Events` included)."""
+        """(n_items, n_items) float32 CSR matrix of co-occurrence counts (indexed by item code):
+        symmetric, or with ``request.directed`` earlier item (row) -> later item (column). ``events``
+        may be any kind of :class:`EventTable` (in-memory :class:`Events` included)."""
 
     @abstractmethod
     def entity_sums(self, events: EventTable, request: EntitySums) -> Iterator[SumsBatch]:

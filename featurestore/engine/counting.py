@@ -55,20 +55,23 @@ def sessions(ent: np.ndarray, t: np.ndarray, gap_us: int | None) -> np.ndarray:
 
 
 def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collapse_repeats: bool = True,
-                 session_gap: timedelta | None = None, cross_session: float = 1.0) -> sp.csr_matrix:
+                 session_gap: timedelta | None = None, cross_session: float = 1.0,
+                 directed: bool = False) -> sp.csr_matrix:
     """Symmetric (n_items, n_items) float32 matrix of windowed, weighted co-occurrence counts.
 
     Pairs in different sessions of an entity (split at pauses longer than ``session_gap``) count
-    ``cross_session`` times as much.
+    ``cross_session`` times as much. ``directed``: each pair counts only at (earlier item, later
+    item), so the matrix is not symmetric (the symmetric one is it plus its transpose).
     """
     request = Cooccurrence(window=window, min_count=min_count, collapse_repeats=collapse_repeats,
-                           session_gap=session_gap, cross_session=cross_session)
+                           session_gap=session_gap, cross_session=cross_session, directed=directed)
     return cooccurrence_chunks([events], events.n_items, request)
 
 
 def cooccurrence_chunks(chunks: Iterable[Events], n_items: int, request: Cooccurrence) -> sp.csr_matrix:
     """The co-occurrence matrix of events given as chunks that each hold whole entities: the sum of
-    the chunks' counts (memory: one chunk's pairs plus the distinct pairs so far)."""
+    the chunks' counts (memory: one chunk's pairs plus the distinct pairs so far). With
+    ``request.directed`` each pair counts only at (earlier item, later item)."""
     total = None
     for chunk in chunks:
         upper = _pair_counts(chunk, n_items, request)
@@ -76,7 +79,7 @@ def cooccurrence_chunks(chunks: Iterable[Events], n_items: int, request: Cooccur
         del upper
     if total is None:
         total = _sparse().csr_matrix((n_items, n_items), dtype=np.float32)
-    return (total + total.T).tocsr()
+    return total if request.directed else (total + total.T).tocsr()
 
 
 def _pair_counts(events: Events, n: int, r: Cooccurrence) -> sp.csr_matrix:
