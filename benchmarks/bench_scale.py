@@ -17,7 +17,7 @@ returns a row; adding an engine is adding those two. On DuckDB, events beyond ``
 default) stay in DuckDB and are counted and aggregated in chunks, so memory does not grow with events
 (docs/performance.md). ``--chunk-events`` changes that threshold for the run (e.g. to compare the two
 paths at one size).
-Results: a table on stdout, JSON in benchmarks/results/scale.json.
+Results: a table on stdout, JSON in benchmarks/results/scale.json (scale_<sizes>.json with --sizes/--spines).
 """
 
 from __future__ import annotations
@@ -88,8 +88,10 @@ def child_pipeline_duckdb(events: str, root: str, chunk_events: int, memory_limi
     t = time.perf_counter()
     result = pipeline.run(store, datetime.fromisoformat(CUTOFF), quiet=True)
     seconds = time.perf_counter() - t
+    info = store.feature_group("item_embeddings", 1).history()[-1].metadata.get("model_info", {})
     print(json.dumps({"seconds": seconds, "events": result.events, "items": result.items,
-                      "entities": result.entities_written, "stages": result.seconds}))
+                      "entities": result.entities_written, "pairs_nnz": info.get("pairs_nnz"),
+                      "stages": result.seconds}))
 
 
 def pipeline_duckdb(events: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -161,8 +163,9 @@ def _figures(r: dict, n: int) -> dict:
     out = {"seconds": round(s, 2), "per_s": round(n / s), "peak_rss_gb": round(r["rss_mb"] / 1024, 2)}
     if "jvm_rss_mb" in r:
         out["jvm_rss_gb"] = round(r["jvm_rss_mb"] / 1024, 2)
-    if "stages" in r:
-        out["stages"] = r["stages"]
+    for k in ("entities", "pairs_nnz", "stages"):
+        if k in r:
+            out[k] = r[k]
     return out
 
 
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_training(engines, spines, Path(tmp), args)
     print()
     table = [{k: v for k, v in r.items() if k != "stages"} for r in rows]
-    report("scale", table, {"engines": engines, "sizes": sizes, "spines": spines, "items": N_ITEMS,
+    name = "scale" if not (args.sizes or args.spines) else "scale_" + "_".join(f"{n // 1_000_000}m" for n in sizes)
+    report(name, table, {"engines": engines, "sizes": sizes, "spines": spines, "items": N_ITEMS,
                             "events_per_user": EVENTS_PER_USER, "dim": 64, "chunk_events": args.chunk_events,
                             "memory_limit": args.memory_limit or "2GB (default)", "cpus": os.cpu_count(),
                             "date": datetime.now(UTC).isoformat(timespec="seconds"), "stages": [

@@ -441,6 +441,7 @@ class _Run:
                 and prev_ent.metadata.get("model_commit") == model_commit.commit):
             self.since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
         vectors = aggregate(events, model, p.aggregation, since=self.since, engine=self.store.engine)
+        events.close()  # the engine's copy of the events (memory, spill files) is not needed for the commit
         self._step("aggregate")
         self.bar.set_postfix_str("commit")
         table = _rows(self.ent_fg.spec, vectors.entity_ids, vectors.vectors, vectors.n_events,
