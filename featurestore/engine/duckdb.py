@@ -6,7 +6,6 @@ whole entities (:mod:`featurestore.engine.duckdb_events`), so memory does not gr
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ import pyarrow as pa
 
 from featurestore.engine import counting
 from featurestore.engine.base import Cooccurrence, Engine, EntitySums, JoinRequest, Scan, SumsBatch
-from featurestore.engine.duckdb_events import CHUNK_EVENTS, DuckDBEvents, ReadSettings, read_events
+from featurestore.engine.duckdb_events import CHUNK_EVENTS, DuckDBEvents, ReadSettings, read_events, size_bytes
 from featurestore.engine.events import Events, EventSource, EventTable
 from featurestore.engine.pit_sql import JoinGroup, build_sql, join_cache_sql
 from featurestore.errors import EventsError, InvalidData, QueryError, StorageError
@@ -234,16 +233,7 @@ def _lower_memory_limit(cur: duckdb.DuckDBPyConnection, limit: str | None) -> st
         if restore:
             cur.execute(restore)
         raise InvalidData(f"bad memory_limit {limit!r}: {exc}") from exc
-    if _bytes(lowered) >= _bytes(before):
+    if size_bytes(lowered) >= size_bytes(before):
         cur.execute(restore)
         return None
     return restore
-
-
-def _bytes(text: str) -> float:
-    units = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "bytes": 1}
-    m = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)
-    if not m:
-        return float("inf")
-    return float(m[1]) * units.get(m[2].lower() or "b", 1)

@@ -15,6 +15,7 @@ import contextlib
 import glob
 import itertools
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ def _schema(source: EventSource, con: duckdb.DuckDBPyConnection, rel: str) -> di
 CHUNK_EVENTS = 8_000_000
 #: DuckDB's memory limit for a pipeline's event reads when none is set (sorts spill beyond it)
 EVENTS_MEMORY_LIMIT = "2GB"
+#: DuckDB's memory limit once the events are sorted (only lowered, never raised): the chunked scans that
+#: follow read the table back in order, and the memory DuckDB frees is the pipeline's for the fit
+SCAN_MEMORY_LIMIT = "256MB"
 _serial = itertools.count()
 
 
@@ -118,6 +122,8 @@ def read_events(source: EventSource, before: datetime | None = None, *,
         out = _load(source, con, before, weights, names, settings.chunk_events)
         if isinstance(out, DuckDBEvents):
             kept, out.owns_connection = True, own
+            if own:  # sorted: the chunked scans need little memory, so DuckDB gives back the rest now
+                _lower_limit(con, SCAN_MEMORY_LIMIT)
         return out
     except duckdb.Error as exc:
         raise EventsError(f"cannot read events from {source.describe()}: {exc}") from exc
@@ -249,6 +255,23 @@ class DuckDBEvents(EventTable):
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _lower_limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    """Lower the connection's memory limit to ``limit`` unless it is already lower."""
+    current = str(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+    if size_bytes(current) > size_bytes(limit):
+        con.execute(f"SET memory_limit = {literal(limit)}")
+
+
+def size_bytes(text: str) -> float:
+    """Bytes of a DuckDB size such as ``'1.8 GiB'`` or ``'256MB'`` (infinity when it does not parse)."""
+    units = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "bytes": 1}
+    m = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)
+    if not m:
+        return float("inf")
+    return float(m[1]) * units.get(m[2].lower() or "b", 1)
 
 
 def _last_entity_start(codes: pa.ChunkedArray) -> int:
