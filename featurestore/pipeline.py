@@ -40,7 +40,7 @@ from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, ItemModel
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
 from featurestore.engine.base import Scan
-from featurestore.engine.events import Events, EventSource
+from featurestore.engine.events import EventSource, EventTable
 from featurestore.errors import PipelineError
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
@@ -298,7 +298,7 @@ class _Run:
         self.t = 0.0  # when the current stage started
         self.bar: Any = None  # the progress bar of a run
         self.retrained = False  # this run fitted (or re-read its own) item model
-        self.subset: np.ndarray | None = None  # the entity codes rewritten (None: all)
+        self.since: int | None = None  # only entities with events since this time (us) are rewritten (None: all)
         for fg in (self.items_fg, self.ent_fg):
             _key(fg.spec)
             _, dim = _vector_feature(fg.spec)
@@ -335,17 +335,18 @@ class _Run:
         try:
             self.t = time.perf_counter()
             events = self._read_events()
-            stale = self._nothing_new(events, ent_hist)
-            if stale is not None:
-                return stale
-            model, model_commit, commits, alignment = self._item_model(events)
-            vectors, table, entities_commit = self._entity_vectors(events, model, model_commit, ent_hist,
-                                                                   alignment)
+            with events:  # what the engine keeps for the events (temporary tables, spill files) is released
+                stale = self._nothing_new(events, ent_hist)
+                if stale is not None:
+                    return stale
+                model, model_commit, commits, alignment = self._item_model(events)
+                vectors, table, entities_commit = self._entity_vectors(events, model, model_commit, ent_hist,
+                                                                       alignment)
             commits.append(entities_commit)
         finally:
             self.bar.close()
         return RunResult(p.name, self.cutoff, "written", events=len(events), items=len(model),
-                         entities=events.n_entities - vectors.skipped if self.subset is None else events.n_entities,
+                         entities=events.n_entities - vectors.skipped if self.since is None else events.n_entities,
                          entities_written=table.num_rows, dim=model.dim, retrained=self.retrained,
                          seconds=_ordered(self.seconds), commits=commits, alignment=alignment)
 
@@ -354,7 +355,7 @@ class _Run:
         self.t = self._stage(name, self.t)
         self.bar.update(bar_steps)
 
-    def _read_events(self) -> Events:
+    def _read_events(self) -> EventTable:
         p = self.p
         self.bar.set_postfix_str("read")
         events = self.store.engine.read_events(p.source, before=self.cutoff, weights=p.weights)
@@ -366,20 +367,20 @@ class _Run:
             raise PipelineError(f"no events before {self.cutoff.isoformat()} in {p.source.describe()}")
         return events
 
-    def _nothing_new(self, events: Events, ent_hist: list[Commit]) -> RunResult | None:
+    def _nothing_new(self, events: EventTable, ent_hist: list[Commit]) -> RunResult | None:
         """A skip when no event arrived since the previous run's cutoff (a backfill past the end of the
         events): that run's vectors hold for this cutoff too, so nothing is rewritten."""
         prev = _previous(ent_hist, self.p.name, self.cutoff)
         if prev is None or prev.cutoff is None or len(events) == 0:
             return None
-        newest = int(events.time.max())
-        if newest >= int(prev.cutoff.timestamp() * 1e6):
+        newest = events.newest
+        if newest is None or newest >= int(prev.cutoff.timestamp() * 1e6):
             return None
         return RunResult(self.p.name, self.cutoff, "skipped", events=len(events),
                          message=f"no event since the previous run's cutoff {prev.cutoff.isoformat()} (commit "
                                  f"{prev.commit} of {self.ent_fg.spec.key}): its vectors still hold; nothing written")
 
-    def _item_model(self, events: Events) -> tuple[ItemModel, Commit, list[Commit], dict[str, Any] | None]:
+    def _item_model(self, events: EventTable) -> tuple[ItemModel, Commit, list[Commit], dict[str, Any] | None]:
         """The item model of this run: its own earlier commit (an interrupted run), a new fit, or the
         previous run's; with the commits written and the alignment figures."""
         p, cutoff = self.p, self.cutoff
@@ -404,7 +405,7 @@ class _Run:
         self.bar.update(2)
         return read_model(self.items_fg, prev), prev, [], None
 
-    def _fit(self, events: Events, reference: Commit | None) -> tuple[ItemModel, dict[str, Any] | None]:
+    def _fit(self, events: EventTable, reference: Commit | None) -> tuple[ItemModel, dict[str, Any] | None]:
         """Fit a new item model and align it onto ``reference``: the run before this date, or for a
         backfill older than every run so far the next later run, so every commit shares one frame."""
         self.bar.set_postfix_str("fit")
@@ -428,19 +429,19 @@ class _Run:
         self._step("align")
         return model, alignment
 
-    def _entity_vectors(self, events: Events, model: ItemModel, model_commit: Commit, ent_hist: list[Commit],
+    def _entity_vectors(self, events: EventTable, model: ItemModel, model_commit: Commit, ent_hist: list[Commit],
                         alignment: dict[str, Any] | None) -> tuple[EntityVectors, pa.Table, Commit]:
         """Aggregate and commit the entity vectors: every entity, or (incremental, same model as the
         previous run) only those with events since that run's cutoff."""
         p = self.p
         self.bar.set_postfix_str("aggregate")
-        self.subset = None
+        self.since = None
         prev_ent = _previous(ent_hist, p.name, self.cutoff)
         if (not self.retrained and p.mode == "incremental" and prev_ent is not None
                 and prev_ent.metadata.get("model_commit") == model_commit.commit):
-            since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
-            self.subset = np.unique(events.entity[events.time >= since])
-        vectors = aggregate(events, model, p.aggregation, entities=self.subset, engine=self.store.engine)
+            self.since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
+        vectors = aggregate(events, model, p.aggregation, since=self.since, engine=self.store.engine)
+        events.close()  # the engine's copy of the events (memory, spill files) is not needed for the commit
         self._step("aggregate")
         self.bar.set_postfix_str("commit")
         table = _rows(self.ent_fg.spec, vectors.entity_ids, vectors.vectors, vectors.n_events,
@@ -448,12 +449,12 @@ class _Run:
         meta = self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
                           alignment=alignment, entities_written=table.num_rows,
                           incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
-                          if self.subset is not None else None)
+                          if self.since is not None else None)
         commit = self.ent_fg.insert(table, cutoff=self.cutoff, metadata=meta)
         self._step("commit")
         return vectors, table, commit
 
-    def _meta(self, events: Events, model: ItemModel, *, retrained: bool, model_commit: int | None,
+    def _meta(self, events: EventTable, model: ItemModel, *, retrained: bool, model_commit: int | None,
               alignment: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
         info = {k: v for k, v in model.info.items() if k != "alignment"}
         return {

@@ -25,7 +25,7 @@ from featurestore import operations
 from featurestore.catalog import ApplyResult, Catalog, resolve_root
 from featurestore.engine.base import Engine
 from featurestore.engine.duckdb import DuckDBEngine
-from featurestore.errors import FeatureGroupNotFound, InvalidData
+from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.online.open import open_online
 from featurestore.online.view import OnlineView
@@ -60,13 +60,22 @@ class FeatureStore:
     Parquet. ``join_caches``: local stores keep each commit's narrow feature rows sorted by (keys, event
     time) under ``_cache/joins``, built by the first training set over that commit, so later ones skip
     the sort. ``engine``: what scans data in bulk (default: DuckDB, in this process).
+    ``memory_limit`` (DuckDB units, ``"4GB"``) and ``temp_directory``: how much memory the default
+    DuckDB engine may use and where it spills beyond that (pipelines' event reads, training-set
+    joins); see docs/performance.md.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
                  storage_options: dict[str, str] | None = None, echo: bool = False,
-                 cache_vectors: bool = True, join_caches: bool = True, engine: Engine | None = None):
+                 cache_vectors: bool = True, join_caches: bool = True, engine: Engine | None = None,
+                 memory_limit: str | None = None, temp_directory: str | None = None):
         self.duck = Duck(echo=echo)
-        self.catalog = Catalog(Root(resolve_root(root), storage_options), engine or DuckDBEngine(self.duck),
+        if engine is None:
+            engine = DuckDBEngine(self.duck, memory_limit=memory_limit, temp_directory=temp_directory)
+        elif memory_limit is not None or temp_directory is not None:
+            raise QueryError("memory_limit and temp_directory configure the default DuckDB engine: give them "
+                             "to the engine you pass instead (DuckDBEngine(memory_limit=...))")
+        self.catalog = Catalog(Root(resolve_root(root), storage_options), engine,
                                cache_vectors=cache_vectors, join_caches=join_caches)
         self.root = self.catalog.root
         self.engine = self.catalog.engine

@@ -180,3 +180,48 @@ def purchase_histories(n_users: int = 1000, n_items: int = 500, n_events: int = 
     events = _events_table(sessions.user[ev_session], item, kind, t, start, user_ids, item_ids)
     return Synthetic(events, item_ids, user_ids, items.category, taste_start, taste_end,
                      start, start + timedelta(days=days))
+
+
+def write_purchase_histories(path: str, *, n_users: int, n_items: int, n_events: int, block_events: int = 2_000_000,
+                             n_categories: int = 20, days: int = 30, start: datetime | None = None,
+                             session_mean: float = 6.0, explore: float = 0.1, taste_concentration: float = 0.3,
+                             zipf: float = 1.1, seed: int = 0, compression: str = "zstd") -> int:
+    """Write about ``n_events`` events (the model of :func:`purchase_histories`) to one Parquet file
+    in blocks of about ``block_events``, so memory stays bounded (about 190 bytes per event of a
+    block) at any size. Users are split into blocks that share the item catalogue; each block is
+    seeded from (``seed``, block), so the same arguments write the same events. Returns the number of
+    events written. Rows are sorted by time within each block (row group), not across blocks."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    start = start or datetime(2026, 10, 1, tzinfo=UTC)
+    span_us = int(days * 86400e6)
+    n_cat = max(1, min(n_categories, n_items))
+    items = _catalogue(rng, n_items, n_cat, zipf)
+    item_ids = _ids("i", n_items)
+    n_blocks = max(1, min(n_users, -(-n_events // max(1, block_events))))
+    width = len(str(max(n_users - 1, 0)))
+    written = 0
+    with pq.ParquetWriter(path, _SCHEMA, compression=compression) as out:
+        for b in range(n_blocks):
+            lo, hi = b * n_users // n_blocks, (b + 1) * n_users // n_blocks
+            brng = np.random.default_rng([seed, b])
+            taste_start = brng.dirichlet(np.full(n_cat, taste_concentration), hi - lo)
+            taste_end = brng.dirichlet(np.full(n_cat, taste_concentration), hi - lo)
+            activity = brng.lognormal(0.0, 1.0, hi - lo)
+            share = round(n_events * (hi - lo) / n_users)
+            sessions = _sessions(brng, max(1, round(share / session_mean)), span_us, activity, taste_start,
+                                 taste_end, session_mean)
+            ev_session, pos, t = _expand(brng, sessions, span_us)
+            item = items.pick(brng, sessions.category[ev_session], explore)
+            kind, item = _event_kinds(brng, item, pos)
+            user_ids = [f"u{i:0{width}d}" for i in range(lo, hi)]
+            table = _events_table(sessions.user[ev_session], item, kind, t, start, user_ids, item_ids)
+            out.write_table(table, row_group_size=1 << 20)
+            written += table.num_rows
+            del table, ev_session, pos, t, item, kind
+    return written
+
+
+_SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()),
+                     ("event_time", pa.timestamp("us", tz="UTC"))])

@@ -33,10 +33,22 @@ def command(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentPa
     return p
 
 
+def add_memory(p: argparse.ArgumentParser) -> None:
+    """``--memory-limit`` and ``--temp-directory``: DuckDB's memory bound and where it spills."""
+    p.add_argument("--memory-limit", metavar="SIZE", default=None,
+                   help="DuckDB's memory limit, e.g. 4GB (pipelines' event reads default to 2GB; beyond it DuckDB "
+                        "spills to --temp-directory)")
+    p.add_argument("--temp-directory", metavar="DIR", default=None,
+                   help="where DuckDB spills beyond --memory-limit (default: a folder in the system temporary "
+                        "directory, removed afterwards)")
+
+
 def open_store(args: argparse.Namespace, *, create: bool = False) -> FeatureStore:
     """The store at ``--root``. Unless the command creates stores (``create``), a folder that holds no
     store is refused, naming it: a mistyped root must not look like an empty store."""
-    store = FeatureStore(getattr(args, "root", None), echo=getattr(args, "verbose", False))
+    store = FeatureStore(getattr(args, "root", None), echo=getattr(args, "verbose", False),
+                         memory_limit=getattr(args, "memory_limit", None),
+                         temp_directory=getattr(args, "temp_directory", None))
     if not create and not store.catalog.is_store():
         raise CLIError(f"{store.root.uri} is not a feature store (no {STORE_MARKER} there): check --root or "
                        f"${ROOT_ENV}, or create one with `featurestore init --root {store.root.uri}`")

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from featurestore.cli._common import CLIError, command, open_store, print_json
+from featurestore.cli._common import CLIError, add_memory, command, open_store, print_json
 from featurestore.engine.events import Columns, EventSource
 from featurestore.pipeline import Pipeline, load_pipeline, parse_every
 
@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
                    help="run a date again even when it is done (reads the events as they are now; commits anew)")
     p.add_argument("--mode", choices=["incremental", "full"], default=None,
                    help="incremental: rewrite only entities with new events while the item model is reused")
+    add_memory(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the run results as JSON")
     p.set_defaults(func=cmd_run)

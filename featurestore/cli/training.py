@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from featurestore.cli._common import CLIError, command, open_store, print_json, print_table
+from featurestore.cli._common import CLIError, add_memory, command, open_store, print_json, print_table
 from featurestore.training import cache_usage, prune_cache
 
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>us|ms|s|m|h|d|w)$")
@@ -47,6 +47,7 @@ def register(sub: Any) -> None:
     out.add_argument("--out", metavar="FILE", help="write the training set to this Parquet file")
     out.add_argument("--save", metavar="NAME", help="save as the next version of training dataset NAME")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    add_memory(p)
     p.set_defaults(func=cmd_training_set)
 
     p = command(sub, "cache",

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from featurestore.embed.base import ItemModel, l2_normalize
-from featurestore.engine.base import Engine
+from featurestore.engine.base import Engine, EntitySums, SumsBatch
+from featurestore.engine.counting import decay_weights
 from featurestore.engine.duckdb import DuckDBEngine
-from featurestore.engine.events import Events
+from featurestore.engine.events import Events, EventTable
 from featurestore.errors import PipelineError
 
 
@@ -63,47 +64,41 @@ class EntityVectors:
 
 def event_weights(events: Events, agg: Aggregation) -> np.ndarray:
     """Per-event weight: event-type weight times the decay of the event's age within its entity."""
-    w = events.weight.astype(np.float64)
-    if len(events) == 0:
-        return w.astype(np.float32)
-    starts = events.entity_starts()
-    ends = starts[1:][events.entity]  # one past each entity's last event
-    pos_from_end = (ends - 1) - np.arange(len(events))
-    hl = agg.half_life
-    if isinstance(hl, timedelta):
-        age = (events.entity_last[events.entity] - events.time) / (hl.total_seconds() * 1e6)
-        w = w * np.exp2(-age)
-    elif hl is not None:
-        w = w * np.exp2(-pos_from_end / float(hl))
-    if agg.max_events is not None:
-        w = np.where(pos_from_end < agg.max_events, w, 0.0)
-    return w.astype(np.float32)
+    return decay_weights(events, agg.half_life, agg.max_events)
 
 
-def aggregate(events: Events, model: ItemModel, agg: Aggregation | None = None,
-              entities: np.ndarray | None = None, *, engine: Engine | None = None) -> EntityVectors:
-    """Entity vectors for every entity of ``events`` (or only the entity codes in ``entities``); the
-    weighted sums are computed by ``engine`` (default: DuckDB's in-process kernel)."""
+def aggregate(events: EventTable, model: ItemModel, agg: Aggregation | None = None, *, since: int | None = None,
+              engine: Engine | None = None) -> EntityVectors:
+    """Entity vectors for every entity of ``events`` (or only those with an event at or after ``since``,
+    us since the epoch); the decayed weighted sums are computed by ``engine`` (default DuckDB's), in
+    batches, each normalised as it arrives."""
     agg = agg or Aggregation()
     rows = pd.Index(model.item_ids).get_indexer(events.item_ids)  # event item code -> model row (-1: none)
-    w = event_weights(events, agg)
-    model_row = rows[events.item]
-    if entities is not None:
-        wanted = np.zeros(events.n_entities, dtype=bool)
-        wanted[entities] = True
-        model_row = np.where(wanted[events.entity], model_row, -1)
     item_vectors = model.vectors
     if model.query_divide is not None:
         item_vectors = item_vectors.copy()
         item_vectors[:, :model.query_dims] /= item_vectors[:, model.query_divide, None]
-    has, vectors, total = (engine or DuckDBEngine()).weighted_sums(
-        events.entity, model_row, w, events.n_entities, item_vectors)
+    request = EntitySums(rows, item_vectors, half_life=agg.half_life, max_events=agg.max_events, since=since)
+    parts = [_finish(b, model) for b in (engine or DuckDBEngine()).entity_sums(events, request)]
+    considered = sum(b.considered for b in parts)
+    ok = [b for b in parts if b.entity_ids.size]
+    if not ok:
+        return EntityVectors(np.zeros(0, dtype=object), np.zeros((0, model.dim), np.float32),
+                             np.zeros(0, np.int64), np.zeros(0, np.int64), skipped=considered)
+    out = EntityVectors(np.concatenate([b.entity_ids for b in ok]), np.concatenate([b.sums for b in ok]),
+                        np.concatenate([b.n_events for b in ok]), np.concatenate([b.last for b in ok]))
+    out.skipped = int(considered - out.entity_ids.size)
+    return out
+
+
+def _finish(batch: SumsBatch, model: ItemModel) -> SumsBatch:
+    """Sums -> unit entity vectors (the weighted mean of the leading coordinates and the model's fixed
+    tail, when it has one), dropping entities whose vector is zero."""
+    vectors = batch.sums
     if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
-        vectors = (vectors / np.maximum(total[:, None], np.float32(1e-30))).astype(np.float32)
+        vectors = (vectors / np.maximum(batch.totals[:, None], np.float32(1e-30))).astype(np.float32)
         vectors[:, model.query_dims:] = np.asarray(model.query_tail, dtype=np.float32)
     vectors = l2_normalize(vectors)
     ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)
-    has = has[ok]
-    considered = events.n_entities if entities is None else len(np.unique(entities))
-    return EntityVectors(events.entity_ids[has], vectors[ok], events.entity_count[has],
-                         events.entity_last[has], skipped=int(considered - has.size))
+    return SumsBatch(batch.entity_ids[ok], vectors[ok], batch.totals[ok], batch.n_events[ok], batch.last[ok],
+                     considered=batch.considered)

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from featurestore.engine.base import Engine
-from featurestore.engine.events import Events
+from featurestore.engine.events import EventTable
 
 
 @dataclass
@@ -79,7 +79,8 @@ class ItemModel:
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Fits item vectors from events ordered by (entity, time). ``name`` is recorded in commits.
+    """Fits item vectors from events ordered by (entity, time) (an :class:`EventTable`). ``name`` is
+    recorded in commits.
 
     The returned :class:`ItemModel` says how entity vectors are formed from it (``query_dims`` and
     ``query_tail``); the pipeline records that with the commit. An embedder may also list, as
@@ -93,9 +94,11 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def fit(self, events: Events, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
+    def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         """Item vectors for (a subset of) ``events.item_ids``; items it cannot embed are left out. Bulk
-        counting goes through ``engine`` (default: DuckDB's)."""
+        counting goes through ``engine`` (default: DuckDB's). ``events`` may stay in the engine (only
+        per-item facts in Python); ``events.load()`` gives every event as arrays when an embedder needs
+        the sequences themselves (its memory then grows with the events)."""
         ...
 
     def params(self) -> dict[str, Any]:

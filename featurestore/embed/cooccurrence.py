@@ -72,7 +72,7 @@ import scipy.sparse as sp
 from featurestore.embed.base import ItemModel, l2_normalize
 from featurestore.engine.base import Cooccurrence, Engine
 from featurestore.engine.duckdb import DuckDBEngine
-from featurestore.engine.events import Events
+from featurestore.engine.events import EventTable
 from featurestore.errors import PipelineError
 
 Scoring = Literal["next_item", "inner_product", "cosine"]
@@ -151,7 +151,7 @@ class CooccurrenceEmbedder:
         out["session_gap"] = self.session_gap.total_seconds() if self.session_gap is not None else None
         return out
 
-    def fit(self, events: Events, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
+    def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         t0 = time.perf_counter()
         counts = (engine or DuckDBEngine()).cooccurrence(events, Cooccurrence(
             window=self.window, min_count=self.min_count, collapse_repeats=self.collapse_repeats,

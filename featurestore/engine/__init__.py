@@ -9,16 +9,16 @@ Example::
 from collections.abc import Mapping
 from datetime import datetime
 
-from featurestore.engine.base import Cooccurrence, Engine, JoinRequest, Scan
+from featurestore.engine.base import Cooccurrence, Engine, EntitySums, JoinRequest, Scan, SumsBatch
 from featurestore.engine.duckdb import DuckDBEngine
-from featurestore.engine.events import DEFAULT_WEIGHTS, Columns, Events, EventSource
+from featurestore.engine.events import DEFAULT_WEIGHTS, Columns, Events, EventSource, EventTable
 
 
 def read_events(source: EventSource, *, before: datetime | None = None,
-                weights: Mapping[str, float] | None = None, engine: Engine | None = None) -> Events:
+                weights: Mapping[str, float] | None = None, engine: Engine | None = None) -> EventTable:
     """Events of ``source`` with time ``< before`` (all when None), read by ``engine`` (default DuckDB)."""
     return (engine or DuckDBEngine()).read_events(source, before=before, weights=weights)
 
 
-__all__ = ["DEFAULT_WEIGHTS", "Columns", "Cooccurrence", "DuckDBEngine", "Engine", "EventSource", "Events",
-           "JoinRequest", "Scan", "read_events"]
+__all__ = ["DEFAULT_WEIGHTS", "Columns", "Cooccurrence", "DuckDBEngine", "Engine", "EntitySums", "EventSource",
+           "EventTable", "Events", "JoinRequest", "Scan", "SumsBatch", "read_events"]

@@ -4,9 +4,11 @@ An :class:`Engine` does six jobs, one method each, with Arrow (or numpy for the 
 the boundary and options in frozen request objects, so a new option never changes a signature:
 
 =========================  ==========================================================================
-``read_events``            an event source -> coded, checked events before a cutoff (pipelines)
+``read_events``            an event source -> an :class:`EventTable` of coded, checked events before a
+                           cutoff, kept by the engine (pipelines)
 ``cooccurrence``           windowed co-occurrence counts over time-ordered sequences (item models)
-``weighted_sums``          per-entity weighted sums of item vectors (entity aggregation)
+``entity_sums``            per-entity decayed, weighted sums of item vectors, streamed in batches
+                           (entity aggregation)
 ``scan``                   the rows of some data files, optionally only some keys or row numbers
                            (validation statistics, reading a committed model)
 ``latest``                 the newest row per key of a table (online views, ``FeatureGroup.latest``)
@@ -15,15 +17,18 @@ the boundary and options in frozen request objects, so a new option never change
 ``join_cache_rows``        one commit's narrow rows sorted by (keys, event time), for a join cache
 =========================  ==========================================================================
 
-DuckDB (:class:`featurestore.engine.duckdb.DuckDBEngine`) is the default and only implementation
-today; a Spark engine implements the same methods. Nothing above this layer imports an engine's
+Events stay in the engine: ``read_events`` returns a handle (:class:`EventTable`: a DuckDB table, a
+Spark DataFrame, or numpy arrays when small) holding in Python only what grows with the number of items
+(item ids, counts); counting and aggregation take the handle back, so no step needs every event in
+Python. DuckDB (:class:`featurestore.engine.duckdb.DuckDBEngine`) is the default; a Spark engine
+implements the same methods. Nothing above this layer imports an engine's
 library: callers hold an :class:`Engine` and call these methods.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from featurestore.engine.events import Events, EventSource
+from featurestore.engine.events import EventSource, EventTable
 from featurestore.engine.pit_sql import JoinGroup, KnownAt
 from featurestore.schema import FeatureGroupSpec
 
@@ -43,13 +48,51 @@ if TYPE_CHECKING:
 class Cooccurrence:
     """How to count co-occurrences: pairs within ``window`` events of each other in an entity's
     sequence, weighted by ``(window - d + 1) / window`` and the square roots of the events' weights;
-    pairs across sessions (split at pauses longer than ``session_gap``) count ``cross_session`` times."""
+    pairs across sessions (split at pauses longer than ``session_gap``) count ``cross_session`` times.
+
+    ``directed``: count each pair only from the earlier item (row) to the later one (column), so entry
+    ``(i, j)`` is how often ``j`` came within ``window`` events after ``i`` and the matrix is not
+    symmetric; the undirected matrix is this one plus its transpose."""
 
     window: int = 5
     min_count: int = 1
     collapse_repeats: bool = True
     session_gap: timedelta | None = None
     cross_session: float = 1.0
+    directed: bool = False
+
+
+@dataclass(frozen=True)
+class EntitySums:
+    """Per entity, the weighted sum of item vectors over its events (entity aggregation).
+
+    An event of item code ``c`` adds ``vectors[item_rows[c]]`` (nothing when ``item_rows[c] < 0``)
+    weighted by its event weight times ``0.5 ** (age / half_life)``: the age is counted back from the
+    entity's own latest event, in events (``half_life`` an int) or in time (a timedelta); None means no
+    decay. With ``max_events`` only each entity's most recent events count. With ``since`` (us since
+    the epoch) only entities with an event at or after it are summed (incremental runs).
+    ``batch_rows``: about how many entities a result batch holds."""
+
+    item_rows: np.ndarray
+    vectors: np.ndarray
+    half_life: int | timedelta | None = 5
+    max_events: int | None = None
+    since: int | None = None
+    batch_rows: int = 1 << 18
+
+
+@dataclass
+class SumsBatch:
+    """Entity sums for some entities (ascending ids): ``sums[k]`` and ``totals[k]`` (the sum of the
+    weights) belong to ``entity_ids[k]``; ``n_events`` counts all its events (summed or not) and ``last``
+    is its newest event time (us). Entities with no summed event (weight 0 or no vector) are absent."""
+
+    entity_ids: np.ndarray      # object array of str
+    sums: np.ndarray            # float32 (n, dim)
+    totals: np.ndarray          # float32 (n,)
+    n_events: np.ndarray        # int64 (n,)
+    last: np.ndarray            # int64 (n,)
+    considered: int = 0         # entities looked at for this batch (summed or skipped)
 
 
 @dataclass(frozen=True)
@@ -93,18 +136,20 @@ class Engine(ABC):
 
     @abstractmethod
     def read_events(self, source: EventSource, *, before: datetime | None = None,
-                    weights: Mapping[str, float] | None = None) -> Events:
-        """Events with time ``< before`` (all when None), checked, coded, ordered by (entity, time)."""
+                    weights: Mapping[str, float] | None = None) -> EventTable:
+        """Events with time ``< before`` (all when None), checked, coded, ordered by (entity, time),
+        kept by the engine (close the handle when done)."""
 
     @abstractmethod
-    def cooccurrence(self, events: Events, request: Cooccurrence) -> sp.csr_matrix:
-        """Symmetric (n_items, n_items) float32 matrix of co-occurrence counts."""
+    def cooccurrence(self, events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
+        """(n_items, n_items) float32 CSR matrix of co-occurrence counts (indexed by item code):
+        symmetric, or with ``request.directed`` earlier item (row) -> later item (column). ``events``
+        may be any kind of :class:`EventTable` (in-memory :class:`Events` included)."""
 
     @abstractmethod
-    def weighted_sums(self, entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,
-                      vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per entity, the weighted sum of ``vectors[row]`` over its events: (entity codes, sums, weight
-        totals), for the entities with at least one event with ``row >= 0`` and ``weight > 0``."""
+    def entity_sums(self, events: EventTable, request: EntitySums) -> Iterator[SumsBatch]:
+        """The :class:`EntitySums` of every entity (or every entity active ``since``), in batches of
+        ascending entity ids; ``events`` may be any kind of :class:`EventTable`."""
 
     @abstractmethod
     def scan(self, request: Scan) -> pa.Table:

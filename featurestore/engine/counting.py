@@ -1,17 +1,21 @@
 """In-process counting kernels (numpy and scipy) behind the DuckDB engine: windowed co-occurrence
 counts over time-ordered event sequences, and per-entity weighted sums of item vectors.
 
-They work on an :class:`~featurestore.engine.events.Events` batch already selected and coded by the
-engine's event reader; the Spark engine computes the same quantities as distributed aggregations.
+They work on :class:`~featurestore.engine.events.Events` batches already selected and coded by the
+engine's event reader: all the events at once, or (out of core) chunks that each hold whole entities,
+whose counts add up and whose entity sums are those of the whole (an entity's sequence is never split).
+The Spark engine computes the same quantities as distributed aggregations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from featurestore.engine.base import Cooccurrence, EntitySums, SumsBatch
 from featurestore.engine.events import Events
 
 if TYPE_CHECKING:
@@ -51,20 +55,43 @@ def sessions(ent: np.ndarray, t: np.ndarray, gap_us: int | None) -> np.ndarray:
 
 
 def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collapse_repeats: bool = True,
-                 session_gap: timedelta | None = None, cross_session: float = 1.0) -> sp.csr_matrix:
+                 session_gap: timedelta | None = None, cross_session: float = 1.0,
+                 directed: bool = False) -> sp.csr_matrix:
     """Symmetric (n_items, n_items) float32 matrix of windowed, weighted co-occurrence counts.
 
     Pairs in different sessions of an entity (split at pauses longer than ``session_gap``) count
-    ``cross_session`` times as much.
+    ``cross_session`` times as much. ``directed``: each pair counts only at (earlier item, later
+    item), so the matrix is not symmetric (the symmetric one is it plus its transpose).
     """
-    ent, item, w, t = sequence_tokens(events, collapse_repeats=collapse_repeats)
-    n = events.n_items
-    if min_count > 1:
-        ok = events.item_count[item] >= min_count
+    request = Cooccurrence(window=window, min_count=min_count, collapse_repeats=collapse_repeats,
+                           session_gap=session_gap, cross_session=cross_session, directed=directed)
+    return cooccurrence_chunks([events], events.n_items, request)
+
+
+def cooccurrence_chunks(chunks: Iterable[Events], n_items: int, request: Cooccurrence) -> sp.csr_matrix:
+    """The co-occurrence matrix of events given as chunks that each hold whole entities: the sum of
+    the chunks' counts (memory: one chunk's pairs plus the distinct pairs so far). With
+    ``request.directed`` each pair counts only at (earlier item, later item)."""
+    total = None
+    for chunk in chunks:
+        upper = _pair_counts(chunk, n_items, request)
+        total = upper if total is None else (total + upper).tocsr()
+        del upper
+    if total is None:
+        total = _sparse().csr_matrix((n_items, n_items), dtype=np.float32)
+    return total if request.directed else (total + total.T).tocsr()
+
+
+def _pair_counts(events: Events, n: int, r: Cooccurrence) -> sp.csr_matrix:
+    """Counts of the (earlier item, later item) pairs of one chunk, duplicates summed."""
+    window = r.window
+    ent, item, w, t = sequence_tokens(events, collapse_repeats=r.collapse_repeats)
+    if r.min_count > 1:
+        ok = events.item_count[item] >= r.min_count
         ent, item, w, t = ent[ok], item[ok], w[ok], t[ok]
     sw = np.sqrt(w, dtype=np.float32)
-    split = session_gap is not None and cross_session != 1.0
-    sid = sessions(ent, t, int(session_gap.total_seconds() * 1e6)) if split else None  # type: ignore[union-attr]
+    split = r.session_gap is not None and r.cross_session != 1.0
+    sid = sessions(ent, t, int(r.session_gap.total_seconds() * 1e6)) if split else None  # type: ignore[union-attr]
     dists = [d for d in range(1, window + 1) if d < ent.size]
     same = [(ent[d:] == ent[:-d]) & (item[d:] != item[:-d]) for d in dists]  # pairs at distance d
     sizes = [int(np.count_nonzero(m)) for m in same]
@@ -79,12 +106,51 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
         np.multiply(sw[:-d][m], sw[d:][m], out=v[out])
         v[out] *= np.float32((window - d + 1) / window)
         if sid is not None:
-            v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(cross_session))
+            v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(r.cross_session))
         off += k
     del same
     upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
     upper.sum_duplicates()
-    return (upper + upper.T).tocsr()
+    return upper
+
+
+def decay_weights(events: Events, half_life: int | timedelta | None, max_events: int | None) -> np.ndarray:
+    """Per-event weight: event weight times ``0.5 ** (age / half_life)``, the age counted back from the
+    entity's latest event in events (int) or time (timedelta); zero beyond the ``max_events`` most
+    recent events of each entity."""
+    w = events.weight.astype(np.float64)
+    if len(events) == 0:
+        return w.astype(np.float32)
+    starts = events.entity_starts()
+    ends = starts[1:][events.entity]  # one past each entity's last event
+    pos_from_end = (ends - 1) - np.arange(len(events))
+    if isinstance(half_life, timedelta):
+        age = (events.entity_last[events.entity] - events.time) / (half_life.total_seconds() * 1e6)
+        w = w * np.exp2(-age)
+    elif half_life is not None:
+        w = w * np.exp2(-pos_from_end / float(half_life))
+    if max_events is not None:
+        w = np.where(pos_from_end < max_events, w, 0.0)
+    return w.astype(np.float32)
+
+
+def entity_sums(events: Events, request: EntitySums) -> Iterator[SumsBatch]:
+    """:class:`EntitySums` over in-memory events (or one chunk of whole entities), in batches of at
+    most ``request.batch_rows`` entities."""
+    w = decay_weights(events, request.half_life, request.max_events)
+    row = request.item_rows[events.item] if len(events) else np.zeros(0, np.int64)
+    considered = events.n_entities
+    if request.since is not None:
+        active = np.zeros(events.n_entities, dtype=bool)
+        active[events.entity[events.time >= request.since]] = True
+        row = np.where(active[events.entity], row, -1)
+        considered = int(np.count_nonzero(active))
+    has, sums, totals = weighted_sums(events.entity, row, w, events.n_entities, request.vectors)
+    step = max(1, request.batch_rows)
+    for lo in range(0, max(has.size, 1), step):
+        sl = slice(lo, lo + step)
+        yield SumsBatch(events.entity_ids[has[sl]], sums[sl], totals[sl], events.entity_count[has[sl]],
+                        events.entity_last[has[sl]], considered=considered if lo == 0 else 0)
 
 
 def weighted_sums(entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,

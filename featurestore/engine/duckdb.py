@@ -1,12 +1,12 @@
 """The DuckDB engine: the default, embedded in the process. Tables are scanned by DuckDB straight from
 their Parquet files; the sequence kernels (co-occurrence counts, weighted sums) run in numpy on the
-coded events DuckDB produced."""
+coded events DuckDB produced: all at once when they are few, else streamed from DuckDB in chunks of
+whole entities (:mod:`featurestore.engine.duckdb_events`), so memory does not grow with the events."""
 
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.engine import counting
-from featurestore.engine.base import Cooccurrence, Engine, JoinRequest, Scan
-from featurestore.engine.duckdb_events import read_events
-from featurestore.engine.events import Events, EventSource
+from featurestore.engine.base import Cooccurrence, Engine, EntitySums, JoinRequest, Scan, SumsBatch
+from featurestore.engine.duckdb_events import CHUNK_EVENTS, DuckDBEvents, ReadSettings, read_events, size_bytes
+from featurestore.engine.events import Events, EventSource, EventTable
 from featurestore.engine.pit_sql import JoinGroup, build_sql, join_cache_sql
 from featurestore.errors import EventsError, InvalidData, QueryError, StorageError
 from featurestore.storage.duck import Duck, literal, quote
@@ -27,18 +27,36 @@ if TYPE_CHECKING:
 
 
 class DuckDBEngine(Engine):
-    """Bulk scans in the store's DuckDB database (one cursor per call, so threads never share one)."""
+    """Bulk scans in the store's DuckDB database (one cursor per call, so threads never share one).
+
+    ``memory_limit`` and ``temp_directory`` bound what DuckDB holds in memory and say where it spills
+    (DuckDB units such as ``"4GB"``; they apply to the event reads of pipelines, default 2 GB and a
+    folder in the system temporary directory, and to the store's database when given).
+    ``chunk_events``: inputs with more events than this stay in DuckDB and are counted and aggregated
+    in chunks of about this many events (whole entities), so peak memory does not grow with the number
+    of events; smaller ones are read whole into memory, which is fastest. Results are the same either
+    way (counts to float32 rounding, entity sums exactly).
+    """
 
     name = "duckdb"
 
-    def __init__(self, duck: Duck | None = None):
+    def __init__(self, duck: Duck | None = None, *, memory_limit: str | None = None,
+                 temp_directory: str | None = None, chunk_events: int = CHUNK_EVENTS):
+        if chunk_events < 1:
+            raise EventsError(f"chunk_events must be >= 1; got {chunk_events}")
         self._duck = duck
+        self.settings = ReadSettings(memory_limit=memory_limit, temp_directory=temp_directory,
+                                     chunk_events=chunk_events)
+        if duck is not None:
+            duck.configure(memory_limit=memory_limit, temp_directory=temp_directory)
 
     @property
     def duck(self) -> Duck:
         """The DuckDB database scans run in (the store's; made on first use when none was given)."""
         if self._duck is None:
             self._duck = Duck()
+            self._duck.configure(memory_limit=self.settings.memory_limit,
+                                 temp_directory=self.settings.temp_directory)
         return self._duck
 
     def __repr__(self) -> str:
@@ -54,20 +72,18 @@ class DuckDBEngine(Engine):
 
     # ---- pipelines ----------------------------------------------------------------------------------
     def read_events(self, source: EventSource, *, before: datetime | None = None,
-                    weights: Mapping[str, float] | None = None) -> Events:
+                    weights: Mapping[str, float] | None = None) -> EventTable:
         try:
-            return read_events(source, before, weights=weights)
+            return read_events(source, before, weights=weights, settings=self.settings)
         except duckdb.Error as exc:  # a query or file failing after its schema was read
             raise EventsError(f"cannot read events from {source.describe()}: {exc}") from exc
 
-    def cooccurrence(self, events: Events, request: Cooccurrence) -> sp.csr_matrix:
-        return counting.cooccurrence(events, window=request.window, min_count=request.min_count,
-                                     collapse_repeats=request.collapse_repeats, session_gap=request.session_gap,
-                                     cross_session=request.cross_session)
+    def cooccurrence(self, events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
+        return counting.cooccurrence_chunks(_chunks(events), events.n_items, request)
 
-    def weighted_sums(self, entity: np.ndarray, row: np.ndarray, weight: np.ndarray, n_entities: int,
-                      vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return counting.weighted_sums(entity, row, weight, n_entities, vectors)
+    def entity_sums(self, events: EventTable, request: EntitySums) -> Iterator[SumsBatch]:
+        for chunk in _chunks(events, ids=True):
+            yield from counting.entity_sums(chunk, request)
 
     # ---- tables -------------------------------------------------------------------------------------
     def scan(self, request: Scan) -> pa.Table:
@@ -161,6 +177,13 @@ class DuckDBEngine(Engine):
             self._duck.close()
 
 
+def _chunks(events: EventTable, *, ids: bool = False) -> Iterable[Events]:
+    """In-memory chunks of whole entities: DuckDB-kept events streamed, others loaded whole."""
+    if isinstance(events, DuckDBEvents):
+        return events.chunks(ids=ids)
+    return [events.load()]
+
+
 class _Reader:
     """A record batch reader that closes its cursor once read (or garbage collected) and reports
     DuckDB's errors while streaming as :class:`QueryError`."""
@@ -210,16 +233,7 @@ def _lower_memory_limit(cur: duckdb.DuckDBPyConnection, limit: str | None) -> st
         if restore:
             cur.execute(restore)
         raise InvalidData(f"bad memory_limit {limit!r}: {exc}") from exc
-    if _bytes(lowered) >= _bytes(before):
+    if size_bytes(lowered) >= size_bytes(before):
         cur.execute(restore)
         return None
     return restore
-
-
-def _bytes(text: str) -> float:
-    units = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "bytes": 1}
-    m = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)
-    if not m:
-        return float("inf")
-    return float(m[1]) * units.get(m[2].lower() or "b", 1)

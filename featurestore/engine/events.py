@@ -3,8 +3,9 @@
 An :class:`EventSource` describes a pandas DataFrame, a pyarrow Table, a Parquet file or glob, or a DuckDB
 query, with configurable column names (:class:`Columns`). :meth:`EventSource.load` selects the events
 strictly before a cutoff through an engine (:meth:`featurestore.engine.Engine.read_events`), checks
-them, and returns an :class:`Events` batch: integer codes for entities and items (sorted ids, so codes do
-not depend on input order), event-type weights, and times, ordered by (entity, time).
+them, and returns an :class:`EventTable`: integer codes for entities and items (sorted ids, so codes do
+not depend on input order), event-type weights, and times, ordered by (entity, time). Small inputs come
+back in memory (:class:`Events`, numpy arrays); large ones stay in the engine (see :class:`EventTable`).
 
 Example::
 
@@ -69,9 +70,56 @@ class Columns:
                 "value": self.value}
 
 
+class EventTable:
+    """Events an engine has read and keeps: the events themselves stay in the engine (a DuckDB table,
+    a Spark DataFrame), while Python holds only what grows with the number of items.
+
+    Engines take an event table back in :meth:`~featurestore.engine.Engine.cooccurrence` and
+    :meth:`~featurestore.engine.Engine.entity_sums`. :class:`Events` is the in-memory kind (numpy
+    arrays); :meth:`load` turns any kind into it, for code that needs the sequences in Python (its
+    memory grows with the events). :meth:`close` releases what the engine holds for it.
+    """
+
+    item_ids: np.ndarray        # object array of str, sorted: item code -> id
+    item_count: np.ndarray      # int64 events per item
+    item_last: np.ndarray       # int64 last event time per item (us)
+    before: datetime | None
+    type_counts: dict[str, int]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.size)
+
+    @property
+    def n_entities(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def newest(self) -> int | None:
+        """The time of the newest event (us since the epoch, UTC), None when there is none."""
+        raise NotImplementedError
+
+    def load(self) -> Events:
+        """Every event as in-memory arrays (memory grows with the number of events)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the engine holds for these events (temporary tables, spill files)."""
+
+    def __enter__(self) -> EventTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass
-class Events:
-    """Events before a cutoff, ordered by (entity, time, item): codes index ``entity_ids``/``item_ids``."""
+class Events(EventTable):
+    """Events before a cutoff in memory, ordered by (entity, time, item): codes index
+    ``entity_ids``/``item_ids``."""
 
     entity: np.ndarray          # int32 codes, sorted
     item: np.ndarray            # int32 codes
@@ -94,8 +142,11 @@ class Events:
         return int(self.entity_ids.size)
 
     @property
-    def n_items(self) -> int:
-        return int(self.item_ids.size)
+    def newest(self) -> int | None:
+        return int(self.time.max()) if self.time.size else None
+
+    def load(self) -> Events:
+        return self
 
     def entity_starts(self) -> np.ndarray:
         """Offsets of each entity's first event (length n_entities + 1)."""

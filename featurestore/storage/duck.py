@@ -81,6 +81,17 @@ class Duck:
         self._views: dict[str, str] = {}  # view name -> the SQL it was created from
         _OPEN.add(self)
 
+    def configure(self, *, memory_limit: str | None = None, temp_directory: str | None = None) -> None:
+        """Bound DuckDB's memory (``"4GB"``, DuckDB's units) and say where it spills beyond it (None:
+        keep DuckDB's setting: 80% of RAM, and a ``.tmp`` folder in the working directory)."""
+        for name, value in (("memory_limit", memory_limit), ("temp_directory", temp_directory)):
+            if value is None:
+                continue
+            try:
+                self.con.execute(f"SET {name} = {literal(str(value))}")
+            except duckdb.Error as exc:
+                raise QueryError(f"bad {name} {value!r}: {exc}") from exc
+
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):  # already closed
             self.con.close()
