@@ -30,9 +30,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._util import peak_rss_mb, report  # noqa: E402
-from featurestore import FeatureStore, demo  # noqa: E402
-from featurestore.console.web import standalone  # noqa: E402
+from benchmarks._util import peak_rss_mb, report
+from featurestore import FeatureStore, demo
+from featurestore.console.web import standalone
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = """
@@ -99,7 +99,7 @@ def big_store(root: Path, rows: int) -> tuple[FeatureStore, float]:
     root.parent.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(root)
     (root.parent / "schemas").mkdir(exist_ok=True)
-    (root.parent / "schemas" / "big.v1.yaml").write_text(SPEC)
+    (root.parent / "schemas" / "big_embeddings.v1.yaml").write_text(SPEC)
     store.apply(root.parent / "schemas")
     fg = store.feature_group("big_embeddings", 1)
     t = time.perf_counter()

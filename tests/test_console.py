@@ -1,13 +1,26 @@
-"""The web console's data (verdicts, comparisons, projections, training sets), its pages over a real
-HTTP server (auth, errors, tables without JavaScript, offline API docs) and ``featurestore plot``.
-The pages in a real browser: tests/test_console_browser.py."""
+"""The web console: its data (verdicts, comparisons, projections, training sets), its pages over a real
+HTTP server (auth, errors, tables without JavaScript, offline API docs), ``featurestore plot``, and the
+pages in a real browser.
+
+Browser tests: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium against
+``featurestore serve``'s app on 127.0.0.1, behind a token. Every page loads with no console error and no
+request to any host but 127.0.0.1 (read from the browser's performance log, i.e. its DevTools network
+events); the projector draws points and lists a searched key's neighbours; a warned commit is visibly
+flagged; bad paths give a 404 page. One browser serves the module; screenshots are kept under pytest's
+temporary folder.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -21,6 +34,7 @@ from featurestore.console import insights
 from featurestore.console import projection as pj
 from featurestore.errors import CorruptData
 from featurestore.server.app import create_app
+from featurestore.server.docs import REDOC_REMOTE
 from featurestore.server.reload import ReloadPolicy
 from tests.conftest import run_python
 from tests.console_helpers import BATCHES, DIM, TOKEN, items_batch, make_store, pages, report_of
@@ -72,7 +86,7 @@ def test_compare_counts_rows_as_a_plain_reference_does(store: FeatureStore) -> N
         changed = sum(old[k] != new[k] for k in shared)
         assert (cmp.added, cmp.removed, cmp.changed, cmp.unchanged) == \
             (len(new.keys() - old.keys()), len(old.keys() - new.keys()), changed, len(shared) - changed)
-        want = np.array([v for _, v in sorted(new.items())], np.float64)[:, :].reshape(-1, DIM)
+        want = np.array([v for _, (_, v) in sorted(new.items())], np.float64)
         np.testing.assert_allclose(cmp.mean_b, want.mean(axis=0), atol=1e-5)
         np.testing.assert_allclose(cmp.std_b, want.std(axis=0), atol=1e-5)
         assert 0.0 <= cmp.overlap_at_10 <= 1.0 and len(cmp.moved) == 20
@@ -217,10 +231,11 @@ def test_json_endpoints(server: Any, store: FeatureStore) -> None:
 
 def test_errors_are_pages_not_tracebacks(server: Any) -> None:
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        g = "/ui/groups/items/v1"
         for path, status in [("/ui/groups/nope", 404), ("/ui/nope/at/all", 404), ("/ui/groups/items/v7", 404),
-                             ("/ui/groups/items/v1/reports/nope", 404), ("/ui/groups/items/v1/projector?commit=9", 404),
-                             ("/ui/groups/items/v1/compare?a=x", 400), ("/ui/groups/items/v1/projector?method=tsne", 400),
-                             ("/ui/groups/items/vx", 404), ("/ui/groups/items/v1/projector?commit=0", 400)]:
+                             (f"{g}/reports/nope", 404), (f"{g}/projector?commit=9", 404), (f"{g}/compare?a=x", 400),
+                             (f"{g}/projector?method=tsne", 400), ("/ui/groups/items/vx", 404),
+                             (f"{g}/projector?commit=0", 400)]:
             r = http.get(path)
             assert r.status_code == status, (path, r.text[:200])
             assert r.headers["content-type"].startswith("text/html") and "Traceback" not in r.text
@@ -238,3 +253,160 @@ def test_api_docs_use_local_assets(server: Any) -> None:
             for u in urls:
                 if u.startswith("/docs-assets/"):
                     assert http.get(u).status_code == 200
+        assert REDOC_REMOTE not in http.get("/docs-assets/redoc.js").content
+
+
+# ---- in a real browser -------------------------------------------------------------------------------------
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+in_browser = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+WAIT = 20
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser(server: ServerThread) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="fs-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        driver.get(f"{server.url}/ui/?token={TOKEN}")  # sets the console's cookie
+        assert "Feature groups" in driver.title
+        drain(driver)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def drain(driver: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The console messages and network events logged since the last call."""
+    console = driver.get_log("browser")
+    network = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
+    return console, [m for m in network if m["method"].startswith("Network.")]
+
+
+def visit(driver: Any, url: str, shots: Path, name: str, ready: str | None = None) -> list[dict[str, Any]]:
+    """Load ``url``; wait for ``ready`` (a CSS selector) if given; check the console and the hosts asked;
+    keep a screenshot; return the network events."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, WAIT)
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    if ready:
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ready))
+    console, network = drain(driver)
+    errors = [m for m in console if m["level"] == "SEVERE"]
+    assert not errors, f"{url}: console errors {errors}"
+    urls = [m["params"]["request"]["url"] for m in network if m["method"] == "Network.requestWillBeSent"]
+    assert urls, url
+    remote = [u for u in urls if urlsplit(u).scheme not in ("data", "blob")
+              and urlsplit(u).hostname != "127.0.0.1"]
+    assert not remote, f"{url} asked other hosts: {remote}"
+    driver.save_screenshot(str(shots / f"{name}.png"))
+    return network
+
+
+def statuses(network: list[dict[str, Any]]) -> dict[str, int]:
+    return {m["params"]["response"]["url"]: m["params"]["response"]["status"]
+            for m in network if m["method"] == "Network.responseReceived"}
+
+
+@pytest.mark.slow
+@in_browser
+def test_every_page_loads_clean_and_local(browser: Any, server: ServerThread, store: FeatureStore, shots: Path
+                                          ) -> None:
+    for i, path in enumerate(pages(report_of(store, 3))):
+        ready = "#projector[data-points]" if "/projector" in path else None
+        network = visit(browser, server.url + path, shots, f"page-{i}", ready)
+        bad = {u: s for u, s in statuses(network).items() if s >= 400}
+        assert not bad, (path, bad)
+    for path, ready in [("/docs", ".swagger-ui .opblock"), ("/redoc", "redoc, [role=navigation], .api-content")]:
+        network = visit(browser, server.url + path, shots, path.strip("/"), ready)
+        assert all(s < 400 for s in statuses(network).values()), path
+    assert "/feature-groups/{name}/lookup" in browser.page_source or "lookup" in browser.page_source
+
+
+@pytest.mark.slow
+@in_browser
+def test_projector_draws_points_and_lists_neighbours(browser: Any, server: ServerThread, store: FeatureStore,
+                                                     shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    visit(browser, f"{server.url}/ui/groups/items/v1/projector?commit=2&with=1", shots, "projector",
+          "#projector[data-points]")
+    assert browser.find_element(By.ID, "projector").get_attribute("data-points") == "450"
+    painted = """const c = document.getElementById(arguments[0]), d = c.getContext('2d')
+                 .getImageData(0, 0, c.width, c.height).data; let n = 0;
+                 for (let i = 3; i < d.length; i += 4) { if (d[i] > 0) n++; } return n;"""
+    assert browser.execute_script(painted, "map") > 400
+    assert browser.execute_script(painted, "map2") > 300
+    field = browser.find_element(By.ID, "key")
+    field.clear()
+    field.send_keys("k7")
+    k = browser.find_element(By.ID, "k")
+    k.clear()
+    k.send_keys("6")
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours tbody tr")) == 6)
+    got = [r.find_elements(By.TAG_NAME, "td")[1].text
+           for r in browser.find_elements(By.CSS_SELECTOR, "#neighbours tbody tr")]
+    assert got == store.online("items", 1, 2).nearest(key="k7", k=6, exclude=["k7"]).keys
+    assert browser.find_element(By.ID, "neighbours").is_displayed()
+    browser.save_screenshot(str(shots / "projector-search.png"))
+    field.clear()
+    field.send_keys("no-such-key")
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "not-found"))
+    console, _ = drain(browser)
+    assert not [m for m in console if m["level"] == "SEVERE"]
+
+
+@pytest.mark.slow
+@in_browser
+def test_a_warned_commit_stands_out(browser: Any, server: ServerThread, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    visit(browser, f"{server.url}/ui/groups/items/v1", shots, "group-warned")
+    warned = browser.find_element(By.ID, "commit-3")
+    passed = browser.find_element(By.ID, "commit-2")
+    badge = warned.find_element(By.CSS_SELECTOR, ".badge.warned")
+    assert badge.is_displayed() and "WARNED" in badge.text
+    colour = "return getComputedStyle(arguments[0].querySelector('td')).backgroundColor"
+    assert browser.execute_script(colour, warned) != browser.execute_script(colour, passed)
+    assert "n_events" in warned.find_element(By.CSS_SELECTOR, ".failed-checks").text
+    warned.find_element(By.CSS_SELECTOR, "a.report-link").click()
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .badge").text == "failed"
+    assert browser.find_elements(By.CSS_SELECTOR, "#checks tr.fail")
+
+
+@pytest.mark.slow
+@in_browser
+def test_bad_paths_are_404_pages(browser: Any, server: ServerThread, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    for i, path in enumerate(["/ui/groups/nope", "/ui/no/such/page", "/ui/groups/items/v9/compare"]):
+        browser.get(server.url + path)
+        _, network = drain(browser)
+        assert statuses(network)[server.url + path] == 404
+        assert browser.find_element(By.CSS_SELECTOR, "h1 .code").text == "404"
+        assert "Traceback" not in browser.page_source
+        browser.save_screenshot(str(shots / f"404-{i}.png"))

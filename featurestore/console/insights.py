@@ -289,7 +289,7 @@ def compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, *, sample: int = 20_
         _key_list(b, only_b[:10]), _key_list(a, only_a[:10]), int(max(len(sa), len(sb))),
         xa.mean(axis=0) if len(xa) else zero, xb.mean(axis=0) if len(xb) else zero,
         xa.std(axis=0) if len(xa) else zero, xb.std(axis=0) if len(xb) else zero,
-        drift, int(len(q)), overlap, moved)
+        drift, len(q), overlap, moved)
 
 
 def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -305,7 +305,7 @@ def _drift(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]:
                 "share_below_0_5": None, "mean_norm_a": None, "mean_norm_b": None, "mean_l2_shift": None}
     nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
     cos = np.sum(x * y, axis=1) / np.maximum(nx * ny, 1e-12)
-    return {"shared_sampled": int(len(x)), "mean_cosine": float(cos.mean()),
+    return {"shared_sampled": len(x), "mean_cosine": float(cos.mean()),
             "p05_cosine": float(np.quantile(cos, 0.05)), "median_cosine": float(np.median(cos)),
             "share_below_0_5": float((cos < 0.5).mean()), "mean_norm_a": float(nx.mean()),
             "mean_norm_b": float(ny.mean()), "mean_l2_shift": float(np.linalg.norm(x - y, axis=1).mean())}

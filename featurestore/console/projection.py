@@ -125,7 +125,7 @@ def compute(view: OnlineView, method: str = "pca", *, size: int = MAX_POINTS, se
     coords = project(x, basis) if method == "pca" else _umap(x, seed)
     manifest = {
         "format_version": FORMAT_VERSION, "feature_group": view.name, "version": view.version,
-        "commit": view.commit, "method": method, "seed": seed, "sample": int(len(rows)), "view_rows": view.rows,
+        "commit": view.commit, "method": method, "seed": seed, "sample": len(rows), "view_rows": view.rows,
         "view_keys_crc32": _keys_crc(view), "seconds": round(time.perf_counter() - t, 3),
         "explained_variance": _explained(x, basis),
     }

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featurestore.console import insights
 from featurestore.console.plot import color_values, numeric_columns
-from featurestore.console.projection import METHODS, MAX_POINTS, pair, projection, umap_available
+from featurestore.console.projection import MAX_POINTS, METHODS, pair, projection, umap_available
 from featurestore.errors import CommitNotFound, FeatureStoreError, InvalidData, InvalidQuery, NotFound
 from featurestore.feature_group import FeatureGroup
 from featurestore.online.view import OnlineView
@@ -113,7 +113,8 @@ class Console:
         base = request.scope.get("root_path", "")
         html = self.env().get_template(template).render(base=base, request=request, api_docs=self.api_docs,
                                                         **context)
-        return HTMLResponse(html, status_code=status, headers={"server-timing": f"render;dur={(time.perf_counter() - t) * 1000:.1f}"})
+        timing = f"render;dur={(time.perf_counter() - t) * 1000:.1f}"
+        return HTMLResponse(html, status_code=status, headers={"server-timing": timing})
 
     def error_page(self, request: Request, status: int, title: str, message: str) -> Response:
         if request.url.path.endswith(".json"):
@@ -405,6 +406,6 @@ def bar_chart(values: np.ndarray, width: int = 640, height: int = 120) -> dict[s
         y = height / 2 - h if v >= 0 else height / 2
         bars.append({"x": round(i * w, 2), "y": round(y, 2), "w": round(max(w - 1, 1), 2), "h": round(h, 2),
                      "dim": i, "value": float(v), "up": v >= 0})
-    order = np.argsort(-np.abs(values))[:5] if len(values) else []
+    order: list[int] = np.argsort(-np.abs(values))[:5].tolist() if len(values) else []
     return {"width": width, "height": height, "bars": bars, "max": top,
             "largest": [(int(i), float(values[i])) for i in order]}
