@@ -121,8 +121,9 @@ def compute(view: OnlineView, method: str = "pca", *, size: int = MAX_POINTS, se
     t = time.perf_counter()
     rows = sample_rows(view.rows, size, seed)
     x = searched(view, rows)
-    basis = pca_basis(x) if len(x) else np.zeros((3, view.dim))
-    coords = project(x, basis) if method == "pca" else _umap(x, seed)
+    with one_thread():
+        basis = pca_basis(x) if len(x) else np.zeros((3, view.dim))
+        coords = project(x, basis) if method == "pca" else _umap(x, seed)
     manifest = {
         "format_version": FORMAT_VERSION, "feature_group": view.name, "version": view.version,
         "commit": view.commit, "method": method, "seed": seed, "sample": len(rows), "view_rows": view.rows,
@@ -241,6 +242,19 @@ def mean_cosine(x: np.ndarray, y: np.ndarray) -> float:
 
 def pair(a: OnlineView, pa_: Projection, b: OnlineView) -> Pair:
     """``b`` drawn on ``a``'s plane (see :class:`Pair`); ``pa_`` is ``a``'s PCA projection."""
+    with one_thread():
+        return _pair(a, pa_, b)
+
+
+def one_thread() -> Any:
+    """Run BLAS single-threaded: these products are small, and a multi-threaded BLAS spins and stalls
+    when the machine is busy (as a server's is)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def _pair(a: OnlineView, pa_: Projection, b: OnlineView) -> Pair:
     if pa_.basis is None:
         raise InvalidQuery("two commits side by side need the PCA projection of the first")
     keys = a.columns[a.manifest["key"]].take(pa_.rows).to_pylist()

@@ -58,6 +58,7 @@ class Console:
         self.served = served
         self.token = token
         self._views: OrderedDict[tuple[str, int, int], OnlineView] = OrderedDict()
+        self._compared: OrderedDict[tuple[str, int, int, int], tuple[insights.Comparison, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._env: Any = None
 
@@ -94,6 +95,23 @@ class Console:
             while len(self._views) > OPEN_VIEWS:
                 self._views.popitem(last=False)
         return view
+
+    def comparison(self, fg: FeatureGroup, a: int, b: int) -> tuple[insights.Comparison, float]:
+        """Commits ``a`` and ``b`` compared, and the seconds it took: computed once per pair (commits never
+        change), the last few kept."""
+        key = (fg.name, fg.version, a, b)
+        with self._lock:
+            hit = self._compared.get(key)
+        if hit is not None:
+            return hit
+        t = time.perf_counter()
+        cmp = insights.compare(fg, self.view(fg, a), self.view(fg, b))
+        done = (cmp, time.perf_counter() - t)
+        with self._lock:
+            self._compared[key] = done
+            while len(self._compared) > OPEN_VIEWS:
+                self._compared.popitem(last=False)
+        return done
 
     # ---- rendering ---------------------------------------------------------------------------------
     def env(self) -> Any:
@@ -317,11 +335,10 @@ class Pages:
         commits = [c for c in range(1, newest + 1)]
         if a == b or not commits:
             return self.c.page(request, "compare.html", fg=fg, a=a, b=b, commits=commits, cmp=None, bars=None)
-        t = time.perf_counter()
-        cmp = insights.compare(fg, self.c.view(fg, a), self.c.view(fg, b))
+        cmp, seconds = self.c.comparison(fg, a, b)
         bars = {"mean": bar_chart(cmp.mean_shift), "std": bar_chart(cmp.std_shift)}
         return self.c.page(request, "compare.html", fg=fg, a=a, b=b, commits=commits, cmp=cmp, bars=bars,
-                           seconds=time.perf_counter() - t)
+                           seconds=seconds)
 
     def _method(self, request: Request) -> str:
         method = request.query_params.get("method") or "pca"
