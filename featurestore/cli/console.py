@@ -9,6 +9,8 @@ from typing import Any
 from featurestore.cli._common import CLIError, command, open_store, parse_commit
 from featurestore.console.plot import plot_group
 from featurestore.console.projection import MAX_POINTS, METHODS
+from featurestore.console.web import standalone
+from featurestore.server.auth import token_for
 
 
 def register(sub: Any) -> None:
@@ -36,9 +38,6 @@ def register(sub: Any) -> None:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from featurestore.console.web import standalone
-    from featurestore.server.auth import token_for
 
     token = token_for(args.host, args.token)
     store = open_store(args)

@@ -49,6 +49,15 @@ def color_values(view: OnlineView, column: str, rows: np.ndarray) -> np.ndarray:
     return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+def heavy_tailed(values: np.ndarray) -> bool:
+    """Non-negative values whose 98th percentile is over 10x their median (counts): coloured on a log
+    scale (the console's map does the same)."""
+    finite = values[np.isfinite(values)]
+    if not len(finite) or finite.min() < 0:
+        return False
+    return bool(np.percentile(finite, 98) > 10 * max(float(np.median(finite)), 1.0))
+
+
 def plot_group(store: FeatureStore, name: str, version: int | None = None, commit: int | None = None, *,
                out: str | Path | None = None, color: str | None = None, method: str = "pca",
                points: int = MAX_POINTS, size: tuple[float, float] = (6.0, 6.0), dpi: int = 100) -> Path:
@@ -80,7 +89,14 @@ def _draw(coords: np.ndarray, values: np.ndarray | None, label: str | None, titl
         kw: dict[str, Any] = {"s": 3 if len(coords) > 2000 else 8, "linewidths": 0, "alpha": 0.8}
         if values is not None and np.isfinite(values).any():
             lo, hi = np.nanpercentile(values, [2, 98])
-            sc = ax.scatter(coords[:, 0], coords[:, 1], c=values, cmap="viridis", vmin=lo, vmax=hi, **kw)
+            if heavy_tailed(values):  # counts: a log scale shows more than one dark blob
+                from matplotlib.colors import LogNorm
+
+                kw["norm"] = LogNorm(vmin=max(lo, 1.0), vmax=max(hi, 2.0))
+                label = f"{label} (log scale)"
+            else:
+                kw.update(vmin=lo, vmax=hi)
+            sc = ax.scatter(coords[:, 0], coords[:, 1], c=values, cmap="viridis", **kw)
             fig.colorbar(sc, ax=ax, shrink=0.8, label=label)
         else:
             ax.scatter(coords[:, 0], coords[:, 1], color="#3060c0", **kw)

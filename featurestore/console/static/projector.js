@@ -18,11 +18,20 @@
       Math.round(a[2] + (b[2] - a[2]) * f) + ")";
   }
 
+  // the colour scale: 2nd to 98th percentile; a log scale for heavy-tailed counts (as featurestore plot)
   function range(values) {
     var finite = values.filter(function (v) { return v !== null && isFinite(v); }).sort(function (a, b) { return a - b; });
-    if (!finite.length) { return [0, 1]; }
+    if (!finite.length) { return { lo: 0, hi: 1, log: false }; }
     var lo = finite[Math.floor(finite.length * 0.02)], hi = finite[Math.floor((finite.length - 1) * 0.98)];
-    return hi > lo ? [lo, hi] : [lo, lo + 1];
+    var median = finite[Math.floor(finite.length / 2)];
+    var log = finite[0] >= 0 && hi > 10 * Math.max(median, 1);
+    if (log) { lo = Math.max(lo, 1); hi = Math.max(hi, 2); }
+    return { lo: lo, hi: hi > lo ? hi : lo + 1, log: log };
+  }
+
+  function position(v, lim) {
+    if (lim.log) { return (Math.log(Math.max(v, lim.lo)) - Math.log(lim.lo)) / (Math.log(lim.hi) - Math.log(lim.lo)); }
+    return (v - lim.lo) / (lim.hi - lim.lo);
   }
 
   function makeMap(canvas, xs, ys) {
@@ -56,7 +65,7 @@
       for (i = 0; i < d.keys.length; i++) {
         if (isNaN(m.px[i])) { continue; }
         var v = values ? values[i] : null;
-        ctx.fillStyle = v === null || v === undefined ? "#999" : palette((v - lim[0]) / (lim[1] - lim[0]));
+        ctx.fillStyle = v === null || v === undefined ? "#999" : palette(position(v, lim));
         ctx.fillRect(m.px[i] - r / 2, m.py[i] - r / 2, r, r);
       }
       ctx.globalAlpha = 1;
@@ -103,7 +112,11 @@
     var d = state.data, el = document.getElementById("legend"), text = "";
     if (!d) { return; }
     var values = d.colors[state.color];
-    if (values) { var lim = range(values); text = "colour: " + state.color + " from " + lim[0] + " (dark) to " + lim[1] + " (light). "; }
+    if (values) {
+      var lim = range(values);
+      text = "colour: " + state.color + " from " + fmtValue(lim.lo) + " (dark) to " + fmtValue(lim.hi) + " (light)" +
+        (lim.log ? ", log scale. " : ". ");
+    }
     if (d.explained_variance && d.method === "pca") {
       text += "PCA axes explain " + Math.round(d.explained_variance[0] * 100) + "% and " + Math.round(d.explained_variance[1] * 100) + "% of the variance. ";
     }
@@ -113,6 +126,8 @@
     }
     el.textContent = text;
   }
+
+  function fmtValue(x) { return Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : String(Math.round(x * 1000) / 1000); }
 
   function fmt(x) { return x === null || x === undefined ? "-" : Number(x).toFixed(3); }
 
