@@ -1,12 +1,13 @@
 """Web console page timings: every page of the console on the demo store and on a 1M-row feature group.
 
 Each page is fetched over HTTP from a real uvicorn server on 127.0.0.1. "first" is the first request
-after the server starts (it opens the views, and computes and caches the 2-D projection when the commit
-has none); "warm" is the median of the next requests. Views are materialised before timing (their build
-is reported on its own line: serving builds them anyway). No peer: Feast's UI is a separate React app
+after the server starts: it opens the views, and computes and caches the 2-D map (cached maps are
+removed before timing; ``featurestore ui`` computes the newest ones in the background at start).
+"warm" is the median of the next requests. Views are materialised before timing (their build is
+reported on its own line: serving builds them anyway). No peer: Feast's UI is a separate React app
 over its registry, with no comparable pages (no commit history, comparison or projector).
 
-    python benchmarks/bench_ui.py                 # demo store + 1M rows (about 3 minutes)
+    python benchmarks/bench_ui.py                 # demo store + 1M rows (10 minutes: view builds)
     python benchmarks/bench_ui.py --rows 200000   # a smaller large group
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
 import statistics
 import sys
 import tempfile
@@ -32,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._util import peak_rss_mb, report
 from featurestore import FeatureStore, demo
+from featurestore.console.projection import PROJECTIONS_DIR
 from featurestore.console.web import standalone
+from featurestore.online.build import views_dir
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = """
@@ -128,6 +132,8 @@ def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int
         store.online(name, fg.version, c)
     rows.append({"store": label, "page": "(views materialised before timing)", "first_ms": round(
         (time.perf_counter() - t) * 1000, 1), "warm_ms": "", "status": "", "bytes": ""})
+    for folder in views_dir(fg).glob(f"{PROJECTIONS_DIR}/*"):  # cached maps (derived): "first" computes them
+        shutil.rmtree(folder)
     report_id = fg.history()[-1].extra.get("validation_report")
     targets = pages(name, newest, key)
     if report_id:

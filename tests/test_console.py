@@ -410,3 +410,12 @@ def test_bad_paths_are_404_pages(browser: Any, server: ServerThread, shots: Path
         assert browser.find_element(By.CSS_SELECTOR, "h1 .code").text == "404"
         assert "Traceback" not in browser.page_source
         browser.save_screenshot(str(shots / f"404-{i}.png"))
+
+
+def test_umap_without_the_extra_is_a_clear_error(store: FeatureStore) -> None:
+    if pj.umap_available():
+        pytest.skip("umap-learn is installed")
+    from featurestore.errors import InvalidQuery
+
+    with pytest.raises(InvalidQuery, match=r"featurestore\[umap\]"):
+        pj.compute(store.online("items", 1, 1), "umap")

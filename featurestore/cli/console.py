@@ -21,6 +21,8 @@ def register(sub: Any) -> None:
     p.add_argument("--token", default=None,
                    help="token the console asks for (default: $FEATURESTORE_TOKEN); open the printed URL once")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-warm", action="store_true",
+                   help="do not open the newest views and compute their maps in the background at start")
     p.set_defaults(func=cmd_ui)
 
     p = command(sub, "plot", "Write a PNG of the embedding projector's map of a feature group's commit.",
@@ -41,7 +43,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     token = token_for(args.host, args.token)
     store = open_store(args)
-    app = standalone(store, token=token)
+    app = standalone(store, token=token, warm=not args.no_warm)
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/ui/" + (f"?token={token}" if token else "")
     print(f"featurestore console for {store.root.uri}: {url}", flush=True)

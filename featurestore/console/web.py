@@ -113,6 +113,18 @@ class Console:
                 self._compared.popitem(last=False)
         return done
 
+    def warm(self) -> None:
+        """Open the newest commit's view of every feature group and compute its map, so the first
+        visits are fast (``featurestore ui`` runs this in a background thread). Failures are logged:
+        the pages will show them."""
+        for spec in self.store.specs():
+            try:
+                fg = self.group(spec.name, spec.version)
+                if fg.commit_of(None) > 0:
+                    projection(fg, self.view(fg))
+            except Exception as exc:  # a page will say what is wrong; warming must not stop the console
+                log.warning("console warm-up of %s: %s", spec.key, exc)
+
     # ---- rendering ---------------------------------------------------------------------------------
     def env(self) -> Any:
         if self._env is None:
@@ -277,8 +289,9 @@ def mount(app: FastAPI, store: FeatureStore, *, served: insights.Served | None =
     app.mount(path, create_console(store, served=served, token=token, api_docs=api_docs), name="console")
 
 
-def standalone(store: FeatureStore, *, token: str | None = None) -> FastAPI:
-    """The app of ``featurestore ui``: the console at ``/ui`` and ``/`` redirecting to it."""
+def standalone(store: FeatureStore, *, token: str | None = None, warm: bool = False) -> FastAPI:
+    """The app of ``featurestore ui``: the console at ``/ui`` and ``/`` redirecting to it; ``warm``
+    opens the newest views and computes their maps in a background thread."""
     app = FastAPI(title="featurestore console", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None)
 
@@ -286,7 +299,10 @@ def standalone(store: FeatureStore, *, token: str | None = None) -> FastAPI:
         return RedirectResponse("/ui/", status_code=307)
 
     app.add_api_route("/", home, methods=["GET"], include_in_schema=False)
-    mount(app, store, token=token)
+    console = create_console(store, token=token)
+    app.mount("/ui", console, name="console")
+    if warm:
+        threading.Thread(target=console.state.console.warm, name="featurestore-console-warm", daemon=True).start()
     return app
 
 
