@@ -419,3 +419,18 @@ def test_umap_without_the_extra_is_a_clear_error(store: FeatureStore) -> None:
 
     with pytest.raises(InvalidQuery, match=r"featurestore\[umap\]"):
         pj.compute(store.online("items", 1, 1), "umap")
+
+
+def test_warm_up_computes_the_newest_maps_and_comparisons(store: FeatureStore) -> None:
+    import shutil as sh
+
+    from featurestore.console.web import Console
+
+    items = store.feature_group("items")
+    sh.rmtree(pj.projection_dir(items, 3, "pca"), ignore_errors=True)
+    assert pj.load_projection(items, 3, "pca") is None
+    console = Console(store)
+    console.warm()
+    assert pj.load_projection(items, 3, "pca") is not None
+    assert pj.load_projection(store.feature_group("users"), 1, "pca") is not None
+    assert console.recall(console._compared, ("items", 1, 2, 3)) is not None

@@ -59,6 +59,7 @@ class Console:
         self.token = token
         self._views: OrderedDict[tuple[str, int, int], OnlineView] = OrderedDict()
         self._compared: OrderedDict[tuple[str, int, int, int], tuple[insights.Comparison, float]] = OrderedDict()
+        self.maps: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # projection.json answers
         self._lock = threading.Lock()
         self._env: Any = None
 
@@ -96,22 +97,30 @@ class Console:
                 self._views.popitem(last=False)
         return view
 
+    def remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any, keep: int = OPEN_VIEWS) -> Any:
+        with self._lock:
+            cache[key] = value
+            while len(cache) > keep:
+                cache.popitem(last=False)
+        return value
+
+    def recall(self, cache: OrderedDict[Any, Any], key: Any) -> Any:
+        with self._lock:
+            value = cache.get(key)
+            if value is not None:
+                cache.move_to_end(key)
+            return value
+
     def comparison(self, fg: FeatureGroup, a: int, b: int) -> tuple[insights.Comparison, float]:
         """Commits ``a`` and ``b`` compared, and the seconds it took: computed once per pair (commits never
         change), the last few kept."""
         key = (fg.name, fg.version, a, b)
-        with self._lock:
-            hit = self._compared.get(key)
+        hit = self.recall(self._compared, key)
         if hit is not None:
-            return hit
+            return hit  # type: ignore[no-any-return]
         t = time.perf_counter()
         cmp = insights.compare(fg, self.view(fg, a), self.view(fg, b))
-        done = (cmp, time.perf_counter() - t)
-        with self._lock:
-            self._compared[key] = done
-            while len(self._compared) > OPEN_VIEWS:
-                self._compared.popitem(last=False)
-        return done
+        return self.remember(self._compared, key, (cmp, time.perf_counter() - t))  # type: ignore[no-any-return]
 
     def warm(self) -> None:
         """Open the newest commit's view of every feature group and compute its map, so the first
@@ -120,8 +129,11 @@ class Console:
         for spec in self.store.specs():
             try:
                 fg = self.group(spec.name, spec.version)
-                if fg.commit_of(None) > 0:
+                newest = fg.commit_of(None)
+                if newest > 0:
                     projection(fg, self.view(fg))
+                if newest > 1:  # the group page links this comparison
+                    self.comparison(fg, newest - 1, newest)
             except Exception as exc:  # a page will say what is wrong; warming must not stop the console
                 log.warning("console warm-up of %s: %s", spec.key, exc)
 
@@ -404,9 +416,18 @@ class Pages:
 
     def projection_json(self, request: Request, name: str, version: int) -> Response:
         fg = self.c.group(name, version)
-        view = self.c.view(fg, _int(request, "commit"))
+        commit = self.c.commit_number(fg, _int(request, "commit"))
         method = self._method(request)
         other = _int(request, "with")
+        key = (fg.name, fg.version, commit, method, other)
+        body = self.c.recall(self.c.maps, key)
+        if body is None:
+            body = self.c.remember(self.c.maps, key, self._map(fg, self.c.view(fg, commit), method, other))
+        return Response(body, media_type="application/json")
+
+    def _map(self, fg: FeatureGroup, view: OnlineView, method: str, other: int | None) -> bytes:
+        """The projector's data: the sampled keys, their coordinates and scalar columns (and the other
+        commit's coordinates of the same keys)."""
         p = projection(fg, view, "pca" if other is not None else method)
         keys = view.columns[view.manifest["key"]].take(p.rows).to_pylist()
         colors = {c: np.round(color_values(view, c, p.rows), 6) for c in numeric_columns(view)}
@@ -418,8 +439,7 @@ class Pages:
             pr = pair(view, p, self.c.view(fg, other))
             doc["with"] = {"commit": other, "x": _column(pr.right, 0), "y": _column(pr.right, 1), "shared": pr.shared,
                            "cosine_before": pr.cosine_before, "cosine_after": pr.cosine_after}
-        body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-        return Response(body, media_type="application/json")
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _column(coords: np.ndarray, i: int) -> np.ndarray:
