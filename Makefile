@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_validation.py
+	$(PY) benchmarks/bench_ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data
