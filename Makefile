@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,plot]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_validation.py
+	$(PY) benchmarks/bench_ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis featurestore_data

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from featurestore.console.plot import plot_group
 from featurestore.engine.events import Columns, EventSource
 from featurestore.errors import UnsafeOperation
 from featurestore.pipeline import Pipeline, load_pipeline
@@ -172,6 +173,9 @@ def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progres
     _showcase(store, data, last, seed)
     n = store.sql("SELECT count(*) FROM user_embeddings").fetchall()[0][0]
     print(f"SQL: SELECT count(*) FROM user_embeddings -> {n:,} rows over {len(results)} runs")
+    picture = plot_group(store, "item_embeddings", out=root / "item_embeddings_map.png", color="n_events")
+    print(f"projector map of item_embeddings (PCA, coloured by n_events): {picture}\n"
+          f"  browse the store: featurestore ui --root {root}")
     print(f"\ndone in {time.perf_counter() - started:.1f}s; store at {root}")
     return store
 

@@ -19,6 +19,9 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     assert out.count("<- planted taste") >= 5  # the showcase is a user the model learned well
     hits, chance = map(int, re.search(r"(\d+)% of their 10 nearest items .* \(chance: (\d+)%\)", out).groups())
     assert hits > 1.5 * chance
+    picture = root / "item_embeddings_map.png"
+    assert f"projector map of item_embeddings (PCA, coloured by n_events): {picture}" in out
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     store = FeatureStore(root)
     assert len(store.feature_group("user_embeddings", 1).history()) == 4   # create + 3 runs
     store.close()

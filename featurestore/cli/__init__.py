@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from featurestore.cli import core, online, pipelines, training, upkeep, validate
+from featurestore.cli import console, core, online, pipelines, training, upkeep, validate
 from featurestore.cli._common import CLIError, add_root
 from featurestore.errors import FeatureStoreError
 
@@ -26,6 +26,7 @@ EPILOG = """examples:
   featurestore run pipelines/purchase_embeddings.py --cutoff 2026-11-01
   featurestore validate item_embeddings --commit 2
   featurestore sql "SELECT item_id, n_events FROM item_embeddings ORDER BY n_events DESC LIMIT 5"
+  featurestore ui --port 8080
 
 Every command takes --root PATH, before or after the command (default: $FEATURESTORE_ROOT, else
 ./featurestore_data); commands that read a store refuse a folder that holds none."""
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and the SQL run")
     add_root(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (core, online, training, pipelines, validate, upkeep):
+    for module in (core, online, training, pipelines, validate, upkeep, console):
         module.register(sub)
     return parser
 

@@ -2,7 +2,8 @@
 
 Endpoints: ``GET /health``, ``GET /feature-groups``, ``GET /feature-groups/{name}``,
 ``POST /feature-groups/{name}/lookup``, ``POST /feature-groups/{name}/nearest``, ``GET /metrics``
-(Prometheus), ``GET /openapi.json`` and ``/docs``. Every bad input gets a 4xx with a message
+(Prometheus), ``GET /openapi.json``, ``/docs`` and ``/redoc`` (local assets, :mod:`.docs`), and the web
+console at ``/ui`` (:mod:`featurestore.console.web`). Every bad input gets a 4xx with a message
 (``{"detail": ..., "error": ...}``); a bearer token (``--token`` or ``$FEATURESTORE_TOKEN``) guards
 everything except ``/health`` and the OpenAPI pages, and is required off loopback.
 
@@ -25,7 +26,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from featurestore.server import errors
+from featurestore.console import web as console
+from featurestore.server import docs, errors
 from featurestore.server.auth import TOKEN_ENV, BearerToken, is_loopback, token_for
 from featurestore.server.fastpath import LookupFastPath
 from featurestore.server.metrics import Metrics
@@ -57,7 +59,8 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     metrics = Metrics()
     registry = Registry(store, groups, policy, on_event=metrics.reload)
     metrics.gauges.append(functools.partial(served_gauges, registry))
-    app = FastAPI(title="featurestore", version=__version__, lifespan=lifespan, description=DESCRIPTION)
+    app = FastAPI(title="featurestore", version=__version__, lifespan=lifespan, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)  # /docs and /redoc with local assets (.docs)
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.limits = limits
@@ -65,6 +68,9 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     bearer = BearerToken(token)
     endpoints = Endpoints(registry, metrics, limits, bearer)
     app.include_router(router(endpoints))
+    docs.install(app)
+    console.mount(app, store, served=lambda name: registry.get(name).view if name in registry.names() else None,
+                  token=token, api_docs=True)
     return LookupFastPath(app, endpoints.answer_lookup, limits, bearer)
 
 

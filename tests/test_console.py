@@ -1,0 +1,436 @@
+"""The web console: its data (verdicts, comparisons, projections, training sets), its pages over a real
+HTTP server (auth, errors, tables without JavaScript, offline API docs), ``featurestore plot``, and the
+pages in a real browser.
+
+Browser tests: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium against
+``featurestore serve``'s app on 127.0.0.1, behind a token. Every page loads with no console error and no
+request to any host but 127.0.0.1 (read from the browser's performance log, i.e. its DevTools network
+events); the projector draws points and lists a searched key's neighbours; a warned commit is visibly
+flagged; bad paths give a 404 page. One browser serves the module; screenshots are kept under pytest's
+temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurestore import FeatureStore
+from featurestore.cli import main
+from featurestore.console import insights
+from featurestore.console import projection as pj
+from featurestore.errors import CorruptData
+from featurestore.server.app import create_app
+from featurestore.server.docs import REDOC_REMOTE
+from featurestore.server.reload import ReloadPolicy
+from tests.conftest import run_python
+from tests.console_helpers import BATCHES, DIM, TOKEN, items_batch, make_store, pages, report_of
+from tests.online_helpers import ServerThread
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    s = make_store(tmp_path_factory.mktemp("console") / "store")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def server(store: FeatureStore) -> Any:
+    app = create_app(store, token=TOKEN, policy=ReloadPolicy(interval=0))
+    with ServerThread(app) as srv:
+        yield srv
+
+
+def latest_by_key(batches: list[Any]) -> dict[str, tuple[Any, list[float]]]:
+    """The newest (event time, vector) per key after each batch in order (a later batch wins a tie)."""
+    out: dict[str, tuple[Any, list[float]]] = {}
+    for b in batches:
+        for row in b.to_pylist():
+            old = out.get(row["id"])
+            if old is None or row["event_time"] >= old[0]:
+                out[row["id"]] = (row["event_time"], row["embedding"])
+    return out
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 60)), st.sets(st.integers(0, 60)), st.booleans())
+def test_matching_keys_agree_with_sets(a: set[int], b: set[int], strings: bool) -> None:
+    ka = np.array(sorted(f"k{x:03d}" if strings else x for x in a))
+    kb = np.array(sorted(f"k{x:03d}" if strings else x for x in b))
+    ia, ib = insights.matching(ka, kb)
+    assert ka[ia].tolist() == kb[ib].tolist() == sorted(set(ka.tolist()) & set(kb.tolist()))
+
+
+def test_compare_counts_rows_as_a_plain_reference_does(store: FeatureStore) -> None:
+    fg = store.feature_group("items")
+    batches = [make() for make in BATCHES]
+    for a, b in [(1, 2), (2, 3), (1, 3), (3, 1)]:
+        old, new = latest_by_key(batches[:a]), latest_by_key(batches[:b])
+        cmp = insights.compare(fg, store.online("items", 1, a), store.online("items", 1, b))
+        shared = old.keys() & new.keys()
+        changed = sum(old[k] != new[k] for k in shared)
+        assert (cmp.added, cmp.removed, cmp.changed, cmp.unchanged) == \
+            (len(new.keys() - old.keys()), len(old.keys() - new.keys()), changed, len(shared) - changed)
+        want = np.array([v for _, (_, v) in sorted(new.items())], np.float64)
+        np.testing.assert_allclose(cmp.mean_b, want.mean(axis=0), atol=1e-5)
+        np.testing.assert_allclose(cmp.std_b, want.std(axis=0), atol=1e-5)
+        assert 0.0 <= cmp.overlap_at_10 <= 1.0 and len(cmp.moved) == 20
+        assert [m.overlap for m in cmp.moved] == sorted(m.overlap for m in cmp.moved)
+    same = insights.compare(fg, store.online("items", 1, 2), store.online("items", 1, 2))
+    assert (same.added, same.removed, same.changed, same.overlap_at_10) == (0, 0, 0, 1.0)
+    assert same.drift["mean_cosine"] == pytest.approx(1.0)
+
+
+def test_verdicts_warned_and_refused(store: FeatureStore) -> None:
+    rows = insights.history(store, store.feature_group("items"))
+    kinds = {r.commit.commit: r.verdict.kind for r in rows}
+    assert kinds == {3: "warned", 2: "passed", 1: "passed", 0: "none"}
+    warned = rows[0].verdict
+    assert warned.report_id and any("n_events" in c for c in warned.failed_checks)
+    groups = {s.spec.name: s for s in insights.summaries(store)}
+    assert groups["items"].status == "warned" and groups["items"].refused is None
+    assert groups["users"].status == "refused" and groups["users"].verdict.kind == "passed"
+    assert groups["items"].stats.rows == 400 + 150 + 20 and groups["items"].stats.disk_bytes > 0
+    (ts,) = insights.training_sets(store)
+    assert (ts.name, ts.version, ts.rows, ts.pins, ts.spine_rows) == ("clicks", 1, 3, {"items:1": 3}, 3)
+    assert len(ts.spine_sha256) == 64
+
+
+def test_projection_is_pca_cached_and_checksummed(store: FeatureStore) -> None:
+    fg = store.feature_group("items")
+    view = store.online("items", 1, 2)
+    p = pj.projection(fg, view)
+    x = np.asarray(view.matrix, np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    want = (x - x.mean(axis=0)) @ vt[:2].T
+    for i in range(2):  # the same axes up to sign
+        assert abs(np.corrcoef(p.coords[:, i], want[:, i])[0, 1]) > 0.9999
+    folder = pj.projection_dir(fg, 2, "pca")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"coords.npy", "rows.npy", "basis.npy"}
+    again = pj.load_projection(fg, 2, "pca")
+    np.testing.assert_array_equal(again.coords, p.coords)
+    raw = bytearray((folder / "coords.npy").read_bytes())
+    raw[-1] ^= 0xFF
+    (folder / "coords.npy").write_bytes(bytes(raw))
+    with pytest.raises(CorruptData, match="coords.npy"):
+        pj.load_projection(fg, 2, "pca")
+    fixed = pj.projection(fg, view)  # recomputed, never the damaged coordinates
+    np.testing.assert_array_equal(fixed.coords, p.coords)
+    pj.load_projection(fg, 2, "pca")
+    small = pj.compute(view, size=50, seed=3)
+    assert len(small) == 50 and small.rows.tolist() == sorted(set(small.rows.tolist()))
+
+
+def test_two_commits_on_one_plane_undo_a_rotation(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "store")
+    from tests.console_helpers import items_spec
+
+    store.apply([items_spec()])
+    fg = store.feature_group("items")
+    first = items_batch([f"k{i}" for i in range(300)], 1, 0)
+    fg.insert(first)
+    q, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((DIM, DIM)))
+    v = np.stack(first["embedding"].to_numpy(zero_copy_only=False)).astype(np.float64) @ q
+    rotated = items_batch([f"k{i}" for i in range(300)], 1, 1)
+    import pyarrow as pa
+
+    rotated = rotated.set_column(2, "embedding",
+                                 pa.FixedSizeListArray.from_arrays(pa.array(v.astype(np.float32).ravel()), DIM))
+    fg.insert(rotated)
+    a, b = store.online("items", 1, 1), store.online("items", 1, 2)
+    pair = pj.pair(a, pj.projection(fg, a), b)
+    assert pair.shared == 300 and pair.cosine_after == pytest.approx(1.0, abs=1e-5) and pair.cosine_before < 0.9
+    np.testing.assert_allclose(pair.right, pair.left, atol=1e-3)
+    store.close()
+
+
+def test_plot_writes_a_png(store: FeatureStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "map.png"
+    assert main(["plot", "items", "--root", store.root.uri, "--out", str(out), "--color", "score"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", "items", "--root", store.root.uri, "--color", "nope", "--out", str(out)]) == 2
+    assert "no numeric column 'nope'" in capsys.readouterr().err
+
+
+def test_core_modules_import_no_web_framework() -> None:
+    code = ("import sys, featurestore.console.insights, featurestore.console.projection, featurestore.console.plot, "
+            "featurestore.demo; print(sorted(m for m in ('fastapi', 'starlette', 'jinja2', 'matplotlib') "
+            "if m in sys.modules))")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# ---- pages over HTTP ---------------------------------------------------------------------------------------
+def test_pages_need_the_token_and_accept_it_once(server: Any, store: FeatureStore) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        r = http.get("/ui/")
+        assert r.status_code == 401 and "?token=" in r.text
+        assert http.get("/ui/", params={"token": "wrong"}).status_code == 401
+        r = http.get("/ui/groups/items/v1", params={"token": TOKEN, "x": "1"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/ui/groups/items/v1?x=1"
+        assert TOKEN not in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+        for path in pages(report_of(store, 3)):
+            r = http.get(path)
+            assert r.status_code == 200, (path, r.text[:300])
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        assert http.get("/ui/training-sets").status_code == 200
+
+
+def test_tables_are_server_rendered(server: Any, store: FeatureStore) -> None:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        home = http.get("/ui/").text
+        assert re.search(r'<tr class="verdict-warned">\s*<td><a href="/ui/groups/items/v1">items</a>', home)
+        assert 'class="badge refused"' in home
+        group = http.get("/ui/groups/items/v1").text
+        row = re.search(r'<tr id="commit-3" class="verdict-warned">(.*?)</tr>', group, re.S)
+        assert row and "WARNED" in row.group(1) and "n_events" in row.group(1)
+        assert f"/ui/groups/items/v1/reports/{report_of(store, 3)}" in row.group(1)
+        cmp = http.get("/ui/groups/items/v1/compare", params={"a": 1, "b": 2}).text
+        assert re.search(r'id="added">50<', cmp) and re.search(r'id="changed">100<', cmp)
+        assert re.search(r'id="removed">0<', cmp)
+        view = store.online("items", 1, 3)
+        found = http.get("/ui/groups/items/v1/projector", params={"commit": 3, "key": "k5", "k": 4}).text
+        want = view.nearest(key="k5", k=4, exclude=["k5"]).keys
+        assert re.findall(r"<tr><td>\d+</td><td>(k\d+)</td>", found) == want
+        ts = http.get("/ui/training-sets").text
+        assert "clicks" in ts and "items:1</a> commit 3" in ts
+
+
+def test_json_endpoints(server: Any, store: FeatureStore) -> None:
+    view = store.online("users", 1)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        doc = http.get("/ui/groups/users/v1/neighbours.json", params={"key": "3", "k": 5}).json()
+        assert [n["key"] for n in doc["neighbours"]] == view.nearest(key=3, k=5, exclude=[3]).keys
+        assert http.get("/ui/groups/users/v1/neighbours.json", params={"key": "4"}).json()["found"] is False
+        r = http.get("/ui/groups/users/v1/neighbours.json", params={"key": "x"})
+        assert r.status_code == 400 and "integer keys" in r.json()["detail"]
+        p = http.get("/ui/groups/items/v1/projection.json", params={"commit": 2, "with": 1}).json()
+        assert p["sample"] == 450 == len(p["keys"]) == len(p["x"]) and set(p["colors"]) == {"event_time", "n_events",
+                                                                                              "score"}
+        assert p["with"]["shared"] == 400 and sum(x is None for x in p["with"]["x"]) == 50
+
+
+def test_errors_are_pages_not_tracebacks(server: Any) -> None:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        g = "/ui/groups/items/v1"
+        for path, status in [("/ui/groups/nope", 404), ("/ui/nope/at/all", 404), ("/ui/groups/items/v7", 404),
+                             (f"{g}/reports/nope", 404), (f"{g}/projector?commit=9", 404), (f"{g}/compare?a=x", 400),
+                             (f"{g}/projector?method=tsne", 400), ("/ui/groups/items/vx", 404),
+                             (f"{g}/projector?commit=0", 400)]:
+            r = http.get(path)
+            assert r.status_code == status, (path, r.text[:200])
+            assert r.headers["content-type"].startswith("text/html") and "Traceback" not in r.text
+            assert f'<span class="code">{status}</span>' in r.text
+        assert http.get("/nope").json()["error"] == "HTTPError"  # the API keeps its JSON errors
+
+
+def test_api_docs_use_local_assets(server: Any) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        for page in ("/docs", "/redoc"):
+            html = http.get(page).text
+            urls = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)["\']', html)
+            assert urls and all(u.startswith(("/", "data:")) for u in urls), urls
+            assert "googleapis" not in html and "cdn." not in html
+            for u in urls:
+                if u.startswith("/docs-assets/"):
+                    assert http.get(u).status_code == 200
+        assert REDOC_REMOTE not in http.get("/docs-assets/redoc.js").content
+
+
+# ---- in a real browser -------------------------------------------------------------------------------------
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+in_browser = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+WAIT = 20
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser(server: ServerThread) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="fs-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        driver.get(f"{server.url}/ui/?token={TOKEN}")  # sets the console's cookie
+        assert "Feature groups" in driver.title
+        drain(driver)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def drain(driver: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The console messages and network events logged since the last call."""
+    console = driver.get_log("browser")
+    network = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
+    return console, [m for m in network if m["method"].startswith("Network.")]
+
+
+def visit(driver: Any, url: str, shots: Path, name: str, ready: str | None = None) -> list[dict[str, Any]]:
+    """Load ``url``; wait for ``ready`` (a CSS selector) if given; check the console and the hosts asked;
+    keep a screenshot; return the network events."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, WAIT)
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    if ready:
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ready))
+    console, network = drain(driver)
+    errors = [m for m in console if m["level"] == "SEVERE"]
+    assert not errors, f"{url}: console errors {errors}"
+    urls = [m["params"]["request"]["url"] for m in network if m["method"] == "Network.requestWillBeSent"]
+    assert urls, url
+    remote = [u for u in urls if urlsplit(u).scheme not in ("data", "blob")
+              and urlsplit(u).hostname != "127.0.0.1"]
+    assert not remote, f"{url} asked other hosts: {remote}"
+    driver.save_screenshot(str(shots / f"{name}.png"))
+    return network
+
+
+def statuses(network: list[dict[str, Any]]) -> dict[str, int]:
+    return {m["params"]["response"]["url"]: m["params"]["response"]["status"]
+            for m in network if m["method"] == "Network.responseReceived"}
+
+
+@pytest.mark.slow
+@in_browser
+def test_every_page_loads_clean_and_local(browser: Any, server: ServerThread, store: FeatureStore, shots: Path
+                                          ) -> None:
+    for i, path in enumerate(pages(report_of(store, 3))):
+        ready = "#projector[data-points]" if "/projector" in path else None
+        network = visit(browser, server.url + path, shots, f"page-{i}", ready)
+        bad = {u: s for u, s in statuses(network).items() if s >= 400}
+        assert not bad, (path, bad)
+    for path, ready in [("/docs", ".swagger-ui .opblock"), ("/redoc", "redoc, [role=navigation], .api-content")]:
+        network = visit(browser, server.url + path, shots, path.strip("/"), ready)
+        assert all(s < 400 for s in statuses(network).values()), path
+    assert "/feature-groups/{name}/lookup" in browser.page_source or "lookup" in browser.page_source
+
+
+@pytest.mark.slow
+@in_browser
+def test_projector_draws_points_and_lists_neighbours(browser: Any, server: ServerThread, store: FeatureStore,
+                                                     shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    visit(browser, f"{server.url}/ui/groups/items/v1/projector?commit=2&with=1", shots, "projector",
+          "#projector[data-points]")
+    assert browser.find_element(By.ID, "projector").get_attribute("data-points") == "450"
+    painted = """const c = document.getElementById(arguments[0]), d = c.getContext('2d')
+                 .getImageData(0, 0, c.width, c.height).data; let n = 0;
+                 for (let i = 3; i < d.length; i += 4) { if (d[i] > 0) n++; } return n;"""
+    assert browser.execute_script(painted, "map") > 400
+    assert browser.execute_script(painted, "map2") > 300
+    field = browser.find_element(By.ID, "key")
+    field.clear()
+    field.send_keys("k7")
+    k = browser.find_element(By.ID, "k")
+    k.clear()
+    k.send_keys("6")
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours tbody tr")) == 6)
+    got = [r.find_elements(By.TAG_NAME, "td")[1].text
+           for r in browser.find_elements(By.CSS_SELECTOR, "#neighbours tbody tr")]
+    assert got == store.online("items", 1, 2).nearest(key="k7", k=6, exclude=["k7"]).keys
+    assert browser.find_element(By.ID, "neighbours").is_displayed()
+    browser.save_screenshot(str(shots / "projector-search.png"))
+    field.clear()
+    field.send_keys("no-such-key")
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "not-found"))
+    console, _ = drain(browser)
+    assert not [m for m in console if m["level"] == "SEVERE"]
+
+
+@pytest.mark.slow
+@in_browser
+def test_a_warned_commit_stands_out(browser: Any, server: ServerThread, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    visit(browser, f"{server.url}/ui/groups/items/v1", shots, "group-warned")
+    warned = browser.find_element(By.ID, "commit-3")
+    passed = browser.find_element(By.ID, "commit-2")
+    badge = warned.find_element(By.CSS_SELECTOR, ".badge.warned")
+    assert badge.is_displayed() and "WARNED" in badge.text
+    colour = "return getComputedStyle(arguments[0].querySelector('td')).backgroundColor"
+    assert browser.execute_script(colour, warned) != browser.execute_script(colour, passed)
+    assert "n_events" in warned.find_element(By.CSS_SELECTOR, ".failed-checks").text
+    warned.find_element(By.CSS_SELECTOR, "a.report-link").click()
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .badge").text == "failed"
+    assert browser.find_elements(By.CSS_SELECTOR, "#checks tr.fail")
+
+
+@pytest.mark.slow
+@in_browser
+def test_bad_paths_are_404_pages(browser: Any, server: ServerThread, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    for i, path in enumerate(["/ui/groups/nope", "/ui/no/such/page", "/ui/groups/items/v9/compare"]):
+        browser.get(server.url + path)
+        _, network = drain(browser)
+        assert statuses(network)[server.url + path] == 404
+        assert browser.find_element(By.CSS_SELECTOR, "h1 .code").text == "404"
+        assert "Traceback" not in browser.page_source
+        browser.save_screenshot(str(shots / f"404-{i}.png"))
+
+
+def test_umap_without_the_extra_is_a_clear_error(store: FeatureStore) -> None:
+    if pj.umap_available():
+        pytest.skip("umap-learn is installed")
+    from featurestore.errors import InvalidQuery
+
+    with pytest.raises(InvalidQuery, match=r"featurestore\[umap\]"):
+        pj.compute(store.online("items", 1, 1), "umap")
+
+
+def test_warm_up_computes_the_newest_maps_and_comparisons(store: FeatureStore) -> None:
+    import shutil as sh
+
+    from featurestore.console.web import Console
+
+    items = store.feature_group("items")
+    sh.rmtree(pj.projection_dir(items, 3, "pca"), ignore_errors=True)
+    assert pj.load_projection(items, 3, "pca") is None
+    console = Console(store)
+    console.warm()
+    assert pj.load_projection(items, 3, "pca") is not None
+    assert pj.load_projection(store.feature_group("users"), 1, "pca") is not None
+    assert console.recall(console._compared, ("items", 1, 2, 3)) is not None
