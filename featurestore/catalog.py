@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from featurestore.engine.base import Engine
-from featurestore.errors import FeatureGroupNotFound, SpecConflict, StorageError
+from featurestore.errors import FeatureGroupNotFound, ServiceNotFound, SpecConflict, SpecError, StorageError
 from featurestore.feature_group import CommitHooks, FeatureGroup, GroupContext, storage_schema
-from featurestore.schema import FeatureGroupSpec, load_specs
+from featurestore.schema import FeatureGroupSpec, ServiceSpec, load_services, load_specs
 from featurestore.storage import delta
 from featurestore.storage.fs import Root
 from featurestore.validation.runner import write_suite
@@ -25,6 +25,7 @@ DEFAULT_ROOT = "./featurestore_data"
 ROOT_ENV = "FEATURESTORE_ROOT"
 _GROUPS = "feature_groups"
 _SPEC_FILE = "_spec.json"
+_SERVICES = "services"
 STORE_MARKER = "featurestore.json"  # written by init: this folder is a store
 
 
@@ -34,7 +35,8 @@ class ApplyResult:
 
     name: str
     version: int
-    action: Literal["created", "unchanged"]
+    action: Literal["created", "unchanged", "updated"]
+    kind: Literal["feature_group", "service"] = "feature_group"
 
 
 class Catalog:
@@ -85,10 +87,12 @@ class Catalog:
         """
         items = specs if isinstance(specs, list) else [specs]
         parsed: list[FeatureGroupSpec] = []
-        paths = [s for s in items if not isinstance(s, FeatureGroupSpec)]
+        services = [s for s in items if isinstance(s, ServiceSpec)]
+        paths = [s for s in items if not isinstance(s, FeatureGroupSpec | ServiceSpec)]
         parsed.extend(s for s in items if isinstance(s, FeatureGroupSpec))
         if paths:
             parsed.extend(load_specs(paths))
+            services.extend(s for p in paths if os.path.isdir(p) for s in load_services(os.fspath(p)))
         plan: list[tuple[FeatureGroupSpec, bool]] = []
         for spec in parsed:
             existing = self._stored_spec(spec.name, spec.version)
@@ -116,7 +120,45 @@ class Catalog:
                     self.root.write_json(f"{rel}/{_SPEC_FILE}", spec.to_dict())
                     write_suite(self.root, rel, spec)
                 results.append(ApplyResult(spec.name, spec.version, "created" if create else "unchanged"))
+            results.extend(self._apply_service(s) for s in services)
         return results
+
+    # ---- feature services -------------------------------------------------------------------
+    def _apply_service(self, service: ServiceSpec) -> ApplyResult:
+        """Register a feature service. Every definition applied is kept (``<name>.<fingerprint>.json``);
+        ``<name>.json`` is the current one. Its groups must be registered (checked when it is opened)."""
+        old = self._stored_service(service.name)
+        if old is not None and old.to_dict() == service.to_dict():
+            return ApplyResult(service.name, 0, "unchanged", "service")
+        doc = service.to_dict()
+        self.init()
+        self.root.write_json(f"{_SERVICES}/{service.name}.{service.fingerprint()}.json", doc)
+        self.root.write_json(f"{_SERVICES}/{service.name}.json", doc)
+        return ApplyResult(service.name, 0, "created" if old is None else "updated", "service")
+
+    def _stored_service(self, name: str) -> ServiceSpec | None:
+        rel = f"{_SERVICES}/{name}.json"
+        try:
+            doc = self.root.read_json(rel)
+        except FileNotFoundError:
+            return None
+        try:
+            return ServiceSpec.from_dict(doc, source=self.root.uri_of(rel))
+        except SpecError as exc:
+            raise StorageError(f"the registry entry {self.root.uri_of(rel)} is unreadable: {exc}") from exc
+
+    def service_names(self) -> list[str]:
+        """Registered feature services."""
+        return sorted(n[:-5] for n in self.root.listdir(_SERVICES) if n.endswith(".json") and n.count(".") == 1)
+
+    def service_spec(self, name: str) -> ServiceSpec:
+        """The current definition of a feature service (:class:`ServiceNotFound` when none)."""
+        spec = self._stored_service(name) if isinstance(name, str) and name.isidentifier() else None
+        if spec is None:
+            known = self.service_names()
+            hint = ", ".join(known) if known else "none (write schemas/services/<name>.yaml, then apply)"
+            raise ServiceNotFound(f"no feature service {name!r} in {self.root.uri}; registered: {hint}")
+        return spec
 
     def _stored_spec(self, name: str, version: int) -> FeatureGroupSpec | None:
         rel = f"{self.table_path(name, version)}/{_SPEC_FILE}"

@@ -12,6 +12,7 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     │   ├── CommitNotFound                 no such commit / nothing committed at that time
     │   ├── KeyNotFound                    an online view has no row for that entity key
     │   ├── TrainingSetNotFound            no saved training dataset with that name or version
+    │   ├── ServiceNotFound                no feature service with that name
     │   └── ReportNotFound                 no validation report with that id
     ├── InvalidData(ValueError)            a batch does not fit its spec; nothing was written
     │   ├── SchemaMismatch                 missing, extra or wrongly typed columns
@@ -76,6 +77,10 @@ class KeyNotFound(NotFound):
 
 class TrainingSetNotFound(NotFound):
     """No saved training dataset with that name (or version)."""
+
+
+class ServiceNotFound(NotFound):
+    """No feature service with that name is registered (``schemas/services/<name>.yaml``, then apply)."""
 
 
 class ReportNotFound(NotFound):

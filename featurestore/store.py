@@ -28,6 +28,7 @@ from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.online.open import open_online
+from featurestore.online.service import FeatureService, check_service, group_specs, service_features
 from featurestore.online.view import OnlineView
 from featurestore.operations import Problem, Upkeep
 from featurestore.schema import FeatureGroupSpec
@@ -244,11 +245,29 @@ class FeatureStore:
         """
         return open_online(self.feature_group(name, version), commit, commit_time, build=build)
 
+    def service(self, name: str) -> FeatureService:
+        """A feature service (``schemas/services/<name>.yaml``, registered by :meth:`apply`): several
+        feature groups answered in one call from one set of commits, see
+        :class:`featurestore.online.service.FeatureService`.
+
+        Example::
+
+            ans = store.service("ranking").get([{"user_id": "u1"}])
+            ans.features["user_embeddings__embedding"], ans.found["user_embeddings"], ans.parts
+        """
+        spec = self.catalog.service_spec(name)
+        specs = group_specs(spec, lambda n, v: self.feature_group(n, v).spec)
+        return FeatureService(spec, specs, lambda n, v: open_online(self.feature_group(n, v)).warm())
+
+    def services(self) -> list[str]:
+        """Names of the registered feature services."""
+        return self.catalog.service_names()
+
     # ---- training sets (logic in featurestore.training) -------------------------------------
-    def training_set(self, spine: Any, features: Any, *, entity_keys: Any = None,
+    def training_set(self, spine: Any, features: Any = None, *, entity_keys: Any = None,
                      event_time: str = "event_time", ttl: Any = None,
                      known_at: Literal["latest", "spine"] = "latest", pins: dict[str, int] | None = None,
-                     prefix: bool = True) -> TrainingSet:
+                     prefix: bool = True, service: str | None = None) -> TrainingSet:
         """A point-in-time-correct training set (a :class:`~featurestore.training.TrainingSet`: call
         ``.to_arrow()``, ``.to_pandas()`` or ``.to_parquet(path)``). See :mod:`featurestore.training`.
 
@@ -257,7 +276,21 @@ class FeatureStore:
             ts = store.training_set(spine_df, ["user_embeddings:1", "item_embeddings:1:embedding"],
                                     event_time="label_time", ttl=timedelta(days=7))
             table, pins = ts.to_arrow(), ts.pins
+
+        ``service`` takes the feature groups, features and entity-key mapping from a feature service
+        (instead of ``features`` and ``entity_keys``): the columns a model trains on are exactly those the
+        service serves (``<group>__<feature>``); the spine carries the service's entity fields.
         """
+        if service is not None:
+            if features is not None or entity_keys is not None:
+                raise InvalidData("give features= and entity_keys=, or service=, not both")
+            spec = self.catalog.service_spec(service)
+            specs = group_specs(spec, lambda n, v: self.feature_group(n, v).spec)
+            check_service(spec, specs)
+            features, entity_keys = service_features(spec, specs)
+            prefix = True
+        if features is None:
+            raise InvalidData("name the features (e.g. ['user_embeddings:1']) or a service=")
         return plan(self.catalog, spine, features, entity_keys=entity_keys, event_time=event_time, ttl=ttl,
                     known_at=known_at, pins=pins, prefix=prefix)
 

@@ -88,7 +88,7 @@ def test_lookup_json_and_arrow(server: Any, store: FeatureStore) -> None:
                          headers={"content-type": ARROW, "accept": ARROW})
     assert r.status_code == 200 and r.headers["content-type"].startswith(ARROW)
     table = pa.ipc.open_stream(r.content).read_all()
-    assert table.column_names == ["key", "found", "vector", "category"]
+    assert table.column_names == ["key", "found", "vector", "category", "n_events"]
     assert table["found"].to_pylist() == [True, False]
     assert table["vector"][1].as_py() is None
     np.testing.assert_allclose(table["vector"][0].as_py(), ref["k3"]["embedding"], rtol=1e-6)

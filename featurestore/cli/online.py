@@ -57,13 +57,18 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
-    p = command(sub, "lookup", "Look up entity keys in an online view (locally, or a server with --url); "
-                "exit code 1 when a key is missing.",
-                "featurestore lookup item_embeddings i1 i2 --columns n_events")
-    p.add_argument("name")
-    p.add_argument("keys", nargs="+", help="entity keys (integers for int64-keyed groups)")
+    p = command(sub, "lookup", "Look up entity keys in an online view, or entities in a feature service "
+                "(--service), locally or on a server (--url); exit code 1 when a key is missing.",
+                "featurestore lookup item_embeddings i1 i2 --columns n_events\n"
+                "  featurestore lookup user_day u1,3          # a composite key: its parts, comma-separated\n"
+                "  featurestore lookup --service ranking user_id=u1,day=3 user_id=u2,day=1")
+    p.add_argument("name", help="feature group (with --service: the first entity)")
+    p.add_argument("keys", nargs="*", help="entity keys (integers for int64-keyed groups; a composite key as its "
+                                           "parts, comma-separated); with --service: entities as field=value,...")
     _view_options(p)
     p.add_argument("--columns", default=None, help="comma-separated scalar columns to show")
+    p.add_argument("--features", default=None, help="comma-separated features to show (default: all)")
+    p.add_argument("--service", default=None, metavar="NAME", help="look up entities in this feature service")
     p.set_defaults(func=cmd_lookup)
 
     p = command(sub, "nearest", "The k most similar rows to a key's or a given vector (higher score = closer).",
@@ -108,7 +113,18 @@ def _open_view(args: argparse.Namespace, name: str, check: Any = None) -> Any:
 
 
 def _keys(args: argparse.Namespace, view: Any, raw: list[str]) -> list[Any]:
-    return _typed_keys(args, view.info().get("key_type"), raw)
+    info = view.info()
+    if info.get("key_type") == "composite":
+        return [_composite(args, info["key_types"], k) for k in raw]
+    return _typed_keys(args, info.get("key_type"), raw)
+
+
+def _composite(args: argparse.Namespace, types: list[str], raw: str) -> tuple[Any, ...]:
+    parts = raw.split(",")
+    if len(parts) != len(types):
+        raise CLIError(f"{args.name} has a composite key of {len(types)} parts ({', '.join(types)}): give each "
+                       f"key as its parts, comma-separated; got {raw!r}")
+    return tuple(_typed_keys(args, t, [p])[0] for t, p in zip(types, parts))
 
 
 def _typed_keys(args: argparse.Namespace, key_type: str | None, raw: list[str]) -> list[Any]:
@@ -161,12 +177,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _key_type(spec: Any) -> str:
     if len(spec.entity_keys) != 1:
-        raise CLIError(f"{spec.key} has a composite key ({', '.join(spec.key_names)}); lookup takes one key column")
+        raise CLIError(f"{spec.key} has a composite key ({', '.join(spec.key_names)}); nearest takes one key column "
+                       f"(use the HTTP API or the library for composite keys)")
     return str(spec.entity_keys[0].type)
 
 
+def _check_keys(args: argparse.Namespace, spec: Any) -> None:
+    """Refuse malformed keys before a view is opened (or built)."""
+    if not args.keys:
+        raise CLIError("give at least one key")
+    if len(spec.entity_keys) > 1:
+        for k in args.keys:
+            _composite(args, [e.type for e in spec.entity_keys], k)
+    else:
+        _typed_keys(args, spec.entity_keys[0].type, args.keys)
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
-    view = _open_view(args, args.name, check=lambda _, spec: _typed_keys(args, _key_type(spec), args.keys))
+    if args.service:
+        return cmd_service_lookup(args)
+    view = _open_view(args, args.name, check=lambda _, spec: _check_keys(args, spec))
     try:
         return _lookup(args, view)
     finally:
@@ -181,17 +211,89 @@ def _close(view: Any) -> None:
 
 def _lookup(args: argparse.Namespace, view: Any) -> int:
     cols = [c for c in args.columns.split(",") if c] if args.columns else None
-    hit = view.get(_keys(args, view, args.keys), columns=cols)
+    feats = [f for f in args.features.split(",") if f] if args.features else None
+    hit = view.get(_keys(args, view, args.keys), columns=cols, features=feats)
     if args.json:
         print_json({"keys": hit.keys, "found": hit.found.tolist(), "missing": hit.missing,
                     "vectors": [v.tolist() if ok else None for v, ok in zip(hit.vectors, hit.found)],
-                    "columns": hit.columns})
+                    "columns": hit.columns, "features": {k: _plain(v, hit.found) for k, v in hit.features.items()}})
     else:
-        headers = ["key", "found", *(cols or []), "vector"]
-        rows = [[k, bool(ok), *(hit.columns[c][i] for c in cols or []), v.tolist() if ok else None]
+        shown = list(hit.features) if feats is not None or not hit.vectors.shape[1] else \
+            [f for f in hit.features if not isinstance(hit.features[f], np.ndarray)]
+        headers = ["key", "found", *(cols or []), *shown, *(["vector"] if hit.vectors.shape[1] else [])]
+        rows = [[k, bool(ok), *(hit.columns[c][i] for c in cols or []),
+                 *(_cell(hit.features[f], i, ok) for f in shown),
+                 *([v.tolist() if ok else None] if hit.vectors.shape[1] else [])]
                 for i, (k, ok, v) in enumerate(zip(hit.keys, hit.found, hit.vectors))]
         print_table(headers, rows)
     return 0 if not hit.missing else 1
+
+
+def _plain(values: Any, found: np.ndarray) -> Any:
+    if isinstance(values, np.ndarray):
+        return [v.tolist() if ok else None for v, ok in zip(values, found)]
+    return values
+
+
+def _cell(values: Any, i: int, ok: Any) -> Any:
+    if isinstance(values, np.ndarray):
+        return values[i].tolist() if ok else None
+    return values[i]
+
+
+def cmd_service_lookup(args: argparse.Namespace) -> int:
+    """``lookup --service``: entities (field=value,...) through a feature service, locally or on a server."""
+    raw = [args.name, *args.keys]
+    if args.url:
+        if args.commit is not None or args.commit_time is not None or args.version is not None:
+            raise CLIError("--commit, --commit-time and --version do not apply to a service")
+        with Client(args.url, token=args.token or os.environ.get("FEATURESTORE_TOKEN")) as client:
+            remote = client.service(args.service)
+            types = remote.info()["entity_types"]
+            ans = remote.get([_entity(args, types, r) for r in raw])
+    else:
+        if args.commit is not None or args.commit_time is not None or args.version is not None:
+            raise CLIError("--commit, --commit-time and --version do not apply to a service: it serves the "
+                           "newest commit of each group it names")
+        svc = open_store(args).service(args.service)
+        ans = svc.get([_entity(args, svc.snapshot.field_types(), r) for r in raw])
+    _print_service(args, ans)
+    return 0 if all(m.all() for m in ans.found.values()) else 1
+
+
+def _entity(args: argparse.Namespace, types: dict[str, str], raw: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in raw.split(","):
+        field, eq, value = item.partition("=")
+        if not eq or field not in types:
+            raise CLIError(f"service {args.service} takes entities as {','.join(f + '=...' for f in types)}; "
+                           f"got {raw!r}")
+        out[field] = _typed_keys(args, types[field], [value])[0]
+    missing = [f for f in types if f not in out]
+    if missing:
+        raise CLIError(f"entity {raw!r} lacks {', '.join(missing)} (service {args.service} needs "
+                       f"{', '.join(types)})")
+    return out
+
+
+def _print_service(args: argparse.Namespace, ans: Any) -> None:
+    parts = [p.to_dict() for p in ans.parts]
+    if args.json:
+        doc: dict[str, Any] = {"service": ans.service, "parts": parts, "entities": ans.entities,
+                               "found": {g: m.tolist() for g, m in ans.found.items()},
+                               "features": {k: _plain(v, ~np.isnan(v[:, 0]) if v.shape[1] else np.ones(len(v), bool))
+                                            if isinstance(v, np.ndarray) else v for k, v in ans.features.items()}}
+        if ans.neighbors is not None:
+            doc["neighbors"] = [{"keys": c.keys, "scores": c.scores.tolist(),
+                                 "features": {k: _plain(v, np.ones(len(c), bool)) for k, v in c.features.items()}}
+                                for c in ans.neighbors]
+        print_json(doc)
+        return
+    print("parts: " + ", ".join(f"{p['feature_group']}:{p['version']}@c{p['commit']}" for p in parts))
+    frame = ans.to_pandas()
+    print_table([str(c) for c in frame.columns], frame.astype(object).values.tolist())
+    for i, c in enumerate(ans.neighbors or []):
+        print(f"entity {i}: nearest {', '.join(f'{k} ({s:.3f})' for k, s in zip(c.keys, c.scores.tolist()))}")
 
 
 def _check_nearest(args: argparse.Namespace, store: Any, spec: Any) -> None:

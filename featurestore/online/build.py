@@ -1,12 +1,16 @@
 """Build an online view of one commit and publish it atomically.
 
-A view lives in ``<table>/_online/c<commit>/`` (beside the Delta table; Delta ignores ``_``-prefixed
-folders): ``manifest.json``, ``keys.npy`` (sorted keys), ``vectors.npy`` (float32, rows in key order),
-``search.npy`` (cosine views whose vectors are not unit length: the normalised copy that is searched),
-``sqnorms.npy`` (l2 views), ``keyhash.npy`` (string keys: the open-addressing key table of
-:mod:`featurestore.online.keys`), ``columns.arrow`` (key, event_time and scalar features, Arrow IPC) and
-``index.faiss`` (IVF/HNSW). It is written to a temporary folder and renamed into place, so a reader
-sees a whole view or none. Stores on object storage build their views in a local cache folder.
+A view holds every feature of a group. It lives in ``<table>/_online/c<commit>/`` (beside the Delta
+table; Delta ignores ``_``-prefixed folders): ``manifest.json``, ``keys.npy`` (sorted keys; composite
+keys encoded as in :class:`~featurestore.online.keys.CompositeKeyIndex`), ``keyhash.npy`` (string and
+composite keys: the open-addressing key table of :mod:`featurestore.online.keys`), ``columns.arrow``
+(key columns, event_time and scalar features, Arrow IPC), and per vector feature: ``vectors.npy``
+(float32, rows in key order), ``search.npy`` (cosine features whose vectors are not unit length: the
+normalised copy that is searched), ``sqnorms.npy`` (l2) and ``index.faiss`` (IVF/HNSW, chosen per
+feature in the spec's ``online.indexes``). The default vector feature's files have these names, the
+others' carry the feature name (``vectors.<feature>.npy``...); a group of scalars has none. It is
+written to a temporary folder and renamed into place, so a reader sees a whole view or none. Stores
+on object storage build their views in a local cache folder.
 """
 
 from __future__ import annotations
@@ -28,16 +32,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from featurestore.errors import InvalidQuery, StorageError
+from featurestore.errors import StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online.integrity import checksums
-from featurestore.online.keys import build_hash_table, needs_hash_map, sort_keys
-from featurestore.schema import Feature
+from featurestore.online.keys import build_hash_table, encode_columns, needs_hash_map, sort_keys
+from featurestore.schema import EntityKey, Feature
 from featurestore.storage.fs import pid_alive, remove_dead_temporaries
 
 log = logging.getLogger("featurestore.online")
-FORMAT_VERSION = 2  # 2: every file's size and CRC-32 in the manifest
+FORMAT_VERSION = 3  # 2: every file's size and CRC-32 in the manifest; 3: every feature, composite keys
 ONLINE_DIR = "_online"
 CACHE_ENV = "FEATURESTORE_ONLINE_CACHE"
 
@@ -55,16 +59,17 @@ def view_path(fg: FeatureGroup, commit: int) -> Path:
     return views_dir(fg) / f"c{commit}"
 
 
-def served_vector(fg: FeatureGroup) -> Any:
-    spec = fg.spec
-    if len(spec.entity_keys) != 1:
-        raise InvalidQuery(f"{spec.key}: online views need exactly one entity key; it has "
-                           f"{', '.join(spec.key_names)}")
-    vectors = spec.vector_features
-    if not vectors:
-        raise InvalidQuery(f"{spec.key} has no vector feature to serve")
-    name = spec.online.vector or vectors[0].name
-    return spec.feature(name)
+def served_vectors(fg: FeatureGroup) -> list[Feature]:
+    """The vector features of a view, the default one (``online.vector``, else the first) first."""
+    vectors = fg.spec.vector_features
+    default = fg.spec.online.vector
+    return sorted(vectors, key=lambda f: f.name != default) if default else vectors
+
+
+def file_suffix(feature: str, default: str | None) -> str:
+    """Files of the default vector feature are ``vectors.npy``, ``index.faiss``...; of the others
+    ``vectors.<feature>.npy``, ``index.<feature>.faiss``..."""
+    return "" if feature == default else f".{feature}"
 
 
 def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
@@ -75,34 +80,29 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     if (target / "manifest.json").exists() and not force:
         if _format(target) == FORMAT_VERSION:
             return target
-        force = True  # built by an older version (no checksums): derived data, so rebuilt
+        force = True  # built by an older version (fewer features, no checksums): derived data, so rebuilt
     remove_dead_temporaries(str(views_dir(fg)), ".build-")  # what builds killed midway left
-    feature = served_vector(fg)
-    spec = fg.spec
     t0 = time.perf_counter()
-    rows = _read_rows(fg, commit, feature, say)
-    normalised = _normalised_copy(rows.vectors, feature, f"{spec.key} commit {commit}")
-    search = rows.vectors if normalised is None else normalised
-    cfg = ix.resolve(spec.online.index, spec.online.params, rows.n, source=spec.source)
-
+    rows = _read_rows(fg, commit, say)
     root = views_dir(fg)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".build-{os.getpid()}-c{commit}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        hash_map = _write_keys(tmp, rows, spec.entity_keys[0].type)
-        sqnorms = _write_vectors(tmp, rows.vectors, normalised, feature.metric)
+        hash_map = _write_keys(tmp, rows, fg.spec.entity_keys)
         _write_columns(tmp, rows.columns)
-        index = _write_index(tmp, search, feature.metric, cfg, sqnorms, say)
-        manifest = _manifest(fg, commit, feature, rows, hash_map=hash_map, normalised_copy=normalised is not None,
-                             index=index, started=t0)
+        default = rows.vectors[0][0].name if rows.vectors else None
+        vectors = {f.name: _write_vector(fg, commit, tmp, f, m, file_suffix(f.name, default), say)
+                   for f, m in rows.vectors}
+        manifest = _manifest(fg, commit, rows, hash_map=hash_map, vectors=vectors, default=default, started=t0)
         manifest["files"] = checksums(tmp)  # verified whenever the view is opened
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         _publish(tmp, target, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    say(f"published {rows.n:,} rows x {rows.dim} to {target} in {time.perf_counter() - t0:.1f}s")
+    dims = ", ".join(f"{f.name} x {f.dim}" for f, _ in rows.vectors) or "scalars only"
+    say(f"published {rows.n:,} rows ({dims}) to {target} in {time.perf_counter() - t0:.1f}s")
     return target
 
 
@@ -110,38 +110,55 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
 class _Rows:
     """The latest rows of one commit, in key order, as the view stores them."""
 
-    raw_keys: list[Any]  # as read: numpy cannot hold every string key exactly
+    raw_keys: list[Any]  # as read (composite keys: encoded): numpy cannot hold every string key exactly
     keys: np.ndarray     # sorted
-    vectors: np.ndarray  # (n, dim) float32: the served vector feature
-    columns: pa.Table    # key, event time and scalar features
+    vectors: list[tuple[Feature, np.ndarray]]  # each vector feature (default first): (n, dim) float32
+    columns: pa.Table    # keys, event time and scalar features
 
     @property
     def n(self) -> int:
         return len(self.keys)
 
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
 
-
-def _read_rows(fg: FeatureGroup, commit: int, feature: Feature, say: Callable[[str], None]) -> _Rows:
+def _read_rows(fg: FeatureGroup, commit: int, say: Callable[[str], None]) -> _Rows:
     """Read the latest row of every key at ``commit`` and sort the rows by key."""
     spec = fg.spec
-    key = spec.entity_keys[0]
     t0 = time.perf_counter()
     table = fg.latest(commit)
     say(f"read {table.num_rows:,} latest rows in {time.perf_counter() - t0:.1f}s")
-    n, dim = table.num_rows, int(feature.dim or 0)
-    raw_keys = table[key.name].to_pylist()
-    keys, order = sort_keys(raw_keys, key.type)
-    vec_col = table[feature.name].combine_chunks()
-    if vec_col.null_count:
-        raise StorageError(f"{spec.key} commit {commit}: {vec_col.null_count} rows have a null {feature.name}")
-    flat = vec_col.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0, np.float32)
-    vectors = np.ascontiguousarray(flat.reshape(n, dim)[order], dtype=np.float32)
-    scalar_names = [key.name, spec.event_time] + [f.name for f in spec.features if not f.is_vector]
+    n = table.num_rows
+    if len(spec.entity_keys) == 1:
+        key = spec.entity_keys[0]
+        raw_keys = table[key.name].to_pylist()
+        keys, order = sort_keys(raw_keys, key.type)
+    else:
+        raw_keys = encode_columns([table[k.name].to_pylist() for k in spec.entity_keys])
+        keys, order = sort_keys(raw_keys, "string")
+    vectors = []
+    for feature in served_vectors(fg):
+        vec_col = table[feature.name].combine_chunks()
+        if vec_col.null_count:
+            raise StorageError(f"{spec.key} commit {commit}: {vec_col.null_count} rows have a null {feature.name}")
+        dim = int(feature.dim or 0)
+        flat = vec_col.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0, np.float32)
+        vectors.append((feature, np.ascontiguousarray(flat.reshape(n, dim)[order], dtype=np.float32)))
+    scalar_names = [*spec.key_names, spec.event_time] + [f.name for f in spec.features if not f.is_vector]
     columns = table.select(scalar_names).take(pa.array(order)) if n else table.select(scalar_names)
     return _Rows(raw_keys, keys, vectors, columns)
+
+
+def _write_vector(fg: FeatureGroup, commit: int, tmp: Path, feature: Feature, vectors: np.ndarray, sfx: str,
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """Write one vector feature (its matrix, normalised copy, squared norms and index); its manifest entry."""
+    spec = fg.spec
+    normalised = _normalised_copy(vectors, feature, f"{spec.key} commit {commit} {feature.name}")
+    search = vectors if normalised is None else normalised
+    kind, params = spec.online.index_of(feature.name)
+    cfg = ix.resolve(kind, params, len(vectors), source=spec.source)
+    sqnorms = _write_vectors(tmp, vectors, normalised, feature.metric, sfx)
+    index = _write_index(tmp, search, feature.metric, cfg, sqnorms, sfx, say)
+    return {"dim": int(feature.dim or 0), "metric": feature.metric, "normalised_copy": normalised is not None,
+            "suffix": sfx, "index": index}
 
 
 def _normalised_copy(vectors: np.ndarray, feature: Feature, what: str) -> np.ndarray | None:
@@ -156,26 +173,27 @@ def _normalised_copy(vectors: np.ndarray, feature: Feature, what: str) -> np.nda
     return (vectors / norms[:, None]).astype(np.float32)
 
 
-def _write_keys(tmp: Path, rows: _Rows, key_type: str) -> bool:
-    """Write the sorted keys, and the hash table of string keys; return whether readers need a dict instead."""
+def _write_keys(tmp: Path, rows: _Rows, keys: tuple[EntityKey, ...]) -> bool:
+    """Write the sorted keys, and the hash table of string (and composite) keys; return whether readers
+    need a dict instead."""
     np.save(tmp / "keys.npy", rows.keys)
     hash_map = needs_hash_map(rows.raw_keys)
-    if key_type == "string" and not hash_map:
+    if (len(keys) > 1 or keys[0].type == "string") and not hash_map:
         np.save(tmp / "keyhash.npy", build_hash_table(rows.keys))
     return hash_map
 
 
 def _write_vectors(tmp: Path, vectors: np.ndarray, normalised: np.ndarray | None,
-                   metric: ix.Metric) -> np.ndarray | None:
+                   metric: ix.Metric, sfx: str) -> np.ndarray | None:
     """Write the vectors, their normalised copy if any, and for l2 views their squared norms (returned)."""
-    np.save(tmp / "vectors.npy", vectors)
+    np.save(tmp / f"vectors{sfx}.npy", vectors)
     if normalised is not None:
-        np.save(tmp / "search.npy", normalised)
+        np.save(tmp / f"search{sfx}.npy", normalised)
     if metric != "l2":
         return None
     search = vectors if normalised is None else normalised
     sqnorms = (search * search).sum(axis=1).astype(np.float32)
-    np.save(tmp / "sqnorms.npy", sqnorms)
+    np.save(tmp / f"sqnorms{sfx}.npy", sqnorms)
     return sqnorms
 
 
@@ -185,7 +203,7 @@ def _write_columns(tmp: Path, columns: pa.Table) -> None:
 
 
 def _write_index(tmp: Path, search: np.ndarray, metric: ix.Metric, cfg: ix.IndexConfig, sqnorms: np.ndarray | None,
-                 say: Callable[[str], None]) -> dict[str, Any]:
+                 sfx: str, say: Callable[[str], None]) -> dict[str, Any]:
     """Build, tune and write the similarity index (flat and empty views have none); return its manifest entry."""
     n = len(search)
     breadth, recall, build_s = 0, 1.0, 0.0
@@ -194,16 +212,17 @@ def _write_index(tmp: Path, search: np.ndarray, metric: ix.Metric, cfg: ix.Index
         index = ix.build(search, metric, cfg, log=say)
         breadth, recall = ix.tune(index, cfg, search, metric, sqnorms=sqnorms, log=say)
         build_s = time.perf_counter() - t
-        ix.write(index, str(tmp / "index.faiss"))
-        say(f"{cfg.kind} index: breadth {breadth}, recall@10 {recall:.3f}, built in {build_s:.1f}s")
+        ix.write(index, str(tmp / f"index{sfx}.faiss"))
+        say(f"{cfg.kind} index{sfx}: breadth {breadth}, recall@10 {recall:.3f}, built in {build_s:.1f}s")
     return {**cfg.to_dict(), "kind": cfg.kind if n else "flat", "breadth": breadth,
             "recall_at_10": recall, "build_seconds": round(build_s, 3)}
 
 
-def _manifest(fg: FeatureGroup, commit: int, feature: Feature, rows: _Rows, *, hash_map: bool,
-              normalised_copy: bool, index: dict[str, Any], started: float) -> dict[str, Any]:
+def _manifest(fg: FeatureGroup, commit: int, rows: _Rows, *, hash_map: bool, vectors: dict[str, dict[str, Any]],
+              default: str | None, started: float) -> dict[str, Any]:
     spec = fg.spec
-    key = spec.entity_keys[0]
+    composite = len(spec.entity_keys) > 1
+    main = vectors.get(default or "", {})
     return {
         "format_version": FORMAT_VERSION,
         "feature_group": spec.name,
@@ -212,15 +231,20 @@ def _manifest(fg: FeatureGroup, commit: int, feature: Feature, rows: _Rows, *, h
         "commit_timestamp": fg.commit(commit).timestamp.isoformat(),
         "spec_fingerprint": spec.fingerprint(),
         "rows": rows.n,
-        "dim": rows.dim,
-        "key": key.name,
-        "key_type": key.type,
+        "keys": spec.key_names,
+        "key_types": [k.type for k in spec.entity_keys],
+        "key": ",".join(spec.key_names),
+        "key_type": "composite" if composite else spec.entity_keys[0].type,
         "key_hash_map": hash_map,
-        "vector": feature.name,
-        "metric": feature.metric,
-        "normalised_copy": normalised_copy,
+        "features": [f.name for f in spec.features],
+        "vectors": vectors,
+        # the default vector feature (nearest without feature=): as format 2 described its one vector
+        "vector": default,
+        "dim": main.get("dim", 0),
+        "metric": main.get("metric"),
+        "normalised_copy": main.get("normalised_copy", False),
+        "index": main.get("index", {"kind": "flat", "breadth": 0}),
         "columns": rows.columns.column_names,
-        "index": index,
         "built_at": datetime.now(UTC).isoformat(),
         "build_seconds": round(time.perf_counter() - started, 3),
     }

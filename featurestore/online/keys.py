@@ -10,7 +10,8 @@ hold in memory). Views written before the table existed fall back to a Python di
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any, Literal
 
@@ -114,6 +115,10 @@ class KeyIndex:
         """Build a dict for string keys of views without a hash table (int keys use ``searchsorted``)."""
         if self._map is None and self._slots is None and self.kind == "string":
             self._map = {k: i for i, k in enumerate(self.keys.tolist())}
+
+    def public(self, values: list[Any]) -> list[Any]:
+        """Stored keys as callers see them (composite keys: tuples)."""
+        return values
 
     def tables(self) -> list[np.ndarray]:
         """The memory-mapped lookup arrays besides the keys (for page warming)."""
@@ -232,3 +237,63 @@ def _nul_ended(keys: Sequence[Any]) -> list[int]:
     if isinstance(keys, np.ndarray) or "\x00" not in "".join(keys):
         return []
     return [j for j, k in enumerate(keys) if k.endswith("\x00")]
+
+
+class CompositeKeyIndex(KeyIndex):
+    """Rows of composite entity keys (two or more key columns, int and string mixed).
+
+    A key is a tuple (or list) of its parts in key-column order, or a mapping of column -> value. It is
+    encoded as one string, the compact JSON array of its parts (``[7,"eu"]``: exact and unambiguous,
+    ints and strings never collide), and found through the string-key machinery above.
+    """
+
+    def __init__(self, sorted_keys: np.ndarray, names: Sequence[str], types: Sequence[KeyKind], *,
+                 slots: np.ndarray | None = None):
+        super().__init__(sorted_keys, "string", slots=slots)
+        self.names = tuple(names)
+        self.types = tuple(types)
+        self._parts = [KeyIndex(np.zeros(0, np.int64 if t == "int64" else str), t) for t in types]
+
+    def check(self, key: Any) -> str:
+        """The encoded form of one composite key, or :class:`InvalidQuery` naming what is wrong."""
+        return encode_key(self._values(key), self._parts)
+
+    def _values(self, key: Any) -> Sequence[Any]:
+        if isinstance(key, Mapping):
+            if set(key) != set(self.names):
+                raise InvalidQuery(f"a key of this view maps each of {list(self.names)} to a value; got "
+                                   f"{sorted(map(str, key))}")
+            return [key[n] for n in self.names]
+        if not isinstance(key, tuple | list) or len(key) != len(self.names):
+            raise InvalidQuery(f"keys of this view are ({', '.join(self.names)}) tuples of "
+                               f"({', '.join(self.types)}); got {key!r}")
+        return key
+
+    def row(self, key: Any) -> int:
+        return KeyIndex.row(self, key)  # through check(): the encoded key, then the string lookup
+
+    def rows(self, keys: Sequence[Any]) -> np.ndarray:
+        if isinstance(keys, str | bytes) or not hasattr(keys, "__len__"):
+            raise InvalidQuery(f"keys must be a sequence of ({', '.join(self.names)}) tuples; got {keys!r}")
+        encoded = [self.check(k) for k in keys]
+        if not encoded:
+            return np.zeros(0, np.int64)
+        return KeyIndex.rows(self, np.asarray(encoded, dtype=str))  # type: ignore[arg-type]
+
+    def public(self, values: list[Any]) -> list[Any]:
+        return [decode_key(v) for v in values]
+
+
+def encode_key(parts: Sequence[Any], checkers: Sequence[KeyIndex]) -> str:
+    """One composite key as compact JSON, each part checked by its column's :meth:`KeyIndex.check`."""
+    return json.dumps([c.check(p) for c, p in zip(checkers, parts)], ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_columns(columns: Sequence[Sequence[Any]]) -> list[str]:
+    """Encoded composite keys of rows given as key columns (values already of the right types)."""
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    return [dumps(list(parts)) for parts in zip(*columns)]
+
+
+def decode_key(encoded: str) -> tuple[Any, ...]:
+    return tuple(json.loads(encoded))

@@ -16,6 +16,8 @@ reads an approximate index into memory for serving).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import threading
@@ -32,7 +34,7 @@ from featurestore.errors import InvalidQuery, KeyNotFound, StorageError
 from featurestore.online import index as ix
 from featurestore.online import integrity
 from featurestore.online.filters import compile_mask
-from featurestore.online.keys import KeyIndex
+from featurestore.online.keys import CompositeKeyIndex, KeyIndex
 
 #: below this many matching rows a filtered query is answered by exact search over the matches
 EXACT_SUBSET_MAX = 20_000
@@ -50,6 +52,33 @@ class Lookup:
     missing: list[Any]
     rows: np.ndarray  # row numbers in the view, -1 where missing
     columns: dict[str, list[Any]] = field(default_factory=dict)  # requested scalar columns (None if missing)
+    # every requested feature: vectors as (len(keys), dim) float32 with NaN rows, scalars as lists with None
+    features: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, feature: str) -> Any:
+        """The values of one requested feature."""
+        try:
+            return self.features[feature]
+        except KeyError:
+            raise KeyError(f"{feature!r} was not requested; features: {', '.join(self.features)}") from None
+
+
+@dataclass(frozen=True)
+class VectorPart:
+    """One vector feature of a view: its matrix, the searched copy, squared norms and index."""
+
+    name: str
+    matrix: np.ndarray
+    search_matrix: np.ndarray
+    sqnorms: np.ndarray | None
+    index: Any
+    index_config: ix.IndexConfig
+    breadth: int
+    dim: int
+    metric: ix.Metric
+    index_file: str
+    searcher: ix.Searcher | None = None
+    resident: bool = False  # the index read into memory (see warm)
 
 
 @dataclass(frozen=True)
@@ -79,45 +108,95 @@ class OnlineView:
             raise StorageError(f"cannot open the online view at {self.path}: {exc!r}") from exc
 
     def _open(self, verify: bool) -> None:
-        self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
-        m = self.manifest
+        m = json.loads((self.path / "manifest.json").read_text())
         if verify:  # every file against its checksum: a damaged file is never served
             integrity.verify(self.path, m)
-        self.matrix: np.ndarray = _mapped(self.path / "vectors.npy")
+        self.manifest: dict[str, Any] = _upgraded(m)
+        m = self.manifest
         keys = _mapped(self.path / "keys.npy")
-        search = self.path / "search.npy"
-        self.search_matrix: np.ndarray = _mapped(search) if search.exists() else self.matrix
-        sq = self.path / "sqnorms.npy"
-        self._sqnorms = _mapped(sq) if sq.exists() else None
         self.columns: pa.Table = pa.ipc.open_file(pa.memory_map(str(self.path / "columns.arrow"))).read_all()
-        raw = self.columns[m["key"]].to_pylist() if m.get("key_hash_map") else None
-        table = self.path / "keyhash.npy"
-        self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw, slots=_mapped(table) if table.exists() else None)
-        self._raw_keys = raw is not None
         self.name: str = m["feature_group"]
         self.version: int = m["version"]
         self.commit: int = m["commit"]
-        self.dim: int = m["dim"]
-        self.metric: ix.Metric = m["metric"]
         self.rows: int = m["rows"]
-        if self.matrix.shape != (self.rows, self.dim) or len(keys) != self.rows or self.columns.num_rows != self.rows:
-            raise ValueError(f"files disagree with the manifest ({self.rows} rows x {self.dim})")
-        self.index_config = ix.IndexConfig(**{k: v for k, v in m["index"].items()
-                                              if k in ix.IndexConfig.__dataclass_fields__})
-        self._breadth: int = m["index"].get("breadth", 0)
-        self._index: Any = None
-        self._searcher: ix.Searcher | None = None
-        self._resident = False  # the index read into memory (see warm)
-        if self.index_config.kind != "flat" and self.rows:
-            self._index = ix.read(str(self.path / "index.faiss"))
-            self._searcher = ix.Searcher(self._index, self.index_config, self._breadth, self.metric)
+        self.key_names: list[str] = list(m["keys"])
+        table = self.path / "keyhash.npy"
+        slots = _mapped(table) if table.exists() else None
+        raw = self.columns[self.key_names[0]].to_pylist() if m.get("key_hash_map") else None
+        if len(self.key_names) > 1:
+            self.keys: KeyIndex = CompositeKeyIndex(keys, self.key_names, m["key_types"], slots=slots)
+        else:
+            self.keys = KeyIndex(keys, m["key_type"], raw_keys=raw, slots=slots)
+        self._raw_keys = raw is not None
+        if len(keys) != self.rows or self.columns.num_rows != self.rows:
+            raise ValueError(f"files disagree with the manifest ({self.rows} rows)")
+        self.features: list[str] = list(m.get("features") or [*m["vectors"], *self._scalar_features()])
+        self.vectors: dict[str, VectorPart] = {name: self._vector_part(name, v) for name, v in m["vectors"].items()}
+        self.vector_name: str | None = m.get("vector")
+        self._bind(self.vectors[self.vector_name] if self.vector_name else None)
         self._scalar_names = list(self.columns.column_names)
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()  # recent filters -> row masks
         self._masks_lock = threading.Lock()
+        self._numeric: dict[str, np.ndarray | None] = {}  # scalar columns numpy can hold (no nulls)
+
+    def _scalar_features(self) -> list[str]:
+        skip = {*self.manifest["keys"], self.manifest.get("event_time")}
+        return [c for c in self.columns.column_names[len(self.manifest["keys"]) + 1:] if c not in skip]
+
+    def _vector_part(self, name: str, v: dict[str, Any]) -> VectorPart:
+        sfx = v.get("suffix", "")
+        matrix = _mapped(self.path / f"vectors{sfx}.npy")
+        search = self.path / f"search{sfx}.npy"
+        sq = self.path / f"sqnorms{sfx}.npy"
+        cfg = ix.IndexConfig(**{k: val for k, val in v["index"].items() if k in ix.IndexConfig.__dataclass_fields__})
+        breadth = int(v["index"].get("breadth", 0))
+        index: Any = None
+        searcher = None
+        if cfg.kind != "flat" and self.rows:
+            index = ix.read(str(self.path / f"index{sfx}.faiss"))
+            searcher = ix.Searcher(index, cfg, breadth, v["metric"])
+        if matrix.shape != (self.rows, v["dim"]):
+            raise ValueError(f"{name}: files disagree with the manifest ({self.rows} rows x {v['dim']})")
+        return VectorPart(name, matrix, _mapped(search) if search.exists() else matrix,
+                          _mapped(sq) if sq.exists() else None, index, cfg, breadth, int(v["dim"]), v["metric"],
+                          f"index{sfx}.faiss", searcher)
+
+    def _bind(self, part: VectorPart | None) -> None:
+        """Make ``part`` the vector feature that lookups' ``vectors`` and similarity search use."""
+        self.part = part
+        if part is None:  # a group of scalars: point lookups only
+            self.matrix: np.ndarray = np.zeros((self.rows, 0), np.float32)
+            self.search_matrix: np.ndarray = self.matrix
+            self._sqnorms: np.ndarray | None = None
+            self.index_config = ix.IndexConfig("flat")
+            self._index: Any = None
+            self._searcher: ix.Searcher | None = None
+            self._resident = False
+            self._breadth: int = 0
+            self.dim: int = 0
+            self.metric: ix.Metric = "cosine"
+            return
+        self.matrix, self.search_matrix, self._sqnorms = part.matrix, part.search_matrix, part.sqnorms
+        self.index_config, self._index, self._breadth = part.index_config, part.index, part.breadth
+        self._searcher, self._resident = part.searcher, part.resident
+        self.dim, self.metric = part.dim, part.metric
+
+    def using(self, feature: str | None) -> OnlineView:
+        """This view with ``feature`` (a vector feature) as the one searched and returned as ``vectors``;
+        ``None`` is the default vector feature. Shares every file and cache with this view."""
+        if feature is None or (self.part is not None and feature == self.part.name):
+            return self
+        part = self.vectors.get(feature)
+        if part is None:
+            raise InvalidQuery(f"{self.name} v{self.version} has no vector feature {feature!r}; vector features: "
+                               f"{', '.join(self.vectors) or 'none (a group of scalars serves point lookups only)'}")
+        other = copy.copy(self)
+        other._bind(part)
+        return other
 
     def __repr__(self) -> str:
         return (f"OnlineView({self.name!r}, version={self.version}, commit={self.commit}, rows={self.rows}, "
-                f"dim={self.dim}, metric={self.metric!r}, index={self.index_config.kind!r})")
+                f"vectors={list(self.vectors)}, features={len(self.features)})")
 
     def __len__(self) -> int:
         return self.rows
@@ -131,8 +210,12 @@ class OnlineView:
     def info(self) -> dict[str, Any]:
         """What this view serves: feature group, version, commit, rows, dim, metric, index, recall."""
         m = self.manifest
-        return {k: m[k] for k in ("feature_group", "version", "commit", "commit_timestamp", "rows", "dim",
-                                  "key", "key_type", "vector", "metric", "columns", "index", "built_at")}
+        out = {k: m[k] for k in ("feature_group", "version", "commit", "commit_timestamp", "rows", "dim",
+                                 "key", "key_type", "keys", "key_types", "vector", "metric", "features", "columns",
+                                 "index", "built_at")}
+        out["vectors"] = {n: {"dim": v["dim"], "metric": v["metric"], "index": v["index"]}
+                          for n, v in m["vectors"].items()}
+        return out
 
     def warm(self) -> OnlineView:
         """Prepare for serving (a server warms every view before it answers from it): touch the pages,
@@ -142,13 +225,16 @@ class OnlineView:
         self.keys.warm()
         ix.load()
         if self.rows:  # fault the pages in now rather than during the first requests
-            for arr in (self.matrix, self.keys.keys, *self.keys.tables()):
+            for arr in (self.keys.keys, *self.keys.tables(), *(p.matrix for p in self.vectors.values())):
                 step = max(1, 4096 // max(1, arr.strides[0]))
                 _ = arr[::step].tobytes()
-        if self._searcher is not None and not self._resident:
-            self._index = ix.read(str(self.path / "index.faiss"), resident=True)
-            self._searcher = ix.Searcher(self._index, self.index_config, self._breadth, self.metric)
-            self._resident = True
+        for name, part in list(self.vectors.items()):  # approximate indexes read into memory
+            if part.searcher is not None and not part.resident:
+                index = ix.read(str(self.path / part.index_file), resident=True)
+                searcher = ix.Searcher(index, part.index_config, part.breadth, part.metric)
+                self.vectors[name] = dataclasses.replace(part, index=index, searcher=searcher, resident=True)
+        if self.part is not None:
+            self._bind(self.vectors[self.part.name])
         return self
 
     # ---- point lookups ---------------------------------------------------------------------------
@@ -158,27 +244,53 @@ class OnlineView:
             raise KeyNotFound(f"{self.name} v{self.version} (commit {self.commit}) has no key {key!r}")
         return np.array(self.matrix[row])
 
-    def get(self, keys: Sequence[Any], *, columns: Sequence[str] | None = None) -> Lookup:
-        """Vectors of ``keys`` (a batch never raises for a missing key: see ``found`` and ``missing``).
-
-        ``columns`` adds scalar columns (e.g. ``["n_events"]``) to the answer.
+    def get(self, keys: Sequence[Any], *, features: Sequence[str] | None = None,
+            columns: Sequence[str] | None = None) -> Lookup:
+        """Every feature of ``keys`` (``features`` names a subset; a batch never raises for a missing key:
+        see ``found`` and ``missing``). ``vectors`` holds the default vector feature; ``columns`` adds
+        stored columns (entity keys, event time, scalar features) under ``columns``.
         """
         check_keys(keys)
         if columns is not None:
             check_columns(columns)
+        wanted = self._wanted(features)
         rows = self.keys.rows(keys)
         found = rows >= 0
         all_found = bool(found.all())
-        if not self.rows:
-            vectors = np.full((len(rows), self.dim), np.nan, np.float32)
-        else:
-            vectors = np.take(self.matrix, rows if all_found else np.where(found, rows, 0), axis=0)
+        safe = rows if all_found else np.where(found, rows, 0)
+        vectors = self._take(self.matrix, safe, found, all_found)
         missing: list[Any] = []
         if not all_found:
-            vectors[~found] = np.nan
             missing = [keys[int(i)] for i in np.flatnonzero(~found)]
         cols = self.column_values(columns, rows) if columns else {}
-        return Lookup(list(keys), vectors, found, missing, rows, cols)
+        out: dict[str, Any] = {}
+        scalars = [f for f in wanted if f not in self.vectors]
+        values = self.column_values(scalars, rows) if scalars else {}
+        for f in wanted:
+            if f in self.vectors:
+                same = self.part is not None and f == self.part.name
+                out[f] = vectors if same else self._take(self.vectors[f].matrix, safe, found, all_found)
+            else:
+                out[f] = values[f]
+        return Lookup(list(keys), vectors, found, missing, rows, cols, out)
+
+    def _wanted(self, features: Sequence[str] | None) -> list[str]:
+        if features is None:
+            return self.features
+        check_columns(features, "features")
+        unknown = [f for f in features if f not in self.features]
+        if unknown:
+            raise InvalidQuery(f"{self.name} v{self.version} has no feature(s) {', '.join(map(repr, unknown))}; "
+                               f"features: {', '.join(self.features)}")
+        return list(features)
+
+    def _take(self, matrix: np.ndarray, safe: np.ndarray, found: np.ndarray, all_found: bool) -> np.ndarray:
+        if not self.rows or not matrix.shape[1]:
+            return np.full((len(safe), matrix.shape[1]), np.nan, np.float32)
+        out = np.take(matrix, safe, axis=0)
+        if not all_found:
+            out[~found] = np.nan
+        return out
 
     def column_values(self, columns: Sequence[str], rows: np.ndarray) -> dict[str, list[Any]]:
         """Scalar column values at ``rows`` (None where a row is -1)."""
@@ -186,12 +298,31 @@ class OnlineView:
         if unknown:
             raise InvalidQuery(f"{self.name} has no scalar column(s) {', '.join(map(repr, unknown))}; "
                                f"columns: {', '.join(self._scalar_names)}")
-        safe = pa.array(np.where(rows >= 0, rows, 0))
+        ok = rows >= 0
+        if not self.rows:
+            return {c: [None] * len(rows) for c in columns}
+        safe = np.where(ok, rows, 0)
+        arrow_rows = None
         out = {}
         for c in columns:
-            values = self.columns[c].take(safe).to_pylist()
-            out[c] = [v if r >= 0 else None for v, r in zip(values, rows)]
+            numeric = self._numeric_column(c)
+            if numeric is not None:
+                values = numeric[safe].tolist()
+            else:
+                arrow_rows = pa.array(safe) if arrow_rows is None else arrow_rows
+                values = self.columns[c].take(arrow_rows).to_pylist()
+            out[c] = values if ok.all() else [v if r >= 0 else None for v, r in zip(values, rows)]
         return out
+
+    def _numeric_column(self, name: str) -> np.ndarray | None:
+        """A null-free integer, float or bool column as a (zero-copy) numpy array: much cheaper to index
+        for a few rows than an Arrow ``take``. Other columns (strings, timestamps, nulls) stay Arrow."""
+        if name not in self._numeric:
+            col = self.columns[name]
+            typ = col.type
+            plain = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
+            self._numeric[name] = (np.asarray(col.to_numpy()) if plain and col.null_count == 0 else None)
+        return self._numeric[name]
 
     # ---- similarity ------------------------------------------------------------------------------
     def query_vector(self, *, vector: Any = None, key: Any = None, query_view: OnlineView | None = None
@@ -209,13 +340,17 @@ class OnlineView:
 
     def nearest(self, vector: Any = None, *, key: Any = None, query_view: OnlineView | None = None,
                 k: int = 10, filter: Mapping[str, Any] | None = None, exclude: Sequence[Any] = (),
-                exact: bool = False) -> Neighbors:
+                exact: bool = False, feature: str | None = None) -> Neighbors:
         """The ``k`` rows most similar to ``vector`` (or to the vector of ``key``, looked up in
         ``query_view`` when given, e.g. a user view against this item view).
 
         ``filter`` (see :mod:`featurestore.online.filters`) applies before ranking, so k results come
         back whenever k rows match; ``exclude`` drops those keys. ``exact=True`` forces exact search.
+        ``feature`` names the vector feature searched (default: the spec's ``online.vector``, else the first).
         """
+        if feature is not None or self.part is None:
+            return self._searched(feature).nearest(vector, key=key, query_view=query_view, k=k, filter=filter,
+                                                   exclude=exclude, exact=exact)
         if key is not None or vector is None:
             vector = self.query_vector(vector=vector, key=key, query_view=query_view)
         if (self._searcher is not None and not filter and not exact and type(k) is int and 0 < k <= self.rows
@@ -250,8 +385,11 @@ class OnlineView:
         return Neighbors(self._keys_of(hit[0]), hit[1], hit[0], False)
 
     def nearest_many(self, vectors: Any, *, k: int = 10, filter: Mapping[str, Any] | None = None,
-                     exclude: Sequence[Any] = (), exact: bool = False) -> list[Neighbors]:
+                     exclude: Sequence[Any] = (), exact: bool = False, feature: str | None = None
+                     ) -> list[Neighbors]:
         """:meth:`nearest` for a batch of query vectors (n, dim): one :class:`Neighbors` per query."""
+        if feature is not None or self.part is None:
+            return self._searched(feature).nearest_many(vectors, k=k, filter=filter, exclude=exclude, exact=exact)
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidQuery(f"k must be a positive integer; got {k!r}")
         q = self._queries(vectors)
@@ -271,6 +409,16 @@ class OnlineView:
         else:
             ids, sc = self._approx(q, want, mask, n_match)
         return self._many_neighbors(ids, sc, use_exact)
+
+    def _searched(self, feature: str | None) -> OnlineView:
+        """The view bound to the vector feature a search names, or InvalidQuery for a group of scalars."""
+        if feature is None and self.part is None:
+            raise InvalidQuery(f"{self.name} v{self.version} has no vector feature: a group of scalars serves "
+                               f"point lookups only")
+        view = self.using(feature)
+        if view.part is None:  # pragma: no cover - using() names the feature or raises
+            raise InvalidQuery(f"{self.name} has no vector feature {feature!r}")
+        return view
 
     def _approx(self, q: np.ndarray, k: int, mask: np.ndarray | None, n_match: int
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -325,8 +473,11 @@ class OnlineView:
 
     def _keys_of(self, rows: np.ndarray) -> list[Any]:
         if self._raw_keys:
-            return self.columns[self.manifest["key"]].take(pa.array(rows.ravel())).to_pylist()
-        return self.keys.keys[rows].tolist()  # type: ignore[no-any-return]
+            return self.columns[self.key_names[0]].take(pa.array(rows.ravel())).to_pylist()
+        keys = self.keys.keys[rows].tolist()
+        if isinstance(self.keys, CompositeKeyIndex):  # stored encoded: give them back as tuples
+            return [self.keys.public(k) for k in keys] if rows.ndim == 2 else self.keys.public(keys)
+        return keys  # type: ignore[no-any-return]
 
     def _many_neighbors(self, ids: np.ndarray, scores: np.ndarray, exact: bool) -> list[Neighbors]:
         """One :class:`Neighbors` per row of (ids, scores), the keys looked up for the batch at once."""
@@ -378,11 +529,21 @@ def check_keys(keys: Any, what: str = "get") -> None:
                            + (" (use view[key] for one)" if what == "get" else ""))
 
 
-def check_columns(columns: Any) -> None:
-    """``columns`` is a sequence of column names: :class:`InvalidQuery` otherwise."""
+def check_columns(columns: Any, what: str = "columns") -> None:
+    """``columns`` is a sequence of column (or feature) names: :class:`InvalidQuery` otherwise."""
     if isinstance(columns, str | bytes) or not hasattr(columns, "__iter__") or isinstance(columns, Mapping) \
             or not all(isinstance(c, str) for c in columns):
-        raise InvalidQuery(f"columns takes a list of column names; got {columns!r}")
+        raise InvalidQuery(f"{what} takes a list of {what[:-1]} names; got {columns!r}")
+
+
+def _upgraded(m: dict[str, Any]) -> dict[str, Any]:
+    """A format-2 manifest (one vector feature, one key) in the form of format 3, so such a view still opens."""
+    if "vectors" in m:
+        return m
+    m = dict(m)
+    m["vectors"] = {m["vector"]: {"dim": m["dim"], "metric": m["metric"], "suffix": "", "index": m["index"]}}
+    m["keys"], m["key_types"] = [m["key"]], [m["key_type"]]
+    return m
 
 
 def _mapped(path: Path) -> np.ndarray:

@@ -5,12 +5,13 @@ field and raise :class:`~featurestore.errors.SpecError` naming the file and the 
 :meth:`FeatureGroupSpec.arrow_schema` compiles a spec to the Arrow schema its rows have.
 
 This package is the ground layer: it imports nothing of featurestore but :mod:`featurestore.errors`.
-Its modules import one way only: ``load`` -> ``spec`` -> ``expectations`` -> ``columns``.
+Its modules import one way only: ``load`` -> ``spec`` | ``service``; ``spec`` -> ``expectations`` -> ``columns``.
 
 - :mod:`~featurestore.schema.columns`: entity keys and features, and their Arrow and DuckDB types
 - :mod:`~featurestore.schema.expectations`: the ``expectations`` block, checked and defaults filled in
 - :mod:`~featurestore.schema.spec`: :class:`FeatureGroupSpec`, parsed from plain data
-- :mod:`~featurestore.schema.load`: spec files and folders
+- :mod:`~featurestore.schema.service`: :class:`ServiceSpec`, a feature service (``schemas/services/*.yaml``)
+- :mod:`~featurestore.schema.load`: spec and service files and folders
 
 Example::
 
@@ -28,7 +29,8 @@ from featurestore.schema.columns import (
     Metric,
     ScalarType,
 )
-from featurestore.schema.load import load_spec, load_specs
+from featurestore.schema.load import load_service, load_services, load_spec, load_specs
+from featurestore.schema.service import NearestStep, ServicePart, ServiceSpec
 from featurestore.schema.spec import FeatureGroupSpec, IndexKind, OnlineSpec, Policy
 
 __all__ = [
@@ -41,9 +43,14 @@ __all__ = [
     "IndexKind",
     "KeyType",
     "Metric",
+    "NearestStep",
     "OnlineSpec",
     "Policy",
     "ScalarType",
+    "ServicePart",
+    "ServiceSpec",
+    "load_service",
+    "load_services",
     "load_spec",
     "load_specs",
 ]

@@ -15,18 +15,18 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from featurestore.errors import SpecError
+from featurestore.schema.service import ServiceSpec
 from featurestore.schema.spec import FeatureGroupSpec
 
 _FILE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\.v(?P<version>\d+)\.ya?ml$")
 
 
-def load_spec(path: str | Path) -> FeatureGroupSpec:
-    """Read and check one spec file. Its name must be ``<name>.v<version>.yaml`` and agree with it."""
-    p = Path(path)
+def _read_yaml(p: Path) -> Any:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
@@ -38,7 +38,13 @@ def load_spec(path: str | Path) -> FeatureGroupSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}", path=str(p)) from exc
-    spec = FeatureGroupSpec.from_dict(data, source=str(p))
+    return data
+
+
+def load_spec(path: str | Path) -> FeatureGroupSpec:
+    """Read and check one spec file. Its name must be ``<name>.v<version>.yaml`` and agree with it."""
+    p = Path(path)
+    spec = FeatureGroupSpec.from_dict(_read_yaml(p), source=str(p))
     m = _FILE.match(p.name)
     if m and (m["name"] != spec.name or int(m["version"]) != spec.version):
         raise SpecError(
@@ -69,3 +75,24 @@ def load_specs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]])
                             path=s.source, field="name")
         seen[(s.name, s.version)] = s.source
     return specs
+
+
+SERVICES_DIR = "services"
+
+
+def load_service(path: str | Path) -> ServiceSpec:
+    """Read and check one feature-service file (``services/<name>.yaml``; the name must agree)."""
+    p = Path(path)
+    service = ServiceSpec.from_dict(_read_yaml(p), source=str(p))
+    if p.stem != service.name:
+        raise SpecError(f"file name says {p.stem} but the service is named {service.name}", path=str(p),
+                        field="name")
+    return service
+
+
+def load_services(folder: str | Path) -> list[ServiceSpec]:
+    """The feature services in ``<folder>/services/`` (none when there is no such folder), checked."""
+    d = Path(folder) / SERVICES_DIR
+    if not d.is_dir():
+        return []
+    return [load_service(f) for f in sorted([*d.glob("*.yaml"), *d.glob("*.yml")])]

@@ -54,7 +54,16 @@ class OnlineSpec:
 
     index: IndexKind = "auto"
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    vector: str | None = None  # which vector feature to serve; default: the first one
+    vector: str | None = None  # the default vector feature of nearest; default: the first one
+    # per vector feature, its own index kind and parameters (features not named use index/params)
+    indexes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def index_of(self, feature: str) -> tuple[str, Mapping[str, Any]]:
+        """(index kind, parameters) of one vector feature's similarity index."""
+        own = self.indexes.get(feature)
+        if own is None:
+            return self.index, self.params
+        return own.get("index", self.index), own.get("params", self.params)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,8 @@ class FeatureGroupSpec:
         online: dict[str, Any] = {"index": self.online.index, "params": _thaw(self.online.params)}
         if self.online.vector:
             online["vector"] = self.online.vector
+        if self.online.indexes:
+            online["indexes"] = _thaw(self.online.indexes)
         return {
             "name": self.name,
             "version": self.version,
@@ -154,7 +165,7 @@ _TOP = {
     "expectations", "policy", "online",
 }
 _FEATURE = {"name", "type", "dim", "metric", "normalized", "description"}
-_ONLINE = {"index", "params", "vector"}
+_ONLINE = {"index", "params", "vector", "indexes"}
 
 
 def _choice(value: Any, allowed: Any, path: str | None, fld: str) -> Any:
@@ -267,7 +278,24 @@ def _online(raw: Any, features: list[Feature], path: str | None) -> OnlineSpec:
         index=_choice(online.get("index", "auto"), IndexKind, path, "online.index"),
         params=_frozen(params),
         vector=vector,
+        indexes=_frozen(_indexes(online.get("indexes") or {}, vector_names, path)),
     )
+
+
+def _indexes(raw: Any, vector_names: list[str], path: str | None) -> dict[str, Any]:
+    """``online.indexes``: vector feature -> {index, params}, each feature a vector of this spec."""
+    out: dict[str, Any] = {}
+    for name, cfg in _mapping(raw, path, "online.indexes").items():
+        fld = f"online.indexes.{name}"
+        if name not in vector_names:
+            raise SpecError(f"names no vector feature (have: {vector_names})", path=path, field=fld)
+        cfg = _mapping(cfg, path, fld)
+        _unknown(cfg, {"index", "params"}, path, fld)
+        entry: dict[str, Any] = {"index": _choice(cfg.get("index", "auto"), IndexKind, path, f"{fld}.index")}
+        if "params" in cfg:
+            entry["params"] = dict(_mapping(cfg["params"] or {}, path, f"{fld}.params"))
+        out[str(name)] = entry
+    return out
 
 
 def _parse(data: Any, path: str | None) -> FeatureGroupSpec:

@@ -33,6 +33,7 @@ from featurestore.server.fastpath import LookupFastPath
 from featurestore.server.metrics import Metrics
 from featurestore.server.reload import Registry, ReloadPolicy
 from featurestore.server.routes import Endpoints, router
+from featurestore.server.services import ServiceEndpoints, service_router
 from featurestore.server.wire import Limits
 from featurestore.store import FeatureStore
 from featurestore.version import __version__
@@ -48,16 +49,17 @@ Gauge = tuple[str, str, tuple[tuple[str, str], ...], float]
 
 def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | None = None,
                token: str | None = None, limits: Limits | None = None,
-               policy: ReloadPolicy | None = None) -> LookupFastPath:
+               policy: ReloadPolicy | None = None, services: list[str] | None = None) -> LookupFastPath:
     """Build the app: opens (materialising if needed) a view of each served group's newest commit.
     The FastAPI app is ``.app`` of the returned ASGI app (which answers lookups itself).
 
     ``groups`` lists (name, version) pairs (default: every feature group at its newest version);
-    the reload thread starts and stops with the app's lifespan.
+    ``services`` the feature services (default: every registered one that fits the served versions;
+    their groups are served too); the reload thread starts and stops with the app's lifespan.
     """
     limits = limits or Limits()
     metrics = Metrics()
-    registry = Registry(store, groups, policy, on_event=metrics.reload)
+    registry = Registry(store, groups, policy, on_event=metrics.reload, services=services)
     metrics.gauges.append(functools.partial(served_gauges, registry))
     app = FastAPI(title="featurestore", version=__version__, lifespan=lifespan, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)  # /docs and /redoc with local assets (.docs)
@@ -68,10 +70,12 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     bearer = BearerToken(token)
     endpoints = Endpoints(registry, metrics, limits, bearer)
     app.include_router(router(endpoints))
+    service_endpoints = ServiceEndpoints(registry, metrics, limits, bearer)
+    app.include_router(service_router(service_endpoints))
     docs.install(app)
     console.mount(app, store, served=lambda name: registry.get(name).view if name in registry.names() else None,
                   token=token, api_docs=True)
-    return LookupFastPath(app, endpoints.answer_lookup, limits, bearer)
+    return LookupFastPath(app, endpoints.answer_lookup, limits, bearer, service_endpoints.answer_lookup)
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import featurestore.errors as errors
+from featurestore.online.service import Candidates, Part, ServiceAnswer
 from featurestore.online.view import Lookup, Neighbors, check_columns, check_keys
 
 
@@ -76,6 +77,10 @@ class Client:
     def view(self, name: str) -> RemoteView:
         return RemoteView(self, name)
 
+    def service(self, name: str) -> RemoteService:
+        """A served feature service, used like ``store.service(name)``."""
+        return RemoteService(self, name)
+
 
 class RemoteView:
     """A served feature group, used like :class:`~featurestore.online.view.OnlineView`: the same methods
@@ -87,9 +92,18 @@ class RemoteView:
         self.client = client
         self.name = name
         self._dim: int | None = None
+        self._shape: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"RemoteView({self.name!r}, url={str(self.client.http.base_url)!r})"
+
+    def _vectors_info(self) -> dict[str, Any]:
+        """The vector features (name -> dim) and the default one: fixed per feature-group version."""
+        if self._shape is None:
+            info = self.info()
+            self._shape = {"vector": info.get("vector"),
+                           "dims": {n: v["dim"] for n, v in (info.get("vectors") or {}).items()}}
+        return self._shape
 
     def info(self) -> dict[str, Any]:
         return self.client.request("GET", f"/feature-groups/{self.name}")
@@ -108,16 +122,21 @@ class RemoteView:
             self._dim = int(self.info()["dim"])
         return self._dim
 
-    def _lookup(self, keys: Sequence[Any], columns: Sequence[str] | None) -> dict[str, Any]:
+    def _lookup(self, keys: Sequence[Any], columns: Sequence[str] | None,
+                features: Sequence[str] | None = None) -> dict[str, Any]:
         check_keys(keys)
         body: dict[str, Any] = {"keys": list(keys)}
         if columns is not None:
             check_columns(columns)
             body["columns"] = list(columns)
+        if features is not None:
+            check_columns(features, "features")
+            body["features"] = list(features)
         return self.client.request("POST", f"/feature-groups/{self.name}/lookup", json=body)
 
-    def get(self, keys: Sequence[Any], *, columns: Sequence[str] | None = None) -> Lookup:
-        doc = self._lookup(keys, columns)
+    def get(self, keys: Sequence[Any], *, features: Sequence[str] | None = None,
+            columns: Sequence[str] | None = None) -> Lookup:
+        doc = self._lookup(keys, columns, features)
         found = np.array(doc["found"], dtype=bool)
         dim = next((len(v) for v in doc["vectors"] if v is not None), None)
         if dim is None:
@@ -128,8 +147,25 @@ class RemoteView:
         for i, v in enumerate(doc["vectors"]):
             if v is not None:
                 vectors[i] = v
-        return Lookup(doc["keys"], vectors, found, doc["missing"], np.full(len(found), -1, np.int64),
-                      doc.get("columns", {}))
+        keys = list(keys)
+        missing = [keys[int(i)] for i in np.flatnonzero(~found)]
+        return Lookup(keys, vectors, found, missing, np.full(len(found), -1, np.int64), doc.get("columns", {}),
+                      self._features(doc, vectors, features))
+
+    def _features(self, doc: dict[str, Any], vectors: np.ndarray, features: Sequence[str] | None) -> dict[str, Any]:
+        """The answer's features as the in-process view gives them (vectors as float32 arrays, NaN rows)."""
+        shape = self._vectors_info()
+        out: dict[str, Any] = {}
+        sent = doc.get("features", {})
+        names = list(features) if features is not None else [*([shape["vector"]] if shape["vector"] else []), *sent]
+        for name in names:
+            if name == shape["vector"]:
+                out[name] = vectors
+            elif name in shape["dims"]:
+                out[name] = _matrix(sent[name], shape["dims"][name])
+            else:
+                out[name] = sent[name]
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         doc = self._lookup([key], None)
@@ -140,12 +176,12 @@ class RemoteView:
 
     def nearest(self, vector: Any = None, *, key: Any = None, query_view: RemoteView | str | None = None,
                 k: int = 10, filter: Mapping[str, Any] | None = None, exclude: Sequence[Any] = (),
-                exact: bool = False) -> Neighbors:
+                exact: bool = False, feature: str | None = None) -> Neighbors:
         """The ``k`` most similar rows to ``vector``, or to the vector of ``key`` (looked up in
         ``query_view``, a served feature group or its name, when given)."""
         if (vector is None) == (key is None):
             raise errors.InvalidQuery("give exactly one of vector= or key=")
-        body = self._query(k, filter, exclude, exact)
+        body = self._query(k, filter, exclude, exact, feature)
         if vector is not None:
             body["vector"] = _vector(vector, "the query vector", 1)
         elif query_view is not None:
@@ -157,18 +193,21 @@ class RemoteView:
         return _neighbors(doc)
 
     def nearest_many(self, vectors: Any, *, k: int = 10, filter: Mapping[str, Any] | None = None,
-                     exclude: Sequence[Any] = (), exact: bool = False) -> list[Neighbors]:
+                     exclude: Sequence[Any] = (), exact: bool = False, feature: str | None = None
+                     ) -> list[Neighbors]:
         """:meth:`nearest` for a batch of query vectors (n, dim): one answer per query."""
-        body = self._query(k, filter, exclude, exact)
+        body = self._query(k, filter, exclude, exact, feature)
         body["vectors"] = _vector(vectors, "query vectors", 2)
         doc = self.client.request("POST", f"/feature-groups/{self.name}/nearest", json=body)
         return [_neighbors(r) for r in doc["results"]]
 
     @staticmethod
-    def _query(k: Any, filter: Any, exclude: Any, exact: Any) -> dict[str, Any]:
+    def _query(k: Any, filter: Any, exclude: Any, exact: Any, feature: Any = None) -> dict[str, Any]:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise errors.InvalidQuery(f"k must be a positive integer; got {k!r}")
         body: dict[str, Any] = {"k": int(k), "exact": exact}
+        if feature is not None:
+            body["feature"] = feature
         if filter is not None and not isinstance(filter, Mapping):
             raise errors.InvalidQuery(f"a filter is a mapping of column to condition; got {type(filter).__name__}")
         if filter:
@@ -191,6 +230,53 @@ def _vector(value: Any, what: str, ndim: int) -> list[Any]:
     if not np.all(np.isfinite(q)):
         raise errors.InvalidQuery(f"{what} hold{'s' if ndim == 1 else ''} NaN or infinity")
     return q.tolist()
+
+
+def _matrix(rows: list[Any], dim: int) -> np.ndarray:
+    out = np.full((len(rows), dim), np.nan, np.float32)
+    for i, v in enumerate(rows):
+        if v is not None:
+            out[i] = v
+    return out
+
+
+class RemoteService:
+    """A served feature service, used like :class:`~featurestore.online.service.FeatureService`:
+    ``get(entities)`` gives the same :class:`~featurestore.online.service.ServiceAnswer`."""
+
+    def __init__(self, client: Client, name: str):
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"RemoteService({self.name!r}, url={str(self.client.http.base_url)!r})"
+
+    def info(self) -> dict[str, Any]:
+        return self.client.request("GET", f"/services/{self.name}")
+
+    def get(self, entities: Any) -> ServiceAnswer:
+        if hasattr(entities, "to_dict") and hasattr(entities, "columns"):  # a pandas DataFrame
+            entities = {str(c): entities[c].tolist() for c in entities.columns}
+        elif isinstance(entities, Mapping):
+            entities = {k: list(v) if isinstance(v, tuple | np.ndarray) else v for k, v in entities.items()}
+        elif isinstance(entities, Sequence) and not isinstance(entities, str | bytes):
+            entities = [dict(e) if isinstance(e, Mapping) else e for e in entities]
+        doc = self.client.request("POST", f"/services/{self.name}/lookup", json={"entities": entities})
+        return service_answer(doc)
+
+
+def service_answer(doc: dict[str, Any]) -> ServiceAnswer:
+    """A service lookup's JSON answer as a :class:`ServiceAnswer` (vectors as float32 arrays, NaN rows)."""
+    dims = doc.get("dims", {})
+    features = {k: _matrix(v, dims[k]) if k in dims else v for k, v in doc["features"].items()}
+    neighbors = None
+    if "neighbors" in doc:
+        neighbors = [Candidates(c["keys"], np.array(c["scores"], np.float32),
+                                {k: np.array(v, np.float32) if v and isinstance(v[0], list) else v
+                                 for k, v in c["features"].items()}) for c in doc["neighbors"]]
+    return ServiceAnswer(doc["service"], doc["entities"], features,
+                         {g: np.array(m, bool) for g, m in doc["found"].items()},
+                         [Part(**p) for p in doc["parts"]], doc["generation"], neighbors)
 
 
 def _neighbors(doc: dict[str, Any]) -> Neighbors:

@@ -5,7 +5,8 @@ Every request with a body (POST) is checked *before a byte of it is read*: the b
 declared ``Content-Length`` against the limit (401 and 413 at once, however large the body claims to
 be). The body is then read within ``Limits.body_timeout_s`` (408 when a client stalls), and stops at
 the size limit (413). A lookup is answered from here, skipping FastAPI's routing and request objects
-(about a third of a one-key lookup); other requests get the body already read.
+(about a third of a one-key lookup), and so is a feature-service lookup; other requests get the body
+already read.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class LookupFastPath:
     _PREFIX, _SUFFIX = "/feature-groups/", "/lookup"
 
     def __init__(self, app: FastAPI, answer: Callable[..., tuple[int, bytes, str]], limits: Limits,
-                 token: BearerToken | None = None):
+                 token: BearerToken | None = None, answer_service: Callable[..., tuple[int, bytes, str]] | None = None):
         self.app, self.answer, self.limits = app, answer, limits
+        self.answer_service = answer_service  # feature-service lookups (``/services/{name}/lookup``)
         self.max_body = limits.max_body_bytes
         self.token = token or BearerToken(None)
         self.state = app.state  # the registry, metrics and limits, as on the FastAPI app
@@ -54,11 +56,18 @@ class LookupFastPath:
         path = scope.get("path", "")
         name = path[len(self._PREFIX):-len(self._SUFFIX)] if path.startswith(self._PREFIX) \
             and path.endswith(self._SUFFIX) else ""
+        service = path[len("/services/"):-len(self._SUFFIX)] if self.answer_service is not None \
+            and path.startswith("/services/") and path.endswith(self._SUFFIX) else ""
+        if service and "/" not in service:
+            assert self.answer_service is not None
+            await _respond(send, *self.answer_service(service, headers, body, len(body)))
+            return
         if not name or "/" in name:
             await self.app(scope, _replay(body, receive), send)
             return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("columns", [None])[-1]
-        status, payload, media = self.answer(name, headers, query, body, len(body))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        status, payload, media = self.answer(name, headers, query.get("columns", [None])[-1], body, len(body),
+                                             query.get("features", [None])[-1])
         await _respond(send, status, payload, media)
 
     async def _read(self, receive: Any, declared: int | None) -> bytes:

@@ -2,9 +2,14 @@
 background, then swap it in atomically.
 
 Requests read ``registry.get(name)`` once and use that view to the end, so in-flight requests finish
-on the old view; the swap is one reference assignment. A build that fails or does not pass its checks
-(row count, dimension, finite vectors, approximate-index recall on a sample against exact search)
-leaves the old view serving; the reason is logged and shown by ``GET /feature-groups/{name}``.
+on the old view; the swap is one reference assignment. A feature service's views are held together
+in one :class:`~featurestore.online.service.ServiceSnapshot`: the groups that got new commits in one
+poll are built and checked first, then swapped together, and every service reading them gets a new
+snapshot in one assignment, so one service answer never mixes the commits of two reloads.
+
+A build that fails or does not pass its checks (row count, dimension, finite vectors, approximate-index
+recall on a sample against exact search) leaves the old view serving; the reason is logged and shown by
+``GET /feature-groups/{name}``.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from featurestore.errors import FeatureGroupNotFound, FeatureStoreError
+from featurestore.errors import FeatureGroupNotFound, FeatureStoreError, ServeError, ServiceNotFound
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online.build import lease, list_views, materialize, prune
+from featurestore.online.service import ServiceSnapshot, check_service, group_specs, request_fields
 from featurestore.online.view import OnlineView
+from featurestore.schema import ServiceSpec
 from featurestore.store import FeatureStore
 
 log = logging.getLogger("featurestore.server.reload")
@@ -73,18 +80,51 @@ class Registry:
 
     def __init__(self, store: FeatureStore, groups: list[tuple[str, int | None]] | None = None,
                  policy: ReloadPolicy | None = None,
-                 on_event: Callable[[str, str], None] | None = None):
+                 on_event: Callable[[str, str], None] | None = None, services: list[str] | None = None):
         self.store = store
         self.policy = policy or ReloadPolicy()
         self.on_event = on_event or (lambda _name, _event: None)
         self._served: dict[str, Served] = {}
+        self._services: dict[str, ServiceSnapshot] = {}
+        self._swap_lock = threading.Lock()
         if groups is None:
             newest: dict[str, int] = {}
             for spec in store.specs():
                 newest[spec.name] = spec.version
             groups = sorted(newest.items())
+        service_specs = self._service_specs(services, dict(groups))
+        listed = {n for n, _ in groups}
+        groups = [*groups, *sorted({(n, v) for sv in service_specs for n, v in _refs(sv) if n not in listed})]
+        self._open_groups(groups)
+        for sv in service_specs:
+            specs = group_specs(sv, lambda n, v: store.feature_group(n, v).spec)
+            views = {n: self._served[n].view for n in specs}
+            self._services[sv.name] = ServiceSnapshot(sv, views, 0, request_fields(sv, specs))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _service_specs(self, services: list[str] | None, groups: dict[str, int | None]) -> list[ServiceSpec]:
+        """The services to serve: those named (an error when one reads another version of a served group),
+        or by default every registered service whose groups are served at its versions or not at all."""
+        out = []
+        for name in (self.store.services() if services is None else services):
+            spec = self.store.catalog.service_spec(name)
+            specs = group_specs(spec, lambda n, v: self.store.feature_group(n, v).spec)
+            check_service(spec, specs)
+            clash = [(n, s.version) for n, s in specs.items()
+                     if n in groups and self.store.feature_group(n, groups[n]).version != s.version]
+            if clash and services is not None:
+                raise ServeError(f"service {name!r} reads {clash[0][0]} v{clash[0][1]}, but the server serves "
+                                 f"another version of it")
+            if clash:
+                log.warning("not serving service %s: it reads %s v%d, another version is served", name, *clash[0])
+                continue
+            out.append(spec)
+        return out
+
+    def _open_groups(self, groups: list[tuple[str, int | None]]) -> None:
         for name, version in groups:
-            fg = store.feature_group(name, version)
+            fg = self.store.feature_group(name, version)
             if name in self._served:
                 raise FeatureGroupNotFound(f"{name} is listed twice")
             c = fg.commit_of(None)
@@ -94,8 +134,6 @@ class Registry:
                      time.perf_counter() - t)
             self._served[name] = Served(fg, view)
             lease(fg, {c})  # vacuum keeps the view this process serves
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def names(self) -> list[str]:
         return sorted(self._served)
@@ -106,6 +144,17 @@ class Registry:
         except KeyError:
             raise FeatureGroupNotFound(f"no served feature group {name!r}; served: "
                                        f"{', '.join(self.names()) or 'none'}") from None
+
+    def service_names(self) -> list[str]:
+        return sorted(self._services)
+
+    def service(self, name: str) -> ServiceSnapshot:
+        """The current snapshot of a served feature service: read it once per request."""
+        try:
+            return self._services[name]
+        except KeyError:
+            raise ServiceNotFound(f"no served feature service {name!r}; served: "
+                                  f"{', '.join(self.service_names()) or 'none'}") from None
 
     # ---- reloading -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,8 +175,9 @@ class Registry:
             self.poll()
 
     def poll(self) -> list[str]:
-        """Check every served group once; build, check and swap new commits. Returns swapped names."""
-        swapped = []
+        """Check every served group once; build and check the new commits, then swap all that passed
+        together (services see them in one snapshot). Returns the swapped names."""
+        ready: dict[str, Served] = {}
         for name in self.names():
             if self._stop.is_set():
                 break
@@ -139,9 +189,11 @@ class Registry:
                 continue
             if newest <= served.view.commit or newest == served.failed_commit:
                 continue
-            if self.reload(name, newest):
-                swapped.append(name)
-        return swapped
+            new = self._prepare(name, newest)
+            if new is not None:
+                ready[name] = new
+        self._swap(ready)
+        return sorted(ready)
 
     def build(self, fg: FeatureGroup, commit: int) -> Path:
         """Materialise the view of ``commit`` in a separate process, so the build's CPU (reading the
@@ -161,6 +213,13 @@ class Registry:
 
     def reload(self, name: str, commit: int) -> bool:
         """Build, check and swap in the view of ``commit``; on failure keep the old view and say why."""
+        new = self._prepare(name, commit)
+        if new is not None:
+            self._swap({name: new})
+        return new is not None
+
+    def _prepare(self, name: str, commit: int) -> Served | None:
+        """Build and check the view of ``commit`` (not yet served); None, with the reason kept, on failure."""
         served = self._served[name]
         t = time.perf_counter()
         try:
@@ -172,25 +231,43 @@ class Registry:
             served.last_error = f"commit {commit}: {type(exc).__name__}: {exc}"
             log.error("reload %s: keeping commit %d: %s", name, served.view.commit, served.last_error)
             self.on_event(name, "failure")
-            return False
-        new = Served(served.fg, view, reloads=served.reloads + 1, failures=served.failures)
-        self._served[name] = new  # the swap: one reference assignment
-        lease(served.fg, {commit})
-        log.info("reload %s: now serving commit %d (%d rows) after %.2fs", name, commit, view.rows,
+            return None
+        log.info("reload %s: commit %d (%d rows) built and checked in %.2fs", name, commit, view.rows,
                  time.perf_counter() - t)
-        if self.policy.keep_views:
-            kept = sorted(c for c in list_views(served.fg) if c <= commit)[-self.policy.keep_views:]
-            removed = prune(served.fg, {*kept, commit})
-            if removed:
-                log.info("reload %s: removed the views of commits %s", name, removed)
-        self.on_event(name, "success")
-        return True
+        return Served(served.fg, view, reloads=served.reloads + 1, failures=served.failures)
+
+    def _swap(self, ready: dict[str, Served]) -> None:
+        """Serve the views of ``ready`` together: each group is one reference assignment, and each service
+        reading any of them gets one new snapshot holding all of them."""
+        if not ready:
+            return
+        with self._swap_lock:
+            for name, new in ready.items():
+                self._served[name] = new
+            for sname, snap in list(self._services.items()):
+                if any(n in ready for n in snap.views):
+                    views = {n: self._served[n].view for n in snap.views}
+                    self._services[sname] = ServiceSnapshot(snap.spec, views, snap.generation + 1, snap.fields)
+        for name, new in ready.items():
+            commit = new.view.commit
+            lease(new.fg, {commit})
+            log.info("reload %s: now serving commit %d", name, commit)
+            if self.policy.keep_views:
+                kept = sorted(c for c in list_views(new.fg) if c <= commit)[-self.policy.keep_views:]
+                removed = prune(new.fg, {*kept, commit})
+                if removed:
+                    log.info("reload %s: removed the views of commits %s", name, removed)
+            self.on_event(name, "success")
 
     def check(self, view: OnlineView, served: Served) -> None:
         """Refuse a view whose rows, dimension, values or recall are wrong."""
-        keys = served.fg.read(view.commit, columns=[view.manifest["key"]])[0]
-        expected = pc.count_distinct(keys).as_py() if len(keys) else 0
-        if view.rows != expected or view.matrix.shape != (view.rows, served.view.dim):
+        table = served.fg.read(view.commit, columns=view.key_names)
+        if len(view.key_names) == 1:
+            expected = pc.count_distinct(table[0]).as_py() if table.num_rows else 0
+        else:
+            expected = table.group_by(view.key_names).aggregate([]).num_rows
+        if view.rows != expected or view.matrix.shape != (view.rows, served.view.dim) \
+                or set(view.vectors) != set(served.view.vectors):
             raise FeatureStoreError(f"view has {view.rows} rows x {view.matrix.shape[1:]}; expected "
                                     f"{expected} x {served.view.dim}")
         if view.rows and not np.isfinite(np.asarray(view.matrix[:: max(1, view.rows // 10_000)])).all():
@@ -205,3 +282,11 @@ class Registry:
             recall = ix.recall_at_k(ix.drop_self(approx, rows, k - 1), ix.drop_self(exact, rows, k - 1))
             if recall < self.policy.min_recall:
                 raise FeatureStoreError(f"approximate recall@10 {recall:.3f} is below {self.policy.min_recall}")
+
+
+def _refs(spec: ServiceSpec) -> list[tuple[str, int]]:
+    """(group, version) of every part of a service and of its nearest step."""
+    refs = [(p.name, p.version) for p in spec.parts]
+    if spec.nearest is not None:
+        refs.append((spec.nearest.name, spec.nearest.version))
+    return refs

@@ -53,7 +53,7 @@ class Endpoints:
 
     # ---- lookups (also answered by the fast path) ---------------------------------------------------
     def answer_lookup(self, name: str, headers: Mapping[str, str], columns: str | None, body: bytes,
-                      size: int) -> tuple[int, bytes, str]:
+                      size: int, features: str | None = None) -> tuple[int, bytes, str]:
         """(status, body, media type) of a lookup; shared by the route and :class:`.LookupFastPath`."""
         t = time.perf_counter()
         status, n = 200, 0
@@ -61,9 +61,10 @@ class Endpoints:
             self.authorise(headers)
             view = self.registry.get(name).view  # this request uses this view to the end
             self.check_size(headers, size)  # ``body`` holds nothing when ``size`` is over the limit
-            keys, cols = wire.parse_lookup(body, headers.get("content-type", ""), self.limits, columns)
+            keys, cols, feats = wire.parse_lookup(body, headers.get("content-type", ""), self.limits, columns,
+                                                  view.key_names, features)
             n = len(keys)
-            hit = view.get(keys, columns=cols)
+            hit = view.get(keys, columns=cols, features=feats)
             if wire.ARROW in headers.get("accept", ""):
                 return status, wire.lookup_arrow(view, hit), wire.ARROW
             return status, wire.lookup_json(view, hit), "application/json"
@@ -76,7 +77,7 @@ class Endpoints:
     async def lookup(self, name: str, request: Request) -> Response:
         body = await request.body()
         status, payload, media = self.answer_lookup(name, request.headers, request.query_params.get("columns"),
-                                                    body, len(body))
+                                                    body, len(body), request.query_params.get("features"))
         return Response(payload, status_code=status, media_type=media)
 
     # ---- similarity search ----------------------------------------------------------------------------
@@ -119,9 +120,10 @@ class Endpoints:
 def search(view: OnlineView, q: NearestQuery, source: OnlineView | None) -> list[Neighbors]:
     """The neighbours of a nearest query: one list per query vector (one for a key or a vector)."""
     if q.vectors is not None:
-        return view.nearest_many(q.vectors, k=q.k, filter=q.filter, exclude=q.exclude, exact=q.exact)
+        return view.nearest_many(q.vectors, k=q.k, filter=q.filter, exclude=q.exclude, exact=q.exact,
+                                 feature=q.feature)
     return [view.nearest(q.vector, key=q.key, query_view=source, k=q.k, filter=q.filter,
-                         exclude=q.exclude, exact=q.exact)]
+                         exclude=q.exclude, exact=q.exact, feature=q.feature)]
 
 
 def router(endpoints: Endpoints) -> APIRouter:

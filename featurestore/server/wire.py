@@ -80,32 +80,49 @@ def _columns(value: Any) -> list[str] | None:
     return value
 
 
-def parse_lookup(body: bytes, content_type: str, limits: Limits, columns_param: str | None
-                 ) -> tuple[list[Any], list[str] | None]:
-    """(keys, columns) of a lookup request."""
+def parse_lookup(body: bytes, content_type: str, limits: Limits, columns_param: str | None,
+                 key_names: list[str] | None = None, features_param: str | None = None
+                 ) -> tuple[list[Any], list[str] | None, list[str] | None]:
+    """(keys, columns, features) of a lookup request. Composite keys are lists (or objects) in JSON, and
+    one column per key column (named as the group's keys) in an Arrow table."""
     if content_type.startswith(ARROW):
-        try:
-            table = pa.ipc.open_stream(body).read_all()
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise BadRequest(400, f"the body is not an Arrow IPC stream: {exc}") from exc
-        if "key" not in table.column_names:
-            raise BadRequest(422, f"the Arrow table needs a 'key' column; got {table.column_names}")
-        if table.num_rows > limits.max_keys:
-            raise BadRequest(413, f"{table.num_rows} keys; the limit is {limits.max_keys}")
-        col = table["key"]
-        if col.null_count:
-            raise BadRequest(422, "the 'key' column holds nulls")
-        if not (pa.types.is_integer(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            raise BadRequest(422, f"the 'key' column must be integers or strings; got {col.type}")
         cols = [c for c in columns_param.split(",") if c] if columns_param else None
-        return col.to_pylist(), cols
+        feats = [f for f in features_param.split(",") if f] if features_param else None
+        return _arrow_keys(body, limits, key_names or ["key"]), cols, feats
     if content_type and not content_type.startswith(JSON):
         raise BadRequest(415, f"send {JSON} or {ARROW}; got {content_type!r}")
     doc = parse_json(body)
-    _only(doc, {"keys", "columns"})
+    _only(doc, {"keys", "columns", "features"})
     if "keys" not in doc:
         raise BadRequest(422, "the body needs 'keys': a list of entity keys")
-    return _key_list(doc["keys"], "keys", limits), _columns(doc.get("columns"))
+    feats = doc.get("features")
+    if feats is not None and (not isinstance(feats, list) or not all(isinstance(f, str) for f in feats)):
+        raise BadRequest(422, "features must be a list of feature names")
+    return _key_list(doc["keys"], "keys", limits), _columns(doc.get("columns")), feats
+
+
+def _arrow_keys(body: bytes, limits: Limits, key_names: list[str]) -> list[Any]:
+    """Keys from an Arrow IPC stream: a 'key' column, or for composite keys one column per key column."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BadRequest(400, f"the body is not an Arrow IPC stream: {exc}") from exc
+    names = ["key"] if len(key_names) == 1 or "key" in table.column_names else key_names
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise BadRequest(422, f"the Arrow table needs the column(s) {', '.join(map(repr, names))}; "
+                              f"got {table.column_names}")
+    if table.num_rows > limits.max_keys:
+        raise BadRequest(413, f"{table.num_rows} keys; the limit is {limits.max_keys}")
+    for n in names:
+        col = table[n]
+        if col.null_count:
+            raise BadRequest(422, f"the {n!r} column holds nulls")
+        if not (pa.types.is_integer(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise BadRequest(422, f"the {n!r} column must be integers or strings; got {col.type}")
+    if len(names) == 1:
+        return table[names[0]].to_pylist()
+    return list(zip(*(table[n].to_pylist() for n in names)))
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,7 @@ class NearestQuery:
     filter: Mapping[str, Any] | None = None
     exclude: tuple[Any, ...] = ()
     exact: bool = False
+    feature: str | None = None  # the vector feature searched (default: the group's default)
 
 
 def parse_nearest(body: bytes, content_type: str, limits: Limits) -> NearestQuery:
@@ -126,7 +144,7 @@ def parse_nearest(body: bytes, content_type: str, limits: Limits) -> NearestQuer
     if content_type and not content_type.startswith(JSON):
         raise BadRequest(415, f"nearest takes {JSON}; got {content_type!r}")
     doc = parse_json(body)
-    _only(doc, {"key", "vector", "vectors", "query", "k", "filter", "exclude", "exact"})
+    _only(doc, {"key", "vector", "vectors", "query", "k", "filter", "exclude", "exact", "feature"})
     given = [f for f in ("key", "vector", "vectors", "query") if f in doc]
     if len(given) != 1:
         raise BadRequest(422, "give exactly one of 'key', 'vector', 'vectors' or 'query'"
@@ -148,7 +166,10 @@ def _nearest_options(doc: Mapping[str, Any], limits: Limits) -> NearestQuery:
     if flt is not None and not isinstance(flt, dict):
         raise BadRequest(422, "filter must be an object of column -> condition")
     exclude = tuple(_key_list(doc.get("exclude", []), "exclude", limits))
-    return NearestQuery(k=k, filter=flt, exclude=exclude, exact=exact)
+    feature = doc.get("feature")
+    if feature is not None and not isinstance(feature, str):
+        raise BadRequest(422, f"feature must be the name of a vector feature; got {feature!r}")
+    return NearestQuery(k=k, filter=flt, exclude=exclude, exact=exact, feature=feature)
 
 
 def _with_query(doc: Mapping[str, Any], q: NearestQuery, limits: Limits) -> NearestQuery:
@@ -175,8 +196,10 @@ def _replace(q: NearestQuery, **kw: Any) -> NearestQuery:
 
 
 def _scalar_key(value: Any, what: str) -> Any:
+    if isinstance(value, list | dict) and value:  # a composite key: checked by the view
+        return value
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BadRequest(422, f"{what} must be a string or an integer; got {value!r}")
+        raise BadRequest(422, f"{what} must be a string or an integer (or a composite key); got {value!r}")
     return value
 
 
@@ -204,16 +227,42 @@ def lookup_json(view: OnlineView, hit: Lookup) -> bytes:
     doc = {**_head(view), "keys": hit.keys, "found": hit.found, "vectors": vectors, "missing": hit.missing}
     if hit.columns:
         doc["columns"] = hit.columns
+    others = _other_features(view, hit)
+    if others:
+        doc["features"] = {k: _nulled(v, hit) if isinstance(v, np.ndarray) else v for k, v in others.items()}
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+
+
+def _other_features(view: OnlineView, hit: Lookup) -> dict[str, Any]:
+    """The requested features besides the default vector feature (which the answer holds as 'vectors')."""
+    default = view.vector_name
+    return {k: v for k, v in hit.features.items() if k != default}
+
+
+def _nulled(values: np.ndarray, hit: Lookup) -> Any:
+    return [row if ok else None for row, ok in zip(values, hit.found.tolist())] if hit.missing else values
 
 
 def lookup_arrow(view: OnlineView, hit: Lookup) -> bytes:
     dim = hit.vectors.shape[1]
     values = pa.array(np.nan_to_num(hit.vectors, nan=0.0).ravel(), pa.float32())
-    vectors = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~hit.found))
-    arrays = {"key": pa.array(hit.keys), "found": pa.array(hit.found), "vector": vectors}
+    vectors = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~hit.found)) if dim else None
+    if len(view.key_names) > 1:  # composite keys: one column per key column
+        arrays = {n: pa.array([k[i] if isinstance(k, list | tuple) else k[n] for k in hit.keys])
+                  for i, n in enumerate(view.key_names)}
+    else:
+        arrays = {"key": pa.array(hit.keys)}
+    arrays["found"] = pa.array(hit.found)
+    if dim:  # a group of scalars has no vector column
+        arrays["vector"] = vectors
     for name, vals in hit.columns.items():
         arrays[name] = pa.array(vals, view.columns.schema.field(name).type)
+    for name, vals in _other_features(view, hit).items():
+        if isinstance(vals, np.ndarray):
+            flat = pa.array(np.nan_to_num(vals, nan=0.0).ravel(), pa.float32())
+            arrays[name] = pa.FixedSizeListArray.from_arrays(flat, vals.shape[1], mask=pa.array(~hit.found))
+        elif name not in arrays:
+            arrays[name] = pa.array(vals, view.columns.schema.field(name).type)
     meta = {k: str(v) for k, v in _head(view).items()}
     table = pa.table(arrays).replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
@@ -239,7 +288,10 @@ def _default(value: Any) -> Any:
 
 
 # ---- OpenAPI request bodies (the handlers parse bodies themselves, for speed and Arrow) ----------
-KEY_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+KEY_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "integer"},
+                        {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                         "description": "a composite key: its parts in key-column order"},
+                        {"type": "object", "description": "a composite key: key column -> value"}]}
 FILTER_SCHEMA = {
     "type": "object",
     "description": "column -> value (equality), list (in) or {op: value} with op in eq ne lt le gt ge in "
@@ -252,7 +304,10 @@ LOOKUP_BODY = {
         JSON: {"schema": {"type": "object", "required": ["keys"], "additionalProperties": False, "properties": {
             "keys": {"type": "array", "items": KEY_SCHEMA},
             "columns": {"type": "array", "items": {"type": "string"},
-                        "description": "scalar columns to return with the vectors"}}},
+                        "description": "scalar columns to return with the vectors"},
+            "features": {"type": "array", "items": {"type": "string"},
+                         "description": "features to return (default: all); the default vector feature comes "
+                                        "back as 'vectors', the others under 'features'"}}},
             "example": {"keys": ["i1", "i2"]}},
         ARROW: {"schema": {"type": "string", "format": "binary",
                            "description": "Arrow IPC stream of a table with a 'key' column"}},
@@ -271,6 +326,8 @@ NEAREST_BODY = {
         "k": {"type": "integer", "minimum": 1, "default": 10},
         "filter": FILTER_SCHEMA,
         "exclude": {"type": "array", "items": KEY_SCHEMA, "description": "keys never returned"},
-        "exact": {"type": "boolean", "default": False}}},
+        "exact": {"type": "boolean", "default": False},
+        "feature": {"type": "string", "description": "the vector feature searched (default: the group's "
+                                                     "online.vector, else its first vector feature)"}}},
         "example": {"key": "i1", "k": 10, "exclude": ["i1"], "filter": {"n_events": {"ge": 5}}}}},
 }
