@@ -17,6 +17,7 @@ from featurestore.engine.base import Engine
 from featurestore.errors import FeatureGroupNotFound, ServiceNotFound, SpecConflict, SpecError, StorageError
 from featurestore.feature_group import CommitHooks, FeatureGroup, GroupContext, storage_schema
 from featurestore.schema import FeatureGroupSpec, ServiceSpec, load_services, load_specs
+from featurestore.schema.service import check_service, group_specs
 from featurestore.storage import delta
 from featurestore.storage.fs import Root
 from featurestore.validation.runner import write_suite
@@ -120,13 +121,22 @@ class Catalog:
                     self.root.write_json(f"{rel}/{_SPEC_FILE}", spec.to_dict())
                     write_suite(self.root, rel, spec)
                 results.append(ApplyResult(spec.name, spec.version, "created" if create else "unchanged"))
-            results.extend(self._apply_service(s) for s in services)
+            results.extend(self._apply_service(s, parsed) for s in services)
         return results
 
     # ---- feature services -------------------------------------------------------------------
-    def _apply_service(self, service: ServiceSpec) -> ApplyResult:
-        """Register a feature service. Every definition applied is kept (``<name>.<fingerprint>.json``);
-        ``<name>.json`` is the current one. Its groups must be registered (checked when it is opened)."""
+    def _apply_service(self, service: ServiceSpec, applied: list[FeatureGroupSpec]) -> ApplyResult:
+        """Register a feature service, checked against its feature groups (registered, or applied with it).
+        Every definition applied is kept (``<name>.<fingerprint>.json``); ``<name>.json`` is the current one."""
+        fresh = {(s.name, s.version): s for s in applied}
+
+        def spec_of(name: str, version: int) -> FeatureGroupSpec:
+            found = fresh.get((name, version)) or self._stored_spec(name, version)
+            if found is None:
+                raise FeatureGroupNotFound(f"{name} v{version} is not registered")
+            return found
+
+        check_service(service, group_specs(service, spec_of))
         old = self._stored_service(service.name)
         if old is not None and old.to_dict() == service.to_dict():
             return ApplyResult(service.name, 0, "unchanged", "service")

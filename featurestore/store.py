@@ -28,10 +28,11 @@ from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.online.open import open_online
-from featurestore.online.service import FeatureService, check_service, group_specs, service_features
+from featurestore.online.service import FeatureService, service_features
 from featurestore.online.view import OnlineView
 from featurestore.operations import Problem, Upkeep
 from featurestore.schema import FeatureGroupSpec
+from featurestore.schema.service import check_service, group_specs
 from featurestore.storage import delta
 from featurestore.storage.duck import INGESTED_AT, Duck, quote, relation_sql
 from featurestore.storage.fs import Root

@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from featurestore import FeatureStore
-from featurestore.errors import FeatureGroupNotFound, FeatureStoreError, InvalidQuery, KeyNotFound
+from featurestore import FeatureGroupSpec, FeatureStore
+from featurestore.errors import FeatureGroupNotFound, FeatureStoreError, InvalidQuery, KeyNotFound, ServiceNotFound
+from featurestore.online.service import FeatureService
 from featurestore.online.view import OnlineView
+from featurestore.schema import ServiceSpec
 from featurestore.server.app import create_app
-from featurestore.server.client import Client, RemoteView
+from featurestore.server.client import Client, RemoteService, RemoteView
 from featurestore.server.reload import ReloadPolicy
+from tests.conftest import T0
 from tests.online_helpers import ServerThread, batch, brute_topk, keys_for, reference_latest, spec
 
 N_ITEMS, N_USERS, DIM = 30, 12, 8
@@ -35,6 +39,7 @@ class Transport:
 
     kind: str
     open: Callable[[str], Any]
+    service: Callable[[str], Any]
 
     @property
     def items(self) -> Any:
@@ -48,11 +53,27 @@ class Transport:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStore]:
     s = FeatureStore(tmp_path_factory.mktemp("contract") / "store")
-    s.apply([spec("items"), spec("users", key_type="int64")])
+    s.apply([spec("items"), spec("users", key_type="int64"), VISITS, ServiceSpec.from_dict(SERVICE)])
     s.feature_group("items").insert(batch(keys_for(N_ITEMS, "string"), seed=1))
     s.feature_group("users").insert(batch(keys_for(N_USERS, "int64"), seed=2))
+    s.feature_group("visits").insert(pa.table({
+        "id": [f"k{i % 10}" for i in range(20)], "day": pa.array([i // 10 for i in range(20)], pa.int64()),
+        "event_time": pa.array([T0] * 20, pa.timestamp("us", tz="UTC")),
+        "count": pa.array(range(20), pa.int64())}))
     yield s
     s.close()
+
+
+# a group of scalars with a composite key, and a service over three groups with a nearest step
+VISITS = FeatureGroupSpec.from_dict({
+    "name": "visits", "version": 1, "entity_keys": [{"name": "id", "type": "string"}, {"name": "day", "type": "int64"}],
+    "features": [{"name": "count", "type": "int64"}]})
+SERVICE = {"name": "svc", "groups": [
+    {"feature_group": "users:1", "entity_keys": {"id": "user"}},
+    {"feature_group": "items:1", "features": ["n_events", "embedding"], "entity_keys": {"id": "item"}},
+    {"feature_group": "visits:1", "entity_keys": {"id": "item"}}],
+    "nearest": {"feature_group": "items:1", "query": "users.embedding", "k": 4, "filter": {"category": ["a", "b"]},
+                "features": ["category", "embedding"]}}
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +90,14 @@ def local(store: FeatureStore) -> Transport:
             views[name] = store.online(name)
         return views[name]
 
-    return Transport("in_process", open_local)
+    return Transport("in_process", open_local, store.service)
 
 
 @pytest.fixture(scope="module")
 def remote(store: FeatureStore) -> Iterator[Transport]:
     app = create_app(store, policy=ReloadPolicy(interval=0))
     with ServerThread(app) as srv, Client(srv.url) as client:
-        yield Transport("http", client.view)
+        yield Transport("http", client.view, client.service)
 
 
 @pytest.fixture(params=["in_process", "http"])
@@ -93,6 +114,14 @@ def same_lookup(got: Any, want: Any) -> None:
     np.testing.assert_array_equal(np.isnan(got.vectors), np.isnan(want.vectors))
     np.testing.assert_allclose(got.vectors[got.found], want.vectors[want.found], rtol=0, atol=1e-6)
     assert got.columns == want.columns
+    assert list(got.features) == list(want.features)
+    for name, values in want.features.items():
+        if isinstance(values, np.ndarray):
+            assert got.features[name].dtype == np.float32 and got.features[name].shape == values.shape
+            np.testing.assert_array_equal(np.isnan(got.features[name]), np.isnan(values))
+            np.testing.assert_allclose(got.features[name][got.found], values[want.found], rtol=0, atol=1e-6)
+        else:
+            assert got.features[name] == values, name
 
 
 def same_neighbors(got: Any, want: Any) -> None:
@@ -119,6 +148,67 @@ LOOKUPS: list[tuple[str, str, list[Any], list[str] | None]] = [
     ("int-keys", "users", [0, 7, 999, 77], ["n_events"]),
     ("int-missing", "users", [1, 2, -5], None),
 ]
+
+
+FEATURE_LOOKUPS: list[tuple[str, str, list[Any], list[str] | None]] = [
+    ("all-features", "items", ["k1", "nope"], None),
+    ("some-features", "items", ["k1", "nope", "k2"], ["category", "embedding"]),
+    ("scalars-only", "users", [0, 5], ["n_events"]),
+    ("composite", "visits", [("k1", 0), ("k1", 1), ("k1", 9), ["k2", 0], {"id": "k3", "day": 1}], None),
+    ("composite-none", "visits", [("zz", 0)], ["count"]),
+]
+
+
+@pytest.mark.parametrize(("name", "group", "keys", "features"), FEATURE_LOOKUPS, ids=[c[0] for c in FEATURE_LOOKUPS])
+def test_get_features(transport: Transport, local: Transport, store: FeatureStore, name: str, group: str,
+                      keys: list[Any], features: list[str] | None) -> None:
+    got = transport.open(group).get(keys, features=features)
+    fg = store.feature_group(group)
+    rows = {tuple(r[k] for k in fg.spec.key_names): r for r in fg.latest().to_pylist()}
+
+    def key_of(k: Any) -> tuple[Any, ...]:
+        return tuple(k[n] for n in fg.spec.key_names) if isinstance(k, dict) else tuple(k) \
+            if isinstance(k, list | tuple) else (k,)
+
+    wanted = features or [f.name for f in fg.spec.features]
+    assert list(got.features) == wanted
+    for f in wanted:
+        for i, k in enumerate(keys):
+            row = rows.get(key_of(k))
+            value = got.features[f][i]
+            if row is None:
+                assert value is None or np.isnan(value).all()
+            elif isinstance(value, np.ndarray):
+                np.testing.assert_allclose(value, row[f], atol=1e-6)
+            else:
+                assert value == row[f]
+    same_lookup(got, local.open(group).get(keys, features=features))
+
+
+def test_service_get(transport: Transport, local: Transport) -> None:
+    entities = [{"user": 7, "item": "k1", "day": 0}, {"user": 999, "item": "k9", "day": 1},
+                {"user": 14, "item": "nope", "day": 0}]
+    got = transport.service("svc").get(entities)
+    want = local.service("svc").get(entities)
+    assert (got.service, got.generation, got.parts) == (want.service, want.generation, want.parts)
+    assert got.entities == want.entities == {"user": [7, 999, 14], "item": ["k1", "k9", "nope"], "day": [0, 1, 0]}
+    assert {g: m.tolist() for g, m in got.found.items()} == {"users": [True, False, True], "items": [True, True, False],
+                                                            "visits": [True, True, False]}
+    assert {g: m.tolist() for g, m in got.found.items()} == {g: m.tolist() for g, m in want.found.items()}
+    assert list(got.features) == list(want.features)
+    for name, values in want.features.items():
+        if isinstance(values, np.ndarray):
+            np.testing.assert_allclose(got.features[name], values, rtol=0, atol=1e-6, equal_nan=True)
+        else:
+            assert got.features[name] == values, name
+    assert got.neighbors is not None and want.neighbors is not None
+    assert [len(c) for c in want.neighbors] == [4, 0, 4]
+    for g, w in zip(got.neighbors, want.neighbors):
+        assert g.keys == w.keys and g.features["category"] == w.features["category"]
+        assert all(c in ("a", "b") for c in w.features["category"])
+        np.testing.assert_allclose(g.scores, w.scores, rtol=0, atol=1e-6)
+        assert g.features["embedding"].shape == w.features["embedding"].shape == (len(w), DIM)
+        np.testing.assert_allclose(g.features["embedding"], w.features["embedding"], atol=1e-6)
 
 
 @pytest.mark.parametrize(("name", "group", "keys", "columns"), LOOKUPS, ids=[c[0] for c in LOOKUPS])
@@ -278,6 +368,21 @@ ERRORS: list[tuple[str, Callable[[Transport], Any], type[FeatureStoreError], lis
     ("nearest-many-short-vector", lambda t: t.items.nearest_many([[1.0] * (DIM - 1)]), InvalidQuery,
      [f"{DIM} numbers"]),
     ("unknown-feature-group", lambda t: t.open("nope").get(["k1"]), FeatureGroupNotFound, ["'nope'", "items"]),
+    ("get-unknown-feature", lambda t: t.items.get(["k1"], features=["bogus"]), InvalidQuery, ["'bogus'", "items"]),
+    ("get-features-string", lambda t: t.items.get(["k1"], features="embedding"), InvalidQuery, ["features"]),
+    ("composite-wrong-type", lambda t: t.open("visits").get([("k1", "monday")]), InvalidQuery,
+     ["(id, day)", "'monday'"]),
+    ("composite-wrong-arity", lambda t: t.open("visits").get([("k1",)]), InvalidQuery, ["(id, day)"]),
+    ("composite-bare-key", lambda t: t.open("visits").get(["k1"]), InvalidQuery, ["(id, day)", "'k1'"]),
+    ("scalars-nearest", lambda t: t.open("visits").nearest([1.0], k=1), InvalidQuery, ["no vector feature"]),
+    ("nearest-unknown-vector-feature", lambda t: t.items.nearest(key="k1", feature="bogus"), InvalidQuery,
+     ["'bogus'", "vector features: embedding"]),
+    ("unknown-service", lambda t: t.service("nope").get([{"user": 1}]), ServiceNotFound, ["'nope'"]),
+    ("service-missing-field", lambda t: t.service("svc").get([{"user": 1, "item": "k1"}]), InvalidQuery,
+     ["'svc'", "'day'"]),
+    ("service-wrong-key-type", lambda t: t.service("svc").get([{"user": "x", "item": "k1", "day": 0}]),
+     InvalidQuery, ["'svc'", "users:1", "'x'"]),
+    ("service-not-entities", lambda t: t.service("svc").get(7), InvalidQuery, ["'svc'", "entities"]),
 ]
 
 
@@ -299,6 +404,7 @@ def test_parameter_names_are_the_same() -> None:
 
     for method in ("get", "nearest", "nearest_many", "__getitem__", "__contains__", "__len__", "info"):
         assert params(getattr(RemoteView, method)) == params(getattr(OnlineView, method)), method
+    assert params(RemoteService.get) == params(FeatureService.get)
 
 
 def test_the_http_transport_is_really_remote(remote: Transport) -> None:

@@ -256,7 +256,12 @@ class CompositeKeyIndex(KeyIndex):
 
     def check(self, key: Any) -> str:
         """The encoded form of one composite key, or :class:`InvalidQuery` naming what is wrong."""
-        return encode_key(self._values(key), self._parts)
+        parts = self._values(key)
+        try:
+            return encode_key(parts, self._parts)
+        except InvalidQuery as exc:
+            raise InvalidQuery(f"keys of this view are ({', '.join(self.names)}) of ({', '.join(self.types)}): "
+                               f"{key!r}: {exc}") from exc
 
     def _values(self, key: Any) -> Sequence[Any]:
         if isinstance(key, Mapping):

@@ -30,12 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from featurestore.errors import SpecError
+from featurestore.errors import FeatureGroupNotFound, SpecError
+from featurestore.schema.spec import FeatureGroupSpec
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _REF = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*):(?P<version>[1-9][0-9]*)$")
@@ -221,3 +222,64 @@ def _parse(data: Any, path: str | None) -> ServiceSpec:
     nearest = _nearest(data["nearest"], parts, path) if data.get("nearest") is not None else None
     description = data.get("description") or ""
     return ServiceSpec(name, tuple(parts), str(description), nearest, source=path)
+
+
+def check_service(spec: ServiceSpec, specs: Mapping[str, FeatureGroupSpec]) -> None:
+    """The service fits its feature groups: features exist, key maps name the groups' keys, the nearest
+    step's query is a vector of the right dimension. :class:`SpecError` names the service and field."""
+    path = spec.source or f"service {spec.name}"
+    for i, part in enumerate(spec.parts):
+        g = specs[part.name]
+        _check_features(part.features, g, path, f"groups[{i}].features", vectors_only=False)
+        extra = sorted(set(part.entity_keys) - set(g.key_names))
+        if extra:
+            raise SpecError(f"{g.key} has no entity key(s) {extra} (keys: {g.key_names})", path=path,
+                            field=f"groups[{i}].entity_keys")
+    step = spec.nearest
+    if step is None:
+        return
+    items, source = specs[step.name], specs[step.query_group]
+    _check_features(step.features, items, path, "nearest.features", vectors_only=False)
+    try:
+        query = source.feature(step.query_feature)
+    except KeyError:
+        query = None
+    if query is None or not query.is_vector:
+        raise SpecError(f"{source.key} has no vector feature {step.query_feature!r}", path=path, field="nearest.query")
+    part = spec.part(step.query_group)
+    if part.features and step.query_feature not in part.features:
+        raise SpecError(f"the query feature {step.query_feature!r} must be among the features the service takes "
+                        f"from {source.key}", path=path, field="nearest.query")
+    vectors = {f.name: f for f in items.vector_features}
+    target = vectors.get(step.vector or items.online.vector or next(iter(vectors), ""))
+    if target is None:
+        raise SpecError(f"{items.key} has no vector feature {step.vector or ''!r} to search "
+                        f"(vector features: {list(vectors)})", path=path, field="nearest.vector")
+    if target.dim != query.dim:
+        raise SpecError(f"the query {step.query_group}.{step.query_feature} has dim {query.dim}; "
+                        f"{items.key}.{target.name} has dim {target.dim}", path=path, field="nearest.query")
+
+
+def _check_features(names: Sequence[str], g: FeatureGroupSpec, path: str, fld: str, *,
+                    vectors_only: bool) -> None:
+    have = [f.name for f in g.features if f.is_vector or not vectors_only]
+    bad = [n for n in names if n not in have]
+    if bad:
+        raise SpecError(f"{g.key} has no feature {bad[0]!r} (features: {', '.join(have)})", path=path, field=fld)
+
+
+def group_specs(spec: ServiceSpec, spec_of: Callable[[str, int], FeatureGroupSpec]) -> dict[str, FeatureGroupSpec]:
+    """The spec of every feature group a service reads, by name (FeatureGroupNotFound names the service)."""
+    refs = [(p.name, p.version) for p in spec.parts]
+    if spec.nearest is not None:
+        refs.append((spec.nearest.name, spec.nearest.version))
+    out: dict[str, FeatureGroupSpec] = {}
+    for name, version in refs:
+        if name in out and out[name].version != version:
+            raise SpecError(f"reads {name} at two versions ({out[name].version} and {version})",
+                            path=spec.source or f"service {spec.name}", field="nearest.feature_group")
+        try:
+            out[name] = spec_of(name, version)
+        except FeatureGroupNotFound as exc:
+            raise FeatureGroupNotFound(f"service {spec.name!r}: {exc}") from exc
+    return out

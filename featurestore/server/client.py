@@ -271,9 +271,10 @@ def service_answer(doc: dict[str, Any]) -> ServiceAnswer:
     features = {k: _matrix(v, dims[k]) if k in dims else v for k, v in doc["features"].items()}
     neighbors = None
     if "neighbors" in doc:
+        vdims = doc.get("nearest_dims", {})
         neighbors = [Candidates(c["keys"], np.array(c["scores"], np.float32),
-                                {k: np.array(v, np.float32) if v and isinstance(v[0], list) else v
-                                 for k, v in c["features"].items()}) for c in doc["neighbors"]]
+                                {k: _matrix(v, vdims[k]) if k in vdims else v for k, v in c["features"].items()})
+                     for c in doc["neighbors"]]
     return ServiceAnswer(doc["service"], doc["entities"], features,
                          {g: np.array(m, bool) for g, m in doc["found"].items()},
                          [Part(**p) for p in doc["parts"]], doc["generation"], neighbors)

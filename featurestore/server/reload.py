@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +34,10 @@ from featurestore.errors import FeatureGroupNotFound, FeatureStoreError, ServeEr
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online.build import lease, list_views, materialize, prune
-from featurestore.online.service import ServiceSnapshot, check_service, group_specs, request_fields
+from featurestore.online.service import ServiceSnapshot, request_fields
 from featurestore.online.view import OnlineView
 from featurestore.schema import ServiceSpec
+from featurestore.schema.service import check_service, group_specs
 from featurestore.store import FeatureStore
 
 log = logging.getLogger("featurestore.server.reload")
@@ -97,7 +99,7 @@ class Registry:
         groups = [*groups, *sorted({(n, v) for sv in service_specs for n, v in _refs(sv) if n not in listed})]
         self._open_groups(groups)
         for sv in service_specs:
-            specs = group_specs(sv, lambda n, v: store.feature_group(n, v).spec)
+            specs = group_specs(sv, lambda n, v: self.store.feature_group(n, v).spec)
             views = {n: self._served[n].view for n in specs}
             self._services[sv.name] = ServiceSnapshot(sv, views, 0, request_fields(sv, specs))
         self._stop = threading.Event()
@@ -177,7 +179,7 @@ class Registry:
     def poll(self) -> list[str]:
         """Check every served group once; build and check the new commits, then swap all that passed
         together (services see them in one snapshot). Returns the swapped names."""
-        ready: dict[str, Served] = {}
+        todo: dict[str, int] = {}
         for name in self.names():
             if self._stop.is_set():
                 break
@@ -187,11 +189,14 @@ class Registry:
             except FeatureStoreError as exc:
                 log.warning("reload %s: cannot read the table: %s", name, exc)
                 continue
-            if newest <= served.view.commit or newest == served.failed_commit:
-                continue
-            new = self._prepare(name, newest)
-            if new is not None:
-                ready[name] = new
+            if newest > served.view.commit and newest != served.failed_commit:
+                todo[name] = newest
+        if len(todo) > 1:  # several groups moved (a pipeline run commits several): build them side by side
+            with ThreadPoolExecutor(min(4, len(todo)), thread_name_prefix="featurestore-reload-build") as pool:
+                built = dict(zip(todo, pool.map(self._prepare, todo, todo.values())))
+        else:
+            built = {name: self._prepare(name, commit) for name, commit in todo.items()}
+        ready = {name: new for name, new in built.items() if new is not None}
         self._swap(ready)
         return sorted(ready)
 

@@ -51,7 +51,7 @@ class ServiceEndpoints:
             snap = self.registry.service(name)  # this request uses this snapshot to the end
             if size > self.limits.max_body_bytes:
                 raise BadRequest(413, f"the body is larger than {self.limits.max_body_bytes} bytes")
-            entities = parse_entities(body, headers.get("content-type", ""), self.limits)
+            entities = parse_entities(body, headers.get("content-type", ""), self.limits, name)
             ans = snap.get(entities)
             n = len(ans)
             if ARROW in headers.get("accept", ""):
@@ -86,7 +86,7 @@ def status(snap: ServiceSnapshot) -> dict[str, Any]:
 
 
 # ---- requests ------------------------------------------------------------------------------------
-def parse_entities(body: bytes, content_type: str, limits: Limits) -> Any:
+def parse_entities(body: bytes, content_type: str, limits: Limits, service: str = "") -> Any:
     """The entities of a service lookup: rows or columns (JSON), or an Arrow table's columns."""
     if content_type.startswith(ARROW):
         try:
@@ -109,8 +109,8 @@ def parse_entities(body: bytes, content_type: str, limits: Limits) -> Any:
     elif isinstance(entities, dict):
         n = max((len(v) for v in entities.values() if isinstance(v, list)), default=0)
     else:
-        raise BadRequest(422, f"entities must be a list of objects or an object of lists; got "
-                              f"{type(entities).__name__}")
+        raise BadRequest(422, f"service {service!r}: entities must be a list of objects or an object of lists; "
+                              f"got {type(entities).__name__}")
     if n > limits.max_keys:
         raise BadRequest(413, f"{n} entities; the limit is {limits.max_keys}")
     return entities
@@ -133,6 +133,9 @@ def answer_json(snap: ServiceSnapshot, ans: ServiceAnswer) -> bytes:
                            "parts": [p.to_dict() for p in ans.parts], "entities": ans.entities,
                            "found": ans.found, "features": features, "dims": dims}
     if ans.neighbors is not None:
+        assert snap.spec.nearest is not None
+        items = snap.views[snap.spec.nearest.name]
+        doc["nearest_dims"] = {f: items.vectors[f].dim for f in snap.spec.nearest.features if f in items.vectors}
         doc["neighbors"] = [{"keys": c.keys, "scores": c.scores,
                              "features": {k: _vector_json(v) if isinstance(v, np.ndarray) else v
                                           for k, v in c.features.items()}} for c in ans.neighbors]
@@ -207,7 +210,10 @@ LOOKUP_ANSWER = {"type": "object", "required": ["service", "generation", "parts"
                      "features": {"type": "object", "description": "<group>__<feature> -> one value per entity "
                                                                    "(null where the group has no row)",
                                   "additionalProperties": {"type": "array", "items": {}}},
-                     "dims": {"type": "object", "additionalProperties": {"type": "integer"}},
+                     "dims": {"type": "object", "additionalProperties": {"type": "integer"},
+                              "description": "the dimension of each vector feature"},
+                     "nearest_dims": {"type": "object", "additionalProperties": {"type": "integer"},
+                                      "description": "the dimension of each vector feature of the candidates"},
                      "neighbors": {"type": "array", "description": "the nearest step, per entity", "items": {
                          "type": "object", "properties": {
                              "keys": {"type": "array", "items": {}},
