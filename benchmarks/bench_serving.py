@@ -5,6 +5,11 @@ the same keys and vectors, in the same run.
     python benchmarks/bench_serving.py            # 1M rows (about 5-8 minutes on 2 cores)
     python benchmarks/bench_serving.py --quick    # 50k rows
 
+A feature service over three groups (users: embedding and n_events; user_stats: two scalars; items:
+embedding and n_events) is timed for one entity per call, in-process and over HTTP, against Feast's
+``get_online_features`` with a feature service over the same three feature views. Single-group lookups
+ask both sides for the embedding only.
+
 Prints a table and writes JSON to benchmarks/results/bench_serving.json. The Feast side runs with the
 peers interpreter: $FEATURESTORE_PEERS_PYTHON, else .venv-peers/bin/python (``make peers``); without
 one the Feast rows are skipped and say so. Data: clustered unit vectors (2,000 centres plus noise),
@@ -38,6 +43,12 @@ from featurestore import FeatureStore  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 GROUP = "item_embeddings"
+USER_STATS = {"name": "user_stats", "version": 1, "entity_keys": [{"name": "user_id", "type": "string"}],
+              "features": [{"name": "clicks_7d", "type": "int64"}, {"name": "ctr", "type": "float64"}]}
+SERVICE = {"name": "ranking", "groups": [
+    {"feature_group": "user_embeddings:1", "features": ["embedding", "n_events"]},
+    {"feature_group": "user_stats:1"},
+    {"feature_group": "item_embeddings:1", "features": ["embedding", "n_events"]}]}
 
 
 def peers_python() -> str | None:
@@ -196,9 +207,15 @@ def main() -> None:
         b1, b100, b1000 = batches(1, int(20_000 * reps)), batches(100, int(2000 * reps)), batches(1000, int(500 * reps))
         inproc = {}
         for name, bs in (("get 1 key", b1), ("get 100 keys", b100), ("get 1,000 keys", b1000)):
-            ts = timed(view.get, bs)
+            ts = timed(lambda b: view.get(b, features=["embedding"]), bs)
             inproc[name] = {"p50_us": pct(ts, 50), "p99_us": pct(ts, 99)}
         res["in_process"] = inproc
+        users, entities, frames = service_groups(store, work, keys, n_events, min(n, 100_000), dim, rng,
+                                                 int(4000 * reps))
+        svc = store.service("ranking")
+        ts = timed(lambda e: svc.get([e]), entities)
+        res["service"] = {"in_process": {"p50_us": pct(ts, 50), "p99_us": pct(ts, 99), "entities": 1, "groups": 3,
+                                         "users": users}}
 
         # similarity
         nq = int(2000 * reps)
@@ -220,8 +237,8 @@ def main() -> None:
                           "n_events": n_events}).to_parquet(parquet)
             repo = work / "feast_repo"
             here = Path(__file__).resolve().parent / "_feast_peer.py"
-            out = subprocess.run([peer, str(here), "setup", str(repo), str(parquet)], capture_output=True,
-                                 text=True, check=True)
+            out = subprocess.run([peer, str(here), "setup", str(repo), str(parquet), *map(str, frames)],
+                                 capture_output=True, text=True, check=True)
             feast["load"] = json.loads(out.stdout.strip().splitlines()[-1])
             keys_file = work / "feast_keys.json"
             keys_file.write_text(json.dumps({"get 1 key": b1[: int(4000 * reps)],
@@ -230,6 +247,11 @@ def main() -> None:
             out = subprocess.run([peer, str(here), "lookup", str(repo), str(keys_file)], capture_output=True,
                                  text=True, check=True)
             feast["in_process"] = json.loads(out.stdout.strip().splitlines()[-1])
+            ent_file = work / "feast_entities.json"
+            ent_file.write_text(json.dumps(entities))
+            out = subprocess.run([peer, str(here), "service", str(repo), str(ent_file)], capture_output=True,
+                                 text=True, check=True)
+            feast["service"] = {"in_process": json.loads(out.stdout.strip().splitlines()[-1])}
             print(f"feast: loaded {n:,} rows in {feast['load']['load_seconds']:.1f}s", flush=True)
         res["feast"] = feast or {"skipped": "no peers interpreter (set FEATURESTORE_PEERS_PYTHON or make peers)"}
 
@@ -242,11 +264,13 @@ def main() -> None:
         wait_http(port, "/health", ours)
         client = Http(port)
         path = f"/feature-groups/{GROUP}/lookup"
-        hb1 = [json.dumps({"keys": b}).encode() for b in b1[: int(4000 * reps)]]
-        hb100 = [json.dumps({"keys": b}).encode() for b in b100[: int(1000 * reps)]]
+        hb1 = [json.dumps({"keys": b, "features": ["embedding"]}).encode() for b in b1[: int(4000 * reps)]]
+        hb100 = [json.dumps({"keys": b, "features": ["embedding"]}).encode() for b in b100[: int(1000 * reps)]]
+        hs = [json.dumps({"entities": [e]}).encode() for e in entities]
         hq = [json.dumps({"vector": q.tolist(), "k": 10}).encode() for q in queries[: int(2000 * reps)]]
         http_res = {"lookup 1 key": http_bench(client, path, hb1), "lookup 100 keys": http_bench(client, path, hb100),
-                    "nearest k=10": http_bench(client, f"/feature-groups/{GROUP}/nearest", hq)}
+                    "nearest k=10": http_bench(client, f"/feature-groups/{GROUP}/nearest", hq),
+                    "service 1 entity x 3 groups": http_bench(client, "/services/ranking/lookup", hs)}
         stop(ours)
         res["http"] = http_res
         if peer:
@@ -262,9 +286,15 @@ def main() -> None:
             def fbody(ks: list[str]) -> bytes:
                 return json.dumps({"features": ["items:embedding"], "entities": {"item_id": ks}}).encode()
 
+            def fservice(e: dict[str, str]) -> bytes:
+                return json.dumps({"feature_service": "ranking", "full_feature_names": True,
+                                   "entities": {k: [v] for k, v in e.items()}}).encode()
+
             fhttp = {"lookup 1 key": http_bench(fclient, "/get-online-features", [fbody(b) for b in b1[: len(hb1)]]),
                      "lookup 100 keys": http_bench(fclient, "/get-online-features",
-                                                   [fbody(b) for b in b100[: len(hb100)]])}
+                                                   [fbody(b) for b in b100[: len(hb100)]]),
+                     "service 1 entity x 3 groups": http_bench(fclient, "/get-online-features",
+                                                               [fservice(e) for e in entities])}
             stop(fproc)
             feast["http"] = fhttp
         print_table(res)
@@ -339,6 +369,38 @@ def similarity(view: Any, vectors: np.ndarray, queries: np.ndarray, nq: int) -> 
     return sim
 
 
+def service_groups(store: FeatureStore, work: Path, item_keys: list[str], n_events: np.ndarray, n_users: int,
+                   dim: int, rng: np.random.Generator, calls: int) -> tuple[int, list[dict[str, str]], list[Path]]:
+    """The two user groups of the feature service and the service itself; the entities to ask for (user
+    and item keys drawn at random) and the same rows as Parquet for the Feast side."""
+    import pandas as pd
+
+    from featurestore import FeatureGroupSpec
+    from featurestore.schema import ServiceSpec
+
+    ukeys, uvec, _ = make_data(n_users, dim, seed=1)
+    ukeys = [f"u{k[1:]}" for k in ukeys]
+    clicks, ctr = rng.integers(0, 100, n_users), rng.random(n_users)
+    ts = pa.array([T0] * n_users, pa.timestamp("us", tz="UTC"))
+    store.apply([ROOT / "schemas" / "user_embeddings.v1.yaml", FeatureGroupSpec.from_dict(USER_STATS)])
+    store.feature_group("user_embeddings").insert(pa.table({
+        "user_id": ukeys, "event_time": ts, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(uvec.ravel()), dim),
+        "n_events": pa.array(n_events[:n_users], pa.int64()), "last_event_time": ts}))
+    store.feature_group("user_stats").insert(pa.table({"user_id": ukeys, "event_time": ts,
+                                                       "clicks_7d": pa.array(clicks, pa.int64()), "ctr": ctr}))
+    store.apply([ServiceSpec.from_dict(SERVICE)])
+    for name in ("user_embeddings", "user_stats"):
+        store.online(name).warm()
+    entities = [{"user_id": ukeys[int(u)], "item_id": item_keys[int(i)]}
+                for u, i in zip(rng.integers(0, n_users, calls), rng.integers(0, len(item_keys), calls))]
+    frames = [work / "users.parquet", work / "user_stats.parquet"]
+    pd.DataFrame({"user_id": ukeys, "event_time": pd.Timestamp(T0), "embedding": list(uvec),
+                  "n_events": n_events[:n_users]}).to_parquet(frames[0])
+    pd.DataFrame({"user_id": ukeys, "event_time": pd.Timestamp(T0), "clicks_7d": clicks, "ctr": ctr}).to_parquet(
+        frames[1])
+    return n_users, entities, frames
+
+
 def print_table(res: dict[str, Any]) -> None:
     feast = res.get("feast", {})
     rows: list[tuple[str, str, str, str]] = []
@@ -352,6 +414,11 @@ def print_table(res: dict[str, Any]) -> None:
             theirs = f[f"{q}_ms"] * 1e3 if f else None
             rows.append((f"in-process {name} {q}", f"{v[f'{q}_us']:.1f} us",
                          f"{theirs:.1f} us" if theirs else "-", ratio(v[f"{q}_us"], theirs)))
+    svc, fsvc = res["service"]["in_process"], feast.get("service", {}).get("in_process")
+    for q in ("p50", "p99"):
+        theirs = fsvc[f"{q}_ms"] * 1e3 if fsvc else None
+        rows.append((f"in-process service 1 entity x 3 groups {q}", f"{svc[f'{q}_us']:.1f} us",
+                     f"{theirs:.1f} us" if theirs else "-", ratio(svc[f"{q}_us"], theirs)))
     sim = res["similarity"]
     for name, peer in (("exact single", "faiss flat single"), ("approx single", "faiss direct single")):
         for q in ("p50", "p99") if name in sim else ():
@@ -384,7 +451,11 @@ def print_table(res: dict[str, Any]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     print("notes: Feast's sqlite vector search does not work as shipped here; nearest is compared with faiss "
           "used directly instead (the view's own index and breadth; a flat index over the same matrix for "
-          "exact search), called alternately with ours; a nearest ratio under 1.0x means ours is slower.")
+          "exact search), called alternately with ours; a nearest ratio under 1.0x means ours is slower. "
+          "Service rows: a feature service over users (embedding, "
+          f"n_events; {res['service']['in_process']['users']:,} users), user_stats (2 scalars) and items "
+          "(embedding, n_events), one entity per call; Feast: get_online_features with a FeatureService over "
+          "the same three feature views.")
 
 
 if __name__ == "__main__":

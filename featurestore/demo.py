@@ -149,7 +149,8 @@ def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progres
 
     store = FeatureStore(root)
     for r in store.apply(schemas):
-        print(f"apply: {r.name} v{r.version} {r.action}")
+        what = f"service {r.name}" if r.kind == "service" else f"{r.name} v{r.version}"
+        print(f"apply: {what} {r.action}")
     pipeline = replace(_pipeline(events_path), retrain_every=timedelta(days=2))
     print(f"pipeline {pipeline.name}: {pipeline.embedder.name} (dim {pipeline.embedder.dim}), "
           f"{pipeline.mode}, item model retrained every {pipeline.retrain_every.days} days")

@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
     p = command(sub, "init", "Create an empty store at the root (idempotent).", "featurestore init --root ./fs")
     p.set_defaults(func=cmd_init)
 
-    p = command(sub, "apply", "Register feature-group specs (YAML) and create their tables.",
+    p = command(sub, "apply", "Register feature-group specs (YAML) and create their tables; a folder's "
+                "services/ sub-folder holds feature services (services/<name>.yaml).",
                 "featurestore apply schemas/")
     p.add_argument("paths", nargs="+", help="spec files or folders of *.yaml specs")
     p.set_defaults(func=cmd_apply)
@@ -92,7 +93,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     store = open_store(args, create=True)
     for r in store.apply(list(args.paths)):
-        print(f"{r.action:9}  {r.name} v{r.version}")
+        print(f"{r.action:9}  service {r.name}" if r.kind == "service" else f"{r.action:9}  {r.name} v{r.version}")
     return 0
 
 

@@ -218,8 +218,8 @@ def _lookup(args: argparse.Namespace, view: Any) -> int:
                     "vectors": [v.tolist() if ok else None for v, ok in zip(hit.vectors, hit.found)],
                     "columns": hit.columns, "features": {k: _plain(v, hit.found) for k, v in hit.features.items()}})
     else:
-        shown = list(hit.features) if feats is not None or not hit.vectors.shape[1] else \
-            [f for f in hit.features if not isinstance(hit.features[f], np.ndarray)]
+        shown = [f for f in hit.features if f not in (cols or [])
+                 and (feats is not None or not isinstance(hit.features[f], np.ndarray))]
         headers = ["key", "found", *(cols or []), *shown, *(["vector"] if hit.vectors.shape[1] else [])]
         rows = [[k, bool(ok), *(hit.columns[c][i] for c in cols or []),
                  *(_cell(hit.features[f], i, ok) for f in shown),
@@ -290,10 +290,15 @@ def _print_service(args: argparse.Namespace, ans: Any) -> None:
         print_json(doc)
         return
     print("parts: " + ", ".join(f"{p['feature_group']}:{p['version']}@c{p['commit']}" for p in parts))
-    frame = ans.to_pandas()
-    print_table([str(c) for c in frame.columns], frame.astype(object).values.tolist())
+    names = list(ans.features)
+    rows = []
+    for i in range(len(ans)):
+        rows.append([*(v[i] for v in ans.entities.values()),
+                     *(_cell(ans.features[f], i, ans.found[f.split("__")[0]][i]) for f in names)])
+    print_table([*ans.entities, *names], rows)
     for i, c in enumerate(ans.neighbors or []):
-        print(f"entity {i}: nearest {', '.join(f'{k} ({s:.3f})' for k, s in zip(c.keys, c.scores.tolist()))}")
+        near = ", ".join(f"{k} ({s:.3f})" for k, s in zip(c.keys, c.scores.tolist())) or "(none)"
+        print(f"entity {i}: nearest {near}")
 
 
 def _check_nearest(args: argparse.Namespace, store: Any, spec: Any) -> None:

@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from featurestore.online.keys import CompositeKeyIndex, KeyIndex
 EXACT_SUBSET_MAX = 20_000
 #: compiled filter masks kept per view
 MASK_CACHE = 32
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,11 @@ class OnlineView:
             numeric = self._numeric_column(c)
             if numeric is not None:
                 values = numeric[safe].tolist()
+                if numeric.dtype.kind == "M":  # timestamps: exact, and in UTC as Arrow gives them
+                    values = [_EPOCH + timedelta(microseconds=v) for v in numeric[safe].view(np.int64).tolist()]
+            elif len(safe) <= 16:  # a few rows: scalar access beats building a take
+                col = self.columns[c]
+                values = [col[r].as_py() for r in safe.tolist()]
             else:
                 arrow_rows = pa.array(safe) if arrow_rows is None else arrow_rows
                 values = self.columns[c].take(arrow_rows).to_pylist()
@@ -315,13 +322,18 @@ class OnlineView:
         return out
 
     def _numeric_column(self, name: str) -> np.ndarray | None:
-        """A null-free integer, float or bool column as a (zero-copy) numpy array: much cheaper to index
-        for a few rows than an Arrow ``take``. Other columns (strings, timestamps, nulls) stay Arrow."""
+        """A null-free integer, float, bool or UTC microsecond timestamp column as a (zero-copy) numpy array:
+        much cheaper to index for a few rows than an Arrow ``take``. Others (strings, nulls) stay Arrow."""
         if name not in self._numeric:
             col = self.columns[name]
             typ = col.type
-            plain = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
-            self._numeric[name] = (np.asarray(col.to_numpy()) if plain and col.null_count == 0 else None)
+            plain = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or (
+                pa.types.is_timestamp(typ) and typ.unit == "us" and typ.tz in ("UTC", "+00:00"))
+            arr = None
+            if plain and col.null_count == 0:
+                arr = np.asarray(col.to_numpy()) if col.num_chunks == 1 else np.asarray(col.combine_chunks()
+                                                                                        .to_numpy())
+            self._numeric[name] = arr
         return self._numeric[name]
 
     # ---- similarity ------------------------------------------------------------------------------
