@@ -436,3 +436,38 @@ def test_hot_reload_under_concurrent_requests_never_mixes_commits(tmp_path: Any)
     commits = [by_generation[g] for g in generations]
     assert all(all(x[1] <= y[1] for x, y in zip(c0, c1)) for c0, c1 in itertools.pairwise(commits))
     store.close()
+
+
+def test_openapi_documents_the_service_routes(server: ServerThread) -> None:
+    import httpx
+
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    lookup = doc["paths"]["/services/{name}/lookup"]["post"]
+    ok = lookup["responses"]["200"]["content"]
+    assert {"parts", "found", "features", "generation"} <= set(ok["application/json"]["schema"]["properties"])
+    assert "application/vnd.apache.arrow.stream" in ok and "entities" in str(lookup["requestBody"])
+    for code in ("401", "404", "413", "415", "422"):
+        body = lookup["responses"][code]["content"]["application/json"]["schema"]
+        assert body["required"] == ["detail", "error"], code
+    for path in ("/services", "/services/{name}"):
+        assert "200" in doc["paths"][path]["get"]["responses"]
+    assert "features" in str(doc["paths"]["/feature-groups/{name}/lookup"]["post"]["requestBody"])
+
+
+def test_views_of_older_formats_open_and_are_rebuilt(store: FeatureStore) -> None:
+    import json
+
+    from featurestore.online.build import materialize
+    from featurestore.online.view import OnlineView
+
+    fg = store.feature_group("items")
+    view = store.online("items")
+    manifest = view.path / "manifest.json"
+    m = json.loads(manifest.read_text())
+    old = {k: v for k, v in m.items() if k not in ("vectors", "keys", "key_types", "features")}
+    manifest.write_text(json.dumps({**old, "format_version": 2, "key": "item_id", "key_type": "int64"}))
+    two = OnlineView(view.path)  # a format-2 view (one vector, one key) still opens and answers
+    assert list(two.vectors) == ["embedding"] and two.get([0]).found.tolist() == [True]
+    assert two.features == ["embedding", "price"]
+    path = materialize(fg, view.commit)  # and is rebuilt in the current format
+    assert json.loads((path / "manifest.json").read_text())["format_version"] == 3
