@@ -133,7 +133,7 @@ entity = st.tuples(st.integers(0, N_USERS + 2), st.integers(0, N_DAYS), st.integ
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(entity, max_size=6))
+@given(st.lists(entity, max_size=12))
 def test_service_lookup_matches_the_latest_rows_of_every_group(service: Any, store: FeatureStore,
                                                                drawn: list[tuple[int, int, int]]) -> None:
     entities = [{"user_id": f"u{u}", "day": d, "item": i} for u, d, i in drawn]
