@@ -471,3 +471,23 @@ def test_views_of_older_formats_open_and_are_rebuilt(store: FeatureStore) -> Non
     assert two.features == ["embedding", "price"]
     path = materialize(fg, view.commit)  # and is rebuilt in the current format
     assert json.loads((path / "manifest.json").read_text())["format_version"] == 3
+
+
+def test_the_console_shows_groups_of_scalars_and_composite_keys(store: FeatureStore) -> None:
+    """The console's pages list and describe every group, a composite key and a group of scalars too;
+    a map of a group with no vector is refused with a message, not a traceback."""
+    from featurestore.console import insights
+    from featurestore.console import projection as pj
+    from featurestore.errors import InvalidQuery
+
+    fg = store.feature_group("user_day")
+    names = {g.spec.name for g in insights.summaries(store)}
+    assert {"users", "user_day", "items"} <= names
+    assert len(insights.history(store, fg)) == len(fg.history())
+    view = store.online("user_day")
+    rows = np.arange(min(5, view.rows))
+    keys = view.keys_at(rows)
+    assert all(isinstance(k, tuple) and len(k) == 2 for k in keys)
+    assert view.get(keys).found.all()
+    with pytest.raises(InvalidQuery, match="no vector feature"):
+        pj.projection(fg, view)

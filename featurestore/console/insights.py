@@ -274,7 +274,7 @@ def _words(matrix: np.ndarray) -> np.ndarray:
 
 
 def _key_list(view: OnlineView, rows: np.ndarray) -> list[Any]:
-    return view.columns[view.manifest["key"]].take(pa.array(rows, pa.int64())).to_pylist() if len(rows) else []
+    return view.keys_at(rows)
 
 
 def compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, *, sample: int = 20_000, overlap_sample: int = 100,

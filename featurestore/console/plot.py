@@ -28,7 +28,7 @@ def numeric_columns(view: OnlineView) -> list[str]:
 
     out = []
     for f in view.columns.schema:
-        if f.name == view.manifest["key"]:
+        if f.name in view.key_names:
             continue
         if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type):
             out.append(f.name)

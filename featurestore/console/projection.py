@@ -195,6 +195,8 @@ def projection(fg: FeatureGroup, view: OnlineView, method: str = "pca", *, size:
                seed: int = 0) -> Projection:
     """The projection of ``view``'s commit: from the cache when it matches the view and the parameters,
     else computed and cached."""
+    if view.dim == 0:
+        raise InvalidQuery(f"{fg.spec.key} has no vector feature to map (its features are scalars)")
     try:
         cached = load_projection(fg, view.commit, method)
     except CorruptData as exc:
@@ -257,7 +259,7 @@ def one_thread() -> Any:
 def _pair(a: OnlineView, pa_: Projection, b: OnlineView) -> Pair:
     if pa_.basis is None:
         raise InvalidQuery("two commits side by side need the PCA projection of the first")
-    keys = a.columns[a.manifest["key"]].take(pa_.rows).to_pylist()
+    keys = a.keys_at(pa_.rows)
     rows_b = b.keys.rows(keys) if keys else np.zeros(0, np.int64)
     found = rows_b >= 0
     right = np.full((len(keys), 2), np.nan, np.float32)

@@ -429,7 +429,7 @@ class Pages:
         """The projector's data: the sampled keys, their coordinates and scalar columns (and the other
         commit's coordinates of the same keys)."""
         p = projection(fg, view, "pca" if other is not None else method)
-        keys = view.columns[view.manifest["key"]].take(p.rows).to_pylist()
+        keys = view.keys_at(p.rows)
         colors = {c: np.round(color_values(view, c, p.rows), 6) for c in numeric_columns(view)}
         doc: dict[str, Any] = {"feature_group": fg.name, "version": fg.version, "commit": view.commit,
                                "method": p.method, "rows": view.rows, "sample": len(p), "keys": keys,

@@ -483,6 +483,11 @@ class OnlineView:
             ids, scores = ids[ok], scores[ok]
         return Neighbors(self._keys_of(ids), scores.astype(np.float32, copy=False), ids, exact)
 
+    def keys_at(self, rows: Any) -> list[Any]:
+        """The entity keys of some row numbers (tuples for a composite key), in order."""
+        rows = np.asarray(rows, np.int64)
+        return self._keys_of(rows) if len(rows) else []
+
     def _keys_of(self, rows: np.ndarray) -> list[Any]:
         if self._raw_keys:
             return self.columns[self.key_names[0]].take(pa.array(rows.ravel())).to_pylist()
