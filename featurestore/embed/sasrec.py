@@ -209,25 +209,20 @@ def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, val
             log_q: Any, gen: Any, rng: np.random.Generator, report: Callable[[dict[str, float]], None],
             rows: int) -> TrainResult:
     t0 = time.perf_counter()
+    deadline = None if cfg.max_seconds is None else t0 + cfg.max_seconds
     best_state, best_hr, best_epoch, history, steps = numpy_state(net), -1.0, 0, [], 0
     stopped = "max_epochs"
     tokens = int((data.targets > 0).sum())
     for epoch in range(1, cfg.max_epochs + 1):
         te = time.perf_counter()
-        net.train()
-        total, n = 0.0, 0
-        for x, pos, y in _steps(data, rows, net.positions.num_embeddings, rng):
-            opt.zero_grad(set_to_none=True)
-            loss = _loss(torch, net, torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(y), cfg, log_q, gen)
-            loss.backward()
-            opt.step()
-            total, n, steps = total + loss.item(), n + 1, steps + 1
+        loss, n, cut = _one_epoch(torch, net, opt, cfg, data, log_q, gen, rng, rows, deadline)
+        steps += n
         net.eval()
         with torch.no_grad():
             hr = float(validate(net))
         now = time.perf_counter()
-        row = {"epoch": epoch, "loss": total / max(n, 1), "val_hr@10": hr, "epoch_s": now - te,
-               "elapsed_s": now - t0}
+        row = {"epoch": epoch, "loss": loss, "val_hr@10": hr, "epoch_s": now - te, "elapsed_s": now - t0,
+               "steps": n, "partial": cut}
         history.append(row)
         if hr > best_hr:
             best_state, best_hr, best_epoch = numpy_state(net), hr, epoch
@@ -237,11 +232,27 @@ def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, val
         if epoch - best_epoch >= cfg.patience:
             stopped = "patience"
             break
-        if cfg.max_seconds is not None and (now - t0) + (now - te) > cfg.max_seconds:
+        if cut or (deadline is not None and now >= deadline):
             stopped = "budget"
             break
     return TrainResult(best_state, len(history), best_epoch, best_hr, history, stopped, steps,
                        time.perf_counter() - t0, tokens)
+
+
+def _one_epoch(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, log_q: Any, gen: Any,
+               rng: np.random.Generator, rows: int, deadline: float | None) -> tuple[float, int, bool]:
+    """One pass over the windows in a seeded order: (mean loss, steps, whether the deadline cut it short)."""
+    net.train()
+    total, n = 0.0, 0
+    for x, pos, y in _steps(data, rows, net.positions.num_embeddings, rng):
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(torch, net, torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(y), cfg, log_q, gen)
+        loss.backward()
+        opt.step()
+        total, n = total + loss.item(), n + 1
+        if deadline is not None and time.perf_counter() >= deadline:
+            return total / n, n, True
+    return total / max(n, 1), n, False
 
 
 def _left(cfg: TrainConfig, epoch: int, best_epoch: int, elapsed: float, per_epoch: float) -> float:

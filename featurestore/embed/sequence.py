@@ -18,7 +18,8 @@ repeats of one item collapse into one) and is trained to predict the next item:
   ``[E_i / M, sqrt(1 - |E_i|^2 / M^2)]`` (``M`` the largest norm, so rows have unit norm), entities
   ``[h / |h|, 0]``. Their cosine is ``h . E_i / (|h| M)``: per entity, both cosine and inner product
   rank items exactly as the model does (the norm-slack trick of Bachrach et al., RecSys 2014).
-- **Reproducible**: the same events, ``seed`` and ``threads`` give bit-identical weights and vectors.
+- **Reproducible**: the same events, ``seed`` and ``threads`` give bit-identical weights and vectors
+  (with ``max_minutes``, where training stops depends on the machine's speed).
 - **Bounded**: a step holds at most ``memory_mb`` of logits, activations and optimiser state
   (:meth:`SequenceEmbedder.memory_bound`); the training windows take ``8 * window`` bytes per window.
 
