@@ -2,8 +2,9 @@
 re-encoding entities/s, at 1M and 5M events.
 
 Training: one epoch over the next-event examples of a seeded sample of entities holding about
-``--train-events`` events (the cost of an epoch is linear in its examples, so the rate carries over to
-the whole log; the item count, which sets the loss's width, is the full log's). Re-encoding: the
+``--train-events`` events (the cost of an epoch is linear in its examples; the loss's width is the
+sample's item count, ``train_items``: above 20,000 items the sampled softmax keeps it at 2,049, below
+it the full softmax costs more per example as items grow). Re-encoding: the
 entities with events in the log's last day (what an incremental daily run rewrites), encoded with the
 trained model in batches. Rates are given per wall second and per CPU second of this process (the
 machine may be shared: the CPU figure is what a quiet core would do), with the peak memory.
@@ -53,7 +54,8 @@ def run_scale(name: str, train_events: int, threads: int, seed: int) -> dict:
     cpu0, t0 = time.process_time(), time.perf_counter()
     codes, _ = model.encoder.encode(events, changed)
     enc_wall, enc_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"scale": name, "events": len(events), "items": events.n_items, "loss": info["loss"],
+    return {"scale": name, "events": len(events), "items": events.n_items, "train_items": sub.n_items,
+            "loss": info["loss"],
             "train_examples": tokens, "epoch_s": round(epoch_s, 1),
             "train_events_per_s_per_core_wall": round(tokens / epoch_s / threads),
             "train_events_per_cpu_s": round(tokens / max(fit_cpu, 1e-9)),
