@@ -10,7 +10,7 @@ and the trailing ``ItemModel.similarity_dims`` ones (an item-to-item block) by t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -68,8 +68,8 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     info = dict(new.info)
     result = Alignment(r, int(ours.size), before, after, overlap)
     info["alignment"] = result.to_dict()
-    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail,
-                     query_divide=new.query_divide, similarity_dims=new.similarity_dims), result
+    encoder = new.encoder.rotated(r) if new.encoder is not None else None  # entity vectors turn with the items
+    return replace(new, vectors=rotated, info=info, encoder=encoder), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:
