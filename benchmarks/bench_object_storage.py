@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--spine", type=int, default=200_000)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+    from featurestore.validation import gx
+
+    gx.load()  # the validation library's one-off import (seconds) is not the storage's cost
     server = S3Server()
     try:
         server.create_bucket("bench")

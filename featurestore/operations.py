@@ -118,6 +118,23 @@ def _vacuum_table(fg: FeatureGroup, retain: timedelta, pinned: dict[int, str], r
         with delta.translated(f"vacuuming {fg.uri}", fg.uri, fg.root.storage_options):
             dt.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=True,
                       keep_versions=sorted(pinned) or None)
+    if not report.dry_run and not fg.root.local:
+        _prune_cached_copies(fg, report)
+
+
+def _prune_cached_copies(fg: FeatureGroup, report: Upkeep) -> None:
+    """A store on object storage: delete this machine's cached copies of data files the bucket no longer has."""
+    folder = fg.root.cached(fg.rel)
+    if not folder.is_dir():
+        return
+    stored = set(fg.root.listdir(fg.rel))
+    gone = [p for p in folder.iterdir() if p.is_file() and p.suffix == ".parquet" and p.name not in stored]
+    size = sum(p.stat().st_size for p in gone)
+    for p in gone:
+        p.unlink(missing_ok=True)
+    if gone:
+        report.removed.append(f"{len(gone)} cached cop(ies) of deleted data files of {fg.spec.key} in {folder}")
+        report.bytes += size
 
 
 def _vacuum_views(fg: FeatureGroup, retain: timedelta, report: Upkeep) -> None:

@@ -151,7 +151,8 @@ class FeatureStore:
 
         Per feature group: ``<name>_v<version>`` holds every row of that version's newest commit (each
         key's whole history), ``<name>`` the same for the newest version, and ``<name>_latest`` /
-        ``<name>_v<version>_latest`` only the newest row per key (what serving returns).
+        ``<name>_v<version>_latest`` only the newest row per key (what serving returns). ``only``: just
+        the feature groups whose name occurs in this text (a query), as :meth:`sql` does on object storage.
         """
         names: set[str] = set()
         newest: dict[str, FeatureGroupSpec] = {}
