@@ -57,11 +57,14 @@ class FeatureStore:
     """An embedding feature store rooted at a folder or URI (default ``$FEATURESTORE_ROOT`` or
     ``./featurestore_data``). Opening needs no ``schemas/`` folder: the specs live in the store.
 
-    ``cache_vectors``: local stores keep each data file's vectors as a raw float32 matrix under
-    ``_cache/vectors`` too, written behind each insert, so training sets gather vectors without decoding
-    Parquet. ``join_caches``: local stores keep each commit's narrow feature rows sorted by (keys, event
-    time) under ``_cache/joins``, built by the first training set over that commit, so later ones skip
-    the sort. ``engine``: what scans data in bulk (default: DuckDB, in this process).
+    ``cache_vectors``: keep each data file's vectors as a raw float32 matrix under ``_cache/vectors``
+    too, written behind each insert, so training sets gather vectors without decoding Parquet.
+    ``join_caches``: keep each commit's narrow feature rows sorted by (keys, event time) under
+    ``_cache/joins``, built by the first training set over that commit, so later ones skip the sort. Both
+    live beside a local store, and in the local cache folder of a store on object storage (with the
+    copies of its data files; see docs/object-storage.md). ``storage_options``: object-store settings
+    (credentials, region, endpoint) over the AWS variables. ``engine``: what scans data in bulk
+    (default: DuckDB, in this process).
     ``memory_limit`` (DuckDB units, ``"4GB"``) and ``temp_directory``: how much memory the default
     DuckDB engine may use and where it spills beyond that (pipelines' event reads, training-set
     joins); see docs/performance.md.
@@ -125,7 +128,7 @@ class FeatureStore:
 
     @property
     def cache_vectors(self) -> bool:
-        """Whether inserts also write the training vector cache (local stores)."""
+        """Whether inserts also write the training vector cache."""
         return self.catalog.cache_vectors
 
     @cache_vectors.setter
@@ -134,7 +137,7 @@ class FeatureStore:
 
     @property
     def join_caches(self) -> bool:
-        """Whether training sets keep and use sorted join caches (local stores)."""
+        """Whether training sets keep and use sorted join caches."""
         return self.catalog.join_caches
 
     @join_caches.setter

@@ -36,6 +36,9 @@ class Root:
 
     def __init__(self, root: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
         raw = os.fspath(root)
+        #: the options given by the caller (a child process cannot be handed them safely)
+        self.explicit_options = dict(storage_options or {})
+        #: what deltalake gets: for an object store, the explicit options over the AWS variables (resolved)
         self.storage_options = dict(storage_options or {})
         #: local folder for copies of an object store's files (None for a local root)
         self.cache: Path | None = None
@@ -174,10 +177,16 @@ class Root:
                 os.remove(tmp)
 
     def cached(self, rel: str) -> Path:
-        """Where the local copy of ``rel`` lives (object-store roots)."""
+        """Where the local copy of ``rel`` lives (on a local root: ``rel`` itself)."""
         if self.cache is None:
             return Path(self._path(rel))
-        return self.cache / "files" / rel
+        return self.cache / "files" / rel if rel else self.cache / "files"
+
+    @property
+    def local_dir(self) -> str:
+        """The local folder that mirrors the root: the root itself, or an object store's cache folder
+        (where derived files such as the training caches live)."""
+        return str(self.cached(""))
 
     def readable(self, uris: list[str]) -> list[str]:
         """Local paths to read the data files ``uris`` from: themselves on local disk; for an object
