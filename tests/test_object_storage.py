@@ -29,6 +29,7 @@ from featurestore.errors import (
     StorageUnreachable,
 )
 from featurestore.storage.objectstore import resolve
+from featurestore.training import flush_cache_writes
 from featurestore.training.saved import list_training_sets
 from tests.conftest import ROOT, SCHEMAS, T0, item_batch
 from tests.s3_server import S3Server, free_port
@@ -129,6 +130,24 @@ def test_saved_training_sets(env: dict[str, str], monkeypatch: pytest.MonkeyPatc
         assert loaded.to_arrow().equals(want)
         assert loaded.pins == first.pins
         assert [s.version for s in list_training_sets(trainer.catalog)] == [1, 2]
+        again = trainer.training_set(spine, ["item_embeddings:1"], entity_keys={"item_embeddings": "item_id"})
+        assert again.to_arrow().equals(want)  # rebuilt from the pins on a fresh machine: the same rows
+        flush_cache_writes()
+        assert any((tmp_path / "trainer").rglob("_cache/joins/**/*.arrow"))  # training caches work here too
+
+
+def test_explicit_storage_options_without_environment(env: dict[str, str], s3: S3Server,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    keys = s3.env()
+    options = {"aws_access_key_id": keys["AWS_ACCESS_KEY_ID"], "secret_access_key": keys["AWS_SECRET_ACCESS_KEY"],
+               "region": "us-east-1", "endpoint_url": s3.endpoint}
+    with FeatureStore(env["uri"], storage_options=options) as store:
+        store.apply(SCHEMAS)
+        store.feature_group("item_embeddings", 1).insert(item_batch(3, seed=5, event_time=T0))
+        assert store.feature_group("item_embeddings", 1).count() == 3
+        assert store.root.explicit_options == options
 
 
 def test_typed_errors_name_the_store(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
