@@ -35,8 +35,6 @@ from tests.conftest import ROOT, SCHEMAS, T0, item_batch
 from tests.s3_server import S3Server, free_port
 
 BUCKET = "featurestore-tests"
-# great_expectations imports pyspark when it is installed, which warns under pandas 3 (not ours to fix)
-pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support:FutureWarning")
 
 
 @pytest.fixture(scope="module")
