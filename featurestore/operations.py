@@ -175,6 +175,11 @@ def _vacuum_uploaded_views(fg: FeatureGroup, newest: int, retain: timedelta, rep
         report.removed.append(uri)
         if not report.dry_run:
             remote.delete(fg, commit)
+    for folder, mtime in remote.stray_builds(fg):  # uploads that died midway, builds replaced by others
+        if mtime < cutoff:
+            report.removed.append(fg.root.uri_of(folder))
+            if not report.dry_run:
+                fg.root.delete_tree(folder)
 
 
 def _remove(path: Path, report: Upkeep) -> None:

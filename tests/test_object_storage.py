@@ -108,6 +108,11 @@ def test_online_view_built_once_uploaded_downloaded_and_verified(
     with FeatureStore(env["uri"]) as again, pytest.raises(CorruptData, match="vectors.npy"):
         again.online("item_embeddings", 1, build=False)
     assert not any((tmp_path / "second-server").rglob("vectors.npy"))  # nothing of it stayed
+    with FeatureStore(env["uri"]) as store:  # an upload killed midway: a build folder no manifest names
+        store.root.write_bytes(f"{rel}/b-deadbeef0000/vectors.npy", b"partial")
+        removed = store.vacuum(timedelta(0), dry_run=False).removed
+        assert f"{env['uri']}/{rel}/b-deadbeef0000" in removed
+        assert store.root.listdir(rel) == [f"b-{manifest['build']}", "manifest.json"]
 
 
 def test_saved_training_sets(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,16 +57,18 @@ def upload(fg: FeatureGroup, commit: int, view: Path) -> None:
             fg.root.upload(view / name, f"{rel}/b-{build}/{name}")
         fg.root.write_json(f"{rel}/{MANIFEST}", manifest)
     except BaseException:
-        fg.root.delete_tree(f"{rel}/b-{build}")
+        with contextlib.suppress(StorageError):  # best effort: the upload's own error is the one to report
+            fg.root.delete_tree(f"{rel}/b-{build}")
         raise
     tmp = view / f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp"  # the local copy names its build too
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, view / MANIFEST)
     now = remote_manifest(fg, commit)
-    if now is not None and now["build"] != build:  # another machine published the same commit after us
-        fg.root.delete_tree(f"{rel}/b-{build}")
-    elif previous is not None and previous["build"] != build:
-        fg.root.delete_tree(f"{rel}/b-{previous['build']}")
+    stale = build if now is not None and now["build"] != build else (  # another machine published after us
+        previous["build"] if previous is not None and previous["build"] != build else None)
+    if stale is not None:
+        with contextlib.suppress(StorageError):  # an unreferenced folder left behind is only wasted space
+            fg.root.delete_tree(f"{rel}/b-{stale}")
     log.info("%s c%d: uploaded the view to %s", fg.spec.key, commit, fg.root.uri_of(rel))
 
 
@@ -109,3 +112,24 @@ def delete(fg: FeatureGroup, commit: int) -> str:
     fg.root.delete(f"{rel}/{MANIFEST}")  # first: no reader starts downloading what is about to go
     fg.root.delete_tree(rel)
     return fg.root.uri_of(rel)
+
+
+def stray_builds(fg: FeatureGroup) -> list[tuple[str, float]]:
+    """Build folders that no manifest names (an upload killed midway, or a build another machine's
+    replaced), with the time of their newest file: (root-relative folder, mtime in seconds)."""
+    wanted: dict[str, str | None] = {}
+    newest: dict[str, float] = {}
+    for info in fg.root.walk(f"{fg.rel}/{ONLINE_DIR}"):
+        parts = fg.root.rel_of(info.path).split("/")
+        if len(parts) < 2 or not parts[-2].startswith("b-"):
+            continue
+        folder = "/".join(parts[:-1])
+        commit_dir = parts[-3]
+        if commit_dir not in wanted:
+            manifest = remote_manifest(fg, int(commit_dir[1:])) if commit_dir[1:].isdigit() else None
+            wanted[commit_dir] = None if manifest is None else f"b-{manifest['build']}"
+        if parts[-2] != wanted[commit_dir]:
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            newest[folder] = max(newest.get(folder, 0.0), mtime)
+    return sorted(newest.items())
+
