@@ -201,6 +201,10 @@ for i in range(n):
         out.append({"ok": c.run_id})
     except FeatureStoreError as exc:
         out.append({"error": type(exc).__name__})
+import pandas as pd
+spine = pd.DataFrame({"item_id": ["i0"], "event_time": [T0 + timedelta(days=1)]})
+saved = store.save_training_set("race", spine, ["item_embeddings:1"], entity_keys={"item_embeddings": "item_id"})
+out.append({"saved": saved.version})
 print(json.dumps(out), flush=True)
 """
 
@@ -237,6 +241,9 @@ def test_concurrent_writer_processes_each_commit_lands_once(env: dict[str, str],
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
         results += json.loads(out.strip().splitlines()[-1])
+    saved = sorted(r.pop("saved") for r in results if "saved" in r)
+    assert saved == list(range(1, workers + 1))  # racing saves of one name: each its own version
+    results = [r for r in results if r]
     assert all(set(r) in ({"ok"}, {"error"}) for r in results)
     assert {r["error"] for r in results if "error" in r} <= {"CommitConflict"}  # typed, never a backend error
     landed = [r["ok"] for r in results if "ok" in r]
