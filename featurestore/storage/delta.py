@@ -95,8 +95,18 @@ def _log_versions(root: Root, rel: str) -> list[int]:
     return sorted(int(m[1]) for n in names if (m := _LOG_FILE.match(n)))
 
 
+def _log_entry(root: Root, rel: str, version: int) -> bytes:
+    """The bytes of one commit's log entry. On an object store they come from the local cache: a log
+    entry is created once (a conditional PUT) and never rewritten, so a copy is never stale."""
+    name = f"{rel}/_delta_log/{version:020d}.json"
+    if root.local:
+        return root.read_bytes(name)
+    with open(root.readable([root.uri_of(name)])[0], "rb") as f:
+        return f.read()
+
+
 def _commit_info(root: Root, rel: str, version: int) -> dict[str, Any]:
-    raw = root.read_bytes(f"{rel}/_delta_log/{version:020d}.json")
+    raw = _log_entry(root, rel, version)
     for line in raw.splitlines():
         if b'"commitInfo"' in line:
             try:
@@ -114,7 +124,10 @@ def history(root: Root, rel: str) -> list[dict[str, Any]]:
     Read from the log files themselves (each named by its version), so a commit racing this call
     can never shift the numbering.
     """
-    return [_commit_info(root, rel, v) for v in _log_versions(root, rel)]
+    versions = _log_versions(root, rel)
+    if not root.local:  # fetch the entries not cached yet in parallel, not one request after another
+        root.readable([root.uri_of(f"{rel}/_delta_log/{v:020d}.json") for v in versions])
+    return [_commit_info(root, rel, v) for v in versions]
 
 
 def version_at(root: Root, rel: str, when: datetime) -> int:
