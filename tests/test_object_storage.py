@@ -215,8 +215,7 @@ def _python_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def _script(tmp_path: Path, code: str) -> str:
-    """A script file (``python -c`` would not do: pyspark, imported by great_expectations, exits a
-    ``-c`` interpreter while importing)."""
+    """The code of a child process as a script file (its tracebacks then name lines of a file)."""
     path = tmp_path / f"script-{uuid.uuid4().hex[:6]}.py"
     path.write_text(code)
     return str(path)
