@@ -256,10 +256,6 @@ def start_background(ctx: FileContext, block: Block, script: str) -> None:
         proc = subprocess.Popen(["bash", "-c", f"set -eo pipefail\n{script}"], cwd=ctx.wd, env=ctx.env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     ctx.procs.append((proc, log))
-    if "moto.server" in script:  # a local S3-compatible server: wait until it accepts connections
-        m = re.search(r"--port[ =](\d+)", script)
-        _wait_for_port(proc, int(m[1]) if m else 5000, block, log)
-        return
     if "featurestore serve" not in script:
         return
     m = re.search(r"--port[ =](\d+)", script)
@@ -275,17 +271,6 @@ def start_background(ctx: FileContext, block: Block, script: str) -> None:
         except OSError:
             time.sleep(0.2)
     pytest.fail(f"{block.id}: {url} did not answer within 90 s:\n{log.read_text()}", pytrace=False)
-
-
-def _wait_for_port(proc: subprocess.Popen[bytes], port: int, block: Block, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{block.id}: the server exited ({proc.returncode}):\n{log.read_text()}", pytrace=False)
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{block.id}: nothing listens on port {port} after 90 s:\n{log.read_text()}", pytrace=False)
 
 
 def run_python(ctx: FileContext, block: Block) -> None:
