@@ -31,7 +31,8 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     │   ├── BucketNotFound                 an object-store root names a bucket that does not exist
     │   ├── StorageAccessDenied(PermissionError)  the object store refused the credentials
     │   └── StorageUnreachable(ConnectionError)   the object-store endpoint does not answer
-    ├── QueryError                         DuckDB rejected a query
+    ├── QueryError                         DuckDB (or Spark) rejected a query
+    ├── EngineError                        an engine cannot start or run (no pyspark/Java, bad master)
     ├── UnsafeOperation                    a command would delete or overwrite something it did not create
     └── ServeError                         the HTTP service cannot start as configured (no token off loopback)
 """
@@ -172,6 +173,11 @@ class QueryError(FeatureStoreError):
     """DuckDB rejected a query (syntax, unknown column, type error)."""
 
 
+class EngineError(FeatureStoreError):
+    """An engine cannot start or run as configured: the Spark extra is not installed, no Java, a bad
+    ``--master`` or ``spark.*`` setting, or a Spark job failed for a reason other than the data."""
+
+
 class UnsafeOperation(FeatureStoreError):
     """A command would delete or overwrite something it did not create (e.g. a demo into a real store)."""
 
@@ -186,6 +192,7 @@ __all__ = [
     "CommitNotFound",
     "CorruptData",
     "DuplicateKey",
+    "EngineError",
     "EventsError",
     "FeatureGroupNotFound",
     "FeatureStoreError",

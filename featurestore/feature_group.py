@@ -17,7 +17,10 @@ their *event time*.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,18 +31,24 @@ from typing import Any
 import pyarrow as pa
 
 from featurestore.conform import conform, to_utc
-from featurestore.engine.base import Engine
+from featurestore.engine import frame_engine
+from featurestore.engine.base import Engine, FrameEngine
 from featurestore.errors import CommitNotFound, InvalidData
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import delta
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT
-from featurestore.storage.fs import Root
-from featurestore.storage.staging import StagedAppend
+from featurestore.storage.fs import Root, remove_dead_temporaries
+from featurestore.storage.staging import AdoptedFiles, StagedAppend
+from featurestore.validation.frames import FrameGate
 from featurestore.validation.report import ValidationReport
 from featurestore.validation.runner import InsertGate, check_batch, validate_commit
 
-#: called with (feature_group, conformed batch) before a commit; may raise to refuse it, or return
+FRAME_STAGING = "_staging"  # inside a table's folder: where Spark writes a batch before its commit
+_FRAME_PREFIX = "spark-"
+
+#: called with (feature_group, conformed batch) before a commit (a Spark insert: its Spark DataFrame);
+#: may raise to refuse it, or return
 #: extra commit metadata (str -> str)
 BeforeCommit = Callable[["FeatureGroup", pa.Table], Mapping[str, str] | None]
 
@@ -162,12 +171,16 @@ class FeatureGroup:
                metadata: Mapping[str, Any] | None = None) -> Commit:
         """Check ``data`` against the spec, then write it as one atomic commit and return it.
 
-        ``data`` is a pandas DataFrame, a pyarrow Table or a Parquet path. ``cutoff`` (the instant up to
+        ``data`` is a pandas DataFrame, a pyarrow Table, a Parquet path or a Spark DataFrame (checked,
+        written and validated by Spark, committed by delta-rs: see docs/scale-out.md). ``cutoff`` (the instant up to
         which the writer read its inputs) is recorded in the commit and fills ``event_time`` when the
         batch has no such column.
         ``metadata`` (JSON-serialisable) is stored with the commit. A batch that does not fit raises
         an :class:`~featurestore.errors.InvalidData` subclass and writes nothing.
         """
+        frames = frame_engine(data, self.engine)
+        if frames is not None:  # a Spark DataFrame: checked, written and validated by Spark
+            return self._insert_frame(frames, data, cutoff, metadata)
         batch = conform(self.spec, data, cutoff=cutoff)
         return self.commit_batch(batch, cutoff=cutoff, metadata=metadata)
 
@@ -192,19 +205,7 @@ class FeatureGroup:
         from the commit (``validation_report``, ``validation_status``). Under ``policy: strict`` a
         failing batch raises :class:`~featurestore.errors.ValidationFailed` and nothing is committed.
         """
-        try:
-            user_meta = json.dumps(dict(metadata or {}), sort_keys=True, default=_json_default)
-        except (TypeError, ValueError) as exc:
-            raise InvalidData(f"commit metadata must be JSON-serialisable: {exc}") from exc
-        run_id = uuid.uuid4().hex
-        meta = {
-            META_PREFIX + "run_id": run_id,
-            META_PREFIX + "row_count": str(batch.num_rows),
-            META_PREFIX + "metadata": user_meta,
-            META_PREFIX + "spec": self.spec.fingerprint(),
-        }
-        if cutoff is not None:
-            meta[META_PREFIX + "cutoff"] = to_utc(cutoff).isoformat()
+        run_id, meta = self._commit_metadata(batch.num_rows, cutoff, metadata)
         # the data files are written in the background while the batch is checked; only the commit
         # waits for the checks (and is skipped, the files deleted, when they or a hook refuse the batch)
         staged = StagedAppend(self.root, self.rel, lambda: self._storage_table(batch))
@@ -225,6 +226,65 @@ class FeatureGroup:
             raise
         gate.committed(int(info["version"]))
         done = Committed(int(info["version"]), batch, tuple(staged.files))
+        for after in self.context.hooks.after:
+            after(self, done)
+        return _commit_from_entry(self.spec, info)
+
+    def _commit_metadata(self, rows: int, cutoff: datetime | None, metadata: Mapping[str, Any] | None
+                         ) -> tuple[str, dict[str, str]]:
+        """A new run id and the commit metadata every insert records."""
+        try:
+            user_meta = json.dumps(dict(metadata or {}), sort_keys=True, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise InvalidData(f"commit metadata must be JSON-serialisable: {exc}") from exc
+        run_id = uuid.uuid4().hex
+        meta = {
+            META_PREFIX + "run_id": run_id,
+            META_PREFIX + "row_count": str(rows),
+            META_PREFIX + "metadata": user_meta,
+            META_PREFIX + "spec": self.spec.fingerprint(),
+        }
+        if cutoff is not None:
+            meta[META_PREFIX + "cutoff"] = to_utc(cutoff).isoformat()
+        return run_id, meta
+
+    def _insert_frame(self, engine: FrameEngine, data: Any, cutoff: datetime | None,
+                      metadata: Mapping[str, Any] | None) -> Commit:
+        """Insert an engine's frame (a Spark DataFrame): the engine checks it and writes its files into a
+        staging folder inside the table's (named after this process, so a killed writer's is removed by
+        the next), the frame is validated where it lives, then the files are committed by delta-rs as
+        one ordinary Delta commit, exactly as :meth:`commit_batch` commits a batch's files."""
+        if not self.root.local:
+            raise InvalidData(f"{self.spec.key}: inserting a Spark DataFrame needs a local or shared-file-system "
+                              f"store root; {self.root.uri} is not one")
+        base = self.root._path(f"{self.rel}/{FRAME_STAGING}")
+        os.makedirs(base, exist_ok=True)
+        remove_dead_temporaries(base, _FRAME_PREFIX)
+        folder = os.path.join(base, f"{_FRAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        staged: AdoptedFiles | None = None
+        try:
+            written = engine.stage_frame(self.spec, data, cutoff=cutoff, folder=folder, ingested_at=datetime.now(UTC))
+            run_id, meta = self._commit_metadata(written.rows, cutoff, metadata)
+            staged = AdoptedFiles(self.root, self.rel, list(written.files), storage_schema(self.spec))
+            frame = engine.read_frame(self.spec, staged.paths)  # exactly the rows the commit adds
+            for hook in [*self.context.hooks.before, *self.before_commit]:
+                more = hook(self, frame)
+                if more:
+                    meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
+            gate = FrameGate(self, frame, engine, written.rows)
+            meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
+            staged.commit(meta)
+            info = delta.commit_of_run(self.root, self.rel, run_id)
+        except BaseException:
+            if staged is not None:
+                staged.discard()
+            raise
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(base)  # only when empty: another writer may be staging there
+        gate.committed(int(info["version"]))
+        done = Committed(int(info["version"]), storage_schema(self.spec).empty_table(), None)
         for after in self.context.hooks.after:
             after(self, done)
         return _commit_from_entry(self.spec, info)

@@ -40,7 +40,8 @@ from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate
 from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, EntityEncoder, ItemModel
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
-from featurestore.engine.base import Scan
+from featurestore.engine import resolve
+from featurestore.engine.base import Engine, EngineName, Scan
 from featurestore.engine.events import EventSource, EventTable
 from featurestore.errors import PipelineError
 from featurestore.feature_group import Commit, FeatureGroup
@@ -108,6 +109,8 @@ class Pipeline:
     ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run);
     ``retrain_runs``: also retrain once this many runs have reused the model; ``retrain_drift``: also retrain
     when more than this share of the events since the model's cutoff are on items the model does not know.
+    ``engine``: what reads and counts the events, ``"duckdb"``, ``"spark"`` or an engine object (None: the
+    store's); a run's ``engine=`` overrides it. Both give the same vectors (docs/scale-out.md).
     """
 
     name: str
@@ -122,6 +125,7 @@ class Pipeline:
     align: bool = True
     retrain_runs: int | None = None
     retrain_drift: float | None = None
+    engine: Engine | EngineName | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -144,18 +148,19 @@ class Pipeline:
                 "source": self.source.describe(), "columns": self.source.columns.to_dict()}
 
     def run(self, store: FeatureStore, cutoff: datetime, *, progress: bool | None = None,
-            quiet: bool = False, force: bool = False) -> RunResult:
+            quiet: bool = False, force: bool = False, engine: Engine | EngineName | None = None) -> RunResult:
         """One run at cutoff ``cutoff`` (events strictly before it).
 
         A date already done is skipped without reading the events, unless ``force``: then the run is
         done again from the events as they are now and commits anew (its commits become the date's).
         A date with no event since the previous run's cutoff writes nothing (those vectors still hold).
         """
-        return _Run(self, store, to_utc(cutoff), _show(progress, quiet), force=force).execute()
+        chosen = resolve(engine or self.engine, store.engine)
+        return _Run(self, store, to_utc(cutoff), _show(progress, quiet), force=force, engine=chosen).execute()
 
     def backfill(self, store: FeatureStore, start: datetime, end: datetime, every: timedelta = timedelta(days=1),
                  *, progress: bool | None = None, quiet: bool = False, force: bool = False,
-                 on_result: Any = None) -> list[RunResult]:
+                 on_result: Any = None, engine: Engine | EngineName | None = None) -> list[RunResult]:
         """Run every date from ``start`` to ``end`` (inclusive) in order, skipping dates already done
         (unless ``force``, see :meth:`run`)."""
         dates = schedule(start, end, every)
@@ -163,7 +168,7 @@ class Pipeline:
         from tqdm import tqdm
 
         for d in tqdm(dates, desc=f"{self.name} backfill", unit="run", disable=not _show(progress, quiet)):
-            r = self.run(store, d, progress=False, quiet=True, force=force)
+            r = self.run(store, d, progress=False, quiet=True, force=force, engine=engine)
             results.append(r)
             if on_result is not None:
                 on_result(r)
@@ -310,8 +315,10 @@ def _rows(spec: FeatureGroupSpec, ids: np.ndarray, vectors: np.ndarray, n_events
 
 
 class _Run:
-    def __init__(self, p: Pipeline, store: FeatureStore, cutoff: datetime, show: bool, *, force: bool = False):
+    def __init__(self, p: Pipeline, store: FeatureStore, cutoff: datetime, show: bool, *, force: bool = False,
+                 engine: Engine | None = None):
         self.p, self.store, self.cutoff, self.show, self.force = p, store, cutoff, show, force
+        self.engine = engine or store.engine
         self.items_fg = store.feature_group(*p.items)
         self.ent_fg = store.feature_group(*p.entities)
         self.seconds: dict[str, float] = {}
@@ -378,7 +385,7 @@ class _Run:
     def _read_events(self) -> EventTable:
         p = self.p
         self.bar.set_postfix_str("read")
-        events = self.store.engine.read_events(p.source, before=self.cutoff, weights=p.weights)
+        events = self.engine.read_events(p.source, before=self.cutoff, weights=p.weights)
         self.t = self._stage("read", self.t)
         # the validation import (and the fit's own later imports) overlap the fit
         self._importing = preload.start(getattr(p.embedder, "imports", ()))
@@ -457,7 +464,7 @@ class _Run:
         """Fit a new item model and align it onto ``reference``: the run before this date, or for a
         backfill older than every run so far the next later run, so every commit shares one frame."""
         self.bar.set_postfix_str("fit")
-        model = self.p.embedder.fit(events, progress=self.show, engine=self.store.engine)
+        model = self.p.embedder.fit(events, progress=self.show, engine=self.engine)
         self._step("fit")
         self.bar.set_postfix_str("align")
         alignment = None
@@ -488,7 +495,7 @@ class _Run:
         if (not self.retrained and p.mode == "incremental" and prev_ent is not None
                 and prev_ent.metadata.get("model_commit") == model_commit.commit):
             self.since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
-        vectors = aggregate(events, model, p.aggregation, since=self.since, engine=self.store.engine)
+        vectors = aggregate(events, model, p.aggregation, since=self.since, engine=self.engine)
         events.close()  # the engine's copy of the events (memory, spill files) is not needed for the commit
         self._step("aggregate")
         self.bar.set_postfix_str("commit")

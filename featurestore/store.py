@@ -23,7 +23,8 @@ import duckdb
 
 from featurestore import operations
 from featurestore.catalog import ApplyResult, Catalog, resolve_root
-from featurestore.engine.base import Engine
+from featurestore.engine import resolve
+from featurestore.engine.base import Engine, EngineName
 from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError
 from featurestore.feature_group import Committed, FeatureGroup
@@ -278,7 +279,8 @@ class FeatureStore:
     def training_set(self, spine: Any, features: Any = None, *, entity_keys: Any = None,
                      event_time: str = "event_time", ttl: Any = None,
                      known_at: Literal["latest", "spine"] = "latest", pins: dict[str, int] | None = None,
-                     prefix: bool = True, service: str | None = None) -> TrainingSet:
+                     prefix: bool = True, service: str | None = None,
+                     engine: Engine | EngineName | None = None) -> TrainingSet:
         """A point-in-time-correct training set (a :class:`~featurestore.training.TrainingSet`: call
         ``.to_arrow()``, ``.to_pandas()`` or ``.to_parquet(path)``). See :mod:`featurestore.training`.
 
@@ -291,6 +293,10 @@ class FeatureStore:
         ``service`` takes the feature groups, features and entity-key mapping from a feature service
         (instead of ``features`` and ``entity_keys``): the columns a model trains on are exactly those the
         service serves (``<group>__<feature>``); the spine carries the service's entity fields.
+
+        ``engine="spark"`` (or a :class:`~featurestore.engine.spark.SparkEngine`) runs the joins on Spark:
+        the spine may then be a Spark DataFrame too, and ``ts.to_spark()`` returns the result as one
+        (``to_arrow`` and ``to_parquet`` give the same rows as DuckDB).
         """
         if service is not None:
             if features is not None or entity_keys is not None:
@@ -303,7 +309,7 @@ class FeatureStore:
         if features is None:
             raise InvalidData("name the features (e.g. ['user_embeddings:1']) or a service=")
         return plan(self.catalog, spine, features, entity_keys=entity_keys, event_time=event_time, ttl=ttl,
-                    known_at=known_at, pins=pins, prefix=prefix)
+                    known_at=known_at, pins=pins, prefix=prefix, engine=resolve(engine, self.engine))
 
     def save_training_set(self, name: str, spine: Any, features: Any, **kwargs: Any) -> SavedTrainingSet:
         """Write a versioned training dataset under the root (Parquet plus a manifest of the spine hash,

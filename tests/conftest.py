@@ -75,3 +75,17 @@ def tree_digest(path: Path) -> dict[str, str]:
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(path.rglob("*")) if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def spark_engine():
+    """One local Spark session for the whole test run (2 cores, small shuffles, no UI)."""
+    from featurestore.engine.spark import SparkEngine, SparkSettings
+
+    engine = SparkEngine(settings=SparkSettings.parse("local[2]", {
+        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+        "spark.driver.memory": "1g", "spark.sql.adaptive.enabled": "true", "spark.ui.showConsoleProgress": "false",
+    }, app_name="featurestore-tests"))
+    engine.session.sparkContext.setLogLevel("ERROR")
+    yield engine
+    engine.close()

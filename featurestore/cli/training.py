@@ -11,7 +11,16 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from featurestore.cli._common import CLIError, add_memory, command, open_store, print_json, print_table
+from featurestore.cli._common import (
+    CLIError,
+    add_engine,
+    add_memory,
+    command,
+    engine_of,
+    open_store,
+    print_json,
+    print_table,
+)
 from featurestore.training import cache_usage, prune_cache
 
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>us|ms|s|m|h|d|w)$")
@@ -47,6 +56,7 @@ def register(sub: Any) -> None:
     out.add_argument("--out", metavar="FILE", help="write the training set to this Parquet file")
     out.add_argument("--save", metavar="NAME", help="save as the next version of training dataset NAME")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    add_engine(p)
     add_memory(p)
     p.set_defaults(func=cmd_training_set)
 
@@ -99,7 +109,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
         keys[group] = cols.split(",")
     kwargs: dict[str, Any] = dict(entity_keys=keys or None, event_time=args.event_time,
                                   ttl=parse_duration(args.ttl) if args.ttl else None, known_at=args.known_at,
-                                  pins=_pins(args.pins), prefix=not args.no_prefix)
+                                  pins=_pins(args.pins), prefix=not args.no_prefix, engine=engine_of(args))
     spine = args.spine if len(args.spine) > 1 else args.spine[0]
     t = time.perf_counter()
     if args.save:

@@ -133,6 +133,8 @@ class Engine(ABC):
     """What scans data in bulk. See the module docstring for the jobs; all methods are required."""
 
     name: str = "engine"
+    #: scans run in this process (in-memory caches such as join caches help); False for a cluster engine
+    in_process: bool = True
 
     @abstractmethod
     def read_events(self, source: EventSource, *, before: datetime | None = None,
@@ -182,4 +184,54 @@ class Engine(ABC):
         """Release what the engine holds (connections, sessions it started)."""
 
 
-EngineName = Literal["duckdb"]
+class FrameEngine(ABC):
+    """An engine with its own distributed data frames (Spark): a capability on top of :class:`Engine`
+    (as ibis's opt-in backend mixins), for the jobs that must stay where the data lives. A feature
+    group inserts such a frame (:meth:`stage_frame`: checked and written by the engine, committed by
+    delta-rs), validation computes its statistics as distributed aggregates (:meth:`frame_stats`), and
+    a training set returns one (:meth:`training_frame`). Callers never import the engine's library."""
+
+    @abstractmethod
+    def is_frame(self, data: Any) -> bool:
+        """Whether ``data`` is one of this engine's frames."""
+
+    @abstractmethod
+    def stage_frame(self, spec: FeatureGroupSpec, data: Any, *, cutoff: datetime | None, folder: str,
+                    ingested_at: datetime) -> StagedFrame:
+        """Check ``data`` against ``spec`` (as :func:`featurestore.conform.conform`), stamp
+        ``_ingested_at`` and write it as Parquet into ``folder`` (a new folder inside the table's)."""
+
+    @abstractmethod
+    def number_rows(self, frame: Any, column: str) -> Any:
+        """``frame`` with a stable row ordinal in ``column`` (materialised once, so every later use of
+        the frame sees the same numbers)."""
+
+    @abstractmethod
+    def read_frame(self, spec: FeatureGroupSpec, files: Sequence[str]) -> Any:
+        """The rows of a commit's data files as a frame (the table's columns and ``_ingested_at``)."""
+
+    @abstractmethod
+    def frame_stats(self) -> Any:
+        """The module computing validation statistics of frames (see :mod:`.spark.stats`)."""
+
+    @abstractmethod
+    def training_frame(self, request: JoinRequest) -> Any:
+        """A training set as a frame: the spine's own columns and each group's (vectors as vectors), one
+        row per spine row, unordered."""
+
+    @abstractmethod
+    def frame_batches(self, frame: Any, order: str | None = None) -> pa.RecordBatchReader:
+        """A frame's rows as Arrow batches on this machine, in ``order`` of that column (then dropped)."""
+
+
+@dataclass(frozen=True)
+class StagedFrame:
+    """A frame an engine checked and wrote for a commit: the written rows (read back from ``files``),
+    the Parquet files, and their row count."""
+
+    frame: Any
+    files: tuple[str, ...]
+    rows: int
+
+
+EngineName = Literal["duckdb", "spark"]

@@ -167,6 +167,67 @@ class StagedAppend:
                     self.root.delete(rel)
 
 
+class AdoptedFiles(StagedAppend):
+    """Parquet files another writer (a Spark job) wrote into a staging folder inside the table's,
+    committed like a :class:`StagedAppend`: moved into the table folder under their own names now
+    (:attr:`paths`), each file's CRC-32 and Delta ``stats`` (from its scalar columns, as
+    :func:`file_stats` computes them) computed in the background, then one commit; :meth:`discard`
+    (or a failed commit) deletes them. Until the commit no reader sees them.
+
+    ``schema`` is the table's schema (the files must hold its columns).
+    """
+
+    def __init__(self, root: Root, rel: str, files: list[str], schema: pa.Schema):
+        if not root.local:
+            raise StorageError(f"{root.uri}: adopting written files needs a local store root")
+        self._schema = schema
+        self.paths = []
+        table_dir = root._path(rel)
+        try:
+            for src in files:
+                path = f"{table_dir}/{os.path.basename(src)}"
+                if os.path.exists(path):
+                    raise StorageError(f"{root.uri_of(rel)}: a data file named {os.path.basename(src)} exists already")
+                os.replace(src, path)  # one file system: the staging folder lies inside the table folder
+                self.paths.append(path)
+        except OSError as exc:
+            self._remove_moved()
+            raise StorageError(f"{root.uri_of(rel)}: cannot move written files into the table: {exc}") from exc
+        except BaseException:
+            self._remove_moved()
+            raise
+        moved = list(self.paths)
+        super().__init__(root, rel, lambda: pa.table({}))
+        self.paths = moved
+
+    def _remove_moved(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def _write(self, make_table: Callable[[], pa.Table]) -> tuple[Any, pa.Schema, list[Any]]:
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        dt = open_table(self.uri, storage_options=self.root.storage_options)
+        scalars = [f.name for f in self._schema if not pa.types.is_list(f.type)
+                   and not pa.types.is_fixed_size_list(f.type) and not pa.types.is_large_list(f.type)]
+        actions = []
+        start = 0
+        for path in list(self.paths):
+            if self._cancel.is_set():
+                break
+            name = os.path.basename(path)
+            part = pq.read_table(path, columns=scalars).cast(pa.schema([self._schema.field(c) for c in scalars]))
+            self.files.append((path, start, part.num_rows))
+            start += part.num_rows
+            self.checksums[name] = file_crc32(path)
+            actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
+                                     modification_time=int(time.time() * 1000), data_change=True,
+                                     stats=json.dumps(file_stats(part), separators=(",", ":"))))
+        return dt, self._schema, actions
+
+
 def rows_per_file(table: pa.Table) -> int:
     """Rows per file so that each file is about :data:`TARGET_FILE_BYTES` (Arrow size as the estimate)."""
     if not table.num_rows:

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
-from featurestore.engine.base import JoinRequest
+from featurestore.engine.base import Engine, FrameEngine, JoinRequest
 from featurestore.engine.pit_sql import _ROW, JoinGroup, KnownAt
 from featurestore.errors import InvalidData, QueryError, SpineError, StorageError
 from featurestore.training.groups import Ttl, attach_join_caches, check_entity_keys, join_groups
@@ -72,6 +72,11 @@ class TrainingSet:
     _vectors: dict[str, VectorColumn] = field(default_factory=dict, repr=False)  # output name -> source
     _caches: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # "{cache<i>}" -> join cache
     _uncached: list[JoinGroup] = field(default_factory=list, repr=False)  # groups read without an index
+    engine: Engine | None = field(default=None, repr=False)  # what runs the join (None: the store's)
+
+    @property
+    def _engine(self) -> Engine:
+        return self.engine or self.catalog.engine
 
     def _cache_behind(self) -> None:
         """Once a result is out: queue the join-cache builds of the groups read without one."""
@@ -87,7 +92,7 @@ class TrainingSet:
     def _reader(self, batch_size: int, memory_limit: str | None = None) -> pa.RecordBatchReader:
         """The join's result (the groups' columns, vectors as row positions), in spine order."""
         request = replace(self._request, batch_size=batch_size, memory_limit=memory_limit)
-        return self.catalog.engine.point_in_time_join(request)
+        return self._engine.point_in_time_join(request)
 
     def _attach(self, spine: pa.Table, joined: pa.Table) -> pa.Table:
         """The spine's columns, then the joined ones (same rows, same order)."""
@@ -173,6 +178,16 @@ class TrainingSet:
         log.warning("training set: no feature values for any of the %d spine rows from %s (every value is "
                     "null). Check the spine's keys and times against the commits read (pins %s).%s",
                     rows, ", ".join(empty), self.pins, hint)
+
+    def to_spark(self) -> Any:
+        """The training set as a Spark DataFrame, computed on the cluster (``engine="spark"``): the spine's
+        columns, then each group's (vectors as ``array<float>``), one row per spine row, in no
+        particular order (the spine's rows stay where they are; nothing comes to this process)."""
+        engine = self._engine
+        if not isinstance(engine, FrameEngine):
+            raise InvalidData(f"to_spark() needs a training set planned with engine='spark' (this one runs on "
+                              f"{engine.name})")
+        return engine.training_frame(self._request)
 
     def to_pandas(self) -> pd.DataFrame:
         """Compute the training set as a pandas DataFrame (vectors as numpy arrays)."""
@@ -281,7 +296,7 @@ _TIME_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTA
 def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
          entity_keys: Mapping[str, Any] | None = None, event_time: str = "event_time",
          ttl: Ttl = None, known_at: KnownAt = "latest",
-         pins: Mapping[str, int] | None = None, prefix: bool = True) -> TrainingSet:
+         pins: Mapping[str, int] | None = None, prefix: bool = True, engine: Engine | None = None) -> TrainingSet:
     """Resolve the feature groups and commits and build the query (see :meth:`FeatureStore.training_set`).
 
     The steps: check the arguments and the spine's event-time column, resolve each feature reference
@@ -290,18 +305,23 @@ def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
     _check_arguments(features, known_at)
     if isinstance(features, str | FeatureRef):
         features = [features]
-    source = SpineSource(spine, store)
+    engine = engine or store.engine
+    source = SpineSource(spine, store, engine)
     _check_event_time(source, event_time)
     refs = [FeatureRef.parse(f) for f in features]
     entity_keys = check_entity_keys(entity_keys, refs)
     groups = join_groups(store, refs, source, entity_keys=entity_keys, ttl=ttl, pins=dict(pins or {}),
                          prefix=prefix)
-    groups, indexes, uncached = attach_join_caches(store, groups)
+    # join caches are Arrow tables in this process: an engine on a cluster reads the data files
+    indexes: dict[str, pa.Table] = {}
+    uncached: list[JoinGroup] = []
+    if engine.in_process:
+        groups, indexes, uncached = attach_join_caches(store, groups)
     request = JoinRequest(tuple(groups), event_time, known_at, source.register, indexes)
-    return TrainingSet(store, store.engine.describe_join(request), {g.key: g.commit for g in groups},
+    return TrainingSet(store, engine.describe_join(request), {g.key: g.commit for g in groups},
                        _params(groups, event_time, known_at, prefix), request, source,
                        [*source.columns, *(o for g in groups for o in g.output)], _vector_columns(store, groups),
-                       indexes, uncached)
+                       indexes, uncached, engine if engine is not store.engine else None)
 
 
 def _check_arguments(features: Sequence[str | FeatureRef], known_at: str) -> None:

@@ -102,8 +102,8 @@ def spine_hash(ts: TrainingSet) -> tuple[str, int]:
 
 
     source = ts._spine
-    if source.table is not None:
-        table = source.table.drop_columns([_ROW])
+    if source.table is not None or source.frame is not None:
+        table = source.table.drop_columns([_ROW]) if source.table is not None else source.read_all()
         parts: Iterable[pa.Table] = [table]
         schema = table.schema
     else:
@@ -167,7 +167,8 @@ def _stage_and_claim(store: Catalog, name: str, ts: TrainingSet, base: str, desc
             "rows": written,
             "columns": ts.columns,
             "spine": {"sha256": digest, "rows": rows,
-                      "source": ts._spine.files if ts._spine.files is not None else "in-memory table"},
+                      "source": ts._spine.files if ts._spine.files is not None else
+                      "Spark DataFrame" if ts._spine.frame is not None else "in-memory table"},
             "pins": ts.pins,
             "params": ts.params,
             "data": {"file": DATA, "sha256": _file_sha256(local), "bytes": os.path.getsize(local)},

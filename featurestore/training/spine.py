@@ -17,12 +17,14 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
+from featurestore.engine.base import Engine, FrameEngine
 from featurestore.engine.pit_sql import _ROW, _TIME, _offsets_sql
 from featurestore.errors import QueryError, SpineError
 from featurestore.storage.duck import literal, quote
 from featurestore.training.vectors import file_rows, from_numpy
 
-Spine = Any  # pandas.DataFrame | pyarrow.Table | RecordBatchReader | Parquet path(s) | DuckDB relation
+Spine = Any  # pandas.DataFrame | pyarrow.Table | RecordBatchReader | Parquet path(s) | DuckDB relation | Spark
+# DataFrame
 
 
 @contextlib.contextmanager
@@ -81,13 +83,22 @@ def _with_ordinals(table: pa.Table) -> pa.Table:
 
 
 class SpineSource:
-    """The spine as something DuckDB can scan, with a stable row ordinal (``__fs_row``): Parquet
-    files (:attr:`files`, scanned in place) or an Arrow table (:attr:`table`, registered)."""
+    """The spine as something the engine can scan, with a stable row ordinal (``__fs_row``): Parquet
+    files (:attr:`files`, scanned in place), an Arrow table (:attr:`table`, registered) or an engine's
+    own frame (:attr:`frame`, a Spark DataFrame, given its ordinal by that engine)."""
 
-    def __init__(self, data: Spine, store: Catalog):
+    def __init__(self, data: Spine, store: Catalog, engine: Engine | None = None):
         self.files: list[str] | None = None
         self.table: pa.Table | None = None
-        if _is_paths(data):
+        self.frame: Any = None
+        self._frame_table: pa.Table | None = None
+        self.engine = engine or store.engine
+        if isinstance(self.engine, FrameEngine) and self.engine.is_frame(data):
+            for name in (_ROW, _TIME):
+                if name in data.columns:
+                    raise SpineError(f"the spine has a column named {name}, which is reserved")
+            self.frame = self.engine.number_rows(data, _ROW)
+        elif _is_paths(data):
             self.files = _spine_files(data)
             try:
                 rows = file_rows(self.files)
@@ -106,15 +117,28 @@ class SpineSource:
         """The spine's own columns as the result carries them (a file spine: its first file's types)."""
         if self.given is not None:
             return self.given.schema
+        if self.frame is not None:
+            return self._frame_rows().schema
         import pyarrow.parquet as pq
 
         assert self.files is not None
         return pq.read_schema(self.files[0]).remove_metadata()
 
+    def _frame_rows(self) -> pa.Table:
+        """A frame spine's own columns, in row-ordinal order, brought here once through the engine (only
+        results made on this machine need them: ``to_spark`` keeps the spine where it is)."""
+        if self._frame_table is None:
+            assert isinstance(self.engine, FrameEngine)
+            self._frame_table = self.engine.frame_batches(self.frame, _ROW).read_all()
+        return self._frame_table
+
     def batches(self, batch_size: int = 1 << 17) -> Iterator[pa.RecordBatch]:
         """The spine's own columns in row-ordinal order, as record batches."""
         if self.given is not None:
             yield from self.given.to_batches()
+            return
+        if self.frame is not None:
+            yield from self._frame_rows().to_batches(batch_size)
             return
         import pyarrow.parquet as pq
 
@@ -129,6 +153,8 @@ class SpineSource:
         """The spine's own columns, all rows."""
         if self.given is not None:
             return self.given
+        if self.frame is not None:
+            return self._frame_rows()
         import pyarrow.parquet as pq
 
         assert self.files is not None
@@ -143,11 +169,16 @@ class SpineSource:
     def _schema(self, store: Catalog) -> dict[str, str]:
         """Spine column name -> SQL type, as the engine sees it."""
         try:
-            return store.engine.relation_schema(self.register)
+            return self.engine.relation_schema(self.register)
         except QueryError as exc:
             raise SpineError(f"cannot read the spine: {exc}") from exc
 
     def register(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+        native = getattr(cur, "register_spine", None)
+        if native is not None:  # an engine that keeps the spine in its own frames (Spark)
+            native(name, table=self.table, files=self.files,
+                   offsets=self.offsets if self.files is not None else None, frame=self.frame)
+            return
         if self.table is not None:
             cur.register(name, self.table)
             return

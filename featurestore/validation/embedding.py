@@ -125,12 +125,17 @@ def check_dtype(d: Derived, dim: int) -> CheckResult:
     """The column holds float32 vectors of exactly ``dim`` values."""
     values, counts = np.unique(d.dims, return_counts=True)
     seen = {int(v): int(c) for v, c in sorted(zip(values, counts), key=lambda vc: -vc[1])[:5]}
-    wrong = int((d.dims != dim).sum())
-    ok = d.value_type == "float" and wrong == 0 and (d.fixed_size in (None, dim))
+    return dtype_result(d.feature, d.value_type, d.fixed_size, seen, int((d.dims != dim).sum()), dim)
+
+
+def dtype_result(feature: str, value_type: str, fixed_size: int | None, seen: dict[int, int], wrong: int,
+                 dim: int) -> CheckResult:
+    """The dimension-and-dtype check from its counts (``seen``: the most common dimensions)."""
+    ok = value_type == "float" and wrong == 0 and (fixed_size in (None, dim))
     return CheckResult(
-        name=f"{d.feature}: dimension and dtype", engine="numpy", expectation="vector_dimension_and_dtype",
-        column=d.feature, success=ok,
-        observed={"dtype": "float32" if d.value_type == "float" else d.value_type, "dims": seen,
+        name=f"{feature}: dimension and dtype", engine="numpy", expectation="vector_dimension_and_dtype",
+        column=feature, success=ok,
+        observed={"dtype": "float32" if value_type == "float" else value_type, "dims": seen,
                   "rows_with_wrong_dim": wrong},
         threshold={"dtype": "float32", "dim": dim},
         details="" if ok else f"{wrong} row(s) do not have dimension {dim}" if wrong else "elements are not float32",
@@ -138,13 +143,23 @@ def check_dtype(d: Derived, dim: int) -> CheckResult:
 
 
 def check_norm_distribution(d: Derived, rule: NormDistribution) -> CheckResult:
-    base = dict(name=f"{d.feature}: norm distribution", engine="numpy", expectation="vector_norm_distribution",
-                column=d.feature, threshold={"p01_min": rule.p01_min, "p99_max": rule.p99_max, "cv_max": rule.cv_max})
     norms = d.norms[d.valid]
     if not len(norms):
-        return CheckResult(**base, success=True, skipped=True, details="no valid vectors")  # type: ignore[arg-type]
+        return norm_result(d.feature, rule, None)
     p01, p50, p99 = (float(x) for x in np.quantile(norms, [0.01, 0.5, 0.99]))
-    mean, std = float(norms.mean()), float(norms.std())
+    return norm_result(d.feature, rule, {"min": float(norms.min()), "p01": p01, "p50": p50, "p99": p99,
+                                         "max": float(norms.max()), "mean": float(norms.mean()),
+                                         "std": float(norms.std())})
+
+
+def norm_result(feature: str, rule: NormDistribution, stats: dict[str, float] | None) -> CheckResult:
+    """The norm-distribution check from the norms' min, p01, p50, p99, max, mean and std (None: no
+    valid vector)."""
+    base = dict(name=f"{feature}: norm distribution", engine="numpy", expectation="vector_norm_distribution",
+                column=feature, threshold={"p01_min": rule.p01_min, "p99_max": rule.p99_max, "cv_max": rule.cv_max})
+    if stats is None:
+        return CheckResult(**base, success=True, skipped=True, details="no valid vectors")  # type: ignore[arg-type]
+    p01, p99, mean, std = stats["p01"], stats["p99"], stats["mean"], stats["std"]
     cv = std / mean if mean > 0 else float("inf")
     problems = []
     if rule.p01_min is not None and p01 < rule.p01_min:
@@ -154,9 +169,7 @@ def check_norm_distribution(d: Derived, rule: NormDistribution) -> CheckResult:
     if rule.cv_max is not None and cv > rule.cv_max:
         problems.append(f"cv {cv:.4g} > {rule.cv_max}")
     return CheckResult(**base, success=not problems,  # type: ignore[arg-type]
-                       observed={"min": float(norms.min()), "p01": p01, "p50": p50, "p99": p99,
-                                 "max": float(norms.max()), "mean": mean, "std": std, "cv": cv},
-                       details="; ".join(problems))
+                       observed={**stats, "cv": cv}, details="; ".join(problems))
 
 
 def _row_hashes(m: np.ndarray) -> np.ndarray:
@@ -182,10 +195,8 @@ def _row_hashes(m: np.ndarray) -> np.ndarray:
 def check_duplicates(d: Derived, keys: Any, max_share: float) -> CheckResult:
     """Rows whose vector is bit-identical to the vector of a row with a different key."""
     rows = np.flatnonzero(d.valid)
-    base = dict(name=f"{d.feature}: duplicate vectors across keys", engine="numpy",
-                expectation="vector_duplicates_across_keys", column=d.feature, threshold={"max_share": max_share})
     if len(rows) < 2:
-        return CheckResult(**base, success=True, skipped=True, details="fewer than 2 vectors")  # type: ignore[arg-type]
+        return duplicates_result(d.feature, max_share, len(rows), 0, 0, [])
     with np.errstate(over="ignore"):
         h = _row_hashes(d.matrix if len(rows) == d.n else d.matrix[rows])
     import pandas as pd
@@ -203,7 +214,17 @@ def check_duplicates(d: Derived, keys: Any, max_share: float) -> CheckResult:
         groups = len(multi)
         dup_rows = int(np.isin(group, multi.index.to_numpy()).sum())
         examples = [sorted(map(str, ks))[:3] for ks in multi["list"].head(3)]
-    share = dup_rows / len(rows)
+    return duplicates_result(d.feature, max_share, len(rows), dup_rows, groups, examples)
+
+
+def duplicates_result(feature: str, max_share: float, rows: int, dup_rows: int, groups: int,
+                      examples: list[list[Any]]) -> CheckResult:
+    """The duplicate-vectors check from its counts (``rows``: the valid vectors)."""
+    base = dict(name=f"{feature}: duplicate vectors across keys", engine="numpy",
+                expectation="vector_duplicates_across_keys", column=feature, threshold={"max_share": max_share})
+    if rows < 2:
+        return CheckResult(**base, success=True, skipped=True, details="fewer than 2 vectors")  # type: ignore[arg-type]
+    share = dup_rows / rows
     return CheckResult(**base, success=share <= max_share,  # type: ignore[arg-type]
                        observed={"share": share, "rows": dup_rows, "groups": groups, "examples": examples})
 

@@ -73,10 +73,10 @@ def loaded() -> bool:
     return "ge" in _state
 
 
-def _batch_definition() -> Any:
-    """The process's ephemeral context and its one pandas dataframe batch definition (created once)."""
-    bd = _state.get("batch_definition")
-    if bd is None:
+def _context() -> Any:
+    """The process's ephemeral great_expectations context (created once)."""
+    context = _state.get("context")
+    if context is None:
         gx = load()
         types = gx.data_context.types.base
         config = types.DataContextConfig(
@@ -84,10 +84,22 @@ def _batch_definition() -> Any:
             analytics_enabled=False,
             progress_bars=types.ProgressBarsConfig(globally=False, metric_calculations=False),
         )
-        context = gx.get_context(project_config=config, mode="ephemeral")
-        asset = context.data_sources.add_pandas("featurestore").add_dataframe_asset("batch")
-        bd = _state["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole")
-        _state["context"] = context
+        context = _state["context"] = gx.get_context(project_config=config, mode="ephemeral")
+    return context
+
+
+def _batch_definition(kind: str = "pandas") -> Any:
+    """The context's one whole-dataframe batch definition of ``kind`` (``pandas``, or ``spark``: a Spark
+    DataFrame validated by great_expectations' Spark execution engine), created once."""
+    bd = _state.get(f"batch_definition:{kind}")
+    if bd is None:
+        context = _context()
+        if kind == "spark":
+            source = context.data_sources.add_spark("featurestore_spark")
+        else:
+            source = context.data_sources.add_pandas("featurestore")
+        asset = source.add_dataframe_asset("batch")
+        bd = _state[f"batch_definition:{kind}"] = asset.add_batch_definition_whole_dataframe("whole")
     return bd
 
 
@@ -105,30 +117,31 @@ def suite_json(document: dict[str, Any]) -> dict[str, Any]:
     return to_suite(document).to_json_dict()
 
 
-def _definition(document: dict[str, Any]) -> Any:
+def _definition(document: dict[str, Any], kind: str = "pandas") -> Any:
     """The context's ValidationDefinition for this suite document (added once per distinct document)."""
     digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
     defs = _state.setdefault("definitions", {})
-    vd = defs.get(digest)
+    vd = defs.get((kind, digest))
     if vd is None:
-        bd = _batch_definition()
+        bd = _batch_definition(kind)
         context = _state["context"]
-        name = f"{document['name']}-{digest}"
+        name = f"{document['name']}-{digest}" + ("" if kind == "pandas" else f"-{kind}")
         suite = to_suite(document)
         suite.name = name  # unique in the context; messages keep the document's name
         if len(suite.expectations) != len(document["expectations"]):
             raise ValidationError(f"great_expectations dropped expectations of suite {document['name']!r}")
         suite = context.suites.add(suite)
-        vd = defs[digest] = context.validation_definitions.add(
+        vd = defs[(kind, digest)] = context.validation_definitions.add(
             load().ValidationDefinition(name=name, data=bd, suite=suite))
     return vd
 
 
-def run(document: dict[str, Any], frame: pd.DataFrame) -> list[CheckResult]:
-    """Run the suite on ``frame``; one CheckResult per expectation, in suite order."""
+def run(document: dict[str, Any], frame: pd.DataFrame | Any, *, spark: bool = False) -> list[CheckResult]:
+    """Run the suite on ``frame`` (a pandas DataFrame, or with ``spark`` a Spark DataFrame, validated
+    where it lives); one CheckResult per expectation, in suite order."""
     with _lock:
         try:
-            vd = _definition(document)
+            vd = _definition(document, "spark" if spark else "pandas")
             # one ValidationDefinition run: the frame is fingerprinted once (Batch.validate does it twice)
             result = vd.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
             results_store = _state["context"].validation_results_store

@@ -1,0 +1,216 @@
+"""Co-occurrence counts and entity sums on Spark, with the semantics of :mod:`featurestore.engine.counting`
+(the numpy kernels, which are the reference).
+
+Counting is a distributed aggregation: each entity's sequence is ordered once (a window per entity),
+consecutive repeats collapse into one token, each token meets the next ``window`` tokens through
+``lead`` (no self-join), and the weighted pairs are summed per (item, item): only the distinct pairs,
+bounded by the number of items squared, come to the driver, where the factorisation runs.
+
+Entity sums run on the executors: the events are partitioned by entity and sorted, the decayed weights
+are computed by Spark (position from the end and age per entity: window functions), and each partition
+sums its entities' item vectors with the numpy kernel in ``mapInArrow``, the item vectors broadcast
+once. The driver receives one row per entity (its sum), streamed in batches of ascending ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.engine import counting
+from featurestore.engine.base import Cooccurrence, EntitySums, SumsBatch
+from featurestore.engine.events import Events, EventTable
+from featurestore.engine.spark.events import SparkEvents
+from featurestore.engine.spark.session import quiet, spark_errors
+from featurestore.errors import PipelineError
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+
+def _order() -> list[str]:
+    return ["t", "i", "w"]  # an entity's events in (time, item, weight) order, as the numpy kernels
+
+
+def _tokens(events: SparkEvents, r: Cooccurrence) -> Any:
+    """Per entity, its tokens ``(e, p, i, sw, sid)``: consecutive repeats collapsed (largest weight,
+    first time), items below ``min_count`` dropped, then numbered ``p`` in order, with the square
+    root of the weight and (when sessions matter) a session number."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    df = events.frame
+    seq = Window.partitionBy("e").orderBy(*_order())
+    if r.collapse_repeats:
+        new = F.coalesce(F.lag("i").over(seq) != F.col("i"), F.lit(True)).cast("int")
+        df = df.withColumn("run", F.sum(new).over(seq.rowsBetween(Window.unboundedPreceding, 0)))
+        df = df.groupBy("e", "run").agg(F.first("i").alias("i"), F.max("w").alias("w"), F.min("t").alias("t"))
+        tok = Window.partitionBy("e").orderBy("run")
+    else:
+        df = df.withColumn("run", F.row_number().over(seq))
+        tok = Window.partitionBy("e").orderBy("run")
+    if r.min_count > 1:
+        keep = [int(c) for c in np.flatnonzero(events.item_count >= r.min_count)]
+        df = df.where(F.col("i").isin(keep))
+    df = df.withColumn("sw", F.sqrt(F.col("w").cast("float")).cast("float"))
+    if r.session_gap is not None and r.cross_session != 1.0:
+        gap = int(r.session_gap.total_seconds() * 1e6)
+        brk = F.coalesce((F.col("t") - F.lag("t").over(tok)) > gap, F.lit(False)).cast("int")
+        df = df.withColumn("sid", F.sum(brk).over(tok.rowsBetween(Window.unboundedPreceding, 0)))
+    else:
+        df = df.withColumn("sid", F.lit(0))
+    return df.select("e", "run", "i", "sw", "sid"), tok
+
+
+def pair_counts(events: SparkEvents, r: Cooccurrence) -> pa.Table:
+    """The (earlier item ``a``, later item ``b``, summed weight ``v``) of every distinct pair."""
+    from pyspark.sql import functions as F
+
+    tokens, tok = _tokens(events, r)
+    window = r.window
+    ahead = []
+    for d in range(1, window + 1):
+        scale = float(np.float32((window - d + 1) / window))
+        ahead.append(F.struct(F.lit(d).alias("d"), F.lead("i", d).over(tok).alias("b"),
+                              F.lead("sw", d).over(tok).alias("sw2"), F.lead("sid", d).over(tok).alias("sid2"),
+                              F.lit(scale).cast("float").alias("scale")))
+    pairs = tokens.select("i", "sw", "sid", F.array(*ahead).alias("xs")) \
+        .select("i", "sw", "sid", F.explode("xs").alias("x")) \
+        .where(F.col("x.b").isNotNull() & (F.col("x.b") != F.col("i")))
+    cross = F.when(F.col("sid") == F.col("x.sid2"), F.lit(1.0)).otherwise(F.lit(float(np.float32(r.cross_session))))
+    v = (F.col("sw") * F.col("x.sw2")).cast("float") * F.col("x.scale")
+    v = (v.cast("float") * cross.cast("float")).cast("float")
+    counted = pairs.select(F.col("i").alias("a"), F.col("x.b").alias("b"), v.alias("v")) \
+        .groupBy("a", "b").agg(F.sum("v").alias("v"))
+    return counted.toArrow()
+
+
+def cooccurrence(events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
+    """The co-occurrence matrix of ``events`` (see :func:`featurestore.engine.counting.cooccurrence`)."""
+    import scipy.sparse as sp
+
+    if isinstance(events, Events):  # already in this process: the numpy kernel is the cheaper path
+        return counting.cooccurrence_chunks([events], events.n_items, request)
+    if not isinstance(events, SparkEvents):
+        raise PipelineError(f"the Spark engine counts Spark events or in-memory events; got {type(events).__name__}")
+    n = events.n_items
+    with quiet(), spark_errors("counting co-occurrences"):
+        pairs = pair_counts(events, request)
+    a = pairs["a"].to_numpy().astype(np.int64)
+    b = pairs["b"].to_numpy().astype(np.int64)
+    v = pairs["v"].to_numpy().astype(np.float32)
+    upper = sp.csr_matrix((v, (a, b)), shape=(n, n), dtype=np.float32)
+    return upper if request.directed else (upper + upper.T).tocsr()
+
+
+def _weights(events: SparkEvents, r: EntitySums) -> Any:
+    """The events with their decayed weight ``dw`` (float32, as :func:`counting.decay_weights`), each
+    entity's event count ``n`` and newest time ``last``, only the entities active ``since``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    per = Window.partitionBy("e")
+    back = Window.partitionBy("e").orderBy(*[F.col(c).desc() for c in _order()])
+    df = events.frame.withColumn("last", F.max("t").over(per)).withColumn("n", F.count("*").over(per)) \
+        .withColumn("pos", F.row_number().over(back) - 1)
+    w = F.col("w").cast("double")
+    if isinstance(r.half_life, timedelta):
+        w = w * F.pow(F.lit(2.0), -((F.col("last") - F.col("t")) / F.lit(r.half_life.total_seconds() * 1e6)))
+    elif r.half_life is not None:
+        w = w * F.pow(F.lit(2.0), -(F.col("pos").cast("double") / F.lit(float(r.half_life))))
+    if r.max_events is not None:
+        w = F.when(F.col("pos") < r.max_events, w).otherwise(F.lit(0.0))
+    df = df.withColumn("dw", w.cast("float"))
+    if r.since is not None:
+        df = df.where(F.col("last") >= F.lit(int(r.since)))
+    return df.select("e", "i", "dw", "t", "w", "n", "last")
+
+
+def entity_sums(events: EventTable, request: EntitySums, bring: Callable[[Any], pa.RecordBatchReader]
+                ) -> Iterator[SumsBatch]:
+    """:class:`EntitySums` on Spark (see the module docstring), in batches of ascending entity ids;
+    ``bring(frame)`` streams a frame sorted by ``e`` to this process."""
+    from pyspark.sql import functions as F
+
+    if isinstance(events, Events):
+        yield from counting.entity_sums(events, request)
+        return
+    if not isinstance(events, SparkEvents):
+        raise PipelineError(f"the Spark engine sums Spark events or in-memory events; got {type(events).__name__}")
+    dim = int(request.vectors.shape[1])
+    rows = np.asarray(request.item_rows, np.int64)
+    vectors = np.ascontiguousarray(request.vectors, np.float32)
+    session = events.frame.sparkSession
+    with quiet(), spark_errors("summing entity vectors"):
+        considered = events.frame.where(F.col("t") >= int(request.since)).select("e").distinct().count() \
+            if request.since is not None else events.n_entities
+        shared = session.sparkContext.broadcast((rows, vectors))
+        ordered = _weights(events, request).repartition("e").sortWithinPartitions("e", *_order())
+        schema = "e string, sums array<float>, total float, n long, last long"
+        reader = bring(ordered.mapInArrow(_summing(shared, dim), schema))
+    first = True
+    for batch in reader:
+        if not batch.num_rows:
+            continue
+        flat = np.asarray(batch.column("sums").flatten().to_numpy(zero_copy_only=False), np.float32)
+        yield SumsBatch(np.asarray(batch.column("e").to_pylist(), dtype=object), flat.reshape(batch.num_rows, dim),
+                        np.asarray(batch.column("total").to_numpy(), np.float32),
+                        np.asarray(batch.column("n").to_numpy(), np.int64),
+                        np.asarray(batch.column("last").to_numpy(), np.int64), considered=considered if first else 0)
+        first = False
+    if first:
+        yield SumsBatch(np.zeros(0, dtype=object), np.zeros((0, dim), np.float32), np.zeros(0, np.float32),
+                        np.zeros(0, np.int64), np.zeros(0, np.int64), considered=considered)
+
+
+def _summing(shared: Any, dim: int) -> Any:
+    """The ``mapInArrow`` function: per partition (whole entities, sorted), the numpy kernel's sums.
+    Entities may straddle Arrow batches: the last entity of a batch waits for the next one."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows, vectors = shared.value
+        carry: pa.Table | None = None
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            if carry is not None:
+                table = pa.concat_tables([carry, table])
+            if not table.num_rows:
+                continue
+            e = table.column("e").combine_chunks()
+            last = e[len(e) - 1]
+            cut = len(e)
+            while cut > 0 and e[cut - 1] == last:
+                cut -= 1
+            carry = table.slice(cut)
+            if cut:
+                yield _sums(table.slice(0, cut), rows, vectors, dim)
+        if carry is not None and carry.num_rows:
+            yield _sums(carry, rows, vectors, dim)
+
+    return run
+
+
+def _sums(table: pa.Table, rows: np.ndarray, vectors: np.ndarray, dim: int) -> pa.RecordBatch:
+    import pyarrow.compute as pc
+
+    ids = table.column("e").combine_chunks()
+    new = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        new[1:] = np.asarray(pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)))
+    ent = np.cumsum(new) - 1
+    n_ent = int(ent[-1]) + 1 if len(ent) else 0
+    item = np.asarray(table.column("i").to_numpy(), np.int64)
+    w = np.asarray(table.column("dw").to_numpy(), np.float32)
+    has, sums, totals = counting.weighted_sums(ent, rows[item], w, n_ent, vectors)
+    starts = np.flatnonzero(new)
+    n = np.asarray(table.column("n").to_numpy(), np.int64)[starts]
+    last = np.asarray(table.column("last").to_numpy(), np.int64)[starts]
+    out_ids = ids.take(pa.array(starts[has], pa.int64()))
+    return pa.RecordBatch.from_arrays(
+        [out_ids, pa.FixedSizeListArray.from_arrays(pa.array(sums.ravel(), pa.float32()), dim).cast(
+            pa.list_(pa.float32())), pa.array(totals, pa.float32()), pa.array(n[has]), pa.array(last[has])],
+        names=["e", "sums", "total", "n", "last"])
