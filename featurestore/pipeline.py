@@ -101,15 +101,17 @@ class RunResult:
 class Pipeline:
     """An embedding pipeline (see the module docstring).
 
-    ``weights``: event-type weights (None: :data:`featurestore.engine.events.DEFAULT_WEIGHTS`); ``items`` and
-    ``entities``: the (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
+    ``aggregation``: how entity vectors weigh their history (default: the last 10 events, half-life 2
+    events, chosen with the default embedder on held-out next events); ``weights``: event-type weights
+    (None: :data:`featurestore.engine.events.DEFAULT_WEIGHTS`); ``items`` and ``entities``: the
+    (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
     ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run).
     """
 
     name: str
     source: EventSource
     embedder: Embedder = field(default_factory=CooccurrenceEmbedder)
-    aggregation: Aggregation = field(default_factory=Aggregation)
+    aggregation: Aggregation = field(default_factory=lambda: Aggregation(half_life=2, max_events=10))
     weights: Mapping[str, float] | None = None
     items: tuple[str, int] = ("item_embeddings", 1)
     entities: tuple[str, int] = ("user_embeddings", 1)
@@ -257,10 +259,11 @@ def read_model(fg: FeatureGroup, commit: Commit) -> ItemModel:
     order = np.argsort(ids, kind="stable")
     flat = table[vec].combine_chunks().flatten().to_numpy(zero_copy_only=False) if table.num_rows else []
     vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)[order]
-    query = commit.metadata.get("query") or {}
-    return ItemModel(ids[order], vectors, {"commit": commit.commit}, query_dims=query.get("dims"),
-                     query_tail=tuple(query.get("tail", ())), query_divide=query.get("divide"),
-                     similarity_dims=query.get("similarity", 0))
+    try:
+        return ItemModel.from_query(ids[order], vectors, {"commit": commit.commit}, commit.metadata.get("query"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{fg.spec.key} commit {commit.commit}: its recorded query layout is unreadable "
+                            f"({exc})") from exc
 
 
 def _ids_array(ids: np.ndarray, spec: FeatureGroupSpec) -> pa.Array:

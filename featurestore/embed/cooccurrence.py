@@ -70,13 +70,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from featurestore.embed.base import ItemModel, l2_normalize
+from featurestore.embed.directed import directed_layout
+from featurestore.embed.svd import svd_factors
 from featurestore.engine.base import Cooccurrence, Engine
 from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.engine.events import EventTable
 from featurestore.errors import PipelineError
 
-Scoring = Literal["next_item", "inner_product", "cosine"]
-_EXTRA = {"inner_product": 1, "cosine": 0}  # coordinates beyond the SVD components (next_item: 1 + similarity)
+Scoring = Literal["directed", "next_item", "inner_product", "cosine"]
+# coordinates beyond the SVD components (next_item: 1 + similarity)
+_EXTRA = {"directed": 2, "inner_product": 1, "cosine": 0}
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,9 @@ class CooccurrenceEmbedder:
     collapse_repeats: bool = True
     session_gap: timedelta | None = timedelta(minutes=30)
     cross_session: float = 0.5
-    scoring: Scoring = "next_item"
+    scoring: Scoring = "directed"
     popularity: float = 1.0
+    log_popularity: float = 0.3
     similarity_dims: int | None = None
     regularization: float = 1.0
     n_iter: int = 2
@@ -134,6 +138,7 @@ class CooccurrenceEmbedder:
                   (0 <= self.popularity <= 4, "popularity must be in [0, 4] (the prior's exponent; higher "
                                                  "underflows float32 on large catalogues)"),
                   (self.regularization >= 0, "regularization must be >= 0"),
+                  (0 <= self.log_popularity <= 10, "log_popularity must be in [0, 10]"),
                   (self.session_gap is None or self.session_gap > timedelta(0), "session_gap must be positive")]
         for ok, msg in checks:
             if not ok:
@@ -153,17 +158,15 @@ class CooccurrenceEmbedder:
 
     def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         t0 = time.perf_counter()
+        directed = self.scoring == "directed"
         counts = (engine or DuckDBEngine()).cooccurrence(events, Cooccurrence(
             window=self.window, min_count=self.min_count, collapse_repeats=self.collapse_repeats,
-            session_gap=self.session_gap, cross_session=self.cross_session))
+            session_gap=self.session_gap, cross_session=self.cross_session, directed=directed))
         t1 = time.perf_counter()
+        if directed:
+            return self._fit_directed(events, counts, t0, t1)
         keep = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
-        if keep.size <= self.dim:
-            raise PipelineError(
-                f"the co-occurrence model needs more than dim={self.dim} items that co-occur with another "
-                f"item; these events have {keep.size} (of {events.n_items} items)")
-        if keep.size < counts.shape[0]:
-            counts = counts[keep][:, keep].tocsr()
+        counts = self._keep(counts, keep, events)
         mass = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
         if self.scoring == "next_item":
             tau = self.regularization * float(mass.mean())
@@ -190,6 +193,32 @@ class CooccurrenceEmbedder:
         return ItemModel(events.item_ids[keep], vectors, info, query_dims=query_dims, query_tail=query_tail,
                          query_divide=query_dims if nxt else None,
                          similarity_dims=self._similarity_dims() if nxt else 0)
+
+
+    def _keep(self, counts: sp.csr_matrix, keep: np.ndarray, events: Events) -> sp.csr_matrix:
+        """The counts among the items that co-occur with another (``keep``), or a clear error."""
+        if keep.size <= self.dim:
+            raise PipelineError(
+                f"the co-occurrence model needs more than dim={self.dim} items that co-occur with another "
+                f"item; these events have {keep.size} (of {events.n_items} items)")
+        return counts[keep][:, keep].tocsr() if keep.size < counts.shape[0] else counts
+
+    def _fit_directed(self, events: Events, counts: sp.csr_matrix, t0: float, t1: float) -> ItemModel:
+        """``scoring="directed"``: see :mod:`featurestore.embed.directed`."""
+        seen = (np.asarray(counts.sum(axis=1)).ravel() > 0) | (np.asarray(counts.sum(axis=0)).ravel() > 0)
+        keep = np.flatnonzero(seen)
+        counts = self._keep(counts, keep, events)
+        matrix = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
+        t2 = time.perf_counter()
+        k = self.dim - self._extra()
+        vectors, qmap = directed_layout(matrix, events.item_count[keep].astype(np.float64), k=k, eig=self.eig,
+                                        log_popularity=self.log_popularity, n_iter=self.n_iter,
+                                        oversamples=self.oversamples, seed=self.seed)
+        t3 = time.perf_counter()
+        info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "matrix_nnz": int(matrix.nnz),
+                "seconds": {"count": round(t1 - t0, 3), "matrix": round(t2 - t1, 3), "svd": round(t3 - t2, 3)}}
+        return ItemModel(events.item_ids[keep], vectors, info, query_dims=k, query_tail=(1.0, 0.0),
+                         similarity_dims=1, query_map=qmap)
 
 
 def next_item_layout(x: np.ndarray, mass: np.ndarray, *, alpha: float, popularity: float,
@@ -239,15 +268,7 @@ def ppmi_matrix(counts: sp.csr_matrix, *, alpha: float = 0.75, shift: float = 1.
 def svd_embed(matrix: sp.csr_matrix, dim: int, *, eig: float = 0.5, n_iter: int = 4, oversamples: int = 16,
               seed: int = 0, normalize: bool = True) -> np.ndarray:
     """Seeded randomized truncated SVD, ``U * S**eig`` (float32), rows L2-normalised if ``normalize``."""
-    from sklearn.utils.extmath import randomized_svd
-    from threadpoolctl import threadpool_limits
-
-    # One BLAS thread: the products here are tall and skinny (items x ~80), where threads gain little,
-    # and on a shared 2-core machine threaded OpenBLAS QR was measured 10x slower than one thread.
-    # It also makes the bytes independent of the machine's core count.
-    with threadpool_limits(limits=1, user_api="blas"):
-        u, s, _ = randomized_svd(matrix, dim, n_oversamples=oversamples, n_iter=n_iter,
-                                 power_iteration_normalizer="QR", random_state=seed, flip_sign=True)
+    u, s, _ = svd_factors(matrix, dim, n_iter=n_iter, oversamples=oversamples, seed=seed)
     vectors = (u * (s ** eig)).astype(np.float32)
     return l2_normalize(vectors) if normalize else vectors
 

@@ -1,0 +1,58 @@
+"""The directed layout: items ranked for an entity by what came *next* after its recent items.
+
+The co-occurrence counts are directed (``Cooccurrence(directed=True)``): entry ``(i, j)`` is how often
+item ``j`` came within ``window`` events after item ``i``. Their PPMI ``P`` (context smoothing on the
+"next" side) is factorised by a seeded randomized truncated SVD ``P ~ U S V^T``; ``V`` spans the
+items' *candidate side* (what an item is as a next event) and an item's *history side* (what it
+predicts next) is its row of ``P`` projected there, ``x_i B`` with ``x = V`` and ``B = V^T P V`` (a
+``k x k`` matrix). An entity's score for item ``j`` is
+
+    score(j) = (sum_h w_h x_h) B x_j^T + lambda * log(n_j)
+
+the decayed, event-type weighted mean over its recent history of "how strongly ``j`` follows ``h``",
+plus ``lambda`` (``log_popularity``) times the log of the item's event count. It needs the inner
+product (by cosine, the candidate side's norm would be lost), the PPMI rather than raw counts, and
+enough components (measured on MovieLens-1M: 32 components score far below 62).
+
+Served within one vector per item and per entity (``dim = k + 2``), ranked by cosine:
+
+- item ``j``: ``[x_j S^eig, lambda (log(n_j) - mean log(n)), slack_j] / M`` with ``M`` the largest norm of the first
+  ``k + 1`` coordinates and ``slack_j`` what makes the row unit-norm (Bachrach et al. 2014), so an
+  entity's cosine with items ranks them exactly by ``score``;
+- entity: ``[mean_h(x_h S^eig / M) Q, 1, 0]`` (L2-normalised) with ``Q = M S^-eig B S^-eig`` the
+  model's ``ItemModel.query_map``, recorded with the commit so incremental runs rebuild entity vectors from the
+  committed item vectors alone.
+
+Item-to-item cosine compares the candidate sides ``x S^eig`` (items that tend to follow the same
+things), plus the popularity and slack coordinates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from featurestore.embed.svd import svd_factors
+
+
+def directed_layout(ppmi: sp.csr_matrix, count: np.ndarray, *, k: int, eig: float, log_popularity: float,
+                    n_iter: int, oversamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit item rows ``[c, lambda log(count), slack]`` and the query map ``Q`` (module docstring) from
+    the directed PPMI ``ppmi`` (rows: earlier item, columns: next item) and each item's event count."""
+    _, s, vt = svd_factors(ppmi, k, n_iter=n_iter, oversamples=oversamples, seed=seed)
+    x = vt.T.astype(np.float64)                                  # (n, k), orthonormal columns
+    b = x.T @ np.asarray(ppmi.astype(np.float64) @ x)            # (k, k): V^T P V
+    s = np.maximum(s.astype(np.float64), 1e-12)
+    scale = s ** eig
+    cand = x * scale                                             # candidate side, x S^eig
+    qmap = b / scale[:, None] / scale[None, :]                   # S^-eig B S^-eig
+    # centred: a constant added to every item's score changes no ranking, and a signed coordinate adds
+    # less to the largest norm (so less slack) and no component every item shares
+    lp = np.log(np.maximum(count, 1.0))
+    scoring = np.hstack([cand, log_popularity * (lp - lp.mean())[:, None]])
+    norms = np.linalg.norm(scoring, axis=1)
+    top = float(norms.max()) if norms.size and norms.max() > 0 else 1.0
+    slack = np.sqrt(np.clip(1.0 - (norms / top) ** 2, 0.0, 1.0))[:, None]
+    rows = np.hstack([scoring / top, slack]).astype(np.float32)
+    # entity vectors are built from the stored (divided by ``top``) candidate sides: the map undoes that
+    return rows, (qmap * top).astype(np.float32)
