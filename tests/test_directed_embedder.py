@@ -60,12 +60,16 @@ def test_layout(planted):
 
 def test_entity_cosine_ranks_exactly_by_the_directed_score(planted):
     """entity . item = (weighted mean of the history's x_h) B x_j + lambda log n_j, up to a positive
-    scale and a constant, with x = V and B = V^T P V from the SVD of the directed PPMI ``P``."""
+    scale and a constant, with x the top left singular vectors of [P, P^T] and B = x^T P x, ``P`` the
+    directed PPMI."""
+    import scipy.sparse as sp
+
     _, ev, model = planted
     e = CooccurrenceEmbedder()
     p, keep = _directed_ppmi(ev, model, e)
-    _, _, vt = svd_factors(p, 62, n_iter=e.n_iter, oversamples=e.oversamples, seed=e.seed)
-    x = vt.T.astype(np.float64)
+    u, _, _ = svd_factors(sp.hstack([p, p.T]).tocsr(), 62, n_iter=e._n_iter(), oversamples=e.oversamples,
+                          seed=e.seed)
+    x = u.astype(np.float64)
     b = x.T @ (p.astype(np.float64) @ x)
     lp = np.log(ev.item_count[keep].astype(np.float64))
     users = aggregate(ev, model, AGG)

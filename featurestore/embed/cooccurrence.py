@@ -9,7 +9,16 @@ session) count half. A seeded randomized truncated SVD (scikit-learn) of a matri
 counts ``C`` gives ``U * S**eig``; which matrix, and what cosine between an entity vector and an item
 vector ranks by, is the ``scoring`` mode:
 
-- ``"next_item"`` (default): the next item is predicted as a mixture over the entity's recent items,
+- ``"directed"`` (default): the counts are directed (item ``j`` within ``window`` events *after* item
+  ``i``), and an entity's cosine with item ``j`` ranks by ``sum_h w_h PPMI(h -> j)`` (a low-rank
+  estimate, ``k = dim - 2`` components) plus ``log_popularity`` times the log of ``j``'s event count:
+  what tends to come next after the entity's recent items. Items carry their "candidate side", the
+  entity vectors the "history side" of their items through ``ItemModel.query_map``; see
+  :mod:`featurestore.embed.directed`. Measured on MovieLens (``benchmarks/bench_quality.py``), every
+  setting chosen on a validation split: the symmetric modes below rank next items about as well as
+  an item-to-item nearest-neighbour list, this one clearly better.
+- ``"next_item"`` (the default before ``"directed"``): the next item is predicted as a mixture over
+  the entity's recent items,
   ``P(item | history) = sum_h w_h P(item | h)`` with the aggregation's decayed weights ``w_h`` and
   ``P(i | h) = C_hi / r_h`` (``r`` the row sums of ``C``). The SVD is of the symmetrically normalised
   counts ``(D + tau)^-1/2 C (D + tau)^-1/2`` (``D = diag(r)``); with ``eig = 0.5`` its factors ``x``
@@ -89,15 +98,17 @@ class CooccurrenceEmbedder:
     ``window``: tokens on each side that count as context; ``alpha``: context-distribution smoothing
     (of the item prior with ``scoring="next_item"``, of PMI's context distribution otherwise);
     ``eig``: singular-value weighting (0 = U only, 0.5 = symmetric, 1 = U*S); ``scoring``: what an
-    entity's cosine with an item ranks by and ``popularity`` the exponent of the item prior in it (see
-    the module docstring); ``similarity_dims``: with ``scoring="next_item"``, the coordinates that
+    entity's cosine with an item ranks by (see the module docstring; default ``"directed"``),
+    ``log_popularity`` the weight of the log event count in it with ``"directed"`` and ``popularity``
+    the exponent of the item prior with ``"next_item"``; ``similarity_dims``: with
+    ``scoring="next_item"``, the coordinates that
     carry item-to-item similarity (None = ``max(1, dim // 4)``) and ``regularization`` the ``tau``
     added to every item's mass in its normalisation, as a multiple of the mean mass (module docstring;
-    0 = none); ``session_gap``/``cross_session``: pairs split
-    by a pause longer than ``session_gap`` count ``cross_session`` times as much; ``shift``: subtract
+    0 = none); ``session_gap``/``cross_session``: pairs split by a pause longer than ``session_gap``
+    count ``cross_session`` times as much; ``shift``: subtract
     ``log(shift)`` from PMI (1 = none; the PPMI modes); ``min_count``: items with fewer events are left
-    out; ``n_iter``/``oversamples``: randomized SVD power iterations and oversampling; ``seed``: the
-    SVD's random state.
+    out; ``n_iter``/``oversamples``: randomized SVD power iterations (None: 4 with ``"directed"``, 2
+    otherwise) and oversampling; ``seed``: the SVD's random state.
     """
 
     dim: int = 64
@@ -114,7 +125,7 @@ class CooccurrenceEmbedder:
     log_popularity: float = 0.3
     similarity_dims: int | None = None
     regularization: float = 1.0
-    n_iter: int = 2
+    n_iter: int | None = None
     oversamples: int = 10
     seed: int = 0
     name: str = "cooccurrence"
@@ -132,7 +143,7 @@ class CooccurrenceEmbedder:
                    + (f" and similarity_dims={sim}" if self.scoring == "next_item" else "")),
                   (self.window >= 1, "window must be >= 1"),
                   (0 < self.alpha <= 1, "alpha must be in (0, 1]"), (self.shift > 0, "shift must be > 0"),
-                  (self.min_count >= 1, "min_count must be >= 1"), (self.n_iter >= 0, "n_iter must be >= 0"),
+                  (self.min_count >= 1, "min_count must be >= 1"), (self._n_iter() >= 0, "n_iter must be >= 0"),
                   (0 <= self.eig <= 1, "eig must be in [0, 1]"),
                   (0 <= self.cross_session <= 1, "cross_session must be in [0, 1]"),
                   (0 <= self.popularity <= 4, "popularity must be in [0, 4] (the prior's exponent; higher "
@@ -143,6 +154,11 @@ class CooccurrenceEmbedder:
         for ok, msg in checks:
             if not ok:
                 raise PipelineError(f"CooccurrenceEmbedder: {msg}")
+
+    def _n_iter(self) -> int:
+        if self.n_iter is not None:
+            return self.n_iter
+        return 4 if self.scoring == "directed" else 2
 
     def _similarity_dims(self) -> int:
         return self.similarity_dims if self.similarity_dims is not None else max(1, self.dim // 4)
@@ -175,7 +191,7 @@ class CooccurrenceEmbedder:
             matrix = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
         t2 = time.perf_counter()
         k = self.dim - self._extra()
-        vectors = svd_embed(matrix, k, eig=self.eig, n_iter=self.n_iter, oversamples=self.oversamples,
+        vectors = svd_embed(matrix, k, eig=self.eig, n_iter=self._n_iter(), oversamples=self.oversamples,
                             seed=self.seed, normalize=self.scoring == "cosine")
         query_dims: int | None = None
         query_tail: tuple[float, ...] = ()
@@ -212,7 +228,7 @@ class CooccurrenceEmbedder:
         t2 = time.perf_counter()
         k = self.dim - self._extra()
         vectors, qmap = directed_layout(matrix, events.item_count[keep].astype(np.float64), k=k, eig=self.eig,
-                                        log_popularity=self.log_popularity, n_iter=self.n_iter,
+                                        log_popularity=self.log_popularity, n_iter=self._n_iter(),
                                         oversamples=self.oversamples, seed=self.seed)
         t3 = time.perf_counter()
         info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "matrix_nnz": int(matrix.nnz),
