@@ -60,16 +60,13 @@ def test_layout(planted):
 
 def test_entity_cosine_ranks_exactly_by_the_directed_score(planted):
     """entity . item = (weighted mean of the history's x_h) B x_j + lambda log n_j, up to a positive
-    scale and a constant, with x the top left singular vectors of [P, P^T] and B = x^T P x, ``P`` the
-    directed PPMI."""
-    import scipy.sparse as sp
-
+    scale and a constant, with x spanning the top left singular subspace of [U S, V S] (P ~ U S V^T,
+    ``P`` the directed PPMI) and B = x^T P x."""
     _, ev, model = planted
     e = CooccurrenceEmbedder()
     p, keep = _directed_ppmi(ev, model, e)
-    u, _, _ = svd_factors(sp.hstack([p, p.T]).tocsr(), 62, n_iter=e._n_iter(), oversamples=e.oversamples,
-                          seed=e.seed)
-    x = u.astype(np.float64)
+    u, s, vt = svd_factors(p, 62, n_iter=e._n_iter(), oversamples=e.oversamples, seed=e.seed)
+    x = np.linalg.svd(np.hstack([u * s, vt.T * s]), full_matrices=False)[0][:, :62]
     b = x.T @ (p.astype(np.float64) @ x)
     lp = np.log(ev.item_count[keep].astype(np.float64))
     users = aggregate(ev, model, AGG)
@@ -163,3 +160,31 @@ def test_query_map_checks_and_round_trip():
     assert decode_matrix(encode_matrix(m), (5, 5)).tobytes() == m.tobytes()
     with pytest.raises(ValueError, match="shape"):
         decode_matrix(encode_matrix(m), (4, 4))
+
+
+def test_served_nearest_is_the_models_own_ranking(tmp_path):
+    """Through the store: each user's top 10 from ``items.nearest(key=user, query_view=users)`` is
+    the top 10 of the directed score computed from the committed model (item vectors and query map)."""
+    from datetime import timedelta
+
+    from featurestore import FeatureStore
+    from featurestore.pipeline import Pipeline, read_model
+
+    from .conftest import SCHEMAS
+
+    data = purchase_histories(n_users=300, n_items=150, n_events=15_000, n_categories=6, days=10, seed=2)
+    store = FeatureStore(tmp_path / "store")
+    store.apply(SCHEMAS)
+    cutoff = data.end + timedelta(seconds=1)
+    Pipeline("directed", EventSource(data.events), weights=W).run(store, cutoff, progress=False)
+    fg = store.feature_group("item_embeddings", 1)
+    model = read_model(fg, fg.history()[-1])
+    assert model.query_map is not None
+    ev = read_events(EventSource(data.events), before=cutoff, weights=W)
+    users = aggregate(ev, model, AGG)   # the pipeline's default aggregation, from the committed model
+    items, served = store.online("item_embeddings"), store.online("user_embeddings")
+    got_users = served.get(users.entity_ids[:40].tolist())
+    assert np.allclose(np.asarray(got_users.vectors), users.vectors[:40], atol=1e-6)
+    for uid, vec in zip(users.entity_ids[:40], users.vectors[:40]):
+        want = model.item_ids[np.argsort(-(model.vectors.astype(np.float64) @ vec), kind="stable")[:10]]
+        assert items.nearest(key=uid, query_view=served, k=10).keys == want.tolist()
