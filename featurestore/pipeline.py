@@ -421,8 +421,8 @@ class _Run:
             if before.layout() != model.layout():
                 raise PipelineError(
                     f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
-                    f"something else (layout {before.query() or 'plain'}, dim {before.dim}; this run's: "
-                    f"{model.query() or 'plain'}, dim {model.dim}): the two are not comparable, so neither "
+                    f"something else (layout {before.describe_layout()}, dim {before.dim}; this run's: "
+                    f"{model.describe_layout()}, dim {model.dim}): the two are not comparable, so neither "
                     f"alignment nor the drift checks can hold. Write this model to new versions of the "
                     f"feature groups (e.g. items=('item_embeddings', 2), entities=('user_embeddings', 2)) "
                     f"or to another store; nothing was written")

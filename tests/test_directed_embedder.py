@@ -188,3 +188,24 @@ def test_served_nearest_is_the_models_own_ranking(tmp_path):
     for uid, vec in zip(users.entity_ids[:40], users.vectors[:40]):
         want = model.item_ids[np.argsort(-(model.vectors.astype(np.float64) @ vec), kind="stable")[:10]]
         assert items.nearest(key=uid, query_view=served, k=10).keys == want.tolist()
+
+
+def test_a_store_written_by_the_previous_default_refuses_the_new_one_clearly(tmp_path):
+    from datetime import timedelta
+
+    from featurestore import FeatureStore
+    from featurestore.errors import PipelineError
+    from featurestore.pipeline import Pipeline
+
+    from .conftest import SCHEMAS
+
+    data = purchase_histories(n_users=200, n_items=120, n_events=6_000, n_categories=4, days=6, seed=3)
+    store = FeatureStore(tmp_path / "store")
+    store.apply(SCHEMAS)
+    cutoff = data.end + timedelta(seconds=1)
+    old = Pipeline("p", EventSource(data.events), weights=W, embedder=CooccurrenceEmbedder(scoring="next_item"))
+    old.run(store, cutoff - timedelta(days=1), progress=False)
+    with pytest.raises(PipelineError, match="coordinates mean something else") as err:
+        Pipeline("p", EventSource(data.events), weights=W).run(store, cutoff, progress=False)
+    assert "'map': '62x62'" in str(err.value) and len(str(err.value)) < 1500
+    assert len(store.feature_group("item_embeddings", 1).history()) == 2  # create + the first run only

@@ -78,6 +78,15 @@ class ItemModel:
             out["map"] = encode_matrix(self.query_map)
         return out
 
+    def describe_layout(self) -> str:
+        """:meth:`query` for people to read (the query map by its shape, not its bytes)."""
+        q = self.query()
+        if q is None:
+            return "plain"
+        if "map" in q:
+            q["map"] = "x".join(map(str, q["map"]["shape"]))
+        return str(q)
+
     def layout(self) -> tuple[int, int | None, int | None, int, bool]:
         """What the coordinates mean: (dim, query_dims, query_divide, similarity_dims, has a query
         map). Vectors of two models are comparable (alignable) only when their layouts are equal."""
