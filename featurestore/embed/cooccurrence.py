@@ -211,7 +211,7 @@ class CooccurrenceEmbedder:
                          similarity_dims=self._similarity_dims() if nxt else 0)
 
 
-    def _keep(self, counts: sp.csr_matrix, keep: np.ndarray, events: Events) -> sp.csr_matrix:
+    def _keep(self, counts: sp.csr_matrix, keep: np.ndarray, events: EventTable) -> sp.csr_matrix:
         """The counts among the items that co-occur with another (``keep``), or a clear error."""
         if keep.size <= self.dim:
             raise PipelineError(
@@ -219,7 +219,7 @@ class CooccurrenceEmbedder:
                 f"item; these events have {keep.size} (of {events.n_items} items)")
         return counts[keep][:, keep].tocsr() if keep.size < counts.shape[0] else counts
 
-    def _fit_directed(self, events: Events, counts: sp.csr_matrix, t0: float, t1: float) -> ItemModel:
+    def _fit_directed(self, events: EventTable, counts: sp.csr_matrix, t0: float, t1: float) -> ItemModel:
         """``scoring="directed"``: see :mod:`featurestore.embed.directed`."""
         seen = (np.asarray(counts.sum(axis=1)).ravel() > 0) | (np.asarray(counts.sum(axis=0)).ravel() > 0)
         keep = np.flatnonzero(seen)

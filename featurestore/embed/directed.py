@@ -44,7 +44,7 @@ def directed_layout(ppmi: sp.csr_matrix, count: np.ndarray, *, k: int, eig: floa
     """Unit item rows ``[c, lambda log(count), slack]`` and the query map ``Q`` (module docstring) from
     the directed PPMI ``ppmi`` (rows: earlier item, columns: next item) and each item's event count."""
     x, s = both_sides(ppmi, k, n_iter=n_iter, oversamples=oversamples, seed=seed)
-    b = x.T @ np.asarray(ppmi.astype(np.float64) @ x)            # (k, k): X^T P X
+    b = x.T @ np.asarray(ppmi @ x.astype(np.float32), dtype=np.float64)  # (k, k): X^T P X (no float64 copy of P)
     s = np.maximum(s.astype(np.float64), 1e-12)
     scale = s ** eig
     cand = x * scale                                             # candidate side, x S^eig
