@@ -12,6 +12,7 @@ vectors formed from the rotated model rank items exactly as before.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,8 +75,7 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     if new.query_map is not None:  # entity . item = (mean x) M x_j^T is kept when M becomes R^T M R
         rq = r[:q, :q]
         qmap = (rq.T @ new.query_map.astype(np.float64) @ rq).astype(np.float32)
-    return ItemModel(new.item_ids, rotated, info, query_dims=new.query_dims, query_tail=new.query_tail,
-                     query_divide=new.query_divide, similarity_dims=new.similarity_dims, query_map=qmap), result
+    return dataclasses.replace(new, vectors=rotated, info=info, query_map=qmap), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:
