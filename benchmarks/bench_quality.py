@@ -368,6 +368,115 @@ def run_scale(name: str, size: dict, *, n_eval: int, grid: list[dict], seed: int
     return rows
 
 
+# ---- the sequence embedder on MovieLens (leave-last-out, all items, history excluded) -----------------------
+SEQUENCE_MINUTES = {"ml-100k": 10.0, "ml-1m": 30.0}
+
+
+def _ranks(task: Task, score_batch, batch: int = 512) -> np.ndarray:
+    """Each evaluated user's rank of the held-out item (pessimistic ties, history excluded)."""
+    out = []
+    for lo in range(0, task.users.size, batch):
+        u, t = task.users[lo:lo + batch], task.target[lo:lo + batch]
+        s = np.asarray(score_batch(u), dtype=np.float32)
+        h = task.hist[lo:lo + batch]
+        s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
+        ts = np.where(t >= 0, s[np.arange(u.size), np.maximum(t, 0)], -np.inf)
+        r = (s > ts[:, None]).sum(axis=1) + (s == ts[:, None]).sum(axis=1) - 1
+        out.append(np.where(t >= 0, r, s.shape[1]))
+    return np.concatenate(out)
+
+
+def _with_se(rank: np.ndarray) -> dict[str, float]:
+    hit = (rank < 10).astype(np.float64)
+    gain = np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
+    n = max(rank.size, 1)
+    return {"hr@10": float(hit.mean()), "hr@10_se": float(hit.std(ddof=1) / np.sqrt(n)),
+            "ndcg@10": float(gain.mean()), "ndcg@10_se": float(gain.std(ddof=1) / np.sqrt(n)),
+            "mrr": float(np.mean(1.0 / (rank + 1))), "users": int(rank.size)}
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sequence_rows(name: str, *, minutes: float, workdir: Path, seed: int = 0) -> list[dict]:
+    """Popularity, item-kNN, the co-occurrence embedder and the sequence embedder on one MovieLens set.
+
+    The sequence model is trained once, inside the sequence pipeline run into a store (its early
+    stopping uses each user's next-to-last event: the validation split); it is scored twice: by the
+    model's own scores ``h . E_i`` and through ``nearest`` on the committed views (the served ranking,
+    which must equal the model's)."""
+    from benchmarks import _movielens
+    from featurestore.embed.sequence import SequenceEmbedder
+
+    events = _movielens.load(name)
+    train, test = split_last(events)
+    task = Task(train, test, n_eval=10**9, seed=seed)
+    print(f"\n== {name}: {events.num_rows:,} events, {task.events.n_entities:,} users, {task.events.n_items:,} "
+          f"items; {task.users.size:,} users evaluated", flush=True)
+    rows: list[dict] = []
+
+    def add(model: str, rank: np.ndarray, fit_s: float | None, note: str = "", **more) -> None:
+        m = _with_se(rank)
+        rows.append({"scale": name, "model": model, **m, "fit_s": fit_s, "events_per_s": None, "note": note,
+                     "peak_rss_mb": round(_peak_rss_mb()), **more})
+        print(f"  {model:30} HR@10 {m['hr@10']:.4f} +- {m['hr@10_se']:.4f}  NDCG@10 {m['ndcg@10']:.4f} +- "
+              f"{m['ndcg@10_se']:.4f}  fit {_num(fit_s, '.1f')}s  {note}", flush=True)
+
+    agg = Aggregation()
+    t0 = time.perf_counter()
+    add("popularity", _ranks(task, popularity(task)), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    add("item-kNN (cosine)", _ranks(task, item_knn(task, agg), batch=128), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    cooc = CooccurrenceEmbedder().fit(task.events)
+    add("featurestore cooccurrence", _ranks(task, embedding_scorer(task, cooc, agg)), time.perf_counter() - t0,
+        "the co-occurrence embedder, shipped defaults")
+    embedder = SequenceEmbedder(seed=seed, max_minutes=minutes)
+    _sequence_through_store(name, task, train, embedder, workdir / f"seq_{name}", add)
+    return rows
+
+
+def _sequence_through_store(name: str, task: Task, train: pa.Table, embedder, root: Path, add) -> None:
+    from featurestore.pipeline import Pipeline, read_model
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore(root)
+    store.apply(HERE.parent / "schemas" / "sequence")
+    pipeline = Pipeline(f"sequence_{name}", EventSource(train), embedder=embedder,
+                        items=("sequence_item_embeddings", 1), entities=("sequence_user_embeddings", 1))
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    result = pipeline.run(store, pc_max(train["event_time"]) + timedelta(microseconds=1), progress=True)
+    run_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+    model = read_model(store.feature_group("sequence_item_embeddings", 1), result.commits[0], embedder)
+    info = model.info if model.info.get("epochs") else result.commits[0].metadata["model_info"]
+    ev = task.events
+    enc = model.encoder
+    cols = pd.Index(ev.item_ids).get_indexer(enc.item_ids)
+
+    def own(u):
+        s = np.full((u.size, ev.n_items), -np.inf, np.float32)
+        s[:, cols] = enc.scores(ev, u)
+        return s
+    own_rank = _ranks(task, own)
+    note = (f"{info['epochs']} epochs (best {info['best_epoch']}, stopped by {info['stopped']}), "
+            f"val HR@10 {info['validation_hr@10']:.4f}, train {info['train_seconds']:.0f}s wall / "
+            f"{cpu_s:.0f}s CPU, {info['loss']}")
+    add("sequence (model's scores)", own_rank, info["train_seconds"], note, run_s=run_s, cpu_s=cpu_s,
+        epochs=info["epochs"], best_epoch=info["best_epoch"], memory_bound_mb=info["memory_bound_mb"])
+    items, users = store.online("sequence_item_embeddings", 1), store.online("sequence_user_embeddings", 1)
+    served, same = [], 0
+    for row, (u, t) in enumerate(zip(task.users, task.target)):
+        history = ev.item_ids[task.hist.indices[task.hist.indptr[row]:task.hist.indptr[row + 1]]].tolist()
+        keys = items.nearest(key=ev.entity_ids[u], query_view=users, k=10, exclude=history, exact=True).keys
+        served.append(keys.index(ev.item_ids[t]) if t >= 0 and ev.item_ids[t] in keys else 10)
+        same += int(served[-1] == min(own_rank[row], 10))
+    add("  same, through nearest", np.asarray(served), None,
+        f"served top 10 (items.nearest per user); rank equal to the model's for {same}/{len(served)} users")
+
+
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -415,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", default=None, help="comma-separated: ml-100k,ml-1m,small,5M")
     ap.add_argument("--eval-users", type=int, default=10_000, help="synthetic sets: users evaluated")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sequence", default=None, metavar="SETS",
+                    help="also the sequence embedder on MovieLens sets: ml-100k,ml-1m (needs featurestore[sequence])")
+    ap.add_argument("--sequence-minutes", type=float, default=None,
+                    help="training budget per set (default: 10 for ml-100k, 30 for ml-1m)")
     ap.add_argument("--one", help=argparse.SUPPRESS)      # model:set, run by run_isolated in a child
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -422,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         return one(args.one, args.out, args.workdir)
     scales = (["ml-100k", "small"] if args.quick else
-              args.scales.split(",") if args.scales else ["ml-100k", "ml-1m", "small"])
+              [x for x in args.scales.split(",") if x] if args.scales is not None else ["ml-100k", "ml-1m", "small"])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in scales:
@@ -431,8 +544,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results += run_scale(name, SCALES[name], n_eval=args.eval_users, grid=synthetic_grid(name),
                                      seed=args.seed, workdir=Path(tmp))
+        for name in filter(None, (args.sequence or "").split(",")):
+            results += sequence_rows(name, minutes=args.sequence_minutes or SEQUENCE_MINUTES[name],
+                                     workdir=Path(tmp), seed=args.seed)
     print_summary(results, scales)
-    out = HERE / "results" / f"quality{'_quick' if args.quick else ''}.json"
+    suffix = "_quick" if args.quick else ("_sequence" if args.sequence and not scales else "")
+    out = HERE / "results" / f"quality{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "machine": platform.platform(),
                                "cpus": os.cpu_count(), "results": results}, indent=2, default=str))

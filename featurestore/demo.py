@@ -11,6 +11,7 @@ tastes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from featurestore.console.plot import plot_group
 from featurestore.engine.events import Columns, EventSource
 from featurestore.errors import UnsafeOperation
 from featurestore.pipeline import Pipeline, load_pipeline
+from featurestore.storage.fs import Root
 from featurestore.store import FeatureStore
 from featurestore.synthetic import Synthetic, purchase_histories
 
@@ -83,62 +85,72 @@ def planted_recovery(store: FeatureStore, data: Synthetic, cutoff: datetime, *, 
     return float(r.hits.mean()), float(r.chance.mean())
 
 
-def _claim_root(root: Path, *, fresh: bool) -> None:
-    """Make ``root`` the demo's: an empty or missing folder, or one a previous demo made.
+def _claim_root(root: Root, *, fresh: bool) -> None:
+    """Make ``root`` the demo's: an empty or missing folder (or prefix), or one a previous demo made.
 
     Nothing the demo did not create is ever removed: a non-empty folder without the demo's marker, or
     one holding entries the marker does not list, is refused with :class:`UnsafeOperation`.
     """
-    marker = root / MARKER
-    present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    if root.exists() and not root.is_dir():
-        raise UnsafeOperation(f"demo root {root} exists and is not a folder; pick another with --root")
+    where = root.uri
+    if root.local and Path(where).exists() and not Path(where).is_dir():
+        raise UnsafeOperation(f"demo root {where} exists and is not a folder; pick another with --root")
+    present = root.listdir("")
     if not present:
         return
-    if not marker.is_file():
+    if MARKER not in present:
         raise UnsafeOperation(
-            f"demo root {root} is not empty and was not made by `featurestore demo`; nothing was changed. "
+            f"demo root {where} is not empty and was not made by `featurestore demo`; nothing was changed. "
             "Pick an empty or new folder with --root (or $FEATURESTORE_ROOT)")
     try:
-        created = set(json.loads(marker.read_text())["created"])
+        created = set(root.read_json(MARKER)["created"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UnsafeOperation(f"demo root {root}: unreadable marker {marker}; nothing was changed") from exc
+        raise UnsafeOperation(f"demo root {where}: unreadable marker {root.uri_of(MARKER)}; nothing was "
+                              f"changed") from exc
     foreign = [name for name in present if name not in created and name != MARKER]
     if foreign:
         raise UnsafeOperation(
-            f"demo root {root} holds entries the demo did not create ({', '.join(foreign[:5])}); nothing was "
+            f"demo root {where} holds entries the demo did not create ({', '.join(foreign[:5])}); nothing was "
             "changed. Pick an empty or new folder with --root")
     if fresh:
-        print(f"removing the previous demo's store at {root}: {', '.join(sorted(created & set(present)))}")
+        print(f"removing the previous demo's store at {where}: {', '.join(sorted(created & set(present)))}")
         for name in sorted(created & set(present)):
-            path = root / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if root.local:
+                path = Path(where) / name
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            else:
+                root.delete(name)
+                root.delete_tree(name)
 
 
-def _mark_root(root: Path) -> None:
+def _mark_root(root: Root) -> None:
     """Record every top-level entry of the demo's root as created by the demo."""
-    names = sorted(p.name for p in root.iterdir() if p.name != MARKER)
-    (root / MARKER).write_text(json.dumps({"created": names}, indent=1) + "\n")
+    names = sorted(n for n in root.listdir("") if n != MARKER)
+    if root.local:  # as written before object-store roots, byte for byte
+        (Path(root.uri) / MARKER).write_text(json.dumps({"created": names}, indent=1) + "\n")
+    else:
+        root.write_bytes(MARKER, (json.dumps({"created": names}, indent=1) + "\n").encode())
 
 
 def run(root: str | Path = "./featurestore_data", *, size: str = "default", days: int = 4, fresh: bool = True,
         schemas: Path = SCHEMAS, seed: int = 0, progress: bool | None = None) -> FeatureStore:
     """Run the demo and print what happened; returns the store."""
     started = time.perf_counter()
-    root = Path(root)
-    _claim_root(root, fresh=fresh)
-    root.mkdir(parents=True, exist_ok=True)
+    where = Root(os.fspath(root))
+    _claim_root(where, fresh=fresh)
+    where.makedirs("")
     try:
-        return _tour(root, size=size, days=days, schemas=schemas, seed=seed, progress=progress, started=started)
+        return _tour(where, size=size, days=days, schemas=schemas, seed=seed, progress=progress, started=started)
     finally:
-        _mark_root(root)   # whatever the tour got to create, a later demo may replace
+        _mark_root(where)   # whatever the tour got to create, a later demo may replace
 
 
-def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progress: bool | None,
+def _tour(where: Root, *, size: str, days: int, schemas: Path, seed: int, progress: bool | None,
           started: float) -> FeatureStore:
     params = SIZES[size]
     data = purchase_histories(params["n_users"], params["n_items"], params["n_events"],
                               n_categories=params["n_categories"], days=30, seed=seed)
+    # the events the pipeline reads are a local file (an object-store root: in its cache folder)
+    root = Path(where.uri) if where.local else where.cached("")
     events_dir = root / "_demo_events"
     events_dir.mkdir(parents=True, exist_ok=True)
     events_path = events_dir / "events.parquet"
@@ -147,7 +159,7 @@ def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progres
           f"{params['n_categories']} planted categories, {data.start.date()} to {data.end.date()} "
           f"-> {events_path}")
 
-    store = FeatureStore(root)
+    store = FeatureStore(where.uri)
     for r in store.apply(schemas):
         what = f"service {r.name}" if r.kind == "service" else f"{r.name} v{r.version}"
         print(f"apply: {what} {r.action}")
@@ -176,8 +188,8 @@ def _tour(root: Path, *, size: str, days: int, schemas: Path, seed: int, progres
     print(f"SQL: SELECT count(*) FROM user_embeddings -> {n:,} rows over {len(results)} runs")
     picture = plot_group(store, "item_embeddings", out=root / "item_embeddings_map.png", color="n_events")
     print(f"projector map of item_embeddings (PCA, coloured by n_events): {picture}\n"
-          f"  browse the store: featurestore ui --root {root}")
-    print(f"\ndone in {time.perf_counter() - started:.1f}s; store at {root}")
+          f"  browse the store: featurestore ui --root {where.uri}")
+    print(f"\ndone in {time.perf_counter() - started:.1f}s; store at {where.uri}")
     return store
 
 

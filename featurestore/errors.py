@@ -27,7 +27,10 @@ backends (deltalake, DuckDB, pyarrow, great_expectations) are translated at the 
     ├── ValidationError                    the validation could not run (great_expectations failed)
     ├── CommitConflict                     a concurrent writer won the race; retry
     ├── StorageError(OSError)              the table storage failed (I/O, corrupt log)
-    │   └── CorruptData                    a stored or derived file does not match its checksum
+    │   ├── CorruptData                    a stored or derived file does not match its checksum
+    │   ├── BucketNotFound                 an object-store root names a bucket that does not exist
+    │   ├── StorageAccessDenied(PermissionError)  the object store refused the credentials
+    │   └── StorageUnreachable(ConnectionError)   the object-store endpoint does not answer
     ├── QueryError                         DuckDB rejected a query
     ├── UnsafeOperation                    a command would delete or overwrite something it did not create
     └── ServeError                         the HTTP service cannot start as configured (no token off loopback)
@@ -151,6 +154,18 @@ class StorageError(FeatureStoreError, OSError):
 class CorruptData(StorageError):
     """A file does not match the checksum recorded for it (a damaged view, cache or data file). Nothing
     is served from it; derived files are rebuilt by ``featurestore check --repair``."""
+
+
+class BucketNotFound(StorageError):
+    """An object-store root (``s3://bucket/prefix``) names a bucket that does not exist at the endpoint."""
+
+
+class StorageAccessDenied(StorageError, PermissionError):
+    """The object store refused the request: missing, wrong or insufficient credentials."""
+
+
+class StorageUnreachable(StorageError, ConnectionError):
+    """The object-store endpoint does not answer (wrong ``AWS_ENDPOINT_URL``, server down, no network)."""
 
 
 class QueryError(FeatureStoreError):

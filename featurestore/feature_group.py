@@ -35,7 +35,7 @@ from featurestore.storage import delta
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT
 from featurestore.storage.fs import Root
-from featurestore.storage.staging import StagedAppend, append
+from featurestore.storage.staging import StagedAppend
 from featurestore.validation.report import ValidationReport
 from featurestore.validation.runner import InsertGate, check_batch, validate_commit
 
@@ -47,7 +47,7 @@ BeforeCommit = Callable[["FeatureGroup", pa.Table], Mapping[str, str] | None]
 @dataclass(frozen=True)
 class Committed:
     """What a post-commit hook is told: the commit's number, the conformed batch it wrote, and the data
-    files it added (None when the files were written by deltalake itself, as on object storage)."""
+    files it added (local paths: on an object store, the copies in its cache folder)."""
 
     commit: int
     batch: pa.Table
@@ -207,8 +207,7 @@ class FeatureGroup:
             meta[META_PREFIX + "cutoff"] = to_utc(cutoff).isoformat()
         # the data files are written in the background while the batch is checked; only the commit
         # waits for the checks (and is skipped, the files deleted, when they or a hook refuse the batch)
-        staged = StagedAppend(self.root, self.rel, lambda: self._storage_table(batch)) \
-            if self.root.local else None
+        staged = StagedAppend(self.root, self.rel, lambda: self._storage_table(batch))
         try:
             for hook in [*self.context.hooks.before, *self.before_commit]:
                 more = hook(self, batch)
@@ -219,17 +218,13 @@ class FeatureGroup:
             # every batch is validated last, on exactly what will be written; strict failures raise here
             gate = InsertGate(self, batch)
             meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
-            if staged is not None:
-                staged.commit(meta)
-                info = delta.commit_of_run(self.root, self.rel, run_id)
-            else:
-                info = append(self.root, self.rel, self._storage_table(batch), meta)
+            staged.commit(meta)
+            info = delta.commit_of_run(self.root, self.rel, run_id)
         except BaseException:
-            if staged is not None:
-                staged.discard()
+            staged.discard()
             raise
         gate.committed(int(info["version"]))
-        done = Committed(int(info["version"]), batch, tuple(staged.files) if staged is not None else None)
+        done = Committed(int(info["version"]), batch, tuple(staged.files))
         for after in self.context.hooks.after:
             after(self, done)
         return _commit_from_entry(self.spec, info)
@@ -264,14 +259,21 @@ class FeatureGroup:
         return int(self._table(commit, commit_time).version())
 
     def files(self, commit: int | None = None, *, commit_time: datetime | None = None) -> list[str]:
-        """The Parquet files making up one commit (what the engine reads for it)."""
+        """Local paths of the Parquet files making up one commit (what the engine reads for it). On an
+        object store these are copies in the store's cache folder, downloaded on first use; see
+        :meth:`file_uris` for where the files are stored."""
+        return self.root.readable(self.file_uris(commit, commit_time=commit_time))
+
+    def file_uris(self, commit: int | None = None, *, commit_time: datetime | None = None) -> list[str]:
+        """Where the Parquet files of one commit are stored (``s3://...`` on an object store): what an
+        engine with its own object-store access (a Spark cluster) reads."""
         return delta.file_uris(self._table(commit, commit_time))
 
     def commit_files(self, commit: int | None = None, *, commit_time: datetime | None = None
                      ) -> tuple[int, list[str]]:
         """:meth:`commit_of` and :meth:`files` together, reading the log once."""
         dt = self._table(commit, commit_time)
-        return int(dt.version()), delta.file_uris(dt)
+        return int(dt.version()), self.root.readable(delta.file_uris(dt))
 
     def read(self, commit: int | None = None, *, commit_time: datetime | None = None,
              columns: list[str] | None = None, system_columns: bool = False) -> pa.Table:
@@ -281,8 +283,15 @@ class FeatureGroup:
         ``system_columns=True`` adds ``_ingested_at``, the writer's clock just before each row's commit.
         """
         dt = self._table(commit, commit_time)
-        with delta.translated(f"reading {self.uri}"):
-            raw = dt.to_pyarrow_table()
+        with delta.translated(f"reading {self.uri}", self.uri, self.root.storage_options):
+            if self.root.local:
+                raw = dt.to_pyarrow_table()
+            else:  # the cached copies of the (immutable) data files: downloaded once per machine
+                import pyarrow.parquet as pq
+
+                files = self.root.readable(delta.file_uris(dt))
+                stored = storage_schema(self.spec)
+                raw = pq.read_table(files, schema=stored) if files else stored.empty_table()
         schema = self.spec.arrow_schema()
         wanted = columns or schema.names
         unknown = [c for c in wanted if c not in schema.names and c != INGESTED_AT]

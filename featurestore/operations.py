@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from featurestore.catalog import Catalog
 from featurestore.errors import CorruptData, FeatureStoreError, InvalidData, StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import build as views
+from featurestore.online import remote
 from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.storage import delta
@@ -105,26 +106,45 @@ def vacuum(catalog: Catalog, retain: timedelta = timedelta(days=7), *, dry_run: 
 def _vacuum_table(fg: FeatureGroup, retain: timedelta, pinned: dict[int, str], report: Upkeep) -> None:
     dt = delta.open_table(fg.uri, storage_options=fg.root.storage_options)
     hours = max(0, int(retain.total_seconds() // 3600))
-    with delta.translated(f"vacuuming {fg.uri}"):
+    with delta.translated(f"vacuuming {fg.uri}", fg.uri, fg.root.storage_options):
         files = dt.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False, full=True,
                           keep_versions=sorted(pinned) or None)
     for commit, who in sorted(pinned.items()):
         report.kept.append(f"{fg.spec.key} commit {commit}: pinned by {who}")
-    paths = [os.path.join(fg.uri, f) if not f.startswith(("/", "s3://")) and fg.root.local else f for f in files]
+    paths = [f if f.startswith(("/", "s3://")) else f"{fg.uri}/{f}" for f in files]
     report.bytes += sum(_size(p) for p in paths) if fg.root.local else 0
     report.removed.extend(paths)
     if not report.dry_run and files:
-        with delta.translated(f"vacuuming {fg.uri}"):
+        with delta.translated(f"vacuuming {fg.uri}", fg.uri, fg.root.storage_options):
             dt.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=True,
                       keep_versions=sorted(pinned) or None)
+    if not report.dry_run and not fg.root.local:
+        _prune_cached_copies(fg, report)
+
+
+def _prune_cached_copies(fg: FeatureGroup, report: Upkeep) -> None:
+    """A store on object storage: delete this machine's cached copies of data files the bucket no longer has."""
+    folder = fg.root.cached(fg.rel)
+    if not folder.is_dir():
+        return
+    stored = set(fg.root.listdir(fg.rel))
+    gone = [p for p in folder.iterdir() if p.is_file() and p.suffix == ".parquet" and p.name not in stored]
+    size = sum(p.stat().st_size for p in gone)
+    for p in gone:
+        p.unlink(missing_ok=True)
+    if gone:
+        report.removed.append(f"{len(gone)} cached cop(ies) of deleted data files of {fg.spec.key} in {folder}")
+        report.bytes += size
 
 
 def _vacuum_views(fg: FeatureGroup, retain: timedelta, report: Upkeep) -> None:
     """Views are caches (training sets read the tables): the newest commit's and the served ones stay."""
     root = views.views_dir(fg)
+    newest = fg.commit_of()
+    if not fg.root.local:
+        _vacuum_uploaded_views(fg, newest, retain, report)
     if not root.is_dir():
         return
-    newest = fg.commit_of()
     served = views.served_commits(fg)
     cutoff = time.time() - retain.total_seconds()
     for commit in views.list_views(fg):
@@ -137,6 +157,29 @@ def _vacuum_views(fg: FeatureGroup, retain: timedelta, report: Upkeep) -> None:
     for p in root.iterdir():  # leftovers of builds that died and of replaced views
         if p.name.startswith((".build-", ".old-")) and p.stat().st_mtime < cutoff:
             _remove(p, report)
+
+
+def _vacuum_uploaded_views(fg: FeatureGroup, newest: int, retain: timedelta, report: Upkeep) -> None:
+    """A store on object storage: uploaded views of older commits built before the retention period.
+    Servers serve local copies, so deleting an uploaded view never pulls one from under a server."""
+    cutoff = time.time() - retain.total_seconds()
+    for commit in remote.remote_views(fg):
+        manifest = remote.remote_manifest(fg, commit) or {}
+        try:
+            built = datetime.fromisoformat(str(manifest.get("built_at"))).timestamp()
+        except ValueError:
+            built = 0.0
+        if commit == newest or built > cutoff:
+            continue
+        uri = fg.root.uri_of(f"{fg.rel}/{remote.ONLINE_DIR}/c{commit}")
+        report.removed.append(uri)
+        if not report.dry_run:
+            remote.delete(fg, commit)
+    for folder, mtime in remote.stray_builds(fg):  # uploads that died midway, builds replaced by others
+        if mtime < cutoff:
+            report.removed.append(fg.root.uri_of(folder))
+            if not report.dry_run:
+                fg.root.delete_tree(folder)
 
 
 def _remove(path: Path, report: Upkeep) -> None:
@@ -152,14 +195,14 @@ def compact(catalog: Catalog, *, target_size: int = 256 << 20, dry_run: bool = T
     report = Upkeep("compact", dry_run)
     for spec in catalog.specs():
         fg = catalog.feature_group(spec.name, spec.version)
-        small = [f for f in fg.files() if not fg.root.local or _size(f) < target_size]
+        small = [f for f in fg.files() if _size(f) < target_size] if fg.root.local else fg.file_uris()
         if len(small) < 2:
             continue
         if dry_run:
             report.compacted[spec.key] = f"{len(small)} small file(s) would be merged"
             continue
         dt = delta.open_table(fg.uri, storage_options=fg.root.storage_options)
-        with delta.translated(f"compacting {fg.uri}"):
+        with delta.translated(f"compacting {fg.uri}", fg.uri, fg.root.storage_options):
             metrics = dt.optimize.compact(target_size=target_size)
         report.compacted[spec.key] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
     return report
@@ -202,7 +245,7 @@ def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
 def _check_table(fg: FeatureGroup) -> list[Problem]:
     try:
         files = fg.files()
-        recorded = recorded_checksums(fg.root, fg.rel) if fg.root.local else {}
+        recorded = recorded_checksums(fg.root, fg.rel)
     except FeatureStoreError as exc:
         return [Problem("table", fg.uri, f"the Delta log cannot be read: {exc}")]
     out = []

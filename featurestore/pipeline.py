@@ -31,19 +31,21 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
 from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate
 from featurestore.embed.align import align
-from featurestore.embed.base import Embedder, ItemModel
+from featurestore.embed.base import Embedder, EntityEncoder, ItemModel
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
 from featurestore.engine.base import Scan
 from featurestore.engine.events import EventSource, EventTable
 from featurestore.errors import PipelineError
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
+from featurestore.storage import artifacts
 from featurestore.store import FeatureStore
 from featurestore.validation import preload
 from featurestore.version import __version__
@@ -105,7 +107,9 @@ class Pipeline:
     events, chosen with the default embedder on held-out next events); ``weights``: event-type weights
     (None: :data:`featurestore.engine.events.DEFAULT_WEIGHTS`); ``items`` and ``entities``: the
     (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
-    ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run).
+    ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run);
+    ``retrain_runs``: also retrain once this many runs have reused the model; ``retrain_drift``: also retrain
+    when more than this share of the events since the model's cutoff are on items the model does not know.
     """
 
     name: str
@@ -118,6 +122,8 @@ class Pipeline:
     mode: Mode = "incremental"
     retrain_every: timedelta = timedelta(0)
     align: bool = True
+    retrain_runs: int | None = None
+    retrain_drift: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -135,6 +141,8 @@ class Pipeline:
                 "aggregation": self.aggregation.params(),
                 "weights": dict(self.weights) if self.weights is not None else "default",
                 "mode": self.mode, "retrain_every_s": self.retrain_every.total_seconds(),
+                **({"retrain_runs": self.retrain_runs} if self.retrain_runs is not None else {}),
+                **({"retrain_drift": self.retrain_drift} if self.retrain_drift is not None else {}),
                 "source": self.source.describe(), "columns": self.source.columns.to_dict()}
 
     def run(self, store: FeatureStore, cutoff: datetime, *, progress: bool | None = None,
@@ -241,8 +249,9 @@ def _vector_feature(spec: FeatureGroupSpec) -> tuple[str, int]:
     return vecs[0].name, int(vecs[0].dim)  # type: ignore[arg-type]
 
 
-def read_model(fg: FeatureGroup, commit: Commit) -> ItemModel:
-    """The item vectors written by one pipeline commit (rows whose event_time is that commit's cutoff)."""
+def read_model(fg: FeatureGroup, commit: Commit, embedder: Embedder | None = None) -> ItemModel:
+    """The item vectors written by one pipeline commit (rows whose event_time is that commit's cutoff);
+    with ``embedder``, also the entity encoder the commit stored (a sequence model's weights), verified."""
     key = _key(fg.spec)
     vec, dim = _vector_feature(fg.spec)
     assert commit.cutoff is not None
@@ -260,10 +269,23 @@ def read_model(fg: FeatureGroup, commit: Commit) -> ItemModel:
     flat = table[vec].combine_chunks().flatten().to_numpy(zero_copy_only=False) if table.num_rows else []
     vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)[order]
     try:
-        return ItemModel.from_query(ids[order], vectors, {"commit": commit.commit}, commit.metadata.get("query"))
+        model = ItemModel.from_query(ids[order], vectors, {"commit": commit.commit}, commit.metadata.get("query"))
     except (ValueError, KeyError, TypeError) as exc:
         raise PipelineError(f"{fg.spec.key} commit {commit.commit}: its recorded query layout is unreadable "
                             f"({exc})") from exc
+    model.encoder = _encoder(fg, commit, embedder)
+    return model
+
+
+def _encoder(fg: FeatureGroup, commit: Commit, embedder: Embedder | None) -> EntityEncoder | None:
+    record = commit.metadata.get("model_artifact")
+    if record is None or embedder is None:
+        return None
+    loader = getattr(embedder, "load_encoder", None)
+    if loader is None:
+        raise PipelineError(f"{fg.spec.key} commit {commit.commit} stores a model artifact that the embedder "
+                            f"{embedder.name!r} cannot read")
+    return loader(artifacts.load(fg.root, fg.rel, record), f"{fg.spec.key} commit {commit.commit} model")
 
 
 def _ids_array(ids: np.ndarray, spec: FeatureGroupSpec) -> pa.Array:
@@ -393,20 +415,48 @@ class _Run:
         self.retrained = True
         if own is not None:
             self.bar.update(2)
-            return read_model(self.items_fg, own), own, [], None
-        if p.mode == "full" or prev is None or cutoff - prev.cutoff >= p.retrain_every:  # type: ignore[operator]
+            return read_model(self.items_fg, own, p.embedder), own, [], None
+        reused = None
+        if p.mode == "incremental" and prev is not None and cutoff - prev.cutoff < p.retrain_every:  # type: ignore[operator]
+            reused = self._reusable(prev, events)
+        if reused is None:
             model, alignment = self._fit(events, prev if prev is not None else _next(item_hist, p.name, cutoff))
             codes = _codes(events.item_ids, model.item_ids)
             table = _rows(self.items_fg.spec, model.item_ids, model.vectors, events.item_count[codes],
                           events.item_last[codes])
             meta = self._meta(events, model, retrained=True, model_commit=None, alignment=alignment)
+            if model.encoder is not None:  # the weights an incremental run re-encodes entities with
+                meta["model_artifact"] = artifacts.save(self.items_fg.root, self.items_fg.rel,
+                                                        model.encoder.to_bytes(), kind=p.embedder.name)
             model_commit = self.items_fg.insert(table, cutoff=cutoff, metadata=meta)
             self.t = self._stage("commit", self.t)
             return model, model_commit, [model_commit], alignment
         self.retrained = False
         self.t = self._stage("fit", self.t)
         self.bar.update(2)
-        return read_model(self.items_fg, prev), prev, [], None
+        assert prev is not None
+        return reused, prev, [], None
+
+    def _reusable(self, prev: Commit, events: EventTable) -> ItemModel | None:
+        """The previous item model, unless the schedule (``retrain_runs``, ``retrain_drift``) says to refit
+        or it lacks the encoder this embedder needs."""
+        p = self.p
+        model = read_model(self.items_fg, prev, p.embedder)
+        if model.encoder is None and hasattr(p.embedder, "load_encoder"):
+            return None
+        if p.retrain_runs is not None:
+            runs = sum(1 for c in self.ent_fg.history() if c.metadata.get("pipeline") == p.name
+                       and c.metadata.get("model_commit") == prev.commit and not c.metadata.get("retrained")
+                       and c.cutoff is not None and c.cutoff < self.cutoff)
+            if runs >= p.retrain_runs:
+                return None
+        if p.retrain_drift is not None and prev.cutoff is not None:
+            ev = events.load()
+            new = ev.time >= int(prev.cutoff.timestamp() * 1e6)
+            known = pd.Index(model.item_ids).get_indexer(ev.item_ids) >= 0
+            if new.any() and float(np.mean(~known[ev.item[new]])) > p.retrain_drift:
+                return None
+        return model
 
     def _fit(self, events: EventTable, reference: Commit | None) -> tuple[ItemModel, dict[str, Any] | None]:
         """Fit a new item model and align it onto ``reference``: the run before this date, or for a

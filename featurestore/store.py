@@ -57,11 +57,14 @@ class FeatureStore:
     """An embedding feature store rooted at a folder or URI (default ``$FEATURESTORE_ROOT`` or
     ``./featurestore_data``). Opening needs no ``schemas/`` folder: the specs live in the store.
 
-    ``cache_vectors``: local stores keep each data file's vectors as a raw float32 matrix under
-    ``_cache/vectors`` too, written behind each insert, so training sets gather vectors without decoding
-    Parquet. ``join_caches``: local stores keep each commit's narrow feature rows sorted by (keys, event
-    time) under ``_cache/joins``, built by the first training set over that commit, so later ones skip
-    the sort. ``engine``: what scans data in bulk (default: DuckDB, in this process).
+    ``cache_vectors``: keep each data file's vectors as a raw float32 matrix under ``_cache/vectors``
+    too, written behind each insert, so training sets gather vectors without decoding Parquet.
+    ``join_caches``: keep each commit's narrow feature rows sorted by (keys, event time) under
+    ``_cache/joins``, built by the first training set over that commit, so later ones skip the sort. Both
+    live beside a local store, and in the local cache folder of a store on object storage (with the
+    copies of its data files; see docs/object-storage.md). ``storage_options``: object-store settings
+    (credentials, region, endpoint) over the AWS variables. ``engine``: what scans data in bulk
+    (default: DuckDB, in this process).
     ``memory_limit`` (DuckDB units, ``"4GB"``) and ``temp_directory``: how much memory the default
     DuckDB engine may use and where it spills beyond that (pipelines' event reads, training-set
     joins); see docs/performance.md.
@@ -71,13 +74,15 @@ class FeatureStore:
                  storage_options: dict[str, str] | None = None, echo: bool = False,
                  cache_vectors: bool = True, join_caches: bool = True, engine: Engine | None = None,
                  memory_limit: str | None = None, temp_directory: str | None = None):
+        location = Root(resolve_root(root), storage_options)
+        location.check()  # an object store: a missing bucket, refused keys or a dead endpoint fail here, typed
         self.duck = Duck(echo=echo)
         if engine is None:
             engine = DuckDBEngine(self.duck, memory_limit=memory_limit, temp_directory=temp_directory)
         elif memory_limit is not None or temp_directory is not None:
             raise QueryError("memory_limit and temp_directory configure the default DuckDB engine: give them "
                              "to the engine you pass instead (DuckDBEngine(memory_limit=...))")
-        self.catalog = Catalog(Root(resolve_root(root), storage_options), engine,
+        self.catalog = Catalog(location, engine,
                                cache_vectors=cache_vectors, join_caches=join_caches)
         self.root = self.catalog.root
         self.engine = self.catalog.engine
@@ -123,7 +128,7 @@ class FeatureStore:
 
     @property
     def cache_vectors(self) -> bool:
-        """Whether inserts also write the training vector cache (local stores)."""
+        """Whether inserts also write the training vector cache."""
         return self.catalog.cache_vectors
 
     @cache_vectors.setter
@@ -132,7 +137,7 @@ class FeatureStore:
 
     @property
     def join_caches(self) -> bool:
-        """Whether training sets keep and use sorted join caches (local stores)."""
+        """Whether training sets keep and use sorted join caches."""
         return self.catalog.join_caches
 
     @join_caches.setter
@@ -144,16 +149,19 @@ class FeatureStore:
         """After a commit (a post-commit hook): this process's views see it without polling."""
         self._tables.pop((fg.name, fg.version), None)
 
-    def refresh_views(self) -> list[str]:
+    def refresh_views(self, only: str | None = None) -> list[str]:
         """Point every view at its table's newest commit; returns the view names.
 
         Per feature group: ``<name>_v<version>`` holds every row of that version's newest commit (each
         key's whole history), ``<name>`` the same for the newest version, and ``<name>_latest`` /
-        ``<name>_v<version>_latest`` only the newest row per key (what serving returns).
+        ``<name>_v<version>_latest`` only the newest row per key (what serving returns). ``only``: just
+        the feature groups whose name occurs in this text (a query), as :meth:`sql` does on object storage.
         """
         names: set[str] = set()
         newest: dict[str, FeatureGroupSpec] = {}
         for spec in self.specs():
+            if only is not None and spec.name not in only:
+                continue  # a query that never names the group cannot read its views
             key = (spec.name, spec.version)
             dt = self._tables.get(key)
             if dt is None:
@@ -162,7 +170,7 @@ class FeatureStore:
             else:
                 with delta.translated(f"refreshing {spec.key}"):
                     dt.update_incremental()
-            select = relation_sql(spec, delta.file_uris(dt))
+            select = relation_sql(spec, self.root.readable(delta.file_uris(dt)))
             pinned = f"{spec.name}_v{spec.version}"
             self.duck.set_view(pinned, select)
             self.duck.set_view(f"{pinned}_latest", _latest_sql(spec, pinned))
@@ -207,7 +215,9 @@ class FeatureStore:
         and a bare ``commit_time=t`` re-points every feature group. Set ``FeatureStore(..., echo=True)``
         or the ``featurestore.sql`` logger to DEBUG to see the SQL run.
         """
-        self.refresh_views()
+        # on an object store a view reads local copies of its files: refresh (and so download) only
+        # the feature groups the query names
+        self.refresh_views(None if self.root.local else query)
         temp = self._pinned_views(commits or {}, commit_time) if commits or commit_time is not None else None
         return self.duck.query(query, params=params, temp_views=temp)
 

@@ -14,7 +14,8 @@ from tests.conftest import SCHEMAS, T0, item_batch, tree_digest
 def test_apply_creates_tables_then_is_a_no_op(tmp_path):
     store = FeatureStore(tmp_path / "s")
     first = store.apply(SCHEMAS)
-    assert [(r.name, r.action) for r in first] == [("item_embeddings", "created"), ("user_embeddings", "created")]
+    assert [(r.name, r.action) for r in first] == [("item_embeddings", "created"), ("user_embeddings", "created"),
+                                                   ("recommend", "created")]  # the feature service (services/)
     before = tree_digest(tmp_path / "s")
     again = store.apply(SCHEMAS)
     assert {r.action for r in again} == {"unchanged"}

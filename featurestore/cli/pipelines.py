@@ -11,8 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from featurestore.cli._common import CLIError, add_memory, command, open_store, print_json
+from featurestore.embed.cooccurrence import CooccurrenceEmbedder
+from featurestore.embed.sequence import SequenceEmbedder
 from featurestore.engine.events import Columns, EventSource
 from featurestore.pipeline import Pipeline, load_pipeline, parse_every
+
+#: embedders selectable by --model (their ``name``)
+MODELS: dict[str, Any] = {"cooccurrence": CooccurrenceEmbedder, "sequence": SequenceEmbedder}
+#: the groups a sequence model writes by default (schemas/sequence/)
+SEQUENCE_GROUPS = (("sequence_item_embeddings", 1), ("sequence_user_embeddings", 1))
 
 
 def register(sub: Any) -> None:
@@ -42,6 +49,12 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=["incremental", "full"], default=None,
                    help="incremental: rewrite only entities with new events while the item model is reused")
     add_memory(p)
+    p.add_argument("--model", choices=sorted(MODELS), default=None,
+                   help="the embedder: cooccurrence (the built-in default) or sequence (a self-attention "
+                        "next-item model; needs featurestore[sequence]; writes sequence_item_embeddings and "
+                        "sequence_user_embeddings v1: apply schemas/sequence/ first)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="training budget of a sequence model: stop after M minutes keeping the best epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the run results as JSON")
     p.set_defaults(func=cmd_run)
@@ -104,7 +117,26 @@ def build(args: argparse.Namespace) -> Any:
         changes["weights"] = _weights(args.weights)
     if args.mode:
         changes["mode"] = args.mode
+    changes.update(_model(args, base))
     return replace(base, **changes)
+
+
+def _model(args: argparse.Namespace, base: Pipeline) -> dict[str, Any]:
+    """The embedder chosen by --model (and its --max-minutes budget)."""
+    changes: dict[str, Any] = {}
+    if args.model and args.model != base.embedder.name:
+        changes["embedder"] = MODELS[args.model]()
+        if args.model == "sequence" and (base.items, base.entities) == (Pipeline.items, Pipeline.entities):
+            changes["items"], changes["entities"] = SEQUENCE_GROUPS
+    embedder = changes.get("embedder", base.embedder)
+    if args.max_minutes is not None:
+        if not hasattr(embedder, "with_budget"):
+            raise CLIError(f"--max-minutes applies to a trained model (--model sequence); {embedder.name!r} has "
+                           "no training budget")
+        if args.max_minutes <= 0:
+            raise CLIError(f"--max-minutes must be positive; got {args.max_minutes}")
+        changes["embedder"] = embedder.with_budget(args.max_minutes)
+    return changes
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -73,7 +73,10 @@ def aggregate(events: EventTable, model: ItemModel, agg: Aggregation | None = No
               engine: Engine | None = None) -> EntityVectors:
     """Entity vectors for every entity of ``events`` (or only those with an event at or after ``since``,
     us since the epoch); the decayed weighted sums are computed by ``engine`` (default DuckDB's), in
-    batches, each normalised as it arrives."""
+    batches, each normalised as it arrives. A model with its own
+    encoder (``ItemModel.encoder``, a sequence model) encodes the histories itself: see :func:`encoded`."""
+    if model.encoder is not None:
+        return encoded(events, model, since)
     agg = agg or Aggregation()
     rows = pd.Index(model.item_ids).get_indexer(events.item_ids)  # event item code -> model row (-1: none)
     item_vectors = model.vectors
@@ -106,3 +109,16 @@ def _finish(batch: SumsBatch, model: ItemModel) -> SumsBatch:
     ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)
     return SumsBatch(batch.entity_ids[ok], vectors[ok], batch.totals[ok], batch.n_events[ok], batch.last[ok],
                      considered=batch.considered)
+
+
+def encoded(events: EventTable, model: ItemModel, since: int | None = None) -> EntityVectors:
+    """Entity vectors from the model's own encoder (its state after each entity's recent events): every
+    entity, or those with an event at or after ``since``. The encoder reads the sequences, so the events
+    are loaded into memory."""
+    assert model.encoder is not None
+    ev = events.load()
+    entities = None if since is None else np.unique(ev.entity[ev.time >= since])
+    codes, vectors = model.encoder.encode(ev, entities)
+    considered = ev.n_entities if entities is None else entities.size
+    return EntityVectors(ev.entity_ids[codes], vectors, ev.entity_count[codes], ev.entity_last[codes],
+                         skipped=int(considered - codes.size))

@@ -12,8 +12,7 @@ vectors formed from the rotated model rank items exactly as before.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -75,7 +74,8 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     if new.query_map is not None:  # entity . item = (mean x) M x_j^T is kept when M becomes R^T M R
         rq = r[:q, :q]
         qmap = (rq.T @ new.query_map.astype(np.float64) @ rq).astype(np.float32)
-    return dataclasses.replace(new, vectors=rotated, info=info, query_map=qmap), result
+    encoder = new.encoder.rotated(r) if new.encoder is not None else None  # entity vectors turn with the items
+    return replace(new, vectors=rotated, info=info, query_map=qmap, encoder=encoder), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:

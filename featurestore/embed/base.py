@@ -41,6 +41,10 @@ class ItemModel:
     #: entity . item scores a directed relation (see :mod:`featurestore.embed.directed`). Alignment
     #: rotates it with the coordinates (``R^T M R``); commit metadata carries it byte for byte.
     query_map: np.ndarray | None = None
+    #: an embedder's own entity encoder (a sequence model): entity vectors come from
+    #: ``encoder.encode(events, entities)`` instead of a mean of item vectors, and the pipeline stores
+    #: ``encoder.to_bytes()`` with the item commit (see :class:`EntityEncoder`)
+    encoder: EntityEncoder | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.item_ids):
@@ -108,6 +112,23 @@ class ItemModel:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+
+class EntityEncoder(Protocol):
+    """A fitted model that encodes entity histories itself (a sequence model's
+    :class:`~featurestore.embed.sequence.SequenceEncoder`)."""
+
+    def encode(self, events: EventTable, entities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(entity codes, unit vectors) of the entities (codes; None: all) that have a vector."""
+        ...
+
+    def rotated(self, r: np.ndarray) -> EntityEncoder:
+        """The same model with every stored vector (items and entities) multiplied by ``r``."""
+        ...
+
+    def to_bytes(self) -> bytes:
+        """The model, to store beside the item commit (the embedder's ``load_encoder`` reads it back)."""
+        ...
 
 
 @runtime_checkable

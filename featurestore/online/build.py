@@ -10,17 +10,16 @@ normalised copy that is searched), ``sqnorms.npy`` (l2) and ``index.faiss`` (IVF
 feature in the spec's ``online.indexes``). The default vector feature's files have these names, the
 others' carry the feature name (``vectors.<feature>.npy``...); a group of scalars has none. It is
 written to a temporary folder and renamed into place, so a reader sees a whole view or none. Stores
-on object storage build their views in a local cache folder.
+on object storage keep their views in the local cache folder: a view is downloaded from the bucket
+when another machine built it, else built here and uploaded (see :mod:`featurestore.online.remote`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import pyarrow as pa
 from featurestore.errors import StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
+from featurestore.online import remote
 from featurestore.online.integrity import checksums
 from featurestore.online.keys import build_hash_table, encode_columns, needs_hash_map, sort_keys
 from featurestore.schema import EntityKey, Feature
@@ -42,17 +42,24 @@ from featurestore.storage.fs import pid_alive, remove_dead_temporaries
 
 log = logging.getLogger("featurestore.online")
 FORMAT_VERSION = 3  # 2: every file's size and CRC-32 in the manifest; 3: every feature, composite keys
-ONLINE_DIR = "_online"
-CACHE_ENV = "FEATURESTORE_ONLINE_CACHE"
+ONLINE_DIR = remote.ONLINE_DIR
 
 
 def views_dir(fg: FeatureGroup) -> Path:
-    """Where the views of a feature group version live (a local folder)."""
+    """Where the views of a feature group version live (a local folder: beside the table, or for a store
+    on object storage in its cache folder)."""
     if fg.root.local:
         return Path(fg.uri) / ONLINE_DIR
-    base = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "featurestore-online")
-    digest = hashlib.sha256(fg.uri.encode()).hexdigest()[:16]
-    return base / digest / ONLINE_DIR
+    return fg.root.cached(f"{fg.rel}/{ONLINE_DIR}")
+
+
+def fetch(fg: FeatureGroup, commit: int) -> bool:
+    """Whether ``commit``'s view is here: on a store on object storage, downloaded (and verified) when
+    another machine uploaded it."""
+    target = view_path(fg, commit)
+    if (target / "manifest.json").exists():
+        return True
+    return not fg.root.local and remote.download(fg, commit, target)
 
 
 def view_path(fg: FeatureGroup, commit: int) -> Path:
@@ -77,7 +84,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     """Build the view of ``commit`` unless it exists (``force`` rebuilds); return its folder."""
     say = progress or (lambda m: log.info("%s c%d: %s", fg.spec.key, commit, m))
     target = view_path(fg, commit)
-    if (target / "manifest.json").exists() and not force:
+    if not force and fetch(fg, commit):
         if _format(target) == FORMAT_VERSION:
             return target
         force = True  # built by an older version (fewer features, no checksums): derived data, so rebuilt
@@ -103,6 +110,8 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         raise
     dims = ", ".join(f"{f.name} x {f.dim}" for f, _ in rows.vectors) or "scalars only"
     say(f"published {rows.n:,} rows ({dims}) to {target} in {time.perf_counter() - t0:.1f}s")
+    if not fg.root.local:
+        remote.upload(fg, commit, target)
     return target
 
 

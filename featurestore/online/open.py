@@ -6,7 +6,7 @@ from datetime import datetime
 
 from featurestore.errors import CommitNotFound, InvalidData, InvalidQuery
 from featurestore.feature_group import FeatureGroup
-from featurestore.online.build import materialize, view_path
+from featurestore.online.build import fetch, materialize, view_path
 from featurestore.online.view import OnlineView
 
 
@@ -26,7 +26,7 @@ def open_online(fg: FeatureGroup, commit: int | None = None, commit_time: dateti
     """Open the view of the resolved commit, materialising it first when ``build`` (the default)."""
     c = resolve_commit(fg, commit, commit_time)
     path = view_path(fg, c)
-    if not (path / "manifest.json").exists():
+    if not fetch(fg, c):
         if not build:
             raise CommitNotFound(f"{fg.spec.key} commit {c} has no materialised view; run "
                                  f"`featurestore materialize {fg.name} --version {fg.version} --commit {c}`")

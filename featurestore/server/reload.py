@@ -205,7 +205,7 @@ class Registry:
         rows, the key table, the index) never competes with requests for this process's interpreter.
         Stores opened with explicit storage options (which a child cannot be given safely) build in
         this process's reload thread instead."""
-        if fg.root.storage_options or not self.policy.build_in_subprocess:
+        if fg.root.explicit_options or not self.policy.build_in_subprocess:
             return materialize(fg, commit)
         cmd = [sys.executable, "-m", "featurestore", "materialize", fg.name, "--version", str(fg.version),
                "--commit", str(commit), "--root", fg.root.uri, "--json"]

@@ -18,6 +18,7 @@ from featurestore.errors import (
     FeatureStoreError,
     StorageError,
 )
+from featurestore.storage import objectstore
 from featurestore.storage.fs import Root
 
 #: prefix of the commit-metadata keys that featurestore writes into Delta's commitInfo
@@ -25,8 +26,9 @@ META_PREFIX = "featurestore."
 
 
 @contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Map deltalake and I/O errors raised inside the block to featurestore errors."""
+def translated(what: str, uri: str = "", storage_options: dict[str, str] | None = None) -> Iterator[None]:
+    """Map deltalake and I/O errors raised inside the block to featurestore errors (for a table ``uri``
+    on an object store, a missing bucket, refused credentials and a silent endpoint have their own)."""
     from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
     try:
@@ -38,6 +40,8 @@ def translated(what: str) -> Iterator[None]:
     except TableNotFoundError as exc:
         raise StorageError(f"{what}: table not found ({exc})") from exc
     except (DeltaError, OSError, pa.ArrowException) as exc:  # a damaged data file is an Arrow error
+        if objectstore.is_object_store(uri):
+            raise objectstore.translate(uri, storage_options or {}, what, exc) from exc
         raise StorageError(f"{what}: {_first_lines(exc)}") from exc
 
 
@@ -52,7 +56,7 @@ def create(uri: str, schema: pa.Schema, *, name: str, description: str,
            storage_options: dict[str, str] | None) -> None:
     from deltalake import DeltaTable
 
-    with translated(f"creating table {uri}"):
+    with translated(f"creating table {uri}", uri, storage_options):
         DeltaTable.create(uri, schema, mode="ignore", name=name, description=description,
                           storage_options=storage_options or None)
 
@@ -60,7 +64,7 @@ def create(uri: str, schema: pa.Schema, *, name: str, description: str,
 def open_table(uri: str, version: int | None = None, *, storage_options: dict[str, str] | None = None) -> Any:
     from deltalake import DeltaTable
 
-    with translated(f"opening table {uri}"):
+    with translated(f"opening table {uri}", uri, storage_options):
         dt = DeltaTable(uri, storage_options=storage_options or None)
         if version is not None:
             latest = dt.version()
@@ -91,8 +95,18 @@ def _log_versions(root: Root, rel: str) -> list[int]:
     return sorted(int(m[1]) for n in names if (m := _LOG_FILE.match(n)))
 
 
+def _log_entry(root: Root, rel: str, version: int) -> bytes:
+    """The bytes of one commit's log entry. On an object store they come from the local cache: a log
+    entry is created once (a conditional PUT) and never rewritten, so a copy is never stale."""
+    name = f"{rel}/_delta_log/{version:020d}.json"
+    if root.local:
+        return root.read_bytes(name)
+    with open(root.readable([root.uri_of(name)])[0], "rb") as f:
+        return f.read()
+
+
 def _commit_info(root: Root, rel: str, version: int) -> dict[str, Any]:
-    raw = root.read_bytes(f"{rel}/_delta_log/{version:020d}.json")
+    raw = _log_entry(root, rel, version)
     for line in raw.splitlines():
         if b'"commitInfo"' in line:
             try:
@@ -110,7 +124,10 @@ def history(root: Root, rel: str) -> list[dict[str, Any]]:
     Read from the log files themselves (each named by its version), so a commit racing this call
     can never shift the numbering.
     """
-    return [_commit_info(root, rel, v) for v in _log_versions(root, rel)]
+    versions = _log_versions(root, rel)
+    if not root.local:  # fetch the entries not cached yet in parallel, not one request after another
+        root.readable([root.uri_of(f"{rel}/_delta_log/{v:020d}.json") for v in versions])
+    return [_commit_info(root, rel, v) for v in versions]
 
 
 def version_at(root: Root, rel: str, when: datetime) -> int:
@@ -128,5 +145,5 @@ def version_at(root: Root, rel: str, when: datetime) -> int:
 
 
 def file_uris(dt: Any) -> list[str]:
-    with translated(f"listing files of {dt.table_uri}"):
+    with translated(f"listing files of {dt.table_uri}", dt.table_uri):
         return list(dt.file_uris())

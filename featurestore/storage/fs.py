@@ -1,7 +1,11 @@
-"""The store's root: a local folder or any URI that pyarrow and deltalake understand.
+"""The store's root: a local folder, an object-store URI (``s3://bucket/prefix``, see
+:mod:`.objectstore`) or any other URI that pyarrow and deltalake understand.
 
-Small JSON documents (the registry of specs, reports) are written through :class:`Root`, atomically:
-to a temporary name, then renamed (local disk) or put in one request (object stores).
+:class:`Root` is the one file-system abstraction of the package: small JSON documents (the registry of
+specs, reports) are written through it atomically (to a temporary name, then renamed on local disk; one
+PUT on an object store), and for an object-store root it also uploads and downloads whole files and keeps
+local copies of the immutable data files in a cache folder (:meth:`Root.readable`), so DuckDB, the
+engines and the online views read local files whatever the root.
 """
 
 from __future__ import annotations
@@ -11,12 +15,16 @@ import os
 import shutil
 import uuid
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from featurestore.errors import StorageError
+from featurestore.errors import FeatureStoreError, StorageError
+from featurestore.storage import objectstore
 
 
 def is_uri(root: str) -> bool:
@@ -28,7 +36,21 @@ class Root:
 
     def __init__(self, root: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
         raw = os.fspath(root)
+        #: the options given by the caller (a child process cannot be handed them safely)
+        self.explicit_options = dict(storage_options or {})
+        #: what deltalake gets: for an object store, the explicit options over the AWS variables (resolved)
         self.storage_options = dict(storage_options or {})
+        #: local folder for copies of an object store's files (None for a local root)
+        self.cache: Path | None = None
+        if objectstore.is_object_store(raw):
+            self.uri = "s3://" + raw.split("://", 1)[1].strip("/")
+            bucket, prefix = objectstore.split(self.uri)
+            self.storage_options = objectstore.resolve(self.uri, storage_options)
+            self.fs = objectstore.filesystem(self.uri, self.storage_options)
+            self.base = f"{bucket}/{prefix}".rstrip("/")
+            self.local = False
+            self.cache = objectstore.cache_dir(self.uri)
+            return
         try:
             if is_uri(raw) and not raw.startswith("file://"):
                 self.fs, self.base = pafs.FileSystem.from_uri(raw)
@@ -51,10 +73,45 @@ class Root:
     def _path(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base
 
+    def error(self, what: str, exc: BaseException) -> StorageError:
+        """The typed error for a failed storage request (for object stores: missing bucket, refused
+        credentials and an unreachable endpoint each have their own class)."""
+        if isinstance(exc, StorageError):
+            return exc
+        if self.local:
+            return StorageError(f"{what}: {exc}")
+        return objectstore.translate(self.uri, self.storage_options, what, exc)
+
+    @contextmanager
+    def translated(self, what: str) -> Iterator[None]:
+        """Raise backend errors inside the block as :meth:`error` (FileNotFoundError passes through)."""
+        try:
+            yield
+        except (FileNotFoundError, FeatureStoreError):
+            raise
+        except Exception as exc:  # pyarrow raises OSError, ArrowException and ValueError subclasses
+            raise self.error(what, exc) from exc
+
+    def check(self) -> None:
+        """For an object-store root: one request that fails with a typed error naming the URL when the
+        bucket is missing, the credentials are refused or the endpoint does not answer."""
+        if self.local:
+            return
+        bucket = self.base.split("/", 1)[0]
+        with self.translated(f"opening {self.uri}"):
+            info = self.fs.get_file_info(bucket)
+            if info.type == pafs.FileType.NotFound:
+                raise objectstore.translate(self.uri, self.storage_options, f"opening {self.uri}",
+                                            OSError("NoSuchBucket"))
+            self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))  # proves read access
+
     def exists(self, rel: str) -> bool:
-        return self.fs.get_file_info(self._path(rel)).type != pafs.FileType.NotFound
+        with self.translated(f"looking for {self.uri_of(rel)}"):
+            return bool(self.fs.get_file_info(self._path(rel)).type != pafs.FileType.NotFound)
 
     def makedirs(self, rel: str) -> None:
+        if not self.local:
+            return  # object stores have no folders: a key's prefix exists once a key under it does
         try:
             self.fs.create_dir(self._path(rel), recursive=True)
         except OSError as exc:
@@ -63,19 +120,86 @@ class Root:
     def listdir(self, rel: str) -> list[str]:
         """Names directly under ``rel`` (empty when it does not exist)."""
         sel = pafs.FileSelector(self._path(rel), allow_not_found=True)
-        try:
+        with self.translated(f"cannot list the folder {self.uri_of(rel)}"):
             return sorted(info.base_name for info in self.fs.get_file_info(sel))
-        except OSError as exc:
-            raise StorageError(f"cannot list the folder {self.uri_of(rel)}: {exc}") from exc
+
+    def walk(self, rel: str) -> list[pafs.FileInfo]:
+        """Every file under ``rel`` (recursively; empty when it does not exist), with size and mtime."""
+        sel = pafs.FileSelector(self._path(rel), allow_not_found=True, recursive=True)
+        with self.translated(f"cannot list the folder {self.uri_of(rel)}"):
+            return [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+
+    def rel_of(self, path: str) -> str:
+        """The root-relative name of a file info's path (see :meth:`walk`) or of a URI under the root."""
+        for prefix in (self.uri + "/", self.base + "/"):
+            if path.startswith(prefix):
+                return path[len(prefix):]
+        raise StorageError(f"{path} is not under the store root {self.uri}")
 
     def read_bytes(self, rel: str) -> bytes:
+        with self.translated(f"cannot read {self.uri_of(rel)}"), self.fs.open_input_stream(self._path(rel)) as f:
+            return bytes(f.read())
+
+    def delete(self, rel: str) -> None:
+        """Delete one file (nothing when it is gone already)."""
         try:
-            with self.fs.open_input_stream(self._path(rel)) as f:
-                return bytes(f.read())
+            with self.translated(f"cannot delete {self.uri_of(rel)}"):
+                self.fs.delete_file(self._path(rel))
         except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"cannot read {self.uri_of(rel)}: {exc}") from exc
+            pass
+
+    def delete_tree(self, rel: str) -> None:
+        """Delete a folder and everything under it (nothing when it is gone already)."""
+        try:
+            with self.translated(f"cannot delete {self.uri_of(rel)}"):
+                self.fs.delete_dir(self._path(rel))
+        except FileNotFoundError:
+            pass
+
+    def upload(self, local: str | os.PathLike[str], rel: str) -> None:
+        """Copy a local file to ``rel`` (one object; readers see all of it or nothing)."""
+        with self.translated(f"cannot upload {local} to {self.uri_of(rel)}"):
+            pafs.copy_files(os.fspath(local), self._path(rel), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
+
+    def download(self, rel: str, local: str | os.PathLike[str]) -> None:
+        """Copy ``rel`` to a local file, atomically (a temporary name, then renamed into place)."""
+        target = os.fspath(local)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            with self.translated(f"cannot download {self.uri_of(rel)}"):
+                pafs.copy_files(self._path(rel), tmp, source_filesystem=self.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def cached(self, rel: str) -> Path:
+        """Where the local copy of ``rel`` lives (on a local root: ``rel`` itself)."""
+        if self.cache is None:
+            return Path(self._path(rel))
+        return self.cache / "files" / rel if rel else self.cache / "files"
+
+    @property
+    def local_dir(self) -> str:
+        """The local folder that mirrors the root: the root itself, or an object store's cache folder
+        (where derived files such as the training caches live)."""
+        return str(self.cached(""))
+
+    def readable(self, uris: list[str]) -> list[str]:
+        """Local paths to read the data files ``uris`` from: themselves on local disk; for an object
+        store, copies in the cache folder, downloaded (in parallel) the first time. Data files are
+        immutable (every write adds new, uniquely named files), so a copy never goes stale."""
+        if self.local or not uris:
+            return list(uris)
+        local = [self.cached(self.rel_of(u)) for u in uris]
+        missing = [(self.rel_of(u), p) for u, p in zip(uris, local, strict=True) if not p.exists()]
+        if missing:
+            with ThreadPoolExecutor(max_workers=min(8, len(missing))) as pool:
+                list(pool.map(lambda m: self.download(*m), missing))
+        return [str(p) for p in local]
 
     def read_json(self, rel: str) -> Any:
         """A JSON document; :class:`StorageError` naming the file when it is not valid JSON."""
@@ -99,8 +223,11 @@ class Root:
                     os.fsync(f.fileno())
                 os.replace(tmp, self._path(rel))
             else:  # an object-store PUT is atomic
-                with self.fs.open_output_stream(self._path(rel)) as f:
+                with self.translated(f"cannot write {self.uri_of(rel)}"), \
+                        self.fs.open_output_stream(self._path(rel)) as f:
                     f.write(data)
+        except FeatureStoreError:
+            raise
         except OSError as exc:
             raise StorageError(f"cannot write {self.uri_of(rel)}: {exc}") from exc
 

@@ -9,8 +9,12 @@ Until the commit the files are not referenced by the log, so no reader sees them
 between leaves unreferenced files behind, never a half-visible commit. The files look like the ones
 deltalake writes itself: ``part-NNNNN-<uuid>-c000.snappy.parquet``, about 100 MB each with one row group,
 snappy, dictionary encoding (except vector columns), column statistics in the footer, and Delta ``stats`` (numRecords,
-minValues, maxValues, nullCount) in each add action. Local roots only: object stores keep the
-sequential ``write_deltalake`` path (see :func:`featurestore.storage.staging.append`).
+minValues, maxValues, nullCount) in each add action.
+
+On an object-store root each file is written to the store's local cache folder first (so this machine
+later reads it without a download), then uploaded into the table's prefix by the same background thread;
+:meth:`StagedAppend.discard` deletes the uploads too. A writer killed before its commit leaves only
+objects that no commit references: invisible to every reader, and removed by ``vacuum``.
 """
 
 from __future__ import annotations
@@ -54,11 +58,10 @@ class StagedAppend:
     """
 
     def __init__(self, root: Root, rel: str, make_table: Callable[[], pa.Table]):
-        if not root.local:
-            raise StorageError(f"{root.uri}: staged appends need a local store root")
         self.root, self.rel = root, rel
         self.uri = root.uri_of(rel)
-        self.paths: list[str] = []  # absolute paths of the files written so far
+        self.paths: list[str] = []  # absolute (local) paths of the files written so far
+        self.uploaded: list[str] = []  # object-store roots: root-relative names of the files uploaded so far
         self.files: list[tuple[str, int, int]] = []  # (path, first row, row count) of each written file
         self.checksums: dict[str, str] = {}  # file name -> CRC-32 of its bytes
         self._done = False
@@ -73,7 +76,8 @@ class StagedAppend:
         import pyarrow.parquet as pq
         from deltalake.transaction import AddAction
 
-        table_dir = self.root._path(self.rel)
+        table_dir = self.root._path(self.rel) if self.root.local else str(self.root.cached(self.rel))
+        os.makedirs(table_dir, exist_ok=True)
         dt = open_table(self.uri, storage_options=self.root.storage_options)  # the version this append reads
         table = make_table()
         per_file = rows_per_file(table)
@@ -94,6 +98,9 @@ class StagedAppend:
                            use_dictionary=dictionary, write_page_checksum=PAGE_CHECKSUMS)
             self.files.append((path, start, part.num_rows))
             self.checksums[name] = file_crc32(path)  # from the page cache, just written
+            if not self.root.local:
+                self.uploaded.append(f"{self.rel}/{name}")  # before uploading: a failed upload is deleted too
+                self.root.upload(path, f"{self.rel}/{name}")
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=True,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
@@ -111,7 +118,7 @@ class StagedAppend:
         if self._done:
             raise StorageError(f"{self.uri}: this staged append was already committed or discarded")
         try:
-            with translated(f"committing to {self.uri}"):
+            with translated(f"committing to {self.uri}", self.uri, self.root.storage_options):
                 dt, schema, actions = self._future.result()  # the writer's errors, translated too
                 metadata = {**metadata, CHECKSUMS: json.dumps(self.checksums, separators=(",", ":"))}
                 dt.create_write_transaction(
@@ -155,6 +162,9 @@ class StagedAppend:
             for path in self.paths:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
+            for rel in self.uploaded:
+                with contextlib.suppress(StorageError):
+                    self.root.delete(rel)
 
 
 def rows_per_file(table: pa.Table) -> int:
@@ -218,19 +228,9 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
 def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
     """Append ``data`` as one atomic commit carrying ``metadata``; return that commit's info.
 
-    Local roots write the files with pyarrow and commit them (:mod:`.staging`); other roots go
-    through ``write_deltalake``.
+    The files are written with pyarrow and committed by deltalake (:class:`StagedAppend`).
     """
-    if root.local:
-        StagedAppend(root, rel, lambda: data).commit(metadata)
-    else:
-        from deltalake import CommitProperties, write_deltalake
-
-        with translated(f"committing to {root.uri_of(rel)}"):
-            write_deltalake(
-                root.uri_of(rel), data, mode="append", storage_options=root.storage_options or None,
-                commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=15),
-            )
+    StagedAppend(root, rel, lambda: data).commit(metadata)
     return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])
 
 

@@ -46,15 +46,15 @@ def _cache_entries(store: Catalog) -> dict[str, list[tuple[str, bool]]]:
     store: the vector copies ("vectors") and the sorted join caches ("joins")."""
     out: dict[str, list[tuple[str, bool]]] = {}
     for kind, sub in (("vectors", CACHE_DIR), ("joins", JOIN_CACHE_DIR)):
-        base = os.path.join(store.root.uri, sub)
-        if not store.root.local or not os.path.isdir(base):
+        base = os.path.join(store.root.local_dir, sub)
+        if not os.path.isdir(base):
             continue
         for name in sorted(os.listdir(base)):
             for version in sorted(os.listdir(os.path.join(base, name))):
                 folder = os.path.join(base, name, version)
                 if not version.removeprefix("v").isdigit() or not os.path.isdir(folder):
                     continue
-                data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))))
+                data = str(store.root.cached(store.table_path(name, int(version.removeprefix("v")))))
                 entries = out.setdefault(f"{name}/{version} ({kind})", [])
                 for f in sorted(os.listdir(folder)):
                     path = os.path.join(folder, f)
@@ -121,7 +121,7 @@ def cache_problems(store: Catalog) -> list[tuple[str, str]]:
 def _vector_copy_problem(store: Catalog, table: str, path: str) -> str | None:
     name, version = table.split(" ")[0].split("/")
     stem = os.path.basename(path).removesuffix(".npy").rsplit(".", 1)[0]
-    data = os.path.join(store.root.uri, store.table_path(name, int(version.removeprefix("v"))), f"{stem}.parquet")
+    data = os.path.join(store.root.cached(store.table_path(name, int(version.removeprefix("v")))), f"{stem}.parquet")
     try:
         mat = np.load(path, mmap_mode="r")
         rows = file_rows([data])[0]

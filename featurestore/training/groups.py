@@ -146,7 +146,7 @@ def attach_join_caches(store: Catalog, groups: list[JoinGroup]
     groups = list(groups)
     caches: dict[str, pa.Table] = {}
     uncached: list[JoinGroup] = []
-    if not (store.root.local and store.join_caches):
+    if not store.join_caches:
         return groups, caches, uncached
     for i, g in enumerate(groups):
         table = load_join_cache(store, g)

@@ -55,12 +55,13 @@ def _built_from(schema: pa.Schema) -> list[str] | None:
 
 
 def join_cache_path(store: Catalog, g: JoinGroup) -> str | None:
-    """Where the join cache of ``g``'s commit lives (None: object stores keep none)."""
-    if not store.root.local or not g.files:
+    """Where the join cache of ``g``'s commit lives (None: no files; a store on object storage keeps it in
+    its local cache folder)."""
+    if not g.files:
         return None
     names = "\n".join(_names(g))
     digest = hashlib.sha256(f"{_FORMAT}\n{names}".encode()).hexdigest()[:32]
-    return os.path.join(store.root.uri, JOIN_CACHE_DIR, g.spec.name, f"v{g.spec.version}", f"{digest}.arrow")
+    return os.path.join(store.root.local_dir, JOIN_CACHE_DIR, g.spec.name, f"v{g.spec.version}", f"{digest}.arrow")
 
 
 def join_cache_sources(path: str) -> list[str] | None:
@@ -104,8 +105,8 @@ def refresh_behind(store: Catalog, fg: FeatureGroup, commit: int) -> None:
     """After ``fg`` committed ``commit``: if the group already has a join cache (it is used for
     training sets), queue the join cache of the new commit for the cache writer thread, so the first
     training set over it maps a join cache too. Groups never read into a training set get none."""
-    folder = os.path.join(store.root.uri, JOIN_CACHE_DIR, fg.spec.name, f"v{fg.spec.version}")
-    if store.root.local and store.join_caches and os.path.isdir(folder) and any(
+    folder = os.path.join(store.root.local_dir, JOIN_CACHE_DIR, fg.spec.name, f"v{fg.spec.version}")
+    if store.join_caches and os.path.isdir(folder) and any(
             f.endswith(".arrow") for f in os.listdir(folder)):
         write_behind(_refresh, store, fg, commit)
 

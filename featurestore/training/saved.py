@@ -23,15 +23,17 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
-from featurestore.errors import CorruptData, InvalidData, StorageError, TrainingSetNotFound
-from featurestore.storage.fs import remove_dead_temporaries
+from featurestore.errors import CommitConflict, CorruptData, InvalidData, StorageError, TrainingSetNotFound
+from featurestore.storage import delta
+from featurestore.storage.fs import Root, remove_dead_temporaries
+from featurestore.storage.staging import append
 from featurestore.training.plan import _ROW, TrainingSet, rechunk
 
 DIR = "training_sets"
@@ -53,20 +55,28 @@ class SavedTrainingSet:
     version: int
     path: str  # URI of data.parquet
     manifest: dict[str, Any]
+    root: Root | None = field(default=None, repr=False, compare=False)  # the store it was saved in
 
     @property
     def pins(self) -> dict[str, int]:
         return dict(self.manifest["pins"])
 
+    @property
+    def local_path(self) -> str:
+        """A local file with the saved rows: ``path`` itself, or for a store on object storage its copy
+        in the cache folder (downloaded the first time; a saved version never changes)."""
+        if self.root is None or self.root.local:
+            return self.path
+        return self.root.readable([self.path])[0]
+
     def verify(self) -> None:
         """Check ``data.parquet`` against the size and SHA-256 its manifest recorded (CorruptData
         naming the file when they differ: the set would no longer be the one its pins reproduce)."""
         want = self.manifest.get("data") or {}
-        if "://" in self.path and not self.path.startswith("file://"):
-            return  # object storage checks its own checksums; reading it back to hash it costs a download
         try:
-            size = os.path.getsize(self.path)
-            digest = _file_sha256(self.path) if size == want.get("bytes") else None
+            local = self.local_path
+            size = os.path.getsize(local)
+            digest = _file_sha256(local) if size == want.get("bytes") else None
         except OSError as exc:
             raise StorageError(f"training set {self.name!r} v{self.version}: cannot read {self.path}: {exc}") from exc
         if size != want.get("bytes") or digest != want.get("sha256"):
@@ -79,7 +89,7 @@ class SavedTrainingSet:
 
         self.verify()
         try:
-            return pq.read_table(self.path)
+            return pq.read_table(self.local_path)
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read training set {self.name!r} v{self.version} from {self.path}: "
                                f"{exc}") from exc
@@ -118,6 +128,10 @@ def _file_sha256(path: str) -> str:
 
 
 def _versions(store: Catalog, name: str) -> list[int]:
+    if not store.root.local:  # a version is complete once its manifest is there (written last)
+        rels = [store.root.rel_of(i.path) for i in store.root.walk(f"{DIR}/{name}")]
+        return sorted(int(r.split("/")[2][1:]) for r in rels if r.count("/") == 3 and r.endswith("/" + MANIFEST)
+                      and r.split("/")[2][:1] == "v" and r.split("/")[2][1:].isdigit())
     return sorted(int(d[1:]) for d in store.root.listdir(f"{DIR}/{name}") if d[:1] == "v" and d[1:].isdigit())
 
 
@@ -158,13 +172,56 @@ def _stage_and_claim(store: Catalog, name: str, ts: TrainingSet, base: str, desc
             "params": ts.params,
             "data": {"file": DATA, "sha256": _file_sha256(local), "bytes": os.path.getsize(local)},
         }
+        if not store.root.local:
+            version = _claim_number(store, name)
+            manifest["version"] = version
+            rel = f"{DIR}/{name}/v{version}"
+            _publish_remote(store, rel, local, manifest)
+            return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest, store.root)
         for _ in range(100):  # claim the next version number; a racing writer makes us take the next
             version = (_versions(store, name) or [0])[-1] + 1
             manifest["version"] = version
             rel = f"{DIR}/{name}/v{version}"
             if _claim(store, rel, local, manifest):
-                return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
+                return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest, store.root)
     raise StorageError(f"could not claim a version number for training set {name!r}")
+
+
+_CLAIMS = "_versions"  # object stores: a Delta table whose commit numbers are the version numbers handed out
+
+
+def _claim_number(store: Catalog, name: str) -> int:
+    """The next version number of ``name`` on an object store: the number of a new commit to a small
+    Delta table, so two savers racing on two machines get different numbers (Delta's atomic commit:
+    a conditional PUT of the log entry) without any lock service."""
+    rel = f"{DIR}/{name}/{_CLAIMS}"
+    uri, opts = store.root.uri_of(rel), store.root.storage_options
+    if not store.root.exists(f"{rel}/_delta_log/{0:020d}.json"):
+        with contextlib.suppress(StorageError, CommitConflict):  # a racing saver created it first
+            delta.create(uri, pa.schema([("claim", pa.string())]), name=f"{name}_versions",
+                         description=f"version numbers of training set {name}", storage_options=opts)
+    claim = uuid.uuid4().hex
+    info = append(store.root, rel, pa.table({"claim": [claim]}), {delta.META_PREFIX + "run_id": claim})
+    return int(info["version"])
+
+
+def _publish_remote(store: Catalog, rel: str, data: str, manifest: dict[str, Any]) -> None:
+    """Upload the data, then the manifest that makes the version visible (nothing to see until then)."""
+    try:
+        store.root.upload(data, f"{rel}/{DATA}")
+        store.root.write_json(f"{rel}/{MANIFEST}", manifest)
+    except BaseException:
+        with contextlib.suppress(StorageError):
+            store.root.delete_tree(rel)
+        raise
+    cached = store.root.cached(f"{rel}/{DATA}")  # this machine reads it back without a download
+    tmp = cached.with_name(f".{uuid.uuid4().hex[:8]}.part")
+    with contextlib.suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data, tmp)
+        os.replace(tmp, cached)
+    with contextlib.suppress(OSError):
+        os.remove(tmp)
 
 
 def _claim(store: Catalog, rel: str, data: str, manifest: dict[str, Any]) -> bool:
@@ -188,14 +245,7 @@ def _claim(store: Catalog, rel: str, data: str, manifest: dict[str, Any]) -> boo
         finally:
             if os.path.exists(staging):
                 shutil.rmtree(staging)
-    # object store: the manifest is written last and marks the version complete
-    if root.exists(f"{rel}/{MANIFEST}"):
-        return False
-    import pyarrow.fs as pafs
-
-    pafs.copy_files(data, root._path(f"{rel}/{DATA}"), destination_filesystem=root.fs)
-    root.write_json(f"{rel}/{MANIFEST}", manifest)
-    return True
+    raise StorageError(f"{root.uri}: version claims by rename need a local store root")
 
 
 def load(store: Catalog, name: str, version: int | None = None) -> SavedTrainingSet:
@@ -217,7 +267,7 @@ def load(store: Catalog, name: str, version: int | None = None) -> SavedTraining
     if missing:
         raise StorageError(f"training set {name!r} v{version}: {store.root.uri_of(f'{rel}/{MANIFEST}')} is "
                            f"damaged (no {', '.join(missing)})")
-    return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest)
+    return SavedTrainingSet(name, version, store.root.uri_of(f"{rel}/{DATA}"), manifest, store.root)
 
 
 def saved_versions(store: Catalog) -> list[tuple[str, int]]:

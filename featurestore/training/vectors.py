@@ -21,7 +21,6 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,11 +39,9 @@ def _write_behind(path: str, array: np.ndarray) -> None:
 
 def cache_path(store: Catalog, table: str, file: str, column: str) -> str | None:
     """Where the decoded ``column`` of data ``file`` of ``table`` ("<name>/v<version>") is cached
-    (None: stores on object storage keep no cache)."""
-    if not store.root.local:
-        return None
+    (a store on object storage keeps it in its local cache folder)."""
     base = os.path.basename(file).removesuffix(".parquet")
-    return os.path.join(store.root.uri, CACHE_DIR, table, f"{base}.{column}.npy")
+    return os.path.join(store.root.local_dir, CACHE_DIR, table, f"{base}.{column}.npy")
 
 
 def cache_inserted(store: Catalog, table: str, batch: pa.Table, columns: list[str],
@@ -52,7 +49,7 @@ def cache_inserted(store: Catalog, table: str, batch: pa.Table, columns: list[st
     """Queue the cache files of data files an insert just committed, from the batch in memory: the first
     training set over a new commit then decodes nothing. ``files``: (path, first row, row count) of each
     file in ``batch``; ``columns``: the vector columns (``FixedSizeList<float32>``, as conformed)."""
-    if not store.root.local or not files:
+    if not files:
         return
     for column in columns:
         col = batch[column]  # a one-chunk column as it is: combine_chunks would copy it (0.4 s at 1M x 64-d)
@@ -118,17 +115,12 @@ class VectorColumn:
 
     def _decode(self, file: str) -> tuple[np.ndarray, np.ndarray | None]:
         """One file's vectors as a float32[rows, dim] matrix (and a validity mask when some are null).
-        Read with pyarrow (about half DuckDB's CPU for a list column), from the file system the file's URI
-        names on object storage."""
-        import pyarrow.fs as pafs
+        Read with pyarrow (about half DuckDB's CPU for a list column) from the local file (on object
+        storage, the cached copy)."""
         import pyarrow.parquet as pq
 
-        source: Any = file
         try:
-            if not self.store.root.local:
-                fs, path = pafs.FileSystem.from_uri(file)
-                source = fs.open_input_file(path)
-            table = pq.ParquetFile(source).read(columns=[self.column], use_threads=False).rename_columns(["v"])
+            table = pq.ParquetFile(file).read(columns=[self.column], use_threads=False).rename_columns(["v"])
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read {self.column} of {self.table} from {file}: {exc}") from exc
         arr = table.column("v").combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))

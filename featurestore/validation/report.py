@@ -162,6 +162,10 @@ def save(root: Root, report: ValidationReport) -> str:
 def report_files(root: Root) -> list[str]:
     """Every stored report, as paths relative to the root, oldest first."""
     out = []
+    if not root.local:  # one recursive listing instead of one per folder
+        rels = [root.rel_of(info.path) for info in root.walk(REPORTS_DIR)]
+        out = [r for r in rels if r.endswith(".json") and r.count("/") == 3]
+        return sorted(out, key=lambda p: p.rsplit("/", 1)[1])
     for name in root.listdir(REPORTS_DIR):
         for vdir in root.listdir(f"{REPORTS_DIR}/{name}"):
             for f in root.listdir(f"{REPORTS_DIR}/{name}/{vdir}"):
@@ -202,7 +206,8 @@ def _files_sql(root: Root) -> str | None:
     files = report_files(root)
     if not files:
         return None
-    return ", ".join(literal(root.uri_of(f)) for f in files)
+    # reports are written once under a unique id: an object store's are read from cached copies
+    return ", ".join(literal(f) for f in root.readable([root.uri_of(f) for f in files]))
 
 
 def reports_view_sql(root: Root) -> str:
