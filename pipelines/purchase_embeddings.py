@@ -20,7 +20,7 @@ pipeline = Pipeline(
     source=EventSource(os.environ.get("FEATURESTORE_EVENTS", "events/*.parquet"),
                        columns=Columns(entity="user_id", item="item_id", type="event_type", time="event_time")),
     embedder=CooccurrenceEmbedder(dim=64, window=5, alpha=0.75, seed=0),
-    aggregation=Aggregation(half_life=5),
+    aggregation=Aggregation(half_life=2, max_events=10),
     weights={"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0},
     items=("item_embeddings", 1),
     entities=("user_embeddings", 1),

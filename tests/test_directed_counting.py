@@ -65,7 +65,7 @@ def _reference(ev, window, gap, cross, directed):
     return dense
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(event_lists, st.integers(1, 5), st.sampled_from([None, timedelta(minutes=30)]),
        st.sampled_from([0.5, 0.25]))
 def test_directed_counts_match_reference(rows, window, gap, cross):
@@ -78,7 +78,7 @@ def test_directed_counts_match_reference(rows, window, gap, cross):
         assert np.allclose(got.toarray(), _reference(ev, window, gap, cross, directed), rtol=1e-5, atol=1e-6)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(event_lists, st.integers(1, 5))
 def test_undirected_is_directed_plus_transpose(rows, window):
     ev = _events(rows)

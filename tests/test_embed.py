@@ -283,7 +283,7 @@ def _next_item_reference(ev, model, agg, entity):
 
 def test_next_item_scoring_is_a_mixture_over_the_history(planted):
     _, ev = planted
-    model = CooccurrenceEmbedder().fit(ev)  # dim 64: 47 scoring components, the prior, 16 similarity
+    model = CooccurrenceEmbedder(scoring="next_item").fit(ev)  # dim 64: 47 scoring components, the prior, 16 similarity
     assert model.query_dims == 47 and model.query_tail == (0.0,) * 17 and model.query_divide == 47
     assert model.similarity_dims == 16
     assert model.query() == {"dims": 47, "tail": [0.0] * 17, "divide": 47, "similarity": 16}
@@ -317,7 +317,7 @@ def test_next_item_vectors_do_not_collapse_onto_the_slack(planted):
     """The mixture's norms span orders of magnitude; the similarity block keeps the stored vectors
     spread out (a single slack coordinate would make every rare item nearly the same vector)."""
     _, ev = planted
-    model = CooccurrenceEmbedder().fit(ev)
+    model = CooccurrenceEmbedder(scoring="next_item").fit(ev)
     v = model.vectors.astype(np.float64)
     assert np.linalg.norm(v[:, :48], axis=1).min() < 0.2  # the tail of the prior: mostly slack ...
     g = v @ v.T
@@ -326,7 +326,8 @@ def test_next_item_vectors_do_not_collapse_onto_the_slack(planted):
     s = np.linalg.svd(v, compute_uv=False)
     p = s / s.sum()
     assert np.exp(-(p * np.log(p)).sum()) > 12  # effective rank
-    single = CooccurrenceEmbedder(similarity_dims=1, dim=20).fit(ev)  # the degenerate layout, for contrast
+    # the degenerate layout, for contrast
+    single = CooccurrenceEmbedder(scoring="next_item", similarity_dims=1, dim=20).fit(ev)
     sv = single.vectors.astype(np.float64)
     assert np.abs(sv @ sv.T)[~np.eye(len(sv), dtype=bool)].mean() > 0.9
 
@@ -351,16 +352,18 @@ def test_small_isolated_groups_do_not_take_the_components(planted):
         np.fill_diagonal(sims, -np.inf)
         return (c[np.argsort(-sims, axis=1)[:, :10]] == c[:, None]).mean()
 
+    assert same_category_neighbours(CooccurrenceEmbedder(scoring="next_item").fit(both)) > 0.6
+    assert same_category_neighbours(CooccurrenceEmbedder(scoring="next_item", regularization=0.0).fit(both)) < 0.4
+    # the directed default's PPMI does not let them take the components either
     assert same_category_neighbours(CooccurrenceEmbedder().fit(both)) > 0.6
-    assert same_category_neighbours(CooccurrenceEmbedder(regularization=0.0).fit(both)) < 0.4
 
 
 def test_next_item_layout_checks_its_dimensions():
     with pytest.raises(PipelineError, match="dim must be >= 34 with scoring='next_item' and similarity_dims=16"):
-        CooccurrenceEmbedder(dim=32, similarity_dims=16)
+        CooccurrenceEmbedder(scoring="next_item", dim=32, similarity_dims=16)
     with pytest.raises(PipelineError, match="similarity_dims must be >= 1"):
-        CooccurrenceEmbedder(similarity_dims=0)
-    assert CooccurrenceEmbedder(dim=8)._similarity_dims() == 2
+        CooccurrenceEmbedder(scoring="next_item", similarity_dims=0)
+    assert CooccurrenceEmbedder(scoring="next_item", dim=8)._similarity_dims() == 2
     ids = np.array(["a", "b"], dtype=object)
     with pytest.raises(ValueError, match="similarity_dims 3 must lie in the tail"):
         ItemModel(ids, np.eye(2, 4, dtype=np.float32), query_dims=2, query_tail=(0.0, 0.0), similarity_dims=3)
@@ -368,8 +371,8 @@ def test_next_item_layout_checks_its_dimensions():
 
 def test_alignment_rotates_the_scoring_and_similarity_blocks_on_their_own(planted):
     _, ev = planted
-    a = CooccurrenceEmbedder(seed=0).fit(ev)
-    b = CooccurrenceEmbedder(seed=3, n_iter=1).fit(ev)
+    a = CooccurrenceEmbedder(scoring="next_item", seed=0).fit(ev)
+    b = CooccurrenceEmbedder(scoring="next_item", seed=3, n_iter=1).fit(ev)
     rng = np.random.default_rng(0)
     q1, _ = np.linalg.qr(rng.standard_normal((47, 47)))
     q2, _ = np.linalg.qr(rng.standard_normal((16, 16)))

@@ -8,7 +8,9 @@ entity without new events byte-identical across runs (what incremental runs rely
 model says so (``ItemModel.query_dims``/``query_tail``), an entity vector is the weighted mean of the
 leading coordinates followed by a fixed tail, so that its cosine with item vectors ranks items the
 way the model intends; with ``ItemModel.query_divide`` each item's leading coordinates are first
-divided by one of its own coordinates (a per-item weight; see :mod:`featurestore.embed.cooccurrence`).
+divided by one of its own coordinates (a per-item weight; see :mod:`featurestore.embed.cooccurrence`);
+with ``ItemModel.query_map`` the mean is then multiplied by that matrix (the items' history side, see
+:mod:`featurestore.embed.directed`).
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def _finish(batch: SumsBatch, model: ItemModel) -> SumsBatch:
     vectors = batch.sums
     if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
         vectors = (vectors / np.maximum(batch.totals[:, None], np.float32(1e-30))).astype(np.float32)
+        if model.query_map is not None:  # the history side of the mean (ItemModel.query_map)
+            vectors[:, :model.query_dims] = vectors[:, :model.query_dims] @ model.query_map
         vectors[:, model.query_dims:] = np.asarray(model.query_tail, dtype=np.float32)
     vectors = l2_normalize(vectors)
     ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)

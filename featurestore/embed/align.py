@@ -6,6 +6,8 @@ give unrelated coordinates. Rotating the new vectors by the orthogonal ``R`` min
 changing any similarity within the new model (R is orthogonal). Coordinates after
 ``ItemModel.query_dims`` (popularity, norm slack) stay where they are: only the leading ones rotate,
 and the trailing ``ItemModel.similarity_dims`` ones (an item-to-item block) by their own rotation.
+A model's ``query_map`` ``M`` becomes ``R^T M R`` (``R`` the rotation of the leading block), so entity
+vectors formed from the rotated model rank items exactly as before.
 """
 
 from __future__ import annotations
@@ -68,8 +70,12 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     info = dict(new.info)
     result = Alignment(r, int(ours.size), before, after, overlap)
     info["alignment"] = result.to_dict()
+    qmap = None
+    if new.query_map is not None:  # entity . item = (mean x) M x_j^T is kept when M becomes R^T M R
+        rq = r[:q, :q]
+        qmap = (rq.T @ new.query_map.astype(np.float64) @ rq).astype(np.float32)
     encoder = new.encoder.rotated(r) if new.encoder is not None else None  # entity vectors turn with the items
-    return replace(new, vectors=rotated, info=info, encoder=encoder), result
+    return replace(new, vectors=rotated, info=info, query_map=qmap, encoder=encoder), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:

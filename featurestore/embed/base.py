@@ -6,6 +6,7 @@ learned sequence encoder plugs in by implementing them, without touching the pip
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,6 +35,12 @@ class ItemModel:
     #: the last ``similarity_dims`` coordinates carry item-to-item similarity only (zero in entity
     #: vectors; alignment rotates them on their own, see :mod:`featurestore.embed.align`)
     similarity_dims: int = 0
+    #: when set, a ``(query_dims, query_dims)`` float32 matrix the weighted mean of the leading
+    #: coordinates is multiplied by before the tail is appended: entity vectors then live on the items'
+    #: "history side" ``x_i @ query_map`` while items are ranked by their "candidate side" ``x_j``, so
+    #: entity . item scores a directed relation (see :mod:`featurestore.embed.directed`). Alignment
+    #: rotates it with the coordinates (``R^T M R``); commit metadata carries it byte for byte.
+    query_map: np.ndarray | None = None
     #: an embedder's own entity encoder (a sequence model): entity vectors come from
     #: ``encoder.encode(events, entities)`` instead of a mean of item vectors, and the pipeline stores
     #: ``encoder.to_bytes()`` with the item commit (see :class:`EntityEncoder`)
@@ -56,6 +63,11 @@ class ItemModel:
                                      or self.similarity_dims > self.vectors.shape[1] - self.query_dims):
             raise ValueError(f"similarity_dims {self.similarity_dims} must lie in the tail "
                              f"(query_dims {self.query_dims}, dim {self.vectors.shape[1]})")
+        if self.query_map is not None:
+            self.query_map = np.ascontiguousarray(self.query_map, dtype=np.float32)
+            if self.query_dims is None or self.query_map.shape != (self.query_dims, self.query_dims):
+                raise ValueError(f"query_map of shape {self.query_map.shape} must be (query_dims, query_dims) "
+                                 f"(query_dims {self.query_dims})")
 
     def query(self) -> dict[str, Any] | None:
         """How entity vectors are formed, as recorded in commit metadata (None: plain mean)."""
@@ -66,12 +78,33 @@ class ItemModel:
             out["divide"] = self.query_divide
         if self.similarity_dims:
             out["similarity"] = self.similarity_dims
+        if self.query_map is not None:
+            out["map"] = encode_matrix(self.query_map)
         return out
 
-    def layout(self) -> tuple[int, int | None, int | None, int]:
-        """What the coordinates mean: (dim, query_dims, query_divide, similarity_dims). Vectors of two
-        models are comparable (alignable) only when their layouts are equal."""
-        return (self.dim, self.query_dims, self.query_divide, self.similarity_dims)
+    def describe_layout(self) -> str:
+        """:meth:`query` for people to read (the query map by its shape, not its bytes)."""
+        q = self.query()
+        if q is None:
+            return "plain"
+        if "map" in q:
+            q["map"] = "x".join(map(str, q["map"]["shape"]))
+        return str(q)
+
+    def layout(self) -> tuple[int, int | None, int | None, int, bool]:
+        """What the coordinates mean: (dim, query_dims, query_divide, similarity_dims, has a query
+        map). Vectors of two models are comparable (alignable) only when their layouts are equal."""
+        return (self.dim, self.query_dims, self.query_divide, self.similarity_dims, self.query_map is not None)
+
+    @classmethod
+    def from_query(cls, item_ids: np.ndarray, vectors: np.ndarray, info: dict[str, Any],
+                   query: dict[str, Any] | None) -> ItemModel:
+        """The model whose entity vectors are formed as :meth:`query` recorded (None: plain mean)."""
+        q = query or {}
+        dims = q.get("dims")
+        qmap = decode_matrix(q["map"], (dims, dims)) if q.get("map") is not None and dims else None
+        return cls(item_ids, vectors, info, query_dims=dims, query_tail=tuple(q.get("tail", ())),
+                   query_divide=q.get("divide"), similarity_dims=q.get("similarity", 0), query_map=qmap)
 
     @property
     def dim(self) -> int:
@@ -125,6 +158,22 @@ class Embedder(Protocol):
     def params(self) -> dict[str, Any]:
         """The parameters that define the model (recorded in commit metadata)."""
         ...
+
+
+def encode_matrix(m: np.ndarray) -> dict[str, Any]:
+    """A float32 matrix as JSON-able data that decodes to the same bytes (little-endian, base64)."""
+    a = np.ascontiguousarray(m, dtype="<f4")
+    return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_matrix(data: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """The matrix :func:`encode_matrix` wrote; ``ValueError`` when it is not of ``shape``."""
+    if tuple(data.get("shape", ())) != tuple(shape):
+        raise ValueError(f"a recorded matrix of shape {data.get('shape')} where {list(shape)} was expected")
+    raw = base64.b64decode(data["float32_base64"])
+    if len(raw) != 4 * shape[0] * shape[1]:
+        raise ValueError(f"a recorded {shape[0]}x{shape[1]} matrix holds {len(raw)} bytes")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
