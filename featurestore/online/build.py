@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from featurestore.errors import StorageError
+from featurestore.errors import FeatureStoreError, StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online import remote
@@ -105,8 +105,11 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         manifest["files"] = checksums(tmp)  # verified whenever the view is opened
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         _publish(tmp, target, force)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FeatureStoreError):  # a full disk, a quota
+            raise StorageError(f"cannot write the online view of {fg.spec.key} commit {commit} under {root}: "
+                               f"{exc}") from exc
         raise
     dims = ", ".join(f"{f.name} x {f.dim}" for f, _ in rows.vectors) or "scalars only"
     say(f"published {rows.n:,} rows ({dims}) to {target} in {time.perf_counter() - t0:.1f}s")
