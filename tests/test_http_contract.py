@@ -3,10 +3,10 @@ coverage, fuzzing, stateful) over a real server on 127.0.0.1, a bounded number o
 endpoint, 0 failures.
 
 The path's feature-group name is fixed to a served group, so that lookups and searches reach a view
-(generated names are almost never served: unknown groups are covered by the schema test below). The schema is shared by every feature group, so
-it cannot state each group's key type, dimension or columns: a request that is valid for the schema
-but not for the group gets 422 naming what is wrong, and the positive-data check counts 422 as
-expected. A limit exceeded (too many keys, k, a vector's length) is 413.
+(generated names are almost never served). The schema is shared by every feature group, so it cannot
+state each group's key type, dimension or columns: a request that is valid for the schema but not for
+the group gets 422 naming what is wrong, and the positive-data check counts 422 as expected.
+A limit exceeded (too many keys, k, a vector's length) is 413.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ featurestore (:mod:`benchmarks._reliability`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,45 @@ def test_a_full_disk_is_a_typed_error_and_the_store_stays_usable(zygote, root, k
     fg.insert(rel.item_rows(10, 70_000_000 + commits, 1), cutoff=rel.T0)  # usable after
     store.online("item_embeddings")
     store.save_training_set("ctr", rel.spine(ROWS), ["item_embeddings:1"], event_time="t")
+
+
+@contextlib.contextmanager
+def _read_only(src: Path, dst: Path) -> Any:
+    """``src`` seen read-only at ``dst`` (a read-only bind mount: even root cannot write through it)."""
+    dst.mkdir()
+    done = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot bind-mount here (needs root): {done.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True, capture_output=True)
+        yield dst
+    finally:
+        subprocess.run(["umount", str(dst)], check=True)
+
+
+def test_a_read_only_store_serves_its_views_and_refuses_builds_with_a_typed_error(tmp_path, capsys):
+    from featurestore.cli import main
+    from featurestore.errors import StorageError
+
+    store = FeatureStore(tmp_path / "s")
+    store.apply(rel.ROOT / "schemas")
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(rel.item_rows(30, 0), cutoff=rel.T0)
+    store.online("item_embeddings")
+    with _read_only(tmp_path / "s", tmp_path / "ro") as ro:
+        reader = FeatureStore(ro)
+        assert reader.online("item_embeddings").get(["r1"]).found.all()  # the view of the newest commit
+        assert main(["nearest", "item_embeddings", "--key", "r1", "--k", "3", "--root", str(ro)]) == 0
+        fg.insert(rel.item_rows(30, 100), cutoff=rel.T0)  # a new commit, no view of it yet
+        with pytest.raises(StorageError, match=r"cannot write the online view of item_embeddings:1 commit 2.*"
+                                               r"Views built already: commit\(s\) 1"):
+            reader.online("item_embeddings")
+        assert reader.online("item_embeddings", commit=1).get(["r1"]).found.all()
+        capsys.readouterr()
+        for command in (["lookup", "item_embeddings", "r1"], ["nearest", "item_embeddings", "--key", "r1"],
+                        ["materialize", "item_embeddings"]):
+            assert main([*command, "--root", str(ro)]) != 0
+            err = capsys.readouterr().err
+            assert "Read-only file system" in err and "Traceback" not in err, err
+        assert reader.feature_group("item_embeddings", 1).count() == 60  # reads work
+        reader.close()
