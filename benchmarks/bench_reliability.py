@@ -39,6 +39,17 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks import _reliability as rel  # noqa: E402
 from benchmarks._util import report  # noqa: E402
 
+COMMIT_SCRIPT = """
+import sys
+import numpy as np, pyarrow as pa
+from benchmarks._reliability import T0
+from featurestore import FeatureStore
+rows = int(sys.argv[2])
+v = np.random.default_rng(2).standard_normal((rows, 64)).astype(np.float32)
+FeatureStore(sys.argv[1]).feature_group("items", 1).insert(pa.table({
+    "id": [f"k{i}" for i in range(rows)], "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), 64)}),
+    cutoff=T0)
+"""
 DELAYS = {"insert": 1.0, "pipeline": 2.5, "materialize": 1.5, "save": 1.5}
 
 
@@ -144,6 +155,7 @@ def reload_latency(work: Path, rows: int, seconds: float) -> dict[str, Any]:
 
     commit(1)
     store.online("items")
+    store.close()
     port = 18000 + os.getpid() % 1000
     proc = subprocess.Popen([sys.executable, "-m", "featurestore", "serve", "--root", str(root), "--port", str(port),
                              "--reload-interval", "0.5", "--log-level", "warning"], cwd=HERE.parent)
@@ -171,8 +183,11 @@ def reload_latency(work: Path, rows: int, seconds: float) -> dict[str, Any]:
         for t in threads:
             t.start()
         time.sleep(seconds)
-        started = time.monotonic()
-        commit(2)  # the server sees the commit and reloads (the view is built in another process)
+        # the new commit is written by another process (as a pipeline would): this one only sends load
+        script = work / "reload" / "commit.py"
+        script.write_text(COMMIT_SCRIPT)
+        subprocess.run([sys.executable, str(script), str(root), str(rows)], check=True, cwd=HERE.parent)
+        started = time.monotonic()  # the commit landed: the server sees it and reloads
         while httpx.get(f"http://127.0.0.1:{port}/health").json()["feature_groups"]["items"] != 2:
             time.sleep(0.1)
         done = time.monotonic()
