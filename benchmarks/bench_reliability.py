@@ -186,7 +186,8 @@ def reload_latency(work: Path, rows: int, seconds: float) -> dict[str, Any]:
         # the new commit is written by another process (as a pipeline would): this one only sends load
         script = work / "reload" / "commit.py"
         script.write_text(COMMIT_SCRIPT)
-        subprocess.run([sys.executable, str(script), str(root), str(rows)], check=True, cwd=HERE.parent)
+        subprocess.run([sys.executable, str(script), str(root), str(rows)], check=True, cwd=HERE.parent,
+                       env={**os.environ, "PYTHONPATH": str(HERE.parent)})
         started = time.monotonic()  # the commit landed: the server sees it and reloads
         while httpx.get(f"http://127.0.0.1:{port}/health").json()["feature_groups"]["items"] != 2:
             time.sleep(0.1)
