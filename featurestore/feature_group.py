@@ -285,7 +285,7 @@ class FeatureGroup:
     def verify_files(self, files: list[str]) -> None:
         """Check data files of this table against the checksums their commits recorded (each once per
         process while it is unchanged): :class:`~featurestore.errors.CorruptData` names a damaged one."""
-        verify_data_files(self.root, self.rel, files)
+        verify_data_files(self.root, self.rel, files, self.spec.key)
 
     def read(self, commit: int | None = None, *, commit_time: datetime | None = None,
              columns: list[str] | None = None, system_columns: bool = False) -> pa.Table:

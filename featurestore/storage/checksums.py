@@ -104,9 +104,10 @@ def recorded_checksums(root: Root, rel: str, *, refresh: bool = False) -> dict[s
     return sums
 
 
-def verify_data_files(root: Root, rel: str, files: Iterable[str]) -> None:
-    """Check each local data file of table ``rel`` against the checksum its commit recorded, unless it
-    verified before in this process and is unchanged; :class:`CorruptData` naming the first that fails.
+def verify_data_files(root: Root, rel: str, files: Iterable[str], what: str = "") -> None:
+    """Check each local data file of table ``rel`` (feature group ``what``, named in errors) against the
+    checksum its commit recorded, unless it verified before in this process and is unchanged;
+    :class:`CorruptData` naming the first that fails.
     Files with no recorded checksum (written by another tool, or by ``compact``) are not checked here."""
     if not root.local:
         return
@@ -137,9 +138,9 @@ def verify_data_files(root: Root, rel: str, files: Iterable[str]) -> None:
             raise StorageError(f"cannot read data file {local}: {exc}") from exc
         if not ok:
             raise CorruptData(
-                f"data file {local} does not match the checksum its commit recorded ({ident[0]} bytes: "
-                f"damaged or truncated on disk); restore it from a backup (`featurestore check` lists every "
-                f"damaged file)")
+                f"{what + ': ' if what else ''}data file {local} does not match the checksum its commit "
+                f"recorded ({ident[0]} bytes: damaged or truncated on disk); restore it from a backup "
+                f"(`featurestore check` lists every damaged file)")
         with _lock:
             _verified[local] = ident
 

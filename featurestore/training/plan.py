@@ -113,7 +113,7 @@ class TrainingSet:
         for g in self._request.groups:
             if g.cache is None:
                 verify_data_files(self.catalog.root, self.catalog.table_path(g.spec.name, g.spec.version),
-                                  g.files)
+                                  g.files, g.spec.key)
         for vc in self._vectors.values():
             vc.prepare()
 

@@ -104,7 +104,8 @@ class VectorColumn:
                     _prefault(mat)
                 self._mats[i], self._valid[i] = mat, valid
                 return
-        verify_data_files(self.store.root, self.store.table_path(*self._group()), [self.files[i]])
+        name, version = self._group()
+        verify_data_files(self.store.root, self.store.table_path(name, version), [self.files[i]], f"{name}:{version}")
         mat, valid = self._decode(self.files[i])
         if path:  # the mask first: a matrix on disk without its mask would read as all-valid
             if valid is not None:
