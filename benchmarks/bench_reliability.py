@@ -53,11 +53,12 @@ FeatureStore(sys.argv[1]).feature_group("items", 1).insert(pa.table({
 DELAYS = {"insert": 1.0, "pipeline": 2.5, "materialize": 1.5, "save": 1.5}
 
 
-def kills(work: Path, trials: int, rows: int) -> list[dict[str, Any]]:
+def kills(work: Path, trials: int, rows: int, kinds: list[str]) -> list[dict[str, Any]]:
     out = []
     zygote = rel.Zygote()
     try:
-        for kind, delay in DELAYS.items():
+        for kind in kinds:
+            delay = DELAYS[kind]
             root = work / f"kill-{kind}" / "s"
             root.parent.mkdir(parents=True)
             rel.setup(root, rows)
@@ -225,6 +226,7 @@ def main() -> None:
     ap.add_argument("--inserts", type=int, default=50)
     ap.add_argument("--reload-rows", type=int, default=200_000)
     ap.add_argument("--only", choices=["kills", "concurrency", "full", "reload"], default=None)
+    ap.add_argument("--kinds", default=",".join(DELAYS), help="operations killed (default: all four)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="fs-reliability-"))
@@ -238,7 +240,7 @@ def main() -> None:
         if args.only in (None, "full"):
             rows += disk_full(work)
         if args.only in (None, "kills"):
-            rows += kills(work, args.trials, args.rows)
+            rows += kills(work, args.trials, args.rows, args.kinds.split(","))
     finally:
         report("reliability", rows, vars(args))
         if args.workdir is None:
