@@ -53,12 +53,12 @@ FeatureStore(sys.argv[1]).feature_group("items", 1).insert(pa.table({
 DELAYS = {"insert": 1.0, "pipeline": 2.5, "materialize": 1.5, "save": 1.5}
 
 
-def kills(work: Path, trials: int, rows: int, kinds: list[str]) -> list[dict[str, Any]]:
+def kills(work: Path, trials: int, rows: int, kinds: list[str], scale: float = 1.0) -> list[dict[str, Any]]:
     out = []
     zygote = rel.Zygote()
     try:
         for kind in kinds:
-            delay = DELAYS[kind]
+            delay = DELAYS[kind] * scale
             root = work / f"kill-{kind}" / "s"
             root.parent.mkdir(parents=True)
             rel.setup(root, rows)
@@ -226,6 +226,8 @@ def main() -> None:
     ap.add_argument("--inserts", type=int, default=50)
     ap.add_argument("--reload-rows", type=int, default=200_000)
     ap.add_argument("--only", choices=["kills", "concurrency", "full", "reload"], default=None)
+    ap.add_argument("--delay-scale", type=float, default=1.0,
+                    help="multiply the longest wait before a kill (a slow machine needs more to reach later writes)")
     ap.add_argument("--kinds", default=",".join(DELAYS), help="operations killed (default: all four)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
@@ -240,7 +242,7 @@ def main() -> None:
         if args.only in (None, "full"):
             rows += disk_full(work)
         if args.only in (None, "kills"):
-            rows += kills(work, args.trials, args.rows, args.kinds.split(","))
+            rows += kills(work, args.trials, args.rows, args.kinds.split(","), args.delay_scale)
     finally:
         report("reliability", rows, vars(args))
         if args.workdir is None:
