@@ -271,11 +271,14 @@ def _check_views(fg: FeatureGroup, repair: bool) -> list[Problem]:
             verify(path, views.read_manifest(path))
             OnlineView(path, verify=False)  # the files also open as a view
         except (CorruptData, StorageError) as exc:
-            fixed = False
+            fixed, detail = False, str(exc)
             if repair:
-                views.materialize(fg, commit, force=True)
-                fixed = True
-            out.append(Problem("view", str(path), str(exc), repaired=fixed))
+                try:
+                    views.materialize(fg, commit, force=True)
+                    fixed = True
+                except FeatureStoreError as why:  # e.g. the commit's data file is damaged too
+                    detail += f" (not rebuilt: {why})"
+            out.append(Problem("view", str(path), detail, repaired=fixed))
     return out
 
 
