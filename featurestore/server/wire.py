@@ -310,7 +310,7 @@ def lookup_body(limits: Limits) -> dict[str, Any]:
                 "keys": {"type": "array", "items": KEY_SCHEMA, "maxItems": limits.max_keys},
                 "columns": {"type": ["array", "null"], "items": {"type": "string"},
                             "description": "scalar columns to return with the vectors"},
-                "features": {"type": "array", "items": {"type": "string"},
+                "features": {"type": ["array", "null"], "items": {"type": "string"},
                              "description": "features to return (default: all); the default vector feature comes "
                                             "back as 'vectors', the others under 'features'"}}},
                 "example": {"keys": ["i1", "i2"]}},
@@ -339,7 +339,7 @@ def nearest_body(limits: Limits) -> dict[str, Any]:
             "filter": FILTER_SCHEMA,
             "exclude": {**keys, "description": "keys never returned"},
             "exact": {"type": "boolean", "default": False},
-            "feature": {"type": "string", "description": "the vector feature searched (default: the group's "
+            "feature": {"type": ["string", "null"], "description": "the vector feature searched (default: the group's "
                                                          "online.vector, else its first vector feature)"}},
         # what to search for: exactly one of key, vector, vectors and query
         "oneOf": [{"required": [field]} for field in ("key", "vector", "vectors", "query")]},
