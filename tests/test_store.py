@@ -52,7 +52,7 @@ def test_a_change_of_descriptions_only_updates_the_registry(tmp_path, store):
     table = tmp_path / "store" / "feature_groups" / "item_embeddings" / "v1"
     data_before = tree_digest(table / "_delta_log")
     result = {r.name: r.action for r in store.apply(spec_dir)}
-    assert result == {"item_embeddings": "updated", "user_embeddings": "unchanged"}
+    assert result == {"item_embeddings": "updated", "user_embeddings": "unchanged", "recommend": "unchanged"}
     reopened = FeatureStore(tmp_path / "store")
     spec = reopened.feature_group("item_embeddings", 1).spec
     assert spec.description == doc["description"] and spec.features[0].description == "unit-length item vector"
