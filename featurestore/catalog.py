@@ -36,7 +36,7 @@ class ApplyResult:
 
     name: str
     version: int
-    action: Literal["created", "unchanged", "updated"]
+    action: Literal["created", "unchanged", "updated"]  # updated: a service redefined, or descriptions only
     kind: Literal["feature_group", "service"] = "feature_group"
 
 
@@ -82,8 +82,10 @@ class Catalog:
     def apply(self, specs: str | os.PathLike[str] | FeatureGroupSpec | list[Any]) -> list[ApplyResult]:
         """Register specs (a folder, file(s) or FeatureGroupSpec objects) and create their tables.
 
-        Re-applying an unchanged spec does nothing. A changed spec for an existing (name, version)
-        raises :class:`SpecConflict`: a new dimension, model or breaking change is a new version.
+        Re-applying an unchanged spec does nothing; one whose only change is a description (of the
+        group or of a feature: metadata, not schema) updates the registry ("updated"). Any other change
+        for an existing (name, version) raises :class:`SpecConflict`: a new dimension, model or breaking
+        change is a new version.
         All specs are checked before any is registered.
         """
         items = specs if isinstance(specs, list) else [specs]
@@ -94,33 +96,36 @@ class Catalog:
         if paths:
             parsed.extend(load_specs(paths))
             services.extend(s for p in paths if os.path.isdir(p) for s in load_services(os.fspath(p)))
-        plan: list[tuple[FeatureGroupSpec, bool]] = []
+        plan: list[tuple[FeatureGroupSpec, Literal["created", "updated", "unchanged"]]] = []
         for spec in parsed:
             existing = self._stored_spec(spec.name, spec.version)
             if existing is None:
-                plan.append((spec, True))
-            elif existing.to_dict() != spec.to_dict():
+                plan.append((spec, "created"))
+            elif existing.to_dict() == spec.to_dict():
+                plan.append((spec, "unchanged"))
+            elif _without_descriptions(existing.to_dict()) == _without_descriptions(spec.to_dict()):
+                plan.append((spec, "updated"))  # descriptions are metadata: the data's meaning is unchanged
+            else:
                 diff = _diff(existing.to_dict(), spec.to_dict())
                 raise SpecConflict(
                     f"{spec.name} v{spec.version} is already registered with a different spec "
                     f"({diff}){' in ' + spec.source if spec.source else ''}. Registered versions are "
                     f"immutable: bump the version (v{spec.version + 1}) to change it."
                 )
-            else:
-                plan.append((spec, False))
         results = []
         with self._lock:
-            if any(create for _, create in plan):
+            if any(action == "created" for _, action in plan):
                 self.init()
-            for spec, create in plan:
-                if create:
-                    rel = self.table_path(spec.name, spec.version)
+            for spec, action in plan:
+                rel = self.table_path(spec.name, spec.version)
+                if action == "created":
                     delta.create(self.root.uri_of(rel), storage_schema(spec),
                                  name=f"{spec.name}_v{spec.version}", description=spec.description,
                                  storage_options=self.root.storage_options)
+                if action != "unchanged":
                     self.root.write_json(f"{rel}/{_SPEC_FILE}", spec.to_dict())
                     write_suite(self.root, rel, spec)
-                results.append(ApplyResult(spec.name, spec.version, "created" if create else "unchanged"))
+                results.append(ApplyResult(spec.name, spec.version, action))
             results.extend(self._apply_service(s, parsed) for s in services)
         return results
 
@@ -228,3 +233,10 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 def resolve_root(root: str | os.PathLike[str] | None) -> str:
     """The root to open: ``root``, else ``$FEATURESTORE_ROOT``, else ``./featurestore_data``."""
     return os.fspath(root) if root is not None else os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+
+
+def _without_descriptions(doc: dict[str, Any]) -> dict[str, Any]:
+    """A spec's canonical form without its descriptions (the group's and each feature's)."""
+    out = {k: v for k, v in doc.items() if k != "description"}
+    out["features"] = [{k: v for k, v in f.items() if k != "description"} for f in doc.get("features", [])]
+    return out

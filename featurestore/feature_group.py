@@ -36,6 +36,7 @@ from featurestore.engine.base import Engine, FrameEngine
 from featurestore.errors import CommitNotFound, InvalidData
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import delta
+from featurestore.storage.checksums import verify_data_files
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT
 from featurestore.storage.fs import Root, remove_dead_temporaries
@@ -318,22 +319,33 @@ class FeatureGroup:
         """The commit number that ``commit`` / ``commit_time`` resolves to (neither: the newest)."""
         return int(self._table(commit, commit_time).version())
 
-    def files(self, commit: int | None = None, *, commit_time: datetime | None = None) -> list[str]:
-        """Local paths of the Parquet files making up one commit (what the engine reads for it). On an
-        object store these are copies in the store's cache folder, downloaded on first use; see
-        :meth:`file_uris` for where the files are stored."""
-        return self.root.readable(self.file_uris(commit, commit_time=commit_time))
+    def files(self, commit: int | None = None, *, commit_time: datetime | None = None,
+              verify: bool = True) -> list[str]:
+        """Local paths of the Parquet files making up one commit (what the engine reads for it), each
+        checked against the checksum its commit recorded (once per process; ``verify=False``: the caller
+        checks them with :meth:`verify_files` before it reads them). On an object store these are copies
+        in the store's cache folder, downloaded on first use; see :meth:`file_uris` for where the files
+        are stored."""
+        return self.commit_files(commit, commit_time=commit_time, verify=verify)[1]
 
     def file_uris(self, commit: int | None = None, *, commit_time: datetime | None = None) -> list[str]:
         """Where the Parquet files of one commit are stored (``s3://...`` on an object store): what an
         engine with its own object-store access (a Spark cluster) reads."""
         return delta.file_uris(self._table(commit, commit_time))
 
-    def commit_files(self, commit: int | None = None, *, commit_time: datetime | None = None
-                     ) -> tuple[int, list[str]]:
+    def commit_files(self, commit: int | None = None, *, commit_time: datetime | None = None,
+                     verify: bool = True) -> tuple[int, list[str]]:
         """:meth:`commit_of` and :meth:`files` together, reading the log once."""
         dt = self._table(commit, commit_time)
-        return int(dt.version()), self.root.readable(delta.file_uris(dt))
+        files = self.root.readable(delta.file_uris(dt))
+        if verify:
+            self.verify_files(files)
+        return int(dt.version()), files
+
+    def verify_files(self, files: list[str]) -> None:
+        """Check data files of this table against the checksums their commits recorded (each once per
+        process while it is unchanged): :class:`~featurestore.errors.CorruptData` names a damaged one."""
+        verify_data_files(self.root, self.rel, files, self.spec.key)
 
     def read(self, commit: int | None = None, *, commit_time: datetime | None = None,
              columns: list[str] | None = None, system_columns: bool = False) -> pa.Table:
@@ -343,6 +355,8 @@ class FeatureGroup:
         ``system_columns=True`` adds ``_ingested_at``, the writer's clock just before each row's commit.
         """
         dt = self._table(commit, commit_time)
+        if self.root.local:
+            self.verify_files(delta.file_uris(dt))
         with delta.translated(f"reading {self.uri}", self.uri, self.root.storage_options):
             if self.root.local:
                 raw = dt.to_pyarrow_table()

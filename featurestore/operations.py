@@ -35,8 +35,7 @@ from featurestore.online import remote
 from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.storage import delta
-from featurestore.storage.fs import file_crc32
-from featurestore.storage.staging import recorded_checksums
+from featurestore.storage.checksums import matches, recorded_checksums
 from featurestore.training import list_training_sets, load_training_set, prune_cache
 from featurestore.training.caches import cache_problems
 from featurestore.training.saved import saved_versions
@@ -244,16 +243,17 @@ def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
 
 def _check_table(fg: FeatureGroup) -> list[Problem]:
     try:
-        files = fg.files()
-        recorded = recorded_checksums(fg.root, fg.rel)
+        files = fg.files(verify=False)  # each verified below, all of them reported
+        recorded = recorded_checksums(fg.root, fg.rel, refresh=True)
     except FeatureStoreError as exc:
         return [Problem("table", fg.uri, f"the Delta log cannot be read: {exc}")]
     out = []
     for f in files:
         want = recorded.get(os.path.basename(f))
         try:
-            if want is not None and file_crc32(f) != want:
-                out.append(Problem("table", f, "data file does not match the CRC-32 its commit recorded (damaged)"))
+            if want is not None and not matches(f, want):
+                out.append(Problem("table", f, "data file does not match the checksum its commit recorded "
+                                               "(damaged)"))
                 continue
             with pq.ParquetFile(f, page_checksum_verification=True) as pf:
                 for i in range(pf.num_row_groups):
@@ -271,11 +271,14 @@ def _check_views(fg: FeatureGroup, repair: bool) -> list[Problem]:
             verify(path, views.read_manifest(path))
             OnlineView(path, verify=False)  # the files also open as a view
         except (CorruptData, StorageError) as exc:
-            fixed = False
+            fixed, detail = False, str(exc)
             if repair:
-                views.materialize(fg, commit, force=True)
-                fixed = True
-            out.append(Problem("view", str(path), str(exc), repaired=fixed))
+                try:
+                    views.materialize(fg, commit, force=True)
+                    fixed = True
+                except FeatureStoreError as why:  # e.g. the commit's data file is damaged too
+                    detail += f" (not rebuilt: {why})"
+            out.append(Problem("view", str(path), detail, repaired=fixed))
     return out
 
 

@@ -47,6 +47,7 @@ from featurestore.errors import PipelineError
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import artifacts
+from featurestore.storage.fs import exclusive
 from featurestore.store import FeatureStore
 from featurestore.validation import preload
 from featurestore.version import __version__
@@ -344,6 +345,15 @@ class _Run:
         return now
 
     def execute(self) -> RunResult:
+        """The run, holding the lock of its (pipeline, cutoff) on a local store: a second process running
+        the same date waits, then finds it done and skips it (never a second commit of one run)."""
+        if not self.store.root.local:
+            return self._execute()
+        stamp = self.cutoff.strftime("%Y%m%dT%H%M%S%fZ")
+        with exclusive(os.path.join(self.store.root.uri, "_locks", f"run-{self.p.name}-{stamp}.lock")):
+            return self._execute()
+
+    def _execute(self) -> RunResult:
         p, cutoff = self.p, self.cutoff
         ent_hist = self.ent_fg.history()
         done = _find(ent_hist, p.name, cutoff)

@@ -109,9 +109,9 @@ class FeatureStore:
     def apply(self, specs: str | os.PathLike[str] | FeatureGroupSpec | list[Any]) -> list[ApplyResult]:
         """Register specs (a folder, file(s) or FeatureGroupSpec objects) and create their tables.
 
-        Re-applying an unchanged spec does nothing. A changed spec for an existing (name, version)
-        raises :class:`SpecConflict`: a new dimension, model or breaking change is a new version.
-        All specs are checked before any is registered.
+        Re-applying an unchanged spec does nothing; a change of descriptions only updates the registry.
+        Any other change for an existing (name, version) raises :class:`SpecConflict`: a new
+        dimension, model or breaking change is a new version. All specs are checked before any is registered.
         """
         return self.catalog.apply(specs)
 

@@ -119,10 +119,14 @@ def test_check_finds_each_damaged_file_and_repair_rebuilds_the_derived_ones(tmp_
     assert where["table"] == str(data_file) and where["view"] == str(view)
     with pytest.raises(CorruptData, match="data.parquet"):
         store.load_training_set("ctr").to_arrow()
+    capsys.readouterr()
+    code = main(["check", "--repair", "--root", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert code == 1 and "not rebuilt" in out and "(repaired)" not in out  # never a view of damaged data
+    data_file.write_bytes(original)  # restored from a backup
     code = main(["check", "--repair", "--root", str(tmp_path / "s")])
     out = capsys.readouterr().out
     assert code == 1 and "(repaired)" in out  # the view is rebuilt; committed data is only reported
-    data_file.write_bytes(original)
     assert {p.what for p in store.check()} == {"training set"}
 
 

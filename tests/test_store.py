@@ -36,6 +36,35 @@ def test_changed_spec_for_existing_version_is_refused(tmp_path, store):
     assert tree_digest(tmp_path / "store") == before
 
 
+def test_a_change_of_descriptions_only_updates_the_registry(tmp_path, store):
+    """Descriptions are metadata, not schema: a store made with an older wording takes the new one (and
+    its data is untouched); a description change together with a schema change is still refused."""
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(5), cutoff=T0)
+    rows = fg.read()
+    spec_dir = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, spec_dir)
+    path = spec_dir / "item_embeddings.v1.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["description"] = "Item vectors; event_time is the run's cutoff."
+    doc["features"][0]["description"] = "unit-length item vector"
+    path.write_text(yaml.safe_dump(doc))
+    table = tmp_path / "store" / "feature_groups" / "item_embeddings" / "v1"
+    data_before = tree_digest(table / "_delta_log")
+    result = {r.name: r.action for r in store.apply(spec_dir)}
+    assert result == {"item_embeddings": "updated", "user_embeddings": "unchanged", "recommend": "unchanged"}
+    reopened = FeatureStore(tmp_path / "store")
+    spec = reopened.feature_group("item_embeddings", 1).spec
+    assert spec.description == doc["description"] and spec.features[0].description == "unit-length item vector"
+    assert reopened.feature_group("item_embeddings", 1).read().equals(rows)
+    assert tree_digest(table / "_delta_log") == data_before
+    assert {r.action for r in reopened.apply(spec_dir)} == {"unchanged"}
+    doc["features"][0]["metric"] = "dot"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecConflict, match="changed: features"):
+        reopened.apply(spec_dir)
+
+
 def test_new_version_lives_beside_the_old(tmp_path, store):
     doc = yaml.safe_load((SCHEMAS / "user_embeddings.v1.yaml").read_text())
     doc["version"] = 2

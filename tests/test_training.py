@@ -535,8 +535,7 @@ def test_int_keys_are_narrowed_in_the_index_only_when_they_fit(tmp_path: Path) -
 
     def index_of(name: str) -> pa.Table:
         (path,) = (tmp_path / "s" / "_cache" / "joins" / name / "v1").iterdir()
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).read_all()
+        return join_cache.open_join_cache(str(path))
 
     assert join_cache.has_key32(index_of("small"))
     assert not join_cache.has_key32(index_of("big"))

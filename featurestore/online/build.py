@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from featurestore.errors import StorageError
+from featurestore.errors import FeatureStoreError, StorageError
 from featurestore.feature_group import FeatureGroup
 from featurestore.online import index as ix
 from featurestore.online import remote
@@ -92,10 +92,9 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
     t0 = time.perf_counter()
     rows = _read_rows(fg, commit, say)
     root = views_dir(fg)
-    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".build-{os.getpid()}-c{commit}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
+        tmp.mkdir(parents=True)
         hash_map = _write_keys(tmp, rows, fg.spec.entity_keys)
         _write_columns(tmp, rows.columns)
         default = rows.vectors[0][0].name if rows.vectors else None
@@ -105,14 +104,27 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         manifest["files"] = checksums(tmp)  # verified whenever the view is opened
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         _publish(tmp, target, force)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FeatureStoreError):  # a full disk, a quota
+            hint = built_views_hint(fg)
+            raise StorageError(f"cannot write the online view of {fg.spec.key} commit {commit} under {root}: "
+                               f"{exc}{hint}") from exc
         raise
     dims = ", ".join(f"{f.name} x {f.dim}" for f, _ in rows.vectors) or "scalars only"
     say(f"published {rows.n:,} rows ({dims}) to {target} in {time.perf_counter() - t0:.1f}s")
     if not fg.root.local:
         remote.upload(fg, commit, target)
     return target
+
+
+def built_views_hint(fg: FeatureGroup) -> str:
+    """For a view that cannot be built (a read-only store, a full disk): the views that exist."""
+    built = list_views(fg)
+    if not built:
+        return ""
+    return (f". Views built already: commit(s) {', '.join(map(str, built))} ("
+            f"store.online(name, commit=N) serves one)")
 
 
 @dataclass(frozen=True)

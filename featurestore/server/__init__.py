@@ -1,5 +1,6 @@
 """The HTTP service: the FastAPI app (:mod:`.app`: wiring, lifespan, ``serve``), its endpoints
-(:mod:`.routes`), the token check (:mod:`.auth`), error answers (:mod:`.errors`), the raw-ASGI lookup
+(:mod:`.routes`), the token check (:mod:`.auth`), error answers (:mod:`.errors`) and
+their OpenAPI declarations (:mod:`.openapi`), the raw-ASGI lookup
 path (:mod:`.fastpath`), its JSON/Arrow wire format (:mod:`.wire`), hot reload of served views
 (:mod:`.reload`), Prometheus metrics (:mod:`.metrics`) and the HTTP client (:mod:`.client`). Import the
 submodule you need: the client does not import FastAPI."""

@@ -49,8 +49,9 @@ def failure(exc: Exception, what: str, name: str) -> tuple[int, bytes]:
     return status, error_body(kind, message)
 
 
-def error_response(status: int, kind: str, message: str) -> Response:
-    return Response(error_body(kind, message), status_code=status, media_type="application/json")
+def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(kind, message), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 async def on_known_error(_request: Request, exc: Exception) -> Response:
@@ -64,9 +65,10 @@ async def on_validation(_request: Request, exc: Exception) -> Response:
 
 
 async def on_http(_request: Request, exc: Exception) -> Response:
-    """FastAPI's own errors: an unknown path (404), a wrong method (405)."""
+    """FastAPI's own errors: an unknown path (404), a wrong method (405, with the ``Allow`` header that
+    lists the methods the path takes)."""
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, "HTTPError", str(exc.detail))
+    return error_response(exc.status_code, "HTTPError", str(exc.detail), dict(exc.headers or {}))
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from featurestore.online.view import Neighbors, OnlineView
@@ -19,6 +19,7 @@ from featurestore.server import wire
 from featurestore.server.auth import BearerToken
 from featurestore.server.errors import failure
 from featurestore.server.metrics import CONTENT_TYPE, Metrics
+from featurestore.server.openapi import AUTH, BODY, NOT_FOUND, PROMETHEUS_OK, STORE, declare
 from featurestore.server.reload import Registry
 from featurestore.server.wire import BadRequest, Limits, NearestQuery
 
@@ -127,22 +128,25 @@ def search(view: OnlineView, q: NearestQuery, source: OnlineView | None) -> list
 
 
 def router(endpoints: Endpoints) -> APIRouter:
-    """The service's URLs, in the order the OpenAPI document lists them."""
+    """The service's URLs, in the order the OpenAPI document lists them; each declares the failures it
+    can answer (:func:`.openapi.declare`)."""
     r = APIRouter()
-    r.add_api_route("/health", endpoints.health, methods=["GET"],
+    r.add_api_route("/health", endpoints.health, methods=["GET"], responses=declare(),
                     summary="Liveness and the commit each feature group serves (no auth)")
-    r.add_api_route("/feature-groups", endpoints.list_groups, methods=["GET"],
+    r.add_api_route("/feature-groups", endpoints.list_groups, methods=["GET"], responses=declare(AUTH),
                     summary="Served feature groups with their version and commit")
-    r.add_api_route("/feature-groups/{name}", endpoints.group, methods=["GET"],
+    r.add_api_route("/feature-groups/{name}", endpoints.group, methods=["GET"], responses=declare(AUTH, NOT_FOUND),
                     summary="What a feature group serves: version, commit, rows, index, recall, reloads and "
                             "the last reload error")
     r.add_api_route("/feature-groups/{name}/lookup", endpoints.lookup, methods=["POST"],
-                    openapi_extra={"requestBody": wire.LOOKUP_BODY},
+                    openapi_extra={"requestBody": wire.lookup_body(endpoints.limits)},
                     summary="Vectors (and optional scalar columns) of entity keys; missing keys are listed, "
-                            "never an error", responses={200: {"content": {wire.ARROW: {}}}})
+                            "never an error",
+                    responses=declare(AUTH, NOT_FOUND, BODY, STORE, ok={"content": {wire.ARROW: {}}}))
     r.add_api_route("/feature-groups/{name}/nearest", endpoints.nearest, methods=["POST"],
-                    openapi_extra={"requestBody": wire.NEAREST_BODY},
+                    openapi_extra={"requestBody": wire.nearest_body(endpoints.limits)},
+                    responses=declare(AUTH, NOT_FOUND, BODY, STORE),
                     summary="The k most similar rows (higher score is better), filtered before ranking")
-    r.add_api_route("/metrics", endpoints.prometheus, methods=["GET"],
-                    summary="Prometheus metrics (text exposition format)")
+    r.add_api_route("/metrics", endpoints.prometheus, methods=["GET"], response_class=PlainTextResponse,
+                    responses=declare(AUTH, ok=PROMETHEUS_OK), summary="Prometheus metrics (text exposition format)")
     return r

@@ -25,6 +25,7 @@ from featurestore.online.service import ServiceAnswer, ServiceSnapshot
 from featurestore.server.auth import BearerToken
 from featurestore.server.errors import failure
 from featurestore.server.metrics import Metrics
+from featurestore.server.openapi import error_response
 from featurestore.server.reload import Registry
 from featurestore.server.wire import ARROW, JSON, BadRequest, Limits, parse_json
 
@@ -193,9 +194,6 @@ def answer_arrow(snap: ServiceSnapshot, ans: ServiceAnswer) -> bytes:
 
 
 # ---- OpenAPI -------------------------------------------------------------------------------------
-ERROR_BODY = {"type": "object", "required": ["detail", "error"], "properties": {
-    "detail": {"type": "string", "description": "what is wrong, naming the service, group or feature"},
-    "error": {"type": "string", "description": "the error kind (a featurestore error class)"}}}
 PART = {"type": "object", "properties": {"feature_group": {"type": "string"}, "version": {"type": "integer"},
                                          "commit": {"type": "integer"}}}
 LOOKUP_ANSWER = {"type": "object", "required": ["service", "generation", "parts", "entities", "found", "features"],
@@ -246,7 +244,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
             413: "Too many entities or too large a body", 415: "Unsupported content type",
             422: "A malformed request, a missing entity field or a key of the wrong type",
             503: "The service cannot answer"}
-    return {c: {"description": text[c], "content": {JSON: {"schema": ERROR_BODY}}} for c in codes}
+    return {c: error_response(c, text.get(c)) for c in sorted({400, *codes})}  # 400: a malformed request
 
 
 def service_router(endpoints: ServiceEndpoints) -> APIRouter:

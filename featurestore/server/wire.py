@@ -8,7 +8,6 @@ answer as one (key, found, vector, requested columns).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -209,8 +208,8 @@ def _vector(value: Any, what: str, limits: Limits) -> list[float]:
     if len(value) > limits.max_vector_length:
         raise BadRequest(413, f"{what} has {len(value)} numbers; the limit is {limits.max_vector_length}")
     for x in value:
-        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-            raise BadRequest(422, f"{what} must hold finite numbers; got {x!r}")
+        if isinstance(x, bool) or not isinstance(x, int | float) or not abs(x) <= FLOAT32_MAX:
+            raise BadRequest(422, f"{what} must hold finite numbers within float32's range; got {x!r}")
     return value
 
 
@@ -288,46 +287,64 @@ def _default(value: Any) -> Any:
 
 
 # ---- OpenAPI request bodies (the handlers parse bodies themselves, for speed and Arrow) ----------
-KEY_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "integer"},
-                        {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+# They state what the parsers accept, limits included; what depends on a feature group (its key type,
+# dimension and columns) cannot be stated in one schema for every group and is answered with 422.
+FLOAT32_MAX = 3.4028234663852886e38  # vectors are float32: a larger number would become infinity
+_INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
+KEY_SCHEMA = {"oneOf": [{"type": "string"}, _INT64,
+                        {"type": "array", "items": {"oneOf": [{"type": "string"}, _INT64]},
                          "description": "a composite key: its parts in key-column order"},
                         {"type": "object", "description": "a composite key: key column -> value"}]}
 FILTER_SCHEMA = {
-    "type": "object",
+    "type": ["object", "null"],
     "description": "column -> value (equality), list (in) or {op: value} with op in eq ne lt le gt ge in "
                    "not_in; conditions are combined with AND and applied before ranking",
     "additionalProperties": True,
 }
-LOOKUP_BODY = {
-    "required": True,
-    "content": {
-        JSON: {"schema": {"type": "object", "required": ["keys"], "additionalProperties": False, "properties": {
-            "keys": {"type": "array", "items": KEY_SCHEMA},
-            "columns": {"type": "array", "items": {"type": "string"},
-                        "description": "scalar columns to return with the vectors"},
-            "features": {"type": "array", "items": {"type": "string"},
-                         "description": "features to return (default: all); the default vector feature comes "
-                                        "back as 'vectors', the others under 'features'"}}},
-            "example": {"keys": ["i1", "i2"]}},
-        ARROW: {"schema": {"type": "string", "format": "binary",
-                           "description": "Arrow IPC stream of a table with a 'key' column"}},
-    },
-}
-NEAREST_BODY = {
-    "required": True,
-    "content": {JSON: {"schema": {"type": "object", "additionalProperties": False, "properties": {
-        "key": {**KEY_SCHEMA, "description": "query with this key's vector in the same feature group"},
-        "vector": {"type": "array", "items": {"type": "number"}},
-        "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
-                    "description": "a batch of query vectors: the answer has 'results'"},
-        "query": {"type": "object", "required": ["feature_group", "key"], "properties": {
-            "feature_group": {"type": "string"}, "key": KEY_SCHEMA},
-            "description": "query with a key's vector from another served feature group"},
-        "k": {"type": "integer", "minimum": 1, "default": 10},
-        "filter": FILTER_SCHEMA,
-        "exclude": {"type": "array", "items": KEY_SCHEMA, "description": "keys never returned"},
-        "exact": {"type": "boolean", "default": False},
-        "feature": {"type": "string", "description": "the vector feature searched (default: the group's "
-                                                     "online.vector, else its first vector feature)"}}},
-        "example": {"key": "i1", "k": 10, "exclude": ["i1"], "filter": {"n_events": {"ge": 5}}}}},
-}
+def lookup_body(limits: Limits) -> dict[str, Any]:
+    """The lookup request body's OpenAPI declaration under ``limits``."""
+    return {
+        "required": True,
+        "content": {
+            JSON: {"schema": {"type": "object", "required": ["keys"], "additionalProperties": False, "properties": {
+                "keys": {"type": "array", "items": KEY_SCHEMA, "maxItems": limits.max_keys},
+                "columns": {"type": ["array", "null"], "items": {"type": "string"},
+                            "description": "scalar columns to return with the vectors"},
+                "features": {"type": ["array", "null"], "items": {"type": "string"},
+                             "description": "features to return (default: all); the default vector feature comes "
+                                            "back as 'vectors', the others under 'features'"}}},
+                "example": {"keys": ["i1", "i2"]}},
+            ARROW: {"schema": {"type": "string", "format": "binary",
+                               "description": "Arrow IPC stream of a table with a 'key' column"}},
+        },
+    }
+
+
+def nearest_body(limits: Limits) -> dict[str, Any]:
+    """The nearest request body's OpenAPI declaration under ``limits``: exactly one of key, vector,
+    vectors and query (``oneOf``), with the options."""
+    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    vector = {"type": "array", "items": number, "minItems": 1, "maxItems": limits.max_vector_length}
+    keys = {"type": "array", "items": KEY_SCHEMA, "maxItems": limits.max_keys}
+    return {"required": True, "content": {JSON: {"schema": {
+        "type": "object", "additionalProperties": False, "properties": {
+            "key": {**KEY_SCHEMA, "description": "query with this key's vector in the same feature group"},
+            "vector": vector,
+            "vectors": {"type": "array", "items": vector, "minItems": 1, "maxItems": limits.max_keys,
+                        "description": "a batch of query vectors: the answer has 'results'"},
+            "query": {"type": "object", "required": ["feature_group", "key"], "additionalProperties": False,
+                      "properties": {"feature_group": {"type": "string"}, "key": KEY_SCHEMA},
+                      "description": "query with a key's vector from another served feature group"},
+            "k": {"type": "integer", "minimum": 1, "maximum": limits.max_k, "default": 10},
+            "filter": FILTER_SCHEMA,
+            "exclude": {**keys, "description": "keys never returned"},
+            "exact": {"type": "boolean", "default": False},
+            "feature": {"type": ["string", "null"], "description": "the vector feature searched (default: the group's "
+                                                         "online.vector, else its first vector feature)"}},
+        # what to search for: exactly one of key, vector, vectors and query
+        "oneOf": [{"required": [field]} for field in ("key", "vector", "vectors", "query")]},
+        "example": {"key": "i1", "k": 10, "exclude": ["i1"], "filter": {"n_events": {"ge": 5}}}}}}
+
+
+LOOKUP_BODY = lookup_body(Limits())
+NEAREST_BODY = nearest_body(Limits())

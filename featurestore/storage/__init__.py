@@ -1,2 +1,3 @@
-"""Table storage: the store's file system (:mod:`.fs`), Delta Lake tables (:mod:`.delta`) and the
-DuckDB views over them (:mod:`.duck`)."""
+"""Table storage: the store's file system (:mod:`.fs`), Delta Lake tables (:mod:`.delta`, written in two
+steps by :mod:`.staging`), the checksums of data files and caches (:mod:`.checksums`) and the DuckDB
+views over them (:mod:`.duck`)."""

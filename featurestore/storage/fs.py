@@ -10,6 +10,7 @@ engines and the online views read local files whatever the root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -262,6 +263,39 @@ def remove_dead_temporaries(folder: str, prefix: str) -> list[str]:
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
             removed.append(os.path.join(folder, name))
     return removed
+
+
+@contextlib.contextmanager
+def exclusive(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, waiting for another holder to finish first. The
+    lock is the kernel's (``flock``): it ends with its process, so a killed holder never leaves it stuck.
+    The lock file exists only while it is held (the holder removes it; a waiter that then finds its file
+    gone or replaced locks the new one), so the store is left as it was."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)  # the holder before us removed it: lock the current file
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))  # when no other lock is there
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def file_crc32(path: str | os.PathLike[str]) -> str:

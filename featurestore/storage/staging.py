@@ -36,15 +36,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.errors import StorageError
+from featurestore.storage.checksums import CHECKSUMS, data_checksum, mark_verified
 from featurestore.storage.delta import META_PREFIX, commit_of_run, history, open_table, translated
-from featurestore.storage.fs import Root, file_crc32
+from featurestore.storage.fs import Root
 
 #: Parquet page CRCs in the data files. Off: measured on the 1M-row training-set benchmark, DuckDB's
 #: reads of files with page CRCs made the first training set over new commits 0.4-0.8 s slower
-#: (1.44 s -> 2.24 s median). Each file's CRC-32 is recorded in its commit instead (``CHECKSUMS``),
-#: computed by the writer thread while the batch is validated, and verified by `featurestore check`.
+#: (1.44 s -> 2.24 s median). Each file's xxh3 checksum is recorded in its commit instead
+#: (``CHECKSUMS``), computed by the writer thread while the batch is validated, and verified before the
+#: file is read (:mod:`featurestore.storage.checksums`) and by `featurestore check`.
 PAGE_CHECKSUMS = False
-CHECKSUMS = META_PREFIX + "checksums"  # commit metadata: {data file name: CRC-32 of its bytes}
 
 TARGET_FILE_BYTES = 100 * 1024 * 1024  # deltalake's default target file size
 _MAX_STAT_CHARS = 32  # longer strings get a truncated min and no max (as deltalake does)
@@ -63,7 +64,7 @@ class StagedAppend:
         self.paths: list[str] = []  # absolute (local) paths of the files written so far
         self.uploaded: list[str] = []  # object-store roots: root-relative names of the files uploaded so far
         self.files: list[tuple[str, int, int]] = []  # (path, first row, row count) of each written file
-        self.checksums: dict[str, str] = {}  # file name -> CRC-32 of its bytes
+        self.checksums: dict[str, str] = {}  # file name -> checksum of its bytes ("xxh3:<hex>")
         self._done = False
         self._cancel = threading.Event()  # set by discard: files not yet started are not written
         import deltalake.transaction  # noqa: F401  here: a first import racing in two threads fails
@@ -97,7 +98,8 @@ class StagedAppend:
             pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy",
                            use_dictionary=dictionary, write_page_checksum=PAGE_CHECKSUMS)
             self.files.append((path, start, part.num_rows))
-            self.checksums[name] = file_crc32(path)  # from the page cache, just written
+            self.checksums[name] = data_checksum(path)  # from the page cache, just written
+            mark_verified(path)
             if not self.root.local:
                 self.uploaded.append(f"{self.rel}/{name}")  # before uploading: a failed upload is deleted too
                 self.root.upload(path, f"{self.rel}/{name}")
@@ -293,15 +295,3 @@ def append(root: Root, rel: str, data: pa.Table, metadata: dict[str, str]) -> di
     """
     StagedAppend(root, rel, lambda: data).commit(metadata)
     return commit_of_run(root, rel, metadata[META_PREFIX + "run_id"])
-
-
-def recorded_checksums(root: Root, rel: str) -> dict[str, str]:
-    """Data file name -> the CRC-32 its commit recorded, over the whole log (files written by other
-    writers, or before checksums were recorded, are absent)."""
-    out: dict[str, str] = {}
-    for info in history(root, rel):
-        raw = info.get(CHECKSUMS)
-        if raw:
-            with contextlib.suppress(ValueError, TypeError):
-                out.update(json.loads(raw))
-    return out

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from featurestore.catalog import Catalog
+from featurestore.errors import CorruptData
 from featurestore.feature_group import Committed, FeatureGroup
-from featurestore.training.join_cache import JOIN_CACHE_DIR, join_cache_sources, refresh_behind
-from featurestore.training.vectors import CACHE_DIR, cache_inserted, file_rows
+from featurestore.training.join_cache import JOIN_CACHE_DIR, join_cache_sources, open_join_cache, refresh_behind
+from featurestore.training.vectors import CACHE_DIR, cache_inserted, file_rows, load_sealed_npy
 from featurestore.training.writer import flush_cache_writes
 
 
@@ -96,10 +97,9 @@ def prune_cache(store: Catalog, *, everything: bool = False) -> tuple[int, int]:
 
 
 def cache_problems(store: Catalog) -> list[tuple[str, str]]:
-    """(file, what is wrong) for every training-cache file that cannot serve: a vector copy that does not
-    load as a float32 matrix with its data file's row count, a join cache that does not read as Arrow or
-    names data files that are gone. (Vector copies carry no checksum yet: a flipped byte inside one is
-    not found here; deleting ``_cache`` is always safe.)"""
+    """(file, what is wrong) for every training-cache file that cannot serve: one that does not match
+    the checksum in its trailer, a vector copy that is not a float32 matrix with its data file's row
+    count, a join cache that does not read as Arrow, or one whose data files are gone."""
     flush_cache_writes()
     out = []
     for table, entries in _cache_entries(store).items():
@@ -109,9 +109,11 @@ def cache_problems(store: Catalog) -> list[tuple[str, str]]:
             if not alive:
                 out.append((path, "its data file is gone (an orphan: `featurestore cache --prune`)"))
             elif table.endswith("(joins)"):
-                if join_cache_sources(path) is None:
-                    out.append((path, "not a readable join cache"))
-            elif not path.endswith(".valid.npy"):
+                try:
+                    open_join_cache(path)
+                except (CorruptData, OSError) as exc:
+                    out.append((path, str(exc)))
+            else:
                 problem = _vector_copy_problem(store, table, path)
                 if problem:
                     out.append((path, problem))
@@ -120,13 +122,20 @@ def cache_problems(store: Catalog) -> list[tuple[str, str]]:
 
 def _vector_copy_problem(store: Catalog, table: str, path: str) -> str | None:
     name, version = table.split(" ")[0].split("/")
-    stem = os.path.basename(path).removesuffix(".npy").rsplit(".", 1)[0]
+    mask = path.endswith(".valid.npy")
+    stem = os.path.basename(path).removesuffix(".npy").removesuffix(".valid").rsplit(".", 1)[0]
     data = os.path.join(store.root.cached(store.table_path(name, int(version.removeprefix("v")))), f"{stem}.parquet")
     try:
-        mat = np.load(path, mmap_mode="r")
         rows = file_rows([data])[0]
+    except (OSError, ValueError):  # the data file itself is damaged: the table's check reports it
+        return None
+    try:
+        mat = load_sealed_npy(path, mmap=True)
+    except CorruptData as exc:
+        return str(exc)
     except (OSError, ValueError) as exc:
         return f"unreadable: {exc}"
-    if mat.dtype != np.float32 or mat.ndim != 2 or mat.shape[0] != rows:
+    want = (np.bool_, 1) if mask else (np.float32, 2)
+    if mat.dtype != want[0] or mat.ndim != want[1] or mat.shape[0] != rows:
         return f"holds {mat.dtype} {mat.shape}; its data file has {rows} rows"
     return None

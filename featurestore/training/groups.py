@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from featurestore.catalog import Catalog
 from featurestore.engine.pit_sql import JoinGroup, _file_layout
-from featurestore.errors import FeatureGroupNotFound, InvalidData, SpineError
+from featurestore.errors import FeatureGroupNotFound, InvalidData, SpineError, StorageError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.training.join_cache import has_key32, load_join_cache
 from featurestore.training.refs import FeatureRef
@@ -52,7 +52,11 @@ def join_groups(store: Catalog, refs: Sequence[FeatureRef], source: SpineSource,
         output = _output_columns(spec, ref, wanted, prefix, used)
         used.update(output)
         commit, files = _pinned_commit(fg, ref, pins)
-        offsets, disjoint = _file_layout(files, spec.event_time)
+        try:
+            offsets, disjoint = _file_layout(files, spec.event_time)
+        except StorageError:  # an unreadable footer: a damaged file is named as such (CorruptData)
+            fg.verify_files(files)
+            raise
         groups.append(JoinGroup(ref.key, spec, commit, tuple(files), offsets, disjoint, keys, wanted, output,
                                 _ttl_of(ttl, ref)))
     extra = set(pins) - {g.key for g in groups}
@@ -126,10 +130,10 @@ def _pinned_commit(fg: FeatureGroup, ref: FeatureRef, pins: Mapping[str, int]) -
         commit = pins[ref.key]
         if isinstance(commit, bool) or not isinstance(commit, int):
             raise InvalidData(f"pins[{ref.key!r}] must be a commit number (an int); got {commit!r}")
-        return fg.commit_files(commit)
+        return fg.commit_files(commit, verify=False)  # checked while the join runs (TrainingSet)
     if pins:
         raise InvalidData(f"pins has no commit for {ref.key} (pins: {dict(pins)})")
-    return fg.commit_files(None)
+    return fg.commit_files(None, verify=False)
 
 
 def _ttl_of(ttl: Ttl, ref: FeatureRef) -> timedelta | None:

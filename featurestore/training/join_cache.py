@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import uuid
 
@@ -33,15 +34,17 @@ import pyarrow as pa
 
 from featurestore.catalog import Catalog
 from featurestore.engine.pit_sql import JoinGroup, _file_layout
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import CorruptData, FeatureStoreError
 from featurestore.feature_group import FeatureGroup
+from featurestore.storage.checksums import TRAILER, seal, sealed_payload
 from featurestore.training.writer import write_behind
 
 JOIN_CACHE_DIR = "_cache/joins"
 KEEP = 4  # join caches kept per feature group version (most recently used first)
-_FORMAT = "1"  # bump when the stored columns change: older join caches are then rebuilt
+_FORMAT = "2"  # bump when the stored columns change: older join caches are then rebuilt
 
 
+log = logging.getLogger("featurestore.training")
 _FILES = b"featurestore.files"  # schema metadata: the data file names a join cache was built from
 
 
@@ -68,25 +71,36 @@ def join_cache_sources(path: str) -> list[str] | None:
     """The data file names a join cache was built from (None: not a readable join cache)."""
     try:
         with pa.memory_map(path) as source:
-            return _built_from(pa.ipc.open_file(source).schema)
+            content = source.read_buffer()
+            return _built_from(pa.ipc.open_file(content.slice(0, len(content) - TRAILER)).schema)
     except (OSError, pa.ArrowException, ValueError):
         return None
+
+
+def open_join_cache(path: str) -> pa.Table:
+    """A join cache file, memory-mapped, once its content matches its checksum (:class:`CorruptData`
+    naming it otherwise)."""
+    mm, length = sealed_payload(path)
+    try:
+        return pa.ipc.open_file(pa.py_buffer(mm).slice(0, length)).read_all()
+    except (pa.ArrowException, ValueError) as exc:
+        raise CorruptData(f"{path} is not a readable join cache: {exc}") from exc
 
 
 def load_join_cache(store: Catalog, g: JoinGroup) -> pa.Table | None:
     """The join cache of ``g``'s commit, memory-mapped; None when there is none yet (or the store keeps
-    none, or the file is unreadable: :func:`build_behind` makes a new one)."""
+    none, or the file is damaged: a warning says so, and :func:`build_behind` writes a new one)."""
     path = join_cache_path(store, g)
     if path is None or not os.path.exists(path):
         return None
     try:
-        with pa.memory_map(path) as source:
-            reader = pa.ipc.open_file(source)
-            if _built_from(reader.schema) != _names(g):
-                return None
-            table = reader.read_all()
-    except (OSError, pa.ArrowException, ValueError):
-        return None  # a foreign or damaged file: replaced by the next build
+        table = open_join_cache(path)
+    except (CorruptData, OSError) as exc:
+        log.warning("join cache %s is damaged (%s): the training set reads %s's data files and the join "
+                    "cache is rebuilt", path, exc, g.key)
+        return None
+    if _built_from(table.schema) != _names(g):
+        return None  # a foreign file: replaced by the next build
     with contextlib.suppress(OSError):
         os.utime(path)  # most recently used
     return table
@@ -167,6 +181,7 @@ def _save(path: str, table: pa.Table) -> None:
         os.makedirs(folder, exist_ok=True)
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=1 << 20)
+        seal(tmp)  # the checksum in a trailer: checked each time the join cache is mapped
         os.replace(tmp, path)
     except OSError:  # a join cache that cannot be written is only a missed speed-up
         with contextlib.suppress(OSError):

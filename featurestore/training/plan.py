@@ -28,10 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +39,8 @@ import pyarrow as pa
 from featurestore.catalog import Catalog
 from featurestore.engine.base import Engine, FrameEngine, JoinRequest
 from featurestore.engine.pit_sql import _ROW, JoinGroup, KnownAt
-from featurestore.errors import InvalidData, QueryError, SpineError, StorageError
+from featurestore.errors import CorruptData, FeatureStoreError, InvalidData, QueryError, SpineError, StorageError
+from featurestore.storage.checksums import verify_data_files
 from featurestore.training.groups import Ttl, attach_join_caches, check_entity_keys, join_groups
 from featurestore.training.join_cache import build_behind
 from featurestore.training.refs import FeatureRef
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 # also imported from here: FeatureRef and Spine (defined in .refs and .spine), _ROW (by .saved)
 __all__ = ["_ROW", "FeatureRef", "Spine", "TrainingSet", "plan", "rechunk"]
 
+_T = TypeVar("_T")
 log = logging.getLogger("featurestore.training")
 
 
@@ -111,6 +113,12 @@ class TrainingSet:
             pool.shutdown(wait=False)
 
     def _prepare_all(self) -> None:
+        """Check the data files DuckDB reads (groups without a join cache) against their commits'
+        checksums, and load the vectors (caches checked, files checked before they are decoded)."""
+        for g in self._request.groups:
+            if g.cache is None:
+                verify_data_files(self.catalog.root, self.catalog.table_path(g.spec.name, g.spec.version),
+                                  g.files, g.spec.key)
         for vc in self._vectors.values():
             vc.prepare()
 
@@ -136,8 +144,7 @@ class TrainingSet:
         ``memory_limit`` (e.g. ``"1GB"``) caps DuckDB while the join runs, so a big join spills to disk
         instead; DuckDB's limit is database-wide, so it is lowered for the call only, never raised."""
         decoding = self._prepare_vectors()
-        reader = self._reader(batch_size, memory_limit)
-        decoding.result()
+        reader = _after_checks(decoding, lambda: self._reader(batch_size, memory_limit))
         spine = _Rows(self._spine.batches(), self._spine.arrow_schema)
         empty = True
         found: dict[str, int] = {}
@@ -157,8 +164,7 @@ class TrainingSet:
     def to_arrow(self) -> pa.Table:
         """Compute the training set as a pyarrow Table (spine order, spine columns first)."""
         decoding = self._prepare_vectors()
-        table = self._reader(1 << 20).read_all()
-        decoding.result()
+        table = _after_checks(decoding, lambda: self._reader(1 << 20).read_all())
         out = self._attach(self._spine.read_all(), self._gather(table).combine_chunks())
         found: dict[str, int] = {}
         _count_found(self._request.groups, table, found)
@@ -322,6 +328,19 @@ def plan(store: Catalog, spine: Spine, features: Sequence[str | FeatureRef], *,
                        _params(groups, event_time, known_at, prefix), request, source,
                        [*source.columns, *(o for g in groups for o in g.output)], _vector_columns(store, groups),
                        indexes, uncached, engine if engine is not store.engine else None)
+
+
+def _after_checks(checks: Future[None], run: Callable[[], _T]) -> _T:
+    """``run()`` (the join), then the file checks running beside it: a damaged file is reported as
+    :class:`CorruptData` naming it, also when the join itself failed on it first."""
+    try:
+        out = run()
+    except FeatureStoreError as exc:
+        if isinstance(checks.exception(), CorruptData):
+            raise checks.exception() from exc  # type: ignore[misc]
+        raise
+    checks.result()
+    return out
 
 
 def _check_arguments(features: Sequence[str | FeatureRef], known_at: str) -> None:

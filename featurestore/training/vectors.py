@@ -16,6 +16,7 @@ for ~256 bytes x rows of disk writes per vector column (the interpreter waits fo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import uuid
@@ -26,10 +27,12 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.catalog import Catalog
-from featurestore.errors import StorageError
+from featurestore.errors import CorruptData, StorageError
+from featurestore.storage.checksums import seal, sealed_payload, verify_data_files
 from featurestore.training.writer import write_behind
 
 CACHE_DIR = "_cache/vectors"
+log = logging.getLogger("featurestore.training")
 
 
 def _write_behind(path: str, array: np.ndarray) -> None:
@@ -95,23 +98,38 @@ class VectorColumn:
     def _load(self, i: int) -> None:
         path = self._cache_path(self.files[i])
         if path and os.path.exists(path):
-            vpath = path.removesuffix(".npy") + ".valid.npy"
-            try:
-                mat = np.load(path, mmap_mode="r")
-                valid = np.load(vpath) if os.path.exists(vpath) else None
-            except (OSError, ValueError):  # a damaged cache is only a missed speed-up: decode again
-                mat, valid = np.zeros((0, 0), np.float32), None
-            if mat.shape == (self.offsets[i + 1] - self.offsets[i], self.dim):
+            mat, valid = self._load_cached(path)
+            if mat is not None and mat.shape == (self.offsets[i + 1] - self.offsets[i], self.dim):
                 if int(self.offsets[-1]) * self.dim * 4 <= _memory_bytes() // 8:  # else fault on demand
                     _prefault(mat)
                 self._mats[i], self._valid[i] = mat, valid
                 return
+        name, version = self._group()
+        verify_data_files(self.store.root, self.store.table_path(name, version), [self.files[i]], f"{name}:{version}")
         mat, valid = self._decode(self.files[i])
         if path:  # the mask first: a matrix on disk without its mask would read as all-valid
             if valid is not None:
                 _write_behind(path.removesuffix(".npy") + ".valid.npy", valid)
             _write_behind(path, mat)
         self._mats[i], self._valid[i] = mat, valid
+
+    def _group(self) -> tuple[str, int]:
+        name, version = self.table.split("/")
+        return name, int(version.removeprefix("v"))
+
+    def _load_cached(self, path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A cache file (and its validity mask), each checked against its checksum; (None, None) when
+        one is damaged or unreadable: it is decoded again from the data file and rewritten (a warning says
+        which), since a cache is only a speed-up and must never give a wrong vector."""
+        vpath = path.removesuffix(".npy") + ".valid.npy"
+        try:
+            mat = load_sealed_npy(path, mmap=True)
+            valid = load_sealed_npy(vpath, mmap=False) if os.path.exists(vpath) else None
+        except (CorruptData, OSError, ValueError) as exc:
+            log.warning("training cache %s is damaged (%s): decoding %s again and rewriting it",
+                        path, exc, self.table)
+            return None, None
+        return mat, valid
 
     def _decode(self, file: str) -> tuple[np.ndarray, np.ndarray | None]:
         """One file's vectors as a float32[rows, dim] matrix (and a validity mask when some are null).
@@ -249,12 +267,25 @@ def _memory_bytes() -> int:
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:
+    """Write ``array`` as a sealed ``.npy`` file (its checksum in a trailer), atomically."""
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
             np.save(f, array)
+        seal(tmp)
         os.replace(tmp, path)
     except OSError:  # a cache that cannot be written is only a missed speed-up
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def load_sealed_npy(path: str, *, mmap: bool) -> np.ndarray:
+    """A ``.npy`` cache file once its content matches its checksum (:class:`CorruptData` otherwise);
+    memory-mapped with ``mmap``. numpy reads the array's bytes only and ignores the trailer after them."""
+    mm, _ = sealed_payload(path)  # hashing it also brings its pages into the page cache
+    mm.close()
+    if mmap:
+        return np.load(path, mmap_mode="r")
+    with open(path, "rb") as f:
+        return np.load(f)
