@@ -223,7 +223,7 @@ class AdoptedFiles(StagedAppend):
             part = pq.read_table(path, columns=scalars).cast(pa.schema([self._schema.field(c) for c in scalars]))
             self.files.append((path, start, part.num_rows))
             start += part.num_rows
-            self.checksums[name] = file_crc32(path)
+            self.checksums[name] = data_checksum(path)
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=True,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
