@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
-from featurestore.engine.events import DEFAULT_WEIGHTS, Events, EventSource, EventTable
+from featurestore.engine.events import DEFAULT_WEIGHTS, CountedEvents, Events, EventSource, EventTable
 from featurestore.errors import EventsError
 from featurestore.storage.duck import literal, quote
 
@@ -154,7 +154,7 @@ class _Names:
                 con.unregister(name)
 
 
-class DuckDBEvents(EventTable):
+class DuckDBEvents(CountedEvents):
     """Events kept in a DuckDB temporary table, sorted by (entity, time, item, weight); per-item facts
     in Python. Read back by :meth:`chunks`; :meth:`close` drops the table (and its spill files)."""
 
@@ -170,20 +170,6 @@ class DuckDBEvents(EventTable):
         self.chunk_events = chunk_events
         self.owns_connection = False
         self.closed = False
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __repr__(self) -> str:
-        return f"DuckDBEvents({self._n:,} events, {self._n_entities:,} entities, {self.n_items:,} items)"
-
-    @property
-    def n_entities(self) -> int:
-        return self._n_entities
-
-    @property
-    def newest(self) -> int | None:
-        return self._newest
 
     def _check_open(self) -> None:
         if self.closed:

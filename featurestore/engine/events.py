@@ -116,6 +116,28 @@ class EventTable:
         self.close()
 
 
+class CountedEvents(EventTable):
+    """An engine-held event table that counted its events, entities and newest time when it read them."""
+
+    _n: int
+    _n_entities: int
+    _newest: int | None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._n:,} events, {self._n_entities:,} entities, {self.n_items:,} items)"
+
+    @property
+    def n_entities(self) -> int:
+        return self._n_entities
+
+    @property
+    def newest(self) -> int | None:
+        return self._newest
+
+
 @dataclass
 class Events(EventTable):
     """Events before a cutoff in memory, ordered by (entity, time, item): codes index

@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from featurestore.errors import FeatureGroupNotFound, SpecError
-from featurestore.schema.spec import FeatureGroupSpec
+from featurestore.schema.spec import FeatureGroupSpec, thaw
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _REF = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*):(?P<version>[1-9][0-9]*)$")
@@ -104,7 +104,7 @@ class ServiceSpec:
         if self.nearest is not None:
             n = self.nearest
             doc["nearest"] = {"feature_group": n.key, "query": f"{n.query_group}.{n.query_feature}",
-                              "vector": n.vector, "k": n.k, "filter": _thaw(n.filter),
+                              "vector": n.vector, "k": n.k, "filter": thaw(n.filter),
                               "features": list(n.features)}
         return doc
 
@@ -116,14 +116,6 @@ class ServiceSpec:
     def from_dict(cls, data: Any, *, source: str | None = None) -> ServiceSpec:
         """Parse and check plain data; errors name ``source`` and the field."""
         return _parse(data, source)
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def _frozen(value: Any) -> Any:

@@ -40,11 +40,11 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
+def thaw(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
+        return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
+        return [thaw(v) for v in value]
     return value
 
 
@@ -131,11 +131,11 @@ class FeatureGroupSpec:
             if f.description:
                 d["description"] = f.description
             features.append(d)
-        online: dict[str, Any] = {"index": self.online.index, "params": _thaw(self.online.params)}
+        online: dict[str, Any] = {"index": self.online.index, "params": thaw(self.online.params)}
         if self.online.vector:
             online["vector"] = self.online.vector
         if self.online.indexes:
-            online["indexes"] = _thaw(self.online.indexes)
+            online["indexes"] = thaw(self.online.indexes)
         return {
             "name": self.name,
             "version": self.version,
@@ -143,7 +143,7 @@ class FeatureGroupSpec:
             "entity_keys": [{"name": k.name, "type": k.type} for k in self.entity_keys],
             "event_time": self.event_time,
             "features": features,
-            "expectations": _thaw(self.expectations),
+            "expectations": thaw(self.expectations),
             "policy": self.policy,
             "online": online,
         }

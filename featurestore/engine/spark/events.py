@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.conform import to_utc
-from featurestore.engine.events import DEFAULT_WEIGHTS, Events, EventSource, EventTable
+from featurestore.engine.events import DEFAULT_WEIGHTS, CountedEvents, Events, EventSource
 from featurestore.engine.spark.session import quiet, spark_errors
 from featurestore.engine.spark.tables import spark_path
 from featurestore.errors import EventsError
@@ -120,7 +120,7 @@ def codes(ev: Any, column: str) -> Any:
     return per.withColumn("code", (F.row_number().over(Window.orderBy(column)) - 1).cast("int"))
 
 
-class SparkEvents(EventTable):
+class SparkEvents(CountedEvents):
     """Events kept by Spark: a DataFrame of coded events (``e`` entity id, ``i`` item code, ``w``
     weight, ``t`` time in us), persisted on the executors (memory, then disk) until :meth:`close`;
     per-item facts in Python."""
@@ -133,20 +133,6 @@ class SparkEvents(EventTable):
         self.item_last = _np(items["last"], np.int64)
         self.before, self.type_counts = before, type_counts
         self._n, self._n_entities, self._newest = n_events, n_entities, newest
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __repr__(self) -> str:
-        return f"SparkEvents({self._n:,} events, {self._n_entities:,} entities, {self.n_items:,} items)"
-
-    @property
-    def n_entities(self) -> int:
-        return self._n_entities
-
-    @property
-    def newest(self) -> int | None:
-        return self._newest
 
     def load(self) -> Events:
         """Every event in this process (memory grows with the events: for embedders that need the
