@@ -560,6 +560,7 @@ def _upgraded(m: dict[str, Any]) -> dict[str, Any]:
     m = dict(m)
     m["vectors"] = {m["vector"]: {"dim": m["dim"], "metric": m["metric"], "suffix": "", "index": m["index"]}}
     m["keys"], m["key_types"] = [m["key"]], [m["key_type"]]
+    m.setdefault("features", [m["vector"], *m.get("columns", [])])
     return m
 
 
