@@ -203,7 +203,11 @@ def _claim_number(store: Catalog, name: str) -> int:
                          description=f"version numbers of training set {name}", storage_options=opts)
     claim = uuid.uuid4().hex
     info = append(store.root, rel, pa.table({"claim": [claim]}), {delta.META_PREFIX + "run_id": claim})
-    return int(info["version"])
+    # the rank of this claim among the claims: two savers racing to create the table can leave a second
+    # creation commit, which takes a commit number but hands out no version
+    mine = int(info["version"])
+    return sum(1 for c in delta.history(store.root, rel)
+               if c.get(delta.META_PREFIX + "run_id") and int(c["version"]) <= mine)
 
 
 def _publish_remote(store: Catalog, rel: str, data: str, manifest: dict[str, Any]) -> None:
