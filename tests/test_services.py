@@ -468,7 +468,7 @@ def test_views_of_older_formats_open_and_are_rebuilt(store: FeatureStore) -> Non
     manifest.write_text(json.dumps({**old, "format_version": 2, "key": "item_id", "key_type": "int64"}))
     two = OnlineView(view.path)  # a format-2 view (one vector, one key) still opens and answers
     assert list(two.vectors) == ["embedding"] and two.get([0]).found.tolist() == [True]
-    assert two.features == ["embedding", "price"]
+    assert two.features == ["embedding", "price"] and two.info()["features"] == two.features
     path = materialize(fg, view.commit)  # and is rebuilt in the current format
     assert json.loads((path / "manifest.json").read_text())["format_version"] == 3
 

@@ -213,8 +213,9 @@ class OnlineView:
         """What this view serves: feature group, version, commit, rows, dim, metric, index, recall."""
         m = self.manifest
         out = {k: m[k] for k in ("feature_group", "version", "commit", "commit_timestamp", "rows", "dim",
-                                 "key", "key_type", "keys", "key_types", "vector", "metric", "features", "columns",
+                                 "key", "key_type", "keys", "key_types", "vector", "metric", "columns",
                                  "index", "built_at")}
+        out["features"] = list(self.features)  # (derived at open for format-2 views)
         out["vectors"] = {n: {"dim": v["dim"], "metric": v["metric"], "index": v["index"]}
                           for n, v in m["vectors"].items()}
         return out
@@ -560,7 +561,6 @@ def _upgraded(m: dict[str, Any]) -> dict[str, Any]:
     m = dict(m)
     m["vectors"] = {m["vector"]: {"dim": m["dim"], "metric": m["metric"], "suffix": "", "index": m["index"]}}
     m["keys"], m["key_types"] = [m["key"]], [m["key_type"]]
-    m.setdefault("features", [m["vector"], *m.get("columns", [])])
     return m
 
 
