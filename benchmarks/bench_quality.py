@@ -101,17 +101,7 @@ class Task:
 
 def evaluate(task: Task, score_batch, batch: int = 512) -> dict[str, float]:
     """HR@10, NDCG@10, MRR with pessimistic ties; ``score_batch(user_codes) -> (b, n_items)``."""
-    ranks = []
-    for lo in range(0, task.users.size, batch):
-        u, t = task.users[lo:lo + batch], task.target[lo:lo + batch]
-        s = np.asarray(score_batch(u), dtype=np.float32)
-        h = task.hist[lo:lo + batch]
-        s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
-        ts = np.where(t >= 0, s[np.arange(u.size), np.maximum(t, 0)], -np.inf)
-        r = (s > ts[:, None]).sum(axis=1) + (s == ts[:, None]).sum(axis=1) - 1
-        r = np.where(t >= 0, r, s.shape[1])
-        ranks.append(r)
-    rank = np.concatenate(ranks)
+    rank = _ranks(task, score_batch, batch)
     return {**hit_metrics(rank < 10, np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)),
             "mrr": float(np.mean(1.0 / (rank + 1)))}
 

@@ -15,6 +15,7 @@ from featurestore.engine import read_events
 from featurestore.engine.base import Cooccurrence
 from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.engine.events import EventSource
+from tests.test_embed import _events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 W = {"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
@@ -22,14 +23,6 @@ W = {"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
 # a small event log: (user, item, type, minute); minutes up to 200 so some pauses pass 30 minutes
 event_lists = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 7), st.sampled_from(list(W)),
                                  st.integers(0, 200)), min_size=1, max_size=50)
-
-
-def _events(rows):
-    df = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "minute"])
-    df["user_id"] = "u" + df["user_id"].astype(str)
-    df["item_id"] = "i" + df["item_id"].astype(str)
-    df["event_time"] = [T0 + timedelta(minutes=int(m)) for m in df["minute"]]
-    return read_events(EventSource(df.drop(columns="minute")), weights=W)
 
 
 def _reference(ev, window, gap, cross, directed):
