@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,plot,sequence,spark]'
+	$(PY) -m pip install --quiet -e '.[dev,plot,sequence,spark,umap]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -3,7 +3,9 @@
 Each page is fetched over HTTP from a real uvicorn server on 127.0.0.1. "first" is the first request
 after the server starts: it opens the views, and computes and caches the 2-D map (cached maps are
 removed before timing; ``featurestore ui`` computes the newest ones in the background at start).
-"warm" is the median of the next requests. Views are materialised before timing (their build is
+"warm" is the median of the next requests. Each store is timed under ``featurestore ui`` and under
+``featurestore serve``'s ``/ui`` (where the newest commit is the served view, already open), each cold and
+after the background warm-up. Views are materialised before timing (their build is
 reported on its own line: serving builds them anyway). No peer: Feast's UI is a separate React app
 over its registry, with no comparable pages (no commit history, comparison or projector).
 
@@ -37,6 +39,8 @@ from featurestore import FeatureStore, demo
 from featurestore.console.projection import PROJECTIONS_DIR
 from featurestore.console.web import standalone
 from featurestore.online.build import views_dir
+from featurestore.server.app import create_app
+from featurestore.server.reload import ReloadPolicy
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = """
@@ -123,17 +127,31 @@ def pages(name: str, commits: int, key: str) -> list[tuple[str, str]]:
             ("projector with a key", f"{g}/projector?commit={b}&key={key}")]
 
 
-def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int, warmed: bool
+MODES = ("ui", "ui, after warm-up", "serve", "serve, after warm-up")
+
+
+def console_app(store: FeatureStore, mode: str) -> tuple[Any, Any]:
+    """The app of ``featurestore ui`` or of ``featurestore serve`` (no reloads), and its console's state."""
+    if mode.startswith("serve"):
+        app = create_app(store, policy=ReloadPolicy(interval=0), warm_console=mode.endswith("warm-up"))
+        return app, app.app.state.console
+    app = standalone(store)
+    return app, next(r.app for r in app.routes if getattr(r, "path", "") == "/ui").state.console
+
+
+def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int, mode: str
                ) -> list[dict[str, Any]]:
-    """Every page's first and warm request; ``warmed``: after the warm-up ``featurestore ui`` runs in the
-    background at start (the newest map and the two newest commits compared)."""
+    """Every page's first and warm request under ``mode`` (see :data:`MODES`): after the warm-up, the
+    newest map and the two newest commits compared are ready (``featurestore ui`` and ``serve`` run it in
+    the background at start; here it is waited for and timed on its own line)."""
     fg = store.feature_group(name)
     newest = fg.commit_of(None)
     rows: list[dict[str, Any]] = []
+    label = f"{label}, {mode}"
     t = time.perf_counter()
     for c in range(max(1, newest - 1), newest + 1):
         store.online(name, fg.version, c)
-    if not warmed:
+    if mode == "ui":
         rows.append({"store": label, "page": "(views materialised before timing)", "first_ms": round(
             (time.perf_counter() - t) * 1000, 1)})
     for folder in views_dir(fg).glob(f"{PROJECTIONS_DIR}/*"):  # cached maps (derived): "first" computes them
@@ -142,15 +160,20 @@ def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int
     targets = pages(name, newest, key)
     if report_id:
         targets.append(("validation report", f"/ui/groups/{name}/v1/reports/{report_id}"))
-    app = standalone(store)
-    if warmed:
-        label += ", after warm-up"
-        console = next(r.app for r in app.routes if getattr(r, "path", "") == "/ui").state.console
-        t = time.perf_counter()
-        console.warm()
-        rows.append({"store": label, "page": "(warm-up, in the background at start)",
+    t = time.perf_counter()
+    app, console = console_app(store, mode)
+    if mode.startswith("serve"):
+        rows.append({"store": label, "page": "(app built: the served views opened)",
                      "first_ms": round((time.perf_counter() - t) * 1000, 1)})
     with Server(app) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=120) as client:
+        if mode.endswith("warm-up"):
+            t = time.perf_counter()
+            if mode.startswith("serve"):
+                console._warming.join()  # started by the server's start-up
+            else:
+                console.warm()
+            rows.append({"store": label, "page": "(warm-up, in the background at start)",
+                         "first_ms": round((time.perf_counter() - t) * 1000, 1)})
         for what, url in targets:
             t = time.perf_counter()
             r = client.get(url)
@@ -184,16 +207,16 @@ def main() -> None:
         else:
             with contextlib.redirect_stdout(io.StringIO()):
                 store = demo.run(demo_root, progress=False)
-        for warmed in (False, True):
-            rows += time_pages(store, "demo items", "item_embeddings", "i0001", args.repeat, warmed)
-            rows += time_pages(store, "demo users", "user_embeddings", "u00001", args.repeat, warmed)
+        for mode in MODES:
+            rows += time_pages(store, "demo items", "item_embeddings", "i0001", args.repeat, mode)
+            rows += time_pages(store, "demo users", "user_embeddings", "u00001", args.repeat, mode)
         if not args.skip_large:
             print(f"building a {args.rows:,}-row group ...", flush=True)
             big, seconds = big_store(Path(tmp) / "big" / "store", args.rows)
             print(f"  two commits in {seconds:.1f}s", flush=True)
-            for warmed in (False, True):
+            for mode in MODES:
                 rows += time_pages(big, f"{args.rows // 1000}k rows", "big_embeddings", "e0000001", args.repeat,
-                                   warmed)
+                                   mode)
     rows.append({"store": "process", "page": "peak RSS (MB)", "first_ms": round(peak_rss_mb(), 1)})
     report("ui", rows, {"rows": args.rows, "repeat": args.repeat})
 

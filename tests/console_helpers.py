@@ -16,6 +16,7 @@ from featurestore.errors import ValidationFailed
 from tests.conftest import T0
 
 DIM = 16
+SEGMENTS = ["books", "games", "music", "sports", "food"]
 TOKEN = "console-t0ken"
 
 
@@ -27,6 +28,7 @@ def items_spec() -> FeatureGroupSpec:
             {"name": "embedding", "type": "vector", "dim": DIM, "metric": "cosine", "normalized": False},
             {"name": "n_events", "type": "int64"},
             {"name": "score", "type": "float64"},
+            {"name": "segment", "type": "string"},
         ],
         "expectations": {"columns": {"n_events": {"min": 0}}, "vectors": {"embedding": {"drift": False}}},
         "policy": "warn",
@@ -60,6 +62,7 @@ def items_batch(keys: list[str], seed: int, hours: int, *, n_events: int | None 
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), DIM),
         "n_events": pa.array(rng.integers(0, 50, n) if n_events is None else [n_events] * n, pa.int64()),
         "score": pa.array(rng.random(n)),
+        "segment": pa.array([None if i % 9 == 0 else SEGMENTS[i % len(SEGMENTS)] for i in range(n)], pa.string()),
     })
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from featurestore.server.app import create_app
 from featurestore.server.docs import REDOC_REMOTE
 from featurestore.server.reload import ReloadPolicy
 from tests.conftest import run_python
-from tests.console_helpers import BATCHES, DIM, TOKEN, items_batch, make_store, pages, report_of
+from tests.console_helpers import BATCHES, DIM, SEGMENTS, TOKEN, items_batch, make_store, pages, report_of
 from tests.online_helpers import ServerThread
 
 
@@ -167,7 +168,27 @@ def test_plot_writes_a_png(store: FeatureStore, tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", "items", "--root", store.root.uri, "--color", "nope", "--out", str(out)]) == 2
-    assert "no numeric column 'nope'" in capsys.readouterr().err
+    assert "no scalar column 'nope'" in capsys.readouterr().err
+    assert main(["plot", "items", "--root", store.root.uri, "--out", str(out), "--color", "segment"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(0, 20)), max_size=80), st.booleans())
+def test_categories_fold_the_rarest_into_other(values: list[int | None], strings: bool) -> None:
+    import pyarrow as pa
+
+    from featurestore.console import colors
+
+    data = [None if v is None else (f"c{v}" if strings else v) for v in values]
+    got = colors._categories("c", pa.array(data, pa.string() if strings else pa.int64()))
+    tally = Counter(v for v in data if v is not None)
+    ranked = sorted(tally.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    shown = ranked if len(ranked) <= colors.MAX_CATEGORIES else ranked[: colors.MAX_CATEGORIES - 1]
+    want = [str(v) for v, _ in shown] + ([colors.OTHER] if len(shown) < len(ranked) else [])
+    assert list(got.labels) == want and sum(got.counts) == len(data) - data.count(None)
+    decoded = [None if c < 0 else got.labels[c] for c in got.values]
+    assert decoded == [None if v is None else (str(v) if str(v) in want else colors.OTHER) for v in data]
 
 
 def test_core_modules_import_no_web_framework() -> None:
@@ -224,8 +245,18 @@ def test_json_endpoints(server: Any, store: FeatureStore) -> None:
         r = http.get("/ui/groups/users/v1/neighbours.json", params={"key": "x"})
         assert r.status_code == 400 and "integer keys" in r.json()["detail"]
         p = http.get("/ui/groups/items/v1/projection.json", params={"commit": 2, "with": 1}).json()
-        assert p["sample"] == 450 == len(p["keys"]) == len(p["x"]) and set(p["colors"]) == {"event_time", "n_events",
-                                                                                              "score"}
+        assert p["sample"] == 450 == len(p["keys"]) == len(p["x"])
+        kinds = {c: v["kind"] for c, v in p["colors"].items()}
+        assert kinds == {"event_time": "numeric", "n_events": "numeric", "score": "numeric",
+                         "segment": "categorical"}
+        seg = p["colors"]["segment"]
+        want = dict(zip(store.online("items", 1, 2).columns["id"].to_pylist(),
+                        store.online("items", 1, 2).columns["segment"].to_pylist()))
+        assert [None if c < 0 else seg["labels"][c] for c in seg["codes"]] == [want[k] for k in p["keys"]]
+        assert sorted(seg["labels"]) == sorted(SEGMENTS) and len(seg["palette"]) == len(SEGMENTS)
+        assert seg["counts"] == sorted(seg["counts"], reverse=True)
+        users = http.get("/ui/groups/users/v1/projection.json").json()["colors"]
+        assert users["n_events"]["kind"] == "categorical" and users["n_events"]["labels"] == ["3"]
         assert p["with"]["shared"] == 400 and sum(x is None for x in p["with"]["x"]) == 50
 
 
@@ -349,7 +380,9 @@ def test_every_page_loads_clean_and_local(browser: Any, server: ServerThread, st
 def test_projector_draws_points_and_lists_neighbours(browser: Any, server: ServerThread, store: FeatureStore,
                                                      shots: Path) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from featurestore.console.colors import PALETTE
 
     visit(browser, f"{server.url}/ui/groups/items/v1/projector?commit=2&with=1", shots, "projector",
           "#projector[data-points]")
@@ -359,6 +392,23 @@ def test_projector_draws_points_and_lists_neighbours(browser: Any, server: Serve
                  for (let i = 3; i < d.length; i += 4) { if (d[i] > 0) n++; } return n;"""
     assert browser.execute_script(painted, "map") > 400
     assert browser.execute_script(painted, "map2") > 300
+    Select(browser.find_element(By.ID, "color")).select_by_value("segment")  # a categorical column
+    legend = browser.find_element(By.ID, "legend")
+    assert legend.get_attribute("data-kind") == "categorical"
+    entries = [li.text for li in legend.find_elements(By.CSS_SELECTOR, "li")]
+    assert sorted(e.split(" (")[0] for e in entries[:-1]) == sorted(SEGMENTS) and entries[-1] == "(none)"
+    swatches = {s.value_of_css_property("background-color") for s in legend.find_elements(By.CSS_SELECTOR, ".swatch")}
+    assert len(swatches) == len(SEGMENTS) + 1
+    colours = """const c = document.getElementById('map'),
+                   d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, seen = new Set();
+                 for (let i = 0; i < d.length; i += 4) {
+                   if (d[i + 3] > 200) { seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]); } }
+                 return Array.from(seen);"""
+    drawn = {tuple(int(v) for v in c.split(",")) for c in browser.execute_script(colours)}
+    for hexa in PALETTE[: len(SEGMENTS)]:
+        rgb = tuple(int(hexa[i:i + 2], 16) for i in (1, 3, 5))
+        assert any(max(abs(p - q) for p, q in zip(rgb, c)) <= 2 for c in drawn), hexa
+    browser.save_screenshot(str(shots / "projector-categories.png"))
     field = browser.find_element(By.ID, "key")
     field.clear()
     field.send_keys("k7")
@@ -412,6 +462,32 @@ def test_bad_paths_are_404_pages(browser: Any, server: ServerThread, shots: Path
         browser.save_screenshot(str(shots / f"404-{i}.png"))
 
 
+def test_umap_maps_are_seeded_and_served(server: Any, store: FeatureStore, tmp_path: Path) -> None:
+    """UMAP for real (the umap extra, installed by make venv): seeded, faithful to neighbourhoods, drawn
+    by the page's method switch and by featurestore plot --method umap."""
+    if not pj.umap_available():
+        pytest.skip("umap-learn is not installed (the umap extra: pip install 'featurestore[umap]')")
+    from sklearn.manifold import trustworthiness
+
+    view = store.online("items", 1, 3)
+    first, again = pj.compute(view, "umap", size=300, seed=3), pj.compute(view, "umap", size=300, seed=3)
+    assert first.coords.shape == (300, 2) and first.basis is None and np.isfinite(first.coords).all()
+    np.testing.assert_array_equal(first.coords, again.coords)
+    x = pj.searched(view, first.rows)
+    shuffled = np.random.default_rng(0).permutation(first.coords)
+    assert trustworthiness(x, first.coords, n_neighbors=5) > 0.9 > trustworthiness(x, shuffled, n_neighbors=5)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        page = http.get("/ui/groups/items/v1/projector", params={"commit": 3, "method": "umap"}).text
+        assert re.search(r'<option value="umap" selected>UMAP</option>', page)
+        doc = http.get("/ui/groups/items/v1/projection.json", params={"commit": 3, "method": "umap"}).json()
+    assert doc["method"] == "umap" and doc["sample"] == 450 == len(doc["x"])
+    cached = pj.load_projection(store.feature_group("items"), 3, "umap")
+    assert cached is not None and cached.manifest["seed"] == 0
+    out = tmp_path / "umap.png"
+    assert main(["plot", "items", "--root", store.root.uri, "--method", "umap", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_umap_without_the_extra_is_a_clear_error(store: FeatureStore) -> None:
     if pj.umap_available():
         pytest.skip("umap-learn is installed")
@@ -434,3 +510,19 @@ def test_warm_up_computes_the_newest_maps_and_comparisons(store: FeatureStore) -
     assert pj.load_projection(items, 3, "pca") is not None
     assert pj.load_projection(store.feature_group("users"), 1, "pca") is not None
     assert console.recall(console._compared, ("items", 1, 2, 3)) is not None
+
+
+def test_serve_warms_the_console_in_the_background(store: FeatureStore) -> None:
+    items = store.feature_group("items")
+    for folder in pj.projection_dir(items, 3, "pca").parent.glob("*"):
+        shutil.rmtree(folder)
+    app = create_app(store, token=TOKEN, policy=ReloadPolicy(interval=0), warm_console=True)
+    console = app.app.state.console
+    with ServerThread(app):
+        console._warming.join(120)  # started by the server's start-up, not before
+        assert not console._warming.is_alive()
+    assert pj.load_projection(items, 3, "pca") is not None
+    assert console.recall(console._compared, ("items", 1, 2, 3)) is not None
+    quiet = create_app(store, token=TOKEN, policy=ReloadPolicy(interval=0))
+    with ServerThread(quiet):
+        assert quiet.app.state.console._warming is None

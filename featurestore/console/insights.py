@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.console.projection import one_thread
+from featurestore.console.projection import one_thread, searched
 from featurestore.errors import FeatureStoreError, InvalidQuery
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.online.build import list_views, read_manifest, view_path
@@ -219,9 +219,11 @@ class Comparison:
     std_a: np.ndarray
     std_b: np.ndarray
     drift: dict[str, float | int | None]
-    overlap_sample: int
+    overlap_sample: int  # shared keys whose neighbourhoods are compared
     overlap_at_10: float | None
     moved: list[Moved] = field(default_factory=list)
+    overlap_pool: int = 0  # the shared keys their neighbours are searched among (all of them when small)
+    changed_sampled: int | None = None  # None: every shared key's vector compared; else the sample's size
 
     @property
     def mean_shift(self) -> np.ndarray:
@@ -249,20 +251,31 @@ def matching(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos[hit].astype(np.int64), np.flatnonzero(hit).astype(np.int64)
 
 
-def _changed(a: OnlineView, b: OnlineView, ra: np.ndarray, rb: np.ndarray, event_time: str) -> int:
-    """Shared keys whose newest row differs: another event time, or another vector."""
+def _changed(a: OnlineView, b: OnlineView, ra: np.ndarray, rb: np.ndarray, event_time: str, limit: int,
+             rng: np.random.Generator) -> tuple[int, int | None]:
+    """Shared keys whose newest row differs: another event time (every key), or, at the same event time,
+    other vector bits (a rewrite of the same (key, event time) by a later commit). The bits are compared
+    for every such key up to ``limit`` of them, else for a seeded sample of ``limit`` and scaled up.
+    Returns the count and the sample's size (None when every key was compared)."""
     ta = a.columns[event_time].take(pa.array(ra)) if len(ra) else pa.array([], pa.int64())
     tb = b.columns[event_time].take(pa.array(rb)) if len(rb) else pa.array([], pa.int64())
     diff = ~np.asarray(pc.equal(ta, tb).fill_null(False).to_numpy(zero_copy_only=False), bool)
     same = np.flatnonzero(~diff)
-    # same event time: compare the vectors' bits (a rewrite of the same (key, event time) by a later
-    # commit), as 64-bit words: half the comparisons of float32 values, and NaN-safe
+    sampled = None
+    if len(same) > limit:
+        sampled = limit
+        same = same[_sample(len(same), limit, rng)]
+    # as 64-bit words: half the comparisons of float32 values, and NaN-safe
     ma, mb = _words(a.matrix), _words(b.matrix)
+    rewritten = 0
     step = 1 << 16
     for i in range(0, len(same), step):
         part = same[i:i + step]
-        diff[part] |= np.any(ma[ra[part]] != mb[rb[part]], axis=1)
-    return int(diff.sum())
+        rewritten += int(np.any(ma[ra[part]] != mb[rb[part]], axis=1).sum())
+    moved_time = int(diff.sum())
+    if sampled is None:
+        return moved_time + rewritten, None
+    return moved_time + round(rewritten * (len(diff) - moved_time) / sampled), sampled
 
 
 def _words(matrix: np.ndarray) -> np.ndarray:
@@ -277,37 +290,53 @@ def _key_list(view: OnlineView, rows: np.ndarray) -> list[Any]:
     return view.keys_at(rows)
 
 
-def compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, *, sample: int = 20_000, overlap_sample: int = 100,
-            k: int = 10, seed: int = 0, top: int = 20) -> Comparison:
+def compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, *, sample: int = 20_000, overlap_sample: int = 200,
+            pool: int = 20_000, changed_sample: int = 50_000, k: int = 10, seed: int = 0, top: int = 20
+            ) -> Comparison:
     """Rows added, changed and removed between two commits' views; per-dimension mean/std of a sample of
-    each; drift of the shared keys' vectors (sampled); neighbour overlap@k over a sample of shared keys,
-    and the keys whose neighbourhoods changed most."""
+    each; drift of the shared keys' vectors (sampled); neighbour overlap@k of ``overlap_sample`` shared
+    keys, their neighbours searched exactly among a seeded ``pool`` of shared keys in each commit; the
+    keys whose neighbourhoods changed most. Reads the keys and event times of every row, vectors only of
+    samples: a 1M-row comparison reads a few MB of vectors, not the whole matrices."""
     with one_thread():
-        return _compare(fg, a, b, sample, overlap_sample, k, seed, top)
+        return _compare(fg, a, b, Sizes(sample, overlap_sample, pool, changed_sample, k, top), seed)
 
 
-def _compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, sample: int, overlap_sample: int, k: int, seed: int,
-             top: int) -> Comparison:
+@dataclass(frozen=True)
+class Sizes:
+    sample: int
+    overlap_sample: int
+    pool: int
+    changed_sample: int
+    k: int
+    top: int
+
+
+def _compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, n: Sizes, seed: int) -> Comparison:
     ra, rb = shared_rows(a, b)
     rng = np.random.default_rng(seed)
-    only_b = np.setdiff1d(np.arange(b.rows), rb, assume_unique=True)
-    only_a = np.setdiff1d(np.arange(a.rows), ra, assume_unique=True)
-    changed = _changed(a, b, ra, rb, fg.spec.event_time)
-    sa = _sample(a.rows, sample, rng)
-    sb = _sample(b.rows, sample, rng)
+    kept = np.zeros(b.rows, bool)
+    kept[rb] = True
+    only_b = np.flatnonzero(~kept)
+    kept = np.zeros(a.rows, bool)
+    kept[ra] = True
+    only_a = np.flatnonzero(~kept)
+    changed, changed_sampled = _changed(a, b, ra, rb, fg.spec.event_time, n.changed_sample, rng)
+    sa = _sample(a.rows, n.sample, rng)
+    sb = _sample(b.rows, n.sample, rng)
     xa = np.asarray(a.matrix[sa], np.float64)
     xb = np.asarray(b.matrix[sb], np.float64)
     zero = np.zeros(a.dim)
-    pick = _sample(len(ra), sample, rng)
+    pick = _sample(len(ra), n.sample, rng)
     drift = _drift(np.asarray(a.matrix[ra[pick]], np.float64), np.asarray(b.matrix[rb[pick]], np.float64))
-    q = _sample(len(ra), overlap_sample, rng)
-    overlap, moved = _overlaps(a, b, ra[q], rb[q], k, top)
+    pool = _sample(len(ra), n.pool, rng)
+    overlap, moved, queries = _overlaps(a, b, ra[pool], rb[pool], n, rng)
     return Comparison(
         a.commit, b.commit, a.rows, b.rows, len(only_b), len(only_a), changed, len(ra) - changed,
         _key_list(b, only_b[:10]), _key_list(a, only_a[:10]), int(max(len(sa), len(sb))),
         xa.mean(axis=0) if len(xa) else zero, xb.mean(axis=0) if len(xb) else zero,
         xa.std(axis=0) if len(xa) else zero, xb.std(axis=0) if len(xb) else zero,
-        drift, len(q), overlap, moved)
+        drift, queries, overlap, moved, len(pool), changed_sampled)
 
 
 def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -329,24 +358,40 @@ def _drift(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]:
             "mean_norm_b": float(ny.mean()), "mean_l2_shift": float(np.linalg.norm(x - y, axis=1).mean())}
 
 
-def _overlaps(a: OnlineView, b: OnlineView, ra: np.ndarray, rb: np.ndarray, k: int, top: int
-              ) -> tuple[float | None, list[Moved]]:
-    """Mean neighbour overlap@k of the sampled shared keys (each against its own commit's rows, itself
-    excluded) and the ``top`` keys whose neighbourhoods changed most."""
-    if not len(ra) or min(a.rows, b.rows) <= k:
-        return None, []
-    keys = _key_list(a, ra)
-    qa, qb = np.asarray(a.matrix[ra]), np.asarray(b.matrix[rb])
-    na = a.nearest_many(qa, k=k + 1)
-    nb = b.nearest_many(qb, k=k + 1)
-    overlaps = np.zeros(len(ra))
-    for i, key in enumerate(keys):
-        sa = [x for x in na[i].keys if x != key][:k]
-        sb = [x for x in nb[i].keys if x != key][:k]
-        overlaps[i] = len(set(sa) & set(sb)) / k
+def neighbours_within(x: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """The ``k`` nearest rows of ``x`` to each row ``queries`` of ``x`` (itself excluded), exact, in the
+    view's metric (cosine: ``x`` already unit length), best first."""
+    x = x.astype(np.float32)  # ranks only: single precision halves the work
+    q = x[queries]
+    if metric == "l2":
+        scores = 2 * q @ x.T - np.sum(x * x, axis=1)[None, :]  # minus squared distance, up to a constant
+    else:
+        scores = q @ x.T
+    scores[np.arange(len(queries)), queries] = -np.inf
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def _overlaps(a: OnlineView, b: OnlineView, ra: np.ndarray, rb: np.ndarray, n: Sizes, rng: np.random.Generator
+              ) -> tuple[float | None, list[Moved], int]:
+    """Mean neighbour overlap@k of up to ``n.overlap_sample`` of the pooled shared keys ``ra``/``rb``
+    (neighbours searched among the pool in each commit, itself excluded), the ``n.top`` keys whose
+    neighbourhoods changed most, and how many keys were compared. Exact: no index is involved, so an
+    unchanged space scores 1.0 and no approximate-search miss counts as a move."""
+    k = n.k
+    if len(ra) <= k:
+        return None, [], 0
+    queries = _sample(len(ra), n.overlap_sample, rng)
+    na = neighbours_within(searched(a, ra), queries, k, a.metric)
+    nb = neighbours_within(searched(b, rb), queries, k, b.metric)
+    overlaps = np.array([len(np.intersect1d(x, y, assume_unique=True)) / k for x, y in zip(na, nb)])
+    qa, qb = np.asarray(a.matrix[ra[queries]]), np.asarray(b.matrix[rb[queries]])
     cos = np.sum(qa * qb, axis=1) / np.maximum(np.linalg.norm(qa, axis=1) * np.linalg.norm(qb, axis=1), 1e-12)
-    order = np.lexsort((cos, overlaps))[:top]
-    return float(overlaps.mean()), [Moved(keys[i], float(overlaps[i]), float(cos[i])) for i in order]
+    order = np.lexsort((cos, overlaps))[: n.top]
+    keys = _key_list(a, ra[queries[order]])
+    moved = [Moved(key, float(overlaps[i]), float(cos[i])) for key, i in zip(keys, order)]
+    return float(overlaps.mean()), moved, len(queries)
 
 
 # ---- training sets -------------------------------------------------------------------------------------

@@ -104,14 +104,25 @@ def project(x: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def _umap(x: np.ndarray, seed: int) -> np.ndarray:
+    """UMAP of ``x`` (rows searched as the view compares them), seeded: the same sample and seed give
+    the same map. Single-threaded (a seed makes umap-learn so anyway). The first call in a process
+    compiles umap-learn's numba kernels (seconds); maps are cached per commit, so that is paid once."""
+    import warnings
+
     try:
-        import umap  # the ``umap`` extra, imported only here
+        with warnings.catch_warnings():  # umap-learn warns at import that TensorFlow is absent
+            warnings.simplefilter("ignore", ImportWarning)
+            import umap  # the ``umap`` extra, imported only here
     except ImportError as exc:
         raise InvalidQuery("method 'umap' needs umap-learn: pip install 'featurestore[umap]'") from exc
     if len(x) < 3:
         return np.zeros((len(x), 2), np.float32)
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, metric="euclidean")
-    return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1,
+                        metric="euclidean", init="spectral" if len(x) > 16 else "random")
+    try:
+        return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    except (ValueError, TypeError) as exc:  # umap-learn's own checks
+        raise InvalidQuery(f"UMAP failed on {len(x)} rows: {exc}") from exc
 
 
 def compute(view: OnlineView, method: str = "pca", *, size: int = MAX_POINTS, seed: int = 0) -> Projection:

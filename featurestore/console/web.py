@@ -10,15 +10,18 @@ like every script and style: no page loads anything from another host. With a to
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
 import inspect
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,10 +35,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featurestore.console import insights
-from featurestore.console.plot import color_values, numeric_columns
+from featurestore.console.colors import color_columns, coloring
 from featurestore.console.projection import MAX_POINTS, METHODS, pair, projection, umap_available
 from featurestore.errors import CommitNotFound, FeatureStoreError, InvalidData, InvalidQuery, NotFound
 from featurestore.feature_group import FeatureGroup
+from featurestore.online.build import list_views
 from featurestore.online.view import OnlineView
 from featurestore.store import FeatureStore
 from featurestore.validation.report import format_threshold, format_value
@@ -62,6 +66,7 @@ class Console:
         self.maps: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # projection.json answers
         self._lock = threading.Lock()
         self._env: Any = None
+        self._warming: threading.Thread | None = None
 
     # ---- data ------------------------------------------------------------------------------------
     def group(self, name: str, version: int | None = None) -> FeatureGroup:
@@ -119,20 +124,39 @@ class Console:
         if hit is not None:
             return hit  # type: ignore[no-any-return]
         t = time.perf_counter()
-        cmp = insights.compare(fg, self.view(fg, a), self.view(fg, b))
+        with ThreadPoolExecutor(2) as pool:  # opening a view is mostly checksumming its files: in parallel
+            va, vb = pool.map(lambda c: self.view(fg, c), (a, b))
+        cmp = insights.compare(fg, va, vb)
         return self.remember(self._compared, key, (cmp, time.perf_counter() - t))  # type: ignore[no-any-return]
 
+    def start_warming(self) -> threading.Thread:
+        """Run :meth:`warm` in a background thread at low priority (start-up is not delayed, and requests
+        keep the CPU first); ``featurestore ui`` and ``featurestore serve`` call this at start."""
+        with self._lock:
+            if self._warming is None:
+                self._warming = threading.Thread(target=self._warm_quietly, name="featurestore-console-warm",
+                                                 daemon=True)
+                self._warming.start()
+            return self._warming
+
+    def _warm_quietly(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        self.warm()
+
     def warm(self) -> None:
-        """Open the newest commit's view of every feature group and compute its map, so the first
-        visits are fast (``featurestore ui`` runs this in a background thread). Failures are logged:
-        the pages will show them."""
+        """Open the newest commit's view of every feature group, compute its map and compare it with the
+        commit before (the comparison the group page links), so the first visits are fast. Failures
+        are logged: the pages will show them."""
         for spec in self.store.specs():
             try:
                 fg = self.group(spec.name, spec.version)
                 newest = fg.commit_of(None)
                 if newest > 0:
                     projection(fg, self.view(fg))
-                if newest > 1:  # the group page links this comparison
+                # the comparison the group page links, when the commit before has its view (warming
+                # never builds the view of an old commit: that is minutes of work on a large group)
+                if newest > 1 and newest - 1 in list_views(fg):
                     self.comparison(fg, newest - 1, newest)
             except Exception as exc:  # a page will say what is wrong; warming must not stop the console
                 log.warning("console warm-up of %s: %s", spec.key, exc)
@@ -296,9 +320,11 @@ def create_console(store: FeatureStore, *, served: insights.Served | None = None
 
 
 def mount(app: FastAPI, store: FeatureStore, *, served: insights.Served | None = None, token: str | None = None,
-          path: str = "/ui", api_docs: bool = False) -> None:
-    """Mount the console at ``path`` of ``app``."""
-    app.mount(path, create_console(store, served=served, token=token, api_docs=api_docs), name="console")
+          path: str = "/ui", api_docs: bool = False) -> Console:
+    """Mount the console at ``path`` of ``app``; returns its state (``.start_warming()`` at start-up)."""
+    console = create_console(store, served=served, token=token, api_docs=api_docs)
+    app.mount(path, console, name="console")
+    return console.state.console  # type: ignore[no-any-return]
 
 
 def standalone(store: FeatureStore, *, token: str | None = None, warm: bool = False) -> FastAPI:
@@ -314,7 +340,7 @@ def standalone(store: FeatureStore, *, token: str | None = None, warm: bool = Fa
     console = create_console(store, token=token)
     app.mount("/ui", console, name="console")
     if warm:
-        threading.Thread(target=console.state.console.warm, name="featurestore-console-warm", daemon=True).start()
+        console.state.console.start_warming()
     return app
 
 
@@ -384,8 +410,11 @@ class Pages:
         key = (request.query_params.get("key") or "").strip()
         k = min(max(_int(request, "k", 10) or 10, 1), 100)
         found = self._neighbours(view, key, k) if key else None
-        columns = numeric_columns(view)
+        columns = color_columns(view)
         color = request.query_params.get("color") or next((c for c in columns if c != fg.spec.event_time), "")
+        if color and color not in columns:
+            raise InvalidQuery(f"{fg.spec.key} has no scalar column {color!r} to colour by; "
+                               f"columns: {', '.join(columns) or 'none'}")
         return self.c.page(request, "projector.html", fg=fg, view=view, commit=commit, other=other,
                            commits=list(range(1, fg.commit_of(None) + 1)), columns=columns, color=color,
                            method=self._method(request), methods=METHODS, umap=umap_available(), key=key, k=k,
@@ -430,7 +459,7 @@ class Pages:
         commit's coordinates of the same keys)."""
         p = projection(fg, view, "pca" if other is not None else method)
         keys = view.keys_at(p.rows)
-        colors = {c: np.round(color_values(view, c, p.rows), 6) for c in numeric_columns(view)}
+        colors = {c: coloring(view, c, p.rows).to_json() for c in color_columns(view)}
         doc: dict[str, Any] = {"feature_group": fg.name, "version": fg.version, "commit": view.commit,
                                "method": p.method, "rows": view.rows, "sample": len(p), "keys": keys,
                                "x": _column(p.coords, 0), "y": _column(p.coords, 1), "colors": colors,

@@ -49,13 +49,15 @@ Gauge = tuple[str, str, tuple[tuple[str, str], ...], float]
 
 def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | None = None,
                token: str | None = None, limits: Limits | None = None,
-               policy: ReloadPolicy | None = None, services: list[str] | None = None) -> LookupFastPath:
+               policy: ReloadPolicy | None = None, services: list[str] | None = None,
+               warm_console: bool = False) -> LookupFastPath:
     """Build the app: opens (materialising if needed) a view of each served group's newest commit.
     The FastAPI app is ``.app`` of the returned ASGI app (which answers lookups itself).
 
     ``groups`` lists (name, version) pairs (default: every feature group at its newest version);
     ``services`` the feature services (default: every registered one that fits the served versions;
-    their groups are served too); the reload thread starts and stops with the app's lifespan.
+    their groups are served too); the reload thread starts and stops with the app's lifespan, and so
+    does the console's warm-up (``warm_console``: its newest maps and comparisons, in the background).
     """
     limits = limits or Limits()
     metrics = Metrics()
@@ -73,8 +75,9 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     service_endpoints = ServiceEndpoints(registry, metrics, limits, bearer)
     app.include_router(service_router(service_endpoints))
     docs.install(app)
-    console.mount(app, store, served=lambda name: registry.get(name).view if name in registry.names() else None,
-                  token=token, api_docs=True)
+    app.state.console = console.mount(app, store, token=token, api_docs=True,
+                                      served=lambda name: registry.get(name).view if name in registry.names() else None)
+    app.state.warm_console = warm_console
     return LookupFastPath(app, endpoints.answer_lookup, limits, bearer, service_endpoints.answer_lookup)
 
 
@@ -83,6 +86,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While the app runs: the registry's reload thread, and the collector kept off what lives as long."""
     registry: Registry = app.state.registry
     registry.start()
+    if app.state.warm_console:  # the console's newest maps and comparisons, in a background thread
+        app.state.console.start_warming()
     # what exists now (the app, the libraries, the views) lives as long as the server: keep it out
     # of the collector's full passes, which would otherwise walk it and stall a request now and then
     gc.collect()
@@ -117,7 +122,7 @@ def serve(store: FeatureStore, *, host: str = "127.0.0.1", port: int = 8000, tok
     import uvicorn
 
     token = token_for(host, token)
-    app = create_app(store, groups=groups, token=token, limits=limits, policy=policy)
+    app = create_app(store, groups=groups, token=token, limits=limits, policy=policy, warm_console=True)
     limits = limits or Limits()
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=int(graceful_seconds), lifespan="on",

@@ -19,12 +19,10 @@
   }
 
   // the colour scale: 2nd to 98th percentile; a log scale for heavy-tailed counts (as featurestore plot)
-  function range(values) {
+  function range(values, log) {
     var finite = values.filter(function (v) { return v !== null && isFinite(v); }).sort(function (a, b) { return a - b; });
     if (!finite.length) { return { lo: 0, hi: 1, log: false }; }
     var lo = finite[Math.floor(finite.length * 0.02)], hi = finite[Math.floor((finite.length - 1) * 0.98)];
-    var median = finite[Math.floor(finite.length / 2)];
-    var log = finite[0] >= 0 && hi > 10 * Math.max(median, 1);
     if (log) { lo = Math.max(lo, 1); hi = Math.max(hi, 2); }
     return { lo: lo, hi: hi > lo ? hi : lo + 1, log: log };
   }
@@ -52,10 +50,21 @@
     return { canvas: canvas, ctx: canvas.getContext("2d"), px: px, py: py };
   }
 
+  // the colour of each point for the chosen column: a ramp for numbers, a palette for categories
+  function colorer() {
+    var c = state.data.colors[state.color];
+    if (!c) { return function () { return "#3060c0"; }; }
+    if (c.kind === "categorical") {
+      return function (i) { var code = c.codes[i]; return code < 0 ? "#999" : c.palette[code % c.palette.length]; };
+    }
+    var lim = range(c.values, c.log);
+    return function (i) { var v = c.values[i]; return v === null || v === undefined ? "#999" : palette(position(v, lim)); };
+  }
+
   function draw() {
     var d = state.data;
     if (!d) { return; }
-    var values = d.colors[state.color] || null, lim = values ? range(values) : null;
+    var colorOf = colorer();
     var marked = {};
     state.neighbours.forEach(function (k) { marked[k] = true; });
     state.maps.forEach(function (m) {
@@ -64,8 +73,7 @@
       ctx.globalAlpha = state.highlight ? 0.35 : 0.85;
       for (i = 0; i < d.keys.length; i++) {
         if (isNaN(m.px[i])) { continue; }
-        var v = values ? values[i] : null;
-        ctx.fillStyle = v === null || v === undefined ? "#999" : palette(position(v, lim));
+        ctx.fillStyle = colorOf(i);
         ctx.fillRect(m.px[i] - r / 2, m.py[i] - r / 2, r, r);
       }
       ctx.globalAlpha = 1;
@@ -100,22 +108,51 @@
     var x = (ev.clientX - rect.left) * m.canvas.width / rect.width, y = (ev.clientY - rect.top) * m.canvas.height / rect.height;
     var i = nearestPoint(m, x, y);
     if (i < 0) { tooltip.hidden = true; return; }
-    var d = state.data, v = d.colors[state.color];
-    tooltip.textContent = String(d.keys[i]) + (v && v[i] !== null ? "  " + state.color + " " + v[i] : "");
+    tooltip.textContent = String(state.data.keys[i]) + valueText(i);
     tooltip.style.left = (ev.pageX + 12) + "px";
     tooltip.style.top = (ev.pageY + 12) + "px";
     tooltip.hidden = false;
-    m.canvas.dataset.hoverKey = String(d.keys[i]);
+    m.canvas.dataset.hoverKey = String(state.data.keys[i]);
   }
 
+  function valueText(i) {
+    var c = state.data.colors[state.color];
+    if (!c) { return ""; }
+    if (c.kind === "categorical") { return "  " + state.color + " " + (c.codes[i] < 0 ? "(none)" : c.labels[c.codes[i]]); }
+    return c.values[i] === null ? "" : "  " + state.color + " " + c.values[i];
+  }
+
+  function swatch(color, text) {
+    var li = document.createElement("li"), box = document.createElement("span");
+    box.className = "swatch";
+    box.style.background = color;
+    li.appendChild(box);
+    li.appendChild(document.createTextNode(text));
+    return li;
+  }
+
+  // the legend: the colour scale of a number, or each category's colour and count
   function legend() {
-    var d = state.data, el = document.getElementById("legend"), text = "";
+    var d = state.data, scale = document.getElementById("legend"), note = document.getElementById("legend-note");
     if (!d) { return; }
-    var values = d.colors[state.color];
-    if (values) {
-      var lim = range(values);
-      text = "colour: " + state.color + " from " + fmtValue(lim.lo) + " (dark) to " + fmtValue(lim.hi) + " (light)" +
-        (lim.log ? ", log scale. " : ". ");
+    var c = d.colors[state.color], text = "";
+    while (scale.firstChild) { scale.removeChild(scale.firstChild); }
+    scale.dataset.kind = c ? c.kind : "";
+    if (c && c.kind === "categorical") {
+      var title = document.createElement("span");
+      title.textContent = "colour: " + state.color;
+      scale.appendChild(title);
+      var list = document.createElement("ul");
+      list.className = "categories";
+      c.labels.forEach(function (label, i) {
+        list.appendChild(swatch(c.palette[i % c.palette.length], label + " (" + c.counts[i].toLocaleString() + ")"));
+      });
+      if (c.codes.some(function (x) { return x < 0; })) { list.appendChild(swatch("#999", "(none)")); }
+      scale.appendChild(list);
+    } else if (c) {
+      var lim = range(c.values, c.log);
+      scale.textContent = "colour: " + state.color + " from " + fmtValue(lim.lo) + " (dark) to " + fmtValue(lim.hi) +
+        " (light)" + (lim.log ? ", log scale." : ".");
     }
     if (d.explained_variance && d.method === "pca") {
       text += "PCA axes explain " + Math.round(d.explained_variance[0] * 100) + "% and " + Math.round(d.explained_variance[1] * 100) + "% of the variance. ";
@@ -124,7 +161,7 @@
       text += d["with"].shared + " of the sampled keys are in commit " + d["with"].commit + "; mean cosine " +
         fmt(d["with"].cosine_before) + " before alignment, " + fmt(d["with"].cosine_after) + " after.";
     }
-    el.textContent = text;
+    note.textContent = text;
   }
 
   function fmtValue(x) { return Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : String(Math.round(x * 1000) / 1000); }
