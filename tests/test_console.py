@@ -97,6 +97,28 @@ def test_compare_counts_rows_as_a_plain_reference_does(store: FeatureStore) -> N
     assert same.drift["mean_cosine"] == pytest.approx(1.0)
 
 
+def test_a_comparison_reads_and_checks_only_what_it_uses(store: FeatureStore, tmp_path: Path) -> None:
+    shutil.copytree(store.root.uri, tmp_path / "store")
+    copy = FeatureStore(tmp_path / "store")
+    fg = copy.feature_group("items")
+    full, first = insights.CommitData.of_view(copy.online("items", 1, 2)), copy.online("items", 1, 1)
+    light = insights.read_commit(fg, 2)
+    assert light is not None and light.view is None and light.rows == full.rows == 450
+    assert light.keys.tolist() == full.keys.tolist() and np.array_equal(light.matrix, full.matrix)
+    assert insights.read_commit(fg, 9) is None  # no view: the console opens (builds) it
+    want = insights.compare(fg, first, full)
+    got = insights.compare(fg, insights.read_commit(fg, 1), light)
+    assert (got.added, got.changed, got.overlap_at_10, got.moved) == (want.added, want.changed, want.overlap_at_10,
+                                                                      want.moved)
+    vectors = pj.projection_dir(fg, 2, "pca").parent.parent / "c2" / "vectors.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-1] ^= 0xFF
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(CorruptData, match="vectors.npy"):
+        insights.read_commit(fg, 2)
+    copy.close()
+
+
 def test_verdicts_warned_and_refused(store: FeatureStore) -> None:
     rows = insights.history(store, store.feature_group("items"))
     kinds = {r.commit.commit: r.verdict.kind for r in rows}
@@ -379,6 +401,7 @@ def test_every_page_loads_clean_and_local(browser: Any, server: ServerThread, st
 @in_browser
 def test_projector_draws_points_and_lists_neighbours(browser: Any, server: ServerThread, store: FeatureStore,
                                                      shots: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -409,6 +432,17 @@ def test_projector_draws_points_and_lists_neighbours(browser: Any, server: Serve
         rgb = tuple(int(hexa[i:i + 2], 16) for i in (1, 3, 5))
         assert any(max(abs(p - q) for p, q in zip(rgb, c)) <= 2 for c in drawn), hexa
     browser.save_screenshot(str(shots / "projector-categories.png"))
+    spot = """const c = document.getElementById('map'), r = c.getBoundingClientRect(),
+                d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              for (let i = 3; i < d.length; i += 4) { if (d[i] > 200) { const p = (i - 3) / 4;
+                return [(p % c.width) * r.width / c.width - r.width / 2, Math.floor(p / c.width) * r.height / c.height
+                        - r.height / 2]; } }"""
+    dx, dy = browser.execute_script(spot)  # a painted pixel, from the canvas's centre in CSS pixels
+    ActionChains(browser).move_to_element_with_offset(browser.find_element(By.ID, "map"), int(dx) + 1,
+                                                      int(dy) + 1).perform()
+    tip = browser.find_element(By.ID, "tooltip")
+    WebDriverWait(browser, WAIT).until(lambda d: tip.is_displayed())
+    assert tip.text.split()[0] in {f"k{i}" for i in range(450)} and "segment" in tip.text
     field = browser.find_element(By.ID, "key")
     field.clear()
     field.send_keys("k7")

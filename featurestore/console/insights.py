@@ -7,10 +7,12 @@ and samples where a figure would otherwise scan every vector: a page over a 1M-r
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -18,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.console.projection import one_thread, searched
-from featurestore.errors import FeatureStoreError, InvalidQuery
+from featurestore.errors import CorruptData, FeatureStoreError, InvalidQuery
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.online.build import list_views, read_manifest, view_path
+from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.schema import FeatureGroupSpec
 from featurestore.store import FeatureStore
@@ -234,11 +237,75 @@ class Comparison:
         return self.std_b - self.std_a
 
 
-def shared_rows(a: OnlineView, b: OnlineView) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``a`` and of ``b`` holding the same keys (both views are sorted by key)."""
-    if a.keys.keys.dtype.kind != b.keys.keys.dtype.kind:
+@dataclass(frozen=True)
+class CommitData:
+    """What a comparison reads of one commit's online view: its sorted keys, scalar columns and vectors
+    (memory-mapped). :func:`read_commit` checks only these files against the view's checksums: the
+    search index, as large again as the vectors, is neither read nor checked."""
+
+    commit: int
+    rows: int
+    dim: int
+    metric: str
+    keys: np.ndarray  # sorted, one per row
+    columns: pa.Table
+    matrix: np.ndarray
+    search_matrix: np.ndarray  # what searches compare (unit length for cosine)
+    view: OnlineView | None = None  # the open view it came from (it decodes composite keys)
+
+    @classmethod
+    def of_view(cls, view: OnlineView) -> CommitData:
+        return cls(view.commit, view.rows, view.dim, view.metric, view.keys.keys, view.columns, view.matrix,
+                   view.search_matrix, view)
+
+    def keys_at(self, rows: np.ndarray) -> list[Any]:
+        if self.view is not None:
+            return self.view.keys_at(rows)
+        return self.keys[np.asarray(rows, np.int64)].tolist() if len(rows) else []
+
+
+def read_commit(fg: FeatureGroup, commit: int) -> CommitData | None:
+    """The keys, columns and vectors of ``commit``'s view, each file verified; None when the commit has
+    no view, or a view this does not read alone (composite keys, keys numpy cannot hold, no default
+    vector): open the whole view then. :class:`CorruptData` when a file does not match its checksum."""
+    folder = view_path(fg, commit)
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CorruptData(f"online view manifest {folder / 'manifest.json'} is unreadable: {exc}") from exc
+    part = (m.get("vectors") or {}).get(m.get("vector") or "")
+    if part is None or len(m.get("keys") or ()) != 1 or m.get("key_hash_map"):
+        return None
+    sfx = part.get("suffix", "")
+    files = m.get("files") or {}
+    wanted = ["keys.npy", "columns.arrow", f"vectors{sfx}.npy", *([f"search{sfx}.npy"] if f"search{sfx}.npy" in files
+                                                                    else [])]
+    if any(w not in files for w in wanted):
+        return None
+    verify(folder, {"files": {w: files[w] for w in wanted}})
+    try:
+        keys, matrix = _mapped(folder / "keys.npy"), _mapped(folder / f"vectors{sfx}.npy")
+        search = _mapped(folder / wanted[3]) if len(wanted) > 3 else matrix
+        columns = pa.ipc.open_file(pa.memory_map(str(folder / "columns.arrow"))).read_all()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CorruptData(f"online view at {folder} is unreadable: {exc}") from exc
+    rows = int(m["rows"])
+    if len(keys) != rows or columns.num_rows != rows or matrix.shape != (rows, part["dim"]):
+        raise CorruptData(f"online view at {folder}: files disagree with the manifest ({rows} rows)")
+    return CommitData(int(m["commit"]), rows, int(part["dim"]), str(part["metric"]), keys, columns, matrix, search)
+
+
+def _mapped(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
+def shared_rows(a: CommitData, b: CommitData) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``a`` and of ``b`` holding the same keys (both are sorted by key)."""
+    if a.keys.dtype.kind != b.keys.dtype.kind:
         raise InvalidQuery(f"commits {a.commit} and {b.commit} have different key types")
-    return matching(a.keys.keys, b.keys.keys)
+    return matching(a.keys, b.keys)
 
 
 def matching(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +318,7 @@ def matching(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos[hit].astype(np.int64), np.flatnonzero(hit).astype(np.int64)
 
 
-def _changed(a: OnlineView, b: OnlineView, ra: np.ndarray, rb: np.ndarray, event_time: str, limit: int,
+def _changed(a: CommitData, b: CommitData, ra: np.ndarray, rb: np.ndarray, event_time: str, limit: int,
              rng: np.random.Generator) -> tuple[int, int | None]:
     """Shared keys whose newest row differs: another event time (every key), or, at the same event time,
     other vector bits (a rewrite of the same (key, event time) by a later commit). The bits are compared
@@ -286,20 +353,22 @@ def _words(matrix: np.ndarray) -> np.ndarray:
     return m.view(np.uint32) if m.flags.c_contiguous else m
 
 
-def _key_list(view: OnlineView, rows: np.ndarray) -> list[Any]:
+def _key_list(view: CommitData, rows: np.ndarray) -> list[Any]:
     return view.keys_at(rows)
 
 
-def compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, *, sample: int = 20_000, overlap_sample: int = 200,
-            pool: int = 20_000, changed_sample: int = 50_000, k: int = 10, seed: int = 0, top: int = 20
-            ) -> Comparison:
+def compare(fg: FeatureGroup, a: OnlineView | CommitData, b: OnlineView | CommitData, *, sample: int = 20_000,
+            overlap_sample: int = 200, pool: int = 20_000, changed_sample: int = 50_000, k: int = 10, seed: int = 0,
+            top: int = 20) -> Comparison:
     """Rows added, changed and removed between two commits' views; per-dimension mean/std of a sample of
     each; drift of the shared keys' vectors (sampled); neighbour overlap@k of ``overlap_sample`` shared
     keys, their neighbours searched exactly among a seeded ``pool`` of shared keys in each commit; the
     keys whose neighbourhoods changed most. Reads the keys and event times of every row, vectors only of
     samples: a 1M-row comparison reads a few MB of vectors, not the whole matrices."""
+    da = a if isinstance(a, CommitData) else CommitData.of_view(a)
+    db = b if isinstance(b, CommitData) else CommitData.of_view(b)
     with one_thread():
-        return _compare(fg, a, b, Sizes(sample, overlap_sample, pool, changed_sample, k, top), seed)
+        return _compare(fg, da, db, Sizes(sample, overlap_sample, pool, changed_sample, k, top), seed)
 
 
 @dataclass(frozen=True)
@@ -312,7 +381,7 @@ class Sizes:
     top: int
 
 
-def _compare(fg: FeatureGroup, a: OnlineView, b: OnlineView, n: Sizes, seed: int) -> Comparison:
+def _compare(fg: FeatureGroup, a: CommitData, b: CommitData, n: Sizes, seed: int) -> Comparison:
     ra, rb = shared_rows(a, b)
     rng = np.random.default_rng(seed)
     kept = np.zeros(b.rows, bool)
@@ -373,7 +442,7 @@ def neighbours_within(x: np.ndarray, queries: np.ndarray, k: int, metric: str) -
     return np.take_along_axis(top, order, axis=1)
 
 
-def _overlaps(a: OnlineView, b: OnlineView, ra: np.ndarray, rb: np.ndarray, n: Sizes, rng: np.random.Generator
+def _overlaps(a: CommitData, b: CommitData, ra: np.ndarray, rb: np.ndarray, n: Sizes, rng: np.random.Generator
               ) -> tuple[float | None, list[Moved], int]:
     """Mean neighbour overlap@k of up to ``n.overlap_sample`` of the pooled shared keys ``ra``/``rb``
     (neighbours searched among the pool in each commit, itself excluded), the ``n.top`` keys whose

@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -75,7 +75,17 @@ def sample_rows(n: int, size: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int64)
 
 
-def searched(view: OnlineView, rows: np.ndarray) -> np.ndarray:
+class Searchable(Protocol):
+    """Vectors as a view searches them: an online view, or what a comparison reads of one."""
+
+    @property
+    def search_matrix(self) -> np.ndarray: ...
+
+    @property
+    def metric(self) -> str: ...
+
+
+def searched(view: Searchable, rows: np.ndarray) -> np.ndarray:
     """The vectors of ``rows`` as the view compares them (unit length for cosine), float64."""
     x = np.asarray(view.search_matrix[rows], dtype=np.float64)
     if view.metric == "cosine":

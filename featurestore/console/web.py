@@ -116,6 +116,22 @@ class Console:
                 cache.move_to_end(key)
             return value
 
+    def commit_data(self, fg: FeatureGroup, commit: int) -> insights.CommitData:
+        """What a comparison reads of ``commit``: from its view when one is open (served, or opened by
+        another page), else only the files a comparison needs (not the search index); the whole view is
+        opened (built when missing) only when those cannot be read alone."""
+        if commit == 0:
+            raise InvalidQuery(f"{fg.spec.key} commit 0 is the table's creation: it holds no rows")
+        served = self.served(fg.name) if self.served is not None else None
+        if served is not None and served.version == fg.version and served.commit == commit:
+            return insights.CommitData.of_view(served)
+        with self._lock:
+            view = self._views.get((fg.name, fg.version, commit))
+        if view is not None:
+            return insights.CommitData.of_view(view)
+        data = insights.read_commit(fg, commit)
+        return data if data is not None else insights.CommitData.of_view(self.view(fg, commit))
+
     def comparison(self, fg: FeatureGroup, a: int, b: int) -> tuple[insights.Comparison, float]:
         """Commits ``a`` and ``b`` compared, and the seconds it took: computed once per pair (commits never
         change), the last few kept."""
@@ -124,9 +140,9 @@ class Console:
         if hit is not None:
             return hit  # type: ignore[no-any-return]
         t = time.perf_counter()
-        with ThreadPoolExecutor(2) as pool:  # opening a view is mostly checksumming its files: in parallel
-            va, vb = pool.map(lambda c: self.view(fg, c), (a, b))
-        cmp = insights.compare(fg, va, vb)
+        with ThreadPoolExecutor(2) as pool:  # reading a commit is mostly checksumming its files: in parallel
+            da, db = pool.map(lambda c: self.commit_data(fg, c), (a, b))
+        cmp = insights.compare(fg, da, db)
         return self.remember(self._compared, key, (cmp, time.perf_counter() - t))  # type: ignore[no-any-return]
 
     def start_warming(self) -> threading.Thread:
