@@ -3,6 +3,8 @@
 Each page is fetched over HTTP from a real uvicorn server on 127.0.0.1. "first" is the first request
 after the server starts: it opens the views, and computes and caches the 2-D map (cached maps are
 removed before timing; ``featurestore ui`` computes the newest ones in the background at start).
+"first_cpu" is the CPU time the process (server and client) spent on that first request: on a shared,
+loaded machine it shows the work a page does, which wall time hides under waiting for a core.
 "warm" is the median of the next requests. Each store is timed under ``featurestore ui`` and under
 ``featurestore serve``'s ``/ui`` (where the newest commit is the served view, already open), each cold and
 after the background warm-up. Views are materialised before timing (their build is
@@ -175,17 +177,32 @@ def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int
             rows.append({"store": label, "page": "(warm-up, in the background at start)",
                          "first_ms": round((time.perf_counter() - t) * 1000, 1)})
         for what, url in targets:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             r = client.get(url)
-            first = time.perf_counter() - t
+            first, first_cpu = time.perf_counter() - t, time.process_time() - cpu
             warm = []
             for _ in range(repeat):
                 t = time.perf_counter()
                 r = client.get(url)
                 warm.append(time.perf_counter() - t)
             rows.append({"store": label, "page": what, "first_ms": round(first * 1000, 1),
+                         "first_cpu_ms": round(first_cpu * 1000, 1),
                          "warm_ms": round(statistics.median(warm) * 1000, 1), "status": r.status_code,
                          "bytes": len(r.content)})
+    return rows
+
+
+def demo_rows(root: Path, repeat: int) -> list[dict[str, Any]]:
+    print("building the demo store ...", flush=True)
+    if (root / "featurestore.json").exists():
+        store = FeatureStore(root)
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            store = demo.run(root, progress=False)
+    rows: list[dict[str, Any]] = []
+    for mode in MODES:
+        rows += time_pages(store, "demo items", "item_embeddings", "i0001", repeat, mode)
+        rows += time_pages(store, "demo users", "user_embeddings", "u00001", repeat, mode)
     return rows
 
 
@@ -194,22 +211,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="keys of the large group (default 1M)")
     parser.add_argument("--repeat", type=int, default=5, help="warm requests per page (median)")
     parser.add_argument("--skip-large", action="store_true", help="time the demo store only")
+    parser.add_argument("--skip-demo", action="store_true", help="time the large group only")
     parser.add_argument("--workdir", default=None, help="keep the stores here and reuse them (default: a temporary "
                         "folder); delete it to rebuild")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as scratch:
         tmp = args.workdir or scratch
-        print("building the demo store ...", flush=True)
-        demo_root = Path(tmp) / "demo" / "store"
-        if (demo_root / "featurestore.json").exists():
-            store = FeatureStore(demo_root)
-        else:
-            with contextlib.redirect_stdout(io.StringIO()):
-                store = demo.run(demo_root, progress=False)
-        for mode in MODES:
-            rows += time_pages(store, "demo items", "item_embeddings", "i0001", args.repeat, mode)
-            rows += time_pages(store, "demo users", "user_embeddings", "u00001", args.repeat, mode)
+        if not args.skip_demo:
+            rows += demo_rows(Path(tmp) / "demo" / "store", args.repeat)
         if not args.skip_large:
             print(f"building a {args.rows:,}-row group ...", flush=True)
             big, seconds = big_store(Path(tmp) / "big" / "store", args.rows)

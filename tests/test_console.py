@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 from featurestore.cli import main
-from featurestore.console import insights
+from featurestore.console import commits, insights
 from featurestore.console import projection as pj
 from featurestore.errors import CorruptData
 from featurestore.server.app import create_app
@@ -101,13 +101,13 @@ def test_a_comparison_reads_and_checks_only_what_it_uses(store: FeatureStore, tm
     shutil.copytree(store.root.uri, tmp_path / "store")
     copy = FeatureStore(tmp_path / "store")
     fg = copy.feature_group("items")
-    full, first = insights.CommitData.of_view(copy.online("items", 1, 2)), copy.online("items", 1, 1)
-    light = insights.read_commit(fg, 2)
+    full, first = commits.CommitData.of_view(copy.online("items", 1, 2)), copy.online("items", 1, 1)
+    light = commits.read_commit(fg, 2)
     assert light is not None and light.view is None and light.rows == full.rows == 450
     assert light.keys.tolist() == full.keys.tolist() and np.array_equal(light.matrix, full.matrix)
-    assert insights.read_commit(fg, 9) is None  # no view: the console opens (builds) it
+    assert commits.read_commit(fg, 9) is None  # no view: the console opens (builds) it
     want = insights.compare(fg, first, full)
-    got = insights.compare(fg, insights.read_commit(fg, 1), light)
+    got = insights.compare(fg, commits.read_commit(fg, 1), light)
     assert (got.added, got.changed, got.overlap_at_10, got.moved) == (want.added, want.changed, want.overlap_at_10,
                                                                       want.moved)
     vectors = pj.projection_dir(fg, 2, "pca").parent.parent / "c2" / "vectors.npy"
@@ -115,7 +115,7 @@ def test_a_comparison_reads_and_checks_only_what_it_uses(store: FeatureStore, tm
     data[-1] ^= 0xFF
     vectors.write_bytes(bytes(data))
     with pytest.raises(CorruptData, match="vectors.npy"):
-        insights.read_commit(fg, 2)
+        commits.read_commit(fg, 2)
     copy.close()
 
 
@@ -288,7 +288,7 @@ def test_errors_are_pages_not_tracebacks(server: Any) -> None:
         for path, status in [("/ui/groups/nope", 404), ("/ui/nope/at/all", 404), ("/ui/groups/items/v7", 404),
                              (f"{g}/reports/nope", 404), (f"{g}/projector?commit=9", 404), (f"{g}/compare?a=x", 400),
                              (f"{g}/projector?method=tsne", 400), ("/ui/groups/items/vx", 404),
-                             (f"{g}/projector?commit=0", 400)]:
+                             (f"{g}/projector?commit=0", 400), (f"{g}/projector?color=nope", 400)]:
             r = http.get(path)
             assert r.status_code == status, (path, r.text[:200])
             assert r.headers["content-type"].startswith("text/html") and "Traceback" not in r.text
@@ -503,9 +503,9 @@ def test_umap_maps_are_seeded_and_served(server: Any, store: FeatureStore, tmp_p
         pytest.skip("umap-learn is not installed (the umap extra: pip install 'featurestore[umap]')")
     from sklearn.manifold import trustworthiness
 
-    view = store.online("items", 1, 3)
-    first, again = pj.compute(view, "umap", size=300, seed=3), pj.compute(view, "umap", size=300, seed=3)
-    assert first.coords.shape == (300, 2) and first.basis is None and np.isfinite(first.coords).all()
+    view, items = store.online("items", 1, 3), store.feature_group("items")
+    first, again = pj.projection(items, view, "umap"), pj.compute(view, "umap")  # cached, then computed again
+    assert first.coords.shape == (450, 2) and first.basis is None and np.isfinite(first.coords).all()
     np.testing.assert_array_equal(first.coords, again.coords)
     x = pj.searched(view, first.rows)
     shuffled = np.random.default_rng(0).permutation(first.coords)
@@ -515,7 +515,8 @@ def test_umap_maps_are_seeded_and_served(server: Any, store: FeatureStore, tmp_p
         assert re.search(r'<option value="umap" selected>UMAP</option>', page)
         doc = http.get("/ui/groups/items/v1/projection.json", params={"commit": 3, "method": "umap"}).json()
     assert doc["method"] == "umap" and doc["sample"] == 450 == len(doc["x"])
-    cached = pj.load_projection(store.feature_group("items"), 3, "umap")
+    np.testing.assert_allclose(np.array([doc["x"], doc["y"]]).T, first.coords, atol=1e-4)  # the cached map
+    cached = pj.load_projection(items, 3, "umap")
     assert cached is not None and cached.manifest["seed"] == 0
     out = tmp_path / "umap.png"
     assert main(["plot", "items", "--root", store.root.uri, "--method", "umap", "--out", str(out)]) == 0

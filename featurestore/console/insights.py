@@ -7,23 +7,22 @@ and samples where a figure would otherwise scan every vector: a page over a 1M-r
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurestore.console.commits import CommitData
 from featurestore.console.projection import one_thread, searched
-from featurestore.errors import CorruptData, FeatureStoreError, InvalidQuery
+from featurestore.errors import FeatureStoreError, InvalidQuery
 from featurestore.feature_group import Commit, FeatureGroup
 from featurestore.online.build import list_views, read_manifest, view_path
-from featurestore.online.integrity import verify
+from featurestore.online.index import exact_topk
 from featurestore.online.view import OnlineView
 from featurestore.schema import FeatureGroupSpec
 from featurestore.store import FeatureStore
@@ -237,70 +236,6 @@ class Comparison:
         return self.std_b - self.std_a
 
 
-@dataclass(frozen=True)
-class CommitData:
-    """What a comparison reads of one commit's online view: its sorted keys, scalar columns and vectors
-    (memory-mapped). :func:`read_commit` checks only these files against the view's checksums: the
-    search index, as large again as the vectors, is neither read nor checked."""
-
-    commit: int
-    rows: int
-    dim: int
-    metric: str
-    keys: np.ndarray  # sorted, one per row
-    columns: pa.Table
-    matrix: np.ndarray
-    search_matrix: np.ndarray  # what searches compare (unit length for cosine)
-    view: OnlineView | None = None  # the open view it came from (it decodes composite keys)
-
-    @classmethod
-    def of_view(cls, view: OnlineView) -> CommitData:
-        return cls(view.commit, view.rows, view.dim, view.metric, view.keys.keys, view.columns, view.matrix,
-                   view.search_matrix, view)
-
-    def keys_at(self, rows: np.ndarray) -> list[Any]:
-        if self.view is not None:
-            return self.view.keys_at(rows)
-        return self.keys[np.asarray(rows, np.int64)].tolist() if len(rows) else []
-
-
-def read_commit(fg: FeatureGroup, commit: int) -> CommitData | None:
-    """The keys, columns and vectors of ``commit``'s view, each file verified; None when the commit has
-    no view, or a view this does not read alone (composite keys, keys numpy cannot hold, no default
-    vector): open the whole view then. :class:`CorruptData` when a file does not match its checksum."""
-    folder = view_path(fg, commit)
-    try:
-        m = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise CorruptData(f"online view manifest {folder / 'manifest.json'} is unreadable: {exc}") from exc
-    part = (m.get("vectors") or {}).get(m.get("vector") or "")
-    if part is None or len(m.get("keys") or ()) != 1 or m.get("key_hash_map"):
-        return None
-    sfx = part.get("suffix", "")
-    files = m.get("files") or {}
-    wanted = ["keys.npy", "columns.arrow", f"vectors{sfx}.npy", *([f"search{sfx}.npy"] if f"search{sfx}.npy" in files
-                                                                    else [])]
-    if any(w not in files for w in wanted):
-        return None
-    verify(folder, {"files": {w: files[w] for w in wanted}})
-    try:
-        keys, matrix = _mapped(folder / "keys.npy"), _mapped(folder / f"vectors{sfx}.npy")
-        search = _mapped(folder / wanted[3]) if len(wanted) > 3 else matrix
-        columns = pa.ipc.open_file(pa.memory_map(str(folder / "columns.arrow"))).read_all()
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CorruptData(f"online view at {folder} is unreadable: {exc}") from exc
-    rows = int(m["rows"])
-    if len(keys) != rows or columns.num_rows != rows or matrix.shape != (rows, part["dim"]):
-        raise CorruptData(f"online view at {folder}: files disagree with the manifest ({rows} rows)")
-    return CommitData(int(m["commit"]), rows, int(part["dim"]), str(part["metric"]), keys, columns, matrix, search)
-
-
-def _mapped(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r").view(np.ndarray)
-
-
 def shared_rows(a: CommitData, b: CommitData) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``a`` and of ``b`` holding the same keys (both are sorted by key)."""
     if a.keys.dtype.kind != b.keys.dtype.kind:
@@ -428,18 +363,15 @@ def _drift(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]:
 
 
 def neighbours_within(x: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """The ``k`` nearest rows of ``x`` to each row ``queries`` of ``x`` (itself excluded), exact, in the
-    view's metric (cosine: ``x`` already unit length), best first."""
-    x = x.astype(np.float32)  # ranks only: single precision halves the work
-    q = x[queries]
-    if metric == "l2":
-        scores = 2 * q @ x.T - np.sum(x * x, axis=1)[None, :]  # minus squared distance, up to a constant
-    else:
-        scores = q @ x.T
-    scores[np.arange(len(queries)), queries] = -np.inf
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
+    """The ``k`` nearest rows of ``x`` to each row ``queries`` of ``x`` (itself excluded), exact (faiss's
+    brute-force kernels, as a view's exact search), in the view's metric (cosine: ``x`` unit length)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    ids, _ = exact_topk(x, x[queries], min(k + 1, len(x)), "l2" if metric == "l2" else "dot")
+    out = np.empty((len(queries), k), np.int64)
+    for i, q in enumerate(queries):
+        row = ids[i][ids[i] != q]
+        out[i] = row[:k]
+    return out
 
 
 def _overlaps(a: CommitData, b: CommitData, ra: np.ndarray, rb: np.ndarray, n: Sizes, rng: np.random.Generator

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from featurestore.console.commits import CommitData, rows_of
 from featurestore.embed.align import procrustes
 from featurestore.errors import CorruptData, InvalidQuery
 from featurestore.feature_group import FeatureGroup
@@ -263,10 +264,11 @@ def mean_cosine(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.sum(x[ok] * y[ok], axis=1) / (nx[ok] * ny[ok])))
 
 
-def pair(a: OnlineView, pa_: Projection, b: OnlineView) -> Pair:
-    """``b`` drawn on ``a``'s plane (see :class:`Pair`); ``pa_`` is ``a``'s PCA projection."""
+def pair(a: OnlineView, pa_: Projection, b: OnlineView | CommitData) -> Pair:
+    """``b`` drawn on ``a``'s plane (see :class:`Pair`); ``pa_`` is ``a``'s PCA projection. ``b`` needs
+    only its keys and vectors (:class:`~featurestore.console.commits.CommitData` reads no more)."""
     with one_thread():
-        return _pair(a, pa_, b)
+        return _pair(a, pa_, b if isinstance(b, CommitData) else CommitData.of_view(b))
 
 
 def one_thread() -> Any:
@@ -277,11 +279,13 @@ def one_thread() -> Any:
     return threadpool_limits(1, user_api="blas")
 
 
-def _pair(a: OnlineView, pa_: Projection, b: OnlineView) -> Pair:
+def _pair(a: OnlineView, pa_: Projection, b: CommitData) -> Pair:
     if pa_.basis is None:
         raise InvalidQuery("two commits side by side need the PCA projection of the first")
     keys = a.keys_at(pa_.rows)
-    rows_b = b.keys.rows(keys) if keys else np.zeros(0, np.int64)
+    if a.keys.keys.dtype.kind != b.keys.dtype.kind:
+        raise InvalidQuery(f"commits {a.commit} and {b.commit} have different key types")
+    rows_b = rows_of(b.keys, a.keys.keys[pa_.rows])
     found = rows_b >= 0
     right = np.full((len(keys), 2), np.nan, np.float32)
     moved = np.full(len(keys), np.nan, np.float32)

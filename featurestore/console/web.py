@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featurestore.console import insights
 from featurestore.console.colors import color_columns, coloring
+from featurestore.console.commits import CommitData, read_commit
 from featurestore.console.projection import MAX_POINTS, METHODS, pair, projection, umap_available
 from featurestore.errors import CommitNotFound, FeatureStoreError, InvalidData, InvalidQuery, NotFound
 from featurestore.feature_group import FeatureGroup
@@ -116,7 +117,7 @@ class Console:
                 cache.move_to_end(key)
             return value
 
-    def commit_data(self, fg: FeatureGroup, commit: int) -> insights.CommitData:
+    def commit_data(self, fg: FeatureGroup, commit: int) -> CommitData:
         """What a comparison reads of ``commit``: from its view when one is open (served, or opened by
         another page), else only the files a comparison needs (not the search index); the whole view is
         opened (built when missing) only when those cannot be read alone."""
@@ -124,13 +125,13 @@ class Console:
             raise InvalidQuery(f"{fg.spec.key} commit 0 is the table's creation: it holds no rows")
         served = self.served(fg.name) if self.served is not None else None
         if served is not None and served.version == fg.version and served.commit == commit:
-            return insights.CommitData.of_view(served)
+            return CommitData.of_view(served)
         with self._lock:
             view = self._views.get((fg.name, fg.version, commit))
         if view is not None:
-            return insights.CommitData.of_view(view)
-        data = insights.read_commit(fg, commit)
-        return data if data is not None else insights.CommitData.of_view(self.view(fg, commit))
+            return CommitData.of_view(view)
+        data = read_commit(fg, commit)
+        return data if data is not None else CommitData.of_view(self.view(fg, commit))
 
     def comparison(self, fg: FeatureGroup, a: int, b: int) -> tuple[insights.Comparison, float]:
         """Commits ``a`` and ``b`` compared, and the seconds it took: computed once per pair (commits never
@@ -481,7 +482,7 @@ class Pages:
                                "x": _column(p.coords, 0), "y": _column(p.coords, 1), "colors": colors,
                                "explained_variance": p.manifest.get("explained_variance")}
         if other is not None:
-            pr = pair(view, p, self.c.view(fg, other))
+            pr = pair(view, p, self.c.commit_data(fg, other))
             doc["with"] = {"commit": other, "x": _column(pr.right, 0), "y": _column(pr.right, 1), "shared": pr.shared,
                            "cosine_before": pr.cosine_before, "cosine_after": pr.cosine_after}
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
