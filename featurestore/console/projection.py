@@ -271,12 +271,18 @@ def pair(a: OnlineView, pa_: Projection, b: OnlineView | CommitData) -> Pair:
         return _pair(a, pa_, b if isinstance(b, CommitData) else CommitData.of_view(b))
 
 
+_CONTROLLER: list[Any] = []  # threadpoolctl's view of the loaded BLAS libraries, found once
+
+
 def one_thread() -> Any:
     """Run BLAS single-threaded: these products are small, and a multi-threaded BLAS spins and stalls
-    when the machine is busy (as a server's is)."""
-    from threadpoolctl import threadpool_limits
+    when the machine is busy (as a server's is). The libraries are looked up once (a lookup reads the
+    process's memory map: tens of milliseconds in a server)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(1, user_api="blas")
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _pair(a: OnlineView, pa_: Projection, b: CommitData) -> Pair:
