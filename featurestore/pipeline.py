@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from featurestore.conform import to_utc
 from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate
 from featurestore.embed.align import align
-from featurestore.embed.base import Embedder, EntityEncoder, ItemModel
+from featurestore.embed.base import Embedder, EntityEncoder, ItemModel, matrix_bytes, matrix_from_bytes
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
 from featurestore.engine import resolve
 from featurestore.engine.base import Engine, EngineName, Scan
@@ -274,13 +274,26 @@ def read_model(fg: FeatureGroup, commit: Commit, embedder: Embedder | None = Non
     order = np.argsort(ids, kind="stable")
     flat = table[vec].combine_chunks().flatten().to_numpy(zero_copy_only=False) if table.num_rows else []
     vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, dim)[order]
+    query = commit.metadata.get("query")
     try:
-        model = ItemModel.from_query(ids[order], vectors, {"commit": commit.commit}, commit.metadata.get("query"))
+        qvec = _query_vectors(fg, commit, query, ids.size)
+        model = ItemModel.from_query(ids[order], vectors, {"commit": commit.commit}, query, qvec)
     except (ValueError, KeyError, TypeError) as exc:
         raise PipelineError(f"{fg.spec.key} commit {commit.commit}: its recorded query layout is unreadable "
                             f"({exc})") from exc
     model.encoder = _encoder(fg, commit, embedder)
     return model
+
+
+def _query_vectors(fg: FeatureGroup, commit: Commit, query: dict[str, Any] | None, n: int) -> np.ndarray | None:
+    """The items' history side a commit stored as an artifact (``ItemModel.query_vectors``), verified."""
+    record = (query or {}).get("vectors")
+    if record is None:
+        return None
+    shape = tuple(record["shape"])
+    if shape[0] != n:
+        raise ValueError(f"query vectors for {shape[0]} items where the commit holds {n}")
+    return matrix_from_bytes(artifacts.load(fg.root, fg.rel, record), (shape[0], shape[1]))
 
 
 def _encoder(fg: FeatureGroup, commit: Commit, embedder: Embedder | None) -> EntityEncoder | None:
@@ -445,6 +458,10 @@ class _Run:
             if model.encoder is not None:  # the weights an incremental run re-encodes entities with
                 meta["model_artifact"] = artifacts.save(self.items_fg.root, self.items_fg.rel,
                                                         model.encoder.to_bytes(), kind=p.embedder.name)
+            if model.query_vectors is not None:  # the items' history side, rows in the order read_model reads
+                meta["query"]["vectors"].update(artifacts.save(
+                    self.items_fg.root, self.items_fg.rel,
+                    matrix_bytes(model.query_vectors[np.argsort(model.item_ids, kind="stable")]), kind="query"))
             model_commit = self.items_fg.insert(table, cutoff=cutoff, metadata=meta)
             self.t = self._stage("commit", self.t)
             return model, model_commit, [model_commit], alignment

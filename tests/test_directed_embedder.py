@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from featurestore.embed import Aggregation, CooccurrenceEmbedder, ItemModel, aggregate, align, event_weights
-from featurestore.embed.base import decode_matrix, encode_matrix
+from featurestore.embed.base import decode_matrix, encode_matrix, matrix_bytes, matrix_from_bytes
 from featurestore.embed.svd import svd_factors
 from featurestore.engine import read_events
 from featurestore.engine.base import Cooccurrence
@@ -49,31 +49,34 @@ def _history_weights(ev, model, entity):
 
 def test_layout(planted):
     _, _, model = planted
-    assert model.query_dims == 62 and model.query_tail == (1.0, 0.0) and model.similarity_dims == 1
-    assert model.query_map is not None and model.query_map.shape == (62, 62)
+    assert model.query_dims == 59 and model.query_tail == (1.0, 0.0, 0.0, 0.0, 0.0) and model.similarity_dims == 4
+    assert model.query_map is None and model.query_vectors is not None
+    assert model.query_vectors.shape == (len(model), 59)
     assert np.allclose(np.linalg.norm(model.vectors, axis=1), 1, atol=1e-5)
     q = model.query()
-    assert q is not None and q["dims"] == 62 and q["tail"] == [1.0, 0.0] and q["similarity"] == 1
-    back = ItemModel.from_query(model.item_ids, model.vectors, {}, q)
-    assert back.layout() == model.layout() and back.query_map.tobytes() == model.query_map.tobytes()
+    assert q is not None and q["dims"] == 59 and q["tail"] == [1.0, 0, 0, 0, 0] and q["similarity"] == 4
+    assert q["vectors"] == {"shape": [len(model), 59]}
+    back = ItemModel.from_query(model.item_ids, model.vectors, {}, q,
+                                matrix_from_bytes(matrix_bytes(model.query_vectors), (len(model), 59)))
+    assert back.layout() == model.layout() and back.query_vectors.tobytes() == model.query_vectors.tobytes()
+    with pytest.raises(ValueError, match="disagree"):
+        ItemModel.from_query(model.item_ids, model.vectors, {}, q)
 
 
 def test_entity_cosine_ranks_exactly_by_the_directed_score(planted):
-    """entity . item = (weighted mean of the history's x_h) B x_j + lambda log n_j, up to a positive
-    scale and a constant, with x spanning the top left singular subspace of [U S, V S] (P ~ U S V^T,
-    ``P`` the directed PPMI) and B = x^T P x."""
+    """entity . item = (weighted mean of the history's u_h S^0.5) . v_j S^0.5 + lambda log n_j, up to a
+    positive scale and a constant, with P ~ U S V^T (``P`` the directed PPMI)."""
     _, ev, model = planted
     e = CooccurrenceEmbedder()
     p, keep = _directed_ppmi(ev, model, e)
-    u, s, vt = svd_factors(p, 62, n_iter=e._n_iter(), oversamples=e.oversamples, seed=e.seed)
-    x = np.linalg.svd(np.hstack([u * s, vt.T * s]), full_matrices=False)[0][:, :62]
-    b = x.T @ (p.astype(np.float64) @ x)
+    u, s, vt = svd_factors(p, 59, n_iter=e._n_iter(), oversamples=e.oversamples, seed=e.seed)
+    hist, cand = u.astype(np.float64) * np.sqrt(s), vt.T.astype(np.float64) * np.sqrt(s)
     lp = np.log(ev.item_count[keep].astype(np.float64))
     users = aggregate(ev, model, AGG)
     at = {k: i for i, k in enumerate(users.entity_ids.tolist())}
     for entity in range(0, 300, 10):
         h = _history_weights(ev, model, entity)
-        want = (h @ x) @ b @ x.T + e.log_popularity * lp
+        want = (h @ hist) @ cand.T + e.log_popularity * lp
         got = model.vectors.astype(np.float64) @ users.vectors[at[ev.entity_ids[entity]]]
         assert np.corrcoef(want, got)[0, 1] > 0.99999
         assert np.array_equal(np.argsort(-want, kind="stable")[:10], np.argsort(-got, kind="stable")[:10])
@@ -127,14 +130,14 @@ def test_direction_matters():
 def test_alignment_keeps_the_entity_ranking(planted):
     _, ev, a = planted
     b = CooccurrenceEmbedder(seed=3, n_iter=1).fit(ev)
-    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((62, 62)))
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((59, 59)))
     rotated = b.vectors.astype(np.float64).copy()
-    rotated[:, :62] @= q
-    qmap = (q.T @ b.query_map.astype(np.float64) @ q).astype(np.float32)
-    b = dataclasses.replace(b, vectors=rotated.astype(np.float32), query_map=qmap)
+    rotated[:, :59] @= q
+    qvec = (b.query_vectors.astype(np.float64) @ q).astype(np.float32)
+    b = dataclasses.replace(b, vectors=rotated.astype(np.float32), query_vectors=qvec)
     aligned, info = align(b, a)
     assert info is not None and info.cosine_after > 0.9 > info.cosine_before
-    assert np.allclose(aligned.vectors[:, 62:], b.vectors[:, 62:], atol=1e-6)  # popularity and slack stay
+    assert np.allclose(aligned.vectors[:, 59], b.vectors[:, 59], atol=1e-6)  # the popularity coordinate stays
     before, after = aggregate(ev, b, AGG), aggregate(ev, aligned, AGG)
     for k in range(0, 200, 20):
         s1, s2 = b.vectors @ before.vectors[k], aligned.vectors @ after.vectors[k]
@@ -160,14 +163,23 @@ def test_query_map_checks_and_round_trip():
     assert decode_matrix(encode_matrix(m), (5, 5)).tobytes() == m.tobytes()
     with pytest.raises(ValueError, match="shape"):
         decode_matrix(encode_matrix(m), (4, 4))
+    with pytest.raises(ValueError, match="query_vectors of shape"):
+        ItemModel(ids, x, query_dims=2, query_tail=(1.0, 0.0), query_vectors=np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="query_vectors of shape"):
+        ItemModel(ids, x, query_vectors=np.ones((2, 4), np.float32))
+    assert matrix_from_bytes(matrix_bytes(m), (5, 5)).tobytes() == m.tobytes()
+    with pytest.raises(ValueError, match="cannot hold"):
+        matrix_from_bytes(matrix_bytes(m), (4, 5))
 
 
 def test_served_nearest_is_the_models_own_ranking(tmp_path):
     """Through the store: each user's top 10 from ``items.nearest(key=user, query_view=users)`` is
-    the top 10 of the directed score computed from the committed model (item vectors and query map)."""
+    the top 10 of the directed score computed from the committed model (item vectors and the history
+    sides stored beside them)."""
     from datetime import timedelta
 
     from featurestore import FeatureStore
+    from featurestore.errors import CorruptData
     from featurestore.pipeline import Pipeline, read_model
 
     from .conftest import SCHEMAS
@@ -179,7 +191,10 @@ def test_served_nearest_is_the_models_own_ranking(tmp_path):
     Pipeline("directed", EventSource(data.events), weights=W).run(store, cutoff, progress=False)
     fg = store.feature_group("item_embeddings", 1)
     model = read_model(fg, fg.history()[-1])
-    assert model.query_map is not None
+    fitted = CooccurrenceEmbedder().fit(read_events(EventSource(data.events), before=cutoff, weights=W))
+    assert model.query_vectors is not None and model.layout() == fitted.layout()
+    order = np.argsort(fitted.item_ids, kind="stable")
+    assert model.query_vectors.tobytes() == fitted.query_vectors[order].tobytes()
     ev = read_events(EventSource(data.events), before=cutoff, weights=W)
     users = aggregate(ev, model, AGG)   # the pipeline's default aggregation, from the committed model
     items, served = store.online("item_embeddings"), store.online("user_embeddings")
@@ -188,6 +203,15 @@ def test_served_nearest_is_the_models_own_ranking(tmp_path):
     for uid, vec in zip(users.entity_ids[:40], users.vectors[:40]):
         want = model.item_ids[np.argsort(-(model.vectors.astype(np.float64) @ vec), kind="stable")[:10]]
         assert items.nearest(key=uid, query_view=served, k=10).keys == want.tolist()
+    # the history sides are a checksummed artifact: a changed byte is a typed error, never a wrong vector
+    record = fg.history()[-1].metadata["query"]["vectors"]
+    assert record["shape"] == [len(model), 59] and record["bytes"] == 4 * len(model) * 59
+    full = f"{fg.rel}/{record['path']}"
+    raw = bytearray(fg.root.read_bytes(full))
+    raw[100] ^= 1
+    fg.root.write_bytes(full, bytes(raw))
+    with pytest.raises(CorruptData, match="does not match its checksum"):
+        read_model(fg, fg.history()[-1])
 
 
 def test_a_store_written_by_the_previous_default_refuses_the_new_one_clearly(tmp_path):
@@ -207,5 +231,5 @@ def test_a_store_written_by_the_previous_default_refuses_the_new_one_clearly(tmp
     old.run(store, cutoff - timedelta(days=1), progress=False)
     with pytest.raises(PipelineError, match="coordinates mean something else") as err:
         Pipeline("p", EventSource(data.events), weights=W).run(store, cutoff, progress=False)
-    assert "'map': '62x62'" in str(err.value) and len(str(err.value)) < 1500
+    assert "'vectors': '120x59'" in str(err.value) and len(str(err.value)) < 1500
     assert len(store.feature_group("item_embeddings", 1).history()) == 2  # create + the first run only

@@ -9,8 +9,9 @@ model says so (``ItemModel.query_dims``/``query_tail``), an entity vector is the
 leading coordinates followed by a fixed tail, so that its cosine with item vectors ranks items the
 way the model intends; with ``ItemModel.query_divide`` each item's leading coordinates are first
 divided by one of its own coordinates (a per-item weight; see :mod:`featurestore.embed.cooccurrence`);
-with ``ItemModel.query_map`` the mean is then multiplied by that matrix (the items' history side, see
-:mod:`featurestore.embed.directed`).
+with ``ItemModel.query_map`` the mean is then multiplied by that matrix; with ``ItemModel.query_vectors``
+the mean is of those rows (each item's "history side", see :mod:`featurestore.embed.directed`) instead
+of the items' own leading coordinates.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def aggregate(events: EventTable, model: ItemModel, agg: Aggregation | None = No
     agg = agg or Aggregation()
     rows = pd.Index(model.item_ids).get_indexer(events.item_ids)  # event item code -> model row (-1: none)
     item_vectors = model.vectors
+    if model.query_vectors is not None:  # each item's history side in place of its leading coordinates
+        item_vectors = np.zeros_like(model.vectors)
+        item_vectors[:, :model.query_dims] = model.query_vectors
     if model.query_divide is not None:
         item_vectors = item_vectors.copy()
         item_vectors[:, :model.query_dims] /= item_vectors[:, model.query_divide, None]

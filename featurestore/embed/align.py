@@ -7,7 +7,8 @@ changing any similarity within the new model (R is orthogonal). Coordinates afte
 ``ItemModel.query_dims`` (popularity, norm slack) stay where they are: only the leading ones rotate,
 and the trailing ``ItemModel.similarity_dims`` ones (an item-to-item block) by their own rotation.
 A model's ``query_map`` ``M`` becomes ``R^T M R`` (``R`` the rotation of the leading block), so entity
-vectors formed from the rotated model rank items exactly as before.
+vectors formed from the rotated model rank items exactly as before; its ``query_vectors`` (the items'
+history side) turn by ``R`` like the leading coordinates.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ def align(new: ItemModel, previous: ItemModel | None, *, sample: int = 500, seed
     if new.query_map is not None:  # entity . item = (mean x) M x_j^T is kept when M becomes R^T M R
         rq = r[:q, :q]
         qmap = (rq.T @ new.query_map.astype(np.float64) @ rq).astype(np.float32)
+    qvec = None
+    if new.query_vectors is not None:  # entity . item = (mean h) c_j^T is kept when both sides turn by R
+        qvec = (new.query_vectors.astype(np.float64) @ r[:q, :q]).astype(np.float32)
     encoder = new.encoder.rotated(r) if new.encoder is not None else None  # entity vectors turn with the items
-    return replace(new, vectors=rotated, info=info, query_map=qmap, encoder=encoder), result
+    return replace(new, vectors=rotated, info=info, query_map=qmap, query_vectors=qvec, encoder=encoder), result
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, *, k: int = 10, sample: int = 500, seed: int = 0) -> float | None:

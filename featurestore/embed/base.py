@@ -41,6 +41,12 @@ class ItemModel:
     #: entity . item scores a directed relation (see :mod:`featurestore.embed.directed`). Alignment
     #: rotates it with the coordinates (``R^T M R``); commit metadata carries it byte for byte.
     query_map: np.ndarray | None = None
+    #: when set, a ``(n_items, query_dims)`` float32 matrix: each item's "history side", averaged in
+    #: place of the leading coordinates of its vector (then the tail is appended), so entity . item
+    #: scores "how strongly item ``j`` follows the entity's items" with two unrelated vectors per item
+    #: (see :mod:`featurestore.embed.directed`). Alignment rotates it with the coordinates; a pipeline
+    #: stores it as a checksummed model artifact beside the item commit.
+    query_vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: an embedder's own entity encoder (a sequence model): entity vectors come from
     #: ``encoder.encode(events, entities)`` instead of a mean of item vectors, and the pipeline stores
     #: ``encoder.to_bytes()`` with the item commit (see :class:`EntityEncoder`)
@@ -68,6 +74,11 @@ class ItemModel:
             if self.query_dims is None or self.query_map.shape != (self.query_dims, self.query_dims):
                 raise ValueError(f"query_map of shape {self.query_map.shape} must be (query_dims, query_dims) "
                                  f"(query_dims {self.query_dims})")
+        if self.query_vectors is not None:
+            self.query_vectors = np.ascontiguousarray(self.query_vectors, dtype=np.float32)
+            if self.query_dims is None or self.query_vectors.shape != (len(self.item_ids), self.query_dims):
+                raise ValueError(f"query_vectors of shape {self.query_vectors.shape} must be (items, query_dims) "
+                                 f"({len(self.item_ids)}, {self.query_dims})")
 
     def query(self) -> dict[str, Any] | None:
         """How entity vectors are formed, as recorded in commit metadata (None: plain mean)."""
@@ -80,6 +91,8 @@ class ItemModel:
             out["similarity"] = self.similarity_dims
         if self.query_map is not None:
             out["map"] = encode_matrix(self.query_map)
+        if self.query_vectors is not None:  # the rows themselves are a model artifact (a pipeline adds its record)
+            out["vectors"] = {"shape": list(self.query_vectors.shape)}
         return out
 
     def describe_layout(self) -> str:
@@ -87,24 +100,32 @@ class ItemModel:
         q = self.query()
         if q is None:
             return "plain"
-        if "map" in q:
-            q["map"] = "x".join(map(str, q["map"]["shape"]))
+        for part in ("map", "vectors"):
+            if part in q:
+                q[part] = "x".join(map(str, q[part]["shape"]))
         return str(q)
 
-    def layout(self) -> tuple[int, int | None, int | None, int, bool]:
+    def layout(self) -> tuple[int, int | None, int | None, int, bool, bool]:
         """What the coordinates mean: (dim, query_dims, query_divide, similarity_dims, has a query
-        map). Vectors of two models are comparable (alignable) only when their layouts are equal."""
-        return (self.dim, self.query_dims, self.query_divide, self.similarity_dims, self.query_map is not None)
+        map, has query vectors). Vectors of two models are comparable (alignable) only when their
+        layouts are equal."""
+        return (self.dim, self.query_dims, self.query_divide, self.similarity_dims, self.query_map is not None,
+                self.query_vectors is not None)
 
     @classmethod
     def from_query(cls, item_ids: np.ndarray, vectors: np.ndarray, info: dict[str, Any],
-                   query: dict[str, Any] | None) -> ItemModel:
-        """The model whose entity vectors are formed as :meth:`query` recorded (None: plain mean)."""
+                   query: dict[str, Any] | None, query_vectors: np.ndarray | None = None) -> ItemModel:
+        """The model whose entity vectors are formed as :meth:`query` recorded (None: plain mean), with
+        ``query_vectors`` (rows in the order of ``item_ids``) when the record says it had them."""
         q = query or {}
         dims = q.get("dims")
         qmap = decode_matrix(q["map"], (dims, dims)) if q.get("map") is not None and dims else None
+        if (q.get("vectors") is not None) != (query_vectors is not None):
+            raise ValueError("the recorded query layout and the query vectors given disagree "
+                             f"(recorded: {'vectors' in q}, given: {query_vectors is not None})")
         return cls(item_ids, vectors, info, query_dims=dims, query_tail=tuple(q.get("tail", ())),
-                   query_divide=q.get("divide"), similarity_dims=q.get("similarity", 0), query_map=qmap)
+                   query_divide=q.get("divide"), similarity_dims=q.get("similarity", 0), query_map=qmap,
+                   query_vectors=query_vectors)
 
     @property
     def dim(self) -> int:
@@ -173,6 +194,18 @@ def decode_matrix(data: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
     raw = base64.b64decode(data["float32_base64"])
     if len(raw) != 4 * shape[0] * shape[1]:
         raise ValueError(f"a recorded {shape[0]}x{shape[1]} matrix holds {len(raw)} bytes")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+
+
+def matrix_bytes(m: np.ndarray) -> bytes:
+    """A float32 matrix as bytes (little-endian) that :func:`matrix_from_bytes` reads back."""
+    return np.ascontiguousarray(m, dtype="<f4").tobytes()
+
+
+def matrix_from_bytes(raw: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """The matrix :func:`matrix_bytes` wrote; ``ValueError`` when the bytes are not of ``shape``."""
+    if len(raw) != 4 * shape[0] * shape[1]:
+        raise ValueError(f"{len(raw)} bytes cannot hold a {shape[0]}x{shape[1]} float32 matrix")
     return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
 
 

@@ -11,9 +11,10 @@ vector ranks by, is the ``scoring`` mode:
 
 - ``"directed"`` (default): the counts are directed (item ``j`` within ``window`` events *after* item
   ``i``), and an entity's cosine with item ``j`` ranks by ``sum_h w_h PPMI(h -> j)`` (a low-rank
-  estimate, ``k = dim - 2`` components) plus ``log_popularity`` times the log of ``j``'s event count:
-  what tends to come next after the entity's recent items. Items carry their "candidate side", the
-  entity vectors the "history side" of their items through ``ItemModel.query_map``; see
+  estimate, ``k = dim - 1 - similarity_dims`` components, 59 of 64 by default) plus
+  ``log_popularity`` times the log of ``j``'s event count: what tends to come next after the
+  entity's recent items. Items carry their "candidate side", the
+  entity vectors the "history side" of their items (``ItemModel.query_vectors``); see
   :mod:`featurestore.embed.directed`. Measured on MovieLens (``benchmarks/bench_quality.py``), every
   setting chosen on a validation split: the symmetric modes below rank next items about as well as
   an item-to-item nearest-neighbour list, this one clearly better.
@@ -88,7 +89,9 @@ from featurestore.errors import PipelineError
 
 Scoring = Literal["directed", "next_item", "inner_product", "cosine"]
 # coordinates beyond the SVD components (next_item: 1 + similarity)
-_EXTRA = {"directed": 2, "inner_product": 1, "cosine": 0}
+_EXTRA = {"inner_product": 1, "cosine": 0}
+#: with ``scoring="directed"``, the coordinates the norm slack is spread over (``similarity_dims=None``)
+DIRECTED_SIMILARITY = 4
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,8 @@ class CooccurrenceEmbedder:
     entity's cosine with an item ranks by (see the module docstring; default ``"directed"``),
     ``log_popularity`` the weight of the log event count in it with ``"directed"`` and ``popularity``
     the exponent of the item prior with ``"next_item"``; ``similarity_dims``: with
-    ``scoring="next_item"``, the coordinates that
-    carry item-to-item similarity (None = ``max(1, dim // 4)``) and ``regularization`` the ``tau``
+    ``scoring="next_item"`` or ``"directed"``, the coordinates that carry item-to-item similarity and
+    the norm slack (None = ``max(1, dim // 4)``, 4 with ``"directed"``) and ``regularization`` the ``tau``
     added to every item's mass in its normalisation, as a multiple of the mean mass (module docstring;
     0 = none); ``session_gap``/``cross_session``: pairs split by a pause longer than ``session_gap``
     count ``cross_session`` times as much; ``shift``: subtract
@@ -133,14 +136,16 @@ class CooccurrenceEmbedder:
     imports: ClassVar[tuple[str, ...]] = ("sklearn.utils.extmath",)
 
     def __post_init__(self) -> None:
-        if self.scoring not in ("next_item", *_EXTRA):
-            raise PipelineError(f"CooccurrenceEmbedder: scoring must be one of {sorted(['next_item', *_EXTRA])}; "
+        if self.scoring not in ("next_item", "directed", *_EXTRA):
+            raise PipelineError(f"CooccurrenceEmbedder: scoring must be one of "
+                                f"{sorted(['next_item', 'directed', *_EXTRA])}; "
                                 f"got {self.scoring!r}")
         extra, sim = self._extra(), self._similarity_dims()
-        least = 2 * sim + 2 if self.scoring == "next_item" else extra + 1  # next_item: k >= sim + 1 components
+        # next_item and directed: k >= sim + 1 components (the similarity block reads components 2..sim+1)
+        least = 2 * sim + 2 if self.scoring in ("next_item", "directed") else extra + 1
         checks = [(sim >= 1, "similarity_dims must be >= 1"),
                   (self.dim >= least, f"dim must be >= {least} with scoring={self.scoring!r}"
-                   + (f" and similarity_dims={sim}" if self.scoring == "next_item" else "")),
+                   + (f" and similarity_dims={sim}" if self.scoring in ("next_item", "directed") else "")),
                   (self.window >= 1, "window must be >= 1"),
                   (0 < self.alpha <= 1, "alpha must be in (0, 1]"), (self.shift > 0, "shift must be > 0"),
                   (self.min_count >= 1, "min_count must be >= 1"), (self._n_iter() >= 0, "n_iter must be >= 0"),
@@ -161,11 +166,15 @@ class CooccurrenceEmbedder:
         return 4 if self.scoring == "directed" else 2
 
     def _similarity_dims(self) -> int:
-        return self.similarity_dims if self.similarity_dims is not None else max(1, self.dim // 4)
+        if self.similarity_dims is not None:
+            return self.similarity_dims
+        return DIRECTED_SIMILARITY if self.scoring == "directed" else max(1, self.dim // 4)
 
     def _extra(self) -> int:
         """Coordinates beyond the scoring SVD components."""
-        return 1 + self._similarity_dims() if self.scoring == "next_item" else _EXTRA[self.scoring]
+        if self.scoring in ("next_item", "directed"):
+            return 1 + self._similarity_dims()
+        return _EXTRA[self.scoring]
 
     def params(self) -> dict[str, Any]:
         out = asdict(self)
@@ -227,14 +236,16 @@ class CooccurrenceEmbedder:
         matrix = ppmi_matrix(counts, alpha=self.alpha, shift=self.shift)
         t2 = time.perf_counter()
         k = self.dim - self._extra()
-        vectors, qmap = directed_layout(matrix, events.item_count[keep].astype(np.float64), k=k, eig=self.eig,
+        vectors, hist = directed_layout(matrix, events.item_count[keep].astype(np.float64), k=k, eig=self.eig,
                                         log_popularity=self.log_popularity, n_iter=self._n_iter(),
-                                        oversamples=self.oversamples, seed=self.seed)
+                                        oversamples=self.oversamples, seed=self.seed,
+                                        similarity_dims=self._similarity_dims())
         t3 = time.perf_counter()
         info = {"items": int(keep.size), "pairs_nnz": int(counts.nnz), "matrix_nnz": int(matrix.nnz),
                 "seconds": {"count": round(t1 - t0, 3), "matrix": round(t2 - t1, 3), "svd": round(t3 - t2, 3)}}
-        return ItemModel(events.item_ids[keep], vectors, info, query_dims=k, query_tail=(1.0, 0.0),
-                         similarity_dims=1, query_map=qmap)
+        sim = self._similarity_dims()
+        return ItemModel(events.item_ids[keep], vectors, info, query_dims=k, query_tail=(1.0,) + (0.0,) * sim,
+                         similarity_dims=sim, query_vectors=hist)
 
 
 def next_item_layout(x: np.ndarray, mass: np.ndarray, *, alpha: float, popularity: float,
