@@ -298,6 +298,7 @@ class Searcher:
         self._search_c = index.search_c
         self._threads = self._faiss.omp_set_num_threads
         self._norm = self._faiss.fvec_norm_L2sqr
+        self._renorm = self._faiss.fvec_renorm_L2
         self._dim = int(index.d)
         self._max_one = self.breadth if cfg.kind == "hnsw" else 1 << 62  # HNSW: k beyond efSearch is short
         self._l2 = metric == "l2"
@@ -306,6 +307,13 @@ class Searcher:
         """The sum of squares of one contiguous float32 query, accumulated in float32 by faiss (NaN or
         infinity for a vector holding either, or too large for float32)."""
         return float(self._norm(self._ptr(q), self._dim))
+
+    def unit(self, q: np.ndarray) -> np.ndarray:
+        """A unit-length copy of one contiguous float32 query of non-zero, finite norm (faiss scales it in
+        place: cheaper than a numpy product with a Python float)."""
+        c = q.copy()
+        self._renorm(self._dim, 1, self._ptr(c))
+        return c
 
     def one(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Top-k of one contiguous float32 query at the index's own breadth: (row ids, public scores),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -460,9 +459,7 @@ class OnlineView:
         ss = searcher.sqnorm(q)
         if not _SS_MIN <= ss <= _SS_MAX:  # also False for NaN
             return None
-        if self.metric == "cosine":
-            q = q * (1.0 / math.sqrt(ss))
-        hit = searcher.one(q, k)
+        hit = searcher.one(searcher.unit(q) if self.metric == "cosine" else q, k)
         if hit is None:
             return None
         return _neighbors(self._keys_of(hit[0]), hit[1], hit[0], False)
