@@ -125,9 +125,111 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_bench(client: Http, path: str, bodies: list[bytes]) -> dict[str, float]:
-    ts = timed(lambda b: client.post(path, b), bodies, warmup=100)
+def start_servers(root: Path, peer: str | None, repo: Path | None, procs: list[subprocess.Popen]
+                  ) -> tuple[Http, Http | None]:
+    """Our server and, with a peers interpreter, ``feast serve`` over the same rows, both started and
+    answering before any request is timed."""
+    port = free_port()
+    ours = subprocess.Popen([sys.executable, "-m", "featurestore", "serve", "--root", str(root), "--port", str(port),
+                             "--reload-interval", "0", "--log-level", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(ours)
+    fclient = None
+    if peer and repo:
+        fport = free_port()
+        fproc = subprocess.Popen([str(Path(peer).parent / "feast"), "-c", str(repo), "serve", "-p", str(fport),
+                                  "--no-access-log", "--max-requests", "0", "--max-requests-jitter", "0"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(fproc)
+        wait_http(fport, "/health", fproc)
+        fclient = Http(fport)
+    wait_http(port, "/health", ours)
+    return Http(port), fclient
+
+
+Case = tuple[tuple[str, list[bytes]], tuple[str, list[bytes]] | None]  # (ours, Feast's): path and bodies
+
+
+def http_cases(b1: list[list[str]], b100: list[list[str]], entities: list[dict[str, str]], queries: np.ndarray,
+               reps: float) -> dict[str, Case]:
+    """The requests of each HTTP figure, for both servers (Feast has no similarity search)."""
+    def ours(ks: list[str]) -> bytes:
+        return json.dumps({"keys": ks, "features": ["embedding"]}).encode()
+
+    def theirs(ks: list[str]) -> bytes:
+        return json.dumps({"features": ["items:embedding"], "entities": {"item_id": ks}}).encode()
+
+    def service(e: dict[str, str]) -> bytes:
+        return json.dumps({"feature_service": "ranking", "full_feature_names": True,
+                           "entities": {k: [v] for k, v in e.items()}}).encode()
+
+    look, feast = f"/feature-groups/{GROUP}/lookup", "/get-online-features"
+    n1, n100, nq, ns = int(2000 * reps), int(300 * reps), int(1000 * reps), int(1000 * reps)
+    return {
+        "lookup 1 key": ((look, [ours(b) for b in b1[:n1]]), (feast, [theirs(b) for b in b1[:n1]])),
+        "lookup 100 keys": ((look, [ours(b) for b in b100[:n100]]), (feast, [theirs(b) for b in b100[:n100]])),
+        "nearest k=10": ((f"/feature-groups/{GROUP}/nearest",
+                          [json.dumps({"vector": q.tolist(), "k": 10}).encode() for q in queries[:nq]]), None),
+        "service 1 entity x 3 groups": (("/services/ranking/lookup",
+                                         [json.dumps({"entities": [e]}).encode() for e in entities[:ns]]),
+                                        (feast, [service(e) for e in entities[:ns]])),
+    }
+
+
+def http_rounds(ours: Http, feast: Http | None, cases: dict[str, Case], rounds: int) -> list[dict[str, Any]]:
+    """Each case in ``rounds`` short rounds; within a round the two servers are called alternately, request
+    by request, each first every other time (one request in flight: the servers never compete). Every
+    round records the machine's 1-minute load average when it started."""
+    out = []
+    for r in range(rounds):
+        rec: dict[str, Any] = {"load_1min": round(os.getloadavg()[0], 2), "cases": {}}
+        for name, (mine, peer) in cases.items():
+            index = list(range(len(mine[1])))
+
+            def call(i: int, path: str = mine[0], bodies: list[bytes] = mine[1]) -> bytes:
+                return ours.post(path, bodies[i])
+
+            if peer is None or feast is None:
+                rec["cases"][name] = {"ours": _http_stats(timed(call, index, warmup=100))}
+                continue
+
+            def fcall(i: int, path: str = peer[0], bodies: list[bytes] = peer[1]) -> bytes:
+                assert feast is not None
+                return feast.post(path, bodies[i])
+
+            a, b, _, _ = paired(call, fcall, index, warmup=100)
+            rec["cases"][name] = {"ours": _http_stats(a), "feast": _http_stats(b)}
+        out.append(rec)
+        print(f"HTTP round {r + 1}/{rounds} (load {rec['load_1min']}): " + "; ".join(
+            f"{name} p99 {c['ours']['p99_ms']:.2f} ms" + (f" (Feast {c['feast']['p99_ms']:.2f})" if "feast" in c
+                                                          else "")
+            for name, c in rec["cases"].items()), flush=True)
+    return out
+
+
+def _http_stats(ts: list[float]) -> dict[str, float]:
     return {"p50_ms": pct(ts, 50, 1e3), "p99_ms": pct(ts, 99, 1e3), "requests": len(ts)}
+
+
+def http_summary(rounds: list[dict[str, Any]], cases: dict[str, Case]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per case and side: the median over rounds of p50 and p99, and the round with our lowest p99 (with
+    the peer's figures and the load of that same round)."""
+    ours: dict[str, Any] = {}
+    feast: dict[str, Any] = {}
+    for name in cases:
+        per = [r["cases"][name] for r in rounds]
+        best = min(range(len(per)), key=lambda i: per[i]["ours"]["p99_ms"])
+        for side, out in (("ours", ours), ("feast", feast)):
+            if side not in per[0]:
+                continue
+            out[name] = {q: float(np.median([c[side][q] for c in per])) for q in ("p50_ms", "p99_ms")}
+            out[name].update(requests=per[0][side]["requests"], rounds=len(per),
+                             best_round={**per[best][side], "load_1min": rounds[best]["load_1min"]})
+        if "feast" in per[0]:
+            out_ratios = [c["feast"]["p99_ms"] / c["ours"]["p99_ms"] for c in per]
+            ours[name]["p99_ratio_median"] = float(np.median(out_ratios))
+            ours[name]["p50_ratio_median"] = float(np.median([c["feast"]["p50_ms"] / c["ours"]["p50_ms"] for c in per]))
+    return ours, feast
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -166,6 +268,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="50k rows and fewer repetitions")
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--no-peers", action="store_true", help="skip Feast")
+    ap.add_argument("--http-rounds", type=int, default=5,
+                    help="short HTTP rounds (both servers alternately in each); the median and best are reported")
     args = ap.parse_args()
     n = args.rows or (50_000 if args.quick else 1_000_000)
     reps = 0.25 if args.quick else 1.0
@@ -255,47 +359,13 @@ def main() -> None:
             print(f"feast: loaded {n:,} rows in {feast['load']['load_seconds']:.1f}s", flush=True)
         res["feast"] = feast or {"skipped": "no peers interpreter (set FEATURESTORE_PEERS_PYTHON or make peers)"}
 
-        # HTTP on loopback, one request in flight, same client for both servers
-        port = free_port()
-        ours = subprocess.Popen([sys.executable, "-m", "featurestore", "serve", "--root", str(work / "store"),
-                                 "--port", str(port), "--reload-interval", "0", "--log-level", "warning"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(ours)
-        wait_http(port, "/health", ours)
-        client = Http(port)
-        path = f"/feature-groups/{GROUP}/lookup"
-        hb1 = [json.dumps({"keys": b, "features": ["embedding"]}).encode() for b in b1[: int(4000 * reps)]]
-        hb100 = [json.dumps({"keys": b, "features": ["embedding"]}).encode() for b in b100[: int(1000 * reps)]]
-        hs = [json.dumps({"entities": [e]}).encode() for e in entities]
-        hq = [json.dumps({"vector": q.tolist(), "k": 10}).encode() for q in queries[: int(2000 * reps)]]
-        http_res = {"lookup 1 key": http_bench(client, path, hb1), "lookup 100 keys": http_bench(client, path, hb100),
-                    "nearest k=10": http_bench(client, f"/feature-groups/{GROUP}/nearest", hq),
-                    "service 1 entity x 3 groups": http_bench(client, "/services/ranking/lookup", hs)}
-        stop(ours)
-        res["http"] = http_res
+        # HTTP on loopback: both servers up at once, called alternately request by request, one in flight
+        clients = start_servers(work / "store", peer, repo if peer else None, procs)
+        cases = http_cases(b1, b100, entities, queries, reps)
+        rounds = http_rounds(*clients, cases, args.http_rounds)
+        res["http"], fhttp = http_summary(rounds, cases)
+        res["http_rounds"] = rounds
         if peer:
-            feast_bin = str(Path(peer).parent / "feast")
-            fport = free_port()
-            fproc = subprocess.Popen([feast_bin, "-c", str(repo), "serve", "-p", str(fport), "--no-access-log",
-                                      "--max-requests", "0", "--max-requests-jitter", "0"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(fproc)
-            wait_http(fport, "/health", fproc)
-            fclient = Http(fport)
-
-            def fbody(ks: list[str]) -> bytes:
-                return json.dumps({"features": ["items:embedding"], "entities": {"item_id": ks}}).encode()
-
-            def fservice(e: dict[str, str]) -> bytes:
-                return json.dumps({"feature_service": "ranking", "full_feature_names": True,
-                                   "entities": {k: [v] for k, v in e.items()}}).encode()
-
-            fhttp = {"lookup 1 key": http_bench(fclient, "/get-online-features", [fbody(b) for b in b1[: len(hb1)]]),
-                     "lookup 100 keys": http_bench(fclient, "/get-online-features",
-                                                   [fbody(b) for b in b100[: len(hb100)]]),
-                     "service 1 entity x 3 groups": http_bench(fclient, "/get-online-features",
-                                                               [fservice(e) for e in entities])}
-            stop(fproc)
             feast["http"] = fhttp
         print_table(res)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -308,21 +378,27 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def paired(ours: Any, theirs: Any, args_list: list[Any], warmup: int = 50) -> tuple[list[float], list[float]]:
-    """Per-call times of two functions over the same arguments, called alternately (a noisy machine
-    slows both alike)."""
+def paired(ours: Any, theirs: Any, args_list: list[Any], warmup: int = 50
+           ) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per-call wall and CPU times of two functions over the same arguments, called alternately, each
+    first on every other argument (a noisy machine slows both alike, and the second call of a pair,
+    finding the first's data in the caches, is not always the same side's): (ours wall, theirs wall,
+    ours CPU, theirs CPU)."""
     for a in args_list[:warmup]:
         ours(a)
         theirs(a)
-    a_ts, b_ts = [], []
-    for a in args_list:
-        t = time.perf_counter()
-        ours(a)
-        a_ts.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        theirs(a)
-        b_ts.append(time.perf_counter() - t)
-    return a_ts, b_ts
+    walls: tuple[list[float], list[float]] = ([], [])
+    cpus: tuple[list[float], list[float]] = ([], [])
+    clock, cpu = time.perf_counter, time.thread_time
+    for i, a in enumerate(args_list):
+        for side in ((0, 1) if i % 2 else (1, 0)):
+            fn = ours if side == 0 else theirs
+            c = cpu()
+            t = clock()
+            fn(a)
+            walls[side].append(clock() - t)
+            cpus[side].append(cpu() - c)
+    return walls[0], walls[1], cpus[0], cpus[1]
 
 
 def similarity(view: Any, vectors: np.ndarray, queries: np.ndarray, nq: int) -> dict[str, Any]:
@@ -336,28 +412,31 @@ def similarity(view: Any, vectors: np.ndarray, queries: np.ndarray, nq: int) -> 
     flat = faiss.IndexFlatIP(view.dim)
     flat.add(np.ascontiguousarray(view.search_matrix))
     faiss.omp_set_num_threads(1)
-    ex, ex_f = paired(lambda i: view.nearest(queries[i], k=10, exact=True), lambda i: flat.search(unit[i:i + 1], 10),
-                      list(range(30)), warmup=3)
-    sim["exact single"] = {"p50_us": pct(ex, 50), "p99_us": pct(ex, 99)}
-    sim["faiss flat single"] = {"p50_us": pct(ex_f, 50), "p99_us": pct(ex_f, 99)}
+    ex, ex_f, ex_c, ex_fc = paired(lambda i: view.nearest(queries[i], k=10, exact=True),
+                                   lambda i: flat.search(unit[i:i + 1], 10), list(range(30)), warmup=3)
+    sim["exact single"] = {"p50_us": pct(ex, 50), "p99_us": pct(ex, 99), "cpu_p50_us": pct(ex_c, 50)}
+    sim["faiss flat single"] = {"p50_us": pct(ex_f, 50), "p99_us": pct(ex_f, 99), "cpu_p50_us": pct(ex_fc, 50)}
     idx = view._index
     if idx is None:  # a small view is searched exactly: nothing approximate to compare
         return sim
-    ap, ap_f = paired(lambda i: view.nearest(queries[i], k=10), lambda i: idx.search(unit[i:i + 1], 10),
-                      list(range(nq)))
-    sim["approx single"] = {"p50_us": pct(ap, 50), "p99_us": pct(ap, 99)}
-    sim["faiss direct single"] = {"p50_us": pct(ap_f, 50), "p99_us": pct(ap_f, 99)}
+    ap, ap_f, ap_c, ap_fc = paired(lambda i: view.nearest(queries[i], k=10), lambda i: idx.search(unit[i:i + 1], 10),
+                                   list(range(nq)))
+    sim["approx single"] = {"p50_us": pct(ap, 50), "p99_us": pct(ap, 99), "cpu_p50_us": pct(ap_c, 50)}
+    sim["faiss direct single"] = {"p50_us": pct(ap_f, 50), "p99_us": pct(ap_f, 99), "cpu_p50_us": pct(ap_fc, 50)}
     ours, theirs = [], []
-    for _ in range(5):  # steady state: the best of five batched runs each, alternated
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        t = time.perf_counter()
-        approx = view.nearest_many(queries, k=10)
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        idx.search(unit, 10)
-        theirs.append(time.perf_counter() - t)
-    sim["approx batched qps"] = nq / min(ours)
-    sim["faiss direct batched qps"] = nq / min(theirs)
+    for r in range(7):  # whole batches, alternated (each side first every other round)
+        for side in ((0, 1) if r % 2 else (1, 0)):
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            t = time.perf_counter()
+            if side == 0:
+                approx = view.nearest_many(queries, k=10)
+            else:
+                idx.search(unit, 10)
+            (ours if side == 0 else theirs).append(time.perf_counter() - t)
+    sim["approx batched qps"] = nq / float(np.median(ours))
+    sim["faiss direct batched qps"] = nq / float(np.median(theirs))
+    sim["approx batched best qps"] = nq / min(ours)
+    sim["faiss direct batched best qps"] = nq / min(theirs)
     exact = []
     for s in range(0, min(nq, 500), 100):
         exact += view.nearest_many(queries[s:s + 100], k=10, exact=True)
@@ -421,16 +500,18 @@ def print_table(res: dict[str, Any]) -> None:
                      f"{theirs:.1f} us" if theirs else "-", ratio(svc[f"{q}_us"], theirs)))
     sim = res["similarity"]
     for name, peer in (("exact single", "faiss flat single"), ("approx single", "faiss direct single")):
-        for q in ("p50", "p99") if name in sim else ():
+        for q in ("p50", "p99", "cpu_p50") if name in sim else ():
             ours, theirs = sim[name][f"{q}_us"], sim[peer][f"{q}_us"]
-            rows.append((f"nearest k=10 {name} {q} (vs {peer})", f"{ours:.0f} us", f"{theirs:.0f} us",
+            label = "CPU per call p50" if q == "cpu_p50" else q
+            rows.append((f"nearest k=10 {name} {label} (vs {peer})", f"{ours:.1f} us", f"{theirs:.1f} us",
                          ratio(ours, theirs)))
     if "approx batched qps" in sim:
         rows.append(("nearest k=10 filtered 1% single p50", f"{sim['filtered 1% single']['p50_us']:.0f} us", "-",
                      "-"))
-        rows.append(("nearest k=10 approx batched (vs faiss direct)", f"{sim['approx batched qps']:,.0f} q/s",
-                     f"{sim['faiss direct batched qps']:,.0f} q/s",
-                     f"{sim['approx batched qps'] / sim['faiss direct batched qps']:.2f}x"))
+        for label, key in (("median of 7 rounds", "batched"), ("best of 7", "batched best")):
+            ours, theirs = sim[f"approx {key} qps"], sim[f"faiss direct {key} qps"]
+            rows.append((f"nearest k=10 approx batched, {label} (vs faiss direct)", f"{ours:,.0f} q/s",
+                         f"{theirs:,.0f} q/s", f"{ours / theirs:.2f}x"))
     if "recall@10" in sim:
         rows.append(("nearest recall@10 vs exact", f"{sim['recall@10']:.3f}", "-", "-"))
     rows.append(("index build (materialise, incl. read)", f"{res['materialize_s']:.1f} s", "-", "-"))
@@ -442,8 +523,12 @@ def print_table(res: dict[str, Any]) -> None:
         f = feast.get("http", {}).get(name)
         for q in ("p50", "p99"):
             theirs = f[f"{q}_ms"] if f else None
-            rows.append((f"HTTP {name} {q}", f"{v[f'{q}_ms']:.2f} ms", f"{theirs:.2f} ms" if theirs else "-",
-                         ratio(v[f"{q}_ms"], theirs)))
+            r = f"{v[f'{q}_ratio_median']:.1f}x" if f else "-"
+            rows.append((f"HTTP {name} {q}, median of {v['rounds']} rounds", f"{v[f'{q}_ms']:.2f} ms",
+                         f"{theirs:.2f} ms" if theirs else "-", r))
+        best, fbest = v["best_round"], f["best_round"] if f else None
+        rows.append((f"HTTP {name} p99, best round (load {best['load_1min']:.1f})", f"{best['p99_ms']:.2f} ms",
+                     f"{fbest['p99_ms']:.2f} ms" if fbest else "-", ratio(best["p99_ms"], fbest and fbest["p99_ms"])))
     print(f"\nserving on {res['rows']:,} x {res['dim']}-d ({res['cores']} cores); peer = Feast 0.67 "
           "(sqlite online store, feast serve); ratio = peer / ours")
     widths = [max(len(r[i]) for r in [*rows, ("figure", "ours", "peer", "ratio")]) for i in range(4)]
@@ -451,11 +536,15 @@ def print_table(res: dict[str, Any]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     print("notes: Feast's sqlite vector search does not work as shipped here; nearest is compared with faiss "
           "used directly instead (the view's own index and breadth; a flat index over the same matrix for "
-          "exact search), called alternately with ours; a nearest ratio under 1.0x means ours is slower. "
+          "exact search), called alternately with ours, each side first every other call; a nearest ratio "
+          "under 1.0x means ours is slower. "
           "Service rows: a feature service over users (embedding, "
           f"n_events; {res['service']['in_process']['users']:,} users), user_stats (2 scalars) and items "
           "(embedding, n_events), one entity per call; Feast: get_online_features with a FeatureService over "
-          "the same three feature views.")
+          "the same three feature views. HTTP: both servers up at once and called alternately, request by "
+          "request, with the same keep-alive http.client connection type, one request in flight; "
+          f"{res['http']['lookup 1 key']['requests']:,} one-key requests a round; ratios are medians of the "
+          "rounds' ratios; load = the 1-minute load average (2 cores) when the round started.")
 
 
 if __name__ == "__main__":

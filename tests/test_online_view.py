@@ -59,6 +59,38 @@ def test_get_matches_latest_row_per_key(tmp_path: Path, key_type: str) -> None:
     np.testing.assert_array_equal(view.get(asked).vectors[:-1], hit.vectors[:-1])
 
 
+@pytest.mark.parametrize("key_type", ["string", "int64"])
+def test_a_one_key_get_answers_as_a_batch_does(tmp_path: Path, key_type: str) -> None:
+    """get() of one key takes its own path (one row number, no batch arrays): every field of its answer
+    equals that key's row of a batch answer, found or missing, for numeric columns with and without nulls,
+    strings and timestamps."""
+    import pyarrow as pa
+
+    store = _store(tmp_path, spec(key_type=key_type))
+    b = batch(keys_for(40, key_type), seed=4)
+    with_nulls = pa.array([None if i % 3 == 0 else v for i, v in enumerate(b["n_events"].to_pylist())], pa.int64())
+    b = b.set_column(b.schema.get_field_index("n_events"), "n_events", with_nulls)
+    store.feature_group("items").insert(b)
+    view = store.online("items")
+    absent = 10**9 if key_type == "int64" else "nope"
+    columns = ["id", "event_time", "n_events", "category"]
+    for key in [*keys_for(40, key_type)[::5], absent]:
+        for features in (None, ["n_events"], ["embedding", "category"]):
+            one = view.get([key], features=features, columns=columns)
+            many = view.get([key, absent], features=features, columns=columns)
+            assert one.keys == [key] and one.missing == many.missing[:-1]
+            assert one.found.tolist() == many.found[:1].tolist() and one.rows.tolist() == many.rows[:1].tolist()
+            np.testing.assert_array_equal(one.vectors, many.vectors[:1])
+            assert one.columns == {c: v[:1] for c, v in many.columns.items()}
+            assert list(one.features) == list(many.features)
+            for f, v in one.features.items():
+                if isinstance(v, np.ndarray):
+                    assert v.dtype == many.features[f].dtype
+                    np.testing.assert_array_equal(v, many.features[f][:1])
+                else:
+                    assert v == many.features[f][:1]
+
+
 def test_wrong_key_types_and_queries_are_invalid(tmp_path: Path) -> None:
     store = _store(tmp_path, spec(key_type="int64"), spec("named"))
     store.feature_group("items").insert(batch(keys_for(20, "int64")))

@@ -295,19 +295,39 @@ class Searcher:
         self.limit: int = index.nlist if cfg.kind == "ivf" else 4096  # the widest breadth a retry uses
         self._faiss = _faiss()
         self._ptr = self._faiss.swig_ptr
+        self._search_c = index.search_c
+        self._threads = self._faiss.omp_set_num_threads
+        self._norm = self._faiss.fvec_norm_L2sqr
+        self._renorm = self._faiss.fvec_renorm_L2
+        self._dim = int(index.d)
+        self._max_one = self.breadth if cfg.kind == "hnsw" else 1 << 62  # HNSW: k beyond efSearch is short
+        self._l2 = metric == "l2"
+
+    def sqnorm(self, q: np.ndarray) -> float:
+        """The sum of squares of one contiguous float32 query, accumulated in float32 by faiss (NaN or
+        infinity for a vector holding either, or too large for float32)."""
+        return float(self._norm(self._ptr(q), self._dim))
+
+    def unit(self, q: np.ndarray) -> np.ndarray:
+        """A unit-length copy of one contiguous float32 query of non-zero, finite norm (faiss scales it in
+        place: cheaper than a numpy product with a Python float)."""
+        c = q.copy()
+        self._renorm(self._dim, 1, self._ptr(c))
+        return c
 
     def one(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Top-k of one contiguous float32 query at the index's own breadth: (row ids, public scores),
         or None when fewer than k rows were reached (the caller searches wider)."""
-        if self.cfg.kind == "hnsw" and k > self.breadth:
+        if k > self._max_one:
             return None
+        ptr = self._ptr
         dist = np.empty(k, np.float32)
         ids = np.empty(k, np.int64)
-        self._faiss.omp_set_num_threads(1)
-        self.index.search_c(1, self._ptr(q), k, self._ptr(dist), self._ptr(ids))
+        self._threads(1)
+        self._search_c(1, ptr(q), k, ptr(dist), ptr(ids))
         if ids[k - 1] < 0:
             return None
-        return ids, (scores_to_public(dist, self.metric) if self.metric == "l2" else dist)
+        return ids, (scores_to_public(dist, self.metric) if self._l2 else dist)
 
     def many(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None,
              breadth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -316,14 +336,15 @@ class Searcher:
         breadth = self.breadth if breadth is None else breadth
         q = np.ascontiguousarray(queries, dtype=np.float32)
         nq = len(q)
+        self._threads(1 if nq < 8 else _THREADS)
+        if mask is not None or breadth != self.breadth or k > self._max_one:
+            return search(self.index, self.cfg, breadth, q, k, self.metric, mask)
         dist = np.empty((nq, k), np.float32)
         ids = np.empty((nq, k), np.int64)
-        self._faiss.omp_set_num_threads(1 if nq < 8 else _THREADS)
-        if mask is not None or breadth != self.breadth or (self.cfg.kind == "hnsw" and k > breadth):
-            return search(self.index, self.cfg, breadth, q, k, self.metric, mask)
-        self.index.search_c(nq, self._ptr(q), k, self._ptr(dist), self._ptr(ids))
-        if self.metric == "l2":
+        self._search_c(nq, self._ptr(q), k, self._ptr(dist), self._ptr(ids))
+        if self._l2:
             dist = scores_to_public(dist, self.metric)
-        if (ids < 0).any():
-            dist[ids < 0] = -np.inf
+        short = ids < 0
+        if short.any():
+            dist[short] = -np.inf
         return ids, dist

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,8 +98,9 @@ class ServiceSnapshot:
     generation: int = 0
     fields: tuple[str, ...] = field(default=())  # the request's entity fields
 
-    @property
+    @functools.cached_property
     def parts(self) -> list[Part]:
+        """The (group, version, commit) of every part, computed once per snapshot."""
         names = [p.name for p in self.spec.parts]
         if self.spec.nearest is not None and self.spec.nearest.name not in names:
             names.append(self.spec.nearest.name)
@@ -129,7 +131,7 @@ class ServiceSnapshot:
             found[part.name] = hit.found
             features.update({f"{part.name}__{f}": v for f, v in hit.features.items()})
         neighbors = self._nearest(features, found) if self.spec.nearest is not None else None
-        return ServiceAnswer(self.spec.name, columns, features, found, self.parts, self.generation, neighbors)
+        return ServiceAnswer(self.spec.name, columns, features, found, list(self.parts), self.generation, neighbors)
 
     def _nearest(self, features: Mapping[str, Any], found: Mapping[str, np.ndarray]) -> list[Candidates]:
         """The nearest step: each entity's query vector against the item group, then the items' features."""
@@ -165,6 +167,8 @@ def _slice(values: Any, start: int, stop: int) -> Any:
 
 def entity_columns(entities: Entities, fields: Sequence[str], service: str) -> dict[str, list[Any]]:
     """The request's entities as columns (field -> values), each field the service needs present."""
+    if type(entities) is list and all(type(r) is dict for r in entities):  # JSON rows: the common case
+        return _row_columns(entities, fields, service)
     if hasattr(entities, "to_dict") and hasattr(entities, "columns"):  # a pandas DataFrame
         frame: Any = entities
         entities = {str(c): frame[c].tolist() for c in frame.columns}
@@ -184,11 +188,7 @@ def entity_columns(entities: Entities, fields: Sequence[str], service: str) -> d
         if not all(isinstance(r, Mapping) for r in rows):
             raise InvalidQuery(f"service {service!r}: entities are mappings of field -> value, e.g. "
                                f"[{{{', '.join(f'{f!r}: ...' for f in fields)}}}]")
-        cols = {f: [r.get(f, _MISSING) for r in rows] for f in fields}
-        for f, values in cols.items():
-            if any(v is _MISSING for v in values):
-                i = next(i for i, v in enumerate(values) if v is _MISSING)
-                raise InvalidQuery(f"service {service!r}: entity {i} has no field {f!r} (fields: {', '.join(fields)})")
+        return _row_columns(rows, fields, service)
     else:
         raise InvalidQuery(f"service {service!r}: entities are a list of mappings, a mapping of field -> list or "
                            f"a DataFrame; got {type(entities).__name__}")
@@ -200,6 +200,16 @@ def entity_columns(entities: Entities, fields: Sequence[str], service: str) -> d
 
 
 _MISSING = object()
+
+
+def _row_columns(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], service: str) -> dict[str, list[Any]]:
+    """Entities given as rows (mappings of field -> value) as columns, every field present in every row."""
+    cols = {f: [r.get(f, _MISSING) for r in rows] for f in fields}
+    for f, values in cols.items():
+        if any(v is _MISSING for v in values):
+            i = next(i for i, v in enumerate(values) if v is _MISSING)
+            raise InvalidQuery(f"service {service!r}: entity {i} has no field {f!r} (fields: {', '.join(fields)})")
+    return cols
 
 
 def part_keys(part: ServicePart, view: OnlineView, columns: Mapping[str, list[Any]], n: int) -> list[Any]:

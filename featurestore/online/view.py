@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,9 @@ EXACT_SUBSET_MAX = 20_000
 #: compiled filter masks kept per view
 MASK_CACHE = 32
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_F32 = np.dtype(np.float32)
+#: sums of squares the one-query path scales in float32; others go through the general (float64) path
+_SS_MIN, _SS_MAX = 1e-30, 1e30
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,27 @@ class Neighbors:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+_new = object.__new__
+
+
+def _lookup(keys: list[Any], vectors: np.ndarray, found: np.ndarray, missing: list[Any], rows: np.ndarray,
+            columns: dict[str, list[Any]], features: dict[str, Any]) -> Lookup:
+    """A :class:`Lookup` built as :func:`_neighbors` builds its answer (without seven ``__setattr__`` calls)."""
+    n = _new(Lookup)
+    n.__dict__.update(keys=keys, vectors=vectors, found=found, missing=missing, rows=rows, columns=columns,
+                      features=features)
+    return n
+
+
+def _neighbors(keys: list[Any], scores: np.ndarray, rows: np.ndarray, exact: bool) -> Neighbors:
+    """A :class:`Neighbors` built without the frozen dataclass's ``__init__`` (four ``object.__setattr__``
+    calls, a microsecond: a tenth of a fast query); the same fields, still frozen."""
+    n = _new(Neighbors)
+    d = n.__dict__
+    d["keys"], d["scores"], d["rows"], d["exact"] = keys, scores, rows, exact
+    return n
 
 
 class OnlineView:
@@ -257,6 +280,8 @@ class OnlineView:
         if columns is not None:
             check_columns(columns)
         wanted = self._wanted(features)
+        if len(keys) == 1 and type(keys) in (list, tuple):
+            return self._get_one(keys[0], wanted, columns)
         rows = self.keys.rows(keys)
         found = rows >= 0
         all_found = bool(found.all())
@@ -275,7 +300,33 @@ class OnlineView:
                 out[f] = vectors if same else self._take(self.vectors[f].matrix, safe, found, all_found)
             else:
                 out[f] = values[f]
-        return Lookup(list(keys), vectors, found, missing, rows, cols, out)
+        return _lookup(list(keys), vectors, found, missing, rows, cols, out)
+
+    def _get_one(self, key: Any, wanted: list[str], columns: Sequence[str] | None) -> Lookup:
+        """:meth:`get` of one key (what online inference asks most): the same answer, built from one row
+        number instead of batch arrays to probe, mask and gather."""
+        row = self.keys.row(key)
+        rows = np.array([row], np.int64)
+        vectors = self._row(self.matrix, row)
+        cols = self.column_values(columns, rows) if columns else {}
+        scalars = [f for f in wanted if f not in self.vectors]
+        values = self.column_values(scalars, rows) if scalars else {}
+        out: dict[str, Any] = {}
+        for f in wanted:
+            if f in self.vectors:
+                same = self.part is not None and f == self.part.name
+                out[f] = vectors if same else self._row(self.vectors[f].matrix, row)
+            else:
+                out[f] = values[f]
+        return _lookup([key], vectors, np.array([row >= 0]), [] if row >= 0 else [key], rows, cols, out)
+
+    def _row(self, matrix: np.ndarray, row: int) -> np.ndarray:
+        """One row of ``matrix`` as a (1, dim) copy; a NaN row for -1."""
+        if not matrix.shape[1]:  # a group of scalars: no values to fill
+            return np.empty((1, 0), np.float32)
+        if row < 0:
+            return np.full((1, matrix.shape[1]), np.nan, np.float32)
+        return np.array(matrix[row:row + 1])
 
     def _wanted(self, features: Sequence[str] | None) -> list[str]:
         if features is None:
@@ -301,9 +352,12 @@ class OnlineView:
         if unknown:
             raise InvalidQuery(f"{self.name} has no scalar column(s) {', '.join(map(repr, unknown))}; "
                                f"columns: {', '.join(self._scalar_names)}")
-        ok = rows >= 0
         if not self.rows:
             return {c: [None] * len(rows) for c in columns}
+        if len(rows) == 1:
+            r = int(rows[0])
+            return {c: [self._value(c, r) if r >= 0 else None] for c in columns}
+        ok = rows >= 0
         safe = np.where(ok, rows, 0)
         arrow_rows = None
         out = {}
@@ -321,6 +375,15 @@ class OnlineView:
                 values = self.columns[c].take(arrow_rows).to_pylist()
             out[c] = values if ok.all() else [v if r >= 0 else None for v, r in zip(values, rows)]
         return out
+
+    def _value(self, column: str, row: int) -> Any:
+        """The value of one scalar column at one row, as :meth:`column_values` gives it."""
+        numeric = self._numeric_column(column)
+        if numeric is None:
+            return self.columns[column][row].as_py()
+        if numeric.dtype.kind == "M":
+            return _EPOCH + timedelta(microseconds=int(numeric[row:row + 1].view(np.int64)[0]))
+        return numeric[row].item()
 
     def _numeric_column(self, name: str) -> np.ndarray | None:
         """A null-free integer, float, bool or UTC microsecond timestamp column as a (zero-copy) numpy array:
@@ -361,14 +424,18 @@ class OnlineView:
         back whenever k rows match; ``exclude`` drops those keys. ``exact=True`` forces exact search.
         ``feature`` names the vector feature searched (default: the spec's ``online.vector``, else the first).
         """
+        fast = (feature is None and self._searcher is not None and not filter and not exact and type(k) is int
+                and 0 < k <= self.rows and (exclude is None or (type(exclude) in (list, tuple) and not exclude)))
+        if fast and key is None and vector is not None:
+            found = self._approx_one(vector, k)  # the common case, straight to the index
+            if found is not None:
+                return found
         if feature is not None or self.part is None:
             return self._searched(feature).nearest(vector, key=key, query_view=query_view, k=k, filter=filter,
                                                    exclude=exclude, exact=exact)
         if key is not None or vector is None:
             vector = self.query_vector(vector=vector, key=key, query_view=query_view)
-        if (self._searcher is not None and not filter and not exact and type(k) is int and 0 < k <= self.rows
-                and (exclude is None or (type(exclude) in (list, tuple) and not exclude))):
-            found = self._approx_one(vector, k)  # the common case, straight to the index
+            found = self._approx_one(vector, k) if fast else None
             if found is not None:
                 return found
         q = self._checked(vector, single=True)
@@ -376,26 +443,26 @@ class OnlineView:
 
     def _approx_one(self, vector: Any, k: int) -> Neighbors | None:
         """One unfiltered approximate query with the least work around the index, or None for anything
-        unusual (a bad or zero vector, a short answer): the general path then answers or raises."""
-        try:
-            q = np.asarray(vector, dtype=np.float32)
-        except (TypeError, ValueError):
+        unusual (a bad, zero, tiny or huge vector, a short answer): the general path then answers or raises.
+        The sum of squares is faiss's, in float32: NaN or infinity there (a bad value, or an overflow)
+        sends the query to the general path, which checks and scales it in float64."""
+        q = vector
+        if type(q) is not np.ndarray or q.dtype != _F32 or q.shape != (self.dim,) or not q.flags.c_contiguous:
+            try:
+                q = np.ascontiguousarray(vector, dtype=np.float32)
+            except (TypeError, ValueError):
+                return None
+            if q.shape != (self.dim,):
+                return None
+        searcher = self._searcher
+        assert searcher is not None
+        ss = searcher.sqnorm(q)
+        if not _SS_MIN <= ss <= _SS_MAX:  # also False for NaN
             return None
-        if q.shape != (self.dim,):
-            return None
-        q64 = q.astype(np.float64)  # squares of float32 values never overflow in float64
-        ss = float(np.dot(q64, q64))  # finite: every value is finite
-        if not (ss > 0 and math.isfinite(ss)):
-            return None
-        if self.metric == "cosine":
-            q = q * (1.0 / math.sqrt(ss))
-        elif not q.flags.c_contiguous:
-            q = np.ascontiguousarray(q)
-        assert self._searcher is not None
-        hit = self._searcher.one(q, k)
+        hit = searcher.one(searcher.unit(q) if self.metric == "cosine" else q, k)
         if hit is None:
             return None
-        return Neighbors(self._keys_of(hit[0]), hit[1], hit[0], False)
+        return _neighbors(self._keys_of(hit[0]), hit[1], hit[0], False)
 
     def nearest_many(self, vectors: Any, *, k: int = 10, filter: Mapping[str, Any] | None = None,
                      exclude: Sequence[Any] = (), exact: bool = False, feature: str | None = None
@@ -482,7 +549,7 @@ class OnlineView:
         if len(ids) and ids[-1] < 0:  # best first: only a short answer ends in -1
             ok = ids >= 0
             ids, scores = ids[ok], scores[ok]
-        return Neighbors(self._keys_of(ids), scores.astype(np.float32, copy=False), ids, exact)
+        return _neighbors(self._keys_of(ids), scores.astype(np.float32, copy=False), ids, exact)
 
     def keys_at(self, rows: Any) -> list[Any]:
         """The entity keys of some row numbers (tuples for a composite key), in order."""
@@ -506,7 +573,7 @@ class OnlineView:
             k = ids.shape[1]
             keys = [keys[j:j + k] for j in range(0, len(keys), k)]
         scores = scores.astype(np.float32, copy=False)
-        return [Neighbors(kk, s, i, exact) for kk, s, i in zip(keys, scores, ids)]
+        return [_neighbors(kk, s, i, exact) for kk, s, i in zip(keys, scores, ids)]
 
     def _checked(self, vectors: Any, *, single: bool) -> np.ndarray:
         """Query vector(s) as float32: one vector (dim,) or a batch (n, dim), finite, or InvalidQuery."""
@@ -542,6 +609,8 @@ class OnlineView:
 def check_keys(keys: Any, what: str = "get") -> None:
     """A batch of keys is a sequence (a bare key is a mistake): :class:`InvalidQuery` otherwise.
     Shared with the HTTP client, so both transports refuse the same input with the same message."""
+    if type(keys) is list or type(keys) is tuple:
+        return  # the common case, checked first
     if isinstance(keys, str | bytes | int | float) or not hasattr(keys, "__len__") or isinstance(keys, Mapping):
         raise InvalidQuery(f"{what} takes a sequence of keys; got {type(keys).__name__} {keys!r}"
                            + (" (use view[key] for one)" if what == "get" else ""))
@@ -549,6 +618,8 @@ def check_keys(keys: Any, what: str = "get") -> None:
 
 def check_columns(columns: Any, what: str = "columns") -> None:
     """``columns`` is a sequence of column (or feature) names: :class:`InvalidQuery` otherwise."""
+    if type(columns) is list and all(type(c) is str for c in columns):
+        return  # the common case, checked first
     if isinstance(columns, str | bytes) or not hasattr(columns, "__iter__") or isinstance(columns, Mapping) \
             or not all(isinstance(c, str) for c in columns):
         raise InvalidQuery(f"{what} takes a list of {what[:-1]} names; got {columns!r}")

@@ -65,30 +65,46 @@ class LookupFastPath:
         if not name or "/" in name:
             await self.app(scope, _replay(body, receive), send)
             return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        raw = scope.get("query_string", b"")
+        query = parse_qs(raw.decode("latin-1")) if raw else {}
         status, payload, media = self.answer(name, headers, query.get("columns", [None])[-1], body, len(body),
                                              query.get("features", [None])[-1])
         await _respond(send, status, payload, media)
 
     async def _read(self, receive: Any, declared: int | None) -> bytes:
-        """The whole body, within the time limit (one timer for the whole read) and the size limit."""
+        """The whole body, within the time limit (one timer for the whole read) and the size limit.
+
+        The timer is a bare ``call_later`` that cancels this task (``asyncio.timeout`` does the same with
+        about 3 us more bookkeeping per request, a tenth of a one-key lookup)."""
         chunks, size, more = [], 0, True
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(self.limits.body_timeout_s, _expire, task, expired)
         try:
-            async with asyncio.timeout(self.limits.body_timeout_s):
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise _Disconnected
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        raise BadRequest(413, f"the body is larger than {self.max_body} bytes")
-                    chunks.append(chunk)
-                    more = message.get("more_body", False)
-        except TimeoutError:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    raise BadRequest(413, f"the body is larger than {self.max_body} bytes")
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel():  # cancelled by something else (shutdown): let it go on
+                raise
             raise BadRequest(408, f"the body did not arrive within {self.limits.body_timeout_s:g} s",
                              "RequestTimeout") from None
+        finally:
+            timer.cancel()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
 
 
 class _Disconnected(Exception):

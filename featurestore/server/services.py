@@ -121,6 +121,8 @@ def parse_entities(body: bytes, content_type: str, limits: Limits, service: str 
 def _vector_json(values: np.ndarray) -> Any:
     if not len(values) or not values.shape[1]:
         return values.tolist()
+    if len(values) == 1:  # one entity (most requests): a scalar check (NaN != NaN) beats a mask
+        return values if values[0, 0] == values[0, 0] else [None]
     ok = ~np.isnan(values[:, 0])
     if ok.all():
         return values
