@@ -99,7 +99,7 @@ class Commit:
     version: int  # the feature group's (schema) version
     commit: int  # the table's commit number (Delta version), 0 = creation
     timestamp: datetime  # when it was committed (UTC, millisecond resolution)
-    operation: str  # "create" or "insert"
+    operation: str  # "create", "insert" or "compact" (or Delta's own name for another writer's)
     row_count: int = 0
     run_id: str | None = None
     cutoff: datetime | None = None  # the writer's data cutoff (a pipeline run's), if it gave one
@@ -134,7 +134,8 @@ def _commit_from_entry(spec: FeatureGroupSpec, entry: Mapping[str, Any]) -> Comm
         version=spec.version,
         commit=int(entry["version"]),
         timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000, tz=UTC),
-        operation="create" if op == "CREATE TABLE" else "insert" if op == "WRITE" else op.lower(),
+        operation=ours.pop("operation", None)
+        or ("create" if op == "CREATE TABLE" else "insert" if op == "WRITE" else op.lower()),
         row_count=int(rows),
         run_id=ours.pop("run_id", None),
         cutoff=datetime.fromisoformat(cutoff) if cutoff else None,
@@ -364,6 +365,7 @@ class FeatureGroup:
                 import pyarrow.parquet as pq
 
                 files = self.root.readable(delta.file_uris(dt))
+                self.verify_files(files)
                 stored = storage_schema(self.spec)
                 raw = pq.read_table(files, schema=stored) if files else stored.empty_table()
         schema = self.spec.arrow_schema()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,13 +30,15 @@ import pyarrow.parquet as pq
 
 from featurestore.catalog import Catalog
 from featurestore.errors import CorruptData, FeatureStoreError, InvalidData, StorageError
-from featurestore.feature_group import FeatureGroup
+from featurestore.feature_group import FeatureGroup, storage_schema
 from featurestore.online import build as views
 from featurestore.online import remote
 from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.storage import delta
-from featurestore.storage.checksums import matches, recorded_checksums
+from featurestore.storage.checksums import data_file_matches, recorded_checksums
+from featurestore.storage.delta import META_PREFIX
+from featurestore.storage.staging import compact_files
 from featurestore.training import list_training_sets, load_training_set, prune_cache
 from featurestore.training.caches import cache_problems
 from featurestore.training.saved import saved_versions
@@ -189,8 +192,11 @@ def _remove(path: Path, report: Upkeep) -> None:
 
 
 def compact(catalog: Catalog, *, target_size: int = 256 << 20, dry_run: bool = True) -> Upkeep:
-    """Merge each feature group's small data files into files of about ``target_size`` bytes (Delta
-    optimize; one new commit per group, the rows unchanged). A dry run names the groups and files."""
+    """Merge each feature group's small data files into files of about ``target_size`` bytes (as Delta
+    optimize does: one new commit per group, the rows unchanged, ``dataChange`` false). The small files
+    are verified against their checksums first (a damaged one is a :class:`CorruptData`, never
+    rewritten), and the new files' checksums are recorded in the commit, as an insert's are, so reads
+    and ``check`` verify them. A dry run names the groups and files."""
     report = Upkeep("compact", dry_run)
     for spec in catalog.specs():
         fg = catalog.feature_group(spec.name, spec.version)
@@ -200,10 +206,15 @@ def compact(catalog: Catalog, *, target_size: int = 256 << 20, dry_run: bool = T
         if dry_run:
             report.compacted[spec.key] = f"{len(small)} small file(s) would be merged"
             continue
-        dt = delta.open_table(fg.uri, storage_options=fg.root.storage_options)
-        with delta.translated(f"compacting {fg.uri}", fg.uri, fg.root.storage_options):
-            metrics = dt.optimize.compact(target_size=target_size)
-        report.compacted[spec.key] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
+        if not fg.root.local:  # the local copies (verified below), to read and measure
+            small = [f for f in fg.files(verify=False) if _size(f) < target_size]
+            if len(small) < 2:
+                continue
+        fg.verify_files(small)  # a damaged file is refused, never rewritten under a new checksum
+        report.compacted[spec.key] = compact_files(
+            fg.root, fg.rel, small, storage_schema(fg.spec), target_bytes=target_size,
+            metadata={META_PREFIX + "run_id": uuid.uuid4().hex, META_PREFIX + "operation": "compact",
+                      META_PREFIX + "row_count": "0"})
     return report
 
 
@@ -221,8 +232,9 @@ class Problem:
 
 
 def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
-    """Verify every feature group's log and data files (the CRC-32 each commit recorded, and that every
-    page decodes), every online view and
+    """Verify every feature group's log and data files (the checksum each commit recorded, compactions
+    included, and that every page decodes; on an object store the local copies, a damaged copy fetched
+    again), every online view and
     cache against its checksums, and every saved training set against its manifest's sha256. With
     ``repair``, damaged views are rebuilt and damaged cache files deleted (rebuilt on use); committed
     data and saved training sets are never changed, only reported."""
@@ -251,9 +263,10 @@ def _check_table(fg: FeatureGroup) -> list[Problem]:
     for f in files:
         want = recorded.get(os.path.basename(f))
         try:
-            if want is not None and not matches(f, want):
-                out.append(Problem("table", f, "data file does not match the checksum its commit recorded "
-                                               "(damaged)"))
+            if want is not None and not data_file_matches(fg.root, f, want):  # a damaged copy is fetched again
+                where = f if fg.root.local else fg.root.uri_of(f"{fg.rel}/{os.path.basename(f)}")
+                out.append(Problem("table", where, "data file does not match the checksum its commit recorded "
+                                                   "(damaged)"))
                 continue
             with pq.ParquetFile(f, page_checksum_verification=True) as pf:
                 for i in range(pf.num_row_groups):

@@ -35,6 +35,7 @@ from featurestore.operations import Problem, Upkeep
 from featurestore.schema import FeatureGroupSpec
 from featurestore.schema.service import check_service, group_specs
 from featurestore.storage import delta
+from featurestore.storage.checksums import verify_data_files
 from featurestore.storage.duck import INGESTED_AT, Duck, quote, relation_sql
 from featurestore.storage.fs import Root
 from featurestore.training import (
@@ -171,7 +172,10 @@ class FeatureStore:
             else:
                 with delta.translated(f"refreshing {spec.key}"):
                     dt.update_incremental()
-            select = relation_sql(spec, self.root.readable(delta.file_uris(dt)))
+            files = self.root.readable(delta.file_uris(dt))
+            # what DuckDB will read, checked against the commits' checksums (each file once per process)
+            verify_data_files(self.root, self.table_path(*key), files, spec.key)
+            select = relation_sql(spec, files)
             pinned = f"{spec.name}_v{spec.version}"
             self.duck.set_view(pinned, select)
             self.duck.set_view(f"{pinned}_latest", _latest_sql(spec, pinned))

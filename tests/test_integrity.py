@@ -5,6 +5,7 @@ them, and a damaged or truncated one is a CorruptData naming it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import timedelta
@@ -20,7 +21,7 @@ from featurestore import FeatureStore
 from featurestore.errors import CorruptData
 from featurestore.storage import checksums
 from featurestore.training.writer import flush_cache_writes
-from tests.conftest import SCHEMAS, T0, item_batch
+from tests.conftest import SCHEMAS, T0, item_batch, tree_digest
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -124,6 +125,8 @@ def test_a_damaged_data_file_is_refused_by_every_reader_naming_it(tmp_path, how)
     with pytest.raises(CorruptData, match=str(target)):
         fg.latest()
     with pytest.raises(CorruptData, match=str(target)):
+        store.sql("SELECT count(*) FROM item_embeddings").fetchall()  # DuckDB's views over the files
+    with pytest.raises(CorruptData, match=str(target)):
         store.online("item_embeddings")  # materialize
     store.cache_vectors = False
     store.join_caches = False
@@ -170,3 +173,32 @@ def test_sealed_files_carry_their_checksum(tmp_path):
         with pytest.raises(CorruptData, match=str(path)):
             checksums.sealed_payload(str(path))
         path.write_bytes(saved)
+
+
+def test_compacted_files_carry_checksums_and_a_damaged_file_is_never_compacted(tmp_path):
+    store = _store(tmp_path / "s")
+    fg = store.feature_group("item_embeddings", 1)
+    reference = fg.read().sort_by("item_id")
+    small = Path(fg.files()[0])
+    original = small.read_bytes()
+    _damage(small, "flip", 0.6)
+    before = tree_digest(tmp_path / "s")
+    with pytest.raises(CorruptData, match=str(small)):
+        store.compact(dry_run=False)  # never rewritten under a new checksum
+    assert tree_digest(tmp_path / "s") == before
+    small.write_bytes(original)
+    store.compact(dry_run=False)
+    commit = fg.history()[-1]
+    assert commit.operation == "compact" and commit.row_count == 0
+    merged = [Path(f) for f in fg.files()]
+    assert sorted(json.loads(commit.extra["checksums"])) == sorted(p.name for p in merged)
+    assert fg.read().sort_by("item_id").equals(reference)
+    _damage(merged[0], "flip", 0.5)
+    store.close()
+    reopened = FeatureStore(tmp_path / "s")  # a fresh process: nothing remembered as verified
+    with pytest.raises(CorruptData, match=str(merged[0])):
+        reopened.feature_group("item_embeddings", 1).read()
+    with pytest.raises(CorruptData, match=str(merged[0])):
+        reopened.sql("SELECT count(*) FROM item_embeddings").fetchall()
+    assert [p.where for p in reopened.check()] == [str(merged[0])]
+    reopened.close()

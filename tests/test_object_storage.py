@@ -88,6 +88,44 @@ def test_tables_specs_marker_reports_and_sql(env: dict[str, str], monkeypatch: p
         assert other.specs()[0].name == "item_embeddings"
 
 
+def test_data_files_read_from_an_object_store_are_verified(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """A damaged local copy is fetched again; a damaged object is a CorruptData naming it, from every
+    reader (fg.read, store.sql, check), and compacted files carry checksums too."""
+    with FeatureStore(env["uri"]) as store:
+        store.apply(SCHEMAS)
+        fg = store.feature_group("item_embeddings", 1)
+        fg.insert(item_batch(20, seed=1, event_time=T0))
+        fg.insert(item_batch(10, seed=2, event_time=T0 + timedelta(hours=1)))
+        want = fg.read().sort_by("item_id")
+        store.compact(dry_run=False)
+        assert fg.history()[-1].operation == "compact"
+        (uri,) = fg.file_uris()
+        rel = store.root.rel_of(uri)
+        good = store.root.read_bytes(rel)
+    for name in ("copy", "object"):
+        fresh_cache(monkeypatch, tmp_path, name)
+        with FeatureStore(env["uri"]) as store:
+            fg = store.feature_group("item_embeddings", 1)
+            copy = Path(fg.files(verify=False)[0])  # downloaded, not yet verified
+            damaged = bytearray(good)
+            damaged[len(damaged) // 2] ^= 0x5A
+            if name == "copy":
+                copy.write_bytes(bytes(damaged))
+                assert fg.read().sort_by("item_id").equals(want)  # fetched again, then verified
+                assert copy.read_bytes() == good
+                continue
+            store.root.write_bytes(rel, bytes(damaged))
+            copy.write_bytes(bytes(damaged))
+            with pytest.raises(CorruptData, match=uri):
+                fg.read()
+            with pytest.raises(CorruptData, match=uri):
+                store.sql("SELECT count(*) FROM item_embeddings").fetchall()
+            assert [(p.what, p.where) for p in store.check()] == [("table", uri)]
+    with FeatureStore(env["uri"]) as store:
+        store.root.write_bytes(rel, good)
+
+
 def test_online_view_built_once_uploaded_downloaded_and_verified(
         env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with FeatureStore(env["uri"]) as store:

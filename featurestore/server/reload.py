@@ -14,8 +14,10 @@ recall on a sample against exact search) leaves the old view serving; the reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -53,6 +55,7 @@ class ReloadPolicy:
     keep_views: int = 2  # views kept on disk per feature group after a swap (0 keeps all)
     build_in_subprocess: bool = True  # build new views in a child process, off the serving interpreter
     build_timeout_s: float = 3600.0
+    build_niceness: int = 10  # the build process's scheduling priority is lowered by this much (Unix)
 
 
 @dataclass
@@ -200,21 +203,31 @@ class Registry:
         self._swap(ready)
         return sorted(ready)
 
-    def build(self, fg: FeatureGroup, commit: int) -> Path:
-        """Materialise the view of ``commit`` in a separate process, so the build's CPU (reading the
-        rows, the key table, the index) never competes with requests for this process's interpreter.
-        Stores opened with explicit storage options (which a child cannot be given safely) build in
-        this process's reload thread instead."""
+    def build(self, fg: FeatureGroup, commit: int) -> tuple[Path, bool]:
+        """Materialise the view of ``commit`` and check it (:func:`check_view`) in a separate process, so
+        neither the build's CPU (reading the rows, the key table, the index) nor the check's (reading the
+        commit's keys, exact search for the recall) competes with requests for this process's interpreter.
+        Returns the view's folder and whether it was checked there. Stores opened with explicit storage
+        options (which a child cannot be given safely) build in this process's reload thread instead."""
         if fg.root.explicit_options or not self.policy.build_in_subprocess:
-            return materialize(fg, commit)
-        cmd = [sys.executable, "-m", "featurestore", "materialize", fg.name, "--version", str(fg.version),
-               "--commit", str(commit), "--root", fg.root.uri, "--json"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.policy.build_timeout_s,
-                              check=False)
-        if done.returncode != 0:
+            return materialize(fg, commit), False
+        cmd = [sys.executable, "-m", "featurestore.server.build_worker", fg.root.uri, fg.name, str(fg.version),
+               str(commit), str(self.policy.min_recall), str(self.policy.sample)]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+            if self.policy.build_niceness and hasattr(os, "setpriority"):  # requests first, then the build
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, child.pid, self.policy.build_niceness)
+            try:
+                stdout, stderr = child.communicate(timeout=self.policy.build_timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                raise FeatureStoreError(f"building the view of commit {commit} took more than "
+                                        f"{self.policy.build_timeout_s:.0f}s; stopped it") from None
+        if child.returncode != 0:
             raise FeatureStoreError(f"building the view of commit {commit} failed: "
-                                    f"{(done.stderr.strip().splitlines() or ['(no message)'])[-1]}")
-        return Path(json.loads(done.stdout)["path"])
+                                    f"{(stderr.strip().splitlines() or ['(no message)'])[-1]}")
+        return Path(json.loads(stdout.strip().splitlines()[-1])["path"]), True
 
     def reload(self, name: str, commit: int) -> bool:
         """Build, check and swap in the view of ``commit``; on failure keep the old view and say why."""
@@ -228,8 +241,9 @@ class Registry:
         served = self._served[name]
         t = time.perf_counter()
         try:
-            view = OnlineView(self.build(served.fg, commit)).warm()
-            self.check(view, served)
+            path, checked = self.build(served.fg, commit)
+            view = OnlineView(path).warm()
+            self.check(view, served, checked=checked)
         except Exception as exc:  # any failure must leave the old view serving
             served.failures += 1
             served.failed_commit = commit
@@ -264,29 +278,40 @@ class Registry:
                     log.info("reload %s: removed the views of commits %s", name, removed)
             self.on_event(name, "success")
 
-    def check(self, view: OnlineView, served: Served) -> None:
-        """Refuse a view whose rows, dimension, values or recall are wrong."""
-        table = served.fg.read(view.commit, columns=view.key_names)
-        if len(view.key_names) == 1:
-            expected = pc.count_distinct(table[0]).as_py() if table.num_rows else 0
-        else:
-            expected = table.group_by(view.key_names).aggregate([]).num_rows
-        if view.rows != expected or view.matrix.shape != (view.rows, served.view.dim) \
-                or set(view.vectors) != set(served.view.vectors):
-            raise FeatureStoreError(f"view has {view.rows} rows x {view.matrix.shape[1:]}; expected "
-                                    f"{expected} x {served.view.dim}")
-        if view.rows and not np.isfinite(np.asarray(view.matrix[:: max(1, view.rows // 10_000)])).all():
-            raise FeatureStoreError("view holds NaN or infinite values")
-        if view._index is not None:
-            rng = np.random.default_rng()
-            rows = np.sort(rng.choice(view.rows, min(self.policy.sample, view.rows), replace=False))
-            q = np.ascontiguousarray(np.asarray(view.search_matrix[rows]))
-            k = min(11, view.rows)
-            exact, _ = ix.exact_topk(view.search_matrix, q, k, view.metric, sqnorms=view._sqnorms)
-            approx, _ = ix.search(view._index, view.index_config, view._breadth, q, k, view.metric)
-            recall = ix.recall_at_k(ix.drop_self(approx, rows, k - 1), ix.drop_self(exact, rows, k - 1))
-            if recall < self.policy.min_recall:
-                raise FeatureStoreError(f"approximate recall@10 {recall:.3f} is below {self.policy.min_recall}")
+    def check(self, view: OnlineView, served: Served, *, checked: bool = False) -> None:
+        """Refuse a view whose dimension or vector features differ from the served one's, or (unless the
+        build's process ``checked`` it) whose rows, values or recall are wrong (:func:`check_view`)."""
+        if view.matrix.shape[1:] != (served.view.dim,) or set(view.vectors) != set(served.view.vectors):
+            raise FeatureStoreError(f"view has {view.rows} rows x {view.matrix.shape[1:]} and vector features "
+                                    f"{sorted(view.vectors)}; the served view has {served.view.dim} dimensions "
+                                    f"and {sorted(served.view.vectors)}")
+        if not checked:
+            check_view(view, served.fg, self.policy)
+
+
+def check_view(view: OnlineView, fg: FeatureGroup, policy: ReloadPolicy) -> None:
+    """Refuse a view whose rows (against the distinct keys of its commit), values or approximate-index
+    recall are wrong. Run where the view was built (the build's child process): reading a commit's keys
+    and searching a sample exactly hold the interpreter for long stretches."""
+    table = fg.read(view.commit, columns=view.key_names)
+    if len(view.key_names) == 1:
+        expected = pc.count_distinct(table[0]).as_py() if table.num_rows else 0
+    else:
+        expected = table.group_by(view.key_names).aggregate([]).num_rows
+    if view.rows != expected:
+        raise FeatureStoreError(f"view has {view.rows} rows; commit {view.commit} has {expected} keys")
+    if view.rows and not np.isfinite(np.asarray(view.matrix[:: max(1, view.rows // 10_000)])).all():
+        raise FeatureStoreError("view holds NaN or infinite values")
+    if view._index is not None:
+        rng = np.random.default_rng()
+        rows = np.sort(rng.choice(view.rows, min(policy.sample, view.rows), replace=False))
+        q = np.ascontiguousarray(np.asarray(view.search_matrix[rows]))
+        k = min(11, view.rows)
+        exact, _ = ix.exact_topk(view.search_matrix, q, k, view.metric, sqnorms=view._sqnorms)
+        approx, _ = ix.search(view._index, view.index_config, view._breadth, q, k, view.metric)
+        recall = ix.recall_at_k(ix.drop_self(approx, rows, k - 1), ix.drop_self(exact, rows, k - 1))
+        if recall < policy.min_recall:
+            raise FeatureStoreError(f"approximate recall@10 {recall:.3f} is below {policy.min_recall}")
 
 
 def _refs(spec: ServiceSpec) -> list[tuple[str, int]]:

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -58,8 +58,10 @@ class StagedAppend:
     table to write, in the Delta table's schema.
     """
 
-    def __init__(self, root: Root, rel: str, make_table: Callable[[], pa.Table]):
+    def __init__(self, root: Root, rel: str, make_table: Callable[[], pa.Table], *,
+                 target_bytes: int = TARGET_FILE_BYTES, data_change: bool = True):
         self.root, self.rel = root, rel
+        self.target_bytes, self.data_change = target_bytes, data_change
         self.uri = root.uri_of(rel)
         self.paths: list[str] = []  # absolute (local) paths of the files written so far
         self.uploaded: list[str] = []  # object-store roots: root-relative names of the files uploaded so far
@@ -81,7 +83,7 @@ class StagedAppend:
         os.makedirs(table_dir, exist_ok=True)
         dt = open_table(self.uri, storage_options=self.root.storage_options)  # the version this append reads
         table = make_table()
-        per_file = rows_per_file(table)
+        per_file = rows_per_file(table, self.target_bytes)
         # vectors are (nearly) all distinct floats: a dictionary page is wasted work to write and made
         # reading them back 3x slower (1M x 64-d: 1.0 s -> 0.3 s); scalar columns keep theirs
         dictionary = [f.name for f in table.schema if not pa.types.is_list(f.type)
@@ -104,14 +106,17 @@ class StagedAppend:
                 self.uploaded.append(f"{self.rel}/{name}")  # before uploading: a failed upload is deleted too
                 self.root.upload(path, f"{self.rel}/{name}")
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
-                                     modification_time=int(time.time() * 1000), data_change=True,
+                                     modification_time=int(time.time() * 1000), data_change=self.data_change,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
         return dt, table.schema, actions
 
-    def commit(self, metadata: dict[str, str], *, max_retries: int = 15) -> None:
+    def commit(self, metadata: dict[str, str], *, max_retries: int = 15,
+               replaces: Sequence[tuple[str, int]] = ()) -> None:
         """Add the written files to the table as one commit carrying ``metadata``.
 
-        Concurrent appends are rebased and retried (up to ``max_retries``). If the commit fails the
+        ``replaces`` (path in the table, size) are data files the same commit removes from the table (a
+        rewrite: :func:`compact_files`). Concurrent appends are rebased and retried (up to
+        ``max_retries``). If the commit fails the
         files are deleted, unless the log shows the commit landed (something after it failed, e.g. a
         checkpoint: the commit stands, with a warning) or cannot be read (the files are kept).
         """
@@ -122,6 +127,7 @@ class StagedAppend:
         try:
             with translated(f"committing to {self.uri}", self.uri, self.root.storage_options):
                 dt, schema, actions = self._future.result()  # the writer's errors, translated too
+                actions = actions + _removals(replaces)
                 metadata = {**metadata, CHECKSUMS: json.dumps(self.checksums, separators=(",", ":"))}
                 dt.create_write_transaction(
                     actions, mode="append", schema=schema,
@@ -230,12 +236,39 @@ class AdoptedFiles(StagedAppend):
         return dt, self._schema, actions
 
 
-def rows_per_file(table: pa.Table) -> int:
-    """Rows per file so that each file is about :data:`TARGET_FILE_BYTES` (Arrow size as the estimate)."""
+def rows_per_file(table: pa.Table, target_bytes: int = TARGET_FILE_BYTES) -> int:
+    """Rows per file so that each file is about ``target_bytes`` (Arrow size as the estimate)."""
     if not table.num_rows:
         return 1
     per_row = max(table.nbytes / table.num_rows, 1.0)
-    return max(1, int(TARGET_FILE_BYTES // per_row))
+    return max(1, int(target_bytes // per_row))
+
+
+def _removals(replaces: Sequence[tuple[str, int]]) -> list[Any]:
+    from deltalake.transaction import RemoveAction
+
+    now = int(time.time() * 1000)
+    return [RemoveAction(path=name, data_change=False, deletion_timestamp=now, size=size, partition_values={})
+            for name, size in replaces]
+
+
+def compact_files(root: Root, rel: str, files: list[str], schema: pa.Schema, *, target_bytes: int,
+                  metadata: dict[str, str]) -> dict[str, int]:
+    """Rewrite data files of table ``rel`` (``files``: local paths, or an object store's local copies,
+    already verified against their checksums) into files of about ``target_bytes``, and commit the new
+    files and the removal of the old ones as one commit (``dataChange`` false: the rows are the same)
+    carrying ``metadata`` and the new files' checksums, as an insert's do. Until that commit no reader
+    sees the new files; a failed commit deletes them (a killed one leaves them for ``vacuum``)."""
+    import pyarrow.parquet as pq
+
+    def rows() -> pa.Table:
+        return pa.concat_tables([pq.read_table(f, schema=schema) for f in files]) if files else schema.empty_table()
+
+    staged = StagedAppend(root, rel, rows, target_bytes=target_bytes, data_change=False)
+    table_dir = root._path(rel) if root.local else str(root.cached(rel))
+    staged.commit(metadata, replaces=[(os.path.relpath(f, table_dir).replace(os.sep, "/"), os.path.getsize(f))
+                                      for f in files])
+    return {"numFilesAdded": len(staged.files), "numFilesRemoved": len(files)}
 
 
 def _iso(value: datetime | date) -> str:
