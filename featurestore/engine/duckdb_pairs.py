@@ -1,0 +1,114 @@
+"""Co-occurrence pairs beyond the in-memory budget, kept and pruned in DuckDB.
+
+Counting sums each chunk's (earlier item, later item) counts in a sparse matrix in Python. The number
+of distinct item pairs grows with the events until every pair that ever co-occurs has been seen (at
+most items²), so on a large catalogue that matrix, not the events, would set the memory. Past
+``max_pairs`` distinct pairs the partial sums go to a DuckDB table instead (appended, then summed by a
+``GROUP BY`` that spills to DuckDB's temporary directory), and what comes back to Python is each item's
+strongest co-occurrences: a pair is kept when it is among the ``per_item`` largest of its row or of its
+column (ties broken by the smaller item code), so at most ``2 x items x per_item`` pairs, with
+``per_item = max(1, max_pairs // (2 x items))``: the kept pairs fit the same budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featurestore.engine.duckdb_events import ReadSettings, connect
+from featurestore.errors import EventsError
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+#: distinct item pairs a co-occurrence count keeps in memory before it goes to DuckDB and keeps only each
+#: item's strongest pairs (about 45 bytes each through the fit: 50M pairs ~ 2.3 GB)
+MAX_PAIRS = 50_000_000
+_serial = itertools.count()
+
+
+def per_item(max_pairs: int, n_items: int) -> int:
+    """How many strongest pairs each item keeps (by row and by column) once the pairs exceed ``max_pairs``."""
+    return max(1, max_pairs // max(1, 2 * n_items))
+
+
+class PairSpill:
+    """Partial co-occurrence sums appended to a DuckDB table, then summed and pruned there.
+
+    ``con``: a DuckDB connection with the memory limit and temporary directory to spill within (used
+    by this object alone until :meth:`close`)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, n_items: int, *, owns_connection: bool = False):
+        self.con, self.n_items, self.owns_connection = con, n_items, owns_connection
+        self.table = f"_fs_pairs_{next(_serial)}"
+        self.rows = 0
+        self._sql(f"CREATE TABLE {self.table} (a INTEGER, b INTEGER, v FLOAT)")
+
+    @classmethod
+    def open(cls, settings: ReadSettings, n_items: int) -> PairSpill:
+        """A spill in a private DuckDB database with the event reads' memory limit, spilling to a folder
+        of its own (inside ``settings.temp_directory`` when set), removed on :meth:`close`."""
+        temp = None
+        if settings.temp_directory:
+            temp = os.path.join(settings.temp_directory, f"pairs-{os.getpid()}-{next(_serial)}")
+        con = connect(ReadSettings(memory_limit=settings.memory_limit, temp_directory=temp))
+        with contextlib.suppress(duckdb.Error):
+            con.sql("SET preserve_insertion_order = false")
+        return cls(con, n_items, owns_connection=True)
+
+    def _sql(self, sql: str) -> duckdb.DuckDBPyRelation | None:
+        try:
+            return self.con.sql(sql)
+        except duckdb.Error as exc:
+            raise EventsError(f"counting co-occurrences in DuckDB: {exc}") from exc
+
+    def add(self, counts: sp.spmatrix) -> None:
+        """Append a partial count matrix (duplicates may repeat across calls; they are summed later)."""
+        coo = counts.tocoo()
+        part = pa.table({"a": pa.array(coo.row.astype(np.int32)), "b": pa.array(coo.col.astype(np.int32)),
+                         "v": pa.array(coo.data.astype(np.float32))})
+        del coo
+        name = f"{self.table}_in"
+        self.con.register(name, part)
+        try:
+            self._sql(f"INSERT INTO {self.table} SELECT a, b, v FROM {name}")
+        finally:
+            self.con.unregister(name)
+        self.rows += part.num_rows
+
+    def pruned(self, keep: int, *, directed: bool) -> sp.csr_matrix:
+        """The summed matrix (plus its transpose unless ``directed``) with, per item, only the ``keep``
+        largest entries of its row and of its column (their union)."""
+        import scipy.sparse
+
+        t, summed = self.table, f"{self.table}_sum"
+        source = t if directed else f"(SELECT a, b, v FROM {t} UNION ALL SELECT b, a, v FROM {t})"
+        self._sql(f"CREATE TABLE {summed} AS SELECT a, b, sum(v::DOUBLE)::FLOAT AS v FROM {source} GROUP BY a, b")
+        self._sql(f"DROP TABLE {t}")
+        sql = (f"SELECT a, b, v FROM {summed} QUALIFY row_number() OVER (PARTITION BY a ORDER BY v DESC, b) "
+               f"<= {keep} OR row_number() OVER (PARTITION BY b ORDER BY v DESC, a) <= {keep}")
+        rel = self._sql(sql)
+        assert rel is not None
+        try:
+            got = rel.to_arrow_table()
+        except duckdb.Error as exc:
+            raise EventsError(f"counting co-occurrences in DuckDB: {exc}") from exc
+        n = self.n_items
+        a, b = got["a"].to_numpy().astype(np.int32), got["b"].to_numpy().astype(np.int32)
+        v = got["v"].to_numpy().astype(np.float32)
+        del got
+        return scipy.sparse.csr_matrix((v, (a, b)), shape=(n, n), dtype=np.float32)
+
+    def close(self) -> None:
+        for name in (self.table, f"{self.table}_sum"):
+            with contextlib.suppress(duckdb.Error):
+                self.con.sql(f"DROP TABLE IF EXISTS {name}")
+        if self.owns_connection:
+            with contextlib.suppress(duckdb.Error):
+                self.con.close()

@@ -1,0 +1,92 @@
+"""The co-occurrence pair budget (``DuckDBEngine(max_pairs=)``): below it the counts are exactly the
+unbounded ones; above it the pairs are summed in DuckDB and each item keeps only its strongest pairs
+(by row and by column), so what reaches Python is bounded by the budget, and a model fitted on the
+pruned counts ranks about as well."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurestore.engine import Cooccurrence, DuckDBEngine, EventSource
+from featurestore.engine.duckdb_pairs import per_item
+from featurestore.errors import EventsError
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+# (user, item, minute)
+event_lists = st.lists(st.tuples(st.integers(0, 8), st.integers(0, 11), st.integers(0, 300)),
+                       min_size=2, max_size=80)
+
+
+def _events(rows, chunk: int):
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "minute"])
+    df["user_id"] = "u" + df["user_id"].astype(str)
+    df["item_id"] = "i" + df["item_id"].astype(str)
+    df["event_type"] = "view"
+    df["event_time"] = [T0 + timedelta(minutes=int(m)) for m in df["minute"]]
+    return DuckDBEngine(chunk_events=chunk).read_events(EventSource(df.drop(columns="minute")))
+
+
+def _strongest(full: np.ndarray, keep: int) -> np.ndarray:
+    """Reference: entries among the ``keep`` largest of their row or of their column (ties: smaller
+    index first), zero elsewhere."""
+    n = full.shape[0]
+    mask = np.zeros_like(full, dtype=bool)
+    for i in range(n):
+        for line, put in ((full[i, :], lambda j, i=i: (i, j)), (full[:, i], lambda j, i=i: (j, i))):
+            nz = [j for j in range(n) if line[j] != 0]
+            for j in sorted(nz, key=lambda j, line=line: (-line[j], j))[:keep]:
+                mask[put(j)] = True
+    return np.where(mask, full, 0.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=event_lists, chunk=st.integers(1, 40), directed=st.booleans(), budget=st.integers(1, 60))
+def test_below_the_budget_identical_above_it_each_items_strongest_pairs(rows, chunk, directed, budget):
+    req = Cooccurrence(window=3, directed=directed)
+    with _events(rows, chunk) as events:
+        full = DuckDBEngine(max_pairs=None).cooccurrence(events, req)
+        got = DuckDBEngine(max_pairs=budget).cooccurrence(events, req)
+        upper = DuckDBEngine(max_pairs=None).cooccurrence(events, Cooccurrence(window=3, directed=True))
+        keep = per_item(budget, events.n_items)
+        assert got.dtype == np.float32 and got.shape == full.shape
+        if upper.nnz * (1 if directed else 2) <= budget:  # within the budget: the very same matrix
+            assert got.nnz == full.nnz and not (got != full).nnz
+            return
+        np.testing.assert_allclose(got.toarray(), _strongest(full.toarray(), keep), rtol=1e-5, atol=1e-6)
+        assert got.nnz <= 2 * events.n_items * keep <= max(budget, 2 * events.n_items)
+        assert directed or not (got != got.T).nnz
+
+
+def test_under_the_budget_nothing_is_pruned_and_over_it_the_pairs_are_bounded():
+    rng = np.random.default_rng(0)
+    n = 4000
+    rows = list(zip(rng.integers(0, 200, n), rng.integers(0, 60, n), rng.integers(0, 5000, n)))
+    req = Cooccurrence(window=5, directed=True)
+    with _events(rows, 500) as events:
+        full = DuckDBEngine(max_pairs=None).cooccurrence(events, req)
+        same = DuckDBEngine(max_pairs=full.nnz).cooccurrence(events, req)
+        assert same.nnz == full.nnz and not (same != full).nnz  # bit for bit
+        small = DuckDBEngine(max_pairs=full.nnz // 4).cooccurrence(events, req)
+        keep = per_item(full.nnz // 4, events.n_items)
+        assert 0 < small.nnz <= full.nnz // 4
+        assert small.nnz <= 2 * events.n_items * keep
+        # each row keeps its strongest pairs (at least min(keep, its pairs))
+        assert (np.diff(small.indptr) >= np.minimum(keep, np.diff(full.indptr))).all()
+        # every item keeps its strongest pair
+        dense = full.toarray()
+        best = dense.argmax(axis=1)
+        rows_with = np.flatnonzero(dense.max(axis=1) > 0)
+        np.testing.assert_allclose(small.toarray()[rows_with, best[rows_with]], dense[rows_with, best[rows_with]],
+                                   rtol=1e-5)
+
+
+def test_bad_budget_is_a_typed_error():
+    with pytest.raises(EventsError, match="max_pairs"):
+        DuckDBEngine(max_pairs=0)
