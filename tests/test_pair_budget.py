@@ -90,3 +90,20 @@ def test_under_the_budget_nothing_is_pruned_and_over_it_the_pairs_are_bounded():
 def test_bad_budget_is_a_typed_error():
     with pytest.raises(EventsError, match="max_pairs"):
         DuckDBEngine(max_pairs=0)
+
+
+def test_the_budget_is_set_on_the_store_and_the_command_line(tmp_path, capsys):
+    from featurestore import FeatureStore
+    from featurestore.cli import main
+    from featurestore.engine.duckdb_pairs import MAX_PAIRS
+    from featurestore.errors import QueryError
+
+    assert FeatureStore(tmp_path / "a").engine.max_pairs == MAX_PAIRS
+    assert FeatureStore(tmp_path / "b", max_pairs=1000).engine.max_pairs == 1000
+    assert FeatureStore(tmp_path / "c", max_pairs=None).engine.max_pairs is None
+    with pytest.raises(QueryError, match="max_pairs"):
+        FeatureStore(tmp_path / "d", engine=DuckDBEngine(), max_pairs=10)
+    assert main(["init", "--root", str(tmp_path / "e")]) == 0
+    assert main(["run", "--root", str(tmp_path / "e"), "--max-pairs", "-1", "pipelines/purchase_embeddings.py",
+                 "--cutoff", "2026-11-01"]) != 0
+    assert "--max-pairs must be >= 0" in capsys.readouterr().err
