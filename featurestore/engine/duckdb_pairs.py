@@ -70,10 +70,11 @@ class PairSpill:
 
     def add(self, counts: sp.spmatrix) -> None:
         """Append a partial count matrix (duplicates may repeat across calls; they are summed later)."""
-        coo = counts.tocoo()
-        part = pa.table({"a": pa.array(coo.row.astype(np.int32)), "b": pa.array(coo.col.astype(np.int32)),
-                         "v": pa.array(coo.data.astype(np.float32))})
-        del coo
+        csr = counts.tocsr()  # no copy when it is one already: the rows are the only new array (4 B a pair)
+        rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
+        part = pa.table({"a": pa.array(rows), "b": pa.array(csr.indices.astype(np.int32, copy=False)),
+                         "v": pa.array(csr.data.astype(np.float32, copy=False))})
+        del rows, csr
         name = f"{self.table}_in"
         self.con.register(name, part)
         try:
