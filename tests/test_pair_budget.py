@@ -107,3 +107,27 @@ def test_the_budget_is_set_on_the_store_and_the_command_line(tmp_path, capsys):
     assert main(["run", "--root", str(tmp_path / "e"), "--max-pairs", "-1", "pipelines/purchase_embeddings.py",
                  "--cutoff", "2026-11-01"]) != 0
     assert "--max-pairs must be >= 0" in capsys.readouterr().err
+
+
+def test_the_spill_appends_within_a_small_limit_and_sums_within_the_events_limit(tmp_path):
+    import scipy.sparse as sp
+
+    from featurestore.engine.duckdb_events import ReadSettings, size_bytes
+    from featurestore.engine.duckdb_pairs import PairSpill
+
+    spill = PairSpill.open(ReadSettings(memory_limit="1GB", temp_directory=str(tmp_path)), 3)
+
+    def limit() -> float:
+        return size_bytes(str(spill.con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]))
+
+    try:
+        assert limit() <= 600e6
+        spill.add(sp.csr_matrix(np.array([[0, 1, 2], [0, 0, 3], [1, 0, 0]], np.float32)))
+        spill.add(sp.csr_matrix(np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]], np.float32)))
+        got = spill.pruned(1, directed=True)
+        assert limit() > 900e6
+        # sums [[0, 2, 2], [0, 0, 3], [1, 0, 0]]; (0, 2) is neither the top of row 0 (a tie: the smaller
+        # column wins) nor of column 2
+        np.testing.assert_array_equal(got.toarray(), [[0, 2, 0], [0, 0, 3], [1, 0, 0]])
+    finally:
+        spill.close()

@@ -21,8 +21,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from featurestore.engine.duckdb_events import ReadSettings, connect
+from featurestore.engine.duckdb_events import EVENTS_MEMORY_LIMIT, ReadSettings, _lower_limit, connect
 from featurestore.errors import EventsError
+from featurestore.storage.duck import literal
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 #: distinct item pairs a co-occurrence count keeps in memory before it goes to DuckDB and keeps only each
 #: item's strongest pairs (about 45 bytes each through the fit: 50M pairs ~ 2.3 GB)
 MAX_PAIRS = 50_000_000
+#: DuckDB's memory limit for the appended pairs while counting goes on (the running sums are in Python)
+APPEND_MEMORY_LIMIT = "512MB"
 _serial = itertools.count()
 
 
@@ -44,8 +47,10 @@ class PairSpill:
     ``con``: a DuckDB connection with the memory limit and temporary directory to spill within (used
     by this object alone until :meth:`close`)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, n_items: int, *, owns_connection: bool = False):
+    def __init__(self, con: duckdb.DuckDBPyConnection, n_items: int, *, owns_connection: bool = False,
+                 sum_memory_limit: str | None = None):
         self.con, self.n_items, self.owns_connection = con, n_items, owns_connection
+        self.sum_memory_limit = sum_memory_limit
         self.table = f"_fs_pairs_{next(_serial)}"
         self.rows = 0
         self._sql(f"CREATE TABLE {self.table} (a INTEGER, b INTEGER, v FLOAT)")
@@ -57,10 +62,13 @@ class PairSpill:
         temp = None
         if settings.temp_directory:
             temp = os.path.join(settings.temp_directory, f"pairs-{os.getpid()}-{next(_serial)}")
-        con = connect(ReadSettings(memory_limit=settings.memory_limit, temp_directory=temp))
+        limit = settings.memory_limit or EVENTS_MEMORY_LIMIT
+        con = connect(ReadSettings(memory_limit=limit, temp_directory=temp))
         with contextlib.suppress(duckdb.Error):
             con.sql("SET preserve_insertion_order = false")
-        return cls(con, n_items, owns_connection=True)
+        # while counting goes on, Python holds the running sums: the appended pairs spill early instead
+        _lower_limit(con, APPEND_MEMORY_LIMIT)
+        return cls(con, n_items, owns_connection=True, sum_memory_limit=limit)
 
     def _sql(self, sql: str) -> duckdb.DuckDBPyRelation | None:
         try:
@@ -89,6 +97,8 @@ class PairSpill:
         import scipy.sparse
 
         t, summed = self.table, f"{self.table}_sum"
+        if self.sum_memory_limit:  # counting is done: the sums get the whole limit back
+            self._sql(f"SET memory_limit = {literal(self.sum_memory_limit)}")
         source = t if directed else f"(SELECT a, b, v FROM {t} UNION ALL SELECT b, a, v FROM {t})"
         self._sql(f"CREATE TABLE {summed} AS SELECT a, b, sum(v::DOUBLE)::FLOAT AS v FROM {source} GROUP BY a, b")
         self._sql(f"DROP TABLE {t}")
