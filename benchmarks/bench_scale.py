@@ -2,7 +2,8 @@
 
 Events come from the synthetic generator written in blocks (100 events per user, 50k items), the
 pipeline is the reference one (64-d co-occurrence model, user vectors, validation, two commits), each
-run in a fresh child process: seconds, events/s and the child's peak RSS (VmHWM polled from /proc).
+run in a fresh child process: seconds, events/s and the child's peak RSS (VmHWM polled from /proc);
+on DuckDB also the peak disk use of its temporary directory (``spill_gb``).
 The cost ratio per size step (time and memory, size x4) shows how each grows: x4 means linear.
 Training sets: 1M and 10M spine rows (50M with ``--large``) over two feature groups (100k keys x 30
 commits, 64-d), the first training set over the commits (it builds the join cache) streamed to Parquet.
@@ -24,12 +25,14 @@ Results: a table on stdout, JSON in benchmarks/results/scale.json (scale_<sizes>
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +87,8 @@ def child_pipeline_duckdb(events: str, root: str, chunk_events: int, memory_limi
 
     os.environ["FEATURESTORE_EVENTS"] = events
     pipeline = load_pipeline(str(REPO / "pipelines" / "purchase_embeddings.py"))
-    store = FeatureStore(root, engine=DuckDBEngine(chunk_events=chunk_events, memory_limit=memory_limit or None))
+    store = FeatureStore(root, engine=DuckDBEngine(chunk_events=chunk_events, memory_limit=memory_limit or None,
+                                                   temp_directory=os.environ.get(SPILL_ENV)))
     store.apply(str(REPO / "schemas"))
     t = time.perf_counter()
     result = pipeline.run(store, datetime.fromisoformat(CUTOFF), quiet=True)
@@ -96,13 +100,47 @@ def child_pipeline_duckdb(events: str, root: str, chunk_events: int, memory_limi
 
 
 def pipeline_duckdb(events: Path, work: Path, args: argparse.Namespace) -> dict:
-    root = work / "store_duckdb"
+    root, spill = work / "store_duckdb", work / "spill"
     shutil.rmtree(root, ignore_errors=True)
     cmd = [sys.executable, __file__, "--child-pipeline", "duckdb", str(events), str(root), str(args.chunk_events),
            args.memory_limit or ""]
-    r = bench_training.run_child(cmd, args.timeout)
+    os.environ[SPILL_ENV] = str(spill)
+    with SpillWatch(spill) as watch:
+        r = bench_training.run_child(cmd, args.timeout)
+    del os.environ[SPILL_ENV]
+    r["spill_mb"] = watch.peak / 2**20
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(spill, ignore_errors=True)
     return r
+
+
+SPILL_ENV = "BENCH_SPILL_DIR"  # the child's DuckDB temporary directory, watched by the parent
+
+
+class SpillWatch:
+    """The peak disk use (bytes allocated) of a folder while a child runs, polled every second."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.peak = folder, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            total = 0
+            for base, _, files in os.walk(self.folder):
+                for f in files:
+                    with contextlib.suppress(OSError):
+                        total += os.stat(os.path.join(base, f)).st_blocks * 512
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> SpillWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def training_duckdb(work: Path, spine: Path, args: argparse.Namespace) -> dict:
@@ -249,6 +287,8 @@ def _figures(r: dict, n: int) -> dict:
     out = {"seconds": round(s, 2), "per_s": round(n / s), "peak_rss_gb": round(r["rss_mb"] / 1024, 2)}
     if "jvm_rss_mb" in r:
         out["jvm_rss_gb"] = round(r["jvm_rss_mb"] / 1024, 2)
+    if "spill_mb" in r:
+        out["spill_gb"] = round(r["spill_mb"] / 1024, 2)
     for k in ("entities", "pairs_nnz", "stages"):
         if k in r:
             out[k] = r[k]

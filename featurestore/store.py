@@ -26,6 +26,7 @@ from featurestore.catalog import ApplyResult, Catalog, resolve_root
 from featurestore.engine import resolve
 from featurestore.engine.base import Engine, EngineName
 from featurestore.engine.duckdb import DuckDBEngine
+from featurestore.engine.duckdb_pairs import MAX_PAIRS
 from featurestore.errors import FeatureGroupNotFound, InvalidData, QueryError
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.online.open import open_online
@@ -69,21 +70,24 @@ class FeatureStore:
     (default: DuckDB, in this process).
     ``memory_limit`` (DuckDB units, ``"4GB"``) and ``temp_directory``: how much memory the default
     DuckDB engine may use and where it spills beyond that (pipelines' event reads, training-set
-    joins); see docs/performance.md.
+    joins); ``max_pairs``: the distinct item pairs its co-occurrence counts hold in memory before only
+    each item's strongest pairs are kept (None: no bound); see docs/performance.md.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
                  storage_options: dict[str, str] | None = None, echo: bool = False,
                  cache_vectors: bool = True, join_caches: bool = True, engine: Engine | None = None,
-                 memory_limit: str | None = None, temp_directory: str | None = None):
+                 memory_limit: str | None = None, temp_directory: str | None = None,
+                 max_pairs: int | None = MAX_PAIRS):
         location = Root(resolve_root(root), storage_options)
         location.check()  # an object store: a missing bucket, refused keys or a dead endpoint fail here, typed
         self.duck = Duck(echo=echo)
         if engine is None:
-            engine = DuckDBEngine(self.duck, memory_limit=memory_limit, temp_directory=temp_directory)
-        elif memory_limit is not None or temp_directory is not None:
-            raise QueryError("memory_limit and temp_directory configure the default DuckDB engine: give them "
-                             "to the engine you pass instead (DuckDBEngine(memory_limit=...))")
+            engine = DuckDBEngine(self.duck, memory_limit=memory_limit, temp_directory=temp_directory,
+                                  max_pairs=max_pairs)
+        elif memory_limit is not None or temp_directory is not None or max_pairs != MAX_PAIRS:
+            raise QueryError("memory_limit, temp_directory and max_pairs configure the default DuckDB engine: "
+                             "give them to the engine you pass instead (DuckDBEngine(memory_limit=...))")
         self.catalog = Catalog(location, engine,
                                cache_vectors=cache_vectors, join_caches=join_caches)
         self.root = self.catalog.root

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from featurestore.catalog import DEFAULT_ROOT, ROOT_ENV, STORE_MARKER
 from featurestore.engine.base import Engine
+from featurestore.engine.duckdb_pairs import MAX_PAIRS
 from featurestore.engine.spark import SparkEngine, SparkSettings
 from featurestore.store import FeatureStore
 
@@ -63,6 +64,9 @@ def add_memory(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temp-directory", metavar="DIR", default=None,
                    help="where DuckDB spills beyond --memory-limit (default: a folder in the system temporary "
                         "directory, removed afterwards)")
+    p.add_argument("--max-pairs", metavar="N", type=int, default=None,
+                   help="distinct item pairs co-occurrence counting keeps in memory; beyond them each item keeps "
+                        "only its strongest pairs, counted in DuckDB (default 50000000; 0 = no bound)")
 
 
 def open_store(args: argparse.Namespace, *, create: bool = False) -> FeatureStore:
@@ -70,11 +74,20 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> FeatureStor
     store is refused, naming it: a mistyped root must not look like an empty store."""
     store = FeatureStore(getattr(args, "root", None), echo=getattr(args, "verbose", False),
                          memory_limit=getattr(args, "memory_limit", None),
-                         temp_directory=getattr(args, "temp_directory", None))
+                         temp_directory=getattr(args, "temp_directory", None), max_pairs=_max_pairs(args))
     if not create and not store.catalog.is_store():
         raise CLIError(f"{store.root.uri} is not a feature store (no {STORE_MARKER} there): check --root or "
                        f"${ROOT_ENV}, or create one with `featurestore init --root {store.root.uri}`")
     return store
+
+
+def _max_pairs(args: argparse.Namespace) -> int | None:
+    value = getattr(args, "max_pairs", None)
+    if value is None:
+        return MAX_PAIRS
+    if value < 0:
+        raise CLIError(f"--max-pairs must be >= 0 (0: no bound); got {value}")
+    return value or None
 
 
 def parse_commit(value: str | None, flag: str = "--commit") -> int | None:

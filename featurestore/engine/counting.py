@@ -9,9 +9,9 @@ The Spark engine computes the same quantities as distributed aggregations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -68,15 +68,45 @@ def cooccurrence(events: Events, *, window: int = 5, min_count: int = 1, collaps
     return cooccurrence_chunks([events], events.n_items, request)
 
 
-def cooccurrence_chunks(chunks: Iterable[Events], n_items: int, request: Cooccurrence) -> sp.csr_matrix:
+class PairSink(Protocol):
+    """Where partial co-occurrence sums go once they exceed the in-memory budget (e.g. a DuckDB table)."""
+
+    def add(self, counts: sp.spmatrix) -> None: ...
+    def pruned(self, keep: int, *, directed: bool) -> sp.csr_matrix: ...
+    def close(self) -> None: ...
+
+
+def cooccurrence_chunks(chunks: Iterable[Events], n_items: int, request: Cooccurrence, *,
+                        max_pairs: int | None = None, sink: Callable[[], PairSink] | None = None,
+                        keep: int = 1) -> sp.csr_matrix:
     """The co-occurrence matrix of events given as chunks that each hold whole entities: the sum of
     the chunks' counts (memory: one chunk's pairs plus the distinct pairs so far). With
-    ``request.directed`` each pair counts only at (earlier item, later item)."""
+    ``request.directed`` each pair counts only at (earlier item, later item).
+
+    With ``max_pairs`` and ``sink``: once the matrix would hold more than ``max_pairs`` entries, the
+    partial sums go to ``sink()`` (flushed each time they pass ``max_pairs`` again) and the result
+    keeps, per item, only the ``keep`` largest entries of its row and of its column (their union);
+    below the budget the result is the full matrix, as without these arguments."""
     total = None
-    for chunk in chunks:
-        upper = _pair_counts(chunk, n_items, request)
-        total = upper if total is None else (total + upper).tocsr()
-        del upper
+    spill: PairSink | None = None
+    factor = 1 if request.directed else 2  # the returned matrix holds each undirected pair twice
+    try:
+        for chunk in chunks:
+            upper = _pair_counts(chunk, n_items, request)
+            total = upper if total is None else (total + upper).tocsr()
+            del upper
+            if max_pairs is not None and sink is not None and total.nnz * factor > max_pairs:
+                spill = spill or sink()
+                spill.add(total)
+                total = None
+        if spill is not None:
+            if total is not None:
+                spill.add(total)
+                total = None
+            return spill.pruned(keep, directed=request.directed)
+    finally:
+        if spill is not None:
+            spill.close()
     if total is None:
         total = _sparse().csr_matrix((n_items, n_items), dtype=np.float32)
     return total if request.directed else (total + total.T).tocsr()

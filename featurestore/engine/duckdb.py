@@ -17,6 +17,7 @@ import pyarrow as pa
 from featurestore.engine import counting
 from featurestore.engine.base import Cooccurrence, Engine, EntitySums, JoinRequest, Scan, SumsBatch
 from featurestore.engine.duckdb_events import CHUNK_EVENTS, DuckDBEvents, ReadSettings, read_events, size_bytes
+from featurestore.engine.duckdb_pairs import MAX_PAIRS, PairSpill, per_item
 from featurestore.engine.events import Events, EventSource, EventTable
 from featurestore.engine.pit_sql import JoinGroup, build_sql, join_cache_sql
 from featurestore.errors import EventsError, InvalidData, QueryError, StorageError
@@ -36,14 +37,22 @@ class DuckDBEngine(Engine):
     in chunks of about this many events (whole entities), so peak memory does not grow with the number
     of events; smaller ones are read whole into memory, which is fastest. Results are the same either
     way (counts to float32 rounding, entity sums exactly).
+    ``max_pairs``: the distinct item pairs a co-occurrence count holds in memory; beyond it the counts
+    are summed in DuckDB (spilling to ``temp_directory``) and only each item's strongest pairs come back
+    (:mod:`featurestore.engine.duckdb_pairs`), so memory stays bounded at any event count (None: no
+    bound, every pair is kept in memory).
     """
 
     name = "duckdb"
 
     def __init__(self, duck: Duck | None = None, *, memory_limit: str | None = None,
-                 temp_directory: str | None = None, chunk_events: int = CHUNK_EVENTS):
+                 temp_directory: str | None = None, chunk_events: int = CHUNK_EVENTS,
+                 max_pairs: int | None = MAX_PAIRS):
         if chunk_events < 1:
             raise EventsError(f"chunk_events must be >= 1; got {chunk_events}")
+        if max_pairs is not None and max_pairs < 1:
+            raise EventsError(f"max_pairs must be >= 1 (or None: no bound); got {max_pairs}")
+        self.max_pairs = max_pairs
         self._duck = duck
         self.settings = ReadSettings(memory_limit=memory_limit, temp_directory=temp_directory,
                                      chunk_events=chunk_events)
@@ -79,7 +88,10 @@ class DuckDBEngine(Engine):
             raise EventsError(f"cannot read events from {source.describe()}: {exc}") from exc
 
     def cooccurrence(self, events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
-        return counting.cooccurrence_chunks(_chunks(events), events.n_items, request)
+        n, budget = events.n_items, self.max_pairs
+        return counting.cooccurrence_chunks(
+            _chunks(events), n, request, max_pairs=budget, sink=lambda: PairSpill.open(self.settings, n),
+            keep=per_item(budget or 1, n))
 
     def entity_sums(self, events: EventTable, request: EntitySums) -> Iterator[SumsBatch]:
         for chunk in _chunks(events, ids=True):

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
 from featurestore.engine.events import DEFAULT_WEIGHTS, CountedEvents, Events, EventSource, EventTable
+from featurestore.engine.object_events import is_remote, parquet_dataset
 from featurestore.errors import EventsError
 from featurestore.storage.duck import literal, quote
 
@@ -39,6 +40,9 @@ def _relation_sql(source: EventSource, con: duckdb.DuckDBPyConnection, names: _N
     data = source.data
     if isinstance(data, str | os.PathLike):
         path = os.fspath(data)
+        if is_remote(path):  # streamed through pyarrow's S3 client (no httpfs extension needed)
+            con.register(names.input, parquet_dataset(path, source.storage_options))
+            return names.input
         if not glob.glob(path) and "://" not in path:
             raise EventsError(f"no events file matches {path!r}")
         return f"read_parquet({literal(path)})"

@@ -180,16 +180,21 @@ class EventSource:
 
     ``query`` is SQL over any of DuckDB's readers (``SELECT * FROM read_csv('e.csv')``); pass the
     DuckDB connection it needs (``connection=``) if it refers to tables you registered.
+    A path may be on an object store (``s3://bucket/events/*.parquet``, a file, or a prefix holding
+    Parquet files): it is read through pyarrow's S3 client, streamed, with ``storage_options``
+    (credentials, region, endpoint) over the usual AWS variables (docs/object-storage.md).
     """
 
     def __init__(self, data: Any = None, *, columns: Columns | None = None, query: str | None = None,
-                 connection: duckdb.DuckDBPyConnection | None = None):
+                 connection: duckdb.DuckDBPyConnection | None = None,
+                 storage_options: Mapping[str, str] | None = None):
         if (data is None) == (query is None):
             raise EventsError("give either data (DataFrame, Arrow table, Parquet path/glob) or query=")
         self.data = data
         self.query = query
         self.columns = columns or Columns()
         self.connection = connection
+        self.storage_options = dict(storage_options) if storage_options else None
 
     def __repr__(self) -> str:
         what = self.query if self.query is not None else (
