@@ -80,7 +80,9 @@ class SequenceEmbedder:
     dropout: float = 0.2
     lr: float = 2e-3
     weight_decay: float = 0.0
-    batch_size: int = 64
+    batch_size: int = 16
+    schedule: str = "cosine"
+    warmup_steps: int = 100
     max_epochs: int = 200
     patience: int = 5
     max_minutes: float | None = None
@@ -102,6 +104,8 @@ class SequenceEmbedder:
         for name in ("blocks", "window", "batch_size", "max_epochs", "patience", "threads", "negatives"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"SequenceEmbedder: {name} must be >= 1; got {getattr(self, name)}")
+        if self.schedule not in ("cosine", "constant"):
+            raise PipelineError(f"SequenceEmbedder: schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise PipelineError(f"SequenceEmbedder: dropout must be in [0, 1); got {self.dropout}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -129,7 +133,8 @@ class SequenceEmbedder:
         return sasrec.TrainConfig(
             self.lr, self.batch_size, self.max_epochs, self.patience, self.seed, self.threads,
             None if self.max_minutes is None else self.max_minutes * 60, self.weight_decay,
-            self.negatives if sampled else None, max(1, (self.memory_mb << 20) // (4 * 4)))
+            self.negatives if sampled else None, max(1, (self.memory_mb << 20) // (4 * 4)), self.schedule,
+            self.warmup_steps)
 
     def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         """Train on ``events`` (loaded into memory: the model reads the sequences) and return the item
