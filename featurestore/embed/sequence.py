@@ -12,6 +12,9 @@ repeats of one item collapse into one) and is trained to predict the next item:
   epoch the hit rate at 10 of those held-out events (all items ranked, history excluded, on up to
   ``validation_entities`` entities) is measured; training stops after ``patience`` epochs without
   improvement, after ``max_epochs`` or when ``max_minutes`` run out, and the best epoch's weights are kept.
+- **Schedule**: Adam, warmed up over ``warmup_steps``, then a cosine decay to 0 at ``max_epochs`` or, with
+  ``max_minutes``, at the step the budget affords (re-estimated each epoch), so budgeted runs end annealed.
+  Steps batch windows of similar length (up to ``batch_size * window`` padded positions).
 - **Vectors**: an item's vector is its embedding ``E_i`` (the model's output embedding), an entity's
   the encoder state ``h`` after its most recent ``window`` events before the cutoff; the model ranks
   items by ``h . E_i``. Stored vectors have ``dim = hidden + 1`` coordinates: items
@@ -19,7 +22,7 @@ repeats of one item collapse into one) and is trained to predict the next item:
   ``[h / |h|, 0]``. Their cosine is ``h . E_i / (|h| M)``: per entity, both cosine and inner product
   rank items exactly as the model does (the norm-slack trick of Bachrach et al., RecSys 2014).
 - **Reproducible**: the same events, ``seed`` and ``threads`` give bit-identical weights and vectors
-  (with ``max_minutes``, where training stops depends on the machine's speed).
+  (with ``max_minutes``, where training stops and the schedule depend on the machine's speed).
 - **Bounded**: a step holds at most ``memory_mb`` of logits, activations and optimiser state
   (:meth:`SequenceEmbedder.memory_bound`); the training windows take ``8 * window`` bytes per window.
 
