@@ -97,6 +97,7 @@ class SequenceEmbedder:
     threads: int = 2
     min_events: int = 20                 # fewer training targets: refuse to train
     min_targets_per_item: float = 10.0   # fewer: warn (ThinDataWarning)
+    baseline_check: bool = True          # warn (ThinDataWarning) when a next-item count model validates better
     imports: tuple[str, ...] = field(default=("torch",), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -167,7 +168,19 @@ class SequenceEmbedder:
                 "loss": "full_softmax" if cfg.negatives is None else f"sampled_softmax({cfg.negatives}, log-Q)",
                 "memory_bound_mb": round(sasrec.memory_bytes(net_cfg, cfg) / 2**20, 1),
                 "fit_seconds": round(time.perf_counter() - t0, 3), "history": result.history}
+        if self.baseline_check:
+            base = count_baseline_hr(train_seqs, val, events.n_items, self.validation_entities, self.seed)
+            info["validation_hr@10_count_baseline"] = round(base, 6)
+            self._check_weak(result.best_hr, base)
         return encoder.item_model(info)
+
+    def _check_weak(self, hr: float, base: float) -> None:
+        if hr < base:
+            warnings.warn(
+                f"the sequence model's validation HR@10 ({hr:.4f}) is below that of a next-item count model "
+                f"({base:.4f}) on the same held-out events: the co-occurrence embedder (the default) is likely "
+                "to rank better on these events (or the model needs more training: max_epochs, max_minutes)",
+                ThinDataWarning, stacklevel=3)
 
     def load_encoder(self, data: bytes, source: str = "model artifact") -> SequenceEncoder:
         """The encoder stored by :meth:`SequenceEncoder.to_bytes` (the pipeline's incremental runs)."""
@@ -260,29 +273,68 @@ class Sequences:
         return m
 
 
-def _validator(train: Sequences, val: np.ndarray, window: int, limit: int, seed: int) -> Any:
-    """HR@10 of the held-out next events of a seeded sample of entities, all items ranked, history excluded."""
+def _validation_sample(val: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(entities, held-out item codes) of a seeded sample of at most ``limit`` validation entities."""
     if val.shape[0] > limit:
         val = val[np.sort(np.random.default_rng(seed).choice(val.shape[0], size=limit, replace=False))]
-    entities, targets = val[:, 0], val[:, 1] - 1
+    return val[:, 0], val[:, 1] - 1
+
+
+def _hit_rate(train: Sequences, entities: np.ndarray, targets: np.ndarray, score: Any) -> float:
+    """HR@10 of ``targets`` under ``score(rows) -> (len(rows), n_items)``, all items ranked, history excluded."""
+    hits = 0
+    for lo in range(0, entities.size, 1024):
+        sl = slice(lo, lo + 1024)
+        s = np.array(score(np.arange(entities.size)[sl]), dtype=np.float32)
+        h = train.history_matrix(entities[sl], s.shape[1])
+        s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
+        t = targets[sl]
+        ts = s[np.arange(t.size), t]
+        rank = (s > ts[:, None]).sum(axis=1)
+        hits += int(((rank < 10) & np.isfinite(ts)).sum())
+    return hits / max(entities.size, 1)
+
+
+def _validator(train: Sequences, val: np.ndarray, window: int, limit: int, seed: int) -> Any:
+    """HR@10 of the held-out next events of a seeded sample of entities, all items ranked, history excluded."""
+    entities, targets = _validation_sample(val, limit, seed)
     windows = train.last_windows(entities, window)
 
     def hit_rate(net: Any) -> float:
         if entities.size == 0:
             return 0.0
         states = sasrec.last_states(net, windows)
-        hits = 0
-        for lo in range(0, entities.size, 1024):
-            sl = slice(lo, lo + 1024)
-            s = sasrec.scores(net, states[sl])
-            h = train.history_matrix(entities[sl], s.shape[1])
-            s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
-            t = targets[sl]
-            ts = s[np.arange(t.size), t]
-            rank = (s > ts[:, None]).sum(axis=1)
-            hits += int(((rank < 10) & np.isfinite(ts)).sum())
-        return hits / entities.size
+        return _hit_rate(train, entities, targets, lambda rows: sasrec.scores(net, states[rows]))
     return hit_rate
+
+
+#: the count baseline: items following within this many events, the last ``_BASE_LAST`` events decayed
+_BASE_AHEAD, _BASE_LAST, _BASE_DECAY = 5, 20, 0.8
+
+
+def count_baseline_hr(train: Sequences, val: np.ndarray, n_items: int, limit: int, seed: int) -> float:
+    """Validation HR@10 of a count model on the same entities: how often item ``j`` followed item ``i``
+    within the next 5 events (rows normalised), summed over the entity's last 20 events with a decay of
+    0.8 per event. What a sequence model must beat to be worth its training."""
+    entities, targets = _validation_sample(val, limit, seed)
+    if entities.size == 0:
+        return 0.0
+    ent = np.repeat(np.arange(train.starts.size - 1), train.lengths)
+    a_parts, b_parts = [], []
+    for d in range(1, _BASE_AHEAD + 1):
+        same = ent[:-d] == ent[d:]
+        a_parts.append(train.tokens[:-d][same] - 1)
+        b_parts.append(train.tokens[d:][same] - 1)
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    t = sp.csr_matrix((np.ones(a.size, np.float32), (a, b)), shape=(n_items, n_items))
+    t.sum_duplicates()
+    t = sp.diags(1.0 / np.maximum(np.asarray(t.sum(axis=1)).ravel(), 1.0)).astype(np.float32) @ t
+    last = train.last_windows(entities, _BASE_LAST)             # (n, 20) tokens, 0 pads, newest last
+    w = _BASE_DECAY ** np.arange(_BASE_LAST - 1, -1, -1, dtype=np.float32)
+    rows, cols = np.nonzero(last)
+    q = sp.csr_matrix((w[cols], (rows, last[rows, cols] - 1)), shape=(entities.size, n_items))
+    q.sum_duplicates()
+    return _hit_rate(train, entities, targets, lambda r: (q[r] @ t).toarray())
 
 
 class _Progress:
