@@ -61,5 +61,9 @@ def test_schedule_warms_up_decays_and_fits_the_budget():
     assert all(a >= b for a, b in itertools.pairwise(lrs[4:])) and lrs[100] == 0.0
     s.budget(steps=10, elapsed=20.0, left=40.0)              # 2 s a step, 40 s left: 20 more steps
     assert s.horizon == 30 and s.lr(30) == 0.0 and s.lr(20) > 0.0
+    s.budget(steps=20, elapsed=30.0, left=60.0)              # faster now (1.5 s a step): the end moves out
+    assert s.horizon == 60
+    s.budget(steps=30, elapsed=30.0, left=1e9)               # never past max_epochs
+    assert s.horizon == 100
     flat = sasrec.Schedule(_cfg(schedule="constant"), steps_per_epoch=10)
     assert [flat.lr(i) for i in (4, 50, 99)] == [0.01, 0.01, 0.01]

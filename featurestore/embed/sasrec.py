@@ -285,7 +285,8 @@ class Schedule:
     annealed whatever the machine's speed."""
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
-        self.cfg, self.horizon = cfg, max(1, cfg.max_epochs * steps_per_epoch)
+        self.cfg = cfg
+        self.limit = self.horizon = max(1, cfg.max_epochs * steps_per_epoch)
 
     def lr(self, step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
@@ -296,7 +297,7 @@ class Schedule:
     def budget(self, steps: int, elapsed: float, left: float) -> None:
         """After an epoch: ``steps`` taken in ``elapsed`` seconds (validation included), ``left`` to go."""
         affordable = steps + int(left / max(elapsed / max(steps, 1), 1e-9))
-        self.horizon = max(steps + 1, min(self.horizon, affordable))
+        self.horizon = max(steps + 1, min(self.limit, affordable))   # grows again when the machine speeds up
 
 
 def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, validate: Callable[[Any], float],
