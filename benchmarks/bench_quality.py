@@ -399,6 +399,10 @@ def sequence_rows(name: str, *, minutes: float, workdir: Path, seed: int = 0) ->
     model's own scores ``h . E_i`` and through ``nearest`` on the committed views (the served ranking,
     which must equal the model's)."""
     from benchmarks import _movielens
+
+    # OpenMP threads that sleep at once rather than spin: on a shared (oversubscribed) machine a spinning
+    # thread burns the time slice its partner needs (10x slower steps measured at load 12 on 2 cores)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from featurestore.embed.sequence import SequenceEmbedder
 
     events = _movielens.load(name)
@@ -437,9 +441,9 @@ def _sequence_through_store(name: str, task: Task, train: pa.Table, embedder, ro
     store.apply(HERE.parent / "schemas" / "sequence")
     pipeline = Pipeline(f"sequence_{name}", EventSource(train), embedder=embedder,
                         items=("sequence_item_embeddings", 1), entities=("sequence_user_embeddings", 1))
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, load0 = time.process_time(), time.perf_counter(), os.getloadavg()[1]
     result = pipeline.run(store, pc_max(train["event_time"]) + timedelta(microseconds=1), progress=True)
-    run_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+    run_s, cpu_s, load = time.perf_counter() - t0, time.process_time() - cpu0, (load0 + os.getloadavg()[1]) / 2
     model = read_model(store.feature_group("sequence_item_embeddings", 1), result.commits[0], embedder)
     info = model.info if model.info.get("epochs") else result.commits[0].metadata["model_info"]
     ev = task.events
@@ -453,9 +457,9 @@ def _sequence_through_store(name: str, task: Task, train: pa.Table, embedder, ro
     own_rank = _ranks(task, own)
     note = (f"{info['epochs']} epochs (best {info['best_epoch']}, stopped by {info['stopped']}), "
             f"val HR@10 {info['validation_hr@10']:.4f}, train {info['train_seconds']:.0f}s wall / "
-            f"{cpu_s:.0f}s CPU, {info['loss']}")
+            f"{cpu_s:.0f}s CPU, {info['loss']}, machine load average {load:.1f} on {os.cpu_count()} cores")
     add("sequence (model's scores)", own_rank, info["train_seconds"], note, run_s=run_s, cpu_s=cpu_s,
-        epochs=info["epochs"], best_epoch=info["best_epoch"], memory_bound_mb=info["memory_bound_mb"])
+        epochs=info["epochs"], best_epoch=info["best_epoch"], memory_bound_mb=info["memory_bound_mb"], load_avg=load)
     items, users = store.online("sequence_item_embeddings", 1), store.online("sequence_user_embeddings", 1)
     served, same = [], 0
     for row, (u, t) in enumerate(zip(task.users, task.target)):

@@ -27,7 +27,7 @@ pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 9
 TINY = SequenceEmbedder(dim=DIM, window=12, max_epochs=2, patience=2, batch_size=32, validation_entities=200,
-                        seed=0, threads=1, min_targets_per_item=0)
+                        seed=0, threads=1, min_targets_per_item=0, baseline_check=False)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,21 @@ def test_thin_data_warns_or_refuses(events):
         replace(TINY, min_events=10_000).fit(ev)
     with pytest.warns(ThinDataWarning, match="co-occurrence"):
         replace(TINY, min_events=1, min_targets_per_item=10_000).fit(ev)
+
+
+def test_weaker_than_a_count_model_warns():
+    # every entity walks one chain of items (i, i+1, ...): "what came next" counts predict the held-out
+    # event, a model trained for one epoch at a tiny learning rate cannot
+    rows = [(f"u{u}", f"i{(u + k) % 40}", k) for u in range(30) for k in range(12)]
+    table = pa.table({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                      "event_type": ["view"] * len(rows),
+                      "event_time": pa.array([datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=r[2]) for r in rows],
+                                             pa.timestamp("us", tz="UTC"))})
+    ev = read_events(EventSource(table))
+    with pytest.warns(ThinDataWarning, match="next-item count model") as caught:
+        m = replace(TINY, baseline_check=True, max_epochs=1, lr=1e-9).fit(ev)
+    assert m.info["validation_hr@10_count_baseline"] == 1.0 > m.info["validation_hr@10"]
+    assert len(caught) == 1
 
 
 def test_windows_and_history_reference():

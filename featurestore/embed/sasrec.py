@@ -48,6 +48,8 @@ class TrainConfig:
     weight_decay: float
     negatives: int | None       # None: full softmax; else shared sampled negatives with log-Q correction
     logit_budget: int           # floats of logits one step may hold (bounds memory)
+    schedule: str = "cosine"    # "cosine": warm-up, then cosine decay to 0 over the run; "constant"
+    warmup_steps: int = 100
 
 
 @dataclass
@@ -90,8 +92,8 @@ def build(cfg: NetConfig) -> Any:
         def forward(self, x: Any) -> Any:
             b, length, d = x.shape
             q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, cfg.heads, d // cfg.heads).permute(2, 0, 3, 1, 4)
-            a = fn.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                dropout_p=cfg.dropout if self.training else 0.0)
+            # no dropout on the attention weights: it makes the CPU kernel about 10x slower
+            a = fn.scaled_dot_product_attention(q, k, v, is_causal=True)
             x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, length, d)))
             return x + self.drop(self.ff2(self.drop(fn.gelu(self.ff1(self.norm2(x))))))
 
@@ -152,14 +154,77 @@ class Batches:
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
+    def lengths(self) -> np.ndarray:
+        return (self.inputs > 0).sum(axis=1)
 
-def _steps(data: Batches, batch: int, window: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, ...]]:
-    order = rng.permutation(len(data))
-    for lo in range(0, order.size, batch):
-        idx = order[lo:lo + batch]
+
+def plan(lengths: np.ndarray, positions: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's steps: windows of similar length together (ties in a seeded random order), each step at
+    most ``positions`` padded positions (rows x its longest window), the steps in a seeded random order."""
+    order = np.lexsort((rng.random(lengths.size), lengths))
+    sorted_len = np.maximum(lengths[order], 1)
+    steps, lo = [], 0
+    while lo < order.size:
+        span = sorted_len[lo:lo + positions]                   # ascending: rows x longest grows with rows
+        fits = np.arange(1, span.size + 1) * span <= positions
+        n = max(1, int(np.argmin(fits)) if not fits.all() else span.size)
+        steps.append(order[lo:lo + n])
+        lo += n
+    return [steps[i] for i in rng.permutation(len(steps))]
+
+
+def _steps(data: Batches, positions: int, window: int, rng: np.random.Generator,
+           lengths: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    for idx in plan(lengths, positions, rng):
         x, pos, _ = right_pad(data.inputs[idx], window)
         y, _, _ = right_pad(data.targets[idx], window)
         yield x, pos, y
+
+
+def full_softmax_loss(torch: Any, h: Any, weight: Any, y: Any, chunk: int) -> Any:
+    """Mean cross-entropy of ``h @ weight[1:].T`` against targets ``y`` (codes 1..n), computed ``chunk``
+    rows at a time: the gradients are formed with the loss (softmax minus one-hot, then two products),
+    so no (rows x items) matrix outlives its chunk and each chunk's softmax runs in cache."""
+    return _fused_ce(torch).apply(h, weight, y, chunk)
+
+
+_FUSED: dict[str, Any] = {}
+
+
+def _fused_ce(torch: Any) -> Any:
+    if "ce" in _FUSED:
+        return _FUSED["ce"]
+
+    class FusedCE(torch.autograd.Function):  # type: ignore[misc,name-defined]
+        @staticmethod
+        def forward(ctx: Any, h: Any, weight: Any, y: Any, chunk: int) -> Any:
+            emb = weight.detach()[1:]
+            h = h.detach()
+            grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+            total = torch.zeros((), dtype=torch.float64)
+            for lo in range(0, h.shape[0], chunk):
+                hc, yc = h[lo:lo + chunk], y[lo:lo + chunk] - 1
+                s = hc @ emb.T
+                s.sub_(s.max(dim=1, keepdim=True).values)
+                target = s.gather(1, yc[:, None])
+                s.exp_()
+                z = s.sum(dim=1, keepdim=True)
+                total += (z.log() - target).sum(dtype=torch.float64)
+                s.div_(z)
+                s.view(-1)[torch.arange(yc.shape[0]) * s.shape[1] + yc] -= 1.0
+                torch.mm(s, emb, out=grad_h[lo:lo + chunk])
+                grad_w[1:].addmm_(s.T, hc)
+            n = max(1, h.shape[0])
+            ctx.save_for_backward(grad_h.div_(n), grad_w.div_(n))
+            return (total / n).to(h.dtype)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            grad_h, grad_w = ctx.saved_tensors
+            return grad_h * grad, grad_w * grad, None, None
+
+    _FUSED["ce"] = FusedCE
+    return FusedCE
 
 
 def _loss(torch: Any, net: Any, x: Any, pos: Any, y: Any, cfg: TrainConfig, log_q: Any, gen: Any) -> Any:
@@ -168,8 +233,7 @@ def _loss(torch: Any, net: Any, x: Any, pos: Any, y: Any, cfg: TrainConfig, log_
     h, y = h[keep], y[keep]
     emb = net.items.weight
     if cfg.negatives is None:
-        logits = h @ emb[1:].T
-        return torch.nn.functional.cross_entropy(logits, y - 1)
+        return full_softmax_loss(torch, h, emb, y, chunk_rows(cfg, emb.shape[0] - 1))
     # sampled softmax: shared negatives drawn by popularity, every logit corrected by -log Q (Yi et al. 2019)
     neg = torch.multinomial(log_q.exp(), cfg.negatives, replacement=True, generator=gen) + 1
     pos = (h * emb[y]).sum(-1, keepdim=True) - log_q[y - 1, None]
@@ -179,10 +243,19 @@ def _loss(torch: Any, net: Any, x: Any, pos: Any, y: Any, cfg: TrainConfig, log_
     return torch.nn.functional.cross_entropy(logits, torch.zeros(y.shape[0], dtype=torch.long))
 
 
-def batch_rows(cfg: TrainConfig, net: NetConfig) -> int:
-    """Sequences per step: the configured batch, lowered so that the step's logits fit the budget."""
-    width = net.n_items if cfg.negatives is None else cfg.negatives + 1
-    return max(1, min(cfg.batch_size, cfg.logit_budget // max(1, net.window * width)))
+def chunk_rows(cfg: TrainConfig, n_items: int) -> int:
+    """Rows of a full-softmax chunk: at most 1,024 (the chunk's softmax stays in cache), fewer if the
+    chunk's logits would pass the budget."""
+    return max(1, min(1024, cfg.logit_budget // max(1, n_items)))
+
+
+def batch_positions(cfg: TrainConfig, net: NetConfig) -> int:
+    """Padded positions per step: ``batch_size`` full windows, lowered so that a sampled-softmax step's
+    logits fit the budget (the full softmax works in chunks of ``logit_budget`` logits)."""
+    positions = cfg.batch_size * net.window
+    if cfg.negatives is not None:
+        positions = min(positions, cfg.logit_budget // (cfg.negatives + 1))
+    return max(net.window, positions)
 
 
 def train(net_cfg: NetConfig, cfg: TrainConfig, data: Batches, validate: Callable[[Any], float],
@@ -200,9 +273,31 @@ def train(net_cfg: NetConfig, cfg: TrainConfig, data: Batches, validate: Callabl
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         q = popularity.astype(np.float64) / popularity.sum()
         log_q = torch.from_numpy(np.log(np.maximum(q, 1e-12)).astype(np.float32))
-        return _epochs(torch, net, opt, cfg, data, validate, log_q, gen, rng, report, batch_rows(cfg, net_cfg))
+        return _epochs(torch, net, opt, cfg, data, validate, log_q, gen, rng, report, batch_positions(cfg, net_cfg))
     finally:
         torch.set_num_threads(threads)
+
+
+class Schedule:
+    """The learning rate of each step: a linear warm-up over ``warmup`` steps, then (``cosine``) a cosine
+    decay reaching 0 at ``horizon`` steps: ``max_epochs`` epochs, or, under a time budget, the steps the
+    budget affords at the speed measured so far (re-estimated after every epoch), so that the run ends
+    annealed whatever the machine's speed."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.cfg = cfg
+        self.limit = self.horizon = max(1, cfg.max_epochs * steps_per_epoch)
+
+    def lr(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+        if self.cfg.schedule == "constant":
+            return self.cfg.lr * warm
+        return self.cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / self.horizon)))
+
+    def budget(self, steps: int, elapsed: float, left: float) -> None:
+        """After an epoch: ``steps`` taken in ``elapsed`` seconds (validation included), ``left`` to go."""
+        affordable = steps + int(left / max(elapsed / max(steps, 1), 1e-9))
+        self.horizon = max(steps + 1, min(self.limit, affordable))   # grows again when the machine speeds up
 
 
 def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, validate: Callable[[Any], float],
@@ -213,9 +308,12 @@ def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, val
     best_state, best_hr, best_epoch, history, steps = numpy_state(net), -1.0, 0, [], 0
     stopped = "max_epochs"
     tokens = int((data.targets > 0).sum())
+    lengths = data.lengths()
+    schedule = Schedule(cfg, len(plan(lengths, rows, np.random.default_rng(0))))
     for epoch in range(1, cfg.max_epochs + 1):
         te = time.perf_counter()
-        loss, n, cut = _one_epoch(torch, net, opt, cfg, data, log_q, gen, rng, rows, deadline)
+        loss, n, cut = _one_epoch(torch, net, opt, (schedule, steps), data, lengths, (log_q, gen, rng), rows,
+                                  deadline)
         steps += n
         net.eval()
         with torch.no_grad():
@@ -226,6 +324,8 @@ def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, val
         history.append(row)
         if hr > best_hr:
             best_state, best_hr, best_epoch = numpy_state(net), hr, epoch
+        if deadline is not None:
+            schedule.budget(steps, now - t0, deadline - now)
         row["best_hr@10"], row["best_epoch"] = best_hr, best_epoch
         row["left_s"] = _left(cfg, epoch, best_epoch, now - t0, now - te)
         report(row)
@@ -239,14 +339,20 @@ def _epochs(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, val
                        time.perf_counter() - t0, tokens)
 
 
-def _one_epoch(torch: Any, net: Any, opt: Any, cfg: TrainConfig, data: Batches, log_q: Any, gen: Any,
-               rng: np.random.Generator, rows: int, deadline: float | None) -> tuple[float, int, bool]:
+def _one_epoch(torch: Any, net: Any, opt: Any, at: tuple[Schedule, int], data: Batches, lengths: np.ndarray,
+               draws: tuple[Any, Any, np.random.Generator], rows: int,
+               deadline: float | None) -> tuple[float, int, bool]:
     """One pass over the windows in a seeded order: (mean loss, steps, whether the deadline cut it short)."""
     net.train()
     total, n = 0.0, 0
-    for x, pos, y in _steps(data, rows, net.positions.num_embeddings, rng):
+    schedule, step0 = at
+    log_q, gen, rng = draws
+    for x, pos, y in _steps(data, rows, net.positions.num_embeddings, rng, lengths):
+        for group in opt.param_groups:
+            group["lr"] = schedule.lr(step0 + n)
         opt.zero_grad(set_to_none=True)
-        loss = _loss(torch, net, torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(y), cfg, log_q, gen)
+        loss = _loss(torch, net, torch.from_numpy(x), torch.from_numpy(pos), torch.from_numpy(y), schedule.cfg,
+                     log_q, gen)
         loss.backward()
         opt.step()
         total, n = total + loss.item(), n + 1
@@ -269,11 +375,13 @@ def last_states(net: Any, windows: np.ndarray, batch: int = 512) -> np.ndarray:
     """The encoder state after each row's last event: (n, hidden) float32 from left-padded windows."""
     torch = _torch()
     out = np.empty((windows.shape[0], net.items.weight.shape[1]), dtype=np.float32)
+    order = np.argsort((windows > 0).sum(axis=1), kind="stable")   # similar lengths together: little padding
     with torch.no_grad():
         for lo in range(0, windows.shape[0], batch):
-            x, pos, n = right_pad(windows[lo:lo + batch], net.positions.num_embeddings)
+            rows = order[lo:lo + batch]
+            x, pos, n = right_pad(windows[rows], net.positions.num_embeddings)
             h = net(torch.from_numpy(x), torch.from_numpy(pos))
-            out[lo:lo + batch] = h[torch.arange(n.size), torch.from_numpy(np.maximum(n - 1, 0))].numpy()
+            out[rows] = h[torch.arange(n.size), torch.from_numpy(np.maximum(n - 1, 0))].numpy()
     return out
 
 
@@ -288,6 +396,6 @@ def memory_bytes(net: NetConfig, cfg: TrainConfig) -> int:
     """An upper estimate of training memory beyond the event arrays: weights, Adam state and gradients,
     the step's logits (forward, softmax and gradient) and its activations."""
     params = (net.n_items + 1 + net.window) * net.hidden + net.blocks * 6 * net.hidden * (net.hidden + 2)
-    rows = batch_rows(cfg, net)
-    activations = rows * net.window * net.hidden * net.blocks * 16 + rows * net.window * net.window * net.heads * 3
+    positions = batch_positions(cfg, net)
+    activations = positions * net.hidden * net.blocks * 16 + positions * net.window * net.heads * 3
     return _F * (4 * params + 3 * cfg.logit_budget + activations)

@@ -12,6 +12,9 @@ repeats of one item collapse into one) and is trained to predict the next item:
   epoch the hit rate at 10 of those held-out events (all items ranked, history excluded, on up to
   ``validation_entities`` entities) is measured; training stops after ``patience`` epochs without
   improvement, after ``max_epochs`` or when ``max_minutes`` run out, and the best epoch's weights are kept.
+- **Schedule**: Adam, warmed up over ``warmup_steps``, then a cosine decay to 0 at ``max_epochs`` or, with
+  ``max_minutes``, at the step the budget affords (re-estimated each epoch), so budgeted runs end annealed.
+  Steps batch windows of similar length (up to ``batch_size * window`` padded positions).
 - **Vectors**: an item's vector is its embedding ``E_i`` (the model's output embedding), an entity's
   the encoder state ``h`` after its most recent ``window`` events before the cutoff; the model ranks
   items by ``h . E_i``. Stored vectors have ``dim = hidden + 1`` coordinates: items
@@ -19,7 +22,7 @@ repeats of one item collapse into one) and is trained to predict the next item:
   ``[h / |h|, 0]``. Their cosine is ``h . E_i / (|h| M)``: per entity, both cosine and inner product
   rank items exactly as the model does (the norm-slack trick of Bachrach et al., RecSys 2014).
 - **Reproducible**: the same events, ``seed`` and ``threads`` give bit-identical weights and vectors
-  (with ``max_minutes``, where training stops depends on the machine's speed).
+  (with ``max_minutes``, where training stops and the schedule depend on the machine's speed).
 - **Bounded**: a step holds at most ``memory_mb`` of logits, activations and optimiser state
   (:meth:`SequenceEmbedder.memory_bound`); the training windows take ``8 * window`` bytes per window.
 
@@ -80,7 +83,9 @@ class SequenceEmbedder:
     dropout: float = 0.2
     lr: float = 2e-3
     weight_decay: float = 0.0
-    batch_size: int = 64
+    batch_size: int = 16
+    schedule: str = "cosine"
+    warmup_steps: int = 100
     max_epochs: int = 200
     patience: int = 5
     max_minutes: float | None = None
@@ -92,6 +97,7 @@ class SequenceEmbedder:
     threads: int = 2
     min_events: int = 20                 # fewer training targets: refuse to train
     min_targets_per_item: float = 10.0   # fewer: warn (ThinDataWarning)
+    baseline_check: bool = True          # warn (ThinDataWarning) when a next-item count model validates better
     imports: tuple[str, ...] = field(default=("torch",), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +108,8 @@ class SequenceEmbedder:
         for name in ("blocks", "window", "batch_size", "max_epochs", "patience", "threads", "negatives"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"SequenceEmbedder: {name} must be >= 1; got {getattr(self, name)}")
+        if self.schedule not in ("cosine", "constant"):
+            raise PipelineError(f"SequenceEmbedder: schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise PipelineError(f"SequenceEmbedder: dropout must be in [0, 1); got {self.dropout}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -129,7 +137,8 @@ class SequenceEmbedder:
         return sasrec.TrainConfig(
             self.lr, self.batch_size, self.max_epochs, self.patience, self.seed, self.threads,
             None if self.max_minutes is None else self.max_minutes * 60, self.weight_decay,
-            self.negatives if sampled else None, max(1, (self.memory_mb << 20) // (4 * 4)))
+            self.negatives if sampled else None, max(1, (self.memory_mb << 20) // (4 * 4)), self.schedule,
+            self.warmup_steps)
 
     def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         """Train on ``events`` (loaded into memory: the model reads the sequences) and return the item
@@ -159,7 +168,19 @@ class SequenceEmbedder:
                 "loss": "full_softmax" if cfg.negatives is None else f"sampled_softmax({cfg.negatives}, log-Q)",
                 "memory_bound_mb": round(sasrec.memory_bytes(net_cfg, cfg) / 2**20, 1),
                 "fit_seconds": round(time.perf_counter() - t0, 3), "history": result.history}
+        if self.baseline_check:
+            base = count_baseline_hr(train_seqs, val, events.n_items, self.validation_entities, self.seed)
+            info["validation_hr@10_count_baseline"] = round(base, 6)
+            self._check_weak(result.best_hr, base)
         return encoder.item_model(info)
+
+    def _check_weak(self, hr: float, base: float) -> None:
+        if hr < base:
+            warnings.warn(
+                f"the sequence model's validation HR@10 ({hr:.4f}) is below that of a next-item count model "
+                f"({base:.4f}) on the same held-out events: the co-occurrence embedder (the default) is likely "
+                "to rank better on these events (or the model needs more training: max_epochs, max_minutes)",
+                ThinDataWarning, stacklevel=3)
 
     def load_encoder(self, data: bytes, source: str = "model artifact") -> SequenceEncoder:
         """The encoder stored by :meth:`SequenceEncoder.to_bytes` (the pipeline's incremental runs)."""
@@ -252,29 +273,68 @@ class Sequences:
         return m
 
 
-def _validator(train: Sequences, val: np.ndarray, window: int, limit: int, seed: int) -> Any:
-    """HR@10 of the held-out next events of a seeded sample of entities, all items ranked, history excluded."""
+def _validation_sample(val: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(entities, held-out item codes) of a seeded sample of at most ``limit`` validation entities."""
     if val.shape[0] > limit:
         val = val[np.sort(np.random.default_rng(seed).choice(val.shape[0], size=limit, replace=False))]
-    entities, targets = val[:, 0], val[:, 1] - 1
+    return val[:, 0], val[:, 1] - 1
+
+
+def _hit_rate(train: Sequences, entities: np.ndarray, targets: np.ndarray, score: Any) -> float:
+    """HR@10 of ``targets`` under ``score(rows) -> (len(rows), n_items)``, all items ranked, history excluded."""
+    hits = 0
+    for lo in range(0, entities.size, 1024):
+        sl = slice(lo, lo + 1024)
+        s = np.array(score(np.arange(entities.size)[sl]), dtype=np.float32)
+        h = train.history_matrix(entities[sl], s.shape[1])
+        s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
+        t = targets[sl]
+        ts = s[np.arange(t.size), t]
+        rank = (s > ts[:, None]).sum(axis=1)
+        hits += int(((rank < 10) & np.isfinite(ts)).sum())
+    return hits / max(entities.size, 1)
+
+
+def _validator(train: Sequences, val: np.ndarray, window: int, limit: int, seed: int) -> Any:
+    """HR@10 of the held-out next events of a seeded sample of entities, all items ranked, history excluded."""
+    entities, targets = _validation_sample(val, limit, seed)
     windows = train.last_windows(entities, window)
 
     def hit_rate(net: Any) -> float:
         if entities.size == 0:
             return 0.0
         states = sasrec.last_states(net, windows)
-        hits = 0
-        for lo in range(0, entities.size, 1024):
-            sl = slice(lo, lo + 1024)
-            s = sasrec.scores(net, states[sl])
-            h = train.history_matrix(entities[sl], s.shape[1])
-            s[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
-            t = targets[sl]
-            ts = s[np.arange(t.size), t]
-            rank = (s > ts[:, None]).sum(axis=1)
-            hits += int(((rank < 10) & np.isfinite(ts)).sum())
-        return hits / entities.size
+        return _hit_rate(train, entities, targets, lambda rows: sasrec.scores(net, states[rows]))
     return hit_rate
+
+
+#: the count baseline: items following within this many events, the last ``_BASE_LAST`` events decayed
+_BASE_AHEAD, _BASE_LAST, _BASE_DECAY = 5, 20, 0.8
+
+
+def count_baseline_hr(train: Sequences, val: np.ndarray, n_items: int, limit: int, seed: int) -> float:
+    """Validation HR@10 of a count model on the same entities: how often item ``j`` followed item ``i``
+    within the next 5 events (rows normalised), summed over the entity's last 20 events with a decay of
+    0.8 per event. What a sequence model must beat to be worth its training."""
+    entities, targets = _validation_sample(val, limit, seed)
+    if entities.size == 0:
+        return 0.0
+    ent = np.repeat(np.arange(train.starts.size - 1), train.lengths)
+    a_parts, b_parts = [], []
+    for d in range(1, _BASE_AHEAD + 1):
+        same = ent[:-d] == ent[d:]
+        a_parts.append(train.tokens[:-d][same] - 1)
+        b_parts.append(train.tokens[d:][same] - 1)
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    t = sp.csr_matrix((np.ones(a.size, np.float32), (a, b)), shape=(n_items, n_items))
+    t.sum_duplicates()
+    t = sp.diags(1.0 / np.maximum(np.asarray(t.sum(axis=1)).ravel(), 1.0)).astype(np.float32) @ t
+    last = train.last_windows(entities, _BASE_LAST)             # (n, 20) tokens, 0 pads, newest last
+    w = _BASE_DECAY ** np.arange(_BASE_LAST - 1, -1, -1, dtype=np.float32)
+    rows, cols = np.nonzero(last)
+    q = sp.csr_matrix((w[cols], (rows, last[rows, cols] - 1)), shape=(entities.size, n_items))
+    q.sum_duplicates()
+    return _hit_rate(train, entities, targets, lambda r: (q[r] @ t).toarray())
 
 
 class _Progress:
