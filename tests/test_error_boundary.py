@@ -162,10 +162,10 @@ def test_sql_errors_are_query_errors(root: Path) -> None:
 
 
 def test_sql_over_a_damaged_table(root: Path) -> None:
-    flip_column(data_file(root), "category")
-    with FeatureStore(root) as s:
-        assert s.sql("SELECT count(*) FROM items").fetchall() == [(40,)]  # the damaged column is not read
-        raises(lambda: s.sql("SELECT category FROM items").fetchall(), QueryError, "items")
+    path = data_file(root)
+    flip_column(path, "category")
+    with FeatureStore(root) as s:  # the files are checked against their checksums before DuckDB reads them
+        raises(lambda: s.sql("SELECT count(*) FROM items"), CorruptData, str(path))
     damage_log(root)
     with FeatureStore(root) as s:
         raises(lambda: s.sql("SELECT 1"), StorageError, str(table_dir(root)))
@@ -175,7 +175,7 @@ def test_sql_over_a_truncated_data_file(root: Path) -> None:
     path = data_file(root)
     truncate(path)
     with FeatureStore(root) as s:
-        raises(lambda: s.sql("SELECT * FROM items"), QueryError, str(path))
+        raises(lambda: s.sql("SELECT * FROM items"), CorruptData, str(path))
 
 
 # ---- feature groups -----------------------------------------------------------------------------------

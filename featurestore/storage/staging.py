@@ -59,9 +59,11 @@ class StagedAppend:
     """
 
     def __init__(self, root: Root, rel: str, make_table: Callable[[], pa.Table], *,
-                 target_bytes: int = TARGET_FILE_BYTES, data_change: bool = True):
+                 target_bytes: int | None = None, data_change: bool = True):
         self.root, self.rel = root, rel
-        self.target_bytes, self.data_change = target_bytes, data_change
+        # None: the module's TARGET_FILE_BYTES as it is when the writer is made (tests lower it)
+        self.target_bytes = TARGET_FILE_BYTES if target_bytes is None else target_bytes
+        self.data_change = data_change
         self.uri = root.uri_of(rel)
         self.paths: list[str] = []  # absolute (local) paths of the files written so far
         self.uploaded: list[str] = []  # object-store roots: root-relative names of the files uploaded so far
@@ -236,8 +238,10 @@ class AdoptedFiles(StagedAppend):
         return dt, self._schema, actions
 
 
-def rows_per_file(table: pa.Table, target_bytes: int = TARGET_FILE_BYTES) -> int:
-    """Rows per file so that each file is about ``target_bytes`` (Arrow size as the estimate)."""
+def rows_per_file(table: pa.Table, target_bytes: int | None = None) -> int:
+    """Rows per file so that each file is about ``target_bytes`` (Arrow size as the estimate; None: the
+    module's ``TARGET_FILE_BYTES``)."""
+    target_bytes = TARGET_FILE_BYTES if target_bytes is None else target_bytes
     if not table.num_rows:
         return 1
     per_row = max(table.nbytes / table.num_rows, 1.0)
