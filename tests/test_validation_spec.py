@@ -29,8 +29,8 @@ def test_shipped_schemas_declare_expectations():
         (vec,) = exp.vectors
         assert vec.dim == 64 and vec.norm is not None and vec.norm.min == pytest.approx(0.999)
         assert vec.drift is not None and vec.drift.min_mean_cosine == 0.5 and vec.collapse is not None
-        if exp is not None and path.name.startswith("item_"):  # identical vectors for two items are a bug
-            assert vec.duplicates_max_share == 0.01 and vec.drift.min_neighbor_overlap == 0.2
+        if exp is not None and path.name.startswith("item_"):  # a few rare items may share a vector
+            assert vec.duplicates_max_share == 0.05 and vec.drift.min_neighbor_overlap == 0.2
         assert {c.column for c in exp.columns} == {"n_events", "last_event_time"}
 
 
