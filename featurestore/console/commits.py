@@ -5,7 +5,6 @@ columns and vectors, memory-mapped, each file checked against the view's checksu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pyarrow as pa
 from featurestore.errors import CorruptData
 from featurestore.feature_group import FeatureGroup
 from featurestore.online.build import view_path
-from featurestore.online.integrity import verify
+from featurestore.online.integrity import stored_manifest, verify
 from featurestore.online.view import OnlineView
 
 
@@ -52,12 +51,9 @@ def read_commit(fg: FeatureGroup, commit: int) -> CommitData | None:
     no view, or a view this does not read alone (composite keys, keys numpy cannot hold, no default
     vector): open the whole view then. :class:`CorruptData` when a file does not match its checksum."""
     folder = view_path(fg, commit)
-    try:
-        m = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
+    m = stored_manifest(folder, "online view")
+    if m is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise CorruptData(f"online view manifest {folder / 'manifest.json'} is unreadable: {exc}") from exc
     part = (m.get("vectors") or {}).get(m.get("vector") or "")
     if part is None or len(m.get("keys") or ()) != 1 or m.get("key_hash_map"):
         return None

@@ -31,7 +31,7 @@ from featurestore.embed.align import procrustes
 from featurestore.errors import CorruptData, InvalidQuery
 from featurestore.feature_group import FeatureGroup
 from featurestore.online.build import views_dir
-from featurestore.online.integrity import checksums, verify
+from featurestore.online.integrity import checksums, stored_manifest, verify
 from featurestore.online.view import OnlineView
 
 log = logging.getLogger("featurestore.console")
@@ -195,12 +195,9 @@ def load_projection(fg: FeatureGroup, commit: int, method: str) -> Projection | 
     """The cached projection of ``commit`` (None when there is none); :class:`CorruptData` when a file
     does not match its checksum."""
     folder = projection_dir(fg, commit, method)
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
+    manifest = stored_manifest(folder, "projection")
+    if manifest is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise CorruptData(f"projection manifest {folder / 'manifest.json'} is unreadable: {exc}") from exc
     verify(folder, manifest)
     try:
         rows = np.load(folder / "rows.npy")

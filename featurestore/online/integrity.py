@@ -9,6 +9,7 @@ faiss index) has its size and CRC-32 in ``manifest.json``; :func:`verify` checks
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,18 @@ def verify(folder: Path, manifest: dict[str, Any]) -> None:
             raise CorruptData(f"online view file {path} has {size} bytes; its manifest says {want.get('bytes')}")
         if file_crc32(path) != want.get("crc32"):
             raise CorruptData(f"online view file {path} does not match its checksum (damaged on disk)")
+
+
+def stored_manifest(folder: Path, what: str) -> dict[str, Any] | None:
+    """The ``manifest.json`` of a derived folder (a view, a cached projection); None when there is none,
+    :class:`CorruptData` naming it (as ``what``) when it cannot be read."""
+    path = folder / "manifest.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CorruptData(f"{what} manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptData(f"{what} manifest {path} is not a JSON object")
+    return doc
