@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 ACCESS_KEY = "featurestore-test"
@@ -71,6 +72,16 @@ class S3Server:
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION,
                 "AWS_ENDPOINT_URL": self.endpoint}
 
+    def use_in(self, monkeypatch: Any, **extra: str) -> dict[str, str]:
+        """Point this process's AWS variables at the server (the ones that would redirect it removed),
+        with ``extra`` variables beside them; the values set."""
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        values = {**self.env(), **extra}
+        for k, v in values.items():
+            monkeypatch.setenv(k, v)
+        return values
+
     def create_bucket(self, name: str) -> None:
         import pyarrow.fs as pafs
 
@@ -90,3 +101,13 @@ class S3Server:
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]))
+
+
+def serving(bucket: str) -> Iterator[S3Server]:
+    """A started server with ``bucket`` created, stopped after use (the body of a module fixture)."""
+    server = S3Server()
+    try:
+        server.create_bucket(bucket)
+        yield server
+    finally:
+        server.stop()

@@ -22,7 +22,7 @@ from featurestore.engine.duckdb_events import DuckDBEvents
 from featurestore.errors import EventsError, StorageAccessDenied
 from featurestore.pipeline import Pipeline
 from featurestore.synthetic import purchase_histories
-from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, serving
 
 BUCKET = "featurestore-events"
 COLUMNS = Columns(entity="user_id", item="item_id", type="event_type", time="event_time")
@@ -31,20 +31,14 @@ W = {"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    yield from serving(BUCKET)
 
 
 @pytest.fixture
 def uploaded(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
     """Synthetic events in three Parquet files, locally and under a fresh prefix of the bucket (plus a
     stray non-Parquet object); the AWS variables point at the server."""
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for k, v in s3.env().items():
-        monkeypatch.setenv(k, v)
+    s3.use_in(monkeypatch)
     events = purchase_histories(n_users=300, n_items=150, n_events=6_000, seed=3).events
     local = tmp_path / "events"
     local.mkdir()

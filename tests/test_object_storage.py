@@ -32,27 +32,20 @@ from featurestore.storage.objectstore import resolve
 from featurestore.training import flush_cache_writes
 from featurestore.training.saved import list_training_sets
 from tests.conftest import ROOT, SCHEMAS, T0, item_batch
-from tests.s3_server import S3Server, free_port
+from tests.s3_server import S3Server, free_port, serving
 
 BUCKET = "featurestore-tests"
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    yield from serving(BUCKET)
 
 
 @pytest.fixture
 def env(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The AWS variables of the test server, a fresh local cache folder, and a fresh prefix: ``env["uri"]``."""
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    values = {**s3.env(), "FEATURESTORE_CACHE": str(tmp_path / "cache")}
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
+    values = s3.use_in(monkeypatch, FEATURESTORE_CACHE=str(tmp_path / "cache"))
     return {**values, "uri": f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"}
 
 
