@@ -207,6 +207,26 @@ def http_rounds(ours: Http, feast: Http | None, cases: dict[str, Case], rounds: 
     return out
 
 
+def http_floor(ours: Http, case: Case, rounds: int, procs: list[subprocess.Popen]) -> dict[str, Any]:
+    """Our one-key lookup beside the floor (``benchmarks/_http_floor.py``: uvicorn answering a fixed body of
+    the same size, doing nothing else), called alternately with the same client: the median over rounds of
+    each side's p50 and p99. What separates the two is all our code could remove."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "_http_floor.py"), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(proc)
+    wait_http(port, "/", proc)
+    floor = Http(port)
+    (path, bodies), _ = case
+    per = []
+    for _ in range(rounds):
+        a, b, _, _ = paired(lambda i: ours.post(path, bodies[i]), lambda i: floor.post(path, bodies[i]),
+                            list(range(len(bodies))), warmup=100)
+        per.append({"ours": _http_stats(a), "floor": _http_stats(b)})
+    return {side: {q: float(np.median([r[side][q] for r in per])) for q in ("p50_ms", "p99_ms")}
+            for side in ("ours", "floor")} | {"rounds": rounds}
+
+
 def _http_stats(ts: list[float]) -> dict[str, float]:
     return {"p50_ms": pct(ts, 50, 1e3), "p99_ms": pct(ts, 99, 1e3), "requests": len(ts)}
 
@@ -365,6 +385,7 @@ def main() -> None:
         rounds = http_rounds(*clients, cases, args.http_rounds)
         res["http"], fhttp = http_summary(rounds, cases)
         res["http_rounds"] = rounds
+        res["http_floor"] = http_floor(clients[0], cases["lookup 1 key"], args.http_rounds, procs)
         if peer:
             feast["http"] = fhttp
         print_table(res)
@@ -529,6 +550,13 @@ def print_table(res: dict[str, Any]) -> None:
         best, fbest = v["best_round"], f["best_round"] if f else None
         rows.append((f"HTTP {name} p99, best round (load {best['load_1min']:.1f})", f"{best['p99_ms']:.2f} ms",
                      f"{fbest['p99_ms']:.2f} ms" if fbest else "-", ratio(best["p99_ms"], fbest and fbest["p99_ms"])))
+    fl = res.get("http_floor")
+    if fl:
+        for q in ("p50", "p99"):
+            mine, base = fl["ours"][f"{q}_ms"], fl["floor"][f"{q}_ms"]
+            rows.append((f"HTTP lookup 1 key {q} beside the floor (uvicorn answering a fixed body), median of "
+                         f"{fl['rounds']} rounds", f"{mine:.2f} ms", f"floor {base:.2f} ms",
+                         f"+{(mine - base) * 1e3:.0f} us"))
     print(f"\nserving on {res['rows']:,} x {res['dim']}-d ({res['cores']} cores); peer = Feast 0.67 "
           "(sqlite online store, feast serve); ratio = peer / ours")
     widths = [max(len(r[i]) for r in [*rows, ("figure", "ours", "peer", "ratio")]) for i in range(4)]
