@@ -23,7 +23,7 @@ from benchmarks._util import report  # noqa: E402
 from benchmarks.bench_quality import SCALES, Task, embedding_scorer, evaluate, split_last  # noqa: E402
 from featurestore.embed import CooccurrenceEmbedder  # noqa: E402
 from featurestore.engine import DuckDBEngine  # noqa: E402
-from featurestore.engine.duckdb_pairs import per_item  # noqa: E402
+from featurestore.engine.counting import per_item  # noqa: E402
 from featurestore.engine.events import EventSource  # noqa: E402
 from featurestore.pipeline import Pipeline  # noqa: E402
 from featurestore.synthetic import purchase_histories  # noqa: E402

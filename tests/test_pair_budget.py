@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestore.engine import Cooccurrence, DuckDBEngine, EventSource
-from featurestore.engine.duckdb_pairs import per_item
+from featurestore.engine.counting import per_item
 from featurestore.errors import EventsError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -131,3 +131,35 @@ def test_the_spill_appends_within_a_small_limit_and_sums_within_the_events_limit
         np.testing.assert_array_equal(got.toarray(), [[0, 2, 0], [0, 0, 3], [1, 0, 0]])
     finally:
         spill.close()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("directed", [True, False])
+def test_spark_keeps_the_same_strongest_pairs_as_duckdb(spark_engine, directed):
+    """The Spark engine applies the same budget: above it, the same pruned pairs come to the driver. (A
+    window of 1 keeps the counts whole numbers, exact in any float order, so ties break alike.)"""
+    from featurestore.engine.spark import SparkEngine
+
+    rng = np.random.default_rng(1)
+    n = 1500
+    rows = list(zip(rng.integers(0, 60, n), rng.integers(0, 40, n), rng.integers(0, 3000, n)))
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "minute"])
+    df["user_id"] = "u" + df["user_id"].astype(str)
+    df["item_id"] = "i" + df["item_id"].astype(str)
+    df["event_type"] = "view"
+    df["event_time"] = [T0 + timedelta(minutes=int(m)) for m in df.pop("minute")]
+    req = Cooccurrence(window=1, directed=directed)
+    with DuckDBEngine().read_events(EventSource(df)) as local:
+        full = DuckDBEngine(max_pairs=None).cooccurrence(local, req)
+        budget = full.nnz // 3
+        want = DuckDBEngine(max_pairs=budget).cooccurrence(local, req)
+    spark = SparkEngine(spark_engine.session, max_pairs=budget)
+    with spark.read_events(EventSource(df)) as events:
+        got = spark.cooccurrence(events, req)
+        unbounded = SparkEngine(spark_engine.session, max_pairs=None).cooccurrence(events, req)
+    assert 0 < want.nnz < full.nnz  # the budget did prune
+    assert got.nnz == want.nnz and not (got.astype(bool) != want.astype(bool)).nnz  # the very same pairs
+    np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(unbounded.toarray(), full.toarray(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="max_pairs"):
+        SparkEngine(spark_engine.session, max_pairs=0)

@@ -55,7 +55,7 @@ def engine_of(args: argparse.Namespace) -> Engine | None:
         raise CLIError("--master and --spark-conf are Spark settings: use them with --engine spark")
     if not spark:
         return None
-    return SparkEngine(settings=SparkSettings.parse(args.master, args.spark_conf))
+    return SparkEngine(settings=SparkSettings.parse(args.master, args.spark_conf), max_pairs=_max_pairs(args))
 def add_memory(p: argparse.ArgumentParser) -> None:
     """``--memory-limit`` and ``--temp-directory``: DuckDB's memory bound and where it spills."""
     p.add_argument("--memory-limit", metavar="SIZE", default=None,

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from featurestore.engine.counting import MAX_PAIRS, per_item
 from featurestore.engine.duckdb_events import EVENTS_MEMORY_LIMIT, ReadSettings, _lower_limit, connect
 from featurestore.errors import EventsError
 from featurestore.storage.duck import literal
@@ -28,17 +29,10 @@ from featurestore.storage.duck import literal
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-#: distinct item pairs a co-occurrence count keeps in memory before it goes to DuckDB and keeps only each
-#: item's strongest pairs (about 45 bytes each through the fit: 50M pairs ~ 2.3 GB)
-MAX_PAIRS = 50_000_000
 #: DuckDB's memory limit for the appended pairs while counting goes on (the running sums are in Python)
 APPEND_MEMORY_LIMIT = "512MB"
 _serial = itertools.count()
-
-
-def per_item(max_pairs: int, n_items: int) -> int:
-    """How many strongest pairs each item keeps (by row and by column) once the pairs exceed ``max_pairs``."""
-    return max(1, max_pairs // max(1, 2 * n_items))
+__all__ = ["MAX_PAIRS", "PairSpill", "per_item"]
 
 
 class PairSpill:

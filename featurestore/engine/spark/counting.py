@@ -66,8 +66,8 @@ def _tokens(events: SparkEvents, r: Cooccurrence) -> Any:
     return df.select("e", "run", "i", "sw", "sid"), tok
 
 
-def pair_counts(events: SparkEvents, r: Cooccurrence) -> pa.Table:
-    """The (earlier item ``a``, later item ``b``, summed weight ``v``) of every distinct pair."""
+def pair_counts(events: SparkEvents, r: Cooccurrence) -> Any:
+    """The frame of (earlier item ``a``, later item ``b``, summed weight ``v``), one row per distinct pair."""
     from pyspark.sql import functions as F
 
     tokens, tok = _tokens(events, r)
@@ -84,27 +84,59 @@ def pair_counts(events: SparkEvents, r: Cooccurrence) -> pa.Table:
     cross = F.when(F.col("sid") == F.col("x.sid2"), F.lit(1.0)).otherwise(F.lit(float(np.float32(r.cross_session))))
     v = (F.col("sw") * F.col("x.sw2")).cast("float") * F.col("x.scale")
     v = (v.cast("float") * cross.cast("float")).cast("float")
-    counted = pairs.select(F.col("i").alias("a"), F.col("x.b").alias("b"), v.alias("v")) \
+    return pairs.select(F.col("i").alias("a"), F.col("x.b").alias("b"), v.alias("v")) \
         .groupBy("a", "b").agg(F.sum("v").alias("v"))
-    return counted.toArrow()
 
 
-def cooccurrence(events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
-    """The co-occurrence matrix of ``events`` (see :func:`featurestore.engine.counting.cooccurrence`)."""
+def strongest(counted: Any, n_items: int, keep: int, *, directed: bool) -> Any:
+    """The summed pairs (plus their transpose unless ``directed``) with, per item, only the ``keep``
+    largest of its row and of its column (their union; ties to the smaller item code): what
+    :meth:`featurestore.engine.duckdb_pairs.PairSpill.pruned` keeps, as a frame."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    full = counted
+    if not directed:
+        full = counted.unionByName(counted.select(F.col("b").alias("a"), F.col("a").alias("b"), "v")) \
+            .groupBy("a", "b").agg(F.sum("v").alias("v"))
+    full = full.withColumn("v", F.col("v").cast("float"))
+    by_row = F.row_number().over(Window.partitionBy("a").orderBy(F.col("v").desc(), "b"))
+    by_col = F.row_number().over(Window.partitionBy("b").orderBy(F.col("v").desc(), "a"))
+    return full.withColumn("ra", by_row).withColumn("rb", by_col) \
+        .where((F.col("ra") <= keep) | (F.col("rb") <= keep)).select("a", "b", "v")
+
+
+def cooccurrence(events: EventTable, request: Cooccurrence, max_pairs: int | None = None) -> sp.csr_matrix:
+    """The co-occurrence matrix of ``events`` (see :func:`featurestore.engine.counting.cooccurrence`). Past
+    ``max_pairs`` distinct pairs (each undirected pair counted twice, as the DuckDB engine counts them)
+    only each item's strongest pairs come to the driver (:func:`strongest`), as on the DuckDB engine."""
     import scipy.sparse as sp
+    from pyspark import StorageLevel
 
     if isinstance(events, Events):  # already in this process: the numpy kernel is the cheaper path
         return counting.cooccurrence_chunks([events], events.n_items, request)
     if not isinstance(events, SparkEvents):
         raise PipelineError(f"the Spark engine counts Spark events or in-memory events; got {type(events).__name__}")
     n = events.n_items
+    pruned = False
     with quiet(), spark_errors("counting co-occurrences"):
-        pairs = pair_counts(events, request)
+        counted = pair_counts(events, request)
+        if max_pairs is not None:  # counted twice (its size, then its rows): kept, spilling to disk
+            counted = counted.persist(StorageLevel.MEMORY_AND_DISK)
+            pruned = counted.count() * (1 if request.directed else 2) > max_pairs
+        try:
+            frame = strongest(counted, n, counting.per_item(max_pairs or 1, n), directed=request.directed) \
+                if pruned else counted
+            pairs = frame.toArrow()
+        finally:
+            if max_pairs is not None:
+                counted.unpersist()
     a = pairs["a"].to_numpy().astype(np.int64)
     b = pairs["b"].to_numpy().astype(np.int64)
     v = pairs["v"].to_numpy().astype(np.float32)
-    upper = sp.csr_matrix((v, (a, b)), shape=(n, n), dtype=np.float32)
-    return upper if request.directed else (upper + upper.T).tocsr()
+    del pairs
+    matrix = sp.csr_matrix((v, (a, b)), shape=(n, n), dtype=np.float32)
+    return matrix if request.directed or pruned else (matrix + matrix.T).tocsr()
 
 
 def _weights(events: SparkEvents, r: EntitySums) -> Any:

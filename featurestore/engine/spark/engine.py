@@ -38,13 +38,14 @@ from featurestore.engine.base import (
     StagedFrame,
     SumsBatch,
 )
+from featurestore.engine.counting import MAX_PAIRS
 from featurestore.engine.events import EventSource, EventTable
 from featurestore.engine.pit_sql import _ROW, JoinGroup
 from featurestore.engine.spark import counting as spark_counting
 from featurestore.engine.spark import events as spark_events
 from featurestore.engine.spark import joins, stats, tables
 from featurestore.engine.spark.session import SparkSettings, prepare, quiet, spark_errors, start_session
-from featurestore.errors import QueryError, StorageError
+from featurestore.errors import EngineError, QueryError, StorageError
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage.duck import INGESTED_AT
 
@@ -79,12 +80,17 @@ class SparkEngine(Engine, FrameEngine):
     """Bulk scans on Spark. Give an existing ``session``, or ``settings`` to start one (default: the
     active session of a ``spark-submit`` job, else ``local[*]``); ``scratch`` is where results coming
     back to this process are staged (default: the system temp folder; on a cluster, a folder the
-    driver and the executors share)."""
+    driver and the executors share). ``max_pairs``: past this many distinct item pairs a co-occurrence
+    count brings only each item's strongest pairs to the driver, as on the DuckDB engine (None: all)."""
 
     name = "spark"
     in_process = False
 
-    def __init__(self, session: Any = None, *, settings: SparkSettings | None = None, scratch: str | None = None):
+    def __init__(self, session: Any = None, *, settings: SparkSettings | None = None, scratch: str | None = None,
+                 max_pairs: int | None = MAX_PAIRS):
+        if max_pairs is not None and max_pairs < 1:
+            raise EngineError(f"max_pairs must be >= 1 (or None: no bound); got {max_pairs}")
+        self.max_pairs = max_pairs
         self._session = prepare(session) if session is not None else None
         self._owned = False
         self.settings = settings or SparkSettings()
@@ -107,7 +113,7 @@ class SparkEngine(Engine, FrameEngine):
         return spark_events.read_events(self.session, source, before, weights=weights)
 
     def cooccurrence(self, events: EventTable, request: Cooccurrence) -> sp.csr_matrix:
-        return spark_counting.cooccurrence(events, request)
+        return spark_counting.cooccurrence(events, request, self.max_pairs)
 
     def entity_sums(self, events: EventTable, request: EntitySums) -> Iterator[SumsBatch]:
         return spark_counting.entity_sums(events, request, lambda frame: self.frame_batches(frame, sort=["e"]))
