@@ -661,3 +661,28 @@ def test_serve_warms_the_console_in_the_background(store: FeatureStore) -> None:
     quiet = create_app(store, token=TOKEN, policy=ReloadPolicy(interval=0))
     with ServerThread(quiet):
         assert quiet.app.state.console._warming is None
+
+
+def test_a_reload_warms_the_new_commit_in_the_background(store: FeatureStore, tmp_path: Path) -> None:
+    """Under ``serve``, a reload that swaps in a new commit has its map computed and its comparison with
+    the commit before made by the console's warm-up, without any page being asked for."""
+    import time
+
+    shutil.copytree(store.root.uri, tmp_path / "store")
+    copy = FeatureStore(tmp_path / "store")
+    fg = copy.feature_group("items")
+    app = create_app(copy, groups=[("items", 1)], token=TOKEN, policy=ReloadPolicy(interval=0.05),
+                     warm_console=True)
+    console = app.app.state.console
+    with ServerThread(app):
+        assert console.warmed(120)  # the warm-up at start
+        fg.insert(items_batch([f"k{i}" for i in range(30, 60)], 7, 3))
+        deadline = time.monotonic() + 120
+        while pj.load_projection(fg, 4, "pca") is None or console.recall(console._compared, ("items", 1, 3, 4)) is None:
+            assert time.monotonic() < deadline, "the new commit was not warmed"
+            time.sleep(0.05)
+        assert app.state.registry.get("items").view.commit == 4
+        assert console.warmed(120)
+    p = pj.load_projection(fg, 4, "pca")
+    assert p is not None and p.manifest["view_rows"] == 450
+    copy.close()
