@@ -156,6 +156,8 @@ def test_a_commit_without_a_view_is_compared_from_the_table(store: FeatureStore,
             assert re.search(rf'id="changed">{want[a, b].changed}<', r.text)
         r = http.get("/ui/groups/items/v1/projector", params={"commit": 2})
         assert r.status_code == 404 and "commit 2 has no online view" in r.text and "featurestore materialize" in r.text
+        group = http.get("/ui/groups/items/v1").text  # maps are linked for commits with a view only
+        assert re.findall(r'projector\?commit=(\d+)">map<', group) == ["3"] and group.count(">no view<") == 2
         assert listing(views) == before
     for a, b in want:
         got, _ = console.comparison(fg, a, b)  # kept from the page

@@ -106,6 +106,9 @@ def read_table_commit(fg: FeatureGroup, commit: int) -> CommitData:
         dim, metric = 0, "cosine"
     names = tuple(fg.spec.key_names)
     raw = len(names) == 1 and needs_hash_map(got.raw_keys)
+    # decoding the table's list columns took several times the vectors' size: give what is free back to
+    # the system, or a server's memory stays at that peak (Arrow's allocator keeps freed pages)
+    pa.default_memory_pool().release_unused()
     return CommitData(commit, got.n, dim, metric, got.keys, got.columns, matrix, search, None, names, raw)
 
 

@@ -70,7 +70,7 @@ class Console:
         self._lock = threading.Lock()
         self._env: Any = None
         self._warming: threading.Thread | None = None  # the last warm-up thread started
-        self._warm_todo: deque[Warm] = deque()
+        self._warm_todo: deque[Warm | None] = deque()
         self._warm_running = False
         self._warm_idle = threading.Event()
         self._warm_idle.set()
@@ -172,7 +172,7 @@ class Console:
         CPU first. ``featurestore ui`` and ``featurestore serve`` call this at start, and ``serve`` again
         for a group each time a reload swaps in a new commit. One thread runs while work is queued; a
         group already waiting is not queued twice. Returns the thread."""
-        todo = groups if groups is not None else [(s.name, s.version, None) for s in self.store.specs()]
+        todo: list[Warm | None] = [None] if groups is None else list(groups)  # None: every group
         with self._lock:
             for g in todo:
                 if g not in self._warm_todo:
@@ -206,12 +206,20 @@ class Console:
                     self._warm_running = False
                     self._warm_idle.set()
                     return
-                name, version, commit = self._warm_todo.popleft()
-            self.warm_group(name, version, commit)
+                item = self._warm_todo.popleft()
+            if item is None:
+                self.warm()
+            else:
+                self.warm_group(*item)
 
     def warm(self) -> None:
         """:meth:`warm_group` every feature group version at its newest commit, in this thread."""
-        for spec in self.store.specs():
+        try:
+            specs = self.store.specs()
+        except FeatureStoreError as exc:  # the pages will say what is wrong
+            log.warning("console warm-up: %s", exc)
+            return
+        for spec in specs:
             self.warm_group(spec.name, spec.version)
 
     def warm_group(self, name: str, version: int | None = None, commit: int | None = None) -> None:
