@@ -9,7 +9,8 @@ loaded machine it shows the work a page does, which wall time hides under waitin
 ``featurestore serve``'s ``/ui`` (where the newest commit is the served view, already open), each cold and
 after the background warm-up. Views are materialised before timing (their build is
 reported on its own line: serving builds them anyway). No peer: Feast's UI is a separate React app
-over its registry, with no comparable pages (no commit history, comparison or projector).
+over its registry, with no comparable pages (no commit history, comparison or projector). A last line
+times the comparison of the large group's two commits when the older one has no view (read from the table).
 
     python benchmarks/bench_ui.py                 # demo store + 1M rows (10 minutes: view builds)
     python benchmarks/bench_ui.py --rows 200000   # a smaller large group
@@ -171,7 +172,7 @@ def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int
         if mode.endswith("warm-up"):
             t = time.perf_counter()
             if mode.startswith("serve"):
-                console._warming.join()  # started by the server's start-up
+                console.warmed()  # started by the server's start-up
             else:
                 console.warm()
             rows.append({"store": label, "page": "(warm-up, in the background at start)",
@@ -190,6 +191,39 @@ def time_pages(store: FeatureStore, label: str, name: str, key: str, repeat: int
                          "warm_ms": round(statistics.median(warm) * 1000, 1), "status": r.status_code,
                          "bytes": len(r.content)})
     return rows
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def no_view_rows(store: FeatureStore, label: str, name: str) -> list[dict[str, Any]]:
+    """The compare page under ``featurestore ui`` when the older commit has no online view (its view is
+    moved aside): read from the table, nothing built. "rss_growth_mb" is the process's resident memory
+    after the request less before it (the server runs in this process)."""
+    fg = store.feature_group(name)
+    b = fg.commit_of(None)
+    a = max(1, b - 1)
+    folder = views_dir(fg) / f"c{a}"
+    aside = folder.with_name(f".bench-aside-c{a}")
+    folder.rename(aside)
+    try:
+        app, _ = console_app(store, "ui")
+        with Server(app) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=1200) as client:
+            before = rss_mb()
+            t, cpu = time.perf_counter(), time.process_time()
+            r = client.get(f"/ui/groups/{name}/v1/compare?a={a}&b={b}")
+            first, first_cpu = time.perf_counter() - t, time.process_time() - cpu
+            grown = rss_mb() - before
+        built = (folder / "manifest.json").exists()
+    finally:
+        if folder.exists():  # a view the page built
+            shutil.rmtree(folder)
+        aside.rename(folder)
+    return [{"store": f"{label}, ui", "page": f"compare, commit {a} without a view", "first_ms": round(first * 1000, 1),
+             "first_cpu_ms": round(first_cpu * 1000, 1), "status": r.status_code, "bytes": len(r.content),
+             "rss_growth_mb": round(grown), "view_built": built}]
 
 
 def demo_rows(root: Path, repeat: int) -> list[dict[str, Any]]:
@@ -227,6 +261,7 @@ def main() -> None:
             for mode in MODES:
                 rows += time_pages(big, f"{args.rows // 1000}k rows", "big_embeddings", "e0000001", args.repeat,
                                    mode)
+            rows += no_view_rows(big, f"{args.rows // 1000}k rows", "big_embeddings")
     rows.append({"store": "process", "page": "peak RSS (MB)", "first_ms": round(peak_rss_mb(), 1)})
     report("ui", rows, {"rows": args.rows, "repeat": args.repeat})
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from featurestore.conform import conform, to_utc
@@ -355,24 +356,26 @@ class FeatureGroup:
 
         ``system_columns=True`` adds ``_ingested_at``, the writer's clock just before each row's commit.
         """
-        dt = self._table(commit, commit_time)
-        if self.root.local:
-            self.verify_files(delta.file_uris(dt))
-        with delta.translated(f"reading {self.uri}", self.uri, self.root.storage_options):
-            if self.root.local:
-                raw = dt.to_pyarrow_table()
-            else:  # the cached copies of the (immutable) data files: downloaded once per machine
-                import pyarrow.parquet as pq
-
-                files = self.root.readable(delta.file_uris(dt))
-                self.verify_files(files)
-                stored = storage_schema(self.spec)
-                raw = pq.read_table(files, schema=stored) if files else stored.empty_table()
         schema = self.spec.arrow_schema()
         wanted = columns or schema.names
         unknown = [c for c in wanted if c not in schema.names and c != INGESTED_AT]
         if unknown:
             raise InvalidData(f"{self.spec.key} has no column(s) {', '.join(unknown)}")
+        dt = self._table(commit, commit_time)
+        if self.root.local:
+            self.verify_files(delta.file_uris(dt))
+        stored = storage_schema(self.spec)
+        asked = list(dict.fromkeys([*wanted, *([INGESTED_AT] if system_columns else [])]))
+        names = None if len(asked) == len(stored) else asked  # only the columns asked for are decoded
+        with delta.translated(f"reading {self.uri}", self.uri, self.root.storage_options):
+            if self.root.local:
+                raw = dt.to_pyarrow_table(columns=names)
+            else:  # the cached copies of the (immutable) data files: downloaded once per machine
+                import pyarrow.parquet as pq
+
+                files = self.root.readable(delta.file_uris(dt))
+                self.verify_files(files)
+                raw = pq.read_table(files, schema=stored, columns=names) if files else stored.empty_table()
         arrays, fields = [], []
         for name in wanted:
             f = schema.field(name) if name in schema.names else pa.field(INGESTED_AT, TIMESTAMP)
@@ -383,12 +386,23 @@ class FeatureGroup:
             fields.append(pa.field(INGESTED_AT, TIMESTAMP))
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
-    def latest(self, commit: int | None = None, *, commit_time: datetime | None = None) -> pa.Table:
+    def latest(self, commit: int | None = None, *, commit_time: datetime | None = None,
+               columns: list[str] | None = None) -> pa.Table:
         """The newest row per key (greatest event_time; a later commit wins a tie) of one commit (as in
-        :meth:`read`), sorted by key."""
-        table = self.read(commit, commit_time=commit_time, system_columns=True)
-        out = self.engine.latest(table, self.spec.key_names, self.spec.event_time, INGESTED_AT)
-        return out.cast(self.spec.arrow_schema())
+        :meth:`read`), sorted by key; ``columns``: only these (default: every column of the spec).
+
+        The engine chooses the rows from the keys and times alone; the other columns (vectors) are then
+        taken by position, so each is held once as read and once as returned, never copied by the engine.
+        """
+        spec = self.spec
+        chooser = [*spec.key_names, spec.event_time]
+        wanted = columns or spec.arrow_schema().names
+        table = self.read(commit, commit_time=commit_time, columns=list(dict.fromkeys([*chooser, *wanted])),
+                          system_columns=True)
+        position = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        narrow = table.select([*chooser, INGESTED_AT]).append_column(_POSITION, position)
+        chosen = self.engine.latest(narrow, spec.key_names, spec.event_time, INGESTED_AT)[_POSITION]
+        return table.select(wanted).take(chosen)
 
     def history(self) -> list[Commit]:
         """Every commit of this table, oldest first, with the metadata recorded by its writer."""
@@ -404,6 +418,9 @@ class FeatureGroup:
     def count(self, commit: int | None = None, *, commit_time: datetime | None = None) -> int:
         """Rows in one commit (as in :meth:`read`; default: the newest)."""
         return self.read(commit, commit_time=commit_time, columns=[self.spec.event_time]).num_rows
+
+
+_POSITION = "__fs_position"  # a row's position in what :meth:`FeatureGroup.latest` read
 
 
 def storage_schema(spec: FeatureGroupSpec) -> pa.Schema:

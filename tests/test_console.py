@@ -12,6 +12,7 @@ temporary folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +36,11 @@ from featurestore.cli import main
 from featurestore.console import commits, insights
 from featurestore.console import projection as pj
 from featurestore.errors import CorruptData
+from featurestore.online.build import views_dir
 from featurestore.server.app import create_app
 from featurestore.server.docs import REDOC_REMOTE
 from featurestore.server.reload import ReloadPolicy
-from tests.conftest import run_python
+from tests.conftest import T0, run_python
 from tests.console_helpers import BATCHES, DIM, SEGMENTS, TOKEN, items_batch, make_store, pages, report_of
 from tests.online_helpers import ServerThread
 
@@ -45,6 +48,9 @@ from tests.online_helpers import ServerThread
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
     s = make_store(tmp_path_factory.mktemp("console") / "store")
+    for commit in (1, 2, 3):  # the console opens views, never builds them
+        s.online("items", 1, commit)
+    s.online("users", 1)
     yield s
     s.close()
 
@@ -105,7 +111,7 @@ def test_a_comparison_reads_and_checks_only_what_it_uses(store: FeatureStore, tm
     light = commits.read_commit(fg, 2)
     assert light is not None and light.view is None and light.rows == full.rows == 450
     assert light.keys.tolist() == full.keys.tolist() and np.array_equal(light.matrix, full.matrix)
-    assert commits.read_commit(fg, 9) is None  # no view: the console opens (builds) it
+    assert commits.read_commit(fg, 9) is None  # no view: the console reads the table (read_table_commit)
     want = insights.compare(fg, first, full)
     got = insights.compare(fg, commits.read_commit(fg, 1), light)
     assert (got.added, got.changed, got.overlap_at_10, got.moved) == (want.added, want.changed, want.overlap_at_10,
@@ -117,6 +123,102 @@ def test_a_comparison_reads_and_checks_only_what_it_uses(store: FeatureStore, tm
     with pytest.raises(CorruptData, match="vectors.npy"):
         commits.read_commit(fg, 2)
     copy.close()
+
+
+def figures(cmp: insights.Comparison) -> dict[str, Any]:
+    return dataclasses.asdict(cmp)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_commit_without_a_view_is_compared_from_the_table(store: FeatureStore, tmp_path: Path) -> None:
+    """Only the newest commit has a view: the compare page reads the others from the table, with the
+    figures of two views compared, and neither builds a view nor writes anything (nor does the projector,
+    which answers that the commit has no view)."""
+    shutil.copytree(store.root.uri, tmp_path / "store")
+    copy = FeatureStore(tmp_path / "store")
+    fg = copy.feature_group("items")
+    want = {(a, b): insights.compare(fg, copy.online("items", 1, a), copy.online("items", 1, b))
+            for a, b in [(2, 3), (1, 2)]}
+    views = views_dir(fg)
+    for c in (1, 2):
+        shutil.rmtree(views / f"c{c}")
+    app = create_app(copy, token=TOKEN, policy=ReloadPolicy(interval=0))
+    console = app.app.state.console
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        before = listing(views)  # the served view of commit 3 (and the server's lease)
+        assert [p for p in before if "/" not in p and p.startswith("c")] == ["c3"]
+        for a, b in want:
+            r = http.get("/ui/groups/items/v1/compare", params={"a": a, "b": b})
+            assert r.status_code == 200, r.text[:300]
+            assert re.search(rf'id="changed">{want[a, b].changed}<', r.text)
+        r = http.get("/ui/groups/items/v1/projector", params={"commit": 2})
+        assert r.status_code == 404 and "commit 2 has no online view" in r.text and "featurestore materialize" in r.text
+        group = http.get("/ui/groups/items/v1").text  # maps are linked for commits with a view only
+        assert re.findall(r'projector\?commit=(\d+)">map<', group) == ["3"] and group.count(">no view<") == 2
+        assert listing(views) == before
+    for a, b in want:
+        got, _ = console.comparison(fg, a, b)  # kept from the page
+        np.testing.assert_equal(figures(got), figures(want[a, b]))
+    copy.close()
+
+
+def composite_spec() -> Any:
+    from featurestore import FeatureGroupSpec
+
+    return FeatureGroupSpec.from_dict({
+        "name": "visits", "version": 1,
+        "entity_keys": [{"name": "user", "type": "int64"}, {"name": "region", "type": "string"}],
+        "features": [{"name": "embedding", "type": "vector", "dim": DIM, "metric": "l2"},
+                     {"name": "n", "type": "int64"}],
+        "expectations": {"vectors": {"embedding": {"drift": False}}},
+    })
+
+
+def test_composite_keys_compare_alike_from_the_table_and_from_views(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from tests.console_helpers import vectors
+
+    store = FeatureStore(tmp_path / "store")
+    store.apply([composite_spec()])
+    fg = store.feature_group("visits")
+    for seed, users in [(1, range(0, 60)), (2, range(30, 80))]:
+        keys = [(u, r) for u in users for r in ("eu", "us")]
+        fg.insert(pa.table({
+            "user": pa.array([u for u, _ in keys], pa.int64()), "region": [r for _, r in keys],
+            "event_time": pa.array([T0 + timedelta(hours=seed)] * len(keys), pa.timestamp("us", tz="UTC")),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors(len(keys), seed).ravel()), DIM),
+            "n": pa.array([seed] * len(keys), pa.int64())}))
+    from_table = [commits.read_table_commit(fg, c) for c in (1, 2)]
+    assert not views_dir(fg).exists()  # reading built nothing
+    got = insights.compare(fg, *from_table)
+    want = insights.compare(fg, store.online("visits", 1, 1), store.online("visits", 1, 2))
+    np.testing.assert_equal(figures(got), figures(want))
+    assert (got.added, got.removed, got.changed, got.unchanged) == (40, 0, 60, 60)
+    assert got.added_examples[0] == (60, "eu")
+    assert all(isinstance(m.key, tuple) for m in got.moved)
+    from_views = [commits.read_commit(fg, c) for c in (1, 2)]
+    np.testing.assert_equal(figures(insights.compare(fg, *from_views)), figures(want))
+    store.close()
+
+
+def test_keys_numpy_cannot_hold_compare_alike_from_the_table_and_from_views(tmp_path: Path) -> None:
+    from tests.console_helpers import items_spec
+
+    store = FeatureStore(tmp_path / "store")
+    store.apply([items_spec()])
+    fg = store.feature_group("items")
+    keys = [f"k{i}" for i in range(40)] + ["a\x00"]  # numpy's strings drop a trailing NUL
+    fg.insert(items_batch(keys, 1, 0))
+    fg.insert(items_batch([*keys[:10], "a\x00"], 2, 1))
+    from_table = [commits.read_table_commit(fg, c) for c in (1, 2)]
+    assert from_table[0].raw_keys and from_table[0].keys_at(np.arange(2)) == ["a\x00", "k0"]
+    want = insights.compare(fg, store.online("items", 1, 1), store.online("items", 1, 2))
+    np.testing.assert_equal(figures(insights.compare(fg, *from_table)), figures(want))
+    store.close()
 
 
 def test_verdicts_warned_and_refused(store: FeatureStore) -> None:
@@ -561,3 +663,28 @@ def test_serve_warms_the_console_in_the_background(store: FeatureStore) -> None:
     quiet = create_app(store, token=TOKEN, policy=ReloadPolicy(interval=0))
     with ServerThread(quiet):
         assert quiet.app.state.console._warming is None
+
+
+def test_a_reload_warms_the_new_commit_in_the_background(store: FeatureStore, tmp_path: Path) -> None:
+    """Under ``serve``, a reload that swaps in a new commit has its map computed and its comparison with
+    the commit before made by the console's warm-up, without any page being asked for."""
+    import time
+
+    shutil.copytree(store.root.uri, tmp_path / "store")
+    copy = FeatureStore(tmp_path / "store")
+    fg = copy.feature_group("items")
+    app = create_app(copy, groups=[("items", 1)], token=TOKEN, policy=ReloadPolicy(interval=0.05),
+                     warm_console=True)
+    console = app.app.state.console
+    with ServerThread(app):
+        assert console.warmed(120)  # the warm-up at start
+        fg.insert(items_batch([f"k{i}" for i in range(30, 60)], 7, 3))
+        deadline = time.monotonic() + 120
+        while pj.load_projection(fg, 4, "pca") is None or console.recall(console._compared, ("items", 1, 3, 4)) is None:
+            assert time.monotonic() < deadline, "the new commit was not warmed"
+            time.sleep(0.05)
+        assert app.state.registry.get("items").view.commit == 4
+        assert console.warmed(120)
+    p = pj.load_projection(fg, 4, "pca")
+    assert p is not None and p.manifest["view_rows"] == 450
+    copy.close()

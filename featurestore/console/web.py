@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,11 +36,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featurestore.console import insights
 from featurestore.console.colors import color_columns, coloring
-from featurestore.console.commits import CommitData, read_commit
+from featurestore.console.commits import CommitData, read_commit, read_table_commit
 from featurestore.console.projection import MAX_POINTS, METHODS, pair, projection, umap_available
 from featurestore.errors import CommitNotFound, FeatureStoreError, InvalidData, InvalidQuery, NotFound
 from featurestore.feature_group import FeatureGroup
-from featurestore.online.build import list_views
+from featurestore.online.build import fetch, list_views, view_path
 from featurestore.online.view import OnlineView
 from featurestore.store import FeatureStore
 from featurestore.validation.report import format_threshold, format_value
@@ -51,6 +51,8 @@ log = logging.getLogger("featurestore.console")
 HERE = Path(__file__).parent
 COOKIE = "featurestore_console"
 OPEN_VIEWS = 8  # online views of other commits than the served ones kept open
+#: a warm-up to run: (feature group, version (None: newest), commit (None: newest))
+Warm = tuple[str, int | None, int | None]
 
 
 class Console:
@@ -67,7 +69,11 @@ class Console:
         self.maps: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # projection.json answers
         self._lock = threading.Lock()
         self._env: Any = None
-        self._warming: threading.Thread | None = None
+        self._warming: threading.Thread | None = None  # the last warm-up thread started
+        self._warm_todo: deque[Warm | None] = deque()
+        self._warm_running = False
+        self._warm_idle = threading.Event()
+        self._warm_idle.set()
 
     # ---- data ------------------------------------------------------------------------------------
     def group(self, name: str, version: int | None = None) -> FeatureGroup:
@@ -83,12 +89,13 @@ class Console:
 
     def view(self, fg: FeatureGroup, commit: int | None = None) -> OnlineView:
         """The online view of ``commit`` (default: newest): the served one when it is that commit, else
-        opened (and built once when missing) and kept among the last few opened."""
+        opened and kept among the last few opened. Never built: a page read writes nothing, so a commit
+        without a view is :class:`CommitNotFound` saying how to build one."""
         c = self.commit_number(fg, commit)
         if c == 0:
             raise InvalidQuery(f"{fg.spec.key} commit 0 is the table's creation: it holds no rows")
-        served = self.served(fg.name) if self.served is not None else None
-        if served is not None and served.version == fg.version and served.commit == c:
+        served = self.served_view(fg, c)
+        if served is not None:
             return served
         key = (fg.name, fg.version, c)
         with self._lock:
@@ -96,12 +103,25 @@ class Console:
             if view is not None:
                 self._views.move_to_end(key)
                 return view
-        view = self.store.online(fg.name, fg.version, c)
+        if not fetch(fg, c):
+            built = ", ".join(map(str, list_views(fg))) or "none"
+            raise CommitNotFound(f"{fg.spec.key} commit {c} has no online view, and the console never builds one "
+                                 f"(run `featurestore materialize {fg.name} --version {fg.version} --commit {c}`); "
+                                 f"commits with a view: {built}")
+        view = OnlineView(view_path(fg, c))
         with self._lock:
             self._views[key] = view
             while len(self._views) > OPEN_VIEWS:
                 self._views.popitem(last=False)
         return view
+
+    def served_view(self, fg: FeatureGroup, commit: int) -> OnlineView | None:
+        """The view the server serves when it is ``fg``'s ``commit``, else None."""
+        served = self.served(fg.name) if self.served is not None else None
+        return served if served is not None and served.version == fg.version and served.commit == commit else None
+
+    def has_view(self, fg: FeatureGroup, commit: int) -> bool:
+        return self.served_view(fg, commit) is not None or (view_path(fg, commit) / "manifest.json").exists()
 
     def remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any, keep: int = OPEN_VIEWS) -> Any:
         with self._lock:
@@ -119,19 +139,19 @@ class Console:
 
     def commit_data(self, fg: FeatureGroup, commit: int) -> CommitData:
         """What a comparison reads of ``commit``: from its view when one is open (served, or opened by
-        another page), else only the files a comparison needs (not the search index); the whole view is
-        opened (built when missing) only when those cannot be read alone."""
+        another page), else only the files a comparison needs of its view (not the search index), else,
+        when it has no view, the latest rows read from the table. Builds nothing, writes nothing."""
         if commit == 0:
             raise InvalidQuery(f"{fg.spec.key} commit 0 is the table's creation: it holds no rows")
-        served = self.served(fg.name) if self.served is not None else None
-        if served is not None and served.version == fg.version and served.commit == commit:
+        served = self.served_view(fg, commit)
+        if served is not None:
             return CommitData.of_view(served)
         with self._lock:
             view = self._views.get((fg.name, fg.version, commit))
         if view is not None:
             return CommitData.of_view(view)
         data = read_commit(fg, commit)
-        return data if data is not None else CommitData.of_view(self.view(fg, commit))
+        return data if data is not None else read_table_commit(fg, commit)
 
     def comparison(self, fg: FeatureGroup, a: int, b: int) -> tuple[insights.Comparison, float]:
         """Commits ``a`` and ``b`` compared, and the seconds it took: computed once per pair (commits never
@@ -146,37 +166,78 @@ class Console:
         cmp = insights.compare(fg, da, db)
         return self.remember(self._compared, key, (cmp, time.perf_counter() - t))  # type: ignore[no-any-return]
 
-    def start_warming(self) -> threading.Thread:
-        """Run :meth:`warm` in a background thread at low priority (start-up is not delayed, and requests
-        keep the CPU first); ``featurestore ui`` and ``featurestore serve`` call this at start."""
+    def start_warming(self, groups: list[Warm] | None = None) -> threading.Thread:
+        """Warm ``groups`` up (:meth:`warm_group`; default: every feature group version at its newest
+        commit) in a background thread at low priority: the caller does not wait, and requests keep the
+        CPU first. ``featurestore ui`` and ``featurestore serve`` call this at start, and ``serve`` again
+        for a group each time a reload swaps in a new commit. One thread runs while work is queued; a
+        group already waiting is not queued twice. Returns the thread."""
+        todo: list[Warm | None] = [None] if groups is None else list(groups)  # None: every group
         with self._lock:
-            if self._warming is None:
-                self._warming = threading.Thread(target=self._warm_quietly, name="featurestore-console-warm",
+            for g in todo:
+                if g not in self._warm_todo:
+                    self._warm_todo.append(g)
+            self._warm_idle.clear()
+            if not self._warm_running:
+                self._warm_running = True
+                self._warming = threading.Thread(target=self._warm_queued, name="featurestore-console-warm",
                                                  daemon=True)
                 self._warming.start()
+            assert self._warming is not None
             return self._warming
 
-    def _warm_quietly(self) -> None:
+    def rewarm(self, name: str) -> None:
+        """Warm the commit the server now serves for ``name`` (after a reload swapped it in), in the
+        background (:meth:`start_warming`)."""
+        view = self.served(name) if self.served is not None else None
+        if view is not None:
+            self.start_warming([(name, view.version, view.commit)])
+
+    def warmed(self, timeout: float | None = None) -> bool:
+        """Wait until no warm-up is queued or running (False when ``timeout`` seconds passed first)."""
+        return self._warm_idle.wait(timeout)
+
+    def _warm_queued(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        self.warm()
+        while True:
+            with self._lock:
+                if not self._warm_todo:
+                    self._warm_running = False
+                    self._warm_idle.set()
+                    return
+                item = self._warm_todo.popleft()
+            if item is None:
+                self.warm()
+            else:
+                self.warm_group(*item)
 
     def warm(self) -> None:
-        """Open the newest commit's view of every feature group, compute its map and compare it with the
-        commit before (the comparison the group page links), so the first visits are fast. Failures
-        are logged: the pages will show them."""
-        for spec in self.store.specs():
-            try:
-                fg = self.group(spec.name, spec.version)
-                newest = fg.commit_of(None)
-                if newest > 0:
-                    projection(fg, self.view(fg))
-                # the comparison the group page links, when the commit before has its view (warming
-                # never builds the view of an old commit: that is minutes of work on a large group)
-                if newest > 1 and newest - 1 in list_views(fg):
-                    self.comparison(fg, newest - 1, newest)
-            except Exception as exc:  # a page will say what is wrong; warming must not stop the console
-                log.warning("console warm-up of %s: %s", spec.key, exc)
+        """:meth:`warm_group` every feature group version at its newest commit, in this thread."""
+        try:
+            specs = self.store.specs()
+        except FeatureStoreError as exc:  # the pages will say what is wrong
+            log.warning("console warm-up: %s", exc)
+            return
+        for spec in specs:
+            self.warm_group(spec.name, spec.version)
+
+    def warm_group(self, name: str, version: int | None = None, commit: int | None = None) -> None:
+        """Compute the map of ``commit`` (default: the newest) and compare it with the commit before (the
+        comparison the group page links), so the first visits are fast. Only from views that exist
+        (served, or built): warming builds none and reads no table. Failures are logged: the pages
+        will show them."""
+        try:
+            fg = self.group(name, version)
+            c = fg.commit_of(None) if commit is None else commit
+            if c < 1 or not self.has_view(fg, c):
+                return
+            if fg.spec.vector_features:
+                projection(fg, self.view(fg, c))
+            if c > 1 and self.has_view(fg, c - 1):
+                self.comparison(fg, c - 1, c)
+        except Exception as exc:  # a page will say what is wrong; warming must not stop the console
+            log.warning("console warm-up of %s v%s: %s", name, version, exc)
 
     # ---- rendering ---------------------------------------------------------------------------------
     def env(self) -> Any:

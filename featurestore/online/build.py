@@ -90,7 +90,7 @@ def materialize(fg: FeatureGroup, commit: int, *, force: bool = False,
         force = True  # built by an older version (fewer features, no checksums): derived data, so rebuilt
     remove_dead_temporaries(str(views_dir(fg)), ".build-")  # what builds killed midway left
     t0 = time.perf_counter()
-    rows = _read_rows(fg, commit, say)
+    rows = read_latest(fg, commit, say)
     root = views_dir(fg)
     tmp = root / f".build-{os.getpid()}-c{commit}-{uuid.uuid4().hex[:8]}"
     try:
@@ -128,12 +128,12 @@ def built_views_hint(fg: FeatureGroup) -> str:
 
 
 @dataclass(frozen=True)
-class _Rows:
-    """The latest rows of one commit, in key order, as the view stores them."""
+class LatestRows:
+    """The latest rows of one commit, in key order, as a view stores them."""
 
     raw_keys: list[Any]  # as read (composite keys: encoded): numpy cannot hold every string key exactly
     keys: np.ndarray     # sorted
-    vectors: list[tuple[Feature, np.ndarray]]  # each vector feature (default first): (n, dim) float32
+    vectors: list[tuple[Feature, np.ndarray]]  # each vector feature read (default first): (n, dim) float32
     columns: pa.Table    # keys, event time and scalar features
 
     @property
@@ -141,12 +141,18 @@ class _Rows:
         return len(self.keys)
 
 
-def _read_rows(fg: FeatureGroup, commit: int, say: Callable[[str], None]) -> _Rows:
-    """Read the latest row of every key at ``commit`` and sort the rows by key."""
+def read_latest(fg: FeatureGroup, commit: int, say: Callable[[str], None] | None = None, *,
+                vectors: list[Feature] | None = None) -> LatestRows:
+    """Read the latest row of every key at ``commit`` and sort the rows by key: what a view of the
+    commit holds (``vectors``: only these vector features; default: all, the default one first). Reads
+    the table and writes nothing; a view build and the console's comparisons read commits through it."""
     spec = fg.spec
+    features = served_vectors(fg) if vectors is None else vectors
+    scalar_names = [*spec.key_names, spec.event_time] + [f.name for f in spec.features if not f.is_vector]
     t0 = time.perf_counter()
-    table = fg.latest(commit)
-    say(f"read {table.num_rows:,} latest rows in {time.perf_counter() - t0:.1f}s")
+    table = fg.latest(commit, columns=[*scalar_names, *(f.name for f in features)])
+    if say is not None:
+        say(f"read {table.num_rows:,} latest rows in {time.perf_counter() - t0:.1f}s")
     n = table.num_rows
     if len(spec.entity_keys) == 1:
         key = spec.entity_keys[0]
@@ -155,24 +161,26 @@ def _read_rows(fg: FeatureGroup, commit: int, say: Callable[[str], None]) -> _Ro
     else:
         raw_keys = encode_columns([table[k.name].to_pylist() for k in spec.entity_keys])
         keys, order = sort_keys(raw_keys, "string")
-    vectors = []
-    for feature in served_vectors(fg):
+    in_order = bool(np.all(order[1:] > order[:-1]))  # as the engine sorted them: no row to move
+    matrices = []
+    for feature in features:
         vec_col = table[feature.name].combine_chunks()
         if vec_col.null_count:
             raise StorageError(f"{spec.key} commit {commit}: {vec_col.null_count} rows have a null {feature.name}")
         dim = int(feature.dim or 0)
         flat = vec_col.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0, np.float32)
-        vectors.append((feature, np.ascontiguousarray(flat.reshape(n, dim)[order], dtype=np.float32)))
-    scalar_names = [*spec.key_names, spec.event_time] + [f.name for f in spec.features if not f.is_vector]
-    columns = table.select(scalar_names).take(pa.array(order)) if n else table.select(scalar_names)
-    return _Rows(raw_keys, keys, vectors, columns)
+        matrix = flat.reshape(n, dim) if in_order else flat.reshape(n, dim)[order]
+        matrices.append((feature, np.ascontiguousarray(matrix, dtype=np.float32)))
+    columns = table.select(scalar_names)
+    columns = columns if in_order or not n else columns.take(pa.array(order))
+    return LatestRows(raw_keys, keys, matrices, columns)
 
 
 def _write_vector(fg: FeatureGroup, commit: int, tmp: Path, feature: Feature, vectors: np.ndarray, sfx: str,
                   say: Callable[[str], None]) -> dict[str, Any]:
     """Write one vector feature (its matrix, normalised copy, squared norms and index); its manifest entry."""
     spec = fg.spec
-    normalised = _normalised_copy(vectors, feature, f"{spec.key} commit {commit} {feature.name}")
+    normalised = normalised_copy(vectors, feature, f"{spec.key} commit {commit} {feature.name}")
     search = vectors if normalised is None else normalised
     kind, params = spec.online.index_of(feature.name)
     cfg = ix.resolve(kind, params, len(vectors), source=spec.source)
@@ -182,7 +190,7 @@ def _write_vector(fg: FeatureGroup, commit: int, tmp: Path, feature: Feature, ve
             "suffix": sfx, "index": index}
 
 
-def _normalised_copy(vectors: np.ndarray, feature: Feature, what: str) -> np.ndarray | None:
+def normalised_copy(vectors: np.ndarray, feature: Feature, what: str) -> np.ndarray | None:
     """For a cosine view whose vectors are not unit length, the normalised copy that is searched; else None."""
     if feature.metric != "cosine" or not len(vectors):
         return None
@@ -194,7 +202,7 @@ def _normalised_copy(vectors: np.ndarray, feature: Feature, what: str) -> np.nda
     return (vectors / norms[:, None]).astype(np.float32)
 
 
-def _write_keys(tmp: Path, rows: _Rows, keys: tuple[EntityKey, ...]) -> bool:
+def _write_keys(tmp: Path, rows: LatestRows, keys: tuple[EntityKey, ...]) -> bool:
     """Write the sorted keys, and the hash table of string (and composite) keys; return whether readers
     need a dict instead."""
     np.save(tmp / "keys.npy", rows.keys)
@@ -239,7 +247,7 @@ def _write_index(tmp: Path, search: np.ndarray, metric: ix.Metric, cfg: ix.Index
             "recall_at_10": recall, "build_seconds": round(build_s, 3)}
 
 
-def _manifest(fg: FeatureGroup, commit: int, rows: _Rows, *, hash_map: bool, vectors: dict[str, dict[str, Any]],
+def _manifest(fg: FeatureGroup, commit: int, rows: LatestRows, *, hash_map: bool, vectors: dict[str, dict[str, Any]],
               default: str | None, started: float) -> dict[str, Any]:
     spec = fg.spec
     composite = len(spec.entity_keys) > 1

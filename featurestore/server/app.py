@@ -23,6 +23,7 @@ import contextlib
 import functools
 import gc
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -61,10 +62,11 @@ def create_app(store: FeatureStore, *, groups: list[tuple[str, int | None]] | No
     """
     limits = limits or Limits()
     metrics = Metrics()
-    registry = Registry(store, groups, policy, on_event=metrics.reload, services=services)
-    metrics.gauges.append(functools.partial(served_gauges, registry))
     app = FastAPI(title="featurestore", version=__version__, lifespan=lifespan, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)  # /docs and /redoc with local assets (.docs)
+    registry = Registry(store, groups, policy, on_event=functools.partial(reloaded, metrics, app.state),
+                        services=services)
+    metrics.gauges.append(functools.partial(served_gauges, registry))
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.limits = limits
@@ -96,6 +98,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         registry.stop()
+
+
+def reloaded(metrics: Metrics, state: Any, name: str, event: str) -> None:
+    """What the reload thread reports: counted in the metrics; after a swap, with the console's warm-up
+    on, the group's map and comparison warmed again for its new commit, in the console's background
+    thread (this returns at once: neither the reload nor a request waits for it)."""
+    metrics.reload(name, event)
+    console_state = getattr(state, "console", None)
+    if event == "success" and console_state is not None and getattr(state, "warm_console", False):
+        console_state.rewarm(name)
 
 
 def served_gauges(registry: Registry) -> list[Gauge]:
