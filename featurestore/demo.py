@@ -186,6 +186,8 @@ def _tour(where: Root, *, size: str, days: int, schemas: Path, seed: int, progre
     _showcase(store, data, last, seed)
     n = store.sql("SELECT count(*) FROM user_embeddings").fetchall()[0][0]
     print(f"SQL: SELECT count(*) FROM user_embeddings -> {n:,} rows over {len(results)} runs")
+    for name in ("item_embeddings", "user_embeddings"):  # the console's maps and neighbours read the views
+        store.online(name)
     picture = plot_group(store, "item_embeddings", out=root / "item_embeddings_map.png", color="n_events")
     print(f"projector map of item_embeddings (PCA, coloured by n_events): {picture}\n"
           f"  browse the store: featurestore ui --root {where.uri}")
