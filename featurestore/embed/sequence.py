@@ -23,6 +23,11 @@ repeats of one item collapse into one) and is trained to predict the next item:
   rank items exactly as the model does (the norm-slack trick of Bachrach et al., RecSys 2014).
 - **Reproducible**: the same events, ``seed`` and ``threads`` give bit-identical weights and vectors
   (with ``max_minutes``, where training stops and the schedule depend on the machine's speed).
+- **Thin data**: after training, the best validation HR@10 is compared with what the default
+  (co-occurrence) embedder would serve, fitted on the same events without the held-out ones and scored
+  on the same held-out events; when the sequence model is below it, the embedder returns the default
+  embedder's model of all the events instead (``fallback``; a ``ThinDataWarning`` says so, and
+  ``model_info["fallback"]`` holds both figures). ``fallback=False`` keeps the sequence model, warning only.
 - **Bounded**: a step holds at most ``memory_mb`` of logits, activations and optimiser state
   (:meth:`SequenceEmbedder.memory_bound`); the training windows take ``8 * window`` bytes per window.
 
