@@ -479,8 +479,9 @@ def _sequence_through_store(name: str, task: Task, train: pa.Table, embedder, ro
             f"served top 10 (items.nearest per user); rank equal to the model's for {same}/{len(served)} users")
     else:
         add("sequence, fell back (served)", np.asarray(served), seq["train_seconds"],
-            f"served the {fallback['embedder']} model (validation HR@10 {fallback['validation_hr@10_sequence']:.4f} "
-            f"< {fallback['validation_hr@10_default']:.4f}) through items.nearest; {note}", **more)
+            f"served the {fallback['embedder']} model (sequence validation HR@10 "
+            f"{fallback['validation_hr@10_sequence']:.4f} +- {seq.get('validation_hr@10_se', 0):.4f}, the default's "
+            f"{fallback['validation_hr@10_default']:.4f}) through items.nearest; {note}", **more)
 
 
 def _num(x: float | None, fmt: str) -> str:

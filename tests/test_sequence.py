@@ -26,8 +26,8 @@ from featurestore.synthetic import purchase_histories
 pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 9
-TINY = SequenceEmbedder(dim=DIM, window=12, max_epochs=2, patience=2, batch_size=32, validation_entities=200,
-                        seed=0, threads=1, min_targets_per_item=0, baseline_check=False)
+TINY = SequenceEmbedder(dim=DIM, window=12, max_epochs=2, patience=2, batch_size=32, min_steps=1,
+                        validation_entities=200, seed=0, threads=1, min_targets_per_item=0, baseline_check=False)
 
 
 @pytest.fixture(scope="module")

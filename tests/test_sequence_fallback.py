@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIM = 9
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 #: one epoch at a tiny learning rate: a model that learned nothing, so the default embedder validates better
-UNTRAINED = SequenceEmbedder(dim=DIM, window=12, max_epochs=1, lr=1e-9, batch_size=32, seed=0, threads=1,
+UNTRAINED = SequenceEmbedder(dim=DIM, window=12, max_epochs=1, lr=1e-9, batch_size=32, min_steps=1, seed=0, threads=1,
                              min_targets_per_item=0)
 #: enough training for the chains below: it predicts every held-out event, as the default embedder does
 TRAINED = replace(UNTRAINED, max_epochs=60, patience=60, lr=1e-2, warmup_steps=5, dropout=0.0)

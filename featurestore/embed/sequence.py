@@ -25,7 +25,8 @@ repeats of one item collapse into one) and is trained to predict the next item:
   (with ``max_minutes``, where training stops and the schedule depend on the machine's speed).
 - **Thin data**: after training, the best validation HR@10 is compared with what the default
   (co-occurrence) embedder would serve, fitted on the same events without the held-out ones and scored
-  on the same held-out events; when the sequence model is below it, the embedder returns the default
+  on the same held-out events; unless the sequence model beats it by one standard error of its own
+  figure (the best of many epochs, so an optimistic one), the embedder returns the default
   embedder's model of all the events instead (``fallback``; a ``ThinDataWarning`` says so, and
   ``model_info["fallback"]`` holds both figures). ``fallback=False`` keeps the sequence model, warning only.
 - **Bounded**: a step holds at most ``memory_mb`` of logits, activations and optimiser state
@@ -93,6 +94,7 @@ class SequenceEmbedder:
     batch_size: int = 16
     schedule: str = "cosine"
     warmup_steps: int = 100
+    min_steps: int = 256                 # an epoch takes at least this many steps (smaller batches if need be)
     max_epochs: int = 200
     patience: int = 5
     max_minutes: float | None = None
@@ -113,7 +115,7 @@ class SequenceEmbedder:
             raise PipelineError(f"SequenceEmbedder: dim must be at least 3; got {self.dim}")
         if (self.dim - 1) % self.heads:
             raise PipelineError(f"SequenceEmbedder: heads ({self.heads}) must divide dim - 1 ({self.dim - 1})")
-        for name in ("blocks", "window", "batch_size", "max_epochs", "patience", "threads", "negatives"):
+        for name in ("blocks", "window", "batch_size", "max_epochs", "patience", "threads", "negatives", "min_steps"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"SequenceEmbedder: {name} must be >= 1; got {getattr(self, name)}")
         if self.schedule not in ("cosine", "constant"):
@@ -146,11 +148,12 @@ class SequenceEmbedder:
             self.lr, self.batch_size, self.max_epochs, self.patience, self.seed, self.threads,
             None if self.max_minutes is None else self.max_minutes * 60, self.weight_decay,
             self.negatives if sampled else None, max(1, (self.memory_mb << 20) // (4 * 4)), self.schedule,
-            self.warmup_steps)
+            self.warmup_steps, self.min_steps)
 
     def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         """Train on ``events`` (loaded into memory: the model reads the sequences) and return the item
-        vectors with the entity encoder attached."""
+        vectors with the entity encoder attached, or the default embedder's model when that one ranks the
+        held-out events better (``fallback``: see the module docstring)."""
         t0 = time.perf_counter()
         events = events.load()
         seqs = Sequences.of(events)
@@ -188,8 +191,8 @@ class SequenceEmbedder:
 
     def _judged(self, model: ItemModel, events: Events, train: Sequences, val: np.ndarray,
                 engine: Engine | None) -> ItemModel:
-        """``model``, or the default embedder's model of ``events`` when that one ranks the held-out events
-        better (``fallback``); either way a ThinDataWarning when the sequence model is the weaker."""
+        """``model``, or the default embedder's model of ``events`` unless ``model`` ranks the held-out events
+        better by a standard error (``fallback``); either way a ThinDataWarning when it does not."""
         info, hr = model.info, model.info["validation_hr@10"]
         base = count_baseline_hr(train, val, events.n_items, self.validation_entities, self.seed)
         info["validation_hr@10_count_baseline"] = round(base, 6)
@@ -203,10 +206,15 @@ class SequenceEmbedder:
                            "fitted on these events either; the sequence model is kept")
             return model
         info["validation_hr@10_default"] = round(judge, 6)
-        if hr >= judge:
+        # the best epoch's figure is the largest of many noisy ones (an optimistic estimate): the sequence
+        # model is kept when it beats the default by one standard error of that figure
+        se = float(np.sqrt(hr * (1 - hr) / max(1, min(val.shape[0], self.validation_entities))))
+        info["validation_hr@10_se"] = round(se, 6)
+        if hr - se >= judge:
             return model
         if not self.fallback:
-            _warn_weak(hr, f"the co-occurrence embedder's ({judge:.4f})", "the sequence model is kept "
+            _warn_weak(hr, f"the co-occurrence embedder's ({judge:.4f}) plus one standard error ({se:.4f})",
+                       "the sequence model is kept "
                        "(fallback=False); the co-occurrence embedder (the default) is likely to rank better here")
             return model
         served = default.fit(events, engine=engine)
@@ -214,8 +222,9 @@ class SequenceEmbedder:
         served.info = {**served.info, "fallback": {
             "embedder": default.name, "params": default.params(), "validation_hr@10_sequence": round(hr, 6),
             "validation_hr@10_default": round(judge, 6), "sequence": seq_info}}
-        _warn_weak(hr, f"the co-occurrence embedder's ({judge:.4f})", "serving the co-occurrence embedder's model "
-                   "instead (model_info['fallback']; fallback=False keeps the sequence model)")
+        _warn_weak(hr, f"the co-occurrence embedder's ({judge:.4f}) plus one standard error ({se:.4f})",
+                   "serving the co-occurrence embedder's model instead (model_info['fallback']; fallback=False "
+                   "keeps the sequence model)")
         return served
 
     def load_encoder(self, data: bytes, source: str = "model artifact") -> SequenceEncoder:
@@ -236,8 +245,9 @@ class SequenceEmbedder:
 
 
 def _warn_weak(hr: float, other: str, outcome: str) -> None:
-    warnings.warn(f"thin data for a sequence model: its best validation HR@10 ({hr:.4f}) is below {other} on the "
-                  f"same held-out events (each entity's last event): {outcome}", ThinDataWarning, stacklevel=4)
+    warnings.warn(f"thin data for a sequence model: its best validation HR@10 ({hr:.4f}) is not above {other} "
+                  f"on the same held-out events (each entity's last event): {outcome}", ThinDataWarning,
+                  stacklevel=4)
 
 
 # ---- sequences --------------------------------------------------------------------------------------
