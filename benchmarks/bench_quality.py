@@ -445,30 +445,43 @@ def _sequence_through_store(name: str, task: Task, train: pa.Table, embedder, ro
     result = pipeline.run(store, pc_max(train["event_time"]) + timedelta(microseconds=1), progress=True)
     run_s, cpu_s, load = time.perf_counter() - t0, time.process_time() - cpu0, (load0 + os.getloadavg()[1]) / 2
     model = read_model(store.feature_group("sequence_item_embeddings", 1), result.commits[0], embedder)
-    info = model.info if model.info.get("epochs") else result.commits[0].metadata["model_info"]
+    info = result.commits[0].metadata["model_info"]
+    fallback = info.get("fallback")
+    seq = fallback["sequence"] if fallback else info
     ev = task.events
-    enc = model.encoder
-    cols = pd.Index(ev.item_ids).get_indexer(enc.item_ids)
+    note = (f"{seq['epochs']} epochs (best {seq['best_epoch']}, stopped by {seq['stopped']}), "
+            f"val HR@10 {seq['validation_hr@10']:.4f} (default embedder's {seq.get('validation_hr@10_default')}), "
+            f"train {seq['train_seconds']:.0f}s wall / {cpu_s:.0f}s CPU, {seq['loss']}, machine load average "
+            f"{load:.1f} on {os.cpu_count()} cores")
+    more = dict(run_s=run_s, cpu_s=cpu_s, epochs=seq["epochs"], best_epoch=seq["best_epoch"],
+                memory_bound_mb=seq["memory_bound_mb"], load_avg=load, val_hr=seq["validation_hr@10"],
+                val_hr_default=seq.get("validation_hr@10_default"), fallback=bool(fallback))
+    own_rank = None
+    if model.encoder is not None:
+        enc = model.encoder
+        cols = pd.Index(ev.item_ids).get_indexer(enc.item_ids)
 
-    def own(u):
-        s = np.full((u.size, ev.n_items), -np.inf, np.float32)
-        s[:, cols] = enc.scores(ev, u)
-        return s
-    own_rank = _ranks(task, own)
-    note = (f"{info['epochs']} epochs (best {info['best_epoch']}, stopped by {info['stopped']}), "
-            f"val HR@10 {info['validation_hr@10']:.4f}, train {info['train_seconds']:.0f}s wall / "
-            f"{cpu_s:.0f}s CPU, {info['loss']}, machine load average {load:.1f} on {os.cpu_count()} cores")
-    add("sequence (model's scores)", own_rank, info["train_seconds"], note, run_s=run_s, cpu_s=cpu_s,
-        epochs=info["epochs"], best_epoch=info["best_epoch"], memory_bound_mb=info["memory_bound_mb"], load_avg=load)
+        def own(u):
+            s = np.full((u.size, ev.n_items), -np.inf, np.float32)
+            s[:, cols] = enc.scores(ev, u)
+            return s
+        own_rank = _ranks(task, own)
+        add("sequence (model's scores)", own_rank, seq["train_seconds"], note, **more)
     items, users = store.online("sequence_item_embeddings", 1), store.online("sequence_user_embeddings", 1)
     served, same = [], 0
     for row, (u, t) in enumerate(zip(task.users, task.target)):
         history = ev.item_ids[task.hist.indices[task.hist.indptr[row]:task.hist.indptr[row + 1]]].tolist()
         keys = items.nearest(key=ev.entity_ids[u], query_view=users, k=10, exclude=history, exact=True).keys
         served.append(keys.index(ev.item_ids[t]) if t >= 0 and ev.item_ids[t] in keys else 10)
-        same += int(served[-1] == min(own_rank[row], 10))
-    add("  same, through nearest", np.asarray(served), None,
-        f"served top 10 (items.nearest per user); rank equal to the model's for {same}/{len(served)} users")
+        same += int(own_rank is not None and served[-1] == min(own_rank[row], 10))
+    if own_rank is not None:
+        add("  same, through nearest", np.asarray(served), None,
+            f"served top 10 (items.nearest per user); rank equal to the model's for {same}/{len(served)} users")
+    else:
+        add("sequence, fell back (served)", np.asarray(served), seq["train_seconds"],
+            f"served the {fallback['embedder']} model (sequence validation HR@10 "
+            f"{fallback['validation_hr@10_sequence']:.4f} +- {seq.get('validation_hr@10_se', 0):.4f}, the default's "
+            f"{fallback['validation_hr@10_default']:.4f}) through items.nearest; {note}", **more)
 
 
 def _num(x: float | None, fmt: str) -> str:

@@ -476,8 +476,8 @@ class _Run:
         or it lacks the encoder this embedder needs."""
         p = self.p
         model = read_model(self.items_fg, prev, p.embedder)
-        if model.encoder is None and hasattr(p.embedder, "load_encoder"):
-            return None
+        if model.encoder is None and hasattr(p.embedder, "load_encoder") and not _fallback(prev):
+            return None   # (a model this embedder fell back to has no encoder of its own: it is reusable)
         if p.retrain_runs is not None:
             runs = sum(1 for c in self.ent_fg.history() if c.metadata.get("pipeline") == p.name
                        and c.metadata.get("model_commit") == prev.commit and not c.metadata.get("retrained")
@@ -502,6 +502,11 @@ class _Run:
         alignment = None
         if reference is not None:
             before = read_model(self.items_fg, reference)
+            if before.layout() != model.layout() and self._switched(reference, model):
+                model.info["not_aligned"] = (f"commit {reference.commit} holds the other of this embedder's two "
+                                             "models (its own or its fallback): coordinates not comparable")
+                self._step("align")
+                return model, None
             if before.layout() != model.layout():
                 raise PipelineError(
                     f"{self.items_fg.spec.key} commit {reference.commit} holds a model whose coordinates mean "
@@ -515,6 +520,12 @@ class _Run:
                 alignment = a.to_dict() if a is not None else None
         self._step("align")
         return model, alignment
+
+    def _switched(self, reference: Commit, model: ItemModel) -> bool:
+        """Whether ``reference`` and ``model`` are this embedder's two kinds of model (its own and the one it
+        falls back to on thin data, :class:`~featurestore.embed.sequence.SequenceEmbedder`)."""
+        same = reference.metadata.get("params", {}).get("embedder", {}).get("name") == self.p.embedder.name
+        return same and (_fallback(reference) != bool(model.info.get("fallback")))
 
     def _entity_vectors(self, events: EventTable, model: ItemModel, model_commit: Commit, ent_hist: list[Commit],
                         alignment: dict[str, Any] | None) -> tuple[EntityVectors, pa.Table, Commit]:
@@ -551,6 +562,11 @@ class _Run:
             "events_read": len(events), "event_types": events.type_counts, "items": len(model),
             "entities": events.n_entities, "seconds": dict(self.seconds), **more,
         }
+
+
+def _fallback(commit: Commit) -> bool:
+    """Whether the commit's item model is the one its embedder fell back to (``model_info["fallback"]``)."""
+    return bool((commit.metadata.get("model_info") or {}).get("fallback"))
 
 
 def _ordered(seconds: dict[str, float]) -> dict[str, float]:

@@ -26,8 +26,8 @@ from featurestore.synthetic import purchase_histories
 pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 9
-TINY = SequenceEmbedder(dim=DIM, window=12, max_epochs=2, patience=2, batch_size=32, validation_entities=200,
-                        seed=0, threads=1, min_targets_per_item=0, baseline_check=False)
+TINY = SequenceEmbedder(dim=DIM, window=12, max_epochs=2, patience=2, batch_size=32, min_steps=1,
+                        validation_entities=200, seed=0, threads=1, min_targets_per_item=0, baseline_check=False)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_thin_data_warns_or_refuses(events):
         replace(TINY, min_events=1, min_targets_per_item=10_000).fit(ev)
 
 
-def test_weaker_than_a_count_model_warns():
+def test_weaker_than_the_default_embedder_warns():
     # every entity walks one chain of items (i, i+1, ...): "what came next" counts predict the held-out
     # event, a model trained for one epoch at a tiny learning rate cannot
     rows = [(f"u{u}", f"i{(u + k) % 40}", k) for u in range(30) for k in range(12)]
@@ -198,10 +198,14 @@ def test_weaker_than_a_count_model_warns():
                       "event_time": pa.array([datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=r[2]) for r in rows],
                                              pa.timestamp("us", tz="UTC"))})
     ev = read_events(EventSource(table))
-    with pytest.warns(ThinDataWarning, match="next-item count model") as caught:
-        m = replace(TINY, baseline_check=True, max_epochs=1, lr=1e-9).fit(ev)
+    with pytest.warns(ThinDataWarning, match="co-occurrence embedder's") as caught:
+        m = replace(TINY, baseline_check=True, fallback=False, max_epochs=1, lr=1e-9).fit(ev)
     assert m.info["validation_hr@10_count_baseline"] == 1.0 > m.info["validation_hr@10"]
+    assert m.info["validation_hr@10_default"] > m.info["validation_hr@10"] and m.encoder is not None
     assert len(caught) == 1
+    with pytest.warns(ThinDataWarning, match="count model") as caught:   # no default embedder at 3 coordinates
+        m = replace(TINY, dim=3, baseline_check=True, max_epochs=1, lr=1e-9).fit(ev)
+    assert str(m.info["validation_hr@10_default"]).startswith("unavailable") and m.encoder is not None
 
 
 def test_windows_and_history_reference():

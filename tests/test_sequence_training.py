@@ -67,3 +67,15 @@ def test_schedule_warms_up_decays_and_fits_the_budget():
     assert s.horizon == 100
     flat = sasrec.Schedule(_cfg(schedule="constant"), steps_per_epoch=10)
     assert [flat.lr(i) for i in (4, 50, 99)] == [0.01, 0.01, 0.01]
+
+
+def test_small_logs_get_smaller_steps_up_to_min_steps():
+    net = sasrec.NetConfig(n_items=50, hidden=8, blocks=1, heads=1, window=10, dropout=0.0)
+    lengths = np.full(40, 10)                                # 40 full windows: 4 steps of batch 10
+    cfg = _cfg(batch_size=10, min_steps=1)
+    assert sasrec.step_positions(cfg, net, lengths) == 100
+    positions = sasrec.step_positions(_cfg(batch_size=10, min_steps=8), net, lengths)
+    assert positions == 50 and len(sasrec.plan(lengths, positions, np.random.default_rng(0))) == 8
+    assert sasrec.step_positions(_cfg(batch_size=10, min_steps=1000), net, lengths) == 10   # one window a step
+    many = np.full(400, 10)                                  # already 40 steps: a large log keeps its batches
+    assert sasrec.step_positions(_cfg(batch_size=10, min_steps=8), net, many) == 100

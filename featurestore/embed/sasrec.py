@@ -50,6 +50,7 @@ class TrainConfig:
     logit_budget: int           # floats of logits one step may hold (bounds memory)
     schedule: str = "cosine"    # "cosine": warm-up, then cosine decay to 0 over the run; "constant"
     warmup_steps: int = 100
+    min_steps: int = 1          # steps an epoch takes at least: smaller batches on a small log
 
 
 @dataclass
@@ -258,6 +259,17 @@ def batch_positions(cfg: TrainConfig, net: NetConfig) -> int:
     return max(net.window, positions)
 
 
+def step_positions(cfg: TrainConfig, net: NetConfig, lengths: np.ndarray) -> int:
+    """Padded positions per step: :func:`batch_positions`, lowered (to one window at least) so that an epoch
+    takes at least ``min_steps`` steps: on a small log, full batches would make too few optimiser steps
+    between two validations."""
+    positions = batch_positions(cfg, net)
+    steps = len(plan(lengths, positions, np.random.default_rng(0)))
+    if steps < cfg.min_steps:
+        positions = max(net.window, positions * steps // cfg.min_steps)
+    return positions
+
+
 def train(net_cfg: NetConfig, cfg: TrainConfig, data: Batches, validate: Callable[[Any], float],
           popularity: np.ndarray, report: Callable[[dict[str, float]], None]) -> TrainResult:
     """Fit by Adam until the validation hit rate stops improving for ``patience`` epochs, ``max_epochs``
@@ -273,7 +285,8 @@ def train(net_cfg: NetConfig, cfg: TrainConfig, data: Batches, validate: Callabl
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         q = popularity.astype(np.float64) / popularity.sum()
         log_q = torch.from_numpy(np.log(np.maximum(q, 1e-12)).astype(np.float32))
-        return _epochs(torch, net, opt, cfg, data, validate, log_q, gen, rng, report, batch_positions(cfg, net_cfg))
+        return _epochs(torch, net, opt, cfg, data, validate, log_q, gen, rng, report,
+                       step_positions(cfg, net_cfg, data.lengths()))
     finally:
         torch.set_num_threads(threads)
 

@@ -23,6 +23,12 @@ repeats of one item collapse into one) and is trained to predict the next item:
   rank items exactly as the model does (the norm-slack trick of Bachrach et al., RecSys 2014).
 - **Reproducible**: the same events, ``seed`` and ``threads`` give bit-identical weights and vectors
   (with ``max_minutes``, where training stops and the schedule depend on the machine's speed).
+- **Thin data**: after training, the best validation HR@10 is compared with what the default
+  (co-occurrence) embedder would serve, fitted on the same events without the held-out ones and scored
+  on the same held-out events; unless the sequence model beats it by one standard error of its own
+  figure (the best of many epochs, so an optimistic one), the embedder returns the default
+  embedder's model of all the events instead (``fallback``; a ``ThinDataWarning`` says so, and
+  ``model_info["fallback"]`` holds both figures). ``fallback=False`` keeps the sequence model, warning only.
 - **Bounded**: a step holds at most ``memory_mb`` of logits, activations and optimiser state
   (:meth:`SequenceEmbedder.memory_bound`); the training windows take ``8 * window`` bytes per window.
 
@@ -53,7 +59,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from featurestore.embed import sasrec
-from featurestore.embed.base import ItemModel
+from featurestore.embed.aggregate import Aggregation, aggregate
+from featurestore.embed.base import Embedder, ItemModel
+from featurestore.embed.cooccurrence import CooccurrenceEmbedder
 from featurestore.engine.base import Engine
 from featurestore.engine.counting import sequence_tokens
 from featurestore.engine.events import Events, EventTable
@@ -86,6 +94,7 @@ class SequenceEmbedder:
     batch_size: int = 16
     schedule: str = "cosine"
     warmup_steps: int = 100
+    min_steps: int = 256                 # an epoch takes at least this many steps (smaller batches if need be)
     max_epochs: int = 200
     patience: int = 5
     max_minutes: float | None = None
@@ -97,7 +106,8 @@ class SequenceEmbedder:
     threads: int = 2
     min_events: int = 20                 # fewer training targets: refuse to train
     min_targets_per_item: float = 10.0   # fewer: warn (ThinDataWarning)
-    baseline_check: bool = True          # warn (ThinDataWarning) when a next-item count model validates better
+    baseline_check: bool = True          # compare with the default embedder on the held-out events (Thin data)
+    fallback: bool = True                # ... and serve its model when it validates better (else: warn only)
     imports: tuple[str, ...] = field(default=("torch",), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,7 +115,7 @@ class SequenceEmbedder:
             raise PipelineError(f"SequenceEmbedder: dim must be at least 3; got {self.dim}")
         if (self.dim - 1) % self.heads:
             raise PipelineError(f"SequenceEmbedder: heads ({self.heads}) must divide dim - 1 ({self.dim - 1})")
-        for name in ("blocks", "window", "batch_size", "max_epochs", "patience", "threads", "negatives"):
+        for name in ("blocks", "window", "batch_size", "max_epochs", "patience", "threads", "negatives", "min_steps"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"SequenceEmbedder: {name} must be >= 1; got {getattr(self, name)}")
         if self.schedule not in ("cosine", "constant"):
@@ -138,11 +148,12 @@ class SequenceEmbedder:
             self.lr, self.batch_size, self.max_epochs, self.patience, self.seed, self.threads,
             None if self.max_minutes is None else self.max_minutes * 60, self.weight_decay,
             self.negatives if sampled else None, max(1, (self.memory_mb << 20) // (4 * 4)), self.schedule,
-            self.warmup_steps)
+            self.warmup_steps, self.min_steps)
 
     def fit(self, events: EventTable, *, progress: bool = False, engine: Engine | None = None) -> ItemModel:
         """Train on ``events`` (loaded into memory: the model reads the sequences) and return the item
-        vectors with the entity encoder attached."""
+        vectors with the entity encoder attached, or the default embedder's model when that one ranks the
+        held-out events better (``fallback``: see the module docstring)."""
         t0 = time.perf_counter()
         events = events.load()
         seqs = Sequences.of(events)
@@ -168,19 +179,53 @@ class SequenceEmbedder:
                 "loss": "full_softmax" if cfg.negatives is None else f"sampled_softmax({cfg.negatives}, log-Q)",
                 "memory_bound_mb": round(sasrec.memory_bytes(net_cfg, cfg) / 2**20, 1),
                 "fit_seconds": round(time.perf_counter() - t0, 3), "history": result.history}
-        if self.baseline_check:
-            base = count_baseline_hr(train_seqs, val, events.n_items, self.validation_entities, self.seed)
-            info["validation_hr@10_count_baseline"] = round(base, 6)
-            self._check_weak(result.best_hr, base)
-        return encoder.item_model(info)
+        if not self.baseline_check:
+            return encoder.item_model(info)
+        return self._judged(encoder.item_model(info), events, train_seqs, val, engine)
 
-    def _check_weak(self, hr: float, base: float) -> None:
-        if hr < base:
-            warnings.warn(
-                f"the sequence model's validation HR@10 ({hr:.4f}) is below that of a next-item count model "
-                f"({base:.4f}) on the same held-out events: the co-occurrence embedder (the default) is likely "
-                "to rank better on these events (or the model needs more training: max_epochs, max_minutes)",
-                ThinDataWarning, stacklevel=3)
+    def default_embedder(self) -> CooccurrenceEmbedder:
+        """The embedder a thin log falls back to: the pipeline's default at this ``dim`` and ``seed`` (below
+        10 coordinates, with fewer than its 4 similarity coordinates)."""
+        return CooccurrenceEmbedder(dim=self.dim, seed=self.seed,
+                                    similarity_dims=None if self.dim >= 10 else (self.dim - 2) // 2)
+
+    def _judged(self, model: ItemModel, events: Events, train: Sequences, val: np.ndarray,
+                engine: Engine | None) -> ItemModel:
+        """``model``, or the default embedder's model of ``events`` unless ``model`` ranks the held-out events
+        better by a standard error (``fallback``); either way a ThinDataWarning when it does not."""
+        info, hr = model.info, model.info["validation_hr@10"]
+        base = count_baseline_hr(train, val, events.n_items, self.validation_entities, self.seed)
+        info["validation_hr@10_count_baseline"] = round(base, 6)
+        try:
+            default = self.default_embedder()
+            judge = default_embedder_hr(default, events, train, val, self.validation_entities, self.seed, engine)
+        except PipelineError as exc:  # too few co-occurring items for it: the count model judges, nothing to serve
+            info["validation_hr@10_default"] = f"unavailable: {exc}"
+            if hr < base:
+                _warn_weak(hr, f"that of a next-item count model ({base:.4f})", "the default embedder cannot be "
+                           "fitted on these events either; the sequence model is kept")
+            return model
+        info["validation_hr@10_default"] = round(judge, 6)
+        # the best epoch's figure is the largest of many noisy ones (an optimistic estimate): the sequence
+        # model is kept when it beats the default by one standard error of that figure
+        se = float(np.sqrt(hr * (1 - hr) / max(1, min(val.shape[0], self.validation_entities))))
+        info["validation_hr@10_se"] = round(se, 6)
+        if hr - se >= judge:
+            return model
+        if not self.fallback:
+            _warn_weak(hr, f"the co-occurrence embedder's ({judge:.4f}) plus one standard error ({se:.4f})",
+                       "the sequence model is kept "
+                       "(fallback=False); the co-occurrence embedder (the default) is likely to rank better here")
+            return model
+        served = default.fit(events, engine=engine)
+        seq_info = {k: v for k, v in info.items() if k != "history"}
+        served.info = {**served.info, "fallback": {
+            "embedder": default.name, "params": default.params(), "validation_hr@10_sequence": round(hr, 6),
+            "validation_hr@10_default": round(judge, 6), "sequence": seq_info}}
+        _warn_weak(hr, f"the co-occurrence embedder's ({judge:.4f}) plus one standard error ({se:.4f})",
+                   "serving the co-occurrence embedder's model instead (model_info['fallback']; fallback=False "
+                   "keeps the sequence model)")
+        return served
 
     def load_encoder(self, data: bytes, source: str = "model artifact") -> SequenceEncoder:
         """The encoder stored by :meth:`SequenceEncoder.to_bytes` (the pipeline's incremental runs)."""
@@ -197,6 +242,12 @@ class SequenceEmbedder:
                 f"({n_targets / max(n_items, 1):.1f} per item, fewer than {self.min_targets_per_item:g}); "
                 "the co-occurrence embedder (the default) is likely to rank better on these events",
                 ThinDataWarning, stacklevel=3)
+
+
+def _warn_weak(hr: float, other: str, outcome: str) -> None:
+    warnings.warn(f"thin data for a sequence model: its best validation HR@10 ({hr:.4f}) is not above {other} "
+                  f"on the same held-out events (each entity's last event): {outcome}", ThinDataWarning,
+                  stacklevel=4)
 
 
 # ---- sequences --------------------------------------------------------------------------------------
@@ -335,6 +386,65 @@ def count_baseline_hr(train: Sequences, val: np.ndarray, n_items: int, limit: in
     q = sp.csr_matrix((w[cols], (rows, last[rows, cols] - 1)), shape=(entities.size, n_items))
     q.sum_duplicates()
     return _hit_rate(train, entities, targets, lambda r: (q[r] @ t).toarray())
+
+
+#: how the pipeline aggregates entity vectors by default (``Pipeline.aggregation``): what it would serve
+SERVED_AGGREGATION = Aggregation(half_life=2, max_events=10)
+
+
+def default_embedder_hr(embedder: Embedder, events: Events, train: Sequences, val: np.ndarray, limit: int,
+                        seed: int, engine: Engine | None = None) -> float:
+    """Validation HR@10 of what ``embedder`` would serve through the pipeline (its item vectors and the
+    default aggregation of each entity's events, ranked by inner product, as ``nearest`` ranks unit
+    vectors), fitted on ``events`` without the held-out ones and scored on the same entities as the
+    sequence model. A ``PipelineError`` when it cannot be fitted on them."""
+    entities, targets = _validation_sample(val, limit, seed)
+    if entities.size == 0:
+        return 0.0
+    seen = without_held_out(events, val[:, 0])
+    model = embedder.fit(seen, engine=engine)
+    vectors = aggregate(seen, model, SERVED_AGGREGATION, engine=engine)
+    rows = pd.Index(vectors.entity_ids).get_indexer(events.entity_ids[entities])
+    cols = pd.Index(events.item_ids).get_indexer(model.item_ids)
+    query = np.zeros((entities.size, model.dim), np.float32)
+    query[rows >= 0] = vectors.vectors[rows[rows >= 0]]
+
+    def score(r: np.ndarray) -> np.ndarray:
+        s = np.full((r.size, events.n_items), -np.inf, np.float32)   # items it left out rank last
+        s[:, cols] = query[r] @ model.vectors.T
+        s[rows[r] < 0] = -np.inf                                     # no vector: no hit
+        return s
+    return _hit_rate(train, entities, targets, score)
+
+
+def without_held_out(events: Events, entities: np.ndarray) -> Events:
+    """``events`` without the events of each listed entity's last token (its trailing run of one item:
+    what :meth:`Sequences.holdout` holds out)."""
+    ent, item = events.entity, events.item
+    if not entities.size:
+        return events
+    new = np.ones(ent.size, dtype=bool)
+    new[1:] = (ent[1:] != ent[:-1]) | (item[1:] != item[:-1])
+    token_start = np.flatnonzero(new)
+    ends = events.entity_starts()[entities + 1]
+    mark = np.zeros(ent.size + 1, dtype=np.int64)
+    np.add.at(mark, token_start[np.cumsum(new)[ends - 1] - 1], 1)
+    np.add.at(mark, ends, -1)
+    keep = np.cumsum(mark[:-1]) == 0
+    return _subset(events, keep)
+
+
+def _subset(events: Events, keep: np.ndarray) -> Events:
+    """The events where ``keep``, with the same id tables and their counts and latest times recomputed."""
+    ent, item, t = events.entity[keep], events.item[keep], events.time[keep]
+    item_last = np.full(events.n_items, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(item_last, item, t)
+    entity_last = np.full(events.n_entities, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(entity_last, ent, t)
+    return replace(events, entity=ent, item=item, weight=events.weight[keep], time=t,
+                   item_count=np.bincount(item, minlength=events.n_items).astype(np.int64), item_last=item_last,
+                   entity_count=np.bincount(ent, minlength=events.n_entities).astype(np.int64),
+                   entity_last=entity_last)
 
 
 class _Progress:
