@@ -222,14 +222,9 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     exp = expectations or parse_expectations(spec)
-    derived = dict(derived or {})
-    numpy_checks: list[CheckResult] = []
-    for rule in exp.vectors:
-        if rule.feature not in derived:
-            if rule.feature not in table.column_names:
-                continue
-            derived[rule.feature] = embedding.derive(table[rule.feature], rule.feature, rule.dim)
-        numpy_checks.append(embedding.check_dtype(derived[rule.feature], rule.dim))
+    derived = _derived(exp, table, derived)
+    numpy_checks = [embedding.check_dtype(derived[rule.feature], rule.dim) for rule in exp.vectors
+                    if rule.feature in derived]
     timings["derive"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -274,6 +269,18 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
         base_commit=previous.commit if previous else None, timings=timings,
     )
     return ValidationReport.from_json(result.to_json())  # canonical: equal to what is read back
+
+
+def _derived(exp: Expectations, table: pa.Table, given: dict[str, embedding.Derived] | None
+             ) -> dict[str, embedding.Derived]:
+    """The per-row scalars of each vector column checked: ``given``, else derived from ``table``."""
+    derived = {}
+    for rule in exp.vectors:
+        if given is not None and rule.feature in given:
+            derived[rule.feature] = given[rule.feature]
+        elif rule.feature in table.column_names:
+            derived[rule.feature] = embedding.derive(table[rule.feature], rule.feature, rule.dim)
+    return derived
 
 
 def _needs_all_keys(exp: Expectations) -> bool:
