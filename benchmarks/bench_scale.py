@@ -55,22 +55,23 @@ KEYS, COMMITS = 100_000, 30
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def events_file(data: Path, n: int) -> tuple[Path, float]:
-    """The synthetic events of size ``n`` (made once, kept in ``data``) and the seconds it took."""
-    path = data / f"events_{n}.parquet"
+def events_file(data: Path, n: int, per_user: float = EVENTS_PER_USER) -> tuple[Path, float]:
+    """The synthetic events of size ``n`` (made once, kept in ``data``) and the seconds it took;
+    ``per_user``: events per user (fewer: more entities for the same events)."""
+    path = data / (f"events_{n}.parquet" if per_user == EVENTS_PER_USER else f"events_{n}_{per_user:g}pu.parquet")
     if path.exists():
         return path, 0.0
-    cmd = [sys.executable, __file__, "--child-generate", str(path), str(n)]
+    cmd = [sys.executable, __file__, "--child-generate", str(path), str(n), str(per_user)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, env=_env())
     return path, time.perf_counter() - t
 
 
-def child_generate(path: str, n: int) -> None:
+def child_generate(path: str, n: int, per_user: float = EVENTS_PER_USER) -> None:
     from featurestore.synthetic import write_purchase_histories
 
     tmp = path + ".partial"
-    write_purchase_histories(tmp, n_users=max(1, n // EVENTS_PER_USER), n_items=N_ITEMS, n_events=n, seed=0)
+    write_purchase_histories(tmp, n_users=max(1, int(n / per_user)), n_items=N_ITEMS, n_events=n, seed=0)
     os.replace(tmp, path)
 
 
@@ -246,7 +247,7 @@ ONLY_DUCKDB = {500_000_000}  # sizes other engines skip
 def run_pipelines(engines: list[str], sizes: list[int], data: Path, work: Path, args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     for n in sizes:
-        events, gen_s = events_file(data, n)
+        events, gen_s = events_file(data, n, args.events_per_user)
         if gen_s:
             print(f"generated {n:,} events in {gen_s:.0f} s ({events.stat().st_size / 1e9:.2f} GB)", flush=True)
         for engine in engines:
@@ -346,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder keeping the generated events between runs (default: a temporary folder)")
     ap.add_argument("--workdir", default=None, help="where stores and spines go (default: a temporary folder)")
     ap.add_argument("--timeout", type=float, default=None, help="cap per child, seconds")
-    ap.add_argument("--child-generate", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--events-per-user", type=float, default=EVENTS_PER_USER,
+                    help=f"events per generated user (default {EVENTS_PER_USER}; fewer: an entity-heavy log, e.g. "
+                         "1.3333333 gives 32M events 24M users, 4.2M of them with events)")
+    ap.add_argument("--child-generate", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--child-pipeline", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--child-training-spark", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         child_training_spark(*args.child_training_spark)
         return 0
     if args.child_generate:
-        child_generate(args.child_generate[0], int(args.child_generate[1]))
+        child_generate(args.child_generate[0], int(args.child_generate[1]), float(args.child_generate[2]))
         return 0
     if args.child_pipeline:
         engine, events, root, chunk, limit = args.child_pipeline
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [{k: v for k, v in r.items() if k != "stages"} for r in rows]
     name = "scale" if not (args.sizes or args.spines) else "scale_" + "_".join(f"{n // 1_000_000}m" for n in sizes)
     report(name, table, {"engines": engines, "sizes": sizes, "spines": spines, "items": N_ITEMS,
-                            "events_per_user": EVENTS_PER_USER, "dim": 64, "chunk_events": args.chunk_events,
+                            "events_per_user": args.events_per_user, "dim": 64, "chunk_events": args.chunk_events,
                             "memory_limit": args.memory_limit or "2GB (default)", "cpus": os.cpu_count(),
                             "date": datetime.now(UTC).isoformat(timespec="seconds"), "stages": [
                                 {"step": r["step"], "engine": r["engine"], "size": r["size"],

@@ -176,7 +176,7 @@ def conform(spec: FeatureGroupSpec, data: Any, *, cutoff: datetime | None = None
         else:
             out.append(_cast(col, feature.arrow_type, feature.name))
     result = pa.Table.from_arrays(out, schema=spec.arrow_schema())
-    _check_unique(spec, result)
+    check_unique(spec, result)
     return result
 
 
@@ -202,7 +202,8 @@ def _cast(col: pa.ChunkedArray, to: pa.DataType, name: str) -> pa.ChunkedArray:
         raise SchemaMismatch(f"column {name!r} must hold {to}; got {col.type} ({exc})", column=name) from exc
 
 
-def _check_unique(spec: FeatureGroupSpec, table: pa.Table) -> None:
+def check_unique(spec: FeatureGroupSpec, table: pa.Table) -> None:
+    """Raise :class:`~featurestore.errors.DuplicateKey` when one key appears twice for one event time."""
     cols = [*spec.key_names, spec.event_time]
     if table.num_rows < 2:
         return

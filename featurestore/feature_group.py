@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -41,7 +41,8 @@ from featurestore.storage.checksums import verify_data_files
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT
 from featurestore.storage.fs import Root, remove_dead_temporaries
-from featurestore.storage.staging import AdoptedFiles, StagedAppend
+from featurestore.storage.staging import AdoptedFiles, StagedAppend, StagedBatches
+from featurestore.validation.batches import BatchChecks
 from featurestore.validation.frames import FrameGate
 from featurestore.validation.report import ValidationReport
 from featurestore.validation.runner import InsertGate, check_batch, validate_commit
@@ -233,6 +234,49 @@ class FeatureGroup:
             after(self, done)
         return _commit_from_entry(self.spec, info)
 
+    def insert_batches(self, batches: Iterable[Any], cutoff: datetime | None = None,
+                       metadata: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None) -> Commit:
+        """Insert the rows of several batches as one atomic commit, holding one batch at a time.
+
+        Each batch (anything :meth:`insert` takes but a Spark DataFrame) is conformed, passed to the
+        pre-commit hooks and written to data files as it arrives; only its scalar columns and its
+        vectors' per-row scalars are kept (:mod:`featurestore.validation.batches`). Then keys are
+        checked unique across the batches and every check runs over all the rows, exactly as
+        :meth:`insert` runs them on one batch holding them all; the commit follows, or (a failed batch,
+        strict validation, an error) every file is deleted and nothing is committed. ``metadata`` may be
+        a function: it is called once every batch has been read (a streaming writer's counts).
+        Post-commit hooks are told the files (``Committed.files``) as None: there is no batch in memory.
+        """
+        staged = StagedBatches(self.root, self.rel, storage_schema(self.spec))
+        now = datetime.now(UTC)
+        try:
+            checks, hooked = BatchChecks(self.spec), {}
+            for data in batches:
+                batch = conform(self.spec, data, cutoff=cutoff)
+                for hook in [*self.context.hooks.before, *self.before_commit]:
+                    hooked.update({META_PREFIX + k: str(v) for k, v in (hook(self, batch) or {}).items()})
+                checks.add(batch, staged.add(self._storage_table(batch, now)))
+                del batch, data
+            if staged.rows == 0 and not checks.scalars:  # no batch: an empty insert, validated as such
+                empty = conform(self.spec, self.spec.arrow_schema().empty_table())
+                checks.add(empty, staged.add(self._storage_table(empty, now)))
+            table, derived = checks.finish()
+            run_id, meta = self._commit_metadata(table.num_rows, cutoff,
+                                                 metadata() if callable(metadata) else metadata)
+            meta.update(hooked)
+            gate = InsertGate(self, table, derived)
+            meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
+            staged.commit(meta)
+            info = delta.commit_of_run(self.root, self.rel, run_id)
+        except BaseException:
+            staged.discard()
+            raise
+        gate.committed(int(info["version"]))
+        done = Committed(int(info["version"]), storage_schema(self.spec).empty_table(), None)
+        for after in self.context.hooks.after:
+            after(self, done)
+        return _commit_from_entry(self.spec, info)
+
     def _commit_metadata(self, rows: int, cutoff: datetime | None, metadata: Mapping[str, Any] | None
                          ) -> tuple[str, dict[str, str]]:
         """A new run id and the commit metadata every insert records."""
@@ -292,13 +336,13 @@ class FeatureGroup:
             after(self, done)
         return _commit_from_entry(self.spec, info)
 
-    def _storage_table(self, batch: pa.Table) -> pa.Table:
-        """``batch`` in the table's schema, each row stamped ``_ingested_at`` with the writer's clock now
-        (just before its files are written and committed)."""
+    def _storage_table(self, batch: pa.Table, now: datetime | None = None) -> pa.Table:
+        """``batch`` in the table's schema, each row stamped ``_ingested_at`` with ``now`` (default: the
+        writer's clock now, just before its files are written and committed)."""
         schema = storage_schema(self.spec)
         cols = [batch[f.name].cast(f.type) for f in schema if f.name != INGESTED_AT]
-        now = pa.repeat(pa.scalar(datetime.now(UTC), TIMESTAMP), batch.num_rows)
-        return pa.Table.from_arrays([*cols, now], schema=schema)
+        stamp = pa.repeat(pa.scalar(now or datetime.now(UTC), TIMESTAMP), batch.num_rows)
+        return pa.Table.from_arrays([*cols, stamp], schema=schema)
 
     # ---- read -------------------------------------------------------------------------------
     def _table(self, commit: int | None = None, commit_time: datetime | None = None) -> Any:

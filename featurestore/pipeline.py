@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
-from featurestore.embed.aggregate import Aggregation, EntityVectors, aggregate
+from featurestore.embed.aggregate import Aggregation, aggregate_batches
 from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, EntityEncoder, ItemModel, matrix_bytes, matrix_from_bytes
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
@@ -114,6 +114,8 @@ class Pipeline:
     when more than this share of the events since the model's cutoff are on items the model does not know.
     ``engine``: what reads and counts the events, ``"duckdb"``, ``"spark"`` or an engine object (None: the
     store's); a run's ``engine=`` overrides it. Both give the same vectors (docs/scale-out.md).
+    ``entity_batch_rows``: about how many entity vectors are aggregated and written at a time (None: the
+    engine's default, 262,144); the run's entity commit is one commit of all of them whatever the size.
     """
 
     name: str
@@ -129,6 +131,7 @@ class Pipeline:
     retrain_runs: int | None = None
     retrain_drift: float | None = None
     engine: Engine | EngineName | None = None
+    entity_batch_rows: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -137,6 +140,8 @@ class Pipeline:
             raise PipelineError(f"mode must be 'full' or 'incremental'; got {self.mode!r}")
         if not isinstance(self.embedder, Embedder):
             raise PipelineError(f"embedder {self.embedder!r} does not implement fit() and params()")
+        if self.entity_batch_rows is not None and self.entity_batch_rows < 1:
+            raise PipelineError(f"entity_batch_rows must be >= 1; got {self.entity_batch_rows}")
 
     def with_source(self, source: EventSource) -> Pipeline:
         return replace(self, source=source)
@@ -309,7 +314,7 @@ def _encoder(fg: FeatureGroup, commit: Commit, embedder: Embedder | None) -> Ent
 
 def _ids_array(ids: np.ndarray, spec: FeatureGroupSpec) -> pa.Array:
     t = spec.entity_keys[0].arrow_type
-    arr = pa.array(ids.tolist(), pa.string())
+    arr = pa.array(ids, pa.string())  # straight from the object array: no list of the ids
     if pa.types.is_string(t):
         return arr
     try:
@@ -331,6 +336,16 @@ def _rows(spec: FeatureGroupSpec, ids: np.ndarray, vectors: np.ndarray, n_events
     if "last_event_time" in names:
         cols["last_event_time"] = pa.array(np.asarray(last_us, np.int64)).cast(TIMESTAMP)
     return pa.table(cols)
+
+
+@dataclass
+class _Written:
+    """What a run's entity commit wrote: rows, entities without a vector, seconds spent aggregating."""
+
+    rows: int = 0
+    skipped: int = 0
+    aggregating: float = 0.0
+    commit: Any = None
 
 
 class _Run:
@@ -395,14 +410,13 @@ class _Run:
                 if stale is not None:
                     return stale
                 model, model_commit, commits, alignment = self._item_model(events)
-                vectors, table, entities_commit = self._entity_vectors(events, model, model_commit, ent_hist,
-                                                                       alignment)
-            commits.append(entities_commit)
+                written = self._entity_vectors(events, model, model_commit, ent_hist, alignment)
+            commits.append(written.commit)
         finally:
             self.bar.close()
         return RunResult(p.name, self.cutoff, "written", events=len(events), items=len(model),
-                         entities=events.n_entities - vectors.skipped if self.since is None else events.n_entities,
-                         entities_written=table.num_rows, dim=model.dim, retrained=self.retrained,
+                         entities=events.n_entities - written.skipped if self.since is None else events.n_entities,
+                         entities_written=written.rows, dim=model.dim, retrained=self.retrained,
                          seconds=_ordered(self.seconds), commits=commits, alignment=alignment)
 
     def _step(self, name: str, bar_steps: int = 1) -> None:
@@ -528,9 +542,10 @@ class _Run:
         return same and (_fallback(reference) != bool(model.info.get("fallback")))
 
     def _entity_vectors(self, events: EventTable, model: ItemModel, model_commit: Commit, ent_hist: list[Commit],
-                        alignment: dict[str, Any] | None) -> tuple[EntityVectors, pa.Table, Commit]:
+                        alignment: dict[str, Any] | None) -> _Written:
         """Aggregate and commit the entity vectors: every entity, or (incremental, same model as the
-        previous run) only those with events since that run's cutoff."""
+        previous run) only those with events since that run's cutoff. They are aggregated in batches,
+        each written to its data files before the next is made, and committed together as one commit."""
         p = self.p
         self.bar.set_postfix_str("aggregate")
         self.since = None
@@ -538,19 +553,39 @@ class _Run:
         if (not self.retrained and p.mode == "incremental" and prev_ent is not None
                 and prev_ent.metadata.get("model_commit") == model_commit.commit):
             self.since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
-        vectors = aggregate(events, model, p.aggregation, since=self.since, engine=self.engine)
-        events.close()  # the engine's copy of the events (memory, spill files) is not needed for the commit
-        self._step("aggregate")
-        self.bar.set_postfix_str("commit")
-        table = _rows(self.ent_fg.spec, vectors.entity_ids, vectors.vectors, vectors.n_events,
-                      vectors.last_event_time)
-        meta = self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
-                          alignment=alignment, entities_written=table.num_rows,
-                          incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
-                          if self.since is not None else None)
-        commit = self.ent_fg.insert(table, cutoff=self.cutoff, metadata=meta)
-        self._step("commit")
-        return vectors, table, commit
+        written = _Written()
+        spec = self.ent_fg.spec
+
+        def tables() -> Iterator[pa.Table]:
+            start = time.perf_counter()
+            for v in aggregate_batches(events, model, p.aggregation, since=self.since, engine=self.engine,
+                                       batch_rows=p.entity_batch_rows):
+                written.skipped += v.skipped
+                if v.entity_ids.size:
+                    written.rows += v.entity_ids.size
+                    table = _rows(spec, v.entity_ids, v.vectors, v.n_events, v.last_event_time)
+                    del v
+                    written.aggregating += time.perf_counter() - start
+                    yield table
+                    start = time.perf_counter()
+            events.close()  # the engine's copy of the events (memory, spill files) is not needed any more
+            written.aggregating += time.perf_counter() - start
+            self.seconds["aggregate"] = round(written.aggregating, 3)
+            self.bar.update()
+            self.bar.set_postfix_str("commit")
+
+        def meta() -> dict[str, Any]:
+            return self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
+                              alignment=alignment, entities_written=written.rows,
+                              incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
+                              if self.since is not None else None)
+
+        written.commit = self.ent_fg.insert_batches(tables(), cutoff=self.cutoff, metadata=meta)
+        now = time.perf_counter()
+        self.seconds["commit"] = round(self.seconds.get("commit", 0.0) + now - self.t - written.aggregating, 3)
+        self.t = now
+        self.bar.update()
+        return written
 
     def _meta(self, events: EventTable, model: ItemModel, *, retrained: bool, model_commit: int | None,
               alignment: dict[str, Any] | None, **more: Any) -> dict[str, Any]:

@@ -333,3 +333,30 @@ def test_a_killed_writer_leaves_no_commit_and_no_visible_rows(env: dict[str, str
             sorted(set(orphans) - {os.path.basename(u) for u in fg.file_uris()})
         assert fg.read().equals(before)
         assert any("cached cop" in r for r in removed)  # this machine's copy of the orphan went too
+
+
+def test_a_batched_insert_uploads_each_batch_and_a_refused_one_leaves_no_object(env: dict[str, str]) -> None:
+    import pyarrow as pa
+
+    from featurestore.errors import ValidationFailed
+
+    with FeatureStore(env["uri"]) as store:
+        store.apply(SCHEMAS)
+        fg = store.feature_group("item_embeddings", 1)
+        whole = item_batch(90, seed=4)
+        commit = fg.insert_batches(iter([whole.slice(0, 40), whole.slice(40, 50)]), cutoff=T0)
+        assert commit.row_count == 90
+        got = fg.read().sort_by("item_id")
+        want = whole.sort_by("item_id")
+        assert got["item_id"].equals(want["item_id"])
+        assert got["embedding"].combine_chunks().flatten().equals(want["embedding"].combine_chunks().flatten())
+        objects = {n for n in store.root.listdir(fg.rel) if n.endswith(".parquet")}
+        assert len(objects) == 2  # one data file per batch
+        bad = item_batch(30, seed=5, start=200)
+        doubled = pa.FixedSizeListArray.from_arrays(
+            pa.array(bad["embedding"].combine_chunks().flatten().to_numpy() * 2), 64)
+        bad = bad.set_column(bad.schema.get_field_index("embedding"), "embedding", doubled)
+        with pytest.raises(ValidationFailed):
+            fg.insert_batches(iter([item_batch(30, seed=6, start=100), bad]), cutoff=T0 + timedelta(hours=1))
+        assert {n for n in store.root.listdir(fg.rel) if n.endswith(".parquet")} == objects
+        assert [c.commit for c in fg.history()] == [0, commit.commit]

@@ -16,7 +16,8 @@ of the items' own leading coordinates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -73,11 +74,32 @@ def event_weights(events: Events, agg: Aggregation) -> np.ndarray:
 def aggregate(events: EventTable, model: ItemModel, agg: Aggregation | None = None, *, since: int | None = None,
               engine: Engine | None = None) -> EntityVectors:
     """Entity vectors for every entity of ``events`` (or only those with an event at or after ``since``,
-    us since the epoch); the decayed weighted sums are computed by ``engine`` (default DuckDB's), in
-    batches, each normalised as it arrives. A model with its own
-    encoder (``ItemModel.encoder``, a sequence model) encodes the histories itself: see :func:`encoded`."""
+    us since the epoch), all in one :class:`EntityVectors`: :func:`aggregate_batches` joined."""
+    parts = list(aggregate_batches(events, model, agg, since=since, engine=engine))
+    skipped = sum(b.skipped for b in parts)
+    ok = [b for b in parts if b.entity_ids.size]
+    if not ok:
+        return EntityVectors(np.zeros(0, dtype=object), np.zeros((0, model.dim), np.float32),
+                             np.zeros(0, np.int64), np.zeros(0, np.int64), skipped=skipped)
+    if len(ok) == 1:
+        return EntityVectors(ok[0].entity_ids, ok[0].vectors, ok[0].n_events, ok[0].last_event_time, skipped)
+    return EntityVectors(np.concatenate([b.entity_ids for b in ok]), np.concatenate([b.vectors for b in ok]),
+                         np.concatenate([b.n_events for b in ok]), np.concatenate([b.last_event_time for b in ok]),
+                         skipped)
+
+
+def aggregate_batches(events: EventTable, model: ItemModel, agg: Aggregation | None = None, *,
+                      since: int | None = None, engine: Engine | None = None,
+                      batch_rows: int | None = None) -> Iterator[EntityVectors]:
+    """:func:`aggregate`'s entity vectors in batches of ascending entity ids (about ``batch_rows``
+    entities each; None: the engine's default), so a caller can write each batch away before the next
+    is made. The decayed weighted sums are computed by ``engine`` (default DuckDB's), each batch
+    normalised as it arrives; a batch's ``skipped`` counts its entities without a vector (the counts
+    add up over the batches). A model with its own encoder (``ItemModel.encoder``, a sequence model)
+    encodes the histories itself, in one batch: see :func:`encoded`."""
     if model.encoder is not None:
-        return encoded(events, model, since)
+        yield encoded(events, model, since)
+        return
     agg = agg or Aggregation()
     rows = pd.Index(model.item_ids).get_indexer(events.item_ids)  # event item code -> model row (-1: none)
     item_vectors = model.vectors
@@ -88,16 +110,11 @@ def aggregate(events: EventTable, model: ItemModel, agg: Aggregation | None = No
         item_vectors = item_vectors.copy()
         item_vectors[:, :model.query_dims] /= item_vectors[:, model.query_divide, None]
     request = EntitySums(rows, item_vectors, half_life=agg.half_life, max_events=agg.max_events, since=since)
-    parts = [_finish(b, model) for b in (engine or DuckDBEngine()).entity_sums(events, request)]
-    considered = sum(b.considered for b in parts)
-    ok = [b for b in parts if b.entity_ids.size]
-    if not ok:
-        return EntityVectors(np.zeros(0, dtype=object), np.zeros((0, model.dim), np.float32),
-                             np.zeros(0, np.int64), np.zeros(0, np.int64), skipped=considered)
-    out = EntityVectors(np.concatenate([b.entity_ids for b in ok]), np.concatenate([b.sums for b in ok]),
-                        np.concatenate([b.n_events for b in ok]), np.concatenate([b.last for b in ok]))
-    out.skipped = int(considered - out.entity_ids.size)
-    return out
+    if batch_rows is not None:
+        request = replace(request, batch_rows=batch_rows)
+    for b in (engine or DuckDBEngine()).entity_sums(events, request):
+        f = _finish(b, model)
+        yield EntityVectors(f.entity_ids, f.sums, f.n_events, f.last, skipped=int(f.considered - f.entity_ids.size))
 
 
 def _finish(batch: SumsBatch, model: ItemModel) -> SumsBatch:

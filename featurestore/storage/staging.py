@@ -78,30 +78,35 @@ class StagedAppend:
         self._future: Future[tuple[Any, pa.Schema, list[Any]]] = self._pool.submit(self._write, make_table)
 
     def _write(self, make_table: Callable[[], pa.Table]) -> tuple[Any, pa.Schema, list[Any]]:
-        import pyarrow.parquet as pq
-        from deltalake.transaction import AddAction
-
         table_dir = self.root._path(self.rel) if self.root.local else str(self.root.cached(self.rel))
         os.makedirs(table_dir, exist_ok=True)
         dt = open_table(self.uri, storage_options=self.root.storage_options)  # the version this append reads
         table = make_table()
+        return dt, table.schema, self._write_parts(table, table_dir, uuid.uuid4(), 0)
+
+    def _write_parts(self, table: pa.Table, table_dir: str, run: uuid.UUID, first_row: int) -> list[Any]:
+        """Write ``table`` as files of about ``target_bytes`` (named after ``run`` and numbered on from
+        the files written so far; ``first_row``: the table's first row within the append); return their
+        add actions."""
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
         per_file = rows_per_file(table, self.target_bytes)
         # vectors are (nearly) all distinct floats: a dictionary page is wasted work to write and made
         # reading them back 3x slower (1M x 64-d: 1.0 s -> 0.3 s); scalar columns keep theirs
         dictionary = [f.name for f in table.schema if not pa.types.is_list(f.type)
                       and not pa.types.is_fixed_size_list(f.type) and not pa.types.is_large_list(f.type)]
-        run = uuid.uuid4()
         actions = []
-        for i, start in enumerate(range(0, table.num_rows, per_file)):
+        for start in range(0, table.num_rows, per_file):
             if self._cancel.is_set():
                 break
             part = table.slice(start, per_file)
-            name = f"part-{i:05d}-{run}-c000.snappy.parquet"
+            name = f"part-{len(self.paths):05d}-{run}-c000.snappy.parquet"
             path = f"{table_dir}/{name}"
             self.paths.append(path)  # before writing: a failed write still leaves a file to delete
             pq.write_table(part, path, row_group_size=max(part.num_rows, 1), compression="snappy",
                            use_dictionary=dictionary, write_page_checksum=PAGE_CHECKSUMS)
-            self.files.append((path, start, part.num_rows))
+            self.files.append((path, first_row + start, part.num_rows))
             self.checksums[name] = data_checksum(path)  # from the page cache, just written
             mark_verified(path)
             if not self.root.local:
@@ -110,7 +115,7 @@ class StagedAppend:
             actions.append(AddAction(path=name, size=os.path.getsize(path), partition_values={},
                                      modification_time=int(time.time() * 1000), data_change=self.data_change,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
-        return dt, table.schema, actions
+        return actions
 
     def commit(self, metadata: dict[str, str], *, max_retries: int = 15,
                replaces: Sequence[tuple[str, int]] = ()) -> None:
@@ -236,6 +241,53 @@ class AdoptedFiles(StagedAppend):
                                      modification_time=int(time.time() * 1000), data_change=True,
                                      stats=json.dumps(file_stats(part), separators=(",", ":"))))
         return dt, self._schema, actions
+
+
+class StagedBatches(StagedAppend):
+    """Data files for one append that arrives in batches: :meth:`add` writes each batch's files at
+    once (in the caller's thread), so only one batch need be in memory; then :meth:`commit` adds every
+    file in one Delta commit, or :meth:`discard` deletes them all, as for a :class:`StagedAppend`.
+
+    ``schema`` is the table's schema (every batch is in it).
+    """
+
+    def __init__(self, root: Root, rel: str, schema: pa.Schema, *, target_bytes: int | None = None):
+        self.root, self.rel, self.uri = root, rel, root.uri_of(rel)
+        self.target_bytes = TARGET_FILE_BYTES if target_bytes is None else target_bytes
+        self.data_change = True
+        self.paths, self.uploaded, self.files, self.checksums = [], [], [], {}
+        self._done = False
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1)  # never used: commit and discard shut it down
+        self._table_dir = root._path(rel) if root.local else str(root.cached(rel))
+        self._run = uuid.uuid4()
+        self._rows = 0
+        self._actions: list[Any] = []
+        self._future = Future()
+        try:
+            with translated(f"writing to {self.uri}", self.uri, root.storage_options):
+                os.makedirs(self._table_dir, exist_ok=True)
+                dt = open_table(self.uri, storage_options=root.storage_options)  # the version this append reads
+        except BaseException as exc:
+            self._future.set_exception(exc)
+            raise
+        self._future.set_result((dt, schema, self._actions))  # the actions list fills as batches arrive
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far."""
+        return self._rows
+
+    def add(self, table: pa.Table) -> list[tuple[str, int, int]]:
+        """Write ``table`` (in the table's schema) as one or more data files now; returns them as
+        (path, first row within the append, rows)."""
+        if self._done:
+            raise StorageError(f"{self.uri}: this staged append was already committed or discarded")
+        before = len(self.files)
+        with translated(f"writing to {self.uri}", self.uri, self.root.storage_options):
+            self._actions += self._write_parts(table, self._table_dir, self._run, self._rows)
+        self._rows += table.num_rows
+        return self.files[before:]
 
 
 def rows_per_file(table: pa.Table, target_bytes: int | None = None) -> int:

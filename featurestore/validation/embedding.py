@@ -11,7 +11,7 @@ neighbour overlap@k on a sample) and coverage of the expected entities. Each ret
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,16 @@ SEED = 20261126
 _HASH_CHUNK = 1 << 16
 
 
+class Rows(Protocol):
+    """Vectors addressed by row number without holding them all (a batch's staged data files): what
+    the checks that look at some rows' values (duplicates, collapse, drift) read."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Derived:
     """Per-row scalars of one vector column, and the rows that are usable vectors."""
@@ -36,7 +46,8 @@ class Derived:
     norms: np.ndarray  # float64 per row; NaN when not computable (null, NaN inside)
     nonfinite: np.ndarray  # int64 per row: NaN/inf elements (a null vector counts 1)
     valid: np.ndarray  # bool per row: right dimension and all finite
-    matrix: np.ndarray  # float32 (n, dim); rows that are not valid hold zeros
+    matrix: np.ndarray | Rows  # float32 (n, dim); rows that are not valid hold zeros
+    hashes: np.ndarray | None = None  # uint64 per row: row_hashes of the matrix, when computed beforehand
 
     @property
     def n(self) -> int:
@@ -172,7 +183,7 @@ def norm_result(feature: str, rule: NormDistribution, stats: dict[str, float] | 
                        observed={**stats, "cv": cv}, details="; ".join(problems))
 
 
-def _row_hashes(m: np.ndarray) -> np.ndarray:
+def row_hashes(m: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row's bytes: identical rows hash equal (collisions are re-checked exactly).
 
     A multiply-add of the row's 64-bit words with fixed odd constants (wrapping), then a final mix:
@@ -198,7 +209,10 @@ def check_duplicates(d: Derived, keys: Any, max_share: float) -> CheckResult:
     if len(rows) < 2:
         return duplicates_result(d.feature, max_share, len(rows), 0, 0, [])
     with np.errstate(over="ignore"):
-        h = _row_hashes(d.matrix if len(rows) == d.n else d.matrix[rows])
+        if d.hashes is not None:  # a row's hash depends on that row alone: the same as hashing them now
+            h = d.hashes if len(rows) == d.n else d.hashes[rows]
+        else:
+            h = row_hashes(d.matrix if len(rows) == d.n else d.matrix[rows])  # type: ignore[arg-type]
     import pandas as pd
 
     cand_rows = rows[pd.Index(h).duplicated(keep=False)]  # a hash table: cheaper than sorting 1M hashes

@@ -213,18 +213,18 @@ def _embedding_checks(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Deri
 
 
 def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previous | None = None,
-                   mode: Mode = "insert", expectations: Expectations | None = None) -> ValidationReport:
-    """Run every check of ``spec`` on ``table`` (conformed or raw) and return the report (not stored)."""
+                   mode: Mode = "insert", expectations: Expectations | None = None,
+                   derived: dict[str, embedding.Derived] | None = None) -> ValidationReport:
+    """Run every check of ``spec`` on ``table`` (conformed or raw) and return the report (not stored).
+
+    ``derived``: the per-row scalars of the vector columns computed beforehand (a batched insert's,
+    :mod:`featurestore.validation.batches`); ``table`` then need not hold those columns."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     exp = expectations or parse_expectations(spec)
-    derived: dict[str, embedding.Derived] = {}
-    numpy_checks: list[CheckResult] = []
-    for rule in exp.vectors:
-        if rule.feature not in table.column_names:
-            continue
-        d = derived[rule.feature] = embedding.derive(table[rule.feature], rule.feature, rule.dim)
-        numpy_checks.append(embedding.check_dtype(d, rule.dim))
+    derived = _derived(exp, table, derived)
+    numpy_checks = [embedding.check_dtype(derived[rule.feature], rule.dim) for rule in exp.vectors
+                    if rule.feature in derived]
     timings["derive"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -271,6 +271,18 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
     return ValidationReport.from_json(result.to_json())  # canonical: equal to what is read back
 
 
+def _derived(exp: Expectations, table: pa.Table, given: dict[str, embedding.Derived] | None
+             ) -> dict[str, embedding.Derived]:
+    """The per-row scalars of each vector column checked: ``given``, else derived from ``table``."""
+    derived = {}
+    for rule in exp.vectors:
+        if given is not None and rule.feature in given:
+            derived[rule.feature] = given[rule.feature]
+        elif rule.feature in table.column_names:
+            derived[rule.feature] = embedding.derive(table[rule.feature], rule.feature, rule.dim)
+    return derived
+
+
 def _needs_all_keys(exp: Expectations) -> bool:
     return any(v.coverage is not None and v.coverage.expected == "table" for v in exp.vectors)
 
@@ -280,20 +292,22 @@ def _ensure_suite(fg: CommittedTable) -> None:
         write_suite(fg.root, fg.rel, fg.spec)
 
 
-def check_batch(fg: CommittedTable, batch: pa.Table) -> ValidationReport:
-    """Validate a conformed batch against ``fg``'s spec and newest commit, storing nothing."""
+def check_batch(fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None
+                ) -> ValidationReport:
+    """Validate a conformed batch against ``fg``'s spec and newest commit, storing nothing
+    (``derived``: see :func:`validate_batch`)."""
     exp = parse_expectations(fg.spec)
     prev = previous_commit(fg, need_all_keys=_needs_all_keys(exp))
-    return validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp)
+    return validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp, derived=derived)
 
 
 class InsertGate:
     """Validation of one insert: run before the commit, finished after it (see module doc)."""
 
-    def __init__(self, fg: CommittedTable, batch: pa.Table):
+    def __init__(self, fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None):
         self.fg = fg
         _ensure_suite(fg)
-        self.report = check_batch(fg, batch)
+        self.report = check_batch(fg, batch, derived)
         report.save(fg.root, self.report)
         if not self.report.success and fg.spec.policy == "strict":
             raise ValidationFailed(

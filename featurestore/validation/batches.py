@@ -1,0 +1,102 @@
+"""Validation of an insert that arrives in batches, with only one batch's vectors in memory at a time.
+
+:class:`BatchChecks` takes each conformed batch as its data files are written (see
+:class:`featurestore.storage.staging.StagedBatches`), keeps its scalar columns and the per-row scalars
+of its vectors (dimension, norm, non-finite count, validity, and the row hashes the duplicate check
+uses), and drops the vectors. :meth:`BatchChecks.finish` returns the batch as validation sees it: the
+scalar columns of every row and a :class:`~featurestore.validation.embedding.Derived` per vector column
+whose ``matrix`` reads the rows a check samples back from the staged files (:class:`StagedRows`). Every
+check then computes exactly what it computes on one in-memory batch (the same rows, samples and numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore.conform import check_unique
+from featurestore.schema import FeatureGroupSpec
+from featurestore.validation import embedding
+from featurestore.validation.expectations import parse_expectations
+
+
+@dataclass(frozen=True)
+class StagedRows:
+    """The vectors of column ``column`` in data files written for one append, addressed by row number
+    within the append (``files``: (path, first row, rows) in order): rows are read file by file, so
+    reading a sample holds at most one file's column."""
+
+    files: tuple[tuple[str, int, int], ...]
+    column: str
+    dim: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (sum(n for _, _, n in self.files), self.dim)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        import pyarrow.parquet as pq
+
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        if not len(rows):
+            return out
+        starts = np.asarray([first for _, first, _ in self.files], np.int64)
+        file_of = np.searchsorted(starts, rows, side="right") - 1
+        for f in np.unique(file_of):
+            mine = np.flatnonzero(file_of == f)
+            path, first, _ = self.files[int(f)]
+            col = pq.read_table(path, columns=[self.column])[self.column]
+            picked = col.take(pa.array(rows[mine] - first, pa.int64())).combine_chunks()
+            flat = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
+            out[mine] = np.asarray(flat, np.float32).reshape(len(mine), self.dim)
+        return out
+
+
+class BatchChecks:
+    """What validation keeps of an insert's batches (see the module docstring)."""
+
+    def __init__(self, spec: FeatureGroupSpec):
+        self.spec = spec
+        self.rules = [r for r in parse_expectations(spec).vectors]
+        self.vectors = [f.name for f in spec.vector_features]
+        self.scalars: list[pa.Table] = []
+        self.parts: dict[str, list[embedding.Derived]] = {r.feature: [] for r in self.rules}
+        self.files: list[tuple[str, int, int]] = []
+
+    def add(self, batch: pa.Table, files: Sequence[tuple[str, int, int]]) -> None:
+        """Keep what validation needs of one conformed ``batch``, whose rows ``files`` hold."""
+        for rule in self.rules:
+            d = embedding.derive(batch[rule.feature], rule.feature, rule.dim)
+            hashes = None
+            if rule.duplicates_max_share is not None:
+                with np.errstate(over="ignore"):
+                    assert isinstance(d.matrix, np.ndarray)
+                    hashes = embedding.row_hashes(d.matrix)
+            self.parts[rule.feature].append(embedding.Derived(
+                d.feature, d.value_type, d.fixed_size, d.dims, d.norms, d.nonfinite, d.valid,
+                np.zeros((0, rule.dim), np.float32), hashes))
+        self.scalars.append(batch.drop_columns([c for c in self.vectors if c in batch.column_names]))
+        self.files += files
+
+    def finish(self) -> tuple[pa.Table, dict[str, embedding.Derived]]:
+        """The scalar columns of every row (keys unique per event time across the batches, or
+        :class:`~featurestore.errors.DuplicateKey`), and the derived scalars of each vector column."""
+        table = pa.concat_tables(self.scalars)
+        check_unique(self.spec, table)
+        derived = {}
+        for rule in self.rules:
+            parts = self.parts[rule.feature]
+            first = parts[0]
+            hashes = [p.hashes for p in parts]
+            derived[rule.feature] = embedding.Derived(
+                first.feature, first.value_type, first.fixed_size,
+                np.concatenate([p.dims for p in parts]), np.concatenate([p.norms for p in parts]),
+                np.concatenate([p.nonfinite for p in parts]), np.concatenate([p.valid for p in parts]),
+                StagedRows(tuple(self.files), rule.feature, rule.dim),
+                np.concatenate(hashes) if all(h is not None for h in hashes) else None)  # type: ignore[arg-type]
+        return table, derived

@@ -1,0 +1,142 @@
+"""An insert in batches (FeatureGroup.insert_batches, what a pipeline's entity commit uses): the same rows
+and the same validation report as one batch holding them all, and nothing left behind when it fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from featurestore import FeatureStore
+from featurestore.engine.events import EventSource
+from featurestore.errors import DuplicateKey, ValidationFailed
+from featurestore.pipeline import Pipeline
+from featurestore.synthetic import purchase_histories
+from featurestore.validation import report
+
+from .conftest import SCHEMAS, T0, item_batch
+
+W = {"view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
+START = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def _store(path: Path) -> FeatureStore:
+    s = FeatureStore(path)
+    s.apply(SCHEMAS)
+    return s
+
+
+def _sorted(t: pa.Table) -> pa.Table:
+    return t.sort_by([(t.column_names[0], "ascending"), ("event_time", "ascending")])
+
+
+def _checks(store: FeatureStore, name: str, commit: int) -> list[tuple[Any, ...]]:
+    """The checks of the report linked from a commit, without timings and ids."""
+    c = store.feature_group(name, 1).commit(commit)
+    r = report.load(store.root, c.extra["validation_report"], name, 1)
+    return [(k.name, k.success, k.skipped, repr(k.observed), repr(k.threshold), k.details) for k in r.checks]
+
+
+def _added_files(store: FeatureStore, name: str, commit: int) -> set[str]:
+    fg = store.feature_group(name, 1)
+    return set(fg.files(commit)) - set(fg.files(commit - 1))
+
+
+def _data_files(store: FeatureStore, name: str) -> set[str]:
+    return {p.name for p in Path(store.root.uri_of(f"feature_groups/{name}/v1")).glob("*.parquet")}
+
+
+@pytest.fixture(scope="module")
+def events() -> pa.Table:
+    return purchase_histories(n_users=300, n_items=120, n_events=9_000, n_categories=6, days=10, seed=4).events
+
+
+def test_a_run_committed_in_batches_gives_the_rows_and_reports_of_one_batch(events, tmp_path):
+    """Two dated runs (the second incremental: drift against the first) with one entity batch and with
+    batches of 37 entities: identical rows, identical validation checks, several files per commit."""
+    stores = {}
+    for label, batch_rows in (("one", None), ("many", 37)):
+        store = stores[label] = _store(tmp_path / label)
+        p = Pipeline("batches", EventSource(events), weights=W, entity_batch_rows=batch_rows,
+                     retrain_every=timedelta(days=30))
+        for day in (6, 8):
+            assert p.run(store, START + timedelta(days=day), quiet=True).status == "written"
+    one, many = stores["one"], stores["many"]
+    for name in ("item_embeddings", "user_embeddings"):
+        assert _sorted(one.feature_group(name, 1).read()).equals(_sorted(many.feature_group(name, 1).read()))
+    users_one, users_many = one.feature_group("user_embeddings", 1), many.feature_group("user_embeddings", 1)
+    for c_one, c_many in zip(users_one.history()[1:], users_many.history()[1:], strict=True):
+        assert c_one.row_count == c_many.row_count > 37
+        assert _checks(one, "user_embeddings", c_one.commit) == _checks(many, "user_embeddings", c_many.commit)
+        assert len(_added_files(one, "user_embeddings", c_one.commit)) == 1
+        assert len(_added_files(many, "user_embeddings", c_many.commit)) == -(-c_many.row_count // 37)
+    drift = [k for k in _checks(many, "user_embeddings", users_many.history()[-1].commit) if "drift" in k[0]]
+    assert drift and not drift[0][2]  # the second run's drift check ran (not skipped) on the staged rows
+
+
+def test_insert_batches_equals_insert_of_all_rows_with_every_check(tmp_path):
+    """item_embeddings checks duplicates (row hashes), collapse and drift: the same report either way,
+    with duplicate vectors spread over several batches."""
+    base = item_batch(300, seed=3)
+    vecs = base["embedding"].combine_chunks()
+    dup = pa.concat_arrays([vecs.slice(0, 295), vecs.slice(0, 5)])  # the last 5 repeat the first 5
+    whole = base.set_column(base.schema.get_field_index("embedding"), "embedding", dup)
+    first = item_batch(200, seed=3)  # the same vectors for the first 200 keys: drift passes
+    reports, rows = [], []
+    for label, split in (("one", [whole]), ("many", [whole.slice(i, 70) for i in range(0, 300, 70)])):
+        store = _store(tmp_path / label)
+        fg = store.feature_group("item_embeddings", 1)
+        fg.insert(first, cutoff=T0)
+        commit = fg.insert(whole, cutoff=T0 + timedelta(hours=1)) if label == "one" else \
+            fg.insert_batches(iter(split), cutoff=T0 + timedelta(hours=1))
+        reports.append(_checks(store, "item_embeddings", commit.commit))
+        rows.append(_sorted(fg.read(commit.commit)))
+    assert rows[0].equals(rows[1])
+    assert reports[0] == reports[1]
+    dups = [k for k in reports[1] if "duplicate" in k[0]]
+    assert dups and "'rows': 10" in dups[0][3]
+
+
+def _user_batch(ids: range, *, norm: float = 1.0, seed: int = 0) -> pa.Table:
+    v = np.random.default_rng(seed).standard_normal((len(ids), 64)).astype(np.float32)
+    v *= np.float32(norm) / np.linalg.norm(v, axis=1, keepdims=True)
+    return pa.table({
+        "user_id": [f"u{i:04d}" for i in ids],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), 64),
+        "n_events": pa.array(np.ones(len(ids), np.int64)),
+        "last_event_time": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
+    })
+
+
+@pytest.mark.parametrize("bad", ["strict_validation", "duplicate_key", "writer_error"])
+def test_a_failing_batch_leaves_no_commit_and_no_files(tmp_path, bad):
+    store = _store(tmp_path / "s")
+    fg = store.feature_group("user_embeddings", 1)
+    fg.insert(_user_batch(range(0, 100)), cutoff=T0)
+    history, files = fg.history(), _data_files(store, "user_embeddings")
+
+    def batches():
+        yield _user_batch(range(100, 160))
+        if bad == "writer_error":
+            raise RuntimeError("the aggregation failed")
+        yield _user_batch(range(160, 220), norm=2.0) if bad == "strict_validation" else _user_batch(range(150, 170))
+
+    expected = {"strict_validation": ValidationFailed, "duplicate_key": DuplicateKey,
+                "writer_error": RuntimeError}[bad]
+    with pytest.raises(expected):
+        fg.insert_batches(batches(), cutoff=T0 + timedelta(hours=1))
+    assert fg.history() == history
+    assert _data_files(store, "user_embeddings") == files
+    assert fg.read().num_rows == 100
+
+
+def test_no_batch_is_an_empty_insert(tmp_path):
+    """No batch at all is validated as an empty batch (user_embeddings needs at least one row)."""
+    fg = _store(tmp_path / "s").feature_group("user_embeddings", 1)
+    with pytest.raises(ValidationFailed, match="row"):
+        fg.insert_batches(iter(()), cutoff=T0)
+    assert [c.operation for c in fg.history()] == ["create"]
