@@ -94,8 +94,13 @@ def sort_keys(values: Sequence[Any] | np.ndarray, kind: KeyKind) -> tuple[np.nda
 
 
 def needs_hash_map(values: Sequence[Any]) -> bool:
-    """numpy's fixed-width strings drop trailing NULs: such keys can only be found through a dict."""
-    return any(isinstance(k, str) and k.endswith("\x00") for k in values)
+    """numpy's fixed-width strings drop trailing NULs: such keys can only be found through a dict. (A key
+    column holds one type: a NUL anywhere in the joined strings is looked at key by key, at C speed
+    otherwise.)"""
+    if not len(values) or not isinstance(values[0], str):
+        return False
+    strings: Sequence[str] = values
+    return "\x00" in "\x01".join(strings) and any(k.endswith("\x00") for k in strings)
 
 
 class KeyIndex:
