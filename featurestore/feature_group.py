@@ -214,25 +214,16 @@ class FeatureGroup:
         # waits for the checks (and is skipped, the files deleted, when they or a hook refuse the batch)
         staged = StagedAppend(self.root, self.rel, lambda: self._storage_table(batch))
         try:
-            for hook in [*self.context.hooks.before, *self.before_commit]:
-                more = hook(self, batch)
-                if more:
-                    meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
+            meta.update(self._hooked(batch))
             for k, v in (extra or {}).items():
                 meta[META_PREFIX + k] = str(v)
             # every batch is validated last, on exactly what will be written; strict failures raise here
             gate = InsertGate(self, batch)
-            meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
-            staged.commit(meta)
-            info = delta.commit_of_run(self.root, self.rel, run_id)
+            info = self._land(staged, gate, run_id, meta)
         except BaseException:
             staged.discard()
             raise
-        gate.committed(int(info["version"]))
-        done = Committed(int(info["version"]), batch, tuple(staged.files))
-        for after in self.context.hooks.after:
-            after(self, done)
-        return _commit_from_entry(self.spec, info)
+        return self._landed(gate, info, batch, tuple(staged.files))
 
     def insert_batches(self, batches: Iterable[Any], cutoff: datetime | None = None,
                        metadata: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None) -> Commit:
@@ -253,8 +244,7 @@ class FeatureGroup:
             checks, hooked = BatchChecks(self.spec), {}
             for data in batches:
                 batch = conform(self.spec, data, cutoff=cutoff)
-                for hook in [*self.context.hooks.before, *self.before_commit]:
-                    hooked.update({META_PREFIX + k: str(v) for k, v in (hook(self, batch) or {}).items()})
+                hooked.update(self._hooked(batch))
                 checks.add(batch, staged.add(self._storage_table(batch, now)))
                 del batch, data
             if staged.rows == 0 and not checks.scalars:  # no batch: an empty insert, validated as such
@@ -265,14 +255,30 @@ class FeatureGroup:
                                                  metadata() if callable(metadata) else metadata)
             meta.update(hooked)
             gate = InsertGate(self, table, derived)
-            meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
-            staged.commit(meta)
-            info = delta.commit_of_run(self.root, self.rel, run_id)
+            info = self._land(staged, gate, run_id, meta)
         except BaseException:
             staged.discard()
             raise
+        return self._landed(gate, info, storage_schema(self.spec).empty_table(), None)
+
+    def _hooked(self, batch: Any) -> dict[str, str]:
+        """The commit metadata the pre-commit hooks (the store's, then this group's) add for ``batch``."""
+        out: dict[str, str] = {}
+        for hook in [*self.context.hooks.before, *self.before_commit]:
+            out.update({META_PREFIX + k: str(v) for k, v in (hook(self, batch) or {}).items()})
+        return out
+
+    def _land(self, staged: Any, gate: InsertGate | FrameGate, run_id: str, meta: dict[str, str]) -> dict[str, Any]:
+        """Commit the staged files with the validation verdict in the metadata; the new commit's log entry."""
+        meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
+        staged.commit(meta)
+        return delta.commit_of_run(self.root, self.rel, run_id)
+
+    def _landed(self, gate: InsertGate | FrameGate, info: dict[str, Any], batch: pa.Table,
+                files: tuple[tuple[str, int, int], ...] | None) -> Commit:
+        """After a commit: the validation report linked to it, the post-commit hooks told; the Commit."""
         gate.committed(int(info["version"]))
-        done = Committed(int(info["version"]), storage_schema(self.spec).empty_table(), None)
+        done = Committed(int(info["version"]), batch, files)
         for after in self.context.hooks.after:
             after(self, done)
         return _commit_from_entry(self.spec, info)
@@ -314,14 +320,9 @@ class FeatureGroup:
             run_id, meta = self._commit_metadata(written.rows, cutoff, metadata)
             staged = AdoptedFiles(self.root, self.rel, list(written.files), storage_schema(self.spec))
             frame = engine.read_frame(self.spec, staged.paths)  # exactly the rows the commit adds
-            for hook in [*self.context.hooks.before, *self.before_commit]:
-                more = hook(self, frame)
-                if more:
-                    meta.update({META_PREFIX + k: str(v) for k, v in more.items()})
+            meta.update(self._hooked(frame))
             gate = FrameGate(self, frame, engine, written.rows)
-            meta.update({META_PREFIX + k: v for k, v in gate.metadata.items()})
-            staged.commit(meta)
-            info = delta.commit_of_run(self.root, self.rel, run_id)
+            info = self._land(staged, gate, run_id, meta)
         except BaseException:
             if staged is not None:
                 staged.discard()
@@ -330,11 +331,7 @@ class FeatureGroup:
             shutil.rmtree(folder, ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(base)  # only when empty: another writer may be staging there
-        gate.committed(int(info["version"]))
-        done = Committed(int(info["version"]), storage_schema(self.spec).empty_table(), None)
-        for after in self.context.hooks.after:
-            after(self, done)
-        return _commit_from_entry(self.spec, info)
+        return self._landed(gate, info, storage_schema(self.spec).empty_table(), None)
 
     def _storage_table(self, batch: pa.Table, now: datetime | None = None) -> pa.Table:
         """``batch`` in the table's schema, each row stamped ``_ingested_at`` with ``now`` (default: the
