@@ -95,15 +95,21 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """A real uvicorn server on 127.0.0.1 on a free port, in a thread of the test process."""
+    """A real uvicorn server on 127.0.0.1 on a free port, in a thread of the test process; the service's app
+    (``create_app``) runs as ``featurestore serve`` runs it (``server_config``: lookups answered in the
+    HTTP protocol), any other app, or any app with ``plain=True``, under plain uvicorn."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, *, plain: bool = False):
         import uvicorn
+
+        from featurestore.server.app import LookupFastPath, server_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
+        config = server_config(app, port=self.port, limits=app.limits, log_level="warning") \
+            if isinstance(app, LookupFastPath) and not plain else \
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -9,7 +9,8 @@ everything except ``/health`` and the OpenAPI pages, and is required off loopbac
 
 This module wires the pieces together: the endpoints (:mod:`.routes`), the token check
 (:mod:`.auth`), the error answers (:mod:`.errors`), the raw-ASGI lookup path in front of FastAPI
-(:mod:`.fastpath`) and the reload thread (:mod:`.reload`), started and stopped with the app.
+(:mod:`.fastpath`), the HTTP protocol answering lookups before
+ASGI (:mod:`.protocol`) and the reload thread (:mod:`.reload`), started and stopped with the app.
 
 Example::
 
@@ -39,7 +40,7 @@ from featurestore.server.wire import Limits
 from featurestore.store import FeatureStore
 from featurestore.version import __version__
 
-__all__ = ["TOKEN_ENV", "LookupFastPath", "create_app", "is_loopback", "serve"]
+__all__ = ["TOKEN_ENV", "LookupFastPath", "create_app", "is_loopback", "serve", "server_config"]
 
 DESCRIPTION = ("Online feature serving: point lookups and similarity search over materialised views of "
                "versioned feature groups. Scores are higher-is-better for every metric (cosine similarity, "
@@ -135,9 +136,19 @@ def serve(store: FeatureStore, *, host: str = "127.0.0.1", port: int = 8000, tok
 
     token = token_for(host, token)
     app = create_app(store, groups=groups, token=token, limits=limits, policy=policy, warm_console=True)
+    uvicorn.Server(server_config(app, host=host, port=port, limits=limits, log_level=log_level,
+                                 graceful_seconds=graceful_seconds)).run()
+
+
+def server_config(app: LookupFastPath, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+                  log_level: str = "info", graceful_seconds: float = 30.0) -> Any:
+    """The ``uvicorn.Config`` :func:`serve` runs ``app`` with: the HTTP protocol that answers lookups itself
+    (:mod:`.protocol`), no access log nor server header, the connection limit and keep-alive of ``limits``."""
+    import uvicorn
+
+    from featurestore.server.protocol import LookupProtocol
+
     limits = limits or Limits()
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=int(graceful_seconds), lifespan="on",
-                            server_header=False, limit_concurrency=limits.max_connections,
-                            timeout_keep_alive=int(limits.keep_alive_s))
-    uvicorn.Server(config).run()
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, http=LookupProtocol,
+                          timeout_graceful_shutdown=int(graceful_seconds), lifespan="on", server_header=False,
+                          limit_concurrency=limits.max_connections, timeout_keep_alive=int(limits.keep_alive_s))
