@@ -186,3 +186,15 @@ def test_an_error_answered_early_keeps_the_connection(tmp_path):
         counted = r'featurestore_requests_total\{[^}]*endpoint="lookup"[^}]*status="200"[^}]*\} 1$'
         assert re.search(counted, metrics, re.M)  # the lookup answered by the protocol is counted
     store.close()
+
+
+def test_a_refused_request_whose_body_stalls_is_not_waited_for(servers):
+    ours, _ = servers
+    with socket.create_connection(("127.0.0.1", ours.port), timeout=5) as sock:
+        # a declared body over the 64 MB default limit: refused at once; 10 bytes of it, then silence
+        sock.sendall(request("POST", "/feature-groups/items/lookup", b"").replace(
+            b"Content-Length: 0", b"Content-Length: 100000000") + b"0123456789")
+        [(status, _, _)] = read_responses(sock, 1)
+        t = time.monotonic()
+        assert status == 413 and sock.recv(1) == b""  # then closed after the body timeout (0.5 s)
+        assert time.monotonic() - t < 3

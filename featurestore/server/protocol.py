@@ -7,7 +7,8 @@ send messages, nor a body timer when the body came with the headers. That is mos
 lookup cost over HTTP beyond the lookup itself (docs/performance.md). The checks and the answer are the
 ASGI front door's (:class:`.LookupFastPath`): the bearer token and the declared ``Content-Length`` before
 a byte of the body is kept (401 and 413 at once), the size limit as the body arrives (413), and the body
-timeout (408, then the connection is closed) when a body stalls.
+timeout (408, then the connection is closed) when a body stalls; a body that stalls after its request was
+refused is not waited for either (the connection is closed).
 
 Everything else goes to the ASGI app exactly as under plain uvicorn: other paths and methods, HTTP/1.0,
 ``Expect: 100-continue``, upgrades, percent-encoded paths, a request pipelined behind one still being
@@ -102,8 +103,7 @@ class LookupProtocol(HttpToolsProtocol):
     # ---- the transport's callbacks ------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        lookup = self.lookup
-        if lookup is not None and not lookup.done and self.body_timer is None:  # a body still to come
+        if self.lookup is not None and self.body_timer is None:  # a body still to come (or to drop)
             self.body_timer = self.loop.call_later(self.front.limits.body_timeout_s, self._body_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,7 +159,10 @@ class LookupProtocol(HttpToolsProtocol):
     def _body_expired(self) -> None:
         self.body_timer = None
         lookup = self.lookup
-        if lookup is None or lookup.done:
+        if lookup is None:
+            return
+        if lookup.done:  # answered already, and the rest of its body stalls: close
+            self.transport.close()
             return
         lookup.keep_alive = False
         self._refuse(lookup, timed_out(self.front.limits.body_timeout_s))
