@@ -337,7 +337,7 @@ def _spark_summary(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", default="duckdb", help=f"comma-separated, of {sorted(PIPELINE)} (default duckdb)")
-    ap.add_argument("--sizes", default=None, help="event counts, comma-separated (default 1M,4M,16M)")
+    ap.add_argument("--sizes", default=None, help="event counts, comma-separated (default 1M,4M,16M; 0 = none)")
     ap.add_argument("--spines", default=None, help="training-set spine rows (default 1M,10M; 0 = none)")
     ap.add_argument("--large", action="store_true", help="add 64M and 500M (DuckDB only) events and a 50M spine")
     ap.add_argument("--chunk-events", type=int, default=8_000_000,
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in engines if e not in PIPELINE]
     if unknown:
         ap.error(f"unknown engine(s) {unknown}; known: {sorted(PIPELINE)}")
-    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else SIZES + (LARGE if args.large else [])
+    sizes = [int(x) for x in args.sizes.split(",") if int(x)] if args.sizes else SIZES + (LARGE if args.large else [])
     spines = [int(x) for x in args.spines.split(",") if int(x)] if args.spines else (
         SPINES + (LARGE_SPINES if args.large else []))
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp, \
@@ -380,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     _spark_summary(rows)
     table = [{k: v for k, v in r.items() if k != "stages"} for r in rows]
-    name = "scale" if not (args.sizes or args.spines) else "scale_" + "_".join(f"{n // 1_000_000}m" for n in sizes)
+    name = "scale" if not (args.sizes or args.spines) else "scale_" + "_".join(
+        [f"{n // 1_000_000}m" for n in sizes] + [f"spine{n // 1_000_000}m" for n in spines])
     report(name, table, {"engines": engines, "sizes": sizes, "spines": spines, "items": N_ITEMS,
                             "events_per_user": args.events_per_user, "dim": 64, "chunk_events": args.chunk_events,
                             "memory_limit": args.memory_limit or "2GB (default)", "cpus": os.cpu_count(),
