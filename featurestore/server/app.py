@@ -33,6 +33,7 @@ from featurestore.server import docs, errors
 from featurestore.server.auth import TOKEN_ENV, BearerToken, is_loopback, token_for
 from featurestore.server.fastpath import LookupFastPath
 from featurestore.server.metrics import Metrics
+from featurestore.server.protocol import LookupProtocol
 from featurestore.server.reload import Registry, ReloadPolicy
 from featurestore.server.routes import Endpoints, router
 from featurestore.server.services import ServiceEndpoints, service_router
@@ -145,8 +146,6 @@ def server_config(app: LookupFastPath, *, host: str = "127.0.0.1", port: int = 8
     """The ``uvicorn.Config`` :func:`serve` runs ``app`` with: the HTTP protocol that answers lookups itself
     (:mod:`.protocol`), no access log nor server header, the connection limit and keep-alive of ``limits``."""
     import uvicorn
-
-    from featurestore.server.protocol import LookupProtocol
 
     limits = limits or Limits()
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, http=LookupProtocol,
