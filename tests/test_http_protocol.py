@@ -135,13 +135,16 @@ def test_a_keep_alive_connection_serves_many_lookups(servers):
 
 def test_connection_close_and_http_1_0_close_after_the_answer(servers):
     ours, _ = servers
-    for raw in (request("POST", "/feature-groups/items/lookup", lookup_body(["k1"]), extra="Connection: close\r\n"),
-                request("POST", "/feature-groups/items/lookup", lookup_body(["k1"]), version="1.0")):
+    for raw, said in ((request("POST", "/feature-groups/items/lookup", lookup_body(["k1"]),
+                               extra="Connection: close\r\n"), True),
+                      (request("POST", "/feature-groups/items/lookup", lookup_body(["k1"]), version="1.0"), False)):
         with socket.create_connection(("127.0.0.1", ours.port), timeout=5) as sock:
             sock.sendall(raw)
             [(status, headers, body)] = read_responses(sock, 1)
             assert status == 200 and json.loads(body)["found"] == [True]
-            assert headers.get("connection") == "close" and sock.recv(1) == b""  # closed by the server
+            assert sock.recv(1) == b""  # closed by the server
+            if said:  # HTTP/1.1 says so; for HTTP/1.0 closing is the default (older uvicorns do not say it)
+                assert headers.get("connection") == "close"
 
 
 def test_a_body_in_pieces_and_expect_continue(servers):
