@@ -140,3 +140,31 @@ def test_no_batch_is_an_empty_insert(tmp_path):
     with pytest.raises(ValidationFailed, match="row"):
         fg.insert_batches(iter(()), cutoff=T0)
     assert [c.operation for c in fg.history()] == ["create"]
+
+
+def test_a_refused_batched_insert_reports_what_one_batch_would(tmp_path):
+    """Rows failing the suite's row-wise checks (norm, n_events) spread over several batches: the same
+    refusal and the same report (counts, percentages, examples, row numbers) as one batch holding them all."""
+    good = _user_batch(range(0, 240))
+    v = good["embedding"].combine_chunks().flatten().to_numpy().reshape(240, 64).copy()
+    bad_rows = np.arange(7, 240, 23)
+    v[bad_rows] *= 3.0  # norm 3: out of [0.999, 1.001]
+    n_events = np.ones(240, np.int64)
+    n_events[bad_rows[::2]] = -1  # n_events: min 0
+    whole = good.set_column(1, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), 64)) \
+        .set_column(2, "n_events", pa.array(n_events))
+    reports = []
+    for label in ("one", "many"):
+        fg = _store(tmp_path / label).feature_group("user_embeddings", 1)
+        with pytest.raises(ValidationFailed) as err:
+            if label == "one":
+                fg.insert(whole, cutoff=T0)
+            else:
+                fg.insert_batches(iter([whole.slice(i, 50) for i in range(0, 240, 50)]), cutoff=T0)
+        reports.append([(k.name, k.success, k.skipped, repr(k.observed), repr(k.threshold), k.details)
+                        for k in err.value.report.checks])
+    assert reports[0] == reports[1]
+    failed = {k[0]: k[3] for k in reports[1] if not k[1]}
+    assert "'unexpected_count': 11" in failed["embedding: norm between"]
+    assert "'rows': [7, 30, 53, 76, 99]" in failed["embedding: norm between"]
+    assert "'unexpected_count': 6" in failed["n_events: values between"]
