@@ -2,7 +2,7 @@
 the protocol itself.
 
 A lookup (``POST /feature-groups/{name}/lookup`` or ``POST /services/{name}/lookup``) whose body arrives
-is answered as the parser finishes it, in the same event-loop callback: no ASGI scope, task, receive or
+is answered as the parser finishes it, in the same event-loop callback: no ASGI task, receive or
 send messages, nor a body timer when the body came with the headers. That is most of what a one-key
 lookup cost over HTTP beyond the lookup itself (docs/performance.md). The checks and the answer are the
 ASGI front door's (:class:`.LookupFastPath`): the bearer token and the declared ``Content-Length`` before
