@@ -20,6 +20,7 @@ from featurestore.online.build import FORMAT_VERSION, normalised_copy, read_late
 from featurestore.online.integrity import stored_manifest, verify
 from featurestore.online.keys import decode_key, needs_hash_map
 from featurestore.online.view import OnlineView
+from featurestore.storage import npy
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def read_table_commit(fg: FeatureGroup, commit: int) -> CommitData:
 
 
 def _mapped(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r").view(np.ndarray)
+    return npy.mapped(path).view(np.ndarray)
 
 
 def rows_of(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from featurestore.feature_group import FeatureGroup
 from featurestore.online.build import views_dir
 from featurestore.online.integrity import checksums, stored_manifest, verify
 from featurestore.online.view import OnlineView
+from featurestore.storage import npy
 
 log = logging.getLogger("featurestore.console")
 
@@ -200,9 +201,9 @@ def load_projection(fg: FeatureGroup, commit: int, method: str) -> Projection | 
         return None
     verify(folder, manifest)
     try:
-        rows = np.load(folder / "rows.npy")
-        coords = np.load(folder / "coords.npy")
-        basis = np.load(folder / "basis.npy") if (folder / "basis.npy").exists() else None
+        rows = npy.load(folder / "rows.npy")
+        coords = npy.load(folder / "coords.npy")
+        basis = npy.load(folder / "basis.npy") if (folder / "basis.npy").exists() else None
     except (OSError, ValueError) as exc:
         raise CorruptData(f"projection at {folder} is unreadable: {exc}") from exc
     if coords.shape != (len(rows), 2):

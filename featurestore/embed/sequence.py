@@ -66,6 +66,7 @@ from featurestore.engine.base import Engine
 from featurestore.engine.counting import sequence_tokens
 from featurestore.engine.events import Events, EventTable
 from featurestore.errors import CorruptData, PipelineError
+from featurestore.storage import npy
 
 FORMAT = "featurestore-sasrec-1"
 
@@ -561,7 +562,7 @@ class SequenceEncoder:
                     raise CorruptData(f"{source}: format {header.get('format')!r}, expected {FORMAT!r}")
 
                 def arr(name: str) -> np.ndarray:
-                    return np.lib.format.read_array(io.BytesIO(z.read(f"{name}.npy")), allow_pickle=False)
+                    return npy.read_array(io.BytesIO(z.read(f"{name}.npy")))
                 state = {k: arr(f"state/{k}") for k in header["state"]}
                 rotation = arr("rotation") if "rotation.npy" in z.namelist() else None
                 ids = arr("item_ids").astype(object)

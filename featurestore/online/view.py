@@ -35,6 +35,7 @@ from featurestore.online import index as ix
 from featurestore.online import integrity
 from featurestore.online.filters import compile_mask
 from featurestore.online.keys import CompositeKeyIndex, KeyIndex
+from featurestore.storage import npy
 
 #: below this many matching rows a filtered query is answered by exact search over the matches
 EXACT_SUBSET_MAX = 20_000
@@ -637,7 +638,7 @@ def _upgraded(m: dict[str, Any]) -> dict[str, Any]:
 
 def _mapped(path: Path) -> np.ndarray:
     """A read-only memory map as a plain ndarray (results of np.take etc. are then plain arrays too)."""
-    return np.load(path, mmap_mode="r").view(np.ndarray)
+    return npy.mapped(path).view(np.ndarray)
 
 
 def open_view(path: str | Path) -> OnlineView:

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from featurestore.catalog import Catalog
 from featurestore.errors import CorruptData, StorageError
+from featurestore.storage import npy
 from featurestore.storage.checksums import seal, sealed_payload, verify_data_files
 from featurestore.training.writer import write_behind
 
@@ -285,7 +286,4 @@ def load_sealed_npy(path: str, *, mmap: bool) -> np.ndarray:
     memory-mapped with ``mmap``. numpy reads the array's bytes only and ignores the trailer after them."""
     mm, _ = sealed_payload(path)  # hashing it also brings its pages into the page cache
     mm.close()
-    if mmap:
-        return np.load(path, mmap_mode="r")
-    with open(path, "rb") as f:
-        return np.load(f)
+    return npy.mapped(path) if mmap else npy.load(path)
