@@ -78,6 +78,11 @@ def test_an_error_in_the_commit_deletes_the_staged_files(store):
     files = _parquet(fg)
 
     def change_metadata(group, batch):  # another writer changes the table's metadata meanwhile: a real conflict
+        # the insert reads the table's version in its writer thread, then writes its files: once one of
+        # them exists, the version it read is fixed and the change below lands after it
+        deadline = time.monotonic() + 30
+        while not _parquet(group) - files and time.monotonic() < deadline:
+            time.sleep(0.005)
         DeltaTable(group.uri).alter.set_table_properties({"delta.logRetentionDuration": "interval 31 days"})
 
     fg.before_commit.append(change_metadata)
