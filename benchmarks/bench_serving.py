@@ -259,8 +259,7 @@ def http_floor(ours: Http, case: Case, rounds: int, procs: list[subprocess.Popen
         a, b, _, _ = paired(lambda i: ours.post(path, bodies[i]), lambda i: floor.post(path, bodies[i]),
                             list(range(len(bodies))), warmup=100)
         per.append({"ours": _http_stats(a), "floor": _http_stats(b)})
-    return {side: {q: float(np.median([r[side][q] for r in per])) for q in ("p50_ms", "p99_ms")}
-            for side in ("ours", "floor")} | {"rounds": rounds}
+    return _medians(per, ("ours", "floor"))
 
 
 def http_with_httpx(ours: Http, feast: Http | None, case: Case, rounds: int) -> dict[str, Any] | None:
@@ -276,8 +275,13 @@ def http_with_httpx(ours: Http, feast: Http | None, case: Case, rounds: int) -> 
         a, b = blocks(lambda i: mine.post(path, bodies[i]), lambda i: theirs.post(peer[0], peer[1][i]), index,
                       ours_first=r % 2 == 0)
         per.append({"ours": _http_stats(a), "feast": _http_stats(b)})
+    return _medians(per, ("ours", "feast"))
+
+
+def _medians(per: list[dict[str, Any]], sides: tuple[str, str]) -> dict[str, Any]:
+    """Each side's p50 and p99, the median over the rounds ``per``."""
     return {side: {q: float(np.median([r[side][q] for r in per])) for q in ("p50_ms", "p99_ms")}
-            for side in ("ours", "feast")} | {"rounds": rounds}
+            for side in sides} | {"rounds": len(per)}
 
 
 def _http_stats(ts: list[float]) -> dict[str, float]:
