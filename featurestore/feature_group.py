@@ -247,6 +247,7 @@ class FeatureGroup:
                 hooked.update(self._hooked(batch))
                 checks.add(batch, staged.add(self._storage_table(batch, now)))
                 del batch, data
+                pa.default_memory_pool().release_unused()  # the batch's buffers, not kept for the next
             if staged.rows == 0 and not checks.scalars:  # no batch: an empty insert, validated as such
                 empty = conform(self.spec, self.spec.arrow_schema().empty_table())
                 checks.add(empty, staged.add(self._storage_table(empty, now)))

@@ -7,6 +7,13 @@ codes of 1M string keys cost about 0.1 s; :func:`key_codes` computes them once p
 keeps them as long as that batch (the pyarrow Table object) lives, so validation reuses them.
 
 Codes are exact, not hashes: two rows get equal codes exactly when their values are equal.
+
+A batched insert (:mod:`featurestore.validation.batches`) needs the codes of many batches' rows together.
+A dictionary of every distinct string key costs about 150 bytes per row at its peak (the memo table, the
+unique strings copied, the chunks combined); :class:`TextHashes` keeps 8 bytes per row of a text column
+as its batches pass, and :func:`key_codes_hashed` turns those into the very codes :func:`key_codes` gives,
+checking every pair of rows with equal hashes for equal values (a true hash collision falls back to the
+dictionary), at a peak of about 40 bytes per row.
 """
 
 from __future__ import annotations
@@ -72,8 +79,89 @@ def key_codes(table: pa.Table, columns: Sequence[str]) -> KeyCodes:
     if hit is not None and hit[0] == cols:
         return hit[1]
     per = {name: _column_codes(table[name]) for name in cols}
-    codes = KeyCodes(per, _combine([per[c] for c in cols], table.num_rows))
+    return _keep(table, cols, KeyCodes(per, _combine([per[c] for c in cols], table.num_rows)))
+
+
+def _keep(table: pa.Table, cols: tuple[str, ...], codes: KeyCodes) -> KeyCodes:
     if id(table) not in _cache:
         weakref.finalize(table, _cache.pop, id(table), None)
     _cache[id(table)] = (cols, codes)
+    return codes
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or \
+        pa.types.is_large_binary(t)
+
+
+class TextHashes:
+    """64-bit hashes of the text columns among ``columns``, kept batch by batch (8 bytes per row each):
+    what :func:`key_codes_hashed` needs instead of a dictionary of all the rows' strings."""
+
+    def __init__(self, columns: Sequence[str]):
+        self.columns = tuple(columns)
+        self.parts: dict[str, list[np.ndarray | None]] = {name: [] for name in self.columns}
+
+    def add(self, batch: pa.Table) -> None:
+        """Hash ``batch``'s text key columns (the others are coded exactly at the end, cheaply)."""
+        from pandas.util import hash_array
+
+        for name in self.columns:
+            col = batch[name]
+            hashed = None  # not text, or nulls (conform refuses null keys): coded from the values
+            if _is_text(col.type) and not col.null_count:
+                values = col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(zero_copy_only=False)
+                hashed = hash_array(values, categorize=False)
+            self.parts[name].append(hashed)
+
+    def of(self, name: str, rows: int) -> np.ndarray | None:
+        """All of column ``name``'s hashes in row order, or None when some batch was not hashed."""
+        parts = [p for p in self.parts.get(name, []) if p is not None]
+        if not parts or len(parts) < len(self.parts[name]):
+            return None
+        out = np.concatenate(parts)
+        return out if len(out) == rows else None
+
+
+def key_codes_hashed(table: pa.Table, columns: Sequence[str], hashes: TextHashes) -> KeyCodes:
+    """:func:`key_codes` of ``table`` (the same codes), with its text columns coded from ``hashes``
+    (the rows' hashes, in order) rather than a dictionary of their strings; cached like key_codes."""
+    cols = tuple(columns)
+    per = {}
+    for name in cols:
+        h = hashes.of(name, table.num_rows) if name in hashes.columns else None
+        codes = _codes_from_hashes(table[name], h) if h is not None else None
+        per[name] = codes if codes is not None else _column_codes(table[name])
+        del h, codes
+    return _keep(table, cols, KeyCodes(per, _combine([per[c] for c in cols], table.num_rows)))
+
+
+_VERIFY_ROWS = 1 << 20  # hash-equal rows compared with their group's first row this many at a time
+
+
+def _codes_from_hashes(col: pa.ChunkedArray, h: np.ndarray) -> np.ndarray | None:
+    """The codes :func:`_column_codes` gives the null-free ``col`` (dense, in order of first appearance)
+    from its rows' hashes ``h``; None if two different values share a hash (a true collision)."""
+    n = len(h)
+    if not n:
+        return np.zeros(0, np.int64)
+    order = np.argsort(h, kind="stable")  # within equal hashes, rows stay in table order
+    sorted_h = h[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_h[1:] != sorted_h[:-1])))
+    del sorted_h
+    first = order[starts]  # each distinct hash's first row
+    sizes = np.diff(np.append(starts, n))
+    if len(starts) < n:  # rows sharing a hash: each must equal its group's first row
+        group_first = np.repeat(first, sizes)
+        later = np.flatnonzero(order != group_first)
+        for lo in range(0, len(later), _VERIFY_ROWS):
+            at = later[lo:lo + _VERIFY_ROWS]
+            same = pc.equal(col.take(pa.array(order[at])), col.take(pa.array(group_first[at])))
+            if not pc.all(same).as_py():
+                return None
+        del group_first, later
+    rank = np.empty(len(starts), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(starts), dtype=np.int64)
+    codes = np.empty(n, np.int64)
+    codes[order] = np.repeat(rank, sizes)
     return codes

@@ -7,6 +7,8 @@ uses), and drops the vectors. :meth:`BatchChecks.finish` returns the batch as va
 scalar columns of every row and a :class:`~featurestore.validation.embedding.Derived` per vector column
 whose ``matrix`` reads the rows a check samples back from the staged files (:class:`StagedRows`). Every
 check then computes exactly what it computes on one in-memory batch (the same rows, samples and numbers).
+The key codes that the uniqueness checks use come from hashes of each batch's text keys
+(:class:`featurestore.keycodes.TextHashes`), not a dictionary of every key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import check_unique
+from featurestore.keycodes import TextHashes, key_codes_hashed
 from featurestore.schema import FeatureGroupSpec
 from featurestore.validation import embedding
 from featurestore.validation.expectations import parse_expectations
@@ -27,8 +30,8 @@ from featurestore.validation.expectations import parse_expectations
 @dataclass(frozen=True)
 class StagedRows:
     """The vectors of column ``column`` in data files written for one append, addressed by row number
-    within the append (``files``: (path, first row, rows) in order): rows are read file by file, so
-    reading a sample holds at most one file's column."""
+    within the append (``files``: (path, first row, rows) in order): rows are read file by file in
+    record batches, so reading a sample holds at most one record batch of the column."""
 
     files: tuple[tuple[str, int, int], ...]
     column: str
@@ -50,11 +53,24 @@ class StagedRows:
         for f in np.unique(file_of):
             mine = np.flatnonzero(file_of == f)
             path, first, _ = self.files[int(f)]
-            col = pq.read_table(path, columns=[self.column])[self.column]
-            picked = col.take(pa.array(rows[mine] - first, pa.int64())).combine_chunks()
-            flat = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
-            out[mine] = np.asarray(flat, np.float32).reshape(len(mine), self.dim)
+            mine = mine[np.argsort(rows[mine], kind="stable")]
+            at = rows[mine] - first  # ascending row numbers within the file
+            start = 0
+            with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as pf:  # not the whole chunk
+                for batch in pf.iter_batches(batch_size=_READ_ROWS, columns=[self.column]):
+                    lo, hi = np.searchsorted(at, [start, start + batch.num_rows])
+                    if hi > lo:
+                        picked = batch.column(0).take(pa.array(at[lo:hi] - start, pa.int64()))
+                        flat = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
+                        out[mine[lo:hi]] = np.asarray(flat, np.float32).reshape(hi - lo, self.dim)
+                    start += batch.num_rows
+                    if hi == len(at):
+                        break
+            pa.default_memory_pool().release_unused()  # what the file's pages took, back to the system
         return out
+
+
+_READ_ROWS = 65_536  # rows of a vector column decoded at a time (64-d: 16 MB)
 
 
 class BatchChecks:
@@ -67,6 +83,7 @@ class BatchChecks:
         self.scalars: list[pa.Table] = []
         self.parts: dict[str, list[embedding.Derived]] = {r.feature: [] for r in self.rules}
         self.files: list[tuple[str, int, int]] = []
+        self.hashes = TextHashes([*spec.key_names, spec.event_time])
 
     def add(self, batch: pa.Table, files: Sequence[tuple[str, int, int]]) -> None:
         """Keep what validation needs of one conformed ``batch``, whose rows ``files`` hold."""
@@ -80,6 +97,7 @@ class BatchChecks:
             self.parts[rule.feature].append(embedding.Derived(
                 d.feature, d.value_type, d.fixed_size, d.dims, d.norms, d.nonfinite, d.valid,
                 np.zeros((0, rule.dim), np.float32), hashes))
+        self.hashes.add(batch)
         self.scalars.append(batch.drop_columns([c for c in self.vectors if c in batch.column_names]))
         self.files += files
 
@@ -87,7 +105,10 @@ class BatchChecks:
         """The scalar columns of every row (keys unique per event time across the batches, or
         :class:`~featurestore.errors.DuplicateKey`), and the derived scalars of each vector column."""
         table = pa.concat_tables(self.scalars)
-        check_unique(self.spec, table)
+        self.scalars = []
+        key_codes_hashed(table, [*self.spec.key_names, self.spec.event_time], self.hashes)  # kept with table
+        self.hashes = TextHashes(self.hashes.columns)
+        check_unique(self.spec, table)  # on those codes
         derived = {}
         for rule in self.rules:
             parts = self.parts[rule.feature]
