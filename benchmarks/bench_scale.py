@@ -206,7 +206,7 @@ def child_pipeline_spark(events: str, root: str, chunk_events: int, memory_limit
 def pipeline_spark(events: Path, work: Path, args: argparse.Namespace) -> dict:
     root = work / "store_spark"
     shutil.rmtree(root, ignore_errors=True)
-    n = int(events.stem.rsplit("_", 1)[-1])
+    n = int(events.stem.split("_")[1])  # events_<n>[_<per user>pu]
     memory = "4g" if n >= 64_000_000 else "2g"  # the bound: 64M events with spark.driver.memory=4g
     cmd = [sys.executable, __file__, "--child-pipeline", "spark", str(events), str(root), str(args.chunk_events),
            memory]

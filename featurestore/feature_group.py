@@ -69,6 +69,7 @@ class Committed:
 #: called after a commit landed; must not raise (a failure there cannot undo the commit): the layer
 #: that registers it owns its errors
 AfterCommit = Callable[["FeatureGroup", Committed], None]
+Metadata = Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None  # a commit's, or a function of its rows
 
 
 @dataclass
@@ -171,15 +172,15 @@ class FeatureGroup:
         return self.spec.version
 
     # ---- write ------------------------------------------------------------------------------
-    def insert(self, data: Any, cutoff: datetime | None = None,
-               metadata: Mapping[str, Any] | None = None) -> Commit:
+    def insert(self, data: Any, cutoff: datetime | None = None, metadata: Metadata = None) -> Commit:
         """Check ``data`` against the spec, then write it as one atomic commit and return it.
 
         ``data`` is a pandas DataFrame, a pyarrow Table, a Parquet path or a Spark DataFrame (checked,
         written and validated by Spark, committed by delta-rs: see docs/scale-out.md). ``cutoff`` (the instant up to
         which the writer read its inputs) is recorded in the commit and fills ``event_time`` when the
         batch has no such column.
-        ``metadata`` (JSON-serialisable) is stored with the commit. A batch that does not fit raises
+        ``metadata`` (JSON-serialisable) is stored with the commit; it may be a function of the number of
+        rows, called once they are written (a Spark job's counts). A batch that does not fit raises
         an :class:`~featurestore.errors.InvalidData` subclass and writes nothing.
         """
         frames = frame_engine(data, self.engine)
@@ -200,8 +201,7 @@ class FeatureGroup:
         report unless ``save=False``."""
         return validate_commit(self, self.commit_of(commit, commit_time=commit_time), save=save)
 
-    def commit_batch(self, batch: pa.Table, *, cutoff: datetime | None = None,
-                     metadata: Mapping[str, Any] | None = None,
+    def commit_batch(self, batch: pa.Table, *, cutoff: datetime | None = None, metadata: Metadata = None,
                      extra: Mapping[str, str] | None = None) -> Commit:
         """Validate an already conformed batch (see :func:`featurestore.conform.conform`), then commit it.
 
@@ -226,7 +226,7 @@ class FeatureGroup:
         return self._landed(gate, info, batch, tuple(staged.files))
 
     def insert_batches(self, batches: Iterable[Any], cutoff: datetime | None = None,
-                       metadata: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None) -> Commit:
+                       metadata: Metadata = None) -> Commit:
         """Insert the rows of several batches as one atomic commit, holding one batch at a time.
 
         Each batch (anything :meth:`insert` takes but a Spark DataFrame) is conformed, passed to the
@@ -235,7 +235,8 @@ class FeatureGroup:
         checked unique across the batches and every check runs over all the rows, exactly as
         :meth:`insert` runs them on one batch holding them all; the commit follows, or (a failed batch,
         strict validation, an error) every file is deleted and nothing is committed. ``metadata`` may be
-        a function: it is called once every batch has been read (a streaming writer's counts).
+        a function of the number of rows: it is called once every batch has been read (a streaming
+        writer's counts).
         Post-commit hooks are told the files (``Committed.files``) as None: there is no batch in memory.
         """
         staged = StagedBatches(self.root, self.rel, storage_schema(self.spec))
@@ -252,8 +253,7 @@ class FeatureGroup:
                 empty = conform(self.spec, self.spec.arrow_schema().empty_table())
                 checks.add(empty, staged.add(self._storage_table(empty, now)))
             table, derived = checks.finish()
-            run_id, meta = self._commit_metadata(table.num_rows, cutoff,
-                                                 metadata() if callable(metadata) else metadata)
+            run_id, meta = self._commit_metadata(table.num_rows, cutoff, metadata)
             meta.update(hooked)
             gate = InsertGate(self, table, derived)
             info = self._land(staged, gate, run_id, meta)
@@ -284,9 +284,12 @@ class FeatureGroup:
             after(self, done)
         return _commit_from_entry(self.spec, info)
 
-    def _commit_metadata(self, rows: int, cutoff: datetime | None, metadata: Mapping[str, Any] | None
+    def _commit_metadata(self, rows: int, cutoff: datetime | None, metadata: Metadata
                          ) -> tuple[str, dict[str, str]]:
-        """A new run id and the commit metadata every insert records."""
+        """A new run id and the commit metadata every insert records (``metadata`` a mapping, or a function
+        of ``rows`` giving one)."""
+        if callable(metadata):
+            metadata = metadata(rows)
         try:
             user_meta = json.dumps(dict(metadata or {}), sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as exc:
@@ -302,8 +305,7 @@ class FeatureGroup:
             meta[META_PREFIX + "cutoff"] = to_utc(cutoff).isoformat()
         return run_id, meta
 
-    def _insert_frame(self, engine: FrameEngine, data: Any, cutoff: datetime | None,
-                      metadata: Mapping[str, Any] | None) -> Commit:
+    def _insert_frame(self, engine: FrameEngine, data: Any, cutoff: datetime | None, metadata: Metadata) -> Commit:
         """Insert an engine's frame (a Spark DataFrame): the engine checks it and writes its files into a
         staging folder inside the table's (named after this process, so a killed writer's is removed by
         the next), the frame is validated where it lives, then the files are committed by delta-rs as

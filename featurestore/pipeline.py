@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import to_utc
-from featurestore.embed.aggregate import Aggregation, aggregate_batches
+from featurestore.embed.aggregate import Aggregation, aggregate_batches, aggregate_frame
 from featurestore.embed.align import align
 from featurestore.embed.base import Embedder, EntityEncoder, ItemModel, matrix_bytes, matrix_from_bytes
 from featurestore.embed.cooccurrence import CooccurrenceEmbedder
@@ -545,7 +546,9 @@ class _Run:
                         alignment: dict[str, Any] | None) -> _Written:
         """Aggregate and commit the entity vectors: every entity, or (incremental, same model as the
         previous run) only those with events since that run's cutoff. They are aggregated in batches,
-        each written to its data files before the next is made, and committed together as one commit."""
+        each written to its data files before the next is made, and committed together as one commit;
+        on an engine with its own frames (Spark) they are made, written and validated on the cluster
+        and never come to this process (:func:`~featurestore.embed.aggregate.aggregate_frame`)."""
         p = self.p
         self.bar.set_postfix_str("aggregate")
         self.since = None
@@ -555,6 +558,27 @@ class _Run:
             self.since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
         written = _Written()
         spec = self.ent_fg.spec
+        start = time.perf_counter()
+
+        def meta(rows: int) -> dict[str, Any]:
+            return self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
+                              alignment=alignment, entities_written=rows,
+                              incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
+                              if self.since is not None else None)
+
+        framed = aggregate_frame(events, model, p.aggregation, since=self.since, engine=self.engine,
+                                 to_rows=partial(_rows, spec))
+        if framed is not None:  # the engine's frame (Spark): the vectors are made and written on the cluster
+            frame, considered = framed
+
+            def staged(rows: int) -> dict[str, Any]:  # called once the frame's files are written
+                written.rows, written.skipped = rows, considered - rows
+                written.aggregating = time.perf_counter() - start
+                self._aggregated(events, written)
+                return meta(rows)
+
+            written.commit = self.ent_fg.insert(frame, cutoff=self.cutoff, metadata=staged)
+            return self._committed(written)
 
         def tables() -> Iterator[pa.Table]:
             start = time.perf_counter()
@@ -568,19 +592,20 @@ class _Run:
                     written.aggregating += time.perf_counter() - start
                     yield table
                     start = time.perf_counter()
-            events.close()  # the engine's copy of the events (memory, spill files) is not needed any more
             written.aggregating += time.perf_counter() - start
-            self.seconds["aggregate"] = round(written.aggregating, 3)
-            self.bar.update()
-            self.bar.set_postfix_str("commit")
-
-        def meta() -> dict[str, Any]:
-            return self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
-                              alignment=alignment, entities_written=written.rows,
-                              incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
-                              if self.since is not None else None)
+            self._aggregated(events, written)
 
         written.commit = self.ent_fg.insert_batches(tables(), cutoff=self.cutoff, metadata=meta)
+        return self._committed(written)
+
+    def _aggregated(self, events: EventTable, written: _Written) -> None:
+        """The entity vectors are made (and written): the events are not needed any more."""
+        events.close()  # the engine's copy of the events (memory, spill files)
+        self.seconds["aggregate"] = round(written.aggregating, 3)
+        self.bar.update()
+        self.bar.set_postfix_str("commit")
+
+    def _committed(self, written: _Written) -> _Written:
         now = time.perf_counter()
         self.seconds["commit"] = round(self.seconds.get("commit", 0.0) + now - self.t - written.aggregating, 3)
         self.t = now

@@ -132,3 +132,34 @@ def test_duckdb_and_spark_give_the_same_vectors_and_training_sets(spark_engine, 
                     np.testing.assert_allclose(x, y, atol=TOL, rtol=0)
         else:
             assert a == b, name
+
+
+@pytest.mark.timeout(900)
+def test_spark_runs_make_and_commit_entity_vectors_on_the_cluster(spark_engine, tmp_path_factory, monkeypatch):
+    """On Spark events the entity vectors are made, written and validated by Spark: no entity sum comes to
+    this process (bringing them is refused here), and a full run and an incremental one (same model,
+    only the entities with new events) commit what DuckDB commits."""
+    from featurestore.engine.spark.engine import SparkEngine
+
+    events = _events(3, [(1, 2, 0, 30), (5, 7, 2, 60 * 30)])
+    pipe = Pipeline("cluster", EventSource(events), weights=W, retrain_every=timedelta(days=30))
+    duck = _store(tmp_path_factory)
+    local = [pipe.run(duck, c, quiet=True, engine="duckdb") for c in (CUT1, CUT2)]
+
+    def refuse(*_a, **_k):
+        raise AssertionError("entity sums were brought to the driver")
+
+    monkeypatch.setattr(SparkEngine, "entity_sums", refuse)
+    spark = _store(tmp_path_factory)
+    remote = [pipe.run(spark, c, quiet=True, engine=spark_engine) for c in (CUT1, CUT2)]
+    for a, b in zip(local, remote, strict=True):
+        assert (a.status, a.events, a.entities) == (b.status, b.events, b.entities)
+    hist = [c for c in spark.feature_group("user_embeddings", 1).history() if c.commit > 0]
+    want = [c for c in duck.feature_group("user_embeddings", 1).history() if c.commit > 0]
+    assert [c.row_count for c in hist] == [c.row_count for c in want]
+    assert hist[-1].metadata["incremental_since"] == CUT1.isoformat()
+    assert hist[-1].row_count < hist[0].row_count  # only the entities with events since the first run
+    for key in ("entities_written", "model_commit", "entities"):
+        assert hist[-1].metadata[key] == want[-1].metadata[key], key
+    assert hist[-1].extra["validation_status"] == "passed"
+    _assert_same_vectors(*(s.feature_group("user_embeddings", 1).read() for s in (duck, spark)))

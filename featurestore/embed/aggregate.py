@@ -16,16 +16,17 @@ of the items' own leading coordinates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from featurestore.embed.base import ItemModel, l2_normalize
-from featurestore.engine.base import Engine, EntitySums, SumsBatch
+from featurestore.engine.base import Engine, EntitySums, FrameEngine, SumsBatch
 from featurestore.engine.counting import decay_weights
 from featurestore.engine.duckdb import DuckDBEngine
 from featurestore.engine.events import Events, EventTable
@@ -100,7 +101,32 @@ def aggregate_batches(events: EventTable, model: ItemModel, agg: Aggregation | N
     if model.encoder is not None:
         yield encoded(events, model, since)
         return
-    agg = agg or Aggregation()
+    request = _request(events, model, agg or Aggregation(), since, batch_rows)
+    finish = Finish.of(model)
+    for b in (engine or DuckDBEngine()).entity_sums(events, request):
+        f = finish(b)
+        yield EntityVectors(f.entity_ids, f.sums, f.n_events, f.last, skipped=int(f.considered - f.entity_ids.size))
+
+
+def aggregate_frame(events: EventTable, model: ItemModel, agg: Aggregation | None, *, since: int | None,
+                    engine: Engine | None, to_rows: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], pa.Table]
+                    ) -> tuple[Any, int] | None:
+    """:func:`aggregate_batches`' entity vectors as rows of the engine's own frame (a Spark DataFrame),
+    made where the events are, so they never come to this process: each batch of sums is finished and
+    turned into rows by ``to_rows(ids, vectors, n_events, last_event_time_us)`` (picklable) on the
+    executors. Returns the frame and how many entities were considered (those without a vector are not
+    in it), or None when the engine cannot (in-process engines, in-memory events, a model with its own
+    encoder): then use :func:`aggregate_batches`."""
+    if model.encoder is not None or not isinstance(engine, FrameEngine):
+        return None
+    rows = _Rows(Finish.of(model), to_rows, int(model.dim))
+    return engine.entity_rows_frame(events, _request(events, model, agg or Aggregation(), since, None), rows,
+                                    rows.schema())
+
+
+def _request(events: EventTable, model: ItemModel, agg: Aggregation, since: int | None,
+             batch_rows: int | None) -> EntitySums:
+    """The engine's :class:`EntitySums` for ``model``'s item vectors (as the entity side sees them)."""
     rows = pd.Index(model.item_ids).get_indexer(events.item_ids)  # event item code -> model row (-1: none)
     item_vectors = model.vectors
     if model.query_vectors is not None:  # each item's history side in place of its leading coordinates
@@ -110,26 +136,65 @@ def aggregate_batches(events: EventTable, model: ItemModel, agg: Aggregation | N
         item_vectors = item_vectors.copy()
         item_vectors[:, :model.query_dims] /= item_vectors[:, model.query_divide, None]
     request = EntitySums(rows, item_vectors, half_life=agg.half_life, max_events=agg.max_events, since=since)
-    if batch_rows is not None:
-        request = replace(request, batch_rows=batch_rows)
-    for b in (engine or DuckDBEngine()).entity_sums(events, request):
-        f = _finish(b, model)
-        yield EntityVectors(f.entity_ids, f.sums, f.n_events, f.last, skipped=int(f.considered - f.entity_ids.size))
+    return replace(request, batch_rows=batch_rows) if batch_rows is not None else request
 
 
-def _finish(batch: SumsBatch, model: ItemModel) -> SumsBatch:
+@dataclass(frozen=True)
+class Finish:
     """Sums -> unit entity vectors (the weighted mean of the leading coordinates and the model's fixed
-    tail, when it has one), dropping entities whose vector is zero."""
-    vectors = batch.sums
-    if model.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
-        vectors = (vectors / np.maximum(batch.totals[:, None], np.float32(1e-30))).astype(np.float32)
-        if model.query_map is not None:  # the history side of the mean (ItemModel.query_map)
-            vectors[:, :model.query_dims] = vectors[:, :model.query_dims] @ model.query_map
-        vectors[:, model.query_dims:] = np.asarray(model.query_tail, dtype=np.float32)
-    vectors = l2_normalize(vectors)
-    ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)
-    return SumsBatch(batch.entity_ids[ok], vectors[ok], batch.totals[ok], batch.n_events[ok], batch.last[ok],
-                     considered=batch.considered)
+    tail, when it has one), dropping entities whose vector is zero. Holds only what that needs of the
+    model (picklable: executors run it)."""
+
+    query_dims: int | None = None
+    query_map: np.ndarray | None = None
+    query_tail: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, model: ItemModel) -> Finish:
+        tail = None if model.query_tail is None else np.asarray(model.query_tail, dtype=np.float32)
+        return cls(model.query_dims, model.query_map, tail)
+
+    def __call__(self, batch: SumsBatch) -> SumsBatch:
+        vectors = batch.sums
+        if self.query_dims is not None:  # weighted mean of the leading coordinates, then the fixed tail
+            vectors = (vectors / np.maximum(batch.totals[:, None], np.float32(1e-30))).astype(np.float32)
+            if self.query_map is not None:  # the history side of the mean (ItemModel.query_map)
+                vectors[:, :self.query_dims] = vectors[:, :self.query_dims] @ self.query_map
+            vectors[:, self.query_dims:] = self.query_tail
+        vectors = l2_normalize(vectors)
+        ok = np.linalg.norm(vectors, axis=1) > 0  # weights cancelled out (cannot happen with w >= 0)
+        return SumsBatch(batch.entity_ids[ok], vectors[ok], batch.totals[ok], batch.n_events[ok], batch.last[ok],
+                         considered=batch.considered)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """An Arrow batch of sums (``e``, ``sums``, ``total``, ``n``, ``last``) -> the rows ``to_rows`` makes of
+    its finished vectors (fixed-size vectors as plain lists, which every engine's Arrow reader takes)."""
+
+    finish: Finish
+    to_rows: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], pa.Table]
+    dim: int
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        n = batch.num_rows
+        flat = np.asarray(batch.column("sums").flatten().to_numpy(zero_copy_only=False), np.float32)
+        sums = SumsBatch(np.asarray(batch.column("e").to_pylist(), dtype=object), flat.reshape(n, self.dim),
+                         np.asarray(batch.column("total").to_numpy(), np.float32),
+                         np.asarray(batch.column("n").to_numpy(), np.int64),
+                         np.asarray(batch.column("last").to_numpy(), np.int64))
+        f = self.finish(sums)
+        table = self.to_rows(f.entity_ids, f.sums, f.n_events, f.last)
+        fields = [pa.field(x.name, pa.list_(x.type.value_type)) if pa.types.is_fixed_size_list(x.type) else x
+                  for x in table.schema]
+        schema = pa.schema(fields)
+        return pa.record_batch([table[x.name].combine_chunks().cast(x.type) for x in fields], schema=schema)
+
+    def schema(self) -> pa.Schema:
+        empty = pa.record_batch([pa.array([], pa.string()), pa.array([], pa.list_(pa.float32())),
+                                 pa.array([], pa.float32()), pa.array([], pa.int64()), pa.array([], pa.int64())],
+                                names=["e", "sums", "total", "n", "last"])
+        return self(empty).schema
 
 
 def encoded(events: EventTable, model: ItemModel, since: int | None = None) -> EntityVectors:

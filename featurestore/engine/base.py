@@ -223,6 +223,16 @@ class FrameEngine(ABC):
     def frame_batches(self, frame: Any, order: str | None = None) -> pa.RecordBatchReader:
         """A frame's rows as Arrow batches on this machine, in ``order`` of that column (then dropped)."""
 
+    @abstractmethod
+    def entity_rows_frame(self, events: EventTable, request: EntitySums,
+                          rows: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+                          ) -> tuple[Any, int] | None:
+        """Entity rows as a frame, made where the events live: the weighted sums of ``request`` (as
+        :meth:`Engine.entity_sums` computes them; columns ``e``, ``sums``, ``total``, ``n``, ``last``),
+        each batch turned by ``rows`` (a picklable function run where the frame is) into rows of
+        ``schema``; and how many entities were considered. None when ``events`` are not this engine's
+        (then :meth:`Engine.entity_sums` brings the sums here)."""
+
 
 @dataclass(frozen=True)
 class StagedFrame:

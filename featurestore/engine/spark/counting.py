@@ -162,17 +162,12 @@ def _weights(events: SparkEvents, r: EntitySums) -> Any:
     return df.select("e", "i", "dw", "t", "w", "n", "last")
 
 
-def entity_sums(events: EventTable, request: EntitySums, bring: Callable[[Any], pa.RecordBatchReader]
-                ) -> Iterator[SumsBatch]:
-    """:class:`EntitySums` on Spark (see the module docstring), in batches of ascending entity ids;
-    ``bring(frame)`` streams a frame sorted by ``e`` to this process."""
+def sums_frame(events: SparkEvents, request: EntitySums) -> tuple[Any, int]:
+    """:class:`EntitySums` on Spark as a frame (``e string, sums array<float>, total float, n long,
+    last long``: whole entities per partition, sorted by ``e`` within it), and how many entities were
+    considered (those active ``since``, else all)."""
     from pyspark.sql import functions as F
 
-    if isinstance(events, Events):
-        yield from counting.entity_sums(events, request)
-        return
-    if not isinstance(events, SparkEvents):
-        raise PipelineError(f"the Spark engine sums Spark events or in-memory events; got {type(events).__name__}")
     dim = int(request.vectors.shape[1])
     rows = np.asarray(request.item_rows, np.int64)
     vectors = np.ascontiguousarray(request.vectors, np.float32)
@@ -183,7 +178,22 @@ def entity_sums(events: EventTable, request: EntitySums, bring: Callable[[Any], 
         shared = session.sparkContext.broadcast((rows, vectors))
         ordered = _weights(events, request).repartition("e").sortWithinPartitions("e", *_order())
         schema = "e string, sums array<float>, total float, n long, last long"
-        reader = bring(ordered.mapInArrow(_summing(shared, dim), schema))
+        return ordered.mapInArrow(_summing(shared, dim), schema), int(considered)
+
+
+def entity_sums(events: EventTable, request: EntitySums, bring: Callable[[Any], pa.RecordBatchReader]
+                ) -> Iterator[SumsBatch]:
+    """:class:`EntitySums` on Spark (see the module docstring), in batches of ascending entity ids;
+    ``bring(frame)`` streams a frame sorted by ``e`` to this process."""
+    if isinstance(events, Events):
+        yield from counting.entity_sums(events, request)
+        return
+    if not isinstance(events, SparkEvents):
+        raise PipelineError(f"the Spark engine sums Spark events or in-memory events; got {type(events).__name__}")
+    dim = int(request.vectors.shape[1])
+    frame, considered = sums_frame(events, request)
+    with quiet(), spark_errors("summing entity vectors"):
+        reader = bring(frame)
     first = True
     for batch in reader:
         if not batch.num_rows:
@@ -197,6 +207,23 @@ def entity_sums(events: EventTable, request: EntitySums, bring: Callable[[Any], 
     if first:
         yield SumsBatch(np.zeros(0, dtype=object), np.zeros((0, dim), np.float32), np.zeros(0, np.float32),
                         np.zeros(0, np.int64), np.zeros(0, np.int64), considered=considered)
+
+
+def rows_frame(events: SparkEvents, request: EntitySums, rows: Callable[[pa.RecordBatch], pa.RecordBatch],
+               schema: pa.Schema) -> tuple[Any, int]:
+    """The sums frame with each batch turned into rows of ``schema`` by ``rows`` on the executors."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    frame, considered = sums_frame(events, request)
+    spark_schema = from_arrow_schema(schema, prefer_timestamp_ntz=False)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                yield rows(batch)
+
+    with quiet(), spark_errors("making entity rows"):
+        return frame.mapInArrow(run, spark_schema), considered
 
 
 def _summing(shared: Any, dim: int) -> Any:

@@ -118,6 +118,13 @@ class SparkEngine(Engine, FrameEngine):
     def entity_sums(self, events: EventTable, request: EntitySums) -> Iterator[SumsBatch]:
         return spark_counting.entity_sums(events, request, lambda frame: self.frame_batches(frame, sort=["e"]))
 
+    def entity_rows_frame(self, events: EventTable, request: EntitySums,
+                          rows: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+                          ) -> tuple[Any, int] | None:
+        if not isinstance(events, spark_events.SparkEvents):
+            return None
+        return spark_counting.rows_frame(events, request, rows, schema)
+
     # ---- tables -------------------------------------------------------------------------------------
     def scan(self, request: Scan) -> pa.Table:
         from pyspark.sql import functions as F
@@ -222,12 +229,13 @@ class SparkEngine(Engine, FrameEngine):
         from pyspark.sql import functions as F
 
         with quiet():
-            df = tables.conform_frame(spec, data, cutoff=cutoff)
+            df = tables.cast_frame(spec, data, cutoff=cutoff)
             df = df.withColumn(INGESTED_AT, F.lit(ingested_at).cast("timestamp"))
+            # written first, then checked as read back: the frame's lineage (a whole aggregation, for a
+            # pipeline's entity rows) runs once; refused rows' files go with the staging folder
             files = tables.write_files(df, folder, f"a Spark batch for {spec.key}")
             written = tables.read_files(self.session, spec, files)
-            with spark_errors(f"counting the rows written for {spec.key}", StorageError):
-                rows = written.count()
+            rows = tables.check_values(spec, written)
         return StagedFrame(written, tuple(files), int(rows))
 
     def number_rows(self, frame: Any, column: str) -> Any:

@@ -4,8 +4,9 @@ delta-rs as one ordinary Delta commit (see docs/scale-out.md for the interop wit
 
 :func:`read_files` reads a commit's files (optionally with each row's global position, as the DuckDB
 engine's row positions), :func:`conform_frame` checks and casts a Spark DataFrame to a spec as
-:func:`featurestore.conform.conform` does a batch (as distributed aggregates), and :func:`write_files`
-writes one into a staging folder.
+:func:`featurestore.conform.conform` does a batch (as distributed aggregates; :func:`cast_frame` and
+:func:`check_values` are its two halves, so a frame can be checked as written, once), and
+:func:`write_files` writes one into a staging folder.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ def file_name(*, full: bool = False) -> Any:
 def conform_frame(spec: FeatureGroupSpec, df: Any, *, cutoff: datetime | None = None) -> Any:
     """``df`` checked against ``spec`` and cast to its storage schema, or an InvalidData naming why
     not (as :func:`featurestore.conform.conform`; counted by Spark, never collected)."""
+    out = cast_frame(spec, df, cutoff=cutoff)
+    check_values(spec, out)
+    return out
+
+
+def cast_frame(spec: FeatureGroupSpec, df: Any, *, cutoff: datetime | None = None) -> Any:
+    """``df``'s columns checked against ``spec`` and cast to its storage schema (no pass over the rows:
+    their values are :func:`check_values`' job)."""
     from pyspark.sql import functions as F
 
     names = list(df.columns)
@@ -104,9 +113,7 @@ def conform_frame(spec: FeatureGroupSpec, df: Any, *, cutoff: datetime | None = 
     if extra:
         raise SchemaMismatch(f"{spec.key}: unexpected column(s) {', '.join(extra)}; the spec has "
                              f"{', '.join(spec.columns)}")
-    out = df.select(*[_cast(df, spec, c) for c in spec.columns])
-    _check_values(spec, out)
-    return out
+    return df.select(*[_cast(df, spec, c) for c in spec.columns])
 
 
 def _cast(df: Any, spec: FeatureGroupSpec, name: str) -> Any:
@@ -137,12 +144,13 @@ def _cast(df: Any, spec: FeatureGroupSpec, name: str) -> Any:
     return col.cast(want).alias(name)
 
 
-def _check_values(spec: FeatureGroupSpec, df: Any) -> None:
+def check_values(spec: FeatureGroupSpec, df: Any) -> int:
     """Null keys, bad vectors (null, wrong dimension, NaN/inf) and duplicate (keys, event time): each a
-    count in one aggregate pass, plus one grouped pass for duplicates."""
+    count in one aggregate pass, plus one grouped pass for duplicates; an InvalidData naming the first
+    problem, else the number of rows."""
     from pyspark.sql import functions as F
 
-    checks: dict[str, Any] = {}
+    checks: dict[str, Any] = {"rows": F.count(F.lit(1))}
     for k in [*spec.key_names, spec.event_time]:
         checks[f"null:{k}"] = F.sum(F.col(k).isNull().cast("long"))
     for f in spec.vector_features:
@@ -176,6 +184,7 @@ def _check_values(spec: FeatureGroupSpec, df: Any) -> None:
             example = {c: first[0][c] for c in cols}
             raise DuplicateKey(f"{spec.key}: {n_keys} key(s) appear more than once for one {spec.event_time}, "
                                f"e.g. {example}", column=",".join(cols))
+    return counts["rows"]
 
 
 def write_files(df: Any, folder: str, what: str) -> list[str]:
