@@ -566,9 +566,11 @@ class _Run:
                               incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
                               if self.since is not None else None)
 
+        # on the engine's frames (Spark) the vectors are made and written on the cluster, into the table's
+        # staging folder: that needs a store on a file system the cluster shares (docs/scale-out.md)
         framed = aggregate_frame(events, model, p.aggregation, since=self.since, engine=self.engine,
-                                 to_rows=partial(_rows, spec))
-        if framed is not None:  # the engine's frame (Spark): the vectors are made and written on the cluster
+                                 to_rows=partial(_rows, spec)) if self.ent_fg.root.local else None
+        if framed is not None:
             frame, considered = framed
 
             def staged(rows: int) -> dict[str, Any]:  # called once the frame's files are written
