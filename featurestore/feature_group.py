@@ -69,6 +69,12 @@ class Committed:
 #: called after a commit landed; must not raise (a failure there cannot undo the commit): the layer
 #: that registers it owns its errors
 AfterCommit = Callable[["FeatureGroup", Committed], None]
+#: called as each batch of :meth:`FeatureGroup.insert_batches` is written, with the batch (conformed, still
+#: in memory) and its files ((path, first row in the batch, rows)): work that needs the rows and may be done
+#: before the commit lands (training caches); :data:`Discarded` undoes it if the insert then fails
+BatchStaged = Callable[["FeatureGroup", pa.Table, list[tuple[str, int, int]]], None]
+#: called with the paths of the data files an insert wrote and deleted (it failed): nothing refers to them
+Discarded = Callable[["FeatureGroup", list[str]], None]
 Metadata = Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None  # a commit's, or a function of its rows
 
 
@@ -80,6 +86,8 @@ class CommitHooks:
 
     before: list[BeforeCommit] = field(default_factory=list)
     after: list[AfterCommit] = field(default_factory=list)
+    staged: list[BatchStaged] = field(default_factory=list)
+    discarded: list[Discarded] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -237,7 +245,9 @@ class FeatureGroup:
         strict validation, an error) every file is deleted and nothing is committed. ``metadata`` may be
         a function of the number of rows: it is called once every batch has been read (a streaming
         writer's counts).
-        Post-commit hooks are told the files (``Committed.files``) as None: there is no batch in memory.
+        Post-commit hooks are told the files (``Committed.files``) as None: there is no batch in memory;
+        the ``staged`` hooks are told each batch and its files as they are written instead (the training
+        caches copy its vectors then), and the ``discarded`` hooks the files of a failed insert.
         """
         staged = StagedBatches(self.root, self.rel, storage_schema(self.spec))
         now = datetime.now(UTC)
@@ -246,7 +256,12 @@ class FeatureGroup:
             for data in batches:
                 batch = conform(self.spec, data, cutoff=cutoff)
                 hooked.update(self._hooked(batch))
-                checks.add(batch, staged.add(self._storage_table(batch, now)))
+                files = staged.add(self._storage_table(batch, now))
+                checks.add(batch, files)
+                if files:
+                    first = files[0][1]  # rows numbered within the append: within the batch for the hooks
+                    for hook in self.context.hooks.staged:
+                        hook(self, batch, [(path, start - first, n) for path, start, n in files])
                 del batch, data
                 pa.default_memory_pool().release_unused()  # the batch's buffers, not kept for the next
             if staged.rows == 0 and not checks.scalars:  # no batch: an empty insert, validated as such
@@ -259,6 +274,8 @@ class FeatureGroup:
             info = self._land(staged, gate, run_id, meta)
         except BaseException:
             staged.discard()
+            for undo in self.context.hooks.discarded:
+                undo(self, list(staged.paths))
             raise
         return self._landed(gate, info, storage_schema(self.spec).empty_table(), None)
 

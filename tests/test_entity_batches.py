@@ -127,11 +127,44 @@ def test_a_failing_batch_leaves_no_commit_and_no_files(tmp_path, bad):
 
     expected = {"strict_validation": ValidationFailed, "duplicate_key": DuplicateKey,
                 "writer_error": RuntimeError}[bad]
+    cached = _cached(store)
     with pytest.raises(expected):
         fg.insert_batches(batches(), cutoff=T0 + timedelta(hours=1))
     assert fg.history() == history
     assert _data_files(store, "user_embeddings") == files
+    assert _cached(store) == cached == {f.removesuffix(".parquet") for f in files}  # no copy of a deleted file
     assert fg.read().num_rows == 100
+
+
+def _cached(store: FeatureStore) -> set[str]:
+    from featurestore.training.writer import flush_cache_writes
+
+    flush_cache_writes()
+    folder = Path(store.root.local_dir) / "_cache" / "vectors" / "user_embeddings" / "v1"
+    return {p.name.removesuffix(".embedding.npy") for p in folder.glob("*.npy")}
+
+
+def test_a_batched_insert_writes_the_vector_cache_of_every_file(tmp_path):
+    """The commit holds no batch, so each batch's vectors are copied to the training cache as its files
+    are written: one copy per data file, row for row the file's vectors, and a training set over the
+    commit reads them (equal to the stored vectors)."""
+    import pyarrow.parquet as pq
+
+    store = _store(tmp_path / "s")
+    fg = store.feature_group("user_embeddings", 1)
+    whole = _user_batch(range(0, 230), seed=3)
+    fg.insert_batches(iter([whole.slice(i, 50) for i in range(0, 230, 50)]), cutoff=T0)
+    files = fg.files()
+    assert len(files) == 5 and _cached(store) == {Path(f).name.removesuffix(".parquet") for f in files}
+    folder = Path(store.root.local_dir) / "_cache" / "vectors" / "user_embeddings" / "v1"
+    for f in files:
+        mat = np.load(folder / f"{Path(f).name.removesuffix('.parquet')}.embedding.npy")
+        assert mat.tolist() == pq.read_table(f, columns=["embedding"])["embedding"].to_pylist()
+    spine = pa.table({"user_id": ["u0007", "u0199", "u9999"], "t": pa.array([T0 + timedelta(hours=1)] * 3,
+                                                                          pa.timestamp("us", tz="UTC"))})
+    got = store.training_set(spine, ["user_embeddings:1:embedding"], event_time="t").to_arrow()
+    want = whole["embedding"].to_pylist()
+    assert got["user_embeddings__embedding"].to_pylist() == [want[7], want[199], None]
 
 
 def test_no_batch_is_an_empty_insert(tmp_path):

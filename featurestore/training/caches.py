@@ -9,12 +9,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from featurestore.catalog import Catalog
 from featurestore.errors import CorruptData
 from featurestore.feature_group import Committed, FeatureGroup
 from featurestore.training.join_cache import JOIN_CACHE_DIR, join_cache_sources, open_join_cache, refresh_behind
-from featurestore.training.vectors import CACHE_DIR, cache_inserted, file_rows, load_sealed_npy
+from featurestore.training.vectors import CACHE_DIR, cache_inserted, cache_path, file_rows, load_sealed_npy
 from featurestore.training.writer import flush_cache_writes
 
 
@@ -27,7 +28,29 @@ def install_training_hooks(catalog: Catalog) -> None:
                            [f.name for f in fg.spec.vector_features], list(done.files))
         refresh_behind(catalog, fg, done.commit)
 
+    def batch_staged(fg: FeatureGroup, batch: pa.Table, files: list[tuple[str, int, int]]) -> None:
+        """A batched insert's batch: its vectors cached as its files are written (the commit has no
+        batch in memory). The previous batch's copies are on disk first, so at most one batch waits."""
+        if catalog.cache_vectors and fg.spec.vector_features:
+            flush_cache_writes()
+            cache_inserted(catalog, f"{fg.name}/v{fg.version}", batch,
+                           [f.name for f in fg.spec.vector_features], files)
+
+    def discarded(fg: FeatureGroup, paths: list[str]) -> None:
+        """A failed insert's files are gone: so are their cached copies."""
+        if catalog.cache_vectors and fg.spec.vector_features:
+            with contextlib.suppress(Exception):  # never in place of the error that failed the insert
+                flush_cache_writes()
+            for path in paths:
+                for f in fg.spec.vector_features:
+                    target = cache_path(catalog, f"{fg.name}/v{fg.version}", path, f.name)
+                    if target is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.remove(target)
+
     catalog.hooks.after.append(after_commit)
+    catalog.hooks.staged.append(batch_staged)
+    catalog.hooks.discarded.append(discarded)
 
 
 @dataclass(frozen=True)
