@@ -177,13 +177,7 @@ class _Rows:
     dim: int
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        n = batch.num_rows
-        flat = np.asarray(batch.column("sums").flatten().to_numpy(zero_copy_only=False), np.float32)
-        sums = SumsBatch(np.asarray(batch.column("e").to_pylist(), dtype=object), flat.reshape(n, self.dim),
-                         np.asarray(batch.column("total").to_numpy(), np.float32),
-                         np.asarray(batch.column("n").to_numpy(), np.int64),
-                         np.asarray(batch.column("last").to_numpy(), np.int64))
-        f = self.finish(sums)
+        f = self.finish(SumsBatch.from_arrow(batch, self.dim))
         table = self.to_rows(f.entity_ids, f.sums, f.n_events, f.last)
         fields = [pa.field(x.name, pa.list_(x.type.value_type)) if pa.types.is_fixed_size_list(x.type) else x
                   for x in table.schema]

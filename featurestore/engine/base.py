@@ -94,6 +94,16 @@ class SumsBatch:
     last: np.ndarray            # int64 (n,)
     considered: int = 0         # entities looked at for this batch (summed or skipped)
 
+    @classmethod
+    def from_arrow(cls, batch: pa.RecordBatch, dim: int, considered: int = 0) -> SumsBatch:
+        """The sums of an Arrow batch with columns ``e``, ``sums`` (lists of ``dim`` floats), ``total``,
+        ``n`` and ``last`` (what an engine's distributed sums hold)."""
+        flat = np.asarray(batch.column("sums").flatten().to_numpy(zero_copy_only=False), np.float32)
+        return cls(np.asarray(batch.column("e").to_pylist(), dtype=object), flat.reshape(batch.num_rows, dim),
+                   np.asarray(batch.column("total").to_numpy(), np.float32),
+                   np.asarray(batch.column("n").to_numpy(), np.int64),
+                   np.asarray(batch.column("last").to_numpy(), np.int64), considered=considered)
+
 
 @dataclass(frozen=True)
 class Scan:

@@ -198,11 +198,7 @@ def entity_sums(events: EventTable, request: EntitySums, bring: Callable[[Any], 
     for batch in reader:
         if not batch.num_rows:
             continue
-        flat = np.asarray(batch.column("sums").flatten().to_numpy(zero_copy_only=False), np.float32)
-        yield SumsBatch(np.asarray(batch.column("e").to_pylist(), dtype=object), flat.reshape(batch.num_rows, dim),
-                        np.asarray(batch.column("total").to_numpy(), np.float32),
-                        np.asarray(batch.column("n").to_numpy(), np.int64),
-                        np.asarray(batch.column("last").to_numpy(), np.int64), considered=considered if first else 0)
+        yield SumsBatch.from_arrow(batch, dim, considered if first else 0)
         first = False
     if first:
         yield SumsBatch(np.zeros(0, dtype=object), np.zeros((0, dim), np.float32), np.zeros(0, np.float32),
