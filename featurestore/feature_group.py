@@ -270,7 +270,7 @@ class FeatureGroup:
             table, derived = checks.finish()
             run_id, meta = self._commit_metadata(table.num_rows, cutoff, metadata)
             meta.update(hooked)
-            gate = InsertGate(self, table, derived)
+            gate = InsertGate(self, table, derived, lambda: checks.suite.results(table))
             info = self._land(staged, gate, run_id, meta)
         except BaseException:
             staged.discard()

@@ -23,8 +23,10 @@ import pyarrow.compute as pc
 from featurestore.conform import check_unique
 from featurestore.keycodes import TextHashes, key_codes_hashed
 from featurestore.schema import FeatureGroupSpec
-from featurestore.validation import embedding
+from featurestore.validation import embedding, gx
 from featurestore.validation.expectations import parse_expectations
+from featurestore.validation.report import CheckResult
+from featurestore.validation.suite import frame, key_frame, suite_document
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,13 @@ class BatchChecks:
         self.parts: dict[str, list[embedding.Derived]] = {r.feature: [] for r in self.rules}
         self.files: list[tuple[str, int, int]] = []
         self.hashes = TextHashes([*spec.key_names, spec.event_time])
+        self.suite = SuiteParts(spec)
 
     def add(self, batch: pa.Table, files: Sequence[tuple[str, int, int]]) -> None:
         """Keep what validation needs of one conformed ``batch``, whose rows ``files`` hold."""
+        whole: dict[str, embedding.Derived] = {}
         for rule in self.rules:
-            d = embedding.derive(batch[rule.feature], rule.feature, rule.dim)
+            d = whole[rule.feature] = embedding.derive(batch[rule.feature], rule.feature, rule.dim)
             hashes = None
             if rule.duplicates_max_share is not None:
                 with np.errstate(over="ignore"):
@@ -98,6 +102,8 @@ class BatchChecks:
                 d.feature, d.value_type, d.fixed_size, d.dims, d.norms, d.nonfinite, d.valid,
                 np.zeros((0, rule.dim), np.float32), hashes))
         self.hashes.add(batch)
+        self.suite.add(batch, whole)
+        del whole
         self.scalars.append(batch.drop_columns([c for c in self.vectors if c in batch.column_names]))
         self.files += files
 
@@ -121,3 +127,47 @@ class BatchChecks:
                 StagedRows(tuple(self.files), rule.feature, rule.dim),
                 np.concatenate(hashes) if all(h is not None for h in hashes) else None)  # type: ignore[arg-type]
         return table, derived
+
+
+class SuiteParts:
+    """The great_expectations suite of a batched insert, run batch by batch: the row-wise expectations
+    (not null, between, in set: one verdict per row) on each batch's frame as it passes, merged exactly
+    (:func:`featurestore.validation.gx.merged`), and the table-level ones (row count, keys unique) once on
+    a frame of the (keys..., event_time) codes alone. No frame of every row's columns is ever built."""
+
+    def __init__(self, spec: FeatureGroupSpec):
+        self.spec = spec
+        self.exp = parse_expectations(spec)
+        document = suite_document(spec, self.exp)
+        self.items = document["expectations"]
+        self.row_wise = [i for i, e in enumerate(self.items) if e["type"] in gx.ROW_WISE]
+        self.rest = [i for i in range(len(self.items)) if i not in self.row_wise]
+        self.row_doc = {**document, "expectations": [self.items[i] for i in self.row_wise]}
+        self.rest_doc = {**document, "expectations": [self.items[i] for i in self.rest]}
+        self.parts: list[list[object]] = []
+        self.starts: list[int] = []
+        self.rows = 0
+        self.seconds = 0.0
+
+    def add(self, batch: pa.Table, derived: dict[str, embedding.Derived]) -> None:
+        """Run the row-wise expectations on one conformed ``batch`` (``derived``: its vectors' scalars)."""
+        import time
+
+        if self.row_wise:
+            t = time.perf_counter()
+            gx.load()
+            self.parts.append(gx.outcomes(self.row_doc, frame(self.spec, self.exp, batch, derived)))
+            self.starts.append(self.rows)
+            self.seconds += time.perf_counter() - t
+        self.rows += batch.num_rows
+
+    def results(self, table: pa.Table) -> list[CheckResult]:
+        """Every expectation's CheckResult in suite order, as one run on all the rows gives it (``table``:
+        every row's scalar columns, the key codes kept with it)."""
+        out: dict[int, CheckResult] = {}
+        if self.rest:
+            gx.load()
+            out.update(zip(self.rest, gx.run(self.rest_doc, key_frame(self.spec, self.exp, table)), strict=True))
+        for k, i in enumerate(self.row_wise):  # every batch was added, an empty insert's empty one too
+            out[i] = gx.merged(self.items[i], [p[k] for p in self.parts], self.starts)
+        return [out[i] for i in range(len(self.items))]

@@ -16,6 +16,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -139,6 +140,13 @@ def _definition(document: dict[str, Any], kind: str = "pandas") -> Any:
 def run(document: dict[str, Any], frame: pd.DataFrame | Any, *, spark: bool = False) -> list[CheckResult]:
     """Run the suite on ``frame`` (a pandas DataFrame, or with ``spark`` a Spark DataFrame, validated
     where it lives); one CheckResult per expectation, in suite order."""
+    return [_check(item, r) for item, r in zip(document["expectations"], outcomes(document, frame, spark=spark),
+                                               strict=True)]
+
+
+def outcomes(document: dict[str, Any], frame: pd.DataFrame | Any, *, spark: bool = False) -> list[Any]:
+    """great_expectations' own result of each expectation of the suite on ``frame``, in suite order (None
+    where it gave none): what :func:`merged` combines over batches."""
     with _lock:
         try:
             vd = _definition(document, "spark" if spark else "pandas")
@@ -152,7 +160,50 @@ def run(document: dict[str, Any], frame: pd.DataFrame | Any, *, spark: bool = Fa
         except Exception as exc:  # GE raises a wide variety; all mean "could not validate"
             raise ValidationError(f"great_expectations could not run suite {document['name']!r}: {exc}") from exc
     by_check = {r.expectation_config.meta.get("check"): r for r in result.results}
-    return [_check(item, by_check.get(item["meta"]["check"])) for item in document["expectations"]]
+    return [by_check.get(item["meta"]["check"]) for item in document["expectations"]]
+
+
+ROW_WISE = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_between",
+            "expect_column_values_to_be_in_set")  # one verdict per row: results over batches add up
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """A row-wise expectation's result over consecutive batches, shaped as great_expectations' own."""
+
+    success: bool
+    result: dict[str, Any]
+    exception_info: dict[str, Any] | None = None
+
+
+def merged(item: dict[str, Any], parts: list[Any], starts: list[int]) -> CheckResult:
+    """The CheckResult great_expectations gives for row-wise expectation ``item`` on the rows of several
+    batches together, from its results on each (``starts``: each batch's first row): counts added,
+    percentages and the verdict computed as great_expectations computes them (``_format_map_output``, a
+    column map's ``mostly``), the first unexpected values and row numbers in row order."""
+    if item["type"] not in ROW_WISE:
+        raise ValueError(f"{item['type']} is not row-wise: its results over batches do not add up")
+    for r in parts:
+        if r is None or (r.exception_info or {}).get("raised_exception"):
+            return _check(item, r)
+    res = [r.result or {} for r in parts]
+    total = sum(int(x.get("element_count") or 0) for x in res)
+    unexpected = sum(int(x.get("unexpected_count") or 0) for x in res)
+    mostly = float(item["kwargs"].get("mostly", 1.0))
+    if all("missing_count" in x for x in res):  # a column map counting the non-null rows only
+        considered = total - sum(int(x["missing_count"] or 0) for x in res)
+        percent = None if not total else unexpected / considered * 100 if considered > 0 else None
+        ok = True if total == 0 or considered == 0 else \
+            (float(considered) - float(unexpected)) / float(considered) >= mostly
+    else:  # not null: every row counts
+        percent = unexpected / total * 100 if total else None
+        ok = True if total == 0 else (total - unexpected) / total >= mostly
+    examples = [v for x in res for v in (x.get("partial_unexpected_list") or [])][:_SHOW]
+    rows = [int(i) + s if isinstance(i, int) else i for x, s in zip(res, starts, strict=True)
+            for i in (x.get("partial_unexpected_index_list") or [])][:_SHOW]
+    out = {"element_count": total, "unexpected_count": unexpected, "unexpected_percent": percent,
+           "partial_unexpected_list": examples, "partial_unexpected_index_list": rows}
+    return _check(item, _Merged(ok, out))
 
 
 def _check(item: dict[str, Any], r: Any) -> CheckResult:

@@ -9,6 +9,7 @@ raises :class:`~featurestore.errors.ValidationFailed` before anything is committ
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,11 +215,13 @@ def _embedding_checks(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Deri
 
 def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previous | None = None,
                    mode: Mode = "insert", expectations: Expectations | None = None,
-                   derived: dict[str, embedding.Derived] | None = None) -> ValidationReport:
+                   derived: dict[str, embedding.Derived] | None = None,
+                   suite: Callable[[], list[CheckResult]] | None = None) -> ValidationReport:
     """Run every check of ``spec`` on ``table`` (conformed or raw) and return the report (not stored).
 
-    ``derived``: the per-row scalars of the vector columns computed beforehand (a batched insert's,
-    :mod:`featurestore.validation.batches`); ``table`` then need not hold those columns."""
+    ``derived``: the per-row scalars of the vector columns computed beforehand, and ``suite``: the
+    great_expectations results, run batch by batch (a batched insert's,
+    :mod:`featurestore.validation.batches`); ``table`` then need not hold the vector columns."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     exp = expectations or parse_expectations(spec)
@@ -234,7 +237,7 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
 
     def run_suite() -> list[CheckResult]:
         started = time.perf_counter()
-        out = gx.run(document, frame(spec, exp, table, derived))
+        out = suite() if suite is not None else gx.run(document, frame(spec, exp, table, derived))
         timings["great_expectations"] = time.perf_counter() - started
         return out
 
@@ -292,22 +295,24 @@ def _ensure_suite(fg: CommittedTable) -> None:
         write_suite(fg.root, fg.rel, fg.spec)
 
 
-def check_batch(fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None
-                ) -> ValidationReport:
+def check_batch(fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None,
+                suite: Callable[[], list[CheckResult]] | None = None) -> ValidationReport:
     """Validate a conformed batch against ``fg``'s spec and newest commit, storing nothing
-    (``derived``: see :func:`validate_batch`)."""
+    (``derived``, ``suite``: see :func:`validate_batch`)."""
     exp = parse_expectations(fg.spec)
     prev = previous_commit(fg, need_all_keys=_needs_all_keys(exp))
-    return validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp, derived=derived)
+    return validate_batch(fg.spec, batch, previous=prev, mode="insert", expectations=exp, derived=derived,
+                          suite=suite)
 
 
 class InsertGate:
     """Validation of one insert: run before the commit, finished after it (see module doc)."""
 
-    def __init__(self, fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None):
+    def __init__(self, fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None,
+                 suite: Callable[[], list[CheckResult]] | None = None):
         self.fg = fg
         _ensure_suite(fg)
-        self.report = check_batch(fg, batch, derived)
+        self.report = check_batch(fg, batch, derived, suite)
         report.save(fg.root, self.report)
         if not self.report.success and fg.spec.policy == "strict":
             raise ValidationFailed(

@@ -125,3 +125,15 @@ def frame(spec: FeatureGroupSpec, exp: Expectations, table: pa.Table, derived: d
         cols[f"{name}__nonfinite"] = d.nonfinite
         cols[f"{name}__norm"] = d.norms
     return pd.DataFrame(cols, copy=False)
+
+
+def key_frame(spec: FeatureGroupSpec, exp: Expectations, table: pa.Table) -> pd.DataFrame:
+    """The smallest frame the table-level expectations (row count, keys unique) run on: one row per row of
+    ``table``, holding only the (keys..., event_time) code when uniqueness is checked."""
+    import pandas as pd
+
+    key_time = [*spec.key_names, spec.event_time]
+    if exp.keys_unique and all(c in table.column_names for c in key_time):
+        codes = key_codes(table, key_time)
+        return pd.DataFrame({KEY_TIME: codes.as_float(codes.combined)}, copy=False)
+    return pd.DataFrame(index=pd.RangeIndex(table.num_rows))
