@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.conform import check_unique
+from featurestore.errors import ValidationError
 from featurestore.keycodes import TextHashes, key_codes_hashed
 from featurestore.schema import FeatureGroupSpec
 from featurestore.validation import embedding, gx
@@ -129,6 +130,9 @@ class BatchChecks:
         return table, derived
 
 
+_TABLE_LEVEL = ("expect_table_row_count_to_be_between", "expect_column_values_to_be_unique")  # on the key codes
+
+
 class SuiteParts:
     """The great_expectations suite of a batched insert, run batch by batch: the row-wise expectations
     (not null, between, in set: one verdict per row) on each batch's frame as it passes, merged exactly
@@ -142,6 +146,9 @@ class SuiteParts:
         self.items = document["expectations"]
         self.row_wise = [i for i, e in enumerate(self.items) if e["type"] in gx.ROW_WISE]
         self.rest = [i for i in range(len(self.items)) if i not in self.row_wise]
+        unknown = {self.items[i]["type"] for i in self.rest} - set(_TABLE_LEVEL)
+        if unknown:  # the suite compiler and this split must grow together
+            raise ValidationError(f"{spec.key}: no batch-by-batch form for expectation(s) {sorted(unknown)}")
         self.row_doc = {**document, "expectations": [self.items[i] for i in self.row_wise]}
         self.rest_doc = {**document, "expectations": [self.items[i] for i in self.rest]}
         self.parts: list[list[object]] = []
