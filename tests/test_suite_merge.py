@@ -4,6 +4,8 @@ first unexpected values and row numbers. Random columns with nulls, bounds, most
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
@@ -33,7 +35,7 @@ def test_merged_batches_equal_one_run(values, cuts, low, high, mostly):
     whole = gx.run(document, pd.DataFrame({"x": x}))
     edges = sorted({0, len(x), *[c for c in cuts if c <= len(x)]})
     starts = edges[:-1] or [0]
-    pieces = [x[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)] or [x]
+    pieces = [x[a:b] for a, b in itertools.pairwise(edges)] or [x]
     parts = [gx.outcomes(document, pd.DataFrame({"x": p})) for p in pieces]
     got = [gx.merged(item, [p[k] for p in parts], starts) for k, item in enumerate(document["expectations"])]
     assert [c.to_dict() for c in got] == [c.to_dict() for c in whole]
