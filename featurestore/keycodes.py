@@ -89,11 +89,6 @@ def _keep(table: pa.Table, cols: tuple[str, ...], codes: KeyCodes) -> KeyCodes:
     return codes
 
 
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or \
-        pa.types.is_large_binary(t)
-
-
 class TextHashes:
     """64-bit hashes of the text columns among ``columns``, kept batch by batch (8 bytes per row each):
     what :func:`key_codes_hashed` needs instead of a dictionary of all the rows' strings."""
@@ -108,8 +103,8 @@ class TextHashes:
 
         for name in self.columns:
             col = batch[name]
-            hashed = None  # not text, or nulls (conform refuses null keys): coded from the values
-            if _is_text(col.type) and not col.null_count:
+            hashed = None  # not a string, or nulls (conform refuses null keys): coded from the values
+            if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and not col.null_count:
                 values = col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(zero_copy_only=False)
                 hashed = hash_array(values, categorize=False)
             self.parts[name].append(hashed)

@@ -558,7 +558,6 @@ class _Run:
             self.since = int(prev_ent.cutoff.timestamp() * 1e6)  # type: ignore[union-attr]
         written = _Written()
         spec = self.ent_fg.spec
-        start = time.perf_counter()
 
         def meta(rows: int) -> dict[str, Any]:
             return self._meta(events, model, retrained=self.retrained, model_commit=model_commit.commit,
@@ -568,6 +567,7 @@ class _Run:
 
         # on the engine's frames (Spark) the vectors are made and written on the cluster, into the table's
         # staging folder: that needs a store on a file system the cluster shares (docs/scale-out.md)
+        start = time.perf_counter()  # the frame path's aggregation (the generator below keeps its own)
         framed = aggregate_frame(events, model, p.aggregation, since=self.since, engine=self.engine,
                                  to_rows=partial(_rows, spec)) if self.ent_fg.root.local else None
         if framed is not None:

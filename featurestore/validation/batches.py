@@ -154,18 +154,13 @@ class SuiteParts:
         self.parts: list[list[object]] = []
         self.starts: list[int] = []
         self.rows = 0
-        self.seconds = 0.0
 
     def add(self, batch: pa.Table, derived: dict[str, embedding.Derived]) -> None:
         """Run the row-wise expectations on one conformed ``batch`` (``derived``: its vectors' scalars)."""
-        import time
-
         if self.row_wise:
-            t = time.perf_counter()
             gx.load()
             self.parts.append(gx.outcomes(self.row_doc, frame(self.spec, self.exp, batch, derived)))
             self.starts.append(self.rows)
-            self.seconds += time.perf_counter() - t
         self.rows += batch.num_rows
 
     def results(self, table: pa.Table) -> list[CheckResult]:

@@ -3,10 +3,10 @@ reads and writes plain Parquet, and :mod:`featurestore.storage.staging` commits 
 delta-rs as one ordinary Delta commit (see docs/scale-out.md for the interop with delta-spark).
 
 :func:`read_files` reads a commit's files (optionally with each row's global position, as the DuckDB
-engine's row positions), :func:`conform_frame` checks and casts a Spark DataFrame to a spec as
-:func:`featurestore.conform.conform` does a batch (as distributed aggregates; :func:`cast_frame` and
-:func:`check_values` are its two halves, so a frame can be checked as written, once), and
-:func:`write_files` writes one into a staging folder.
+engine's row positions), :func:`cast_frame` and :func:`check_values` check and cast a Spark DataFrame to
+a spec as :func:`featurestore.conform.conform` does a batch (the values as distributed aggregates, on the
+files as written, so the frame's lineage runs once), and :func:`write_files` writes one into a staging
+folder.
 """
 
 from __future__ import annotations
@@ -84,14 +84,6 @@ def file_name(*, full: bool = False) -> Any:
 
     path = F.url_decode(F.regexp_replace(F.col("_metadata.file_path"), "^file:(//)?", ""))
     return path if full else F.element_at(F.split(path, "/"), -1)
-
-
-def conform_frame(spec: FeatureGroupSpec, df: Any, *, cutoff: datetime | None = None) -> Any:
-    """``df`` checked against ``spec`` and cast to its storage schema, or an InvalidData naming why
-    not (as :func:`featurestore.conform.conform`; counted by Spark, never collected)."""
-    out = cast_frame(spec, df, cutoff=cutoff)
-    check_values(spec, out)
-    return out
 
 
 def cast_frame(spec: FeatureGroupSpec, df: Any, *, cutoff: datetime | None = None) -> Any:
