@@ -118,9 +118,12 @@ class TextHashes:
         return out if len(out) == rows else None
 
 
-def key_codes_hashed(table: pa.Table, columns: Sequence[str], hashes: TextHashes) -> KeyCodes:
+def key_codes_hashed(table: pa.Table, columns: Sequence[str], hashes: TextHashes, *,
+                     combined_only: bool = False) -> KeyCodes:
     """:func:`key_codes` of ``table`` (the same codes), with its text columns coded from ``hashes``
-    (the rows' hashes, in order) rather than a dictionary of their strings; cached like key_codes."""
+    (the rows' hashes, in order) rather than a dictionary of their strings; cached like key_codes.
+    ``combined_only``: keep only ``combined`` (8 bytes per row less per column), which is all that the
+    uniqueness checks read (:func:`key_codes` returns these codes, ``columns`` empty)."""
     cols = tuple(columns)
     per = {}
     for name in cols:
@@ -128,7 +131,8 @@ def key_codes_hashed(table: pa.Table, columns: Sequence[str], hashes: TextHashes
         codes = _codes_from_hashes(table[name], h) if h is not None else None
         per[name] = codes if codes is not None else _column_codes(table[name])
         del h, codes
-    return _keep(table, cols, KeyCodes(per, _combine([per[c] for c in cols], table.num_rows)))
+    combined = _combine([per[c] for c in cols], table.num_rows)
+    return _keep(table, cols, KeyCodes({} if combined_only else per, combined))
 
 
 _VERIFY_ROWS = 1 << 20  # hash-equal rows compared with their group's first row this many at a time

@@ -201,3 +201,38 @@ def test_a_refused_batched_insert_reports_what_one_batch_would(tmp_path):
     assert "'unexpected_count': 11" in failed["embedding: norm between"]
     assert "'rows': [7, 30, 53, 76, 99]" in failed["embedding: norm between"]
     assert "'unexpected_count': 6" in failed["n_events: values between"]
+
+
+def test_per_row_scalars_kept_as_one_value_read_like_full_arrays():
+    """A batch whose rows are all valid keeps dimension, non-finite count and validity as one repeated
+    value; joined with batches that are not (BatchChecks used on raw batches), every row reads the same
+    as the arrays derive() gives, and the checks agree with those on the whole batch."""
+    from featurestore.schema import load_spec
+    from featurestore.validation import embedding
+    from featurestore.validation.batches import BatchChecks, _joined
+
+    spec = load_spec(SCHEMAS / "user_embeddings.v1.yaml")
+    good, more = _user_batch(range(0, 40)), _user_batch(range(60, 90), seed=2)
+    bad = _user_batch(range(40, 60), seed=1)
+    vecs = bad["embedding"].combine_chunks().values.to_numpy().copy()
+    vecs[5] = np.nan  # one row not finite: that batch keeps full arrays
+    bad = bad.set_column(1, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(vecs), 64))
+    good, more, bad = (b.append_column("event_time", pa.array([T0] * b.num_rows, pa.timestamp("us", tz="UTC")))
+                       for b in (good, more, bad))
+    for order in ([good, good.slice(0, 0), more], [good, bad, more]):
+        checks = BatchChecks(spec)
+        for b in order:
+            checks.add(b, [])
+        _, derived = checks.finish()
+        got = derived["embedding"]
+        whole = embedding.derive(pa.concat_tables(order)["embedding"], "embedding", 64)
+        for name in ("dims", "nonfinite", "valid"):
+            assert np.array_equal(getattr(got, name), getattr(whole, name)), name
+        assert (embedding.repeated(got.valid) is True) == bool(whole.valid.all())
+        rule = next(r for r in checks.rules if r.feature == "embedding")
+        assert embedding.check_dtype(got, 64) == embedding.check_dtype(whole, 64)
+        assert embedding.check_norm_distribution(got, rule.norm_distribution) == \
+            embedding.check_norm_distribution(whole, rule.norm_distribution)
+    one = np.broadcast_to(np.int64(3), (4,))
+    assert _joined([one, np.broadcast_to(np.int64(4), (2,))]).tolist() == [3, 3, 3, 3, 4, 4]
+    assert _joined([one, np.array([3, 3])]).strides != (0,)

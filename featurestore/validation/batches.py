@@ -1,12 +1,14 @@
 """Validation of an insert that arrives in batches, with only one batch's vectors in memory at a time.
 
 :class:`BatchChecks` takes each conformed batch as its data files are written (see
-:class:`featurestore.storage.staging.StagedBatches`), keeps its scalar columns and the per-row scalars
-of its vectors (dimension, norm, non-finite count, validity, and the row hashes the duplicate check
-uses), and drops the vectors. :meth:`BatchChecks.finish` returns the batch as validation sees it: the
-scalar columns of every row and a :class:`~featurestore.validation.embedding.Derived` per vector column
-whose ``matrix`` reads the rows a check samples back from the staged files (:class:`StagedRows`). Every
-check then computes exactly what it computes on one in-memory batch (the same rows, samples and numbers).
+:class:`featurestore.storage.staging.StagedBatches`), runs the row-wise expectations on it
+(:class:`SuiteParts`), keeps its keys and event times and the per-row scalars of its vectors (norm, the
+row hashes the duplicate check uses; dimension, non-finite count and validity as one repeated value
+when, as conform leaves them, every row is a right-sized finite vector), and drops the rest.
+:meth:`BatchChecks.finish` returns the batch as the checks after the last batch see it: the keys and event
+times of every row and a :class:`~featurestore.validation.embedding.Derived` per vector column whose
+``matrix`` reads the rows a check samples back from the staged files (:class:`StagedRows`). Every check
+then computes exactly what it computes on one in-memory batch (the same rows, samples and numbers).
 The key codes that the uniqueness checks use come from hashes of each batch's text keys
 (:class:`featurestore.keycodes.TextHashes`), not a dictionary of every key.
 """
@@ -82,7 +84,7 @@ class BatchChecks:
     def __init__(self, spec: FeatureGroupSpec):
         self.spec = spec
         self.rules = [r for r in parse_expectations(spec).vectors]
-        self.vectors = [f.name for f in spec.vector_features]
+        self.kept = [*spec.key_names, spec.event_time]  # keys and times; the other columns' checks ran per batch
         self.scalars: list[pa.Table] = []
         self.parts: dict[str, list[embedding.Derived]] = {r.feature: [] for r in self.rules}
         self.files: list[tuple[str, int, int]] = []
@@ -99,13 +101,17 @@ class BatchChecks:
                 with np.errstate(over="ignore"):
                     assert isinstance(d.matrix, np.ndarray)
                     hashes = embedding.row_hashes(d.matrix)
+            dims, nonfinite, valid = d.dims, d.nonfinite, d.valid
+            if valid.all():  # what conform leaves: every row right-sized and finite, kept as one value each
+                dims, nonfinite, valid = (np.broadcast_to(np.asarray(x, a.dtype), a.shape)
+                                          for x, a in ((rule.dim, dims), (0, nonfinite), (True, valid)))
             self.parts[rule.feature].append(embedding.Derived(
-                d.feature, d.value_type, d.fixed_size, d.dims, d.norms, d.nonfinite, d.valid,
+                d.feature, d.value_type, d.fixed_size, dims, d.norms, nonfinite, valid,
                 np.zeros((0, rule.dim), np.float32), hashes))
         self.hashes.add(batch)
         self.suite.add(batch, whole)
         del whole
-        self.scalars.append(batch.drop_columns([c for c in self.vectors if c in batch.column_names]))
+        self.scalars.append(batch.select(self.kept))  # what the checks after the last batch read
         self.files += files
 
     def finish(self) -> tuple[pa.Table, dict[str, embedding.Derived]]:
@@ -113,7 +119,7 @@ class BatchChecks:
         :class:`~featurestore.errors.DuplicateKey`), and the derived scalars of each vector column."""
         table = pa.concat_tables(self.scalars)
         self.scalars = []
-        key_codes_hashed(table, [*self.spec.key_names, self.spec.event_time], self.hashes)  # kept with table
+        key_codes_hashed(table, self.kept, self.hashes, combined_only=True)  # kept with table
         self.hashes = TextHashes(self.hashes.columns)
         check_unique(self.spec, table)  # on those codes
         derived = {}
@@ -123,11 +129,21 @@ class BatchChecks:
             hashes = [p.hashes for p in parts]
             derived[rule.feature] = embedding.Derived(
                 first.feature, first.value_type, first.fixed_size,
-                np.concatenate([p.dims for p in parts]), np.concatenate([p.norms for p in parts]),
-                np.concatenate([p.nonfinite for p in parts]), np.concatenate([p.valid for p in parts]),
+                _joined([p.dims for p in parts]), np.concatenate([p.norms for p in parts]),
+                _joined([p.nonfinite for p in parts]), _joined([p.valid for p in parts]),
                 StagedRows(tuple(self.files), rule.feature, rule.dim),
                 np.concatenate(hashes) if all(h is not None for h in hashes) else None)  # type: ignore[arg-type]
         return table, derived
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The per-row ``parts`` in order; when each is one value repeated (a zero-stride view) and the
+    values agree, again such a view of every row (no memory per row)."""
+    filled = [p for p in parts if len(p)]
+    values = {p.item(0) for p in filled} if all(p.strides == (0,) for p in filled) else set()
+    if len(values) == 1:
+        return np.broadcast_to(np.asarray(values.pop(), parts[0].dtype), (sum(len(p) for p in parts),))
+    return np.concatenate(parts)
 
 
 _TABLE_LEVEL = ("expect_table_row_count_to_be_between", "expect_column_values_to_be_unique")  # on the key codes

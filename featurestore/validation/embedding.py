@@ -132,9 +132,16 @@ def _ragged(flat: np.ndarray, dims: np.ndarray, nulls: np.ndarray, dim: int
 
 
 # ---- checks -------------------------------------------------------------------------------------
+def repeated(a: np.ndarray) -> Any:
+    """The one value of a per-row array kept as a zero-stride view (a batched insert keeps a column's
+    dimensions and validity so when every row agrees), else None."""
+    return a.item(0) if len(a) > 1 and a.strides == (0,) else None
+
+
 def check_dtype(d: Derived, dim: int) -> CheckResult:
     """The column holds float32 vectors of exactly ``dim`` values."""
-    values, counts = np.unique(d.dims, return_counts=True)
+    one = repeated(d.dims)
+    values, counts = (np.array([one]), np.array([d.n])) if one is not None else np.unique(d.dims, return_counts=True)
     seen = {int(v): int(c) for v, c in sorted(zip(values, counts), key=lambda vc: -vc[1])[:5]}
     return dtype_result(d.feature, d.value_type, d.fixed_size, seen, int((d.dims != dim).sum()), dim)
 
@@ -154,7 +161,7 @@ def dtype_result(feature: str, value_type: str, fixed_size: int | None, seen: di
 
 
 def check_norm_distribution(d: Derived, rule: NormDistribution) -> CheckResult:
-    norms = d.norms[d.valid]
+    norms = d.norms if repeated(d.valid) is True else d.norms[d.valid]
     if not len(norms):
         return norm_result(d.feature, rule, None)
     p01, p50, p99 = (float(x) for x in np.quantile(norms, [0.01, 0.5, 0.99]))

@@ -105,7 +105,7 @@ def frame(spec: FeatureGroupSpec, exp: Expectations, table: pa.Table, derived: d
             if k.type != "string":
                 cols[k.name] = _numeric(table[k.name])
             else:  # dictionary codes (shared with conform's duplicate check): equal strings, equal codes
-                kc = codes or key_codes(table, [k.name])
+                kc = codes if codes is not None and k.name in codes.columns else key_codes(table, [k.name])
                 cols[key_column(spec, k.name)] = kc.as_float(kc.columns[k.name])
     if spec.event_time in table.column_names:
         cols[spec.event_time] = table[spec.event_time].to_pandas()
