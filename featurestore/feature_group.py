@@ -37,7 +37,7 @@ from featurestore.engine.base import Engine, FrameEngine
 from featurestore.errors import CommitNotFound, InvalidData
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage import delta
-from featurestore.storage.checksums import verify_data_files
+from featurestore.storage.checksums import recorded_checksums, verify_data_files
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT
 from featurestore.storage.fs import Root, remove_dead_temporaries
@@ -404,6 +404,21 @@ class FeatureGroup:
         if verify:
             self.verify_files(files)
         return int(dt.version()), files
+
+    def engine_files(self, engine: Engine, commit: int | None = None, *, verify: bool = False
+                     ) -> tuple[int, list[str]]:
+        """:meth:`commit_files` in the form ``engine`` reads: on an object store, an engine that reads
+        objects itself (Spark) gets their URIs, having been told the store's settings and the recorded
+        checksums (it checks each file as it reads it); otherwise local paths (checked if ``verify``)."""
+        if self.root.local or not engine.reads_objects:
+            return self.commit_files(commit, verify=verify)
+        dt = self._table(commit, None)
+        uris = delta.file_uris(dt)
+        sums = recorded_checksums(self.root, self.rel)
+        if any(u.rsplit("/", 1)[-1] not in sums for u in uris):
+            sums = recorded_checksums(self.root, self.rel, refresh=True)  # commits made since the log was read
+        engine.use_objects(self.root.uri_of(self.rel), self.root.storage_options, sums)
+        return int(dt.version()), uris
 
     def verify_files(self, files: list[str]) -> None:
         """Check data files of this table against the checksums their commits recorded (each once per

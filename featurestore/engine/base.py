@@ -145,6 +145,16 @@ class Engine(ABC):
     name: str = "engine"
     #: scans run in this process (in-memory caches such as join caches help); False for a cluster engine
     in_process: bool = True
+    #: reads a store's files on object storage itself, by their URIs (a cluster's executors, which cannot
+    #: see this machine's downloaded copies); False: it is handed local copies
+    reads_objects: bool = False
+
+    def use_objects(self, table_uri: str, options: Mapping[str, str], checksums: Mapping[str, str]) -> None:
+        """Told before it is handed the object URIs of the table at ``table_uri`` (engines that
+        ``reads_objects``): the store's resolved settings and the checksums its commits recorded (data
+        file name -> checksum), which the engine checks each file against as it reads it. An engine that
+        is handed local copies has nothing to note."""
+        return None
 
     @abstractmethod
     def read_events(self, source: EventSource, *, before: datetime | None = None,

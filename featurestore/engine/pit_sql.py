@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -48,15 +48,20 @@ class JoinGroup:
         return [c for c in self.columns if c in vectors]
 
 
-def _file_layout(files: list[str], event_time: str) -> tuple[tuple[int, ...], bool]:
+def _file_layout(files: list[str], event_time: str, filesystem: Any = None) -> tuple[tuple[int, ...], bool]:
     """Each file's first global row position (plus the total), and whether the files' event_time ranges
-    are pairwise disjoint (then no (key, event_time) can repeat: one commit rejects duplicates)."""
+    are pairwise disjoint (then no (key, event_time) can repeat: one commit rejects duplicates).
+    ``filesystem``: where object URIs (``s3://``) are read from (only their footers are fetched)."""
     import pyarrow.parquet as pq
 
     offsets, ranges, known, kinds = [0], [], True, set()
     for f in files:
         try:
-            meta = pq.ParquetFile(f).metadata
+            if filesystem is not None and "://" in f:
+                with filesystem.open_input_file(f.split("://", 1)[1]) as raw:
+                    meta = pq.ParquetFile(raw).metadata
+            else:
+                meta = pq.ParquetFile(f).metadata
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read the footer of {f}: {exc}") from exc
         offsets.append(offsets[-1] + meta.num_rows)

@@ -20,6 +20,7 @@ from featurestore.training.refs import FeatureRef
 from featurestore.training.spine import SpineSource
 
 if TYPE_CHECKING:
+    from featurestore.engine.base import Engine
     from featurestore.feature_group import FeatureGroup
 
 Ttl = timedelta | Mapping[str, timedelta | None] | None
@@ -51,9 +52,9 @@ def join_groups(store: Catalog, refs: Sequence[FeatureRef], source: SpineSource,
         keys = _join_keys(spec, entity_keys.get(ref.key, entity_keys.get(ref.name)), source)
         output = _output_columns(spec, ref, wanted, prefix, used)
         used.update(output)
-        commit, files = _pinned_commit(fg, ref, pins)
+        commit, files = _pinned_commit(fg, ref, pins, source.engine)
         try:
-            offsets, disjoint = _file_layout(files, spec.event_time)
+            offsets, disjoint = _file_layout(files, spec.event_time, None if fg.root.local else fg.root.fs)
         except StorageError:  # an unreadable footer: a damaged file is named as such (CorruptData)
             fg.verify_files(files)
             raise
@@ -124,16 +125,18 @@ def _output_columns(spec: FeatureGroupSpec, ref: FeatureRef, wanted: tuple[str, 
     return output
 
 
-def _pinned_commit(fg: FeatureGroup, ref: FeatureRef, pins: Mapping[str, int]) -> tuple[int, list[str]]:
-    """The commit to read and its files: the pinned one, or the newest when nothing is pinned."""
+def _pinned_commit(fg: FeatureGroup, ref: FeatureRef, pins: Mapping[str, int], engine: Engine
+                   ) -> tuple[int, list[str]]:
+    """The commit to read and its files (as ``engine`` reads them): the pinned one, or the newest when
+    nothing is pinned."""
     if ref.key in pins:
         commit = pins[ref.key]
         if isinstance(commit, bool) or not isinstance(commit, int):
             raise InvalidData(f"pins[{ref.key!r}] must be a commit number (an int); got {commit!r}")
-        return fg.commit_files(commit, verify=False)  # checked while the join runs (TrainingSet)
+        return fg.engine_files(engine, commit)  # checked while the join runs (TrainingSet), or by the engine
     if pins:
         raise InvalidData(f"pins has no commit for {ref.key} (pins: {dict(pins)})")
-    return fg.commit_files(None, verify=False)
+    return fg.engine_files(engine, None)
 
 
 def _ttl_of(ttl: Ttl, ref: FeatureRef) -> timedelta | None:

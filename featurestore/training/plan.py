@@ -41,6 +41,7 @@ from featurestore.engine.base import Engine, FrameEngine, JoinRequest
 from featurestore.engine.pit_sql import _ROW, JoinGroup, KnownAt
 from featurestore.errors import CorruptData, FeatureStoreError, InvalidData, QueryError, SpineError, StorageError
 from featurestore.storage.checksums import verify_data_files
+from featurestore.storage.objectstore import is_object_store
 from featurestore.training.groups import Ttl, attach_join_caches, check_entity_keys, join_groups
 from featurestore.training.join_cache import build_behind
 from featurestore.training.refs import FeatureRef
@@ -116,7 +117,7 @@ class TrainingSet:
         """Check the data files DuckDB reads (groups without a join cache) against their commits'
         checksums, and load the vectors (caches checked, files checked before they are decoded)."""
         for g in self._request.groups:
-            if g.cache is None:
+            if g.cache is None and not (g.files and is_object_store(g.files[0])):  # objects: checked as read
                 verify_data_files(self.catalog.root, self.catalog.table_path(g.spec.name, g.spec.version),
                                   g.files, g.spec.key)
         for vc in self._vectors.values():

@@ -30,6 +30,7 @@ from featurestore.catalog import Catalog
 from featurestore.errors import CorruptData, StorageError
 from featurestore.storage import npy
 from featurestore.storage.checksums import seal, sealed_payload, verify_data_files
+from featurestore.storage.objectstore import is_object_store
 from featurestore.training.writer import write_behind
 
 CACHE_DIR = "_cache/vectors"
@@ -106,8 +107,11 @@ class VectorColumn:
                 self._mats[i], self._valid[i] = mat, valid
                 return
         name, version = self._group()
-        verify_data_files(self.store.root, self.store.table_path(name, version), [self.files[i]], f"{name}:{version}")
-        mat, valid = self._decode(self.files[i])
+        file = self.files[i]
+        if is_object_store(file):  # an object URI (a cluster engine's join): its local copy
+            file = self.store.root.readable([file])[0]
+        verify_data_files(self.store.root, self.store.table_path(name, version), [file], f"{name}:{version}")
+        mat, valid = self._decode(file)
         if path:  # the mask first: a matrix on disk without its mask would read as all-valid
             if valid is not None:
                 _write_behind(path.removesuffix(".npy") + ".valid.npy", valid)

@@ -89,7 +89,8 @@ def _vector_checks(fg: CommittedTable, frame: Any, engine: FrameEngine, rule: Ve
     if rule.coverage is not None:
         expected, present = None, 0
         if prev is not None:
-            base = previous if rule.coverage.expected != "table" else engine.read_frame(spec, fg.files(prev.commit))
+            base = previous if rule.coverage.expected != "table" else engine.read_frame(
+                spec, fg.engine_files(fg.engine, prev.commit, verify=True)[1])
             expected, present = stats.coverage(spec, frame, base)
         out.append(embedding.check_coverage(rule.feature, rule.coverage, expected, present,
                                             prev.commit if prev else None))

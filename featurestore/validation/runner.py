@@ -45,6 +45,9 @@ class CommittedTable(Protocol):
 
     def files(self, commit: int | None = None, *, commit_time: datetime | None = None) -> list[str]: ...
 
+    def engine_files(self, engine: Engine, commit: int | None = None, *, verify: bool = False
+                     ) -> tuple[int, list[str]]: ...
+
     def read(self, commit: int | None = None, *, commit_time: datetime | None = None,
              columns: list[str] | None = None, system_columns: bool = False) -> pa.Table: ...
 
@@ -139,13 +142,22 @@ def previous_commit(fg: CommittedTable, before: int | None = None, *, need_all_k
     commit = newest if before is None else min(before - 1, newest)
     if commit < 1:
         return None
-    added = sorted(set(fg.files(commit)) - set(fg.files(commit - 1)))
+    added = _added(fg, commit)
     if not added:
         return None
     all_keys = None
     if need_all_keys:
         all_keys = _key_index(fg.spec, fg.read(commit, columns=fg.spec.key_names)).unique()
     return Previous(commit, files=tuple(added), engine=fg.engine, all_keys=all_keys)
+
+
+def _added(fg: CommittedTable, commit: int) -> list[str]:
+    """The data files ``commit`` added, as the group's engine reads them (checked local paths, or
+    objects the engine checks as it reads them)."""
+    def files(c: int) -> list[str]:
+        return fg.engine_files(fg.engine, c, verify=True)[1]
+
+    return sorted(set(files(commit)) - set(files(commit - 1)))
 
 
 def _latest_per_key(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
@@ -335,7 +347,7 @@ def validate_commit(fg: CommittedTable, commit: int, *, save: bool = True) -> Va
     unless ``save=False``."""
     exp = parse_expectations(fg.spec)
     prev = previous_commit(fg, before=commit, need_all_keys=_needs_all_keys(exp))
-    added = sorted(set(fg.files(commit)) - set(fg.files(commit - 1))) if commit > 0 else []
+    added = _added(fg, commit) if commit > 0 else []
     spec = fg.spec
     if added:
         table = fg.engine.scan(Scan(spec, tuple(added), tuple(spec.columns)))

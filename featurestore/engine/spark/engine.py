@@ -44,6 +44,7 @@ from featurestore.engine.pit_sql import _ROW, JoinGroup
 from featurestore.engine.spark import counting as spark_counting
 from featurestore.engine.spark import events as spark_events
 from featurestore.engine.spark import joins, stats, tables
+from featurestore.engine.spark.objects import ObjectFiles
 from featurestore.engine.spark.session import SparkSettings, prepare, quiet, spark_errors, start_session
 from featurestore.errors import EngineError, QueryError, StorageError
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
@@ -85,6 +86,7 @@ class SparkEngine(Engine, FrameEngine):
 
     name = "spark"
     in_process = False
+    reads_objects = True
 
     def __init__(self, session: Any = None, *, settings: SparkSettings | None = None, scratch: str | None = None,
                  max_pairs: int | None = MAX_PAIRS):
@@ -95,6 +97,7 @@ class SparkEngine(Engine, FrameEngine):
         self._owned = False
         self.settings = settings or SparkSettings()
         self.scratch = scratch or tempfile.gettempdir()
+        self.objects = ObjectFiles()  # tables on object storage this engine was told it may read
 
     def __repr__(self) -> str:
         return f"SparkEngine(master={self.settings.master or 'default'!r})"
@@ -106,6 +109,9 @@ class SparkEngine(Engine, FrameEngine):
             self._session = start_session(self.settings)
             self._owned = True
         return self._session
+
+    def use_objects(self, table_uri: str, options: Mapping[str, str], checksums: Mapping[str, str]) -> None:
+        self.objects.add(table_uri, options, checksums)
 
     # ---- pipelines ----------------------------------------------------------------------------------
     def read_events(self, source: EventSource, *, before: datetime | None = None,
@@ -134,12 +140,7 @@ class SparkEngine(Engine, FrameEngine):
         if not request.files:
             return pa.table({c: pa.array([], pa.null()) for c in columns})
         locate = request.locate or request.rows is not None
-        df = tables.read_files(self.session, spec, request.files)
-        if locate:
-            index = F.create_map(*[x for i, f in enumerate(request.files)
-                                   for x in (F.lit(os.path.basename(f)), F.lit(i))])
-            df = df.withColumn("_file", F.element_at(index, tables.file_name()).cast("long")) \
-                .withColumn("_row", F.col("_metadata.row_index"))
+        df = tables.read_files(self.session, spec, request.files, locate=locate, objects=self.objects)
         if request.keys is not None:
             with quiet():
                 wanted = self.session.createDataFrame(request.keys.select(spec.key_names))
@@ -183,7 +184,7 @@ class SparkEngine(Engine, FrameEngine):
         from pyspark.sql import functions as F
 
         spec = group.spec
-        df = tables.read_files(self.session, spec, group.files, offsets=group.offsets[:-1])
+        df = tables.read_files(self.session, spec, group.files, offsets=group.offsets[:-1], objects=self.objects)
         scalars = [f.name for f in spec.features if not f.is_vector]
         cols = [*(F.col(k).alias(f"__k0_{j}") for j, k in enumerate(spec.key_names)),
                 F.col(spec.event_time).alias("__e0"), F.col(INGESTED_AT).alias("__i0"),
@@ -210,7 +211,7 @@ class SparkEngine(Engine, FrameEngine):
         spine = relations.frames["__fs_spine"]
         spine = spine.withColumn(joins._TIME, spine[request.event_time].cast("timestamp"))
         with quiet(), spark_errors(f"training-set join ({_groups(request)})"):
-            return joins.join_frame(self.session, spine, request.groups, request.known_at, vectors)
+            return joins.join_frame(self.session, spine, request.groups, request.known_at, vectors, self.objects)
 
     def point_in_time_join(self, request: JoinRequest) -> pa.RecordBatchReader:
         outputs = [o for g in request.groups for o in g.output]
@@ -245,7 +246,7 @@ class SparkEngine(Engine, FrameEngine):
             return frame.withColumn(column, F.monotonically_increasing_id()).localCheckpoint(eager=True)
 
     def read_frame(self, spec: FeatureGroupSpec, files: Sequence[str]) -> Any:
-        return tables.read_files(self.session, spec, files)
+        return tables.read_files(self.session, spec, files, objects=self.objects)
 
     def frame_stats(self) -> Any:
         return stats

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from featurestore.engine.pit_sql import _ROW, _TIME, JoinGroup, KnownAt
+from featurestore.engine.spark.objects import ObjectFiles
 from featurestore.engine.spark.tables import POSITION, file_name, read_files, spark_path
 from featurestore.storage.duck import INGESTED_AT
 
@@ -26,7 +27,8 @@ Vectors = Literal["position", "value"]
 _SPINE = "__fs_is_spine"  # 1 for spine rows, 0 for feature rows (feature rows sort first at equal times)
 
 
-def _group_rows(session: Any, i: int, g: JoinGroup, known_at: KnownAt, vectors: Vectors) -> Any:
+def _group_rows(session: Any, i: int, g: JoinGroup, known_at: KnownAt, vectors: Vectors,
+                objects: ObjectFiles | None) -> Any:
     """One group's rows as ``__k<i>_<j>`` keys, ``__t`` join time and ``__g<i>`` payload struct
     (event time, selected values), unique per (key, join time)."""
     from pyspark.sql import Window
@@ -34,7 +36,8 @@ def _group_rows(session: Any, i: int, g: JoinGroup, known_at: KnownAt, vectors: 
 
     spec = g.spec
     vector_cols = set(g.vector_columns)
-    df = read_files(session, spec, g.files, offsets=g.offsets[:-1] if vectors == "position" else None)
+    df = read_files(session, spec, g.files, offsets=g.offsets[:-1] if vectors == "position" else None,
+                    objects=objects)
     keys = [F.col(k).alias(f"__k{j}") for j, k in enumerate(spec.key_names)]
     values = []
     for j, c in enumerate(g.columns):
@@ -62,15 +65,16 @@ def _group_rows(session: Any, i: int, g: JoinGroup, known_at: KnownAt, vectors: 
 
 
 def join_frame(session: Any, spine: Any, groups: Sequence[JoinGroup], known_at: KnownAt,
-               vectors: Vectors) -> Any:
+               vectors: Vectors, objects: ObjectFiles | None = None) -> Any:
     """``spine`` (its columns, ``__fs_row`` and ``__fs_time``) with each group's columns appended
-    (named as the groups' ``output``), one row per spine row, in no particular order."""
+    (named as the groups' ``output``), one row per spine row, in no particular order (``objects``: the
+    object stores the groups' files may be on)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     result = spine
     for i, g in enumerate(groups):
-        rows = _group_rows(session, i, g, known_at, vectors)
+        rows = _group_rows(session, i, g, known_at, vectors, objects)
         kcols = [f"__k{j}" for j in range(len(g.spec.key_names))]
         left = result.select("*", *[F.col(sk).alias(k) for sk, k in zip(g.spine_keys, kcols)],
                              F.col(_TIME).alias("__t"), F.lit(1).alias(_SPINE))

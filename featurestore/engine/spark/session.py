@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from featurestore import errors
 from featurestore.errors import EngineError, FeatureStoreError, QueryError
 
 #: settings a session started here gets unless the caller set them: instants in UTC, and Parquet
@@ -119,6 +121,15 @@ def first_line(exc: BaseException) -> str:
     return " ".join(lines[:3])[:600] or type(exc).__name__
 
 
+_REMOTE = re.compile(r"\[featurestore:(\w+)\] ([^\n]*)")
+
+
+def remote_error(exc: FeatureStoreError) -> FeatureStoreError:
+    """``exc`` as raised on an executor: its message marked with its class, which :func:`spark_errors`
+    re-raises on the driver (Spark reports a task's exception only as text)."""
+    return type(exc)(f"[featurestore:{type(exc).__name__}] {exc}")
+
+
 @contextlib.contextmanager
 def spark_errors(what: str, kind: type[FeatureStoreError] = QueryError) -> Iterator[None]:
     """Translate Spark's (and py4j's) exceptions raised in the block to ``kind`` naming ``what``."""
@@ -129,6 +140,11 @@ def spark_errors(what: str, kind: type[FeatureStoreError] = QueryError) -> Itera
     except Exception as exc:
         if not is_spark_error(exc):
             raise
+        remote = _REMOTE.search(str(exc))
+        if remote is not None:  # a typed error of ours, raised in a task: the same type here
+            cls = getattr(errors, remote.group(1), None)
+            if isinstance(cls, type) and issubclass(cls, FeatureStoreError):
+                raise cls(f"{what}: {remote.group(2)}") from exc
         message = first_line(exc)
         if "JAVA_GATEWAY_EXITED" in message or "Java gateway" in message:
             raise EngineError(f"{what}: Spark could not start its JVM (is Java 17+ installed and JAVA_HOME "

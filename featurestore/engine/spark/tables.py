@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from featurestore.conform import to_utc
+from featurestore.engine.spark.objects import FILE, POSITION, ROW, ObjectFiles, is_object_uri, read_objects
 from featurestore.engine.spark.session import quiet, spark_errors
 from featurestore.errors import BadVector, DuplicateKey, NullKey, SchemaMismatch, StorageError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import INGESTED_AT
 
-POSITION = "__fs_pos"  # a row's global position in a commit's files (file offset + row in file)
 _SHOW = 5
 
 
@@ -50,25 +50,39 @@ def storage_struct(spec: FeatureGroupSpec, *, ingested: bool = True) -> Any:
 
 
 def read_files(session: Any, spec: FeatureGroupSpec, files: Sequence[str], *,
-               offsets: Sequence[int] | None = None, columns: Sequence[str] | None = None) -> Any:
+               offsets: Sequence[int] | None = None, columns: Sequence[str] | None = None,
+               locate: bool = False, objects: ObjectFiles | None = None) -> Any:
     """A DataFrame of the rows of ``files`` (a commit's, as delta-rs lists them). With ``offsets`` (each
-    file's first global row position), each row's position is added as ``__fs_pos``."""
+    file's first global row position), each row's position is added as ``__fs_pos``; with ``locate``,
+    its file (index in ``files``) and row within it as ``_file`` and ``_row``. Objects on object storage
+    (``s3://``) are read on the executors (:mod:`featurestore.engine.spark.objects`; ``objects``: the
+    stores' settings and checksums), other paths by Spark's Parquet reader."""
     from pyspark.sql import functions as F
 
     schema = storage_struct(spec)
     with quiet(), spark_errors(f"reading {len(files)} data file(s) of {spec.key}", StorageError):
+        if files and is_object_uri(files[0]):
+            if objects is None:
+                raise StorageError(f"{spec.key}: this Spark job cannot read {files[0]} (no object-store settings)")
+            return read_objects(session, schema, files, objects, offsets=offsets, locate=locate, columns=columns)
         if not files:
             df = session.createDataFrame([], schema)
             if offsets is not None:
                 df = df.withColumn(POSITION, F.lit(None).cast("long"))
+            if locate:
+                df = df.withColumn(FILE, F.lit(None).cast("long")).withColumn(ROW, F.lit(None).cast("long"))
         else:
             df = session.read.schema(schema).parquet(*[spark_path(f) for f in files])
             if offsets is not None:
                 starts = F.create_map(*[x for f, o in zip(files, offsets) for x in (F.lit(os.path.basename(f)),
                                                                                      F.lit(int(o)))])
                 df = df.withColumn(POSITION, F.element_at(starts, file_name()) + F.col("_metadata.row_index"))
+            if locate:
+                index = F.create_map(*[x for i, f in enumerate(files) for x in (F.lit(os.path.basename(f)), F.lit(i))])
+                df = df.withColumn(FILE, F.element_at(index, file_name()).cast("long")) \
+                    .withColumn(ROW, F.col("_metadata.row_index"))
         if columns is not None:
-            df = df.select(*columns, *([POSITION] if offsets is not None else []))
+            df = df.select(*columns, *([POSITION] if offsets is not None else []), *([FILE, ROW] if locate else []))
         return df
 
 
