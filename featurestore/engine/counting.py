@@ -118,8 +118,9 @@ def cooccurrence_chunks(chunks: Iterable[Events], n_items: int, request: Cooccur
         if spill is not None:
             spill.close()
     if total is None:
-        total = _sparse().csr_matrix((n_items, n_items), dtype=np.float32)
-    return total if request.directed else (total + total.T).tocsr()
+        total = _sparse().csr_matrix((n_items, n_items), dtype=np.float64)
+    summed = total if request.directed else (total + total.T).tocsr()
+    return summed.astype(np.float32)
 
 
 def _pair_counts(events: Events, n: int, r: Cooccurrence) -> sp.csr_matrix:
@@ -149,7 +150,10 @@ def _pair_counts(events: Events, n: int, r: Cooccurrence) -> sp.csr_matrix:
             v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(r.cross_session))
         off += k
     del same
-    upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float32).tocsr()
+    # summed in float64, rounded to float32 once at the end (cooccurrence_chunks): what Spark's sum of
+    # the same float32 values gives, whatever the order (float32 running sums differ in the last bits,
+    # and the SVD's last components turn on them)
+    upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float64).tocsr()
     upper.sum_duplicates()
     return upper
 

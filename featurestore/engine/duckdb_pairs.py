@@ -47,7 +47,7 @@ class PairSpill:
         self.sum_memory_limit = sum_memory_limit
         self.table = f"_fs_pairs_{next(_serial)}"
         self.rows = 0
-        self._sql(f"CREATE TABLE {self.table} (a INTEGER, b INTEGER, v FLOAT)")
+        self._sql(f"CREATE TABLE {self.table} (a INTEGER, b INTEGER, v DOUBLE)")  # partial sums, unrounded
 
     @classmethod
     def open(cls, settings: ReadSettings, n_items: int) -> PairSpill:
@@ -75,7 +75,7 @@ class PairSpill:
         csr = counts.tocsr()  # no copy when it is one already: the rows are the only new array (4 B a pair)
         rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
         part = pa.table({"a": pa.array(rows), "b": pa.array(csr.indices.astype(np.int32, copy=False)),
-                         "v": pa.array(csr.data.astype(np.float32, copy=False))})
+                         "v": pa.array(csr.data.astype(np.float64, copy=False))})
         del rows, csr
         name = f"{self.table}_in"
         self.con.register(name, part)

@@ -133,10 +133,12 @@ def cooccurrence(events: EventTable, request: Cooccurrence, max_pairs: int | Non
                 counted.unpersist()
     a = pairs["a"].to_numpy().astype(np.int64)
     b = pairs["b"].to_numpy().astype(np.int64)
-    v = pairs["v"].to_numpy().astype(np.float32)
+    v = pairs["v"].to_numpy().astype(np.float64)  # Spark's double sums (pruned: already float32)
     del pairs
-    matrix = sp.csr_matrix((v, (a, b)), shape=(n, n), dtype=np.float32)
-    return matrix if request.directed or pruned else (matrix + matrix.T).tocsr()
+    matrix = sp.csr_matrix((v, (a, b)), shape=(n, n), dtype=np.float64)
+    # each undirected pair's two halves added in float64, rounded to float32 once: as the numpy kernels
+    summed = matrix if request.directed or pruned else (matrix + matrix.T).tocsr()
+    return summed.astype(np.float32)
 
 
 def _weights(events: SparkEvents, r: EntitySums) -> Any:
