@@ -41,7 +41,7 @@ from featurestore.storage.checksums import recorded_checksums, verify_data_files
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.duck import INGESTED_AT
 from featurestore.storage.fs import Root, remove_dead_temporaries
-from featurestore.storage.staging import AdoptedFiles, StagedAppend, StagedBatches
+from featurestore.storage.staging import AdoptedFiles, StagedAppend, StagedBatches, WrittenObjects
 from featurestore.validation.batches import BatchChecks
 from featurestore.validation.frames import FrameGate
 from featurestore.validation.report import ValidationReport
@@ -325,22 +325,31 @@ class FeatureGroup:
     def _insert_frame(self, engine: FrameEngine, data: Any, cutoff: datetime | None, metadata: Metadata) -> Commit:
         """Insert an engine's frame (a Spark DataFrame): the engine checks it and writes its files into a
         staging folder inside the table's (named after this process, so a killed writer's is removed by
-        the next), the frame is validated where it lives, then the files are committed by delta-rs as
-        one ordinary Delta commit, exactly as :meth:`commit_batch` commits a batch's files."""
-        if not self.root.local:
-            raise InvalidData(f"{self.spec.key}: inserting a Spark DataFrame needs a local or shared-file-system "
-                              f"store root; {self.root.uri} is not one")
-        base = self.root._path(f"{self.rel}/{FRAME_STAGING}")
-        os.makedirs(base, exist_ok=True)
-        remove_dead_temporaries(base, _FRAME_PREFIX)
-        folder = os.path.join(base, f"{_FRAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
-        staged: AdoptedFiles | None = None
+        the next) or, on object storage, as new objects directly under the table's prefix (an engine
+        that reads objects itself; a killed writer's are referenced by no commit, removed by ``vacuum``),
+        the frame is validated where it lives, then the files are committed by delta-rs as one ordinary
+        Delta commit, exactly as :meth:`commit_batch` commits a batch's files."""
+        folder = base = None
+        if self.root.local:
+            base = self.root._path(f"{self.rel}/{FRAME_STAGING}")
+            os.makedirs(base, exist_ok=True)
+            remove_dead_temporaries(base, _FRAME_PREFIX)
+            folder = os.path.join(base, f"{_FRAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        elif isinstance(engine, Engine) and engine.reads_objects:
+            folder = self.root.uri_of(self.rel)
+            engine.use_objects(folder, self.root.storage_options, {})
+        else:
+            raise InvalidData(f"{self.spec.key}: {type(engine).__name__} cannot write to {self.root.uri} (it "
+                              f"reads no object store itself)")
+        staged: AdoptedFiles | WrittenObjects | None = None
         try:
             written = engine.stage_frame(self.spec, data, cutoff=cutoff, folder=folder, ingested_at=datetime.now(UTC))
             run_id, meta = self._commit_metadata(written.rows, cutoff, metadata)
-            staged = AdoptedFiles(self.root, self.rel, list(written.files), storage_schema(self.spec))
-            frame = engine.read_frame(self.spec, staged.paths)  # exactly the rows the commit adds
-            meta.update(self._hooked(frame))
+            schema = storage_schema(self.spec)
+            staged = AdoptedFiles(self.root, self.rel, list(written.files), schema) if base is not None else \
+                WrittenObjects(self.root, self.rel, written.objects, schema)
+            frame = engine.read_frame(self.spec, staged.paths if base is not None else list(written.files))
+            meta.update(self._hooked(frame))  # exactly the rows the commit adds
             gate = FrameGate(self, frame, engine, written.rows)
             info = self._land(staged, gate, run_id, meta)
         except BaseException:
@@ -348,9 +357,10 @@ class FeatureGroup:
                 staged.discard()
             raise
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                os.rmdir(base)  # only when empty: another writer may be staging there
+            if base is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.rmdir(base)  # only when empty: another writer may be staging there
         return self._landed(gate, info, storage_schema(self.spec).empty_table(), None)
 
     def _storage_table(self, batch: pa.Table, now: datetime | None = None) -> pa.Table:

@@ -565,11 +565,12 @@ class _Run:
                               incremental_since=prev_ent.cutoff.isoformat()  # type: ignore[union-attr]
                               if self.since is not None else None)
 
-        # on the engine's frames (Spark) the vectors are made and written on the cluster, into the table's
-        # staging folder: that needs a store on a file system the cluster shares (docs/scale-out.md)
+        # on the engine's frames (Spark) the vectors are made and written on the cluster: into the table's
+        # staging folder (a file system the cluster shares), or as objects under the table's prefix
         start = time.perf_counter()  # the frame path's aggregation (the generator below keeps its own)
+        writes = self.ent_fg.root.local or self.engine.reads_objects
         framed = aggregate_frame(events, model, p.aggregation, since=self.since, engine=self.engine,
-                                 to_rows=partial(_rows, spec)) if self.ent_fg.root.local else None
+                                 to_rows=partial(_rows, spec)) if writes else None
         if framed is not None:
             frame, considered = framed
 

@@ -1,6 +1,7 @@
 """Spark over a store on object storage (a real S3-compatible server on 127.0.0.1, moto's server mode, and
 a real local Spark session): the executors read the objects themselves, each checked against its
-commit's checksum, with the same answers as the DuckDB engine and nothing downloaded to the driver."""
+commit's checksum, and write new ones that the driver commits, with the same answers as the DuckDB
+engine and no data file passing through the driver."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pyarrow as pa
 import pytest
 
 from featurestore import FeatureStore
-from featurestore.errors import CorruptData
+from featurestore.engine.events import EventSource
+from featurestore.errors import CorruptData, DuplicateKey
+from featurestore.pipeline import Pipeline
 from tests.conftest import SCHEMAS, T0, item_batch
 from tests.s3_server import S3Server, serving
 
@@ -104,3 +107,58 @@ def test_a_damaged_object_read_by_spark_is_corrupt_data(spark_engine, uri: str) 
         finally:
             store.root.write_bytes(rel, good)
         assert rows() == 2
+
+
+def _objects(store: FeatureStore, rel: str) -> list[tuple[str, int]]:
+    return sorted((i.path, i.size) for i in store.root.walk(rel) if i.path.endswith(".parquet"))
+
+
+def test_spark_writes_a_commit_to_an_object_store_from_its_executors(spark_engine, uri: str, tmp_path: Path) -> None:
+    """insert(spark_frame) on an s3:// store: the executors write the objects, the driver commits them
+    (checksums recorded, `check` clean, a training set reads them); a refused frame leaves the bucket and
+    the log as they were."""
+    with FeatureStore(uri, engine=spark_engine) as store:
+        store.apply(SCHEMAS)
+        fg = store.feature_group("item_embeddings", 1)
+        rel = fg.rel
+        batch = item_batch(60, seed=4, event_time=T0)
+        commit = fg.insert(spark_engine.session.createDataFrame(batch))
+        assert (commit.commit, commit.row_count) == (1, 60)
+        assert _downloaded(tmp_path) == []  # written by the executors, not through this machine's cache
+        got = _sorted(fg.read(), "item_id")
+        assert got["item_id"].equals(_sorted(batch, "item_id")["item_id"])
+        assert np.allclose(np.asarray(got["embedding"].to_pylist()),
+                           np.asarray(_sorted(batch, "item_id")["embedding"].to_pylist()))
+        assert fg.history()[-1].extra["validation_status"] == "passed"
+        assert store.check() == []  # every object matches the checksum its commit recorded
+        before, log = _objects(store, rel), len(fg.history())
+        dup = pa.concat_tables([batch.slice(0, 5), batch.slice(0, 5)])
+        with pytest.raises(DuplicateKey):
+            fg.insert(spark_engine.session.createDataFrame(dup))
+        assert _objects(store, rel) == before and len(fg.history()) == log
+
+
+def test_a_spark_pipeline_on_an_object_store_commits_entity_vectors_from_the_executors(
+        spark_engine, uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipeline on Spark over an s3:// store makes, writes and commits its entity vectors on the
+    executors (bringing the sums to the driver is refused here), committing what DuckDB commits on a
+    local store."""
+    from featurestore.engine.spark.engine import SparkEngine
+    from tests.test_spark_same_answers import CUT1, W, _assert_same_vectors, _events
+
+    events = _events(5, [(2, 3, 1, 45)])
+    pipe = Pipeline("objects", EventSource(events), weights=W)
+    with FeatureStore(tmp_path / "local") as duck:
+        duck.apply(SCHEMAS)
+        local = pipe.run(duck, CUT1, quiet=True, engine="duckdb")
+        want = duck.feature_group("user_embeddings", 1).read()
+
+    def refuse(*_a, **_k):
+        raise AssertionError("entity sums were brought to the driver")
+
+    monkeypatch.setattr(SparkEngine, "entity_sums", refuse)
+    with FeatureStore(uri, engine=spark_engine) as store:
+        store.apply(SCHEMAS)
+        remote = pipe.run(store, CUT1, quiet=True)
+        assert (remote.status, remote.events, remote.entities) == (local.status, local.events, local.entities)
+        _assert_same_vectors(want, store.feature_group("user_embeddings", 1).read())

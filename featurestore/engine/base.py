@@ -219,7 +219,9 @@ class FrameEngine(ABC):
     def stage_frame(self, spec: FeatureGroupSpec, data: Any, *, cutoff: datetime | None, folder: str,
                     ingested_at: datetime) -> StagedFrame:
         """Check ``data`` against ``spec`` (as :func:`featurestore.conform.conform`), stamp
-        ``_ingested_at`` and write it as Parquet into ``folder`` (a new folder inside the table's)."""
+        ``_ingested_at`` and write it as Parquet into ``folder`` (a new folder inside the table's), or,
+        when ``folder`` is the URI of a table on object storage (an engine that ``reads_objects``, told
+        the store's settings), as new objects directly under it, described in ``StagedFrame.objects``."""
 
     @abstractmethod
     def number_rows(self, frame: Any, column: str) -> Any:
@@ -262,6 +264,7 @@ class StagedFrame:
     frame: Any
     files: tuple[str, ...]
     rows: int
+    objects: tuple[Any, ...] = ()  # on object storage: what each object written holds (name, size, checksum, ...)
 
 
 EngineName = Literal["duckdb", "spark"]

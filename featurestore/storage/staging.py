@@ -243,6 +243,35 @@ class AdoptedFiles(StagedAppend):
         return dt, self._schema, actions
 
 
+class WrittenObjects(StagedAppend):
+    """Parquet objects another writer (Spark's executors) put under the table's prefix of an object-store
+    root, under names no commit uses, with what each holds (``written``: name, size, rows, checksum and
+    Delta stats, as :class:`featurestore.engine.spark.objects.Written`): committed like a
+    :class:`StagedAppend` in one commit; :meth:`discard` (or a failed commit) deletes them."""
+
+    def __init__(self, root: Root, rel: str, written: Sequence[Any], schema: pa.Schema):
+        if root.local:
+            raise StorageError(f"{root.uri}: written objects belong to a store on object storage")
+        self._schema = schema
+        self._written = list(written)
+        super().__init__(root, rel, lambda: pa.table({}))
+        self.uploaded = [f"{rel}/{w.name}" for w in self._written]
+
+    def _write(self, make_table: Callable[[], pa.Table]) -> tuple[Any, pa.Schema, list[Any]]:
+        from deltalake.transaction import AddAction
+
+        dt = open_table(self.uri, storage_options=self.root.storage_options)
+        actions = []
+        start = 0
+        for w in self._written:
+            self.files.append((self.root.uri_of(f"{self.rel}/{w.name}"), start, w.rows))
+            start += w.rows
+            self.checksums[w.name] = w.checksum
+            actions.append(AddAction(path=w.name, size=w.size, partition_values={},
+                                     modification_time=int(time.time() * 1000), data_change=True, stats=w.stats))
+        return dt, self._schema, actions
+
+
 class StagedBatches(StagedAppend):
     """Data files for one append that arrives in batches: :meth:`add` writes each batch's files at
     once (in the caller's thread), so only one batch need be in memory; then :meth:`commit` adds every

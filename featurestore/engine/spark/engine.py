@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -44,7 +45,7 @@ from featurestore.engine.pit_sql import _ROW, JoinGroup
 from featurestore.engine.spark import counting as spark_counting
 from featurestore.engine.spark import events as spark_events
 from featurestore.engine.spark import joins, stats, tables
-from featurestore.engine.spark.objects import ObjectFiles
+from featurestore.engine.spark.objects import ObjectFiles, is_object_uri, sweep, write_objects
 from featurestore.engine.spark.session import SparkSettings, prepare, quiet, spark_errors, start_session
 from featurestore.errors import EngineError, QueryError, StorageError
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
@@ -232,12 +233,33 @@ class SparkEngine(Engine, FrameEngine):
         with quiet():
             df = tables.cast_frame(spec, data, cutoff=cutoff)
             df = df.withColumn(INGESTED_AT, F.lit(ingested_at).cast("timestamp"))
+            if is_object_uri(folder):
+                return self._stage_objects(spec, df, folder)
             # written first, then checked as read back: the frame's lineage (a whole aggregation, for a
             # pipeline's entity rows) runs once; refused rows' files go with the staging folder
             files = tables.write_files(df, folder, f"a Spark batch for {spec.key}")
             written = tables.read_files(self.session, spec, files)
             rows = tables.check_values(spec, written)
         return StagedFrame(written, tuple(files), int(rows))
+
+    def _stage_objects(self, spec: FeatureGroupSpec, df: Any, table_uri: str) -> StagedFrame:
+        """:meth:`stage_frame` on object storage: the executors write the objects under the table's
+        prefix, then the rows are checked as read back; a failure deletes what this write left there."""
+        table, options, _ = self.objects.of(f"{table_uri.rstrip('/')}/")
+        run = uuid.uuid4().hex
+        try:
+            with spark_errors(f"writing a Spark batch for {spec.key} to {table}", StorageError):
+                written = write_objects(df, table, options, run)
+            sweep(table, options, run, keep=[w.name for w in written])  # a retried task's first attempt
+            self.objects.add(table, options, {w.name: w.checksum for w in written})
+            files = [f"{table}/{w.name}" for w in written]
+            back = tables.read_files(self.session, spec, files, objects=self.objects)
+            rows = tables.check_values(spec, back)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                sweep(table, options, run)
+            raise
+        return StagedFrame(back, tuple(files), int(rows), tuple(written))
 
     def number_rows(self, frame: Any, column: str) -> Any:
         from pyspark.sql import functions as F

@@ -1,10 +1,16 @@
-"""Spark reads the data files of a store on object storage (``s3://``) on its executors, without Hadoop's
-S3 connector: the pyspark wheel ships none, and a cluster's own (``s3a://``, EMR's ``s3://``) needs jars
-and settings of its own. The files' URIs become a small DataFrame (one row per file, spread over the
-cluster), and ``mapInArrow`` opens each object with pyarrow's S3 file system, checks its bytes against
-the checksum its commit recorded, and decodes it in record batches. Nothing passes through the driver
-(before, a Spark job over an object store read the driver's downloaded copies, which executors on other
-machines cannot see).
+"""Spark reads and writes the data files of a store on object storage (``s3://``) on its executors,
+without Hadoop's S3 connector: the pyspark wheel ships none, and a cluster's own (``s3a://``, EMR's
+``s3://``) needs jars and settings of its own. Nothing passes through the driver (before, a Spark job over
+an object store read the driver's downloaded copies, which executors on other machines cannot see).
+
+* :func:`read_objects`: the files' URIs become a small DataFrame (one row per file, spread over the
+  cluster), and ``mapInArrow`` opens each object with pyarrow's S3 file system, checks its bytes against
+  the checksum its commit recorded, and decodes it in record batches.
+* :func:`write_objects`: each task writes its partition as one Parquet file (a local temporary file on
+  the executor, row groups of 128k rows), computes its checksum and Delta statistics, and uploads it
+  under the table's prefix with a name no commit uses; only those small records reach the driver, which
+  commits them with delta-rs (:class:`featurestore.storage.staging.WrittenObjects`). Until then no
+  reader sees the objects; a failed job's are deleted (:func:`sweep`).
 
 :class:`ObjectFiles` is what the engine is told before it is handed a table's URIs
 (:meth:`featurestore.engine.base.Engine.use_objects`): the store's resolved settings (endpoint, region,
@@ -14,6 +20,11 @@ travel with the task, as ``spark.hadoop.fs.s3a.*`` settings would) and the check
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +35,9 @@ import pyarrow as pa
 from featurestore.engine.spark.session import remote_error
 from featurestore.errors import CorruptData, StorageError
 from featurestore.storage import objectstore
+from featurestore.storage.checksums import file_xxh3
 from featurestore.storage.objectstore import SCHEMES
+from featurestore.storage.staging import PAGE_CHECKSUMS, file_stats
 
 POSITION = "__fs_pos"  # a row's global position in a commit's files (file offset + row in file)
 FILE, ROW = "_file", "_row"  # a row's file (index in the list read) and row within it
@@ -43,8 +56,10 @@ class ObjectFiles:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, table_uri: str, options: Mapping[str, str], checksums: Mapping[str, str]) -> None:
+        """Note a table's settings and checksums (added to those noted before: files never change)."""
         with self._lock:
-            self.tables[table_uri.rstrip("/")] = (dict(options), dict(checksums))
+            known = self.tables.get(table_uri.rstrip("/"), ({}, {}))[1]
+            self.tables[table_uri.rstrip("/")] = (dict(options), {**known, **checksums})
 
     def of(self, uri: str) -> tuple[str, dict[str, str], dict[str, str]]:
         """The table ``uri`` belongs to, its settings and its checksums (the longest matching table)."""
@@ -149,3 +164,102 @@ def _open(uri: str, data: pa.Buffer) -> Any:
         return pq.ParquetFile(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as exc:
         raise remote_error(CorruptData(f"data file {uri} is not readable Parquet: {exc}")) from exc
+
+
+@dataclass(frozen=True)
+class Written:
+    """One object a Spark task wrote into a table's prefix: its name there, size, rows, checksum
+    (``xxh3:<hex>``) and Delta ``stats`` (JSON), all an add action needs."""
+
+    name: str
+    size: int
+    rows: int
+    checksum: str
+    stats: str
+
+
+_GROUP_ROWS = 131_072  # rows per row group of a written object
+
+
+def write_objects(df: Any, table_uri: str, options: Mapping[str, str], run: str) -> list[Written]:
+    """Write ``df`` (the table's columns, as :func:`featurestore.engine.spark.tables.cast_frame` leaves
+    them) as Parquet objects under ``table_uri``, one per non-empty partition, named
+    ``part-<partition>-<attempt>-<run>-c000.snappy.parquet``; the records of the objects written by the
+    tasks that succeeded (a retried task's earlier attempt may leave one more: :func:`sweep` it)."""
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    out = T.StructType([T.StructField("name", T.StringType()), T.StructField("size", T.LongType()),
+                        T.StructField("rows", T.LongType()), T.StructField("checksum", T.StringType()),
+                        T.StructField("stats", T.StringType())])
+    writer = _Writer(table_uri.rstrip("/"), dict(options), run, to_arrow_schema(df.schema, timezone="UTC"))
+    rows = df.mapInArrow(writer, out).collect()
+    return [Written(r["name"], int(r["size"]), int(r["rows"]), r["checksum"], r["stats"]) for r in rows]
+
+
+def sweep(table_uri: str, options: Mapping[str, str], run: str, keep: Sequence[str] = ()) -> list[str]:
+    """Delete the objects of write ``run`` under ``table_uri`` but those named in ``keep``; their names."""
+    import pyarrow.fs as pafs
+
+    fs = objectstore.filesystem(table_uri, dict(options))
+    base = table_uri.rstrip("/").split("://", 1)[1]
+    gone = []
+    try:
+        found = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        for info in found:
+            name = info.path.rsplit("/", 1)[-1]
+            if info.type == pafs.FileType.File and f"-{run}-" in name and name not in keep:
+                fs.delete_file(info.path)
+                gone.append(name)
+    except OSError as exc:
+        raise objectstore.translate(table_uri, dict(options), "removing the objects of a failed write", exc) from exc
+    return gone
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """What each task runs to write its partition (picklable: a dataclass of plain values)."""
+
+    table_uri: str
+    settings: dict[str, str]
+    run: str
+    schema: pa.Schema  # the rows as Spark hands them over (vectors as list<float>, instants in UTC)
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        part, attempt = (ctx.partitionId(), ctx.attemptNumber()) if ctx is not None else (0, 0)
+        name = f"part-{part:05d}-{attempt}-{self.run}-c000.snappy.parquet"
+        scalars = [f.name for f in self.schema if not pa.types.is_list(f.type)]
+        fd, path = tempfile.mkstemp(prefix="featurestore-", suffix=".parquet")
+        os.close(fd)
+        try:
+            rows = 0
+            with pq.ParquetWriter(path, self.schema, compression="snappy", use_dictionary=scalars,
+                                  write_page_checksum=PAGE_CHECKSUMS) as writer:
+                pending: list[pa.RecordBatch] = []
+                for batch in itertools.chain(batches, [None]):  # None: the end, flush
+                    if batch is not None and batch.num_rows:
+                        pending.append(batch)
+                    held = sum(b.num_rows for b in pending)
+                    if pending and (held >= _GROUP_ROWS or batch is None):
+                        writer.write_table(pa.Table.from_batches(pending).cast(self.schema), row_group_size=held)
+                        rows += held
+                        pending = []
+            if not rows:
+                return
+            checksum = "xxh3:" + file_xxh3(path)
+            stats = json.dumps(file_stats(pq.read_table(path, columns=scalars)), separators=(",", ":"))
+            uri = f"{self.table_uri}/{name}"
+            fs = objectstore.filesystem(uri, self.settings)
+            try:
+                with open(path, "rb") as src, fs.open_output_stream(uri.split("://", 1)[1]) as dst:
+                    shutil.copyfileobj(src, dst, 8 << 20)
+            except OSError as exc:
+                raise remote_error(objectstore.translate(uri, self.settings, f"writing {uri}", exc)) from exc
+            yield pa.RecordBatch.from_pylist([{"name": name, "size": os.path.getsize(path), "rows": rows,
+                                               "checksum": checksum, "stats": stats}])
+        finally:
+            os.remove(path)
