@@ -138,22 +138,24 @@ def _pair_counts(events: Events, n: int, r: Cooccurrence) -> sp.csr_matrix:
     sizes = [int(np.count_nonzero(m)) for m in same]
     # one vectorised pass per distance, written straight into the coordinate arrays (no concatenation)
     a, b = np.empty(sum(sizes), item.dtype), np.empty(sum(sizes), item.dtype)
-    v = np.empty(sum(sizes), np.float32)
+    # each pair's weight in float32 (as Spark computes it), kept as float64: the duplicates are summed in
+    # float64 and rounded to float32 once (cooccurrence_chunks), what Spark's sum of the same values
+    # gives whatever the order (float32 running sums differ in the last bits, and the SVD's last
+    # components turn on them)
+    v = np.empty(sum(sizes), np.float64)
     off = 0
     for d, m, k in zip(dists, same, sizes):
         out = slice(off, off + k)
         np.compress(m, item[:-d], out=a[out])
         np.compress(m, item[d:], out=b[out])
-        np.multiply(sw[:-d][m], sw[d:][m], out=v[out])
-        v[out] *= np.float32((window - d + 1) / window)
+        w32 = np.multiply(sw[:-d][m], sw[d:][m])
+        w32 *= np.float32((window - d + 1) / window)
         if sid is not None:
-            v[out] *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(r.cross_session))
+            w32 *= np.where(sid[:-d][m] == sid[d:][m], np.float32(1.0), np.float32(r.cross_session))
+        v[out] = w32
         off += k
     del same
-    # summed in float64, rounded to float32 once at the end (cooccurrence_chunks): what Spark's sum of
-    # the same float32 values gives, whatever the order (float32 running sums differ in the last bits,
-    # and the SVD's last components turn on them)
-    upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n), dtype=np.float64).tocsr()
+    upper = _sparse().coo_matrix((v, (a, b)), shape=(n, n)).tocsr()
     upper.sum_duplicates()
     return upper
 
