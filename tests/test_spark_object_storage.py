@@ -104,6 +104,9 @@ def test_a_damaged_object_read_by_spark_is_corrupt_data(spark_engine, uri: str) 
             with pytest.raises(Exception, match=r"\[featurestore:CorruptData\] data file s3://") as caught:
                 rows()  # the caller's own Spark action: Spark's exception, carrying ours
             assert obj in str(caught.value)
+            store.root.write_bytes(rel, good[: len(good) // 2])  # truncated: even its footer is gone
+            with pytest.raises(CorruptData, match=obj):  # found while planning (the footers give the layout)
+                store.training_set(spine, ["item_embeddings"], engine=spark_engine)
         finally:
             store.root.write_bytes(rel, good)
         assert rows() == 2

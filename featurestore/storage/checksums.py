@@ -66,6 +66,27 @@ def matches(path: str, want: str) -> bool:
     return file_crc32(path) == want
 
 
+def bytes_match(data: Any, want: str) -> bool:
+    """Whether a file's bytes (a buffer) have the checksum ``want`` (``xxh3:<hex>``, or a CRC-32)."""
+    import zlib
+
+    if want.startswith("xxh3:"):
+        return bool(_hash_buffer(memoryview(data)) == want[5:])
+    return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}" == want
+
+
+def verify_objects(root: Root, rel: str, uris: Iterable[str], what: str = "") -> None:
+    """Check data objects of table ``rel`` themselves (not this machine's copies) against the checksums
+    their commits recorded, reading each whole: :class:`CorruptData` naming the first that fails."""
+    sums = recorded_checksums(root, rel, refresh=True)
+    for uri in uris:
+        want = sums.get(uri.rsplit("/", 1)[-1])
+        if want and not bytes_match(root.read_bytes(root.rel_of(uri)), want):
+            raise CorruptData(f"{what + ': ' if what else ''}data file {uri} does not match the checksum its "
+                              f"commit recorded (damaged or truncated); restore it from a backup "
+                              f"(`featurestore check` lists every damaged file)")
+
+
 # ---- data files: verified once per process ------------------------------------------------------
 _verified: dict[str, tuple[int, int, int]] = {}  # path -> (size, mtime_ns, inode) when it verified
 _recorded: dict[str, tuple[frozenset[int], dict[str, str]]] = {}  # table -> (log versions read, checksums)

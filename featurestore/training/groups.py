@@ -15,6 +15,8 @@ from featurestore.catalog import Catalog
 from featurestore.engine.pit_sql import JoinGroup, _file_layout
 from featurestore.errors import FeatureGroupNotFound, InvalidData, SpineError, StorageError
 from featurestore.schema import FeatureGroupSpec
+from featurestore.storage.checksums import verify_objects
+from featurestore.storage.objectstore import is_object_store
 from featurestore.training.join_cache import has_key32, load_join_cache
 from featurestore.training.refs import FeatureRef
 from featurestore.training.spine import SpineSource
@@ -56,7 +58,10 @@ def join_groups(store: Catalog, refs: Sequence[FeatureRef], source: SpineSource,
         try:
             offsets, disjoint = _file_layout(files, spec.event_time, None if fg.root.local else fg.root.fs)
         except StorageError:  # an unreadable footer: a damaged file is named as such (CorruptData)
-            fg.verify_files(files)
+            if files and is_object_store(files[0]):  # an engine's URIs: the objects themselves
+                verify_objects(fg.root, fg.rel, files, fg.spec.key)
+            else:
+                fg.verify_files(files)
             raise
         groups.append(JoinGroup(ref.key, spec, commit, tuple(files), offsets, disjoint, keys, wanted, output,
                                 _ttl_of(ttl, ref)))

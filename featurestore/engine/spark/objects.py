@@ -35,7 +35,7 @@ import pyarrow as pa
 from featurestore.engine.spark.session import remote_error
 from featurestore.errors import CorruptData, StorageError
 from featurestore.storage import objectstore
-from featurestore.storage.checksums import file_xxh3
+from featurestore.storage.checksums import bytes_match, file_xxh3
 from featurestore.storage.objectstore import SCHEMES
 from featurestore.storage.staging import PAGE_CHECKSUMS, file_stats
 
@@ -140,21 +140,11 @@ def _fetch(uri: str, options: dict[str, str], want: str) -> pa.Buffer:
             data = f.read_buffer()
     except OSError as exc:
         raise remote_error(objectstore.translate(uri, options, f"reading {uri}", exc)) from exc
-    if want and not _matches(data, want):
+    if want and not bytes_match(data, want):
         raise remote_error(CorruptData(f"data file {uri} does not match the checksum its commit recorded "
                           f"({data.size} bytes: damaged or truncated); restore it from a backup "
                           f"(`featurestore check` lists every damaged file)"))
     return data
-
-
-def _matches(data: pa.Buffer, want: str) -> bool:
-    import zlib
-
-    import xxhash
-
-    if want.startswith("xxh3:"):
-        return bool(xxhash.xxh3_64_hexdigest(memoryview(data)) == want[5:])
-    return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}" == want
 
 
 def _open(uri: str, data: pa.Buffer) -> Any:
