@@ -45,11 +45,12 @@ from featurestore.engine.pit_sql import _ROW, JoinGroup
 from featurestore.engine.spark import counting as spark_counting
 from featurestore.engine.spark import events as spark_events
 from featurestore.engine.spark import joins, stats, tables
-from featurestore.engine.spark.objects import ObjectFiles, is_object_uri, sweep, write_objects
+from featurestore.engine.spark.objects import ObjectFiles, sweep, write_objects
 from featurestore.engine.spark.session import SparkSettings, prepare, quiet, spark_errors, start_session
 from featurestore.errors import EngineError, QueryError, StorageError
 from featurestore.schema import TIMESTAMP, FeatureGroupSpec
 from featurestore.storage.duck import INGESTED_AT
+from featurestore.storage.objectstore import is_object_store
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -233,7 +234,7 @@ class SparkEngine(Engine, FrameEngine):
         with quiet():
             df = tables.cast_frame(spec, data, cutoff=cutoff)
             df = df.withColumn(INGESTED_AT, F.lit(ingested_at).cast("timestamp"))
-            if is_object_uri(folder):
+            if is_object_store(folder):
                 return self._stage_objects(spec, df, folder)
             # written first, then checked as read back: the frame's lineage (a whole aggregation, for a
             # pipeline's entity rows) runs once; refused rows' files go with the staging folder

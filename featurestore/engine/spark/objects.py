@@ -36,16 +36,11 @@ from featurestore.engine.spark.session import remote_error
 from featurestore.errors import CorruptData, StorageError
 from featurestore.storage import objectstore
 from featurestore.storage.checksums import bytes_match, file_xxh3
-from featurestore.storage.objectstore import SCHEMES
 from featurestore.storage.staging import PAGE_CHECKSUMS, file_stats
 
 POSITION = "__fs_pos"  # a row's global position in a commit's files (file offset + row in file)
 FILE, ROW = "_file", "_row"  # a row's file (index in the list read) and row within it
 _BATCH_ROWS = 65_536
-
-
-def is_object_uri(path: str) -> bool:
-    return path.startswith(SCHEMES)
 
 
 @dataclass

@@ -17,11 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from featurestore.conform import to_utc
-from featurestore.engine.spark.objects import FILE, POSITION, ROW, ObjectFiles, is_object_uri, read_objects
+from featurestore.engine.spark.objects import FILE, POSITION, ROW, ObjectFiles, read_objects
 from featurestore.engine.spark.session import quiet, spark_errors
 from featurestore.errors import BadVector, DuplicateKey, NullKey, SchemaMismatch, StorageError
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.duck import INGESTED_AT
+from featurestore.storage.objectstore import is_object_store
 
 _SHOW = 5
 
@@ -61,7 +62,7 @@ def read_files(session: Any, spec: FeatureGroupSpec, files: Sequence[str], *,
 
     schema = storage_struct(spec)
     with quiet(), spark_errors(f"reading {len(files)} data file(s) of {spec.key}", StorageError):
-        if files and is_object_uri(files[0]):
+        if files and is_object_store(files[0]):
             if objects is None:
                 raise StorageError(f"{spec.key}: this Spark job cannot read {files[0]} (no object-store settings)")
             return read_objects(session, schema, files, objects, offsets=offsets, locate=locate, columns=columns)
