@@ -204,20 +204,33 @@ def _cast(col: pa.ChunkedArray, to: pa.DataType, name: str) -> pa.ChunkedArray:
 
 def check_unique(spec: FeatureGroupSpec, table: pa.Table) -> None:
     """Raise :class:`~featurestore.errors.DuplicateKey` when one key appears twice for one event time."""
+    found = duplicated(spec, table)
+    if found is not None:
+        mask, n_keys = found
+        raise duplicate_key(spec, n_keys, table, int(np.flatnonzero(mask)[0]))
+
+
+def duplicated(spec: FeatureGroupSpec, table: pa.Table) -> tuple[np.ndarray, int] | None:
+    """The rows of ``table`` whose (keys..., event_time) appears more than once, and how many such
+    combinations there are; None when every row's is unique."""
     cols = [*spec.key_names, spec.event_time]
     if table.num_rows < 2:
-        return
+        return None
     import pandas as pd
 
     # the codes are kept with the batch: validation checks the same uniqueness on them
     combined = key_codes(table, cols).combined
     index = pd.Index(combined)
     if index.is_unique:
-        return
+        return None
     dup = index.duplicated(keep=False)
-    first = int(np.flatnonzero(dup)[0])
-    example = {c: table[c][first].as_py() for c in cols}
-    n_keys = len(np.unique(combined[dup]))
-    raise DuplicateKey(
+    return dup, len(np.unique(combined[dup]))
+
+
+def duplicate_key(spec: FeatureGroupSpec, n_keys: int, table: pa.Table, row: int) -> DuplicateKey:
+    """The error for ``n_keys`` repeated (keys..., event_time), ``table``'s row ``row`` the example."""
+    cols = [*spec.key_names, spec.event_time]
+    example = {c: table[c][row].as_py() for c in cols}
+    return DuplicateKey(
         f"{spec.key}: {n_keys} key(s) appear more than once for one {spec.event_time}, "
         f"e.g. {example}", column=",".join(cols))

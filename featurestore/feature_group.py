@@ -238,8 +238,9 @@ class FeatureGroup:
         """Insert the rows of several batches as one atomic commit, holding one batch at a time.
 
         Each batch (anything :meth:`insert` takes but a Spark DataFrame) is conformed, passed to the
-        pre-commit hooks and written to data files as it arrives; only its scalar columns and its
-        vectors' per-row scalars are kept (:mod:`featurestore.validation.batches`). Then keys are
+        pre-commit hooks and written to data files as it arrives; only its keys and event times (in
+        hash buckets on disk past two million rows, inside the engine's ``temp_directory`` when set) and
+        its vectors' per-row norms are kept (:mod:`featurestore.validation.batches`). Then keys are
         checked unique across the batches and every check runs over all the rows, exactly as
         :meth:`insert` runs them on one batch holding them all; the commit follows, or (a failed batch,
         strict validation, an error) every file is deleted and nothing is committed. ``metadata`` may be
@@ -249,10 +250,11 @@ class FeatureGroup:
         the ``staged`` hooks are told each batch and its files as they are written instead (the training
         caches copy its vectors then), and the ``discarded`` hooks the files of a failed insert.
         """
+        checks = BatchChecks(self.spec, spill_dir=self.engine.temp_directory)  # makes no folder until it spills
         staged = StagedBatches(self.root, self.rel, storage_schema(self.spec))
         now = datetime.now(UTC)
         try:
-            checks, hooked = BatchChecks(self.spec), {}
+            hooked: dict[str, str] = {}
             for data in batches:
                 batch = conform(self.spec, data, cutoff=cutoff)
                 hooked.update(self._hooked(batch))
@@ -264,7 +266,7 @@ class FeatureGroup:
                         hook(self, batch, [(path, start - first, n) for path, start, n in files])
                 del batch, data
                 pa.default_memory_pool().release_unused()  # the batch's buffers, not kept for the next
-            if staged.rows == 0 and not checks.scalars:  # no batch: an empty insert, validated as such
+            if not checks.added:  # no batch: an empty insert, validated as such
                 empty = conform(self.spec, self.spec.arrow_schema().empty_table())
                 checks.add(empty, staged.add(self._storage_table(empty, now)))
             table, derived = checks.finish()
@@ -277,6 +279,8 @@ class FeatureGroup:
             for undo in self.context.hooks.discarded:
                 undo(self, list(staged.paths))
             raise
+        finally:
+            checks.keys.close()  # the keys spilled to disk, if any
         return self._landed(gate, info, storage_schema(self.spec).empty_table(), None)
 
     def _hooked(self, batch: Any) -> dict[str, str]:

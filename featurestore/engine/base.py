@@ -148,6 +148,8 @@ class Engine(ABC):
     #: reads a store's files on object storage itself, by their URIs (a cluster's executors, which cannot
     #: see this machine's downloaded copies); False: it is handed local copies
     reads_objects: bool = False
+    #: where work in this process spills to disk (None: the system's temporary folder)
+    temp_directory: str | None = None
 
     def use_objects(self, table_uri: str, options: Mapping[str, str], checksums: Mapping[str, str]) -> None:
         """Told before it is handed the object URIs of the table at ``table_uri`` (engines that

@@ -53,6 +53,7 @@ class DuckDBEngine(Engine):
         if max_pairs is not None and max_pairs < 1:
             raise EventsError(f"max_pairs must be >= 1 (or None: no bound); got {max_pairs}")
         self.max_pairs = max_pairs
+        self.temp_directory = temp_directory
         self._duck = duck
         self.settings = ReadSettings(memory_limit=memory_limit, temp_directory=temp_directory,
                                      chunk_events=chunk_events)

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -165,6 +167,8 @@ def outcomes(document: dict[str, Any], frame: pd.DataFrame | Any, *, spark: bool
 
 ROW_WISE = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_between",
             "expect_column_values_to_be_in_set")  # one verdict per row: results over batches add up
+UNIQUE = "expect_column_values_to_be_unique"
+ROW_COUNT = "expect_table_row_count_to_be_between"
 
 
 @dataclass(frozen=True)
@@ -176,17 +180,30 @@ class _Merged:
     exception_info: dict[str, Any] | None = None
 
 
-def merged(item: dict[str, Any], parts: list[Any], starts: list[int]) -> CheckResult:
+def merged(item: dict[str, Any], parts: list[Any], starts: list[int] | None = None, *,
+           rows: list[np.ndarray] | None = None) -> CheckResult:
     """The CheckResult great_expectations gives for row-wise expectation ``item`` on the rows of several
     batches together, from its results on each (``starts``: each batch's first row): counts added,
     percentages and the verdict computed as great_expectations computes them (``_format_map_output``, a
-    column map's ``mostly``), the first unexpected values and row numbers in row order."""
-    if item["type"] not in ROW_WISE:
+    column map's ``mostly``), the first unexpected values and row numbers in row order.
+
+    ``rows`` instead of ``starts``: each part's row numbers (its frame's row i is row ``rows[k][i]``), for
+    parts that are groups of whole keys rather than consecutive batches; then values-unique too adds up
+    (a row's value repeats within its group exactly when it repeats at all), and so does the row count
+    (the groups' counts added, the verdict great_expectations' ``min_value``/``max_value`` bounds give)."""
+    if item["type"] not in ROW_WISE and not (rows is not None and item["type"] in (UNIQUE, ROW_COUNT)):
         raise ValueError(f"{item['type']} is not row-wise: its results over batches do not add up")
     for r in parts:
         if r is None or (r.exception_info or {}).get("raised_exception"):
             return _check(item, r)
     res = [r.result or {} for r in parts]
+    if item["type"] == ROW_COUNT:
+        n = sum(int(x.get("observed_value") or 0) for x in res)
+        kw = item["kwargs"]
+        low, high = kw.get("min_value"), kw.get("max_value")
+        ok = (low is None or (n > low if kw.get("strict_min") else n >= low)) and \
+            (high is None or (n < high if kw.get("strict_max") else n <= high))
+        return _check(item, _Merged(ok, {"observed_value": n}))
     total = sum(int(x.get("element_count") or 0) for x in res)
     unexpected = sum(int(x.get("unexpected_count") or 0) for x in res)
     mostly = float(item["kwargs"].get("mostly", 1.0))
@@ -198,11 +215,19 @@ def merged(item: dict[str, Any], parts: list[Any], starts: list[int]) -> CheckRe
     else:  # not null: every row counts
         percent = unexpected / total * 100 if total else None
         ok = True if total == 0 else (total - unexpected) / total >= mostly
-    examples = [v for x in res for v in (x.get("partial_unexpected_list") or [])][:_SHOW]
-    rows = [int(i) + s if isinstance(i, int) else i for x, s in zip(res, starts, strict=True)
-            for i in (x.get("partial_unexpected_index_list") or [])][:_SHOW]
+    examples = [v for x in res for v in (x.get("partial_unexpected_list") or [])]
+    if rows is None:
+        assert starts is not None
+        at = [int(i) + s if isinstance(i, int) else i for x, s in zip(res, starts, strict=True)
+              for i in (x.get("partial_unexpected_index_list") or [])]
+    else:  # each group's first rows, renumbered, then the first of all of them in row order
+        at = [int(r[int(i)]) for x, r in zip(res, rows, strict=True)
+              for i in (x.get("partial_unexpected_index_list") or [])]
+        if len(at) == len(examples):
+            examples = [examples[j] for j in np.argsort(at, kind="stable")]
+        at = sorted(at)
     out = {"element_count": total, "unexpected_count": unexpected, "unexpected_percent": percent,
-           "partial_unexpected_list": examples, "partial_unexpected_index_list": rows}
+           "partial_unexpected_list": examples[:_SHOW], "partial_unexpected_index_list": at[:_SHOW]}
     return _check(item, _Merged(ok, out))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,7 @@ from featurestore.errors import ValidationFailed
 from featurestore.schema import FeatureGroupSpec
 from featurestore.storage.fs import Root
 from featurestore.validation import embedding, gx, report
+from featurestore.validation.batches import KeyRows
 from featurestore.validation.expectations import Expectations, VectorRules, parse_expectations
 from featurestore.validation.report import CheckResult, Mode, ValidationReport
 from featurestore.validation.suite import SUITE_FILE, frame, suite_document
@@ -160,17 +161,35 @@ def _added(fg: CommittedTable, commit: int) -> list[str]:
     return sorted(set(files(commit)) - set(files(commit - 1)))
 
 
-def _latest_per_key(spec: FeatureGroupSpec, table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+Keys: TypeAlias = pa.Table | KeyRows  # a batch's rows, or a batched insert's keys spilled to disk
+
+
+def _rows_of(table: Keys, rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` of ``table`` (spilled keys are read back for them)."""
+    return table.take(pa.array(rows, pa.int64())) if isinstance(table, pa.Table) else table.take(rows)
+
+
+def _latest_per_key(spec: FeatureGroupSpec, table: Keys, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
     """Of ``rows``, keep the newest row per key; return them and their keys."""
-    times = pc.fill_null(table[spec.event_time].combine_chunks().cast(pa.int64()), 0).to_numpy()[rows]
+    sub = _rows_of(table, rows)
+    times = pc.fill_null(sub[spec.event_time].combine_chunks().cast(pa.int64()), 0).to_numpy()
     order = np.argsort(times, kind="stable")
-    rows = rows[order]
-    keys = _key_index(spec, table, rows)
+    keys = _key_index(spec, sub, order)
     keep = ~keys.duplicated(keep="last")
-    return rows[keep], keys[keep]
+    return rows[order][keep], keys[keep]
 
 
-def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Derived, rule: VectorRules,
+def _present(spec: FeatureGroupSpec, expected: pd.Index, table: Keys) -> int:
+    """How many of the keys ``expected`` ``table`` has (spilled keys: a group of whole keys at a time)."""
+    if isinstance(table, pa.Table):
+        return int(expected.isin(_key_index(spec, table)).sum())
+    seen = np.zeros(len(expected), bool)
+    for group in table.groups():
+        seen |= expected.isin(_key_index(spec, group))
+    return int(seen.sum())
+
+
+def _drift_and_coverage(spec: FeatureGroupSpec, table: Keys, d: embedding.Derived, rule: VectorRules,
                         prev: Previous | None) -> list[CheckResult]:
     out: list[CheckResult] = []
     base = prev.commit if prev else None
@@ -179,18 +198,16 @@ def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.De
         shared_total = None
         if prev is not None:
             rng = np.random.default_rng(embedding.SEED)
-            valid = np.flatnonzero(d.valid)
-            want = rule.drift.sample * _CANDIDATES
-            cand = valid if len(valid) <= want else np.sort(rng.choice(valid, want, replace=False))
+            cand, n_valid = embedding.sample_rows(d.valid, rule.drift.sample * _CANDIDATES, rng)
             cand, cand_keys = _latest_per_key(spec, table, cand)
-            wanted = table.select(spec.key_names).take(pa.array(cand, pa.int64()))
+            wanted = _rows_of(table, cand).select(spec.key_names)
             # two steps: find the previous rows of these keys reading only keys and event_time, then
             # read the vectors of just the rows sampled (a 1M-row vector column is never decoded whole)
             old_keys = prev.rows(spec, [*spec.key_names, spec.event_time], wanted, locate=True)
             prev_rows, prev_keys = _latest_per_key(spec, old_keys, np.arange(old_keys.num_rows))
             pos = prev_keys.get_indexer(cand_keys)
             hit = pos >= 0
-            shared_total = int(hit.sum()) if len(cand) == len(valid) else None
+            shared_total = int(hit.sum()) if len(cand) == n_valid else None
             cand, pos = cand[hit], pos[hit]
             if len(cand) > rule.drift.sample:
                 pick = np.sort(rng.choice(len(cand), rule.drift.sample, replace=False))
@@ -208,12 +225,12 @@ def _drift_and_coverage(spec: FeatureGroupSpec, table: pa.Table, d: embedding.De
             exp_keys = (prev.all_keys if rule.coverage.expected == "table" and prev.all_keys is not None
                         else _key_index(spec, prev.rows(spec, spec.key_names)).unique())
             expected = len(exp_keys)
-            present = int(exp_keys.isin(_key_index(spec, table)).sum()) if expected else 0
+            present = _present(spec, exp_keys, table) if expected else 0
         out.append(embedding.check_coverage(rule.feature, rule.coverage, expected, present, base))
     return out
 
 
-def _embedding_checks(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Derived, rule: VectorRules,
+def _embedding_checks(spec: FeatureGroupSpec, table: Keys, d: embedding.Derived, rule: VectorRules,
                       previous: Previous | None, keys_of: Any) -> list[CheckResult]:
     out: list[CheckResult] = []
     if rule.norm_distribution is not None:
@@ -225,7 +242,7 @@ def _embedding_checks(spec: FeatureGroupSpec, table: pa.Table, d: embedding.Deri
     return out + _drift_and_coverage(spec, table, d, rule, previous)
 
 
-def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previous | None = None,
+def validate_batch(spec: FeatureGroupSpec, table: Keys, *, previous: Previous | None = None,
                    mode: Mode = "insert", expectations: Expectations | None = None,
                    derived: dict[str, embedding.Derived] | None = None,
                    suite: Callable[[], list[CheckResult]] | None = None) -> ValidationReport:
@@ -233,7 +250,8 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
 
     ``derived``: the per-row scalars of the vector columns computed beforehand, and ``suite``: the
     great_expectations results, run batch by batch (a batched insert's,
-    :mod:`featurestore.validation.batches`); ``table`` then need not hold the vector columns."""
+    :mod:`featurestore.validation.batches`); ``table`` then need not hold the vector columns, and may be
+    the :class:`~featurestore.validation.batches.KeyRows` a large one spilled its keys to."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     exp = expectations or parse_expectations(spec)
@@ -260,8 +278,8 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
         t = time.perf_counter()
         def keys_of(rows: np.ndarray) -> Any:
             """The entity keys of ``rows`` (only duplicate candidates: few), as printable values."""
-            cols = [table[k].take(pa.array(rows, pa.int64())).to_pylist() for k in spec.key_names
-                    if k in table.column_names]
+            sub = _rows_of(table, rows)
+            cols = [sub[k].to_pylist() for k in spec.key_names if k in sub.column_names]
             out = np.empty(len(rows), dtype=object)
             out[:] = cols[0] if len(cols) == 1 else list(zip(*cols))
             return out
@@ -286,14 +304,14 @@ def validate_batch(spec: FeatureGroupSpec, table: pa.Table, *, previous: Previou
     return ValidationReport.from_json(result.to_json())  # canonical: equal to what is read back
 
 
-def _derived(exp: Expectations, table: pa.Table, given: dict[str, embedding.Derived] | None
+def _derived(exp: Expectations, table: Keys, given: dict[str, embedding.Derived] | None
              ) -> dict[str, embedding.Derived]:
     """The per-row scalars of each vector column checked: ``given``, else derived from ``table``."""
     derived = {}
     for rule in exp.vectors:
         if given is not None and rule.feature in given:
             derived[rule.feature] = given[rule.feature]
-        elif rule.feature in table.column_names:
+        elif isinstance(table, pa.Table) and rule.feature in table.column_names:
             derived[rule.feature] = embedding.derive(table[rule.feature], rule.feature, rule.dim)
     return derived
 
@@ -307,7 +325,7 @@ def _ensure_suite(fg: CommittedTable) -> None:
         write_suite(fg.root, fg.rel, fg.spec)
 
 
-def check_batch(fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None,
+def check_batch(fg: CommittedTable, batch: Keys, derived: dict[str, embedding.Derived] | None = None,
                 suite: Callable[[], list[CheckResult]] | None = None) -> ValidationReport:
     """Validate a conformed batch against ``fg``'s spec and newest commit, storing nothing
     (``derived``, ``suite``: see :func:`validate_batch`)."""
@@ -320,7 +338,7 @@ def check_batch(fg: CommittedTable, batch: pa.Table, derived: dict[str, embeddin
 class InsertGate:
     """Validation of one insert: run before the commit, finished after it (see module doc)."""
 
-    def __init__(self, fg: CommittedTable, batch: pa.Table, derived: dict[str, embedding.Derived] | None = None,
+    def __init__(self, fg: CommittedTable, batch: Keys, derived: dict[str, embedding.Derived] | None = None,
                  suite: Callable[[], list[CheckResult]] | None = None):
         self.fg = fg
         _ensure_suite(fg)
