@@ -238,9 +238,9 @@ class FeatureGroup:
         """Insert the rows of several batches as one atomic commit, holding one batch at a time.
 
         Each batch (anything :meth:`insert` takes but a Spark DataFrame) is conformed, passed to the
-        pre-commit hooks and written to data files as it arrives; only its keys and event times (in
-        hash buckets on disk past two million rows, inside the engine's ``temp_directory`` when set) and
-        its vectors' per-row norms are kept (:mod:`featurestore.validation.batches`). Then keys are
+        pre-commit hooks and written to data files as it arrives; only its keys, event times and its
+        vectors' norms are kept (on disk past two million rows, inside the engine's ``temp_directory``
+        when set; :mod:`featurestore.validation.batches`). Then keys are
         checked unique across the batches and every check runs over all the rows, exactly as
         :meth:`insert` runs them on one batch holding them all; the commit follows, or (a failed batch,
         strict validation, an error) every file is deleted and nothing is committed. ``metadata`` may be

@@ -181,24 +181,31 @@ def test_sample_rows_draws_what_choice_over_the_row_numbers_draws(n, share, k, s
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 3_000), levels=st.integers(1, 50), seed=st.integers(0, 99), some_invalid=st.booleans())
-def test_norm_statistics_are_numpys_own_numbers(n, levels, seed, some_invalid):
-    """The norm-distribution check partitions one copy of the norms in place: the statistics are
-    exactly those of np.quantile, min, max, mean and std on the valid rows (repeated values included)."""
+@given(n=st.integers(1, 3_000), levels=st.integers(1, 50), seed=st.integers(0, 99), some_invalid=st.booleans(),
+       chunk=st.sampled_from([1, 7, 256, 1 << 20]))
+def test_norm_statistics_chunk_by_chunk_from_memory_or_disk(tmp_path_factory, n, levels, seed, some_invalid, chunk):
+    """The norm distribution's statistics, chunk by chunk: the quantiles, min and max exactly numpy's
+    (repeated values included), mean and std numpy's to rounding, and the same numbers bit for bit
+    whether the norms are in memory or in a file (a large batched insert's)."""
     rng = np.random.default_rng(seed)
-    norms = rng.integers(0, levels, n) / levels + rng.random(n) * 1e-3
+    norms = rng.integers(0, levels, n) / levels + rng.random(n) * 1e-3 - (seed % 3 == 0) * 0.5
     valid = rng.random(n) < 0.8 if some_invalid else np.broadcast_to(np.asarray(True), (n,))
-    kept = norms.copy()
-    d = embedding.Derived("v", "float", DIM, np.full(n, DIM), norms, np.zeros(n, np.int64), valid,
-                          np.zeros((n, DIM), np.float32))
-    rule = embedding.NormDistribution(p01_min=None, p99_max=None, cv_max=None)
-    got = embedding.check_norm_distribution(d, rule).observed
-    assert np.array_equal(norms, kept)  # the rows' norms are left as they were (collapse reads them after)
-    want_of = norms[valid]
-    if not len(want_of):
-        assert got is None or got == {}
+    path = tmp_path_factory.mktemp("norms") / "n.f64"
+    norms.tofile(path)
+    before, embedding._SAMPLE_CHUNK = embedding._SAMPLE_CHUNK, chunk
+    try:
+        got = embedding.norm_stats(norms, valid)
+        on_disk = embedding.norm_stats(embedding.DiskColumn(str(path), n), valid)
+    finally:
+        embedding._SAMPLE_CHUNK = before
+    assert got == on_disk
+    kept = norms[valid]
+    if not len(kept):
+        assert got is None
         return
-    q = np.quantile(want_of, [0.01, 0.5, 0.99])
-    want = {"min": want_of.min(), "p01": q[0], "p50": q[1], "p99": q[2], "max": want_of.max(),
-            "mean": want_of.mean(), "std": want_of.std()}
-    assert {k: got[k] for k in want} == {k: float(v) for k, v in want.items()}
+    q = np.quantile(kept, [0.01, 0.5, 0.99])
+    assert got is not None
+    assert [got[k] for k in ("min", "p01", "p50", "p99", "max")] == [float(x) for x in
+                                                                      (kept.min(), *q, kept.max())]
+    assert got["mean"] == pytest.approx(float(kept.mean()), rel=1e-12, abs=1e-15)
+    assert got["std"] == pytest.approx(float(kept.std()), rel=1e-9, abs=1e-12)

@@ -15,13 +15,16 @@ The key codes that the uniqueness checks use come from hashes of each batch's te
 Past :data:`SPILL_ROWS` rows (2M) the keys and event times go to disk instead (:class:`KeyRows`): hash
 buckets of whole keys, which the checks over every row's keys (uniqueness, great_expectations' row count
 and values-unique, coverage) read a group of buckets at a time, their results added up exactly; a
-sample's keys are read back from the staged files. What then stays per row is each vector's norm (and
-row hash when duplicates are checked).
+sample's keys are read back from the staged files. The vectors' norms go to a file beside them
+(:class:`~featurestore.validation.embedding.DiskColumn`), which the norm statistics and the collapse
+sample read chunk by chunk. What then stays in memory per row is only a vector's row hash, when the
+spec checks duplicate vectors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -281,8 +284,23 @@ class BatchChecks:
         self.keys.add(batch, self.files)  # what the checks after the last batch read
         if self.keys.spilled:  # their codes come from each bucket group's own dictionary
             self.hashes = TextHashes(())
+            for rule in self.rules:  # and the norms go to disk beside them
+                self.parts[rule.feature] = [self._spill_norms(rule.feature, p) if len(p.norms) else p
+                                            for p in self.parts[rule.feature]]
         else:
             self.hashes.add(batch)
+
+    def _spill_norms(self, feature: str, part: embedding.Derived) -> embedding.Derived:
+        """``part`` with its norms appended to ``feature``'s file in the spill folder instead."""
+        if len(part.norms):
+            assert self.keys.folder is not None and isinstance(part.norms, np.ndarray)
+            with open(self._norms_path(feature), "ab") as out:
+                np.ascontiguousarray(part.norms, np.float64).tofile(out)
+        return dataclasses.replace(part, norms=np.zeros(0, np.float64))
+
+    def _norms_path(self, feature: str) -> str:
+        assert self.keys.folder is not None
+        return os.path.join(self.keys.folder, f"norms-{[r.feature for r in self.rules].index(feature)}.f64")
 
     def finish(self) -> tuple[pa.Table | KeyRows, dict[str, embedding.Derived]]:
         """The keys and event times of every row (unique across the batches, or
@@ -303,7 +321,9 @@ class BatchChecks:
             hashes = [p.hashes for p in parts]
             derived[rule.feature] = embedding.Derived(
                 first.feature, first.value_type, first.fixed_size,
-                _joined([p.dims for p in parts]), np.concatenate([p.norms for p in parts]),
+                _joined([p.dims for p in parts]),
+                embedding.DiskColumn(self._norms_path(rule.feature), self.keys.num_rows) if self.keys.spilled
+                else np.concatenate([p.norms for p in parts]),
                 _joined([p.nonfinite for p in parts]), _joined([p.valid for p in parts]),
                 StagedRows(tuple(self.files), rule.feature, rule.dim),
                 np.concatenate(hashes) if all(h is not None for h in hashes) else None)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ neighbour overlap@k on a sample) and coverage of the expected entities. Each ret
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,7 +44,7 @@ class Derived:
     value_type: str  # Arrow type of the elements, e.g. "float"
     fixed_size: int | None  # the Arrow FixedSizeList size, if it is one
     dims: np.ndarray  # int64 per row; a null vector has dimension 0
-    norms: np.ndarray  # float64 per row; NaN when not computable (null, NaN inside)
+    norms: np.ndarray | DiskColumn  # float64 per row; NaN when not computable (null, NaN inside)
     nonfinite: np.ndarray  # int64 per row: NaN/inf elements (a null vector counts 1)
     valid: np.ndarray  # bool per row: right dimension and all finite
     matrix: np.ndarray | Rows  # float32 (n, dim); rows that are not valid hold zeros
@@ -160,20 +161,104 @@ def dtype_result(feature: str, value_type: str, fixed_size: int | None, seen: di
     )
 
 
+class DiskColumn:
+    """A float64 value per row in a file (a large batched insert's norms, :mod:`.batches`): what the
+    checks read of it, a chunk of rows or a few rows at a time, without holding it."""
+
+    def __init__(self, path: str, n: int):
+        self.path, self.n = path, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def chunk(self, lo: int, hi: int) -> np.ndarray:
+        return np.fromfile(self.path, np.float64, count=hi - lo, offset=lo * 8)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        m = np.memmap(self.path, np.float64, "r", shape=(self.n,))
+        try:
+            return np.array(m[np.asarray(rows, np.int64)])
+        finally:
+            del m
+
+
+def _chunks(values: np.ndarray | DiskColumn, valid: np.ndarray) -> Any:
+    """(first row, values, valid) of each chunk of rows (:data:`_SAMPLE_CHUNK` rows)."""
+    for lo in range(0, len(values), _SAMPLE_CHUNK):
+        hi = min(lo + _SAMPLE_CHUNK, len(values))
+        yield lo, values[lo:hi] if isinstance(values, np.ndarray) else values.chunk(lo, hi), valid[lo:hi]
+
+
+def _valid_chunks(values: np.ndarray | DiskColumn, valid: np.ndarray) -> Any:
+    for _, v, ok in _chunks(values, valid):
+        yield v if repeated(valid) is True else v[ok]
+
+
+def norm_stats(norms: np.ndarray | DiskColumn, valid: np.ndarray) -> dict[str, float] | None:
+    """min, p01, p50, p99, max, mean and std of the ``valid`` rows' ``norms`` (None: none), chunk by
+    chunk, so a column on disk is never held whole. The quantiles are np.quantile's (linear) of the
+    order statistics found exactly (:func:`order_statistics`); the mean and the standard deviation
+    add each chunk's sum exactly (``math.fsum``)."""
+    n, low, high, sums = 0, np.inf, -np.inf, []
+    for v in _valid_chunks(norms, valid):
+        if len(v):
+            n += len(v)
+            low, high = min(low, float(v.min())), max(high, float(v.max()))
+            sums.append(float(np.add.reduce(v)))
+    if not n:
+        return None
+    mean = math.fsum(sums) / n
+    std = math.sqrt(math.fsum(float(np.add.reduce(np.square(v - mean))) for v in _valid_chunks(norms, valid)) / n)
+    quantiles = {}
+    at = {q: (n - 1) * q for q in _QUANTILES}  # numpy's virtual index of the linear method
+    ranks = {r for v in at.values() for r in (min(int(v), n - 1), min(int(v) + 1, n - 1))}
+    ordered = order_statistics(norms, valid, sorted(ranks))
+    for q, v in at.items():
+        pair = np.array([ordered[min(int(v), n - 1)], ordered[min(int(v) + 1, n - 1)]])
+        quantiles[q] = float(np.quantile(pair, v - int(v)))  # numpy's own interpolation between them
+    return {"min": low, "p01": quantiles[0.01], "p50": quantiles[0.5], "p99": quantiles[0.99], "max": high,
+            "mean": mean, "std": std}
+
+
+_QUANTILES = (0.01, 0.5, 0.99)
+
+
+def _keys(v: np.ndarray) -> np.ndarray:
+    """Unsigned keys in the order of the float64 values ``v`` (negative: bits inverted; else sign set)."""
+    bits = np.ascontiguousarray(v, np.float64).view(np.uint64)
+    return np.where(bits >> np.uint64(63) == 1, ~bits, bits | np.uint64(1 << 63))
+
+
+def _value(key: int) -> float:
+    bits = key & ((1 << 63) - 1) if key >> 63 else ~key & ((1 << 64) - 1)
+    return float(np.array([bits], np.uint64).view(np.float64)[0])
+
+
+def order_statistics(values: np.ndarray | DiskColumn, valid: np.ndarray, ranks: list[int]) -> dict[int, float]:
+    """The ``valid`` values of ``values`` at 0-based ``ranks`` of their ascending order, exactly: a radix
+    selection on 16 bits of the values' order-preserving keys per pass, four passes over the chunks (no
+    copy of the column, a histogram of 65,536 counts per rank)."""
+    prefix = {r: 0 for r in ranks}
+    left = {r: r for r in ranks}  # the rank still to find among the values under the prefix
+    for shift in (48, 32, 16, 0):
+        wanted = sorted(set(prefix.values()))
+        hist = {p: np.zeros(1 << 16, np.int64) for p in wanted}
+        for v in _valid_chunks(values, valid):
+            keys = _keys(v)
+            for p in wanted:
+                sel = keys if shift == 48 else keys[keys >> np.uint64(shift + 16) == np.uint64(p)]
+                hist[p] += np.bincount(((sel >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64),
+                                       minlength=1 << 16)
+        for r in ranks:
+            counts = np.cumsum(hist[prefix[r]])
+            digit = int(np.searchsorted(counts, left[r], side="right"))
+            left[r] -= int(counts[digit - 1]) if digit else 0
+            prefix[r] = (prefix[r] << 16) | digit
+    return {r: _value(prefix[r]) for r in ranks}
+
+
 def check_norm_distribution(d: Derived, rule: NormDistribution) -> CheckResult:
-    owned = repeated(d.valid) is not True
-    norms = d.norms[d.valid] if owned else d.norms
-    if not len(norms):
-        return norm_result(d.feature, rule, None)
-    stats = {"min": float(norms.min()), "max": float(norms.max()), "mean": float(norms.mean()),
-             "std": float(norms.std())}  # before the quantiles reorder an array of our own
-    # numpy's own quantiles, partitioning one copy in place (without overwrite_input it makes several)
-    work = norms if owned else norms.copy()
-    del norms
-    p01, p50, p99 = (float(x) for x in np.quantile(work, [0.01, 0.5, 0.99], overwrite_input=True))
-    del work
-    return norm_result(d.feature, rule, {"min": stats["min"], "p01": p01, "p50": p50, "p99": p99,
-                                         "max": stats["max"], "mean": stats["mean"], "std": stats["std"]})
+    return norm_result(d.feature, rule, norm_stats(d.norms, d.valid))
 
 
 def norm_result(feature: str, rule: NormDistribution, stats: dict[str, float] | None) -> CheckResult:
@@ -256,14 +341,15 @@ def duplicates_result(feature: str, max_share: float, rows: int, dup_rows: int, 
                        observed={"share": share, "rows": dup_rows, "groups": groups, "examples": examples})
 
 
-def sample_rows(mask: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def sample_rows(mask: Any, k: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """``np.sort(rng.choice(np.flatnonzero(mask), k, replace=False))`` (every marked row when there are
     no more than ``k``), drawing the same numbers, without a row number per marked row (8 bytes a row
     of a 100M-row insert); and how many rows are marked."""
     counts = [int(np.count_nonzero(mask[lo:lo + _SAMPLE_CHUNK])) for lo in range(0, len(mask), _SAMPLE_CHUNK)]
     total = sum(counts)
     if total <= k:
-        return np.flatnonzero(mask), total
+        every = [np.flatnonzero(mask[lo:lo + _SAMPLE_CHUNK]) + lo for lo in range(0, len(mask), _SAMPLE_CHUNK)]
+        return (np.concatenate(every) if every else np.zeros(0, np.int64)), total
     picked = np.sort(rng.choice(total, k, replace=False))  # the draw choice() makes from any array of total
     out, seen = [], 0
     for lo, n in zip(range(0, len(mask), _SAMPLE_CHUNK), counts, strict=True):
@@ -277,9 +363,24 @@ def sample_rows(mask: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.
 _SAMPLE_CHUNK = 1 << 20
 
 
+class _Usable:
+    """Rows with a valid vector of positive finite norm, computed a slice of rows at a time."""
+
+    def __init__(self, norms: np.ndarray | DiskColumn, valid: np.ndarray):
+        self.norms, self.valid = norms, valid
+
+    def __len__(self) -> int:
+        return len(self.norms)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi, _ = rows.indices(len(self.norms))
+        v = self.norms[lo:hi] if isinstance(self.norms, np.ndarray) else self.norms.chunk(lo, hi)
+        return self.valid[lo:hi] & (v > 0) & np.isfinite(v)
+
+
 def check_collapse(d: Derived, rule: Collapse) -> list[CheckResult]:
     """Effective rank and mean pairwise cosine of a sample of unit vectors."""
-    usable = d.valid & (d.norms > 0) & np.isfinite(d.norms)
+    usable = _Usable(d.norms, d.valid)
     thr_rank = {"min_effective_rank": rule.min_effective_rank, "sample": rule.sample}
     thr_cos = {"max_mean_cosine": rule.max_mean_cosine, "sample": rule.sample}
     out = []
@@ -293,7 +394,7 @@ def check_collapse(d: Derived, rule: Collapse) -> list[CheckResult]:
                                    column=d.feature, success=True, skipped=True, threshold=thr,
                                    details=f"{total} non-zero vectors, fewer than min_rows {rule.min_rows}"))
         return out
-    u = d.matrix[rows].astype(np.float64) / d.norms[rows, None]
+    u = d.matrix[rows].astype(np.float64) / d.norms[rows][:, None]
     if rule.min_effective_rank is not None:
         # singular values from the small dim x dim Gram matrix: far cheaper than an SVD of the sample
         s = np.sqrt(np.clip(np.linalg.eigvalsh(u.T @ u), 0.0, None))
