@@ -384,9 +384,13 @@ class SuiteParts:
             gx.load()
             parts, rows = [], []
             for group in table.groups():
-                parts.append(gx.outcomes(self.rest_doc, key_frame(self.spec, self.exp, group)))
-                rows.append(group[ROW].to_numpy())
-                del group
+                got = gx.outcomes(self.rest_doc, key_frame(self.spec, self.exp, group))
+                numbers = group[ROW].to_numpy()
+                shown = {int(i) for r in got if r is not None
+                         for i in ((r.result or {}).get("partial_unexpected_index_list") or [])}
+                parts.append(got)
+                rows.append({i: int(numbers[i]) for i in shown})  # the row numbers of the rows shown only
+                del group, numbers
             out.update({i: gx.merged(self.items[i], [p[k] for p in parts], rows=rows)
                         for k, i in enumerate(self.rest)})
         elif self.rest:

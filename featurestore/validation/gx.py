@@ -181,13 +181,14 @@ class _Merged:
 
 
 def merged(item: dict[str, Any], parts: list[Any], starts: list[int] | None = None, *,
-           rows: list[np.ndarray] | None = None) -> CheckResult:
+           rows: list[Any] | None = None) -> CheckResult:
     """The CheckResult great_expectations gives for row-wise expectation ``item`` on the rows of several
     batches together, from its results on each (``starts``: each batch's first row): counts added,
     percentages and the verdict computed as great_expectations computes them (``_format_map_output``, a
     column map's ``mostly``), the first unexpected values and row numbers in row order.
 
-    ``rows`` instead of ``starts``: each part's row numbers (its frame's row i is row ``rows[k][i]``), for
+    ``rows`` instead of ``starts``: each part's row numbers (its frame's row i is row ``rows[k][i]``: an
+    array, or a mapping of the rows its result shows), for
     parts that are groups of whole keys rather than consecutive batches; then values-unique too adds up
     (a row's value repeats within its group exactly when it repeats at all), and so does the row count
     (the groups' counts added, the verdict great_expectations' ``min_value``/``max_value`` bounds give)."""
