@@ -117,6 +117,8 @@ class Pipeline:
     store's); a run's ``engine=`` overrides it. Both give the same vectors (docs/scale-out.md).
     ``entity_batch_rows``: about how many entity vectors are aggregated and written at a time (None: the
     engine's default, 262,144); the run's entity commit is one commit of all of them whatever the size.
+    When Spark makes and writes the entity vectors on its executors, its frame's partitions
+    (``spark.sql.shuffle.partitions``) set that instead.
     """
 
     name: str
