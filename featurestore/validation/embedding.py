@@ -171,10 +171,11 @@ class DiskColumn:
     def __len__(self) -> int:
         return self.n
 
-    def chunk(self, lo: int, hi: int) -> np.ndarray:
-        return np.fromfile(self.path, np.float64, count=hi - lo, offset=lo * 8)
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """A slice of rows (read from the file), or the rows ``rows`` (only their pages)."""
+        if isinstance(rows, slice):
+            lo, hi, _ = rows.indices(self.n)
+            return np.fromfile(self.path, np.float64, count=max(hi - lo, 0), offset=lo * 8)
         m = np.memmap(self.path, np.float64, "r", shape=(self.n,))
         try:
             return np.array(m[np.asarray(rows, np.int64)])
@@ -186,7 +187,7 @@ def _chunks(values: np.ndarray | DiskColumn, valid: np.ndarray) -> Any:
     """(first row, values, valid) of each chunk of rows (:data:`_SAMPLE_CHUNK` rows)."""
     for lo in range(0, len(values), _SAMPLE_CHUNK):
         hi = min(lo + _SAMPLE_CHUNK, len(values))
-        yield lo, values[lo:hi] if isinstance(values, np.ndarray) else values.chunk(lo, hi), valid[lo:hi]
+        yield lo, values[lo:hi], valid[lo:hi]
 
 
 def _valid_chunks(values: np.ndarray | DiskColumn, valid: np.ndarray) -> Any:
@@ -373,9 +374,8 @@ class _Usable:
         return len(self.norms)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        lo, hi, _ = rows.indices(len(self.norms))
-        v = self.norms[lo:hi] if isinstance(self.norms, np.ndarray) else self.norms.chunk(lo, hi)
-        return self.valid[lo:hi] & (v > 0) & np.isfinite(v)
+        v = self.norms[rows]
+        return self.valid[rows] & (v > 0) & np.isfinite(v)
 
 
 def check_collapse(d: Derived, rule: Collapse) -> list[CheckResult]:
