@@ -78,15 +78,29 @@ def _by_key(t: pa.Table) -> pa.Table:
 
 def _assert_same_vectors(a: pa.Table, b: pa.Table) -> None:
     a, b = _by_key(a), _by_key(b)
-    assert a.num_rows == b.num_rows
-    assert a.column(0).equals(b.column(0)) and a["event_time"].equals(b["event_time"])
+    assert a.num_rows == b.num_rows, (a.num_rows, b.num_rows)
+    keys = [a.column_names[0], "event_time"]
+    assert a.select(keys).equals(b.select(keys)), _first_difference(a.select(keys), b.select(keys))
     va = np.asarray(a["embedding"].combine_chunks().flatten()).reshape(a.num_rows, -1)
     vb = np.asarray(b["embedding"].combine_chunks().flatten()).reshape(b.num_rows, -1)
     np.testing.assert_allclose(va, vb, atol=TOL, rtol=0)
     na, nb = np.linalg.norm(va, axis=1), np.linalg.norm(vb, axis=1)
     cos = (va * vb).sum(axis=1) / np.where(na * nb > 0, na * nb, 1.0)
     assert cos[(na > 0) & (nb > 0)].min(initial=1.0) > MIN_COSINE
-    assert a.drop_columns(["embedding"]).equals(b.drop_columns(["embedding"]))
+    rest_a, rest_b = a.drop_columns(["embedding"]), b.drop_columns(["embedding"])
+    assert rest_a.equals(rest_b), _first_difference(rest_a, rest_b)
+
+
+def _first_difference(got: pa.Table, want: pa.Table) -> str:
+    """Where two tables of the same shape first differ: the column, the row and both values."""
+    if got.schema != want.schema:
+        return f"schemas differ: {got.schema} != {want.schema}"
+    for name in want.column_names:
+        a, b = got[name].to_pylist(), want[name].to_pylist()
+        for row, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return f"column {name!r}, row {row}: {x!r} != {y!r}"
+    return "no value differs (chunking or metadata only)"
 
 
 def _spine(users: list[int], items: list[int], offsets: list[int]) -> pa.Table:
@@ -135,7 +149,7 @@ def test_duckdb_and_spark_give_the_same_vectors_and_training_sets(spark_engine, 
         assert remote.pins == local.pins and remote.params == local.params
         got, want = remote.to_arrow(), local.to_arrow()
         assert got.num_rows == labels.num_rows
-        assert got.equals(want), (known_at, ttl)
+        assert got.equals(want), (known_at, ttl, _first_difference(got, want))
     # the distributed result (a Spark DataFrame) holds the same rows
     frame = spark.training_set(spark_engine.session.createDataFrame(labels), features, engine=spark_engine,
                                event_time="label_time", ttl=ttl).to_spark()
