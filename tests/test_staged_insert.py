@@ -18,6 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestore import CommitConflict, ValidationFailed
+from featurestore.conform import conform
+from featurestore.errors import StorageError
+from featurestore.feature_group import FRAME_STAGING, storage_schema
 from featurestore.storage import staging
 from featurestore.storage.staging import file_stats
 from tests.conftest import T0, item_batch, tree_digest
@@ -215,8 +218,6 @@ def test_vector_columns_are_written_without_a_dictionary(store):
 
 
 def test_an_empty_append_commits_no_file(store):
-    from featurestore.conform import conform
-
     fg = store.feature_group("item_embeddings", 1)
     fg.insert(item_batch(60), cutoff=T0)
     empty = fg._storage_table(conform(fg.spec, item_batch(60), cutoff=T0).slice(0, 0))
@@ -236,3 +237,51 @@ def test_the_conformed_batch_shares_no_vector_memory_with_the_caller(store):
     theirs = np.frombuffer(batch["embedding"].chunk(0).values.buffers()[1], np.float32)
     assert not np.shares_memory(mine, theirs)
     assert np.array_equal(mine[:50 * 64], theirs[:50 * 64])
+
+
+def _stored_rows(fg, n: int, start: int = 0) -> pa.Table:
+    return fg._storage_table(conform(fg.spec, item_batch(n, start=start), cutoff=T0))
+
+
+def test_adopted_files_are_all_committed_even_when_the_writer_thread_runs_first(store, monkeypatch):
+    """Files another writer made (a Spark job's) are moved into the table and committed: every one,
+    whatever the threads' order. The writer thread is made to finish before the constructor goes on,
+    the order in which it once saw no file and landed an empty commit (a run's rows went missing)."""
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(10), cutoff=T0 - timedelta(days=1))
+    staged_dir = Path(fg.uri) / FRAME_STAGING / "spark-job"
+    staged_dir.mkdir(parents=True)
+    written = []
+    for i, (n, start) in enumerate([(30, 100), (20, 200)]):
+        path = staged_dir / f"part-{i:05d}-job-c000.snappy.parquet"
+        pq.write_table(_stored_rows(fg, n, start), path)
+        written.append(str(path))
+    base_init = staging.StagedAppend.__init__
+
+    def writer_first(self, *args, **kwargs):
+        base_init(self, *args, **kwargs)
+        self._future.exception()  # the writer thread has run to its end before the subclass goes on
+
+    monkeypatch.setattr(staging.StagedAppend, "__init__", writer_first)
+    adopted = staging.AdoptedFiles(store.root, fg.rel, written, storage_schema(fg.spec))
+    adopted.commit({"featurestore.run_id": "adopted", "featurestore.row_count": "50"})
+    assert fg.count() == 60 and len(fg.files()) == 3
+    assert sorted(pc.unique(fg.read()["item_id"]).to_pylist()) == sorted(
+        [f"i{i}" for i in range(10)] + [f"i{i}" for i in range(100, 130)] + [f"i{i}" for i in range(200, 220)])
+
+
+def test_an_append_whose_files_miss_rows_is_refused_and_the_table_is_unchanged(store):
+    """The rows the commit states are the rows its files hold, or nothing lands (a StorageError naming
+    both counts) and the files written for it are removed."""
+    fg = store.feature_group("item_embeddings", 1)
+    fg.insert(item_batch(10), cutoff=T0 - timedelta(days=1))
+    table_dir = Path(store.root.base) / store.table_path("item_embeddings", 1)
+    before, files = tree_digest(table_dir), _parquet(fg)
+    staged = staging.StagedAppend(store.root, fg.rel, lambda: _stored_rows(fg, 40, 100))
+    with pytest.raises(StorageError, match=r"hold 40 rows, but 41 were staged"):
+        staged.commit({"featurestore.run_id": "short", "featurestore.row_count": "41"})
+    assert tree_digest(table_dir) == before and _parquet(fg) == files and fg.count() == 10
+    # the same append stating its rows lands
+    staging.StagedAppend(store.root, fg.rel, lambda: _stored_rows(fg, 40, 100)).commit(
+        {"featurestore.run_id": "whole", "featurestore.row_count": "40"})
+    assert fg.count() == 50

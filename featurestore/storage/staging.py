@@ -55,18 +55,21 @@ class StagedAppend:
     """Data files for one append, written in a background thread; commit or discard them exactly once.
 
     ``make_table`` runs in that thread (it may stamp the rows, e.g. ``_ingested_at``) and returns the
-    table to write, in the Delta table's schema.
+    table to write, in the Delta table's schema. ``paths`` / ``uploaded``: files another writer made for
+    this append (a subclass adopts them), in place before the thread starts, so it sees every one.
     """
 
     def __init__(self, root: Root, rel: str, make_table: Callable[[], pa.Table], *,
-                 target_bytes: int | None = None, data_change: bool = True):
+                 target_bytes: int | None = None, data_change: bool = True,
+                 paths: Sequence[str] = (), uploaded: Sequence[str] = ()):
         self.root, self.rel = root, rel
         # None: the module's TARGET_FILE_BYTES as it is when the writer is made (tests lower it)
         self.target_bytes = TARGET_FILE_BYTES if target_bytes is None else target_bytes
         self.data_change = data_change
         self.uri = root.uri_of(rel)
-        self.paths: list[str] = []  # absolute (local) paths of the files written so far
-        self.uploaded: list[str] = []  # object-store roots: root-relative names of the files uploaded so far
+        self.paths: list[str] = list(paths)  # absolute (local) paths of the files written so far
+        # object-store roots: root-relative names of the files uploaded so far
+        self.uploaded: list[str] = list(uploaded)
         self.files: list[tuple[str, int, int]] = []  # (path, first row, row count) of each written file
         self.checksums: dict[str, str] = {}  # file name -> checksum of its bytes ("xxh3:<hex>")
         self._done = False
@@ -134,6 +137,7 @@ class StagedAppend:
         try:
             with translated(f"committing to {self.uri}", self.uri, self.root.storage_options):
                 dt, schema, actions = self._future.result()  # the writer's errors, translated too
+                self._check_rows(metadata)
                 actions = actions + _removals(replaces)
                 metadata = {**metadata, CHECKSUMS: json.dumps(self.checksums, separators=(",", ":"))}
                 dt.create_write_transaction(
@@ -153,6 +157,15 @@ class StagedAppend:
         finally:
             self._pool.shutdown(wait=True)
         self._done = True
+
+    def _check_rows(self, metadata: dict[str, str]) -> None:
+        """Refuse to commit files that do not hold the rows the commit's metadata states (a commit that
+        adds rows): an append that lost files on the way must fail, never land short."""
+        stated = metadata.get(META_PREFIX + "row_count")
+        held = sum(rows for _, _, rows in self.files)
+        if self.data_change and stated is not None and held != int(stated):
+            raise StorageError(f"{self.uri}: the append's {len(self.files)} data file(s) hold {held} rows, but "
+                               f"{stated} were staged; nothing was committed")
 
     def _landed(self, metadata: dict[str, str]) -> bool | None:
         """Whether a commit carrying ``metadata``'s run id is in the log (None: the log cannot be read)."""
@@ -185,7 +198,7 @@ class StagedAppend:
 class AdoptedFiles(StagedAppend):
     """Parquet files another writer (a Spark job) wrote into a staging folder inside the table's,
     committed like a :class:`StagedAppend`: moved into the table folder under their own names now
-    (:attr:`paths`), each file's CRC-32 and Delta ``stats`` (from its scalar columns, as
+    (:attr:`paths`), each file's checksum and Delta ``stats`` (from its scalar columns, as
     :func:`file_stats` computes them) computed in the background, then one commit; :meth:`discard`
     (or a failed commit) deletes them. Until the commit no reader sees them.
 
@@ -211,9 +224,9 @@ class AdoptedFiles(StagedAppend):
         except BaseException:
             self._remove_moved()
             raise
-        moved = list(self.paths)
-        super().__init__(root, rel, lambda: pa.table({}))
-        self.paths = moved
+        # the moved files go in before the writer thread starts: it reads them at once (set afterwards,
+        # a thread that ran first saw none and committed an empty append)
+        super().__init__(root, rel, lambda: pa.table({}), paths=self.paths)
 
     def _remove_moved(self) -> None:
         for path in self.paths:
@@ -254,8 +267,7 @@ class WrittenObjects(StagedAppend):
             raise StorageError(f"{root.uri}: written objects belong to a store on object storage")
         self._schema = schema
         self._written = list(written)
-        super().__init__(root, rel, lambda: pa.table({}))
-        self.uploaded = [f"{rel}/{w.name}" for w in self._written]
+        super().__init__(root, rel, lambda: pa.table({}), uploaded=[f"{rel}/{w.name}" for w in self._written])
 
     def _write(self, make_table: Callable[[], pa.Table]) -> tuple[Any, pa.Schema, list[Any]]:
         from deltalake.transaction import AddAction
