@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -36,7 +37,7 @@ from featurestore.online import remote
 from featurestore.online.integrity import verify
 from featurestore.online.view import OnlineView
 from featurestore.storage import delta
-from featurestore.storage.checksums import data_file_matches, recorded_checksums
+from featurestore.storage.checksums import CHECKSUMS, data_file_matches, recorded_checksums
 from featurestore.storage.delta import META_PREFIX
 from featurestore.storage.staging import compact_files
 from featurestore.training import list_training_sets, load_training_set, prune_cache
@@ -234,7 +235,7 @@ class Problem:
 def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
     """Verify every feature group's log and data files (the checksum each commit recorded, compactions
     included, and that every page decodes; on an object store the local copies, a damaged copy fetched
-    again), every online view and
+    again; that each commit's files hold the rows it states), every online view and
     cache against its checksums, and every saved training set against its manifest's sha256. With
     ``repair``, damaged views are rebuilt and damaged cache files deleted (rebuilt on use); committed
     data and saved training sets are never changed, only reported."""
@@ -257,9 +258,10 @@ def _check_table(fg: FeatureGroup) -> list[Problem]:
     try:
         files = fg.files(verify=False)  # each verified below, all of them reported
         recorded = recorded_checksums(fg.root, fg.rel, refresh=True)
+        commits = delta.history(fg.root, fg.rel)
     except FeatureStoreError as exc:
         return [Problem("table", fg.uri, f"the Delta log cannot be read: {exc}")]
-    out = []
+    out = _short_commits(fg, commits, files)
     for f in files:
         want = recorded.get(os.path.basename(f))
         try:
@@ -273,6 +275,38 @@ def _check_table(fg: FeatureGroup) -> list[Problem]:
                     pf.read_row_group(i)
         except (OSError, pa.ArrowException) as exc:
             out.append(Problem("table", f, f"data file damaged or missing: {exc}"))
+    return out
+
+
+def _short_commits(fg: FeatureGroup, commits: list[dict[str, Any]], files: list[str]) -> list[Problem]:
+    """Commits whose data files do not hold the rows the commit states: one that added no file for its
+    rows, or whose files (while they are all still in the table) hold another number. Before the row
+    check at commit time, a Spark insert could land without its files (its rows missing, the files left
+    unreferenced in the table folder)."""
+    live = {os.path.basename(f): f for f in files}
+    out = []
+    for info in commits:
+        stated, named = info.get(META_PREFIX + "row_count"), info.get(CHECKSUMS)
+        if stated is None or named is None:
+            continue  # not this library's insert: nothing to compare
+        try:
+            rows, names = int(stated), list(json.loads(named))
+        except (TypeError, ValueError):
+            continue
+        if rows <= 0:  # an empty insert, or a compaction (no rows added)
+            continue
+        where = f"{fg.uri} commit {info['version']}"
+        if not names:
+            out.append(Problem("table", where, f"the commit states {rows} rows but added no data file: its rows "
+                                               f"are not in the table"))
+        elif all(n in live for n in names):
+            try:
+                held = sum(pq.ParquetFile(live[n]).metadata.num_rows for n in names)
+            except (OSError, pa.ArrowException):
+                continue  # a damaged file is reported by the file checks
+            if held != rows:
+                out.append(Problem("table", where, f"the commit states {rows} rows but its {len(names)} data "
+                                                   f"file(s) hold {held}"))
     return out
 
 

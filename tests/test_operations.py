@@ -3,18 +3,25 @@ damaged file and repair rebuilds what is derived."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from deltalake import CommitProperties, DeltaTable
+from deltalake.transaction import AddAction
 
 from featurestore import FeatureStore
 from featurestore.cli import main
+from featurestore.conform import conform
 from featurestore.errors import CorruptData
 from featurestore.online import build as views
+from featurestore.storage.checksums import data_checksum
+from featurestore.storage.staging import file_stats
 from tests.conftest import SCHEMAS, T0, item_batch, tree_digest
 
 HOUR = 3600
@@ -134,3 +141,40 @@ def test_upkeep_commands_refuse_a_folder_that_is_not_a_store(tmp_path, capsys):
     for command in (["vacuum"], ["compact"], ["check"]):
         assert main([*command, "--root", str(tmp_path / "nowhere")]) == 2
         assert "is not a feature store" in capsys.readouterr().err
+
+
+def test_check_reports_commits_whose_files_do_not_hold_the_rows_they_state(tmp_path, capsys):
+    """Logs written before an insert's rows were checked at commit time: a commit that added no file for
+    the rows it states (a Spark insert whose writer thread saw no file), and one whose file holds fewer.
+    `check` names both commits; healthy commits (their files compared) and a compaction are not."""
+    store = _store(tmp_path, commits=2)
+    fg = store.feature_group("item_embeddings", 1)
+    assert store.check() == []
+    store.compact(dry_run=False, target_size=1 << 30)
+    assert store.check() == []
+    schema = fg._storage_table(conform(fg.spec, item_batch(1), cutoff=T0)).schema
+
+    def old_commit(rows: int, table: pa.Table | None) -> None:
+        actions, sums = [], {}
+        if table is not None:
+            name = f"part-00000-old{rows}-c000.snappy.parquet"
+            pq.write_table(table, Path(fg.uri) / name)
+            actions.append(AddAction(path=name, size=(Path(fg.uri) / name).stat().st_size, partition_values={},
+                                     modification_time=int(time.time() * 1000), data_change=True,
+                                     stats=json.dumps(file_stats(table))))
+            sums[name] = data_checksum(str(Path(fg.uri) / name))
+        DeltaTable(fg.uri).create_write_transaction(actions, mode="append", schema=schema, commit_properties=
+            CommitProperties(custom_metadata={"featurestore.run_id": f"old{rows}", "featurestore.row_count": str(rows),
+                                              "featurestore.checksums": json.dumps(sums)}))
+
+    old_commit(39, None)
+    short = fg._storage_table(conform(fg.spec, item_batch(20, start=500), cutoff=T0 + timedelta(days=10)))
+    old_commit(25, short)
+    version = fg.commit_of()
+    assert [(p.what, p.where, p.detail) for p in store.check()] == [
+        ("table", f"{fg.uri} commit {version - 1}", "the commit states 39 rows but added no data file: its rows "
+                                                    "are not in the table"),
+        ("table", f"{fg.uri} commit {version}", "the commit states 25 rows but its 1 data file(s) hold 20")]
+    capsys.readouterr()
+    assert main(["check", "--root", str(tmp_path / "s")]) == 1
+    assert "states 39 rows but added no data file" in capsys.readouterr().out
