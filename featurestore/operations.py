@@ -257,11 +257,12 @@ def check(catalog: Catalog, *, repair: bool = False) -> list[Problem]:
 def _check_table(fg: FeatureGroup) -> list[Problem]:
     try:
         files = fg.files(verify=False)  # each verified below, all of them reported
-        recorded = recorded_checksums(fg.root, fg.rel, refresh=True)
         commits = delta.history(fg.root, fg.rel)
+        recorded = recorded_checksums(fg.root, fg.rel, refresh=True, commits=commits)
     except FeatureStoreError as exc:
         return [Problem("table", fg.uri, f"the Delta log cannot be read: {exc}")]
-    out = _short_commits(fg, commits, files)
+    out = []
+    rows: dict[str, int] = {}  # file name -> rows, of the files that verify
     for f in files:
         want = recorded.get(os.path.basename(f))
         try:
@@ -273,17 +274,17 @@ def _check_table(fg: FeatureGroup) -> list[Problem]:
             with pq.ParquetFile(f, page_checksum_verification=True) as pf:
                 for i in range(pf.num_row_groups):
                     pf.read_row_group(i)
+                rows[os.path.basename(f)] = pf.metadata.num_rows
         except (OSError, pa.ArrowException) as exc:
             out.append(Problem("table", f, f"data file damaged or missing: {exc}"))
-    return out
+    return out + _short_commits(fg, commits, rows)
 
 
-def _short_commits(fg: FeatureGroup, commits: list[dict[str, Any]], files: list[str]) -> list[Problem]:
+def _short_commits(fg: FeatureGroup, commits: list[dict[str, Any]], rows_of: dict[str, int]) -> list[Problem]:
     """Commits whose data files do not hold the rows the commit states: one that added no file for its
-    rows, or whose files (while they are all still in the table) hold another number. Before the row
-    check at commit time, a Spark insert could land without its files (its rows missing, the files left
-    unreferenced in the table folder)."""
-    live = {os.path.basename(f): f for f in files}
+    rows, or whose files (while they are all still in the table, and verify: ``rows_of``) hold another
+    number. Before the row check at commit time, a Spark insert could land without its files (its rows
+    missing, the files left unreferenced in the table folder)."""
     out = []
     for info in commits:
         stated, named = info.get(META_PREFIX + "row_count"), info.get(CHECKSUMS)
@@ -299,14 +300,9 @@ def _short_commits(fg: FeatureGroup, commits: list[dict[str, Any]], files: list[
         if not names:
             out.append(Problem("table", where, f"the commit states {rows} rows but added no data file: its rows "
                                                f"are not in the table"))
-        elif all(n in live for n in names):
-            try:
-                held = sum(pq.ParquetFile(live[n]).metadata.num_rows for n in names)
-            except (OSError, pa.ArrowException):
-                continue  # a damaged file is reported by the file checks
-            if held != rows:
-                out.append(Problem("table", where, f"the commit states {rows} rows but its {len(names)} data "
-                                                   f"file(s) hold {held}"))
+        elif all(n in rows_of for n in names) and (held := sum(rows_of[n] for n in names)) != rows:
+            out.append(Problem("table", where, f"the commit states {rows} rows but its {len(names)} data "
+                                               f"file(s) hold {held}"))
     return out
 
 

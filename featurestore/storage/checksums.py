@@ -104,16 +104,18 @@ def mark_verified(path: str) -> None:
         _verified[path] = _identity(path)
 
 
-def recorded_checksums(root: Root, rel: str, *, refresh: bool = False) -> dict[str, str]:
+def recorded_checksums(root: Root, rel: str, *, refresh: bool = False,
+                       commits: list[dict[str, Any]] | None = None) -> dict[str, str]:
     """Data file name -> the checksum its commit recorded, over the whole log (files written by other
-    writers, or before checksums were recorded, are absent). Log entries are read once per process."""
+    writers, or before checksums were recorded, are absent). Log entries are read once per process;
+    ``commits``: the log's entries (:func:`history`) when the caller has just read them."""
     key = root.uri_of(rel)
     with _lock:
         seen, sums = _recorded.get(key, (frozenset(), {}))
     if seen and not refresh:
         return sums
     sums = dict(sums)
-    for info in history(root, rel):
+    for info in history(root, rel) if commits is None else commits:
         if info["version"] in seen:
             continue
         raw = info.get(CHECKSUMS)
